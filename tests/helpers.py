@@ -1,0 +1,108 @@
+"""Shared test helpers: small versions of the shipped genotypes, and torch-vs-ONNX Runtime stepping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GENOTYPES = ROOT / "genotypes"
+
+# Reduced sizes of every shipped genotype (same topology, few channels, tiny inputs).
+SMALL = {
+    "stereo": {
+        "input.height": 24, "input.width": 32, "head.cost_volume.disparities": 5,
+        "networks.feature.node_channels": [4, 8, 16, 32], "networks.matching.node_channels": [4, 8, 16, 32],
+        "networks.feature.layers[0].channels": 4, "networks.feature.layers[1].channels": 8,
+        "networks.feature.layers[4].channels": 8,
+        "networks.matching.layers[0].channels": 8, "networks.matching.layers[1].channels": 8,
+    },
+    "cifar10": {"input.height": 8, "input.width": 8, "networks.backbone.node_channels": [4, 4, 8],
+                "networks.backbone.layers[0].channels": 8},
+    "snasnet_cifar10_bw": {"input.height": 16, "input.width": 16, "networks.backbone.node_channels": [8, 16],
+                           "networks.backbone.layers[0].channels": 8, "networks.backbone.layers[2].channels": 16},
+}
+
+
+def small_genotype(name: str, **extra):
+    from compiler import load_genotype
+
+    return load_genotype(GENOTYPES / f"{name}.yaml", overrides={**SMALL[name], **extra})
+
+
+def randomize_bn(model, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters (so folding matters)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.25)
+                m.weight.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2 + 0.1)
+
+
+def make_exact(model, seed: int = 0) -> None:
+    """Weights and BatchNorm on a dyadic grid, so every conv sum is exact in float32.
+
+    Then torch, the folded copy and ONNX Runtime compute bit-identical membrane potentials
+    whatever their summation order, and spikes can be compared for equality over many steps
+    (with arbitrary floats a potential within rounding of the threshold may flip a spike).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+                fan_in = m.weight[0].numel()
+                scale = 2.0 / fan_in**0.5
+                m.weight.copy_(torch.round(torch.randn(m.weight.shape, generator=gen) * scale * 64) / 64)
+                if m.bias is not None:
+                    m.bias.copy_(torch.round(torch.randn(m.bias.shape, generator=gen) * 8) / 64)
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.eps = 0.0
+                m.running_var.fill_(1.0)
+                m.running_mean.copy_(torch.round(torch.randn(n, generator=gen) * 2) / 16)
+                m.weight.copy_(torch.round(torch.rand(n, generator=gen) * 8 + 4) / 8)
+                m.bias.copy_(torch.round(torch.randn(n, generator=gen) * 2 + 1) / 16)
+
+
+def random_inputs(model, rng: np.random.Generator, batch: int = 2, density: float = 0.3) -> dict:
+    """Sparse ternary event frames (stereo) or images (classification), float32."""
+    inp = model.genotype.input
+    shape = (batch, inp.in_channels, inp.height, inp.width)
+    out = {}
+    for name in model.input_names:
+        if inp.encoding == "image":
+            out[name] = (np.round(rng.standard_normal(shape) * 8) / 8).astype(np.float32)  # dyadic
+        else:
+            mask = rng.random(shape) < density
+            out[name] = (np.sign(rng.standard_normal(shape)) * mask).astype(np.float32)
+    return out
+
+
+def step_both(model, session, steps: int, seed: int = 0, batch: int = 2):
+    """Run torch (eval) and ONNX Runtime side by side with carried state; yield per-step results.
+
+    Yields (torch_out, torch_state, ort_outputs) where ort_outputs maps output name -> array.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    names = [n for n, _ in model.state_shapes()]
+    state = model.initial_state(batch)
+    ort_state = {f"state_in.{n}": state[n].numpy() for n in names}
+    out_names = [o.name for o in session.get_outputs()]
+    for _ in range(steps):
+        x = random_inputs(model, rng, batch)
+        with torch.no_grad():
+            out, state = model({k: torch.from_numpy(v) for k, v in x.items()}, state)
+        res = dict(zip(out_names, session.run(None, {**x, **ort_state}), strict=True))
+        ort_state = {f"state_in.{n}": res[f"state_out.{n}"] for n in names}
+        yield out, state, res
