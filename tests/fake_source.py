@@ -69,10 +69,8 @@ def identity_encoder(events: Any, t0: int, t1: int, bins: int, height: int, widt
     return events
 
 
-def install() -> None:
-    """Register fake ``runtime.sources`` and ``runtime.encoding`` modules in ``sys.modules``."""
-    import runtime
-
+def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """Stand-ins for ``runtime.sources`` (synthetic only) and ``runtime.encoding`` (identity SBT)."""
     sources = types.ModuleType("runtime.sources")
 
     def open_recording(
@@ -85,6 +83,14 @@ def install() -> None:
     sources.open_recording = open_recording  # type: ignore[attr-defined]
     encoding = types.ModuleType("runtime.encoding")
     encoding.sbt = identity_encoder  # type: ignore[attr-defined]
+    return sources, encoding
+
+
+def install() -> None:
+    """Register the fake ``runtime.sources`` and ``runtime.encoding`` for this process."""
+    import runtime
+
+    sources, encoding = fake_modules()
     sys.modules["runtime.sources"] = sources
     sys.modules["runtime.encoding"] = encoding
     runtime.sources = sources  # type: ignore[attr-defined]
