@@ -1,0 +1,145 @@
+"""``python -m compiler.build GENOTYPE [-o OUT.onnx] [--weights CKPT] [--set KEY=VALUE ...] [--check]``
+
+Validates a genotype, prints a summary table (layers, output shapes, parameters, state bytes,
+dense MACs) and, unless ``--check``, builds the torch model, loads weights if given, folds
+BatchNorm and writes the one-step ONNX graph. Bad input: one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import GenotypeError
+from .genotype import Genotype, load_genotype
+from .graph import Plan, plan
+
+
+class BuildError(Exception):
+    """A user-facing failure of the build (bad checkpoint, unwritable output)."""
+
+
+def _fmt(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def summary(p: Plan) -> str:
+    """A table of the network: one row per layer of every network (first instance for shared ones)."""
+    g = p.genotype
+    rows = [("layer", "output shape", "params", "state B/step", "dense MACs", "MACs")]
+    state_bytes: dict[str, int] = {}
+    for name, shape in p.states:
+        size = 4
+        for s in shape:
+            size *= s
+        state_bytes[name] = size
+    for net_name, np_ in p.nets.items():
+        instance = f"{net_name}.left" if getattr(g.head, "feature", None) == net_name else net_name
+        for lp in np_.layers:
+            prefix = f"{instance}.{lp.layer.name}"
+            sb = sum(v for k, v in state_bytes.items() if k.startswith(prefix + "."))
+            dm = sum(v for k, v in p.dense_macs.items() if k == prefix or k.startswith(prefix + "."))
+            rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{lp.params:,}",
+                         _fmt(sb), _fmt(dm), _fmt(lp.macs)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    total_state = sum(state_bytes.values())
+    total_macs = sum(lp.macs for np_ in p.nets.values() for lp in np_.layers)
+    if getattr(g.head, "feature", None):
+        total_macs += sum(lp.macs for lp in p.nets[g.head.feature].layers)  # the second view
+    lines.append("-" * len(lines[0]))
+    ref = g.meta.get("paper_params") if isinstance(g.meta, dict) else None
+    params = f"parameters: {p.params:,}"
+    if ref:
+        params += f"  (paper: {float(ref) / 1e6:.2f}M; README 'Parameter counts' explains the difference)"
+    if p.aux_params:
+        params += f"  + {p.aux_params:,} in the training-only auxiliary head"
+    lines.append(params)
+    lines.append(f"spiking layers: {len(p.spiking_layers)}, neurons per sample: "
+                 f"{sum(n.size for n in p.spiking_layers):,}")
+    lines.append(f"state per sample: {len(p.states)} tensors, {_fmt(total_state)}B; "
+                 f"MACs per step if dense: {_fmt(total_macs)}; dense (non-spike input) MACs: "
+                 f"{_fmt(sum(p.dense_macs.values()))}")
+    return "\n".join(lines)
+
+
+def load_weights(model, path: str) -> None:
+    """Load a checkpoint (a state_dict, or a training checkpoint with a 'model' entry) into ``model``."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BuildError(f"{path}: no such checkpoint file") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(f"{path}: not a readable weights-only checkpoint ({first})") from None
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise BuildError(f"{path}: expected a state_dict or a checkpoint with a 'model' entry")
+    own = model.state_dict()
+    for key, tensor in own.items():
+        if key not in state:
+            raise BuildError(f"{path}: checkpoint does not match the genotype: missing tensor {key!r}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise BuildError(f"{path}: checkpoint does not match the genotype: tensor {key!r} has shape "
+                             f"{tuple(state[key].shape)}, the model {tuple(tensor.shape)}")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise BuildError(f"{path}: checkpoint does not match the genotype: unexpected tensor {extra[0]!r}")
+    model.load_state_dict(state)
+
+
+def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True) -> None:
+    from .export import export_onnx
+    from .model import build_model
+
+    model = build_model(genotype)
+    if weights:
+        load_weights(model, weights)
+    try:
+        export_onnx(model.eval(), out, fold=fold)
+    except OSError as exc:
+        raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
+    parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml")
+    parser.add_argument("-o", "--output", help="ONNX file to write (default: build/<genotype name>.onnx)")
+    parser.add_argument("--weights", help="checkpoint to export (state_dict or training checkpoint)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a genotype value, e.g. --set input.height=132 (repeatable)")
+    parser.add_argument("--check", action="store_true", help="validate and print the summary only")
+    parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
+    parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    args = parser.parse_args(argv)
+    try:
+        g = load_genotype(args.genotype, overrides=args.overrides)
+        p = plan(g)
+        if not args.quiet:
+            print(f"{g.name} ({g.task}, {g.input.height}x{g.input.width}, mixing at the {g.mixing})")
+            print(summary(p))
+        if args.check:
+            print(f"{args.genotype}: valid")
+            return 0
+        out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
+        build(g, out, args.weights, fold=not args.no_fold)
+        print(f"wrote {out}")
+        return 0
+    except (GenotypeError, BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

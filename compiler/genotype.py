@@ -1,0 +1,635 @@
+"""Genotype schema version 1: frozen dataclasses, parsing with located errors, dumping.
+
+Parsing needs no torch. ``load_genotype`` reads a file, applies ``--set`` overrides to the raw data,
+parses every field (types, ranges, names) and then runs the graph checks and shape inference of
+``compiler.graph``, so a genotype that loads is one that builds. The schema is documented in
+docs/genotype.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import GenotypeError, close_match_hint
+from .yamlio import join_path, load_yaml
+
+SCHEMA_VERSION = 1
+TASKS = ("stereo", "classification")
+MIXINGS = ("membrane", "spike")
+ENCODINGS = ("sbt", "count", "image")
+RESETS = ("hard", "soft")
+CELL_INPUTS = ("c_prev", "c_prev_prev")
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class Surrogate:
+    kind: str = "dspike"
+    b: float = 3.0
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """A neuron layer's parameters (see compiler/neurons.py for the update equations)."""
+
+    kind: str = "lif"
+    tau: float = 0.2
+    threshold: float = 0.5
+    reset: str = "hard"
+    tau_a: float = 0.2
+    beta: float = 0.1
+    surrogate: Surrogate = field(default_factory=Surrogate)
+
+
+@dataclass(frozen=True)
+class Input:
+    height: int
+    width: int
+    encoding: str = "sbt"
+    bins: int = 5
+    window_ms: float = 50.0
+    channels: int = 3
+    timesteps: int = 1
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels if self.encoding == "image" else self.bins
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    op: str
+    delay: int = 0
+    neuron: dict = field(default_factory=dict)  # sparse override of the neuron (spike mixing)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    inputs: tuple[Edge, ...]
+    neuron: dict = field(default_factory=dict)  # sparse override (membrane mixing)
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    nodes: tuple[Node, ...]
+    output: tuple[str, ...]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of a network: a ``conv`` layer (conv + BN + neuron) or a ``cell``."""
+
+    kind: str  # "conv" | "cell"
+    name: str
+    op: str = "conv3x3"  # conv layers: registry op
+    channels: int = 0  # conv layers
+    stride: int = 1
+    level: int | None = None  # resample the input to this trellis level first
+    cell: str = ""  # cell layers
+    neuron: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    dims: int
+    rates: tuple[int, ...]
+    node_channels: tuple[int, ...]
+    layers: tuple[Layer, ...]
+
+
+@dataclass(frozen=True)
+class Stereo:
+    feature: str
+    matching: str
+    disparities: int = 33
+    shift: int = 1
+    estimator: str = "subpixel"
+    support: int = 2
+    disparity_step: float = 2.0
+
+    @property
+    def max_disparity(self) -> float:
+        return (self.disparities - 1) * self.disparity_step
+
+
+@dataclass(frozen=True)
+class Classifier:
+    backbone: str
+    classes: int = 10
+    aux_after: int | None = None
+    aux_weight: float = 0.4
+    aux_channels: int = 128
+
+
+@dataclass(frozen=True)
+class Genotype:
+    name: str
+    task: str
+    input: Input
+    neuron: Neuron
+    mixing: str
+    cells: tuple[Cell, ...]
+    networks: tuple[Network, ...]
+    head: Stereo | Classifier
+    source: str = ""
+    schema: int = SCHEMA_VERSION
+    meta: dict = field(default_factory=dict)  # free-form provenance (search results, notes)
+    file: str = field(default="", compare=False)
+
+    def cell(self, name: str) -> Cell:
+        return next(c for c in self.cells if c.name == name)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+    def resolve_neuron(self, *overrides: dict) -> Neuron:
+        """The default neuron with sparse overrides applied in order (later wins)."""
+        return resolve_neuron(self.neuron, *overrides)
+
+
+def resolve_neuron(base: Neuron, *overrides: dict) -> Neuron:
+    out = base
+    for ov in overrides:
+        if not ov:
+            continue
+        fields = {k: v for k, v in ov.items() if k != "surrogate"}
+        sur = out.surrogate
+        if "surrogate" in ov:
+            sur = dataclasses.replace(sur, **ov["surrogate"])
+        out = dataclasses.replace(out, **fields, surrogate=sur)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- parsing
+class _Ctx:
+    """Where values came from: file name, line per key path, and --set overrides."""
+
+    def __init__(self, file: str, lines: dict[str, int], overridden: dict[str, str]):
+        self.file = file
+        self.lines = lines
+        self.overridden = overridden
+
+    def error(self, path: str, message: str, hint: str | None = None) -> GenotypeError:
+        for p, text in self.overridden.items():
+            if path == p or path.startswith(p + ".") or path.startswith(p + "["):
+                return GenotypeError(message, path=path, file=f"--set {text}", hint=hint)
+        line = None
+        probe = path
+        while probe:
+            if probe in self.lines:
+                line = self.lines[probe]
+                break
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        return GenotypeError(message, path=path, file=self.file, line=line, hint=hint)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               dict: "a mapping", list: "a list"}
+
+
+class _Map:
+    """A mapping being parsed: typed getters, and unknown keys reported with close matches."""
+
+    def __init__(self, ctx: _Ctx, data: Any, path: str, allowed: tuple[str, ...]):
+        if not isinstance(data, dict):
+            raise ctx.error(path, f"expected a mapping, got {_describe(data)}")
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ctx.error(join_path(path, unknown[0]), f"unknown key {unknown[0]!r}",
+                            close_match_hint(unknown[0], allowed, "keys here"))
+        self.ctx, self.data, self.path = ctx, data, path
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, kind: type, default: Any = ..., *, choices: tuple | None = None,
+            low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+        path = join_path(self.path, key)
+        if key not in self.data:
+            if default is ...:
+                raise self.ctx.error(self.path, f"missing required key {key!r}")
+            return default
+        value = self.data[key]
+        value = check_type(self.ctx, path, value, kind)
+        if choices is not None and value not in choices:
+            raise self.ctx.error(path, f"unknown value {value!r}", close_match_hint(value, choices))
+        if low is not None and (value <= low if low_open else value < low):
+            bound = f"> {low}" if low_open else f">= {low}"
+            raise self.ctx.error(path, f"must be {bound}, got {value}")
+        if high is not None and value > high:
+            raise self.ctx.error(path, f"must be <= {high}, got {value}")
+        return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
+
+
+def check_type(ctx: _Ctx, path: str, value: Any, kind: type) -> Any:
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ctx.error(path, f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_describe(value)}")
+    return value
+
+
+def _surrogate_override(ctx: _Ctx, data: Any, path: str) -> dict:
+    from .registry import SURROGATES
+
+    m = _Map(ctx, data, path, ("kind", "b"))
+    out: dict[str, Any] = {}
+    if m.has("kind"):
+        out["kind"] = m.get("kind", str, choices=tuple(SURROGATES))
+    if m.has("b"):
+        out["b"] = m.get("b", float, low=0.0, low_open=True)
+    return out
+
+
+NEURON_KEYS = ("kind", "tau", "threshold", "reset", "tau_a", "beta", "surrogate")
+
+
+def _neuron_override(ctx: _Ctx, data: Any, path: str) -> dict:
+    """A sparse neuron override: only the keys given, each checked."""
+    from .registry import NEURONS
+
+    m = _Map(ctx, data, path, NEURON_KEYS)
+    out: dict[str, Any] = {}
+    if m.has("kind"):
+        out["kind"] = m.get("kind", str, choices=tuple(NEURONS))
+    for key in ("tau", "tau_a"):
+        if m.has(key):
+            out[key] = m.get(key, float, low=0.0, high=1.0)
+    if m.has("threshold"):
+        out["threshold"] = m.get("threshold", float, low=0.0, low_open=True)
+    if m.has("beta"):
+        out["beta"] = m.get("beta", float, low=0.0)
+    if m.has("reset"):
+        out["reset"] = m.get("reset", str, choices=RESETS)
+    if m.has("surrogate"):
+        out["surrogate"] = _surrogate_override(ctx, m.data["surrogate"], join_path(path, "surrogate"))
+    return out
+
+
+def _with_b(ctx: _Ctx, m: _Map, path: str, neuron: dict) -> dict:
+    """``b: 5`` on an edge or node is shorthand for ``neuron: {surrogate: {b: 5}}``."""
+    if m.has("b"):
+        b = m.get("b", float, low=0.0, low_open=True)
+        if "b" in neuron.get("surrogate", {}):
+            raise ctx.error(join_path(path, "b"), "b is given twice (also in neuron.surrogate.b)",
+                            "keep one")
+        neuron = {**neuron, "surrogate": {**neuron.get("surrogate", {}), "b": b}}
+    return neuron
+
+
+def _parse_edge(ctx: _Ctx, data: Any, path: str) -> Edge:
+    from .registry import CELL_OPS
+
+    m = _Map(ctx, data, path, ("from", "op", "b", "delay", "neuron"))
+    source = m.get("from", str)
+    op = m.get("op", str, choices=tuple(CELL_OPS))
+    delay = m.get("delay", int, 0, choices=(0, 1))
+    neuron = _neuron_override(ctx, m.data["neuron"], join_path(path, "neuron")) if m.has("neuron") else {}
+    neuron = _with_b(ctx, m, path, neuron)
+    return Edge(source=source, op=op, delay=delay, neuron=neuron)
+
+
+def _parse_cell(ctx: _Ctx, name: str, data: Any, path: str) -> Cell:
+    m = _Map(ctx, data, path, ("nodes", "output"))
+    nodes_data = m.get("nodes", dict)
+    if not nodes_data:
+        raise ctx.error(join_path(path, "nodes"), "a cell needs at least one node")
+    nodes = []
+    for node_name, node_data in nodes_data.items():
+        npath = join_path(join_path(path, "nodes"), node_name)
+        if node_name in CELL_INPUTS:
+            raise ctx.error(npath, f"{node_name!r} is the name of a cell input", "rename the node")
+        nm = _Map(ctx, node_data, npath, ("inputs", "neuron", "b"))
+        inputs_data = nm.get("inputs", list)
+        if not inputs_data:
+            raise ctx.error(join_path(npath, "inputs"), "a node needs at least one input edge")
+        edges = tuple(_parse_edge(ctx, e, join_path(join_path(npath, "inputs"), i))
+                      for i, e in enumerate(inputs_data))
+        neuron = _neuron_override(ctx, nm.data["neuron"], join_path(npath, "neuron")) if nm.has("neuron") else {}
+        neuron = _with_b(ctx, nm, npath, neuron)
+        nodes.append(Node(name=node_name, inputs=edges, neuron=neuron))
+    names = [n.name for n in nodes]
+    output = m.get("output", list, list(names))
+    for i, o in enumerate(output):
+        opath = join_path(join_path(path, "output"), i)
+        check_type(ctx, opath, o, str)
+        if o not in names:
+            raise ctx.error(opath, f"unknown node {o!r}", close_match_hint(o, names, "nodes"))
+    if not output:
+        raise ctx.error(join_path(path, "output"), "a cell needs at least one output node")
+    return Cell(name=name, nodes=tuple(nodes), output=tuple(output))
+
+
+def _parse_layer(ctx: _Ctx, data: Any, path: str, counters: dict[str, int]) -> Layer:
+    from .registry import LAYER_OPS
+
+    if isinstance(data, dict) and "cell" in data:
+        m = _Map(ctx, data, path, ("cell", "level", "name", "neuron"))
+        kind = "cell"
+    else:
+        m = _Map(ctx, data, path, ("conv", "channels", "stride", "level", "name", "neuron", "b"))
+        kind = "conv"
+    index = counters.get(kind, 0)
+    counters[kind] = index + 1
+    name = m.get("name", str, f"{kind}{index}")
+    neuron = _neuron_override(ctx, m.data["neuron"], join_path(path, "neuron")) if m.has("neuron") else {}
+    level = m.get("level", int, None, low=0) if m.has("level") else None
+    if kind == "cell":
+        if level is None:
+            raise ctx.error(path, "missing required key 'level'", "give the cell's trellis level, e.g. level: 0")
+        return Layer(kind="cell", name=name, cell=m.get("cell", str), level=level, neuron=neuron)
+    neuron = _with_b(ctx, m, path, neuron)
+    return Layer(kind="conv", name=name, op=m.get("conv", str, choices=tuple(LAYER_OPS)),
+                 channels=m.get("channels", int, low=1), stride=m.get("stride", int, 1, low=1),
+                 level=level, neuron=neuron)
+
+
+def _int_list(ctx: _Ctx, m: _Map, key: str, default: list[int]) -> tuple[int, ...]:
+    values = m.get(key, list, default)
+    path = join_path(m.path, key)
+    if not values:
+        raise ctx.error(path, "must not be empty")
+    for i, v in enumerate(values):
+        check_type(ctx, join_path(path, i), v, int)
+        if v < 1:
+            raise ctx.error(join_path(path, i), f"must be >= 1, got {v}")
+    return tuple(values)
+
+
+def _parse_network(ctx: _Ctx, name: str, data: Any, path: str) -> Network:
+    m = _Map(ctx, data, path, ("dims", "rates", "node_channels", "layers"))
+    layers_data = m.get("layers", list)
+    if not layers_data:
+        raise ctx.error(join_path(path, "layers"), "a network needs at least one layer")
+    counters: dict[str, int] = {}
+    layers = tuple(_parse_layer(ctx, d, join_path(join_path(path, "layers"), i), counters)
+                   for i, d in enumerate(layers_data))
+    seen: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        if layer.name in seen:
+            raise ctx.error(join_path(join_path(path, "layers"), i),
+                            f"layer name {layer.name!r} is used twice", "give each layer its own name")
+        seen[layer.name] = i
+    return Network(name=name, dims=m.get("dims", int, 2, choices=(2, 3)),
+                   rates=_int_list(ctx, m, "rates", [1, 2, 2, 2]),
+                   node_channels=_int_list(ctx, m, "node_channels", [16, 32, 64, 128]), layers=layers)
+
+
+def _parse_head(ctx: _Ctx, task: str, data: Any, path: str) -> Stereo | Classifier:
+    from .registry import ESTIMATORS
+
+    if task == "stereo":
+        m = _Map(ctx, data, path, ("feature", "matching", "cost_volume", "estimator"))
+        cv = _Map(ctx, m.get("cost_volume", dict, {}), join_path(path, "cost_volume"), ("disparities", "shift"))
+        est = _Map(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
+                   ("kind", "support", "disparity_step"))
+        return Stereo(feature=m.get("feature", str), matching=m.get("matching", str),
+                      disparities=cv.get("disparities", int, 33, low=2), shift=cv.get("shift", int, 1, low=1),
+                      estimator=est.get("kind", str, "subpixel", choices=tuple(ESTIMATORS)),
+                      support=est.get("support", int, 2, low=1),
+                      disparity_step=est.get("disparity_step", float, 2.0, low=0.0, low_open=True))
+    m = _Map(ctx, data, path, ("backbone", "classes", "aux"))
+    aux_after = None
+    aux_weight, aux_channels = 0.4, 128
+    if m.has("aux"):
+        aux = _Map(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
+        aux_after = aux.get("after", int, low=0)
+        aux_weight = aux.get("weight", float, 0.4, low=0.0)
+        aux_channels = aux.get("channels", int, 128, low=1)
+    return Classifier(backbone=m.get("backbone", str), classes=m.get("classes", int, 10, low=1),
+                      aux_after=aux_after, aux_weight=aux_weight, aux_channels=aux_channels)
+
+
+TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "cells", "networks", "head", "meta")
+
+
+def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "<genotype>",
+                   overridden: dict[str, str] | None = None) -> Genotype:
+    """Plain data (as loaded from YAML) -> a checked Genotype. Raises GenotypeError."""
+    from .registry import NEURONS, SURROGATES
+
+    ctx = _Ctx(file, lines or {}, overridden or {})
+    m = _Map(ctx, data, "", TOP_KEYS)
+    schema = m.get("schema", int)
+    if schema != SCHEMA_VERSION:
+        raise ctx.error("schema", f"unsupported schema version {schema}",
+                        f"this compiler reads schema {SCHEMA_VERSION}")
+    task = m.get("task", str, choices=TASKS)
+
+    im = _Map(ctx, m.get("input", dict), "input",
+              ("height", "width", "encoding", "bins", "window_ms", "channels", "timesteps"))
+    inp = Input(height=im.get("height", int, low=1), width=im.get("width", int, low=1),
+                encoding=im.get("encoding", str, "sbt" if task == "stereo" else "image", choices=ENCODINGS),
+                bins=im.get("bins", int, 5, low=1), window_ms=im.get("window_ms", float, 50.0, low=0.0, low_open=True),
+                channels=im.get("channels", int, 3, low=1), timesteps=im.get("timesteps", int, 1, low=1))
+    if task == "stereo" and inp.encoding == "image":
+        raise ctx.error("input.encoding", "stereo networks take event encodings", "use sbt or count")
+
+    nm = _Map(ctx, m.get("neuron", dict, {}), "neuron", NEURON_KEYS)
+    sm = _Map(ctx, nm.get("surrogate", dict, {}), "neuron.surrogate", ("kind", "b"))
+    neuron = Neuron(kind=nm.get("kind", str, "lif", choices=tuple(NEURONS)),
+                    tau=nm.get("tau", float, 0.2, low=0.0, high=1.0),
+                    threshold=nm.get("threshold", float, 0.5, low=0.0, low_open=True),
+                    reset=nm.get("reset", str, "hard", choices=RESETS),
+                    tau_a=nm.get("tau_a", float, 0.2, low=0.0, high=1.0),
+                    beta=nm.get("beta", float, 0.1, low=0.0),
+                    surrogate=Surrogate(kind=sm.get("kind", str, "dspike", choices=tuple(SURROGATES)),
+                                        b=sm.get("b", float, 3.0, low=0.0, low_open=True)))
+
+    cells_data = m.get("cells", dict, {})
+    cells = tuple(_parse_cell(ctx, k, v, join_path("cells", k)) for k, v in cells_data.items())
+    nets_data = m.get("networks", dict)
+    if not nets_data:
+        raise ctx.error("networks", "at least one network is needed")
+    networks = tuple(_parse_network(ctx, k, v, join_path("networks", k)) for k, v in nets_data.items())
+    head = _parse_head(ctx, task, m.get("head", dict), "head")
+    meta = m.get("meta", dict, {})
+    g = Genotype(name=m.get("name", str), task=task, input=inp, neuron=neuron,
+                 mixing=m.get("mixing", str, "membrane", choices=MIXINGS), cells=cells, networks=networks,
+                 head=head, source=m.get("source", str, ""), schema=schema, meta=meta, file=file)
+    from .graph import check_genotype
+
+    check_genotype(g, ctx)
+    return g
+
+
+# ----------------------------------------------------------------------------------------- overrides
+def _parse_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in key.split("."):
+        name, _, rest = token.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            if not idx.lstrip("-").isdigit():
+                raise GenotypeError(f"bad index [{idx}] in key {key!r}", file=f"--set {key}",
+                                    hint="indices are integers, e.g. networks.feature.layers[2].channels")
+            parts.append(int(idx))
+            rest = rest[1:] if rest.startswith("[") else rest
+    if not parts or any(p == "" for p in parts):
+        raise GenotypeError(f"bad key {key!r}", file=f"--set {key}", hint="write KEY=VALUE, e.g. input.height=66")
+    return parts
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) -> tuple[dict, dict[str, str]]:
+    """Apply ``{"input.height": 66}`` or ``["input.height=66"]`` to raw genotype data.
+
+    Returns the new data and, per overridden key path, the text to quote in errors. The parser
+    then validates the result exactly as if the values had been in the file.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    items: list[tuple[str, Any, str]] = []
+    if isinstance(overrides, dict):
+        items = [(k, v, f"{k}={v}") for k, v in overrides.items()]
+    elif overrides:
+        for text in overrides:
+            key, eq, value = text.partition("=")
+            if not eq or not key.strip():
+                raise GenotypeError(f"bad override {text!r}", file="--set",
+                                    hint="write KEY=VALUE, e.g. input.height=66")
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                parsed = value
+            items.append((key.strip(), parsed, text))
+    overridden: dict[str, str] = {}
+    for key, value, text in items:
+        parts = _parse_key(key)
+        node: Any = data
+        path = ""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(part, int):
+                if not isinstance(node, list) or not -len(node) <= part < len(node):
+                    size = len(node) if isinstance(node, list) else "no"
+                    raise GenotypeError(f"index [{part}] out of range ({size} items at {path or 'top'})",
+                                        file=f"--set {text}", path=key)
+            elif not isinstance(node, dict):
+                raise GenotypeError(f"{path or 'the top level'} is not a mapping", file=f"--set {text}", path=key)
+            path = join_path(path, part)
+            if last:
+                node[part] = value
+            else:
+                if isinstance(part, str) and part not in node:
+                    node[part] = {}
+                node = node[part]
+        overridden[path] = text
+    return data, overridden
+
+
+def load_genotype(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Genotype:
+    """Read, override and fully validate a genotype file. Raises GenotypeError (one line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GenotypeError("no such file", file=str(path)) from None
+    except IsADirectoryError:
+        raise GenotypeError("is a directory, not a genotype file", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise GenotypeError("not a UTF-8 text file", file=str(path)) from None
+    return loads_genotype(text, file=str(path), overrides=overrides)
+
+
+def loads_genotype(text: str, file: str = "<string>",
+                   overrides: dict[str, Any] | list[str] | None = None) -> Genotype:
+    data, lines = load_yaml(text, file)
+    data, overridden = apply_overrides(data, overrides) if overrides else (data, {})
+    return parse_genotype(data, lines, file, overridden)
+
+
+# ------------------------------------------------------------------------------------------- dumping
+def to_dict(g: Genotype) -> dict:
+    """The canonical plain-data form; ``parse_genotype(to_dict(g)) == g``."""
+    out: dict[str, Any] = {"schema": g.schema, "name": g.name, "task": g.task}
+    if g.source:
+        out["source"] = g.source
+    inp = dataclasses.asdict(g.input)
+    if g.input.encoding == "image":
+        inp.pop("bins")
+        inp.pop("window_ms")
+    else:
+        inp.pop("channels")
+        inp.pop("timesteps") if g.input.timesteps == 1 else None
+    out["input"] = inp
+    out["neuron"] = dataclasses.asdict(g.neuron)
+    out["mixing"] = g.mixing
+    out["cells"] = {}
+    for c in g.cells:
+        nodes = {}
+        for n in c.nodes:
+            nd: dict[str, Any] = {"inputs": []}
+            for e in n.inputs:
+                ed: dict[str, Any] = {"from": e.source, "op": e.op}
+                if e.delay:
+                    ed["delay"] = e.delay
+                if e.neuron:
+                    ed["neuron"] = e.neuron
+                nd["inputs"].append(ed)
+            if n.neuron:
+                nd["neuron"] = n.neuron
+            nodes[n.name] = nd
+        cd: dict[str, Any] = {"nodes": nodes}
+        if list(c.output) != [n.name for n in c.nodes]:
+            cd["output"] = list(c.output)
+        out["cells"][c.name] = cd
+    out["networks"] = {}
+    for net in g.networks:
+        layers = []
+        for layer in net.layers:
+            if layer.kind == "cell":
+                ld: dict[str, Any] = {"cell": layer.cell, "level": layer.level, "name": layer.name}
+            else:
+                ld = {"conv": layer.op, "channels": layer.channels}
+                if layer.stride != 1:
+                    ld["stride"] = layer.stride
+                if layer.level is not None:
+                    ld["level"] = layer.level
+                ld["name"] = layer.name
+            if layer.neuron:
+                ld["neuron"] = layer.neuron
+            layers.append(ld)
+        out["networks"][net.name] = {"dims": net.dims, "rates": list(net.rates),
+                                     "node_channels": list(net.node_channels), "layers": layers}
+    h = g.head
+    if isinstance(h, Stereo):
+        out["head"] = {"feature": h.feature, "matching": h.matching,
+                       "cost_volume": {"disparities": h.disparities, "shift": h.shift},
+                       "estimator": {"kind": h.estimator, "support": h.support,
+                                     "disparity_step": h.disparity_step}}
+    else:
+        hd: dict[str, Any] = {"backbone": h.backbone, "classes": h.classes}
+        if h.aux_after is not None:
+            hd["aux"] = {"after": h.aux_after, "weight": h.aux_weight, "channels": h.aux_channels}
+        out["head"] = hd
+    if g.meta:
+        out["meta"] = g.meta
+    return out

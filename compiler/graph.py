@@ -1,0 +1,368 @@
+"""Graph checks (networkx) and shape inference in topological order, before any tensor exists.
+
+``plan(genotype)`` walks every network in order and every cell in the topological order of its
+DAG (delayed edges removed), applying each op's shape rule from the registry. The result, a
+``Plan``, is what the torch builder, the summary table and the ONNX metadata (neuron counts,
+fan-out for SynOps, dense MACs) all read, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .errors import GenotypeError, close_match_hint
+from .genotype import CELL_INPUTS, Cell, Classifier, Genotype, Layer, Network, Neuron, Stereo
+from .registry import NEURONS, OPS, Shape, ShapeError, concat_shape, sum_shape
+
+# Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
+DEFAULT_MAX_BYTES = int(float(os.environ.get("SNN_MAX_BYTES", 16 * 2**30)))
+
+
+@dataclass(frozen=True)
+class Part:
+    """A channel block of a tensor: who produced it and whether it is binary spikes."""
+
+    producer: str
+    channels: int
+    binary: bool
+
+
+@dataclass
+class Value:
+    shape: Shape
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class NeuronLayer:
+    name: str  # e.g. "feature.left.cell0.n1"
+    shape: Shape
+    neuron: Neuron
+
+    @property
+    def spiking(self) -> bool:
+        return NEURONS[self.neuron.kind].spiking
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class LayerPlan:
+    layer: Layer
+    path: str  # genotype key path, for messages
+    inputs: dict[str, Shape]  # c_prev / c_prev_prev (cells) or c_prev (conv), before resampling
+    target: tuple[int, ...] | None  # spatial size the inputs are resampled to, if any
+    out_shape: Shape
+    node_channels: int = 0
+    node_shapes: dict[str, Shape] = field(default_factory=dict)
+    params: int = 0
+    macs: int = 0
+
+
+@dataclass
+class NetPlan:
+    network: Network
+    input_shape: Shape
+    level_sizes: list[tuple[int, ...]]
+    layers: list[LayerPlan]
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.layers[-1].out_shape
+
+
+@dataclass
+class Plan:
+    genotype: Genotype
+    nets: dict[str, NetPlan]
+    neurons: dict[str, NeuronLayer]  # every neuron layer of every network instance
+    states: list[tuple[str, Shape]]  # every state tensor (per sample), in a fixed order
+    fan_out: dict[str, float]  # spiking layer -> synapses reached by one spike
+    dense_macs: dict[str, int]  # consumer layer -> MACs per step on non-binary input
+    params: int  # of the deployed network (the auxiliary head excluded)
+    activation_bytes: int
+    aux_params: int = 0
+
+    @property
+    def spiking_layers(self) -> list[NeuronLayer]:
+        return [n for n in self.neurons.values() if n.spiking]
+
+
+class _Walker:
+    def __init__(self, g: Genotype, ctx):
+        self.g = g
+        self.ctx = ctx
+        self.neurons: dict[str, NeuronLayer] = {}
+        self.states: list[tuple[str, Shape]] = []
+        self.consumers: list[tuple[str, int, tuple[Part, ...], int]] = []
+        self.activations = 0
+
+    def error(self, path: str, message: str, hint: str | None = None) -> GenotypeError:
+        if self.ctx is not None:
+            return self.ctx.error(path, message, hint)
+        return GenotypeError(message, path=path, file=self.g.file or None, hint=hint)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def neuron(self, name: str, shape: Shape, neuron: Neuron) -> Value:
+        spec = NEURONS[neuron.kind]
+        self.neurons[name] = NeuronLayer(name, shape, neuron)
+        self.states.extend((f"{name}.{s}", shape) for s in spec.state)
+        self.activations += math.prod(shape) * (1 + len(spec.state))
+        return Value(shape, (Part(name, shape[0], spec.spiking),))
+
+    def consume(self, consumer: str, macs: int, value: Value) -> None:
+        self.consumers.append((consumer, macs, value.parts, value.shape[0]))
+
+    # -- walk -------------------------------------------------------------------------------------
+    def network(self, net: Network, instance: str, value: Value, record: bool) -> tuple[NetPlan, Value]:
+        path = f"networks.{net.name}"
+        if len(value.shape) - 1 != net.dims:
+            raise self.error(f"{path}.dims", f"the network gets {len(value.shape) - 1}-D feature maps "
+                             f"{value.shape} but is declared with dims: {net.dims}")
+        sizes = []
+        spatial = value.shape[1:]
+        for rate in net.rates:
+            spatial = tuple(math.ceil(s / rate) for s in spatial)
+            sizes.append(spatial)
+        if len(net.node_channels) < len(net.rates):
+            raise self.error(f"{path}.node_channels", f"gives {len(net.node_channels)} channel counts for "
+                             f"{len(net.rates)} levels", "give one per level")
+        layers: list[LayerPlan] = []
+        prev = prev_prev = value
+        for i, layer in enumerate(net.layers):
+            lpath = f"{path}.layers[{i}]"
+            name = f"{instance}.{layer.name}"
+            target = None
+            if layer.level is not None:
+                if layer.level >= len(sizes):
+                    raise self.error(f"{lpath}.level", f"level {layer.level} does not exist: the network has "
+                                     f"levels 0..{len(sizes) - 1}", "lower the level or add a rate")
+                target = sizes[layer.level]
+            if layer.kind == "conv":
+                lp, out = self.conv_layer(net, layer, lpath, name, prev, target)
+            else:
+                lp, out = self.cell_layer(net, layer, lpath, name, prev, prev_prev, target)
+            layers.append(lp)
+            prev_prev, prev = prev, out
+        return NetPlan(net, value.shape, sizes, layers), prev
+
+    def conv_layer(self, net, layer: Layer, lpath, name, prev: Value, target) -> tuple[LayerPlan, Value]:
+        op = OPS[layer.op]
+        x = prev if target is None else Value((prev.shape[0], *target), prev.parts)
+        try:
+            out_shape = op.out_shape(x.shape, layer.channels, layer.stride)
+        except ShapeError as exc:
+            raise self.error(lpath, str(exc), exc.hint) from None
+        self._check_size(lpath, out_shape)
+        macs = op.macs(x.shape, out_shape)
+        self.consume(name, macs, x)
+        neuron = self.g.resolve_neuron(layer.neuron)
+        out = self.neuron(name, out_shape, neuron)
+        lp = LayerPlan(layer, lpath, {"c_prev": prev.shape}, target, out_shape,
+                       params=op.params(x.shape[0], layer.channels, net.dims), macs=macs)
+        return lp, out
+
+    def cell_layer(self, net, layer: Layer, lpath, name, prev, prev_prev, target) -> tuple[LayerPlan, Value]:
+        cells = {c.name: c for c in self.g.cells}
+        if layer.cell not in cells:
+            raise self.error(f"{lpath}.cell", f"unknown cell {layer.cell!r}",
+                             close_match_hint(layer.cell, cells, "cells"))
+        cell = cells[layer.cell]
+        channels = net.node_channels[layer.level]
+        inputs = {"c_prev": Value((prev.shape[0], *target), prev.parts),
+                  "c_prev_prev": Value((prev_prev.shape[0], *target), prev_prev.parts)}
+        values: dict[str, Value] = dict(inputs)
+        node_shape = (channels, *target)
+        self._check_size(lpath, node_shape)
+        params = macs = 0
+        order = cell_order(cell)
+        for node_name in order:
+            node = cell.node(node_name)
+            npath = f"cells.{cell.name}.nodes.{node_name}"
+            edge_values: list[Value] = []
+            for e_idx, edge in enumerate(node.inputs):
+                epath = f"{npath}.inputs[{e_idx}]"
+                src = Value(node_shape, (Part(f"{name}.{edge.source}", channels, True),)) if edge.delay \
+                    else values[edge.source]
+                op = OPS[edge.op]
+                try:
+                    shape = op.out_shape(src.shape, channels)
+                except ShapeError as exc:
+                    raise self.error(f"{epath}.op", f"{exc} (in {lpath}, from {edge.source} {src.shape})",
+                                     exc.hint) from None
+                e_macs = op.macs(src.shape, shape)
+                params += op.params(src.shape[0], channels, net.dims)
+                macs += e_macs
+                edge_name = f"{name}.{node_name}.{e_idx}"
+                if op.kind == "conv":
+                    self.consume(edge_name if self.g.mixing == "spike" else f"{name}.{node_name}", e_macs, src)
+                if self.g.mixing == "spike" and op.kind != "skip":
+                    neuron = self.g.resolve_neuron(layer.neuron, node.neuron, edge.neuron)
+                    edge_values.append(self.neuron(edge_name, shape, neuron))
+                else:
+                    parts = src.parts if op.binary_preserving else tuple(
+                        Part(p.producer, p.channels, False) for p in src.parts)
+                    edge_values.append(Value(shape, parts))
+            try:
+                shape = sum_shape([v.shape for v in edge_values], [e.source for e in node.inputs])
+            except ShapeError as exc:
+                raise self.error(f"{npath}.inputs", f"{exc} (in {lpath})", exc.hint) from None
+            if self.g.mixing == "membrane":
+                neuron = self.g.resolve_neuron(layer.neuron, node.neuron)
+                values[node_name] = self.neuron(f"{name}.{node_name}", shape, neuron)
+            else:
+                values[node_name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
+        for node in cell.nodes:  # delayed sources become state: the node's output of the last step
+            for edge in node.inputs:
+                if edge.delay:
+                    state = f"{name}.{edge.source}.delayed"
+                    if state not in (s for s, _ in self.states):
+                        self.states.append((state, values[edge.source].shape))
+                        self.activations += math.prod(values[edge.source].shape)
+        outs = [values[o] for o in cell.output]
+        try:
+            out_shape = concat_shape([v.shape for v in outs], list(cell.output))
+        except ShapeError as exc:
+            raise self.error(f"cells.{cell.name}.output", str(exc), exc.hint) from None
+        out = Value(out_shape, tuple(p for v in outs for p in v.parts))
+        lp = LayerPlan(layer, lpath, {"c_prev": prev.shape, "c_prev_prev": prev_prev.shape}, target, out_shape,
+                       node_channels=channels, node_shapes={n: values[n].shape for n in order},
+                       params=params, macs=macs)
+        return lp, out
+
+    def _check_size(self, path: str, shape: Shape) -> None:
+        if any(s < 1 for s in shape):
+            raise self.error(path, f"the output shape {shape} has an empty dimension",
+                             "use a larger input or fewer downsampling steps")
+
+
+def cell_order(cell: Cell) -> list[str]:
+    """Nodes in topological order of the cell's DAG without delayed edges."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(n.name for n in cell.nodes)
+    for node in cell.nodes:
+        for edge in node.inputs:
+            if not edge.delay and edge.source not in CELL_INPUTS:
+                graph.add_edge(edge.source, node.name)
+    return list(nx.lexicographical_topological_sort(graph, key=[n.name for n in cell.nodes].index))
+
+
+def _check_cell(cell: Cell, err) -> None:
+    names = [n.name for n in cell.nodes]
+    graph = nx.DiGraph()
+    graph.add_nodes_from([*CELL_INPUTS, *names, "<output>"])
+    delayed = nx.DiGraph()
+    for node in cell.nodes:
+        for i, edge in enumerate(node.inputs):
+            path = f"cells.{cell.name}.nodes.{node.name}.inputs[{i}].from"
+            if edge.source not in names and edge.source not in CELL_INPUTS:
+                raise err(path, f"unknown node {edge.source!r}",
+                          close_match_hint(edge.source, [*CELL_INPUTS, *names], "sources"))
+            if edge.delay and edge.source in CELL_INPUTS:
+                raise err(path, "a delayed edge must come from a node of the cell, not a cell input",
+                          "remove 'delay' or take the input from a node")
+            (delayed if edge.delay else graph).add_edge(edge.source, node.name)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        loop = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        raise err(f"cells.{cell.name}.nodes.{cycle[0][1]}", f"cycle without a delay: {loop}",
+                  "mark one edge of the loop 'delay: 1' (a backward connection)")
+    for out in cell.output:
+        graph.add_edge(out, "<output>")
+    full = nx.compose(graph, delayed)
+    reachable = set(nx.descendants(full, "c_prev")) | set(nx.descendants(full, "c_prev_prev"))
+    for name in names:
+        if name not in reachable:
+            raise err(f"cells.{cell.name}.nodes.{name}", "node is not reachable from a cell input",
+                      "give it an edge from c_prev, c_prev_prev or a reachable node")
+        if not nx.has_path(full, name, "<output>"):
+            raise err(f"cells.{cell.name}.nodes.{name}", "node does not reach the cell output",
+                      "add it to the cell's output or feed it into a node that does")
+
+
+def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
+    """Check the genotype's graphs and infer every shape. Raises GenotypeError."""
+    w = _Walker(g, ctx)
+    for cell in g.cells:
+        _check_cell(cell, w.error)
+    nets = {n.name: n for n in g.networks}
+    inp = g.input
+    image = Value((inp.in_channels, inp.height, inp.width), (Part("input", inp.in_channels, False),))
+    plans: dict[str, NetPlan] = {}
+    head = g.head
+
+    def need(key: str, name: str, dims: int) -> Network:
+        if name not in nets:
+            raise w.error(f"head.{key}", f"unknown network {name!r}", close_match_hint(name, nets, "networks"))
+        if nets[name].dims != dims:
+            raise w.error(f"networks.{name}.dims", f"the {key} network must be {dims}-D")
+        return nets[name]
+
+    if isinstance(head, Stereo):
+        feat = need("feature", head.feature, 2)
+        match = need("matching", head.matching, 3)
+        plans[feat.name], left = w.network(feat, f"{feat.name}.left", image, True)
+        _, right = w.network(feat, f"{feat.name}.right", image, False)
+        c, h, wd = left.shape
+        volume = Value((2 * c, head.disparities, h, wd), left.parts + right.parts)
+        plans[match.name], cost = w.network(match, match.name, volume, True)
+        if cost.shape[0] != 1:
+            raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
+                          f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
+                          "set channels: 1 on its last layer")
+        if cost.shape[1] != head.disparities:
+            raise w.error(f"networks.{match.name}", f"the matching cost has {cost.shape[1]} disparities, "
+                          f"the cost volume {head.disparities}", "end the matching network on level 0")
+        w.activations += head.disparities * inp.height * inp.width * 2
+        used = {feat.name, match.name}
+    else:
+        assert isinstance(head, Classifier)
+        back = need("backbone", head.backbone, 2)
+        plans[back.name], out = w.network(back, back.name, image, True)
+        w.consume("head.linear", out.shape[0] * head.classes, Value(out.shape, tuple(
+            Part(p.producer, p.channels, False) for p in out.parts)))
+        if head.aux_after is not None:
+            if head.aux_after >= len(back.layers) - 1:
+                raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
+        used = {back.name}
+    for name in nets:
+        if name not in used:
+            raise w.error(f"networks.{name}", "network is not used by the head",
+                          "remove it or name it in head")
+    params = sum(lp.params for np_ in plans.values() for lp in np_.layers)
+    aux_params = 0
+    if isinstance(head, Classifier):
+        params += (plans[head.backbone].out_shape[0] + 1) * head.classes
+        if head.aux_after is not None:  # training only: not part of the exported graph
+            aux_in = plans[head.backbone].layers[head.aux_after].out_shape
+            aux_params = aux_in[0] * head.aux_channels + 2 * head.aux_channels + (head.aux_channels + 1) * head.classes
+    fan_out: dict[str, float] = {n.name: 0.0 for n in w.neurons.values() if n.spiking}
+    dense: dict[str, int] = {}
+    for consumer, macs, parts, channels in w.consumers:
+        for part in parts:
+            share = macs * part.channels / channels
+            producer = w.neurons.get(part.producer)
+            if part.binary and producer is not None and producer.spiking:
+                fan_out[part.producer] += share / producer.size
+            else:
+                dense[consumer] = dense.get(consumer, 0) + round(share)
+    total = 4 * (params + w.activations)
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    if total > limit:
+        raise w.error("input", f"the network would need about {total / 2**30:.1f} GiB for its weights and "
+                      f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
+                      "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
+    return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params)
+
+
+def check_genotype(g: Genotype, ctx=None) -> Plan:
+    return plan(g, ctx)

@@ -1,0 +1,273 @@
+"""The torch spiking model built from a genotype's Plan: one time step, explicit state.
+
+    model = build_model(genotype)
+    state = model.initial_state(batch_size=2)
+    out, state = model({"left": x, "right": y}, state)   # x, y: (B, bins, H, W)
+
+``out`` holds the task output (``disparity`` (B, H, W) and ``cost`` (B, D, H, W) for stereo;
+``logits`` (B, classes), and ``aux_logits`` in training mode, for classification) and ``spikes``:
+per spiking layer the number of spikes each sample emitted at this step, shape (B,). Nothing is
+kept between calls: the state dict is the only memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .genotype import Classifier, Genotype, Stereo
+from .graph import LayerPlan, NetPlan, Plan, cell_order, plan
+from .neurons import NeuronModule, build_neuron
+from .registry import OPS
+
+# ---------------------------------------------------------------------------------------------- ops
+
+
+class ConvBN(nn.Module):
+    """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current."""
+
+    def __init__(self, in_channels: int, out_channels: int, dims: int, kernel: int, stride: int = 1):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        self.conv = conv(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.bn: nn.Module | None = bn(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        return x if self.bn is None else self.bn(x)
+
+
+class AvgPool(nn.Module):
+    def __init__(self, dims: int, kernel: int):
+        super().__init__()
+        pool = nn.AvgPool2d if dims == 2 else nn.AvgPool3d
+        self.pool = pool(kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x)
+
+
+def _conv_builder(kernel: int):
+    def build(in_channels: int, out_channels: int, dims: int, stride: int = 1) -> nn.Module:
+        return ConvBN(in_channels, out_channels, dims, kernel, stride)
+    return build
+
+
+# One factory signature for every op: (in_channels, out_channels, dims, stride) -> module.
+BUILDERS = {name: _conv_builder(spec.kernel) for name, spec in OPS.items() if spec.kind == "conv"}
+BUILDERS["skip"] = lambda in_channels, out_channels, dims, stride=1: nn.Identity()
+BUILDERS["avgpool3x3"] = lambda in_channels, out_channels, dims, stride=1: AvgPool(dims, 3)
+
+
+def resample(x: Tensor, size: tuple[int, ...] | None) -> Tensor:
+    """Nearest resampling to a trellis level's size (keeps spikes binary)."""
+    if size is None or tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+# --------------------------------------------------------------------------------------------- step
+class Step:
+    """The state going in and out of one time step, and the spike counts, as the model runs."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        self.state_in = state
+        self.state_out: dict[str, Tensor] = {}
+        self.spikes: dict[str, Tensor] = {}
+
+    def neuron(self, name: str, module: NeuronModule, current: Tensor) -> Tensor:
+        mine = {s: self.state_in[f"{name}.{s}"] for s in module.state_names}
+        y, new = module(current, mine)
+        for s, t in new.items():
+            self.state_out[f"{name}.{s}"] = t
+        if module.spiking:
+            self.spikes[name] = y.flatten(1).sum(1)
+        return y
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, lp: LayerPlan, g: Genotype, dims: int):
+        super().__init__()
+        layer = lp.layer
+        self.target = lp.target
+        self.op = BUILDERS[layer.op](lp.inputs["c_prev"][0], layer.channels, dims, layer.stride)
+        self.neuron = build_neuron(g.resolve_neuron(layer.neuron))
+
+    def forward(self, name: str, step: Step, prev: Tensor, prev_prev: Tensor) -> Tensor:
+        return step.neuron(name, self.neuron, self.op(resample(prev, self.target)))
+
+
+class CellLayer(nn.Module):
+    def __init__(self, lp: LayerPlan, g: Genotype, dims: int):
+        super().__init__()
+        self.cell = g.cell(lp.layer.cell)
+        self.target = lp.target
+        self.order = cell_order(self.cell)
+        self.spike_mixing = g.mixing == "spike"
+        channels = lp.node_channels
+        in_channels = {"c_prev": lp.inputs["c_prev"][0], "c_prev_prev": lp.inputs["c_prev_prev"][0]}
+        self.ops = nn.ModuleDict()
+        self.neurons = nn.ModuleDict()
+        for node in self.cell.nodes:
+            for i, edge in enumerate(node.inputs):
+                c_in = in_channels.get(edge.source, channels)
+                self.ops[f"{node.name}_{i}"] = BUILDERS[edge.op](c_in, channels, dims)
+                if self.spike_mixing and OPS[edge.op].kind != "skip":
+                    spec = g.resolve_neuron(lp.layer.neuron, node.neuron, edge.neuron)
+                    self.neurons[f"{node.name}_{i}"] = build_neuron(spec)
+            if not self.spike_mixing:
+                self.neurons[node.name] = build_neuron(g.resolve_neuron(lp.layer.neuron, node.neuron))
+        self.delayed = sorted({e.source for n in self.cell.nodes for e in n.inputs if e.delay})
+
+    def forward(self, name: str, step: Step, prev: Tensor, prev_prev: Tensor) -> Tensor:
+        values = {"c_prev": resample(prev, self.target), "c_prev_prev": resample(prev_prev, self.target)}
+        for node_name in self.order:
+            node = self.cell.node(node_name)
+            terms = []
+            for i, edge in enumerate(node.inputs):
+                if edge.delay:
+                    src = step.state_in[f"{name}.{edge.source}.delayed"]
+                else:
+                    src = values[edge.source]
+                t = self.ops[f"{node_name}_{i}"](src)
+                key = f"{node_name}_{i}"
+                if key in self.neurons:
+                    t = step.neuron(f"{name}.{node_name}.{i}", self.neurons[key], t)
+                terms.append(t)
+            total = terms[0]
+            for t in terms[1:]:
+                total = total + t
+            if not self.spike_mixing:
+                total = step.neuron(f"{name}.{node_name}", self.neurons[node_name], total)
+            values[node_name] = total
+        for src in self.delayed:
+            step.state_out[f"{name}.{src}.delayed"] = values[src]
+        outs = [values[o] for o in self.cell.output]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+
+class NetworkModule(nn.Module):
+    """A network: its layers in order; conv layers take c_prev, cells c_prev and c_prev_prev."""
+
+    def __init__(self, np_: NetPlan, g: Genotype):
+        super().__init__()
+        dims = np_.network.dims
+        self.names = [lp.layer.name for lp in np_.layers]
+        self.layers = nn.ModuleList(
+            ConvLayer(lp, g, dims) if lp.layer.kind == "conv" else CellLayer(lp, g, dims) for lp in np_.layers)
+
+    def forward(self, x: Tensor, step: Step, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
+        prev = prev_prev = x
+        for i, (name, layer) in enumerate(zip(self.names, self.layers, strict=True)):
+            out = layer(f"{instance}.{name}", step, prev, prev_prev)
+            prev_prev, prev = prev, out
+            if taps is not None:
+                taps[i] = out
+        return prev
+
+
+# ---------------------------------------------------------------------------------------- stereo
+def cost_volume(left: Tensor, right: Tensor, disparities: int, shift: int = 1) -> Tensor:
+    """(B, C, H, W) x2 -> (B, 2C, D, H, W): left features beside right features shifted by d * shift.
+
+    Where x - d * shift falls outside the image the right half is zero.
+    """
+    b, c, h, w = left.shape
+    pad = (disparities - 1) * shift
+    padded = F.pad(right, (pad, 0))  # (B, C, H, pad + W)
+    slices = [padded[..., pad - d * shift: pad - d * shift + w] for d in range(disparities)]
+    right_v = torch.stack(slices, dim=2)  # (B, C, D, H, W)
+    left_v = left.unsqueeze(2).expand(b, c, disparities, h, w)
+    return torch.cat([left_v, right_v], dim=1)
+
+
+def estimate_disparity(cost: Tensor, kind: str, support: int, step: float) -> Tensor:
+    """Matching cost (B, D, H, W) -> disparity (B, H, W) in pixels: D(d) = d * step.
+
+    ``subpixel`` (paper eq. 5): softmin over the d with |d - argmin| < support;
+    ``soft_argmin``: softmin over every d.
+    """
+    d = torch.arange(cost.shape[1], dtype=cost.dtype, device=cost.device).view(1, -1, 1, 1)
+    logits = -cost
+    if kind == "subpixel":
+        best = torch.argmin(cost, dim=1, keepdim=True).to(cost.dtype)
+        near = torch.abs(d - best) < support
+        logits = torch.where(near, logits, torch.full_like(logits, -1e4))
+    prob = torch.softmax(logits, dim=1)
+    return (prob * d).sum(dim=1) * step
+
+
+# ----------------------------------------------------------------------------------------- model
+class SNNModel(nn.Module):
+    """A compiled genotype. ``forward`` is one time step; see the module docstring."""
+
+    def __init__(self, p: Plan):
+        super().__init__()
+        self.genotype = p.genotype
+        self.plan = p
+        self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
+        head = p.genotype.head
+        if isinstance(head, Classifier):
+            width = p.nets[head.backbone].out_shape[0]
+            self.classifier = nn.Linear(width, head.classes)
+            if head.aux_after is not None:
+                aux_in = p.nets[head.backbone].layers[head.aux_after].out_shape[0]
+                self.aux = nn.Sequential(ConvBN(aux_in, head.aux_channels, 2, 1), nn.ReLU(),
+                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                         nn.Linear(head.aux_channels, head.classes))
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["left", "right"] if self.genotype.task == "stereo" else ["image"]
+
+    @property
+    def output_name(self) -> str:
+        return "disparity" if self.genotype.task == "stereo" else "logits"
+
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        return list(self.plan.states)
+
+    def initial_state(self, batch_size: int = 1, device=None, dtype=torch.float32) -> dict[str, Tensor]:
+        """Zeros for every state tensor, (batch_size, *shape) each."""
+        if device is None:
+            device = next(self.parameters()).device
+        return {name: torch.zeros((batch_size, *shape), device=device, dtype=dtype)
+                for name, shape in self.plan.states}
+
+    def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise KeyError(f"missing model input(s) {missing}; this model takes {self.input_names}")
+        step = Step(state)
+        g = self.genotype
+        head = g.head
+        out: dict = {}
+        if isinstance(head, Stereo):
+            feat = self.nets[head.feature]
+            left = feat(inputs["left"], step, f"{head.feature}.left")  # (B, C, h, w)
+            right = feat(inputs["right"], step, f"{head.feature}.right")
+            volume = cost_volume(left, right, head.disparities, head.shift)  # (B, 2C, D, h, w)
+            cost = self.nets[head.matching](volume, step, head.matching)[:, 0]  # (B, D, h, w)
+            cost = F.interpolate(cost, size=(g.input.height, g.input.width), mode="bilinear",
+                                 align_corners=False)  # (B, D, H, W)
+            out["cost"] = cost
+            out["disparity"] = estimate_disparity(cost, head.estimator, head.support, head.disparity_step)
+        else:
+            taps: dict[int, Tensor] = {}
+            feats = self.nets[head.backbone](inputs["image"], step, head.backbone, taps)
+            out["logits"] = self.classifier(feats.flatten(2).mean(2))
+            if self.training and head.aux_after is not None:
+                out["aux_logits"] = self.aux(taps[head.aux_after])
+        out["spikes"] = step.spikes
+        return out, step.state_out
+
+
+def build_model(genotype: Genotype) -> SNNModel:
+    """Build the torch model of a validated genotype (weights freshly initialised)."""
+    return SNNModel(plan(genotype))
