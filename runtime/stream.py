@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from runtime.contract import EncodingSpec, ModelSpec
 from runtime.errors import RuntimeInputError
+from runtime.events import DataError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
@@ -104,7 +105,9 @@ def open_source(
         return sources.open_recording(None if events is None else str(events), **kwargs)
     except RuntimeInputError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except DataError as exc:
+        raise RuntimeInputError(where, str(exc).strip().splitlines()[0]) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeInputError(where, f"cannot read it: {msg}") from None
 
@@ -131,27 +134,6 @@ def _crop_box(
     return slice(top, top + dh), slice(left, left + dw)
 
 
-def window_ends(recording: Any, window_us: int, start_us: int | None = None) -> Iterator[tuple[int, int]]:
-    """(index, t1_us) of every window: windows end at ground-truth timestamps if any, else every window_us.
-
-    A window [t1 - window_us, t1) is used only if it lies inside the recording and starts at or after
-    start_us.
-    """
-    t_start, t_end = int(recording.t_start_us), int(recording.t_end_us)
-    first = t_start if start_us is None else max(t_start, int(start_us))
-    gt_ts = getattr(recording, "gt_timestamps_us", None)
-    if gt_ts is not None and len(gt_ts) > 0:
-        for i, t1 in enumerate(np.asarray(gt_ts, dtype=np.int64)):
-            if int(t1) - window_us >= first and int(t1) <= t_end:
-                yield i, int(t1)
-        return
-    for k in itertools.count():
-        t1 = first + (k + 1) * window_us
-        if t1 > t_end:
-            return
-        yield k, t1
-
-
 def iter_frames(
     recording: Any,
     encoding: EncodingSpec,
@@ -161,19 +143,27 @@ def iter_frames(
     encoder: Encoder | None = None,
     where: str = "--events",
 ) -> Iterator[Frame]:
-    """Decode, encode and (if asked) centre-crop each window of a recording, timing both parts."""
+    """Decode, encode and (if asked) centre-crop each window of a recording, timing both parts.
+
+    Windows are those of ``runtime.sources.window_ends``: ending at ground-truth timestamps when the
+    recording has ground truth (``index`` = ground-truth index), else tiling it (``index`` = window number).
+    """
+    from runtime.sources import window_ends
+
     box = _crop_box(
         (int(recording.height), int(recording.width)), (encoding.height, encoding.width), crop, where
     )
     encode = encoder or default_encoder(encoding.kind)
-    has_gt = getattr(recording, "gt_timestamps_us", None) is not None and len(recording.gt_timestamps_us) > 0
     H, W = int(recording.height), int(recording.width)
-    for index, t1 in window_ends(recording, encoding.window_us, start_us):
+    ends, gt_index = window_ends(recording, window_us=encoding.window_us, start_us=start_us)
+    for k, t1_value in enumerate(ends):
+        t1 = int(t1_value)
+        index = k if gt_index is None else int(gt_index[k])
         t0 = t1 - encoding.window_us
         a = time.perf_counter()
         ev_l = recording.events("left", t0, t1)
         ev_r = recording.events("right", t0, t1)
-        gt = recording.disparity(index) if has_gt else None
+        gt = None if gt_index is None else recording.disparity(index)
         b = time.perf_counter()
         left = encode(ev_l, t0, t1, encoding.bins, H, W)
         right = encode(ev_r, t0, t1, encoding.bins, H, W)
@@ -383,7 +373,7 @@ class Stream:
         per_step["total"] = total_mean
         rec = self._recording
         source = {
-            "kind": getattr(rec, "kind", None) or ("synthetic" if self.events is None else "file"),
+            "kind": _source_kind(rec, self.events),
             "path": None if self.events is None else str(self.events),
             "height": int(rec.height) if rec is not None else spec.encoding.height,
             "width": int(rec.width) if rec is not None else spec.encoding.width,
@@ -431,6 +421,17 @@ class Stream:
             "energy": energy_metrics(self._spikes, n, spec.layers, spec.dense_macs_per_step, self.energy),
             "accuracy": accuracy,
         }
+
+
+def _source_kind(rec: Any, events: str | Path | None) -> str:
+    kind = getattr(rec, "kind", None)
+    if kind:
+        return str(kind)
+    if rec is not None:
+        name = type(rec).__name__.removesuffix("Recording").lower()
+        if name:
+            return name
+    return "synthetic" if events is None else "file"
 
 
 # --------------------------------------------------------------------------- command line
@@ -512,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:  # the data layer's one error type (a corrupt or truncated recording)
+        where = args.events or "synthetic source"
+        print(
+            f"error: {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

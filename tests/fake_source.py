@@ -80,7 +80,10 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
             raise OSError(f"fake source reads no files ({path})")
         return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
 
+    from runtime.sources import window_ends
+
     sources.open_recording = open_recording  # type: ignore[attr-defined]
+    sources.window_ends = window_ends  # type: ignore[attr-defined]
     encoding = types.ModuleType("runtime.encoding")
     encoding.sbt = identity_encoder  # type: ignore[attr-defined]
     return sources, encoding

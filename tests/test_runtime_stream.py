@@ -10,7 +10,7 @@ from contract_models import initial_state, reference_step, stereo_model
 from fake_source import FakeRecording, identity_encoder
 
 from runtime.errors import RuntimeInputError
-from runtime.stream import Frame, Stream, window_ends
+from runtime.stream import Frame, Stream
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,27 @@ def test_stream_matches_reference(model_path):
         assert set(r.timings_s) == {"decode", "encode", "model", "metrics", "total"}
 
 
-def test_windows_align_to_ground_truth_and_start():
+def test_windows_align_to_ground_truth(model_path):
     rec = FakeRecording(seconds=0.3)
-    assert list(window_ends(rec, 50_000)) == [(i, 50_000 * (i + 1)) for i in range(6)]
-    assert list(window_ends(rec, 50_000, start_us=100_000))[0] == (2, 150_000)
-    rec.gt_timestamps_us = np.array([30_000, 70_000, 120_000])  # a window needs 50 ms of events before it
-    assert list(window_ends(rec, 50_000)) == [(1, 70_000), (2, 120_000)]
+    rec.gt_timestamps_us = np.array([30_000, 70_000, 120_000, 290_000])  # a window needs 50 ms of events
+    results = list(_stream(model_path, rec))
+    assert [(r.index, r.t0_us, r.t1_us) for r in results] == [
+        (1, 20_000, 70_000),
+        (2, 70_000, 120_000),
+        (3, 240_000, 290_000),
+    ]
+    np.testing.assert_array_equal(results[0].gt, rec.disparity(1))
     no_gt = FakeRecording(seconds=0.3, gt=False)
     no_gt.t_start_us = 10_000
-    assert list(window_ends(no_gt, 50_000))[:2] == [(0, 60_000), (1, 110_000)]
+    results = list(_stream(model_path, no_gt))
+    assert [(r.index, r.t1_us) for r in results] == [
+        (0, 60_000),
+        (1, 110_000),
+        (2, 160_000),
+        (3, 210_000),
+        (4, 260_000),
+    ]
+    assert all(r.gt is None for r in results)
 
 
 def test_start_option(model_path):
