@@ -12,6 +12,7 @@ import numpy as np
 from runtime.errors import RuntimeInputError
 
 REPORT_SCHEMA = 1
+MAX_LAYERS_SHOWN = 10
 
 
 def _clean(value: Any) -> Any:
@@ -69,9 +70,18 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{sparse['neurons']} neurons",
     ]
     rates = sparse["firing_rate"]
-    width = max((len(k) for k in rates), default=0)
-    for name, rate in rates.items():
+    shown = list(rates.items())
+    if len(shown) > MAX_LAYERS_SHOWN:  # many layers: the most active ones; the report has them all
+        shown = sorted(shown, key=lambda kv: -(kv[1] or 0.0))[:MAX_LAYERS_SHOWN]
+    width = max((len(k) for k, _ in shown), default=0)
+    for name, rate in shown:
         lines.append(f"  {name:<{width}}  firing rate {_f(rate, '.4f')}")
+    if len(rates) > len(shown):
+        rest = [r for k, r in rates.items() if k not in dict(shown) and r is not None]
+        lines.append(
+            f"  ... {len(rates) - len(shown)} more layers, firing rates {_f(min(rest, default=None), '.4f')}"
+            f" to {_f(max(rest, default=None), '.4f')} (all of them in the --report JSON)"
+        )
     lines += [
         f"energy    {_f(en['energy_per_step_uj'], '.4g')} uJ/step = "
         f"{_f(en['synops_per_step'], '.4g')} SynOps x {en['pj_per_ac']} pJ + "

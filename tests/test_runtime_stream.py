@@ -191,3 +191,13 @@ def test_feed_arrays_for_applications(model_path):
 def test_bad_options(model_path, kwargs, message):
     with pytest.raises(RuntimeInputError, match=message):
         _stream(model_path, **kwargs)
+
+
+def test_summary_for_people(model_path):
+    from runtime.report import format_summary
+
+    s = _stream(model_path, FakeRecording(seconds=0.3, invalid_gt_index=0), max_steps=1)
+    list(s)
+    text = format_summary(s.report())
+    assert "no valid ground-truth pixel in 1 windows" in text
+    assert "layer0  firing rate" in text and "steps/s" in text and "uJ/step" in text
