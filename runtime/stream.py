@@ -280,17 +280,15 @@ class Stream:
     # ------------------------------------------------------------ stepping
     def run(self, frames: Iterable[Frame]) -> Iterator[StepResult]:
         """Feed frames one after the other, yielding each step's result."""
-        it = iter(frames)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(it, None)
-            if frame is None:
-                return
-            yield self.feed(frame, _t_start=t0)
+        for frame in frames:
+            yield self.feed(frame)
 
-    def feed(self, frame: Frame, *, _t_start: float | None = None) -> StepResult:
-        """Run one step on one frame, carrying the state, and account for it in the metrics."""
-        start = time.perf_counter() if _t_start is None else _t_start
+    def feed(self, frame: Frame) -> StepResult:
+        """Run one step on one frame, carrying the state, and account for it in the metrics.
+
+        The step's end-to-end time is the frame's decode and encode time plus this call's time.
+        """
+        start = time.perf_counter()
         if self.reset_every and self._steps > 0 and self._steps % self.reset_every == 0:
             self.session.reset()
         out = self.session.step({"left": frame.left, "right": frame.right})
@@ -324,7 +322,7 @@ class Stream:
             "encode": frame.encode_s,
             "model": out.model_s,
             "metrics": end - m0,
-            "total": end - start,
+            "total": frame.decode_s + frame.encode_s + (end - start),
         }
         if counted:
             self._counted.append(result)

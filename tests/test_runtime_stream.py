@@ -147,6 +147,11 @@ def test_burn_in_and_report(model_path):
     assert acc["one_pixel_accuracy_pct"] == pytest.approx(float((errs <= 1).mean() * 100), rel=1e-6)
     assert report["speed"]["fps_model"] > 0 and report["speed"]["latency_ms"]["model"]["p99"] > 0
     assert report["source"]["fb"] == pytest.approx(19.941772)
+    split = report["speed"]["time_per_step_ms"]
+    assert split["other"] >= -1e-9
+    assert sum(split[k] for k in ("decode", "encode", "model", "metrics", "other")) == pytest.approx(
+        split["total"]
+    )
 
 
 def test_no_ground_truth_means_no_accuracy(model_path):
