@@ -107,7 +107,7 @@ def open_source(
         raise
     except DataError as exc:
         raise RuntimeInputError(where, str(exc).strip().splitlines()[0]) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeInputError(where, f"cannot read it: {msg}") from None
 
