@@ -1,0 +1,186 @@
+"""The ``Recording`` interface shared by every event source, and windowed reading from disk.
+
+A recording is a stereo pair of event streams with, optionally, ground-truth disparity at known
+timestamps. Readers of files never load a whole recording: ``ColumnReader`` keeps a coarse index
+(row -> time) and reads only the rows a time window needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts
+
+SIDES = ("left", "right")
+
+
+class Recording:
+    """A stereo event recording. Subclasses set the attributes and implement ``events``/``disparity``.
+
+    Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None);
+    ``gt_timestamps_us`` (int64 [n] or None); ``t_start_us``, ``t_end_us`` (the recording spans
+    ``[t_start_us, t_end_us)``); ``stats`` (what was dropped or repaired so far); ``name``.
+    """
+
+    height: int
+    width: int
+    fb: float | None = None
+    gt_timestamps_us: np.ndarray | None = None
+    t_start_us: int = 0
+    t_end_us: int = 0
+    name: str = "recording"
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = empty_counts()
+
+    def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
+        """The valid events of camera ``side`` with ``t0_us <= t < t1_us``: ``EVENT_DTYPE`` [N]."""
+        raise NotImplementedError
+
+    def disparity(self, i: int) -> np.ndarray:
+        """Ground-truth disparity at ``gt_timestamps_us[i]``: float32 [H, W] in pixels, NaN invalid."""
+        raise DataError(f"{self.name}: no ground truth")
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_side(self, side: str) -> None:
+        if side not in SIDES:
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+
+    def _check_gt_index(self, i: int) -> int:
+        n = 0 if self.gt_timestamps_us is None else len(self.gt_timestamps_us)
+        if not -n <= i < n:
+            raise IndexError(f"{self.name}: ground-truth index {i} out of range ({n} maps)")
+        return i % n
+
+    def __repr__(self) -> str:
+        n_gt = None if self.gt_timestamps_us is None else len(self.gt_timestamps_us)
+        return (
+            f"{type(self).__name__}({self.name!r}, {self.width}x{self.height}, "
+            f"{(self.t_end_us - self.t_start_us) / 1e6:.3f} s, gt={n_gt}, fb={self.fb})"
+        )
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """A coarse index of a time-ordered event table.
+
+    ``rows`` int64 [K] ascending with ``rows[0] == 0``; ``before`` [K] non-decreasing, with
+    ``before[k]`` >= the time (us) of every event in rows ``[0, rows[k])`` and ``before[0] = -inf``.
+    So the events of ``[t0, t1)`` lie in rows ``[rows[k0], rows[k1])`` with ``k0`` the last ``k`` with
+    ``before[k] < t0`` and ``k1`` the first with ``before[k] >= t1`` (or the end).
+    """
+
+    rows: np.ndarray
+    before: np.ndarray
+    n_rows: int
+
+    def span(self, t0_us: float, t1_us: float) -> tuple[int, int, float]:
+        """Row range ``[lo, hi)`` that holds every event of ``[t0_us, t1_us)``, and ``before`` at ``lo``."""
+        k0 = max(int(np.searchsorted(self.before, t0_us, side="left")) - 1, 0)
+        k1 = int(np.searchsorted(self.before, t1_us, side="left"))
+        hi = self.n_rows if k1 >= len(self.rows) else int(self.rows[k1])
+        return int(self.rows[k0]), max(hi, int(self.rows[k0])), float(self.before[k0])
+
+
+# read(lo, hi) -> (x, y, t_us, p) columns of rows [lo, hi)
+ReadRows = Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+# transform(events) -> (events, counts): e.g. rectification
+Transform = Callable[[np.ndarray], tuple[np.ndarray, dict[str, int]]]
+
+
+class ColumnReader:
+    """Reads time windows of one camera from an on-disk table through a ``RowIndex``.
+
+    Each read checks the rows (``runtime.events.assemble``) and counts what it drops into
+    ``stats``; a row is counted once, the first time a read reaches it (a high-water mark), so
+    windows read in order count every bad row exactly once.
+    """
+
+    def __init__(
+        self,
+        read: ReadRows,
+        index: RowIndex,
+        *,
+        height: int,
+        width: int,
+        stats: dict[str, int],
+        polarity: str = "auto",
+        transform: Transform | None = None,
+        seed_prev: Callable[[int], float] | None = None,
+    ) -> None:
+        self.read, self.index = read, index
+        self.height, self.width = height, width
+        self.stats, self.polarity, self.transform = stats, polarity, transform
+        self.seed_prev = seed_prev
+        self.counted_to = 0  # rows below this have been counted into stats
+
+    def events(self, t0_us: int, t1_us: int) -> np.ndarray:
+        """Valid events with ``t0_us <= t < t1_us``: ``EVENT_DTYPE`` [N], sorted."""
+        lo, hi, prev = self.index.span(t0_us, t1_us)
+        if hi <= lo:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        if self.seed_prev is not None and lo > 0:
+            prev = self.seed_prev(lo)
+        x, y, t, p = self.read(lo, hi)
+        mid = min(max(self.counted_to, lo), hi)
+        parts = []
+        for a, b, counted in ((lo, mid, False), (mid, hi, True)):
+            if b <= a:
+                continue
+            s = slice(a - lo, b - lo)
+            ev, counts = assemble(
+                x[s],
+                y[s],
+                t[s],
+                p[s],
+                height=None if self.transform else self.height,
+                width=None if self.transform else self.width,
+                prev_t_us=prev,
+                polarity=self.polarity,
+            )
+            if self.transform is not None:
+                ev, more = self.transform(ev)
+                add_counts(counts, more)
+            if len(ev):
+                prev = max(prev, float(ev["t"][-1]))
+            if counted:
+                add_counts(self.stats, counts)
+            parts.append(ev)
+        self.counted_to = max(self.counted_to, hi)
+        ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        i0, i1 = np.searchsorted(ev["t"], [t0_us, t1_us], side="left")
+        return ev[i0:i1]
+
+
+def scan_index(
+    n_rows: int, read_t: Callable[[int, int], np.ndarray], *, block: int = 4096, chunk: int = 1 << 20
+) -> RowIndex:
+    """Build a ``RowIndex`` by streaming the time column: every ``block`` rows, the running maximum.
+
+    ``read_t(lo, hi)`` returns the times (us, any numeric dtype) of rows ``[lo, hi)``. Non-finite
+    times are ignored. Memory stays at one ``chunk`` of rows.
+    """
+    rows = np.arange(0, max(n_rows, 1), block, dtype=np.int64)
+    before = np.full(len(rows), -np.inf)
+    running = -np.inf
+    for lo in range(0, n_rows, chunk):
+        hi = min(n_rows, lo + chunk)
+        t = np.asarray(read_t(lo, hi), dtype=np.float64)
+        cm = np.fmax.accumulate(np.concatenate(([running], t)))  # cm[i] = max of rows < lo + i
+        first = -(-lo // block)  # first block start >= lo
+        starts = np.arange(first * block, hi, block)
+        before[starts // block] = cm[starts - lo]
+        running = float(cm[-1])
+    before[0] = -np.inf
+    return RowIndex(rows, before, n_rows)

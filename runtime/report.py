@@ -1,0 +1,153 @@
+"""Presenting a stream's results: the JSON report, the readable summary and saved disparity maps."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import RuntimeInputError
+
+REPORT_SCHEMA = 1
+MAX_LAYERS_SHOWN = 10
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (the report never holds NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """Write the report as indented JSON (strict: no NaN)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
+    except OSError as exc:
+        raise RuntimeInputError(f"--report {path}", f"cannot write it ({exc.strerror or exc})") from None
+
+
+def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:{fmt}}{unit}"
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A short, readable summary of a report for people."""
+    m, rt, steps = report["model"], report["runtime"], report["steps"]
+    sp, sparse, en, acc = report["speed"], report["sparsity"], report["energy"], report.get("accuracy")
+    enc = m["encoding"]
+    lat, e2e = sp["latency_ms"]["model"], sp["latency_ms"]["end_to_end"]
+    lines = [
+        f"model     {m['path']}  ({m['task']}, {enc['kind']} {enc['bins']}x{enc['height']}x{enc['width']}, "
+        f"{enc['window_ms']:g} ms windows, {m['state_tensors']} state tensors)",
+        f"runtime   {rt['device']} via {', '.join(rt['providers'])}  (onnxruntime {rt['onnxruntime']}, "
+        f"threads {rt['threads'] or 'default'}{', IOBinding' if rt['io_binding'] else ''})",
+        f"source    {report['source']['kind']}  {report['source'].get('path') or '(built-in, in memory)'}",
+        f"steps     {steps['counted']} counted + {steps['burn_in']} burn-in"
+        + (f", state reset every {steps['reset_every']}" if steps["reset_every"] else ""),
+        "",
+        f"speed     {_f(sp['fps_model'], '.1f')} steps/s model only, "
+        f"{_f(sp['fps_end_to_end'], '.1f')} steps/s end to end",
+        f"latency   model p50 {_f(lat['p50'], '.2f')} / p95 {_f(lat['p95'], '.2f')} / "
+        f"p99 {_f(lat['p99'], '.2f')} ms; end to end p50 {_f(e2e['p50'], '.2f')} / "
+        f"p99 {_f(e2e['p99'], '.2f')} ms",
+        "per step  " + ", ".join(f"{k} {_f(v, '.2f')} ms" for k, v in sp["time_per_step_ms"].items()),
+        "",
+        f"sparsity  network {_f(sparse['network_sparsity'], '.4f')}, mean firing rate "
+        f"{_f(sparse['mean_firing_rate'], '.4f')}, {_f(sparse['spikes_per_step'], '.4g')} spikes/step over "
+        f"{sparse['neurons']} neurons",
+    ]
+    rates = sparse["firing_rate"]
+    shown = list(rates.items())
+    if len(shown) > MAX_LAYERS_SHOWN:  # many layers: the most active ones; the report has them all
+        shown = sorted(shown, key=lambda kv: -(kv[1] or 0.0))[:MAX_LAYERS_SHOWN]
+    width = max((len(k) for k, _ in shown), default=0)
+    for name, rate in shown:
+        lines.append(f"  {name:<{width}}  firing rate {_f(rate, '.4f')}")
+    if len(rates) > len(shown):
+        rest = [r for k, r in rates.items() if k not in dict(shown) and r is not None]
+        lines.append(
+            f"  ... {len(rates) - len(shown)} more layers, firing rates {_f(min(rest, default=None), '.4f')}"
+            f" to {_f(max(rest, default=None), '.4f')} (all of them in the --report JSON)"
+        )
+    lines += [
+        f"energy    {_f(en['energy_per_step_uj'], '.4g')} uJ/step = "
+        f"{_f(en['synops_per_step'], '.4g')} SynOps x {en['pj_per_ac']} pJ + "
+        f"{_f(en['dense_macs_per_step'], '.4g')} dense MACs x {en['pj_per_mac']} pJ",
+    ]
+    if acc is None:
+        lines.append("accuracy  n/a (the source has no ground truth)")
+    elif acc["valid_pixels"] == 0:
+        lines.append(f"accuracy  n/a: no valid ground-truth pixel in {acc['windows']} windows")
+    else:
+        n_empty = acc["windows_without_valid_pixels"]
+        empty = f", {n_empty} without any" if n_empty else ""
+        lines.append(
+            f"accuracy  MDE {_f(acc['mean_depth_error_cm'], '.2f', ' cm')}, median depth error "
+            f"{_f(acc['median_depth_error_cm'], '.2f', ' cm')}, mean disparity error "
+            f"{_f(acc['mean_disparity_error_px'], '.3f', ' px')}, "
+            f"1PA {_f(acc['one_pixel_accuracy_pct'], '.2f', ' %')} "
+            f"({acc['valid_pixels']} valid pixels in {acc['windows']} windows{empty})"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- images
+def _colour(values: np.ndarray, vmax: float, cmap: str = "magma") -> np.ndarray:
+    import matplotlib  # lazy: only --save-dir needs it
+
+    scaled = np.clip(np.nan_to_num(values, nan=0.0) / max(vmax, 1e-6), 0.0, 1.0)
+    rgb = matplotlib.colormaps[cmap](scaled)[..., :3]
+    rgb[~np.isfinite(values)] = 0.0
+    return rgb
+
+
+def events_image(encoded: np.ndarray) -> np.ndarray:
+    """RGB picture of an encoded window [bins, H, W]: red for net positive polarity, blue for negative."""
+    net = np.sign(np.asarray(encoded, dtype=np.float32).sum(axis=0))
+    rgb = np.ones((*net.shape, 3), np.float32)
+    rgb[net > 0] = (0.85, 0.1, 0.1)
+    rgb[net < 0] = (0.1, 0.2, 0.85)
+    return rgb
+
+
+def save_step(
+    directory: str | Path,
+    index: int,
+    disparity: np.ndarray,
+    *,
+    max_disparity: float,
+    gt: np.ndarray | None = None,
+    left: np.ndarray | None = None,
+) -> list[Path]:
+    """Write ``disparity_<index>.npy`` and a PNG: events | prediction | ground truth (same colour scale)."""
+    import matplotlib.image
+
+    d = Path(directory)
+    stem = f"disparity_{index:06d}"
+    np.save(d / f"{stem}.npy", disparity.astype(np.float32))
+    panels = []
+    if left is not None:
+        panels.append(events_image(left))
+    panels.append(_colour(disparity, max_disparity))
+    if gt is not None:
+        panels.append(_colour(np.where(np.isfinite(gt) & (gt > 0), gt, np.nan), max_disparity))
+    gap = np.ones((disparity.shape[0], 4, 3), np.float32)
+    row = [panels[0]]
+    for p in panels[1:]:
+        row += [gap, p]
+    png = d / f"{stem}.png"
+    matplotlib.image.imsave(png, np.clip(np.concatenate(row, axis=1), 0.0, 1.0))
+    return [d / f"{stem}.npy", png]

@@ -1,0 +1,100 @@
+"""A small in-memory recording with the interface of ``runtime.sources`` (Recording), for runtime tests.
+
+``events(side, t0, t1)`` returns an already encoded SBT-like array; ``identity_encoder`` passes it on.
+``install()`` registers fake ``runtime.sources`` / ``runtime.encoding`` modules (for a subprocess that
+must run the command line without the real data layer).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import numpy as np
+
+FB = 19.941772
+
+
+class FakeRecording:
+    """Deterministic stereo windows with ground truth at every ``window_us``."""
+
+    kind = "fake"
+
+    def __init__(
+        self,
+        *,
+        height: int = 8,
+        width: int = 12,
+        bins: int = 5,
+        seconds: float = 1.0,
+        window_us: int = 50_000,
+        seed: int = 0,
+        gt: bool = True,
+        fb: float | None = FB,
+        invalid_gt_index: int | None = None,
+    ) -> None:
+        self.height, self.width, self.bins = height, width, bins
+        self.fb = fb
+        self.t_start_us = 0
+        self.t_end_us = int(seconds * 1e6)
+        self.window_us = window_us
+        self.seed = seed
+        self.gt_timestamps_us = (
+            np.arange(window_us, self.t_end_us + 1, window_us, dtype=np.int64) if gt else None
+        )
+        self.invalid_gt_index = invalid_gt_index
+        self.closed = False
+
+    def events(self, side: str, t0: int, t1: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0 if side == "left" else 1, t0])
+        mask = rng.random((self.bins, self.height, self.width)) < 0.3
+        sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=mask.shape)
+        return (mask * sign).astype(np.float32)
+
+    def disparity(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 7, i])
+        d = rng.uniform(2.0, 12.0, size=(self.height, self.width)).astype(np.float32)
+        d[: self.height // 4] = np.nan
+        if i == self.invalid_gt_index:
+            d[:] = np.nan
+        return d
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def identity_encoder(events: Any, t0: int, t1: int, bins: int, height: int, width: int) -> np.ndarray:
+    """The fake recording's events are already encoded."""
+    return events
+
+
+def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """Stand-ins for ``runtime.sources`` (synthetic only) and ``runtime.encoding`` (identity SBT)."""
+    sources = types.ModuleType("runtime.sources")
+
+    def open_recording(
+        path: str | None = None, *, seed: int = 0, seconds: float = 1.0, height: int = 260, width: int = 346
+    ) -> FakeRecording:
+        if path is not None:
+            raise OSError(f"fake source reads no files ({path})")
+        return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
+
+    from runtime.sources import window_ends
+
+    sources.open_recording = open_recording  # type: ignore[attr-defined]
+    sources.window_ends = window_ends  # type: ignore[attr-defined]
+    encoding = types.ModuleType("runtime.encoding")
+    encoding.sbt = identity_encoder  # type: ignore[attr-defined]
+    return sources, encoding
+
+
+def install() -> None:
+    """Register the fake ``runtime.sources`` and ``runtime.encoding`` for this process."""
+    import runtime
+
+    sources, encoding = fake_modules()
+    sys.modules["runtime.sources"] = sources
+    sys.modules["runtime.encoding"] = encoding
+    runtime.sources = sources  # type: ignore[attr-defined]
+    runtime.encoding = encoding  # type: ignore[attr-defined]
