@@ -13,7 +13,7 @@ from compiler import build_model, load_genotype, parse_genotype
 from compiler.fold import FoldError, fold_batchnorm, fold_conv_bn_weights
 from compiler.genotype import Neuron, Surrogate
 from compiler.model import BUILDERS, cost_volume, estimate_disparity
-from compiler.neurons import ALIF, IF, LI, LIF, ReLU, SURROGATE_GRADS, spike
+from compiler.neurons import ALIF, IF, LI, LIF, SURROGATE_GRADS, ReLU, spike
 from compiler.registry import OPS, SURROGATES
 
 SHIPPED = sorted(p.stem for p in GENOTYPES.glob("*.yaml"))
