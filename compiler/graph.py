@@ -16,7 +16,7 @@ import networkx as nx
 
 from .errors import GenotypeError, close_match_hint
 from .genotype import CELL_INPUTS, Cell, Classifier, Genotype, Layer, Network, Neuron, Stereo
-from .registry import NEURONS, OPS, Shape, ShapeError, concat_shape, sum_shape
+from .registry import NEURONS, OPS, RULES, Shape, ShapeError
 
 # Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
 DEFAULT_MAX_BYTES = int(float(os.environ.get("SNN_MAX_BYTES", 16 * 2**30)))
@@ -154,7 +154,7 @@ class _Walker:
 
     def conv_layer(self, net, layer: Layer, lpath, name, prev: Value, target) -> tuple[LayerPlan, Value]:
         op = OPS[layer.op]
-        x = prev if target is None else Value((prev.shape[0], *target), prev.parts)
+        x = prev if target is None else Value(RULES["resample"].shape(prev.shape, target), prev.parts)
         try:
             out_shape = op.out_shape(x.shape, layer.channels, layer.stride)
         except ShapeError as exc:
@@ -175,8 +175,8 @@ class _Walker:
                              close_match_hint(layer.cell, cells, "cells"))
         cell = cells[layer.cell]
         channels = net.node_channels[layer.level]
-        inputs = {"c_prev": Value((prev.shape[0], *target), prev.parts),
-                  "c_prev_prev": Value((prev_prev.shape[0], *target), prev_prev.parts)}
+        inputs = {"c_prev": Value(RULES["resample"].shape(prev.shape, target), prev.parts),
+                  "c_prev_prev": Value(RULES["resample"].shape(prev_prev.shape, target), prev_prev.parts)}
         values: dict[str, Value] = dict(inputs)
         node_shape = (channels, *target)
         self._check_size(lpath, node_shape)
@@ -210,7 +210,7 @@ class _Walker:
                         Part(p.producer, p.channels, False) for p in src.parts)
                     edge_values.append(Value(shape, parts))
             try:
-                shape = sum_shape([v.shape for v in edge_values], [e.source for e in node.inputs])
+                shape = RULES["sum"].shape([v.shape for v in edge_values], [e.source for e in node.inputs])
             except ShapeError as exc:
                 raise self.error(f"{npath}.inputs", f"{exc} (in {lpath})", exc.hint) from None
             if self.g.mixing == "membrane":
@@ -227,7 +227,7 @@ class _Walker:
                         self.activations += math.prod(values[edge.source].shape)
         outs = [values[o] for o in cell.output]
         try:
-            out_shape = concat_shape([v.shape for v in outs], list(cell.output))
+            out_shape = RULES["concat"].shape([v.shape for v in outs], list(cell.output))
         except ShapeError as exc:
             raise self.error(f"cells.{cell.name}.output", str(exc), exc.hint) from None
         out = Value(out_shape, tuple(p for v in outs for p in v.parts))
@@ -312,8 +312,7 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
         match = need("matching", head.matching, 3)
         plans[feat.name], left = w.network(feat, f"{feat.name}.left", image, True)
         _, right = w.network(feat, f"{feat.name}.right", image, False)
-        c, h, wd = left.shape
-        volume = Value((2 * c, head.disparities, h, wd), left.parts + right.parts)
+        volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
         plans[match.name], cost = w.network(match, match.name, volume, True)
         if cost.shape[0] != 1:
             raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
@@ -322,13 +321,19 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
         if cost.shape[1] != head.disparities:
             raise w.error(f"networks.{match.name}", f"the matching cost has {cost.shape[1]} disparities, "
                           f"the cost volume {head.disparities}", "end the matching network on level 0")
+        try:
+            RULES[head.estimator].shape(cost.shape, inp.height, inp.width)
+        except ShapeError as exc:
+            raise w.error(f"networks.{match.name}", str(exc), exc.hint) from None
         w.activations += head.disparities * inp.height * inp.width * 2
         used = {feat.name, match.name}
     else:
         assert isinstance(head, Classifier)
         back = need("backbone", head.backbone, 2)
         plans[back.name], out = w.network(back, back.name, image, True)
-        w.consume("head.linear", out.shape[0] * head.classes, Value(out.shape, tuple(
+        pooled = RULES["global_avgpool"].shape(out.shape)
+        RULES["linear"].shape(pooled, head.classes)
+        w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
             Part(p.producer, p.channels, False) for p in out.parts)))
         if head.aux_after is not None:
             if head.aux_after >= len(back.layers) - 1:

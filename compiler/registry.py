@@ -134,3 +134,43 @@ def sum_shape(shapes: Sequence[Shape], names: Sequence[str]) -> Shape:
             raise ShapeError(f"cannot sum {names[0]} {tuple(shapes[0])} with {name} {tuple(shape)}",
                              "make the edges produce the same shape")
     return shapes[0]
+
+
+def cost_volume_shape(left: Shape, right: Shape, disparities: int) -> Shape:
+    """(C, h, w) x2 -> (2C, D, h, w): left features beside disparity-shifted right features."""
+    if left != right:
+        raise ShapeError(f"left features {left} and right features {right} differ",
+                         "run the same feature network on both views")
+    return (2 * left[0], disparities, *left[1:])
+
+
+def estimator_shape(cost: Shape, height: int, width: int) -> Shape:
+    """Matching cost (1, D, h, w) -> disparity (H, W) at input resolution."""
+    if cost[0] != 1 or len(cost) != 4:
+        raise ShapeError(f"the matching cost must be (1, D, h, w), got {cost}",
+                         "end the matching network with a 1-channel layer")
+    return (height, width)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A parameter-free op of the macro network and its shape rule."""
+
+    name: str
+    shape: object  # Callable[..., Shape]
+    doc: str
+
+
+RULES = Registry("shape rule")
+for _rule in (
+    RuleSpec("resample", resample_shape, "nearest up/down resampling to a trellis level (keeps spikes binary)"),
+    RuleSpec("concat", concat_shape, "concatenation along channels (cell outputs)"),
+    RuleSpec("sum", sum_shape, "sum at the node: currents at the membrane, or spikes"),
+    RuleSpec("batchnorm", lambda shape: shape, "BatchNorm after each conv; folded into it at export"),
+    RuleSpec("global_avgpool", lambda shape: (shape[0],), "mean over every spatial position"),
+    RuleSpec("linear", lambda shape, out: (out,), "fully connected layer of the classifier head"),
+    RuleSpec("cost_volume", cost_volume_shape, "concat(F_L(x), F_R(x - d * shift)) for d < D"),
+    RuleSpec("subpixel", estimator_shape, "sub-pixel disparity estimator, paper eq. 5"),
+    RuleSpec("soft_argmin", estimator_shape, "softmin over all disparities"),
+):
+    RULES.register(_rule.name, _rule)

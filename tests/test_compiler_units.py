@@ -241,3 +241,22 @@ def test_state_is_explicit_and_complete():
     assert torch.equal(out1["logits"], out2["logits"])
     assert sum(v.sum() for v in out1["spikes"].values()) > 0
     assert not torch.equal(out1["logits"], out3["logits"])
+
+
+def test_structural_shape_rules_agree_with_torch():
+    from compiler.model import resample
+    from compiler.registry import RULES
+
+    left = torch.zeros(2, 6, 5, 7)
+    vol = cost_volume(left, left, 4)
+    assert tuple(vol.shape[1:]) == RULES["cost_volume"].shape((6, 5, 7), (6, 5, 7), 4)
+    assert tuple(resample(left, (3, 4)).shape[1:]) == RULES["resample"].shape((6, 5, 7), (3, 4))
+    assert tuple(resample(vol, (2, 3, 4)).shape[1:]) == RULES["resample"].shape((12, 4, 5, 7), (2, 3, 4))
+    cost = torch.zeros(2, 4, 10, 12)
+    for kind in ("subpixel", "soft_argmin"):
+        assert tuple(estimate_disparity(cost, kind, 2, 1.0).shape[1:]) == RULES[kind].shape((1, 4, 10, 12), 10, 12)
+    assert RULES["global_avgpool"].shape((6, 5, 7)) == (6,)
+    assert RULES["linear"].shape((6,), 10) == (10,)
+    from compiler.registry import ShapeError
+    with pytest.raises(ShapeError, match="differ"):
+        RULES["cost_volume"].shape((6, 5, 7), (6, 5, 8), 4)
