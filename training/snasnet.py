@@ -1,0 +1,145 @@
+"""SNASNet training-free search: random cells scored at initialisation by the sparsity-aware
+Hamming kernel of their spike codes (Kim et al., ECCV 2022; REFERENCE.md).
+
+A cell is an N x N matrix of op codes (0 none, 1 skip, 2 conv1x1, 3 conv3x3, 4 avgpool3x3; the
+LIF is the node's neuron under membrane mixing). ``m[i][j]`` with i < j is a forward edge node i ->
+node j; with i > j it is a backward edge: node i's output of the previous step into node j (a
+delayed edge in the genotype, which the compiler turns into state). Node 0 is the cell input.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+OPS = {1: "skip", 2: "conv1x1", 3: "conv3x3", 4: "avgpool3x3"}
+
+
+def random_cell(rng: np.random.Generator, n_nodes: int = 4, backward: bool = True) -> np.ndarray:
+    """A random cell matrix. Every pair of nodes gets an op (or none); with ``backward`` a pair may
+    instead carry the later node's previous output backwards. The first and last nodes are always
+    joined forward (the paper keeps that edge for fast spike propagation)."""
+    m = np.zeros((n_nodes, n_nodes), dtype=int)
+    for i in range(n_nodes):
+        for j in range(i + 1, n_nodes):
+            op = int(rng.integers(0, 5))
+            if i == 0 and j == n_nodes - 1:
+                op = int(rng.integers(1, 5))
+                m[i, j] = op
+            elif op and backward and rng.random() < 0.5:
+                m[j, i] = op
+            else:
+                m[i, j] = op
+    return m
+
+
+def matrix_code(m: np.ndarray) -> str:
+    """The paper's notation: one group of digits per row, e.g. '0303 0030 2002 0200'."""
+    return " ".join("".join(str(int(v)) for v in row) for row in m)
+
+
+def parse_code(code: str) -> np.ndarray:
+    rows = code.split()
+    m = np.array([[int(ch) for ch in row] for row in rows], dtype=int)
+    if m.shape[0] != m.shape[1] or (m < 0).any() or (m > 4).any():
+        raise ValueError(f"bad cell code {code!r}: expected N groups of N digits 0-4")
+    return m
+
+
+def cell_from_matrix(m: np.ndarray) -> dict:
+    """The genotype cell (plain data) of a matrix; nodes that receive nothing or feed nothing are
+    dropped, as in NAS-Bench-style pruning. The output is the last node."""
+    n = m.shape[0]
+    inputs: dict[int, list[dict]] = {k: [] for k in range(n)}
+    inputs[0].append({"from": "c_prev", "op": "skip"})
+    for i in range(n):
+        for j in range(n):
+            if i != j and m[i, j]:
+                edge = {"from": f"n{i}", "op": OPS[int(m[i, j])]}
+                if i > j:
+                    edge["delay"] = 1
+                inputs[j].append(edge)
+    alive = set(range(n))
+    changed = True
+    while changed:  # prune nodes that cannot get input or cannot reach the output
+        changed = False
+        for k in sorted(alive):
+            fed = any(e["from"] == "c_prev" or int(e["from"][1:]) in alive for e in inputs[k])
+            feeds = k == n - 1 or any(e["from"] == f"n{k}" for j in alive if j != k for e in inputs[j])
+            if not fed or not feeds:
+                alive.discard(k)
+                changed = True
+    nodes = {}
+    for k in sorted(alive):
+        edges = [e for e in inputs[k] if e["from"] == "c_prev" or int(e["from"][1:]) in alive]
+        nodes[f"n{k}"] = {"inputs": edges}
+    return {"nodes": nodes, "output": [f"n{n - 1}"]}
+
+
+def genotype_with_cell(template: dict, cell_name: str, m: np.ndarray, **meta) -> dict:
+    """A copy of a genotype (plain data) whose cell ``cell_name`` is the matrix's cell."""
+    data = copy.deepcopy(template)
+    data["cells"][cell_name] = cell_from_matrix(m)
+    data["meta"] = {**data.get("meta", {}), "snasnet": {"cell": matrix_code(m), **meta}}
+    return data
+
+
+# ------------------------------------------------------------------------------------------ the score
+def hamming_kernel(codes: np.ndarray) -> np.ndarray:
+    """Sparsity-aware Hamming kernel of one layer at one step.
+
+    codes: (B, N) binary spike codes of B samples. K_ij = N - 0.5 d_H(c_i, c_j) /
+    (N (s_i (1 - s_j) + (1 - s_i) s_j) + 1e-3), with s the firing fraction of each code.
+    """
+    c = np.asarray(codes, dtype=np.float64)
+    n = c.shape[1]
+    d_h = c @ (1 - c).T + (1 - c) @ c.T  # (B, B) Hamming distances
+    s = c.mean(axis=1)
+    expected = n * (np.outer(s, 1 - s) + np.outer(1 - s, s)) + 1e-3
+    return n - 0.5 * d_h / expected
+
+
+def kernel_score(codes_per_layer: Sequence[np.ndarray]) -> float:
+    """log |det sum_l K_l| over every spiking layer (and step)."""
+    k = sum(hamming_kernel(c) for c in codes_per_layer)
+    sign, logdet = np.linalg.slogdet(k)
+    return float(logdet) if sign != 0 else float("-inf")
+
+
+def spike_codes(model, inputs: dict[str, torch.Tensor], steps: int) -> list[np.ndarray]:
+    """Run ``steps`` steps from zero state at initialisation (BatchNorm on batch statistics, as an
+    untrained network sees its data) and return every spiking layer's (B, N) codes at every step."""
+    from compiler.neurons import NeuronModule
+
+    codes: list[np.ndarray] = []
+
+    def hook(module, _args, output):
+        if module.spiking:
+            codes.append(output[0].detach().flatten(1).numpy())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, NeuronModule)]
+    was_training = model.training
+    model.train()
+    try:
+        batch = next(iter(inputs.values())).shape[0]
+        state = model.initial_state(batch)
+        with torch.no_grad():
+            for _ in range(steps):
+                _, state = model(inputs, state)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return codes
+
+
+def score_genotype(genotype, inputs: dict[str, torch.Tensor], steps: int, seed: int = 0) -> float:
+    """The SNASNet score of a genotype at a seeded random initialisation."""
+    from compiler import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(genotype)
+    return kernel_score(spike_codes(model, inputs, steps))
