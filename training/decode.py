@@ -25,7 +25,8 @@ def cell_sources(n_nodes: int) -> list[list[str]]:
     return [["c_prev_prev", "c_prev", *[f"n{j}" for j in range(i)]] for i in range(n_nodes)]
 
 
-def decode_cell(alphas: Sequence[np.ndarray], candidates: Sequence[str], keep: int = 2) -> dict[str, list[tuple[str, str]]]:
+def decode_cell(alphas: Sequence[np.ndarray], candidates: Sequence[str],
+                keep: int = 2) -> dict[str, list[tuple[str, str]]]:
     """alphas[i]: (sources of node i, candidates) logits -> {node: [(source, candidate), ...]}.
 
     Edges are ranked by their strongest non-``zero`` candidate; ties keep the earlier source.
