@@ -77,9 +77,11 @@ class RowIndex:
     """A coarse index of a time-ordered event table.
 
     ``rows`` int64 [K] ascending with ``rows[0] == 0``; ``before`` [K] non-decreasing, with
-    ``before[k]`` >= the time (us) of every event in rows ``[0, rows[k])`` and ``before[0] = -inf``.
-    So the events of ``[t0, t1)`` lie in rows ``[rows[k0], rows[k1])`` with ``k0`` the last ``k`` with
-    ``before[k] < t0`` and ``k1`` the first with ``before[k] >= t1`` (or the end).
+    ``before[k]`` >= the time (us) of every event in rows ``[0, rows[k])`` and ``before[0] = -inf``;
+    ``after`` [K] (default ``before``): every event at rows >= ``rows[k]`` that is not going back
+    in time has a time >= ``after[k]``. The events of ``[t0, t1)`` then lie in rows
+    ``[rows[k0], rows[k1])``, ``k0`` the last ``k`` with ``before[k] < t0``, ``k1`` the first with
+    ``after[k] >= t1`` (or the end of the table).
     """
 
     rows: np.ndarray
@@ -87,11 +89,13 @@ class RowIndex:
     n_rows: int
     t_min: float = np.nan  # earliest and latest finite time, us (NaN when unknown or none)
     t_max: float = np.nan
+    after: np.ndarray | None = None
 
     def span(self, t0_us: float, t1_us: float) -> tuple[int, int, float]:
         """Row range ``[lo, hi)`` that holds every event of ``[t0_us, t1_us)``, and ``before`` at ``lo``."""
+        after = self.before if self.after is None else self.after
         k0 = max(int(np.searchsorted(self.before, t0_us, side="left")) - 1, 0)
-        k1 = int(np.searchsorted(self.before, t1_us, side="left"))
+        k1 = int(np.searchsorted(after, t1_us, side="left"))
         hi = self.n_rows if k1 >= len(self.rows) else int(self.rows[k1])
         return int(self.rows[k0]), max(hi, int(self.rows[k0])), float(self.before[k0])
 
