@@ -205,6 +205,7 @@ class StereoScene:
         self.fb = config.focal_baseline
         self.baseline = config.baseline_m
         self.cx, self.cy = (self.width - 1) / 2, (self.height - 1) / 2
+        self._pose_cache: tuple | None = None
         rng = np.random.default_rng([config.seed, 0])
         self._build(rng)
 
@@ -279,8 +280,22 @@ class StereoScene:
     # ---- geometry ------------------------------------------------------------------------------
     def depths(self, t_s: float) -> np.ndarray:
         """Depth of each layer relative to the camera at time ``t_s``: float64 [n_layers]."""
+        return self._pose(t_s)[2]
+
+    def _pose(self, t_s: float) -> tuple[float, float, np.ndarray, np.ndarray, np.ndarray]:
+        """Camera x, y and each layer's depth, X and Y at ``t_s`` (cached for the last time asked)."""
+        if self._pose_cache is not None and self._pose_cache[0] == t_s:
+            return self._pose_cache[1]
         cz = float(self.cam[2](t_s))
-        return np.array([float(layer.Z(t_s)) - cz for layer in self.layers])
+        pose = (
+            float(self.cam[0](t_s)),
+            float(self.cam[1](t_s)),
+            np.array([float(layer.Z(t_s)) - cz for layer in self.layers]),
+            np.array([float(layer.X(t_s)) for layer in self.layers]),
+            np.array([float(layer.Y(t_s)) for layer in self.layers]),
+        )
+        self._pose_cache = (t_s, pose)
+        return pose
 
     def max_speed_px(self) -> float:
         """The fastest image motion of any layer corner or centre, pixels per second."""
@@ -303,12 +318,17 @@ class StereoScene:
 
     # ---- rendering ---------------------------------------------------------------------------
     def _layer_patch(
-        self, layer: _Layer, t_s: float, side: str, depth: float, want_texture: bool = True
-    ) -> tuple[slice, slice, np.ndarray | None, np.ndarray] | None:
-        """The image patch a layer covers: (rows, cols, texture [h, w] or None, coverage [h, w])."""
-        k = depth / self.f
-        shift = self.cam[0](t_s) + (self.baseline if side == "right" else 0.0) - layer.X(t_s)
-        shift_b = self.cam[1](t_s) - layer.Y(t_s)
+        self, i: int, t_s: float, side: str, want_texture: bool = True
+    ) -> tuple[slice, slice, np.ndarray | None, np.ndarray | None] | None:
+        """The image patch layer ``i`` covers: (rows, cols, texture [h, w] or None, coverage [h, w]).
+
+        The coverage of the background plane is None (it covers everything).
+        """
+        layer = self.layers[i]
+        cam_x, cam_y, depths, lx, ly = self._pose(t_s)
+        k = depths[i] / self.f
+        shift = cam_x + (self.baseline if side == "right" else 0.0) - lx[i]
+        shift_b = cam_y - ly[i]
         if math.isinf(layer.half_w):
             cols, rows = slice(0, self.width), slice(0, self.height)
         else:
@@ -329,7 +349,7 @@ class StereoScene:
             else None
         )
         if layer.kind == "plane":
-            cov = np.ones((len(b), len(a)), dtype=np.float32)
+            cov = None
         elif layer.kind == "rect":
             cx = np.clip(0.5 + (layer.half_w - np.abs(a)) / k, 0, 1)
             cy = np.clip(0.5 + (layer.half_h - np.abs(b)) / k, 0, 1)
@@ -349,11 +369,11 @@ class StereoScene:
         order, depths = self._order(t_s)
         image = np.empty((self.height, self.width), dtype=np.float32)
         for i in order:
-            patch = self._layer_patch(self.layers[i], t_s, side, depths[i])
+            patch = self._layer_patch(i, t_s, side)
             if patch is None:
                 continue
             rows, cols, tex, cov = patch
-            if self.layers[i].kind == "plane":
+            if cov is None:
                 image[rows, cols] = tex
             else:
                 region = image[rows, cols]
@@ -367,10 +387,14 @@ class StereoScene:
         front = np.zeros((self.height, self.width), dtype=np.int16)
         full = np.zeros((self.height, self.width), dtype=bool)
         for i in order:
-            patch = self._layer_patch(self.layers[i], t_s, side, depths[i], want_texture=False)
+            patch = self._layer_patch(i, t_s, side, want_texture=False)
             if patch is None:
                 continue
             rows, cols, _, cov = patch
+            if cov is None:
+                front[rows, cols] = i
+                full[rows, cols] = True
+                continue
             hit = cov > 0
             front[rows, cols][hit] = i
             full[rows, cols][hit] = cov[hit] >= 1.0 - 1e-6
