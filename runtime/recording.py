@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts
+from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice
 
 SIDES = ("left", "right")
 
@@ -166,8 +166,7 @@ class ColumnReader:
             parts.append(ev)
         self.counted_to = max(self.counted_to, hi)
         ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        i0, i1 = np.searchsorted(ev["t"], [t0_us, t1_us], side="left")
-        return ev[i0:i1]
+        return time_slice(ev, t0_us, t1_us)
 
 
 def scan_index(
