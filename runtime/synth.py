@@ -190,9 +190,18 @@ def _sample(tex: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     fb = (ib - b0).astype(np.float32)[:, None]
     lo, hi = int(a0.min()), int(a0.max()) + 2
     sub = tex[:, lo:hi]
-    rows = sub[b0] * (1 - fb) + sub[b0 + 1] * fb  # [h, hi - lo]
+    rows = sub[b0]  # [h, hi - lo], then interpolated in place
+    nxt = sub[b0 + 1]
+    nxt -= rows
+    nxt *= fb
+    rows += nxt
     a0 = a0 - lo
-    return rows[:, a0] * (1 - fa) + rows[:, a0 + 1] * fa  # [h, w]
+    out = rows[:, a0]  # [h, w]
+    nxt = rows[:, a0 + 1]
+    nxt -= out
+    nxt *= fa
+    out += nxt
+    return out
 
 
 class StereoScene:
@@ -373,8 +382,8 @@ class StereoScene:
             if patch is None:
                 continue
             rows, cols, tex, cov = patch
-            if cov is None:
-                image[rows, cols] = tex
+            if cov is None:  # the background covers the whole image
+                image = tex
             else:
                 region = image[rows, cols]
                 region += cov * (tex - region)
@@ -474,11 +483,13 @@ class _Esim:
         self.prev = L.astype(np.float32, copy=True)
         if not pix:
             return np.empty(0, dtype=EVENT_DTYPE)
-        pix_a, t_a, p_a = np.concatenate(pix), np.concatenate(times), np.concatenate(pols)
-        order = np.argsort(t_a, kind="stable")
-        pix_a, t_a, p_a = pix_a[order], t_a[order], p_a[order]
-        y, x = np.divmod(pix_a, self.width)
-        return make_events(x, y, np.rint(t_a).astype(np.int64), p_a)
+        pix_a, p_a = np.concatenate(pix), np.concatenate(pols)
+        t_a = np.rint(np.concatenate(times)).astype(np.int64)
+        offset = t_a - t0
+        # a stable sort by time; on 16-bit keys numpy uses a radix sort
+        order = np.argsort(offset.astype(np.uint16) if dt < 65536 else offset, kind="stable")
+        y, x = np.divmod(pix_a[order], self.width)
+        return make_events(x, y, t_a[order], p_a[order])
 
     def _refractory(
         self,
@@ -540,7 +551,9 @@ class Simulator:
 
     def log_intensity(self, t_us: int, side: str) -> np.ndarray:
         """ESIM's input ``log(I + eps)``: float32 [H, W]."""
-        return np.log(self.scene.render(t_us, side) + np.float32(self.config.log_eps))
+        image = self.scene.render(t_us, side)
+        image += np.float32(self.config.log_eps)
+        return np.log(image, out=image)
 
     def gray(self, t_us: int, side: str) -> np.ndarray:
         """The camera's gray image: uint8 [H, W]."""
