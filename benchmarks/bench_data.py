@@ -1,6 +1,6 @@
 """Benchmark of the event data layer: generator speed and encoding throughput (not a test).
 
-    python benchmarks/bench_data.py [--seconds 5] [--json out.json]
+    python benchmarks/bench_data.py [--seconds 10] [--json out.json]
 
 1. The synthetic stereo generator at the MVSEC size (346 x 260): simulated seconds per wall
    second, in memory and written to MVSEC-layout files.
@@ -60,20 +60,21 @@ def import_tonic():
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=5.0, help="simulated seconds for the event set")
+    ap.add_argument("--seconds", type=float, default=10.0, help="simulated seconds for the event set")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
     results: dict[str, object] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
 
     # ---- generator -------------------------------------------------------------------------
     config = SynthConfig(seconds=args.seconds, seed=0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     data = generate(config, images=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     ev = data.events["left"]
     n_events = len(ev) + len(data.events["right"])
     results["generator_in_memory"] = {
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "sim_seconds": args.seconds,
         "wall_seconds": round(wall, 3),
         "sim_seconds_per_wall_second": round(args.seconds / wall, 3),
-        "sim_hz": data.sim_hz,
+        "sim_seconds_per_cpu_second": round(args.seconds / cpu, 3),
+        "sim_hz": round(data.sim_hz, 1),
         "events_per_sim_second_per_camera": round(n_events / 2 / args.seconds),
     }
     with tempfile.TemporaryDirectory() as tmp:
