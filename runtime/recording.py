@@ -95,6 +95,9 @@ class RowIndex:
         """Row range ``[lo, hi)`` that holds every event of ``[t0_us, t1_us)``, and ``before`` at ``lo``."""
         after = self.before if self.after is None else self.after
         k0 = max(int(np.searchsorted(self.before, t0_us, side="left")) - 1, 0)
+        # back to the first block with the same bound: rows in between hold no valid time (NaN),
+        # and reading them keeps the counts of what was dropped complete
+        k0 = int(np.searchsorted(self.before, self.before[k0], side="left"))
         k1 = int(np.searchsorted(after, t1_us, side="left"))
         hi = self.n_rows if k1 >= len(self.rows) else int(self.rows[k1])
         return int(self.rows[k0]), max(hi, int(self.rows[k0])), float(self.before[k0])
@@ -110,8 +113,8 @@ class ColumnReader:
     """Reads time windows of one camera from an on-disk table through a ``RowIndex``.
 
     Each read checks the rows (``runtime.events.assemble``) and counts what it drops into
-    ``stats``; a row is counted once, the first time a read reaches it (a high-water mark), so
-    windows read in order count every bad row exactly once.
+    ``stats``; a row is counted once, the first time a read reaches it, in whatever order windows
+    are read.
     """
 
     def __init__(
@@ -130,7 +133,32 @@ class ColumnReader:
         self.height, self.width = height, width
         self.stats, self.polarity, self.transform = stats, polarity, transform
         self.seed_prev = seed_prev
-        self.counted_to = 0  # rows below this have been counted into stats
+        self._counted: list[tuple[int, int]] = []  # sorted, disjoint row ranges already in stats
+
+    def _pieces(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
+        """Split rows ``[lo, hi)`` into pieces, each flagged True when not counted yet; mark all counted."""
+        pieces, pos = [], lo
+        for a, b in self._counted:
+            if b <= pos:
+                continue
+            if a >= hi:
+                break
+            if a > pos:
+                pieces.append((pos, a, True))
+            pos = min(b, hi)
+            pieces.append((max(a, lo), pos, False))
+            if pos >= hi:
+                break
+        if pos < hi:
+            pieces.append((pos, hi, True))
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted([*self._counted, (lo, hi)]):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._counted = merged
+        return pieces
 
     def events(self, t0_us: int, t1_us: int) -> np.ndarray:
         """Valid events with ``t0_us <= t < t1_us``: ``EVENT_DTYPE`` [N], sorted."""
@@ -140,9 +168,8 @@ class ColumnReader:
         if self.seed_prev is not None and lo > 0:
             prev = self.seed_prev(lo)
         x, y, t, p = self.read(lo, hi)
-        mid = min(max(self.counted_to, lo), hi)
         parts = []
-        for a, b, counted in ((lo, mid, False), (mid, hi, True)):
+        for a, b, counted in self._pieces(lo, hi):
             if b <= a:
                 continue
             s = slice(a - lo, b - lo)
@@ -159,12 +186,13 @@ class ColumnReader:
             if self.transform is not None:
                 ev, more = self.transform(ev)
                 add_counts(counts, more)
-            if len(ev):
-                prev = max(prev, float(ev["t"][-1]))
+            t_piece = np.asarray(t[s], dtype=np.float64)
+            t_piece = t_piece[np.isfinite(t_piece)]
+            if len(t_piece):  # the running maximum over every row with a time, as assemble keeps it
+                prev = max(prev, float(np.rint(t_piece.max())))
             if counted:
                 add_counts(self.stats, counts)
             parts.append(ev)
-        self.counted_to = max(self.counted_to, hi)
         ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return time_slice(ev, t0_us, t1_us)
 
