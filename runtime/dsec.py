@@ -20,7 +20,7 @@ from runtime.events import DataError
 from runtime.recording import (
     SIDES,
     ColumnReader,
-    Recording,
+    FileRecording,
     RowIndex,
     first_line,
     open_h5,
@@ -51,7 +51,7 @@ def read_disparity_png(path: str, height: int, width: int) -> np.ndarray:
     return disp
 
 
-class DsecRecording(Recording):
+class DsecRecording(FileRecording):
     """A DSEC sequence folder. ``rectify``: apply ``rectify_map.h5`` when present (default)."""
 
     def __init__(
@@ -66,7 +66,6 @@ class DsecRecording(Recording):
         self.folder = os.fspath(folder)
         self.name = os.path.basename(os.path.normpath(self.folder))
         self.fb = fb
-        self._files = []
         try:
             self._open(rectify, disparity_dir)
         except BaseException:
@@ -93,7 +92,6 @@ class DsecRecording(Recording):
             self.height, self.width = DSEC_HEIGHT, DSEC_WIDTH
         self.rectified = bool(maps)
 
-        self._readers = {}
         t_lo, t_hi = [], []
         for side in SIDES:
             path = paths[side]
@@ -181,18 +179,6 @@ class DsecRecording(Recording):
         self.gt_timestamps_us = ts
         self._disparity_pngs = pngs
 
-    def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
-        self._check_side(side)
-        return self._readers[side].events(t0_us, t1_us)
-
     def disparity(self, i: int) -> np.ndarray:
         """Disparity PNG ``i``: float32 [H, W] pixels, NaN where invalid."""
         return read_disparity_png(self._disparity_pngs[self._check_gt_index(i)], self.height, self.width)
-
-    def close(self) -> None:
-        for fh in self._files:
-            try:
-                fh.close()
-            except Exception:  # already closed or broken: nothing left to release
-                pass
-        self._files = []

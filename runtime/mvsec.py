@@ -18,7 +18,7 @@ from runtime.events import DataError
 from runtime.recording import (
     SIDES,
     ColumnReader,
-    Recording,
+    FileRecording,
     first_line,
     open_h5,
     read_rows,
@@ -75,7 +75,7 @@ def load_rectify_maps(folder: str, height: int, width: int) -> dict[str, tuple[n
     return maps
 
 
-class MvsecRecording(Recording):
+class MvsecRecording(FileRecording):
     """An MVSEC-layout recording, read window by window from disk.
 
     ``fb``: focal length x baseline; default: the file's ``fb`` attribute (our synthetic files),
@@ -95,7 +95,6 @@ class MvsecRecording(Recording):
         super().__init__()
         self.path = os.fspath(path)
         self.name = os.path.basename(self.path)
-        self._files = []
         self._data = open_h5(self.path)
         self._files.append(self._data)
         try:
@@ -154,7 +153,6 @@ class MvsecRecording(Recording):
         self.rectified = maps is not None
 
         # per-camera readers with a coarse time index
-        self._readers = {}
         t_lo, t_hi = [], []
         for side, ds in dsets.items():
             key = events_key(side)
@@ -209,10 +207,6 @@ class MvsecRecording(Recording):
             return int(f.attrs["height"]), int(f.attrs["width"])
         return MVSEC_HEIGHT, MVSEC_WIDTH
 
-    def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
-        self._check_side(side)
-        return self._readers[side].events(t0_us, t1_us)
-
     def depth(self, i: int) -> np.ndarray:
         """Ground-truth depth in metres: float32 [H, W], NaN where invalid (non-finite or <= 0)."""
         if self._depth is None:
@@ -238,11 +232,3 @@ class MvsecRecording(Recording):
         img = require(self._data, f"davis/{side}/image_raw", self.path, ndim=3)
         ts = require(self._data, f"davis/{side}/image_raw_ts", self.path, ndim=1)
         return int(np.rint(ts[i] * 1e6)), img[i]
-
-    def close(self) -> None:
-        for fh in self._files:
-            try:
-                fh.close()
-            except Exception:  # closing twice or a broken file: nothing left to release
-                pass
-        self._files = []

@@ -72,6 +72,27 @@ class Recording:
         )
 
 
+class FileRecording(Recording):
+    """A recording read from files: one ``ColumnReader`` per camera and the open files to close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._files: list = []  # open h5py files
+        self._readers: dict[str, ColumnReader] = {}
+
+    def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
+        self._check_side(side)
+        return self._readers[side].events(t0_us, t1_us)
+
+    def close(self) -> None:
+        for fh in self._files:
+            try:
+                fh.close()
+            except Exception:  # closing twice or a broken file: nothing left to release
+                pass
+        self._files = []
+
+
 @dataclass(frozen=True)
 class RowIndex:
     """A coarse index of a time-ordered event table.
