@@ -14,6 +14,7 @@ garbage; the counts come back as a dict (reason -> number) so that callers can r
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class EventStream:
 
 def time_slice(events: np.ndarray, t0_us: int, t1_us: int) -> np.ndarray:
     """The events of a time-sorted array with ``t0_us <= t < t1_us`` (a view)."""
-    t = events["t"]
-    i0, i1 = np.searchsorted(t, [t0_us, t1_us], side="left")
+    t = events["t"]  # a strided view: np.searchsorted would copy the whole column, bisect does not
+    i0 = bisect.bisect_left(t, t0_us)
+    i1 = bisect.bisect_left(t, t1_us, lo=i0)
     return events[i0:i1]
 
 
@@ -96,9 +98,9 @@ def assemble(
     exactly. A row is dropped, and counted under the first reason that applies, when:
     a value is not finite (``non_finite``); the pixel lies outside ``[0, width) x [0, height)``,
     or outside uint16 when no size is given (``out_of_sensor``); the polarity is not ON/OFF
-    (``bad_polarity``); or its time is earlier than an earlier kept event or than ``prev_t_us``
-    (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1, ``"binary"`` accepts 0/1
-    (0 = OFF), ``"auto"`` accepts both (0 and -1 mean OFF, 1 means ON).
+    (``bad_polarity``); or its time is earlier than that of an earlier row (any row with a finite
+    time) or than ``prev_t_us`` (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1,
+    ``"binary"`` accepts 0/1 (0 = OFF), ``"auto"`` accepts both (0 and -1 mean OFF, 1 means ON).
     """
     n = len(t_us)
     if not (len(x) == len(y) == len(p) == n):
@@ -130,10 +132,13 @@ def assemble(
     else:
         raise ValueError(f"polarity must be 'signed', 'binary' or 'auto', got {polarity!r}")
     drop("bad_polarity", ~ok_p)
-    ti = _round_int(cols["t"], keep)
-    # An event is time-reversed when it is earlier than the latest kept event before it.
-    tk = np.where(keep, ti, np.iinfo(np.int64).min)
-    prev = np.int64(prev_t_us) if np.isfinite(prev_t_us) else np.iinfo(np.int64).min
+    # An event is time-reversed when it is earlier than an earlier row with a finite time (kept or
+    # not: a reader that starts mid-file knows only the times before it, not why rows were dropped).
+    tcol = cols["t"]
+    t_ok = np.isfinite(tcol) if tcol.dtype.kind == "f" else np.ones(n, dtype=bool)
+    ti = _round_int(tcol, t_ok)
+    tk = np.where(t_ok, ti, np.iinfo(np.int64).min)
+    prev = np.int64(np.rint(prev_t_us)) if np.isfinite(prev_t_us) else np.iinfo(np.int64).min
     running = np.maximum.accumulate(np.concatenate(([prev], tk)))[:-1]
     drop("time_reversed", ti < running)
     events = make_events(xi[keep], yi[keep], ti[keep], np.where(pi[keep] == 1, 1, -1))
