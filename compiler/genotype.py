@@ -58,7 +58,11 @@ class Input:
 
     @property
     def in_channels(self) -> int:
-        return self.channels if self.encoding == "image" else self.bins
+        """Channels of one input frame: image channels, ``bins`` for SBT, ``2 * bins`` for counts
+        (ON and OFF events of every bin, as runtime.encoding.event_count writes them)."""
+        if self.encoding == "image":
+            return self.channels
+        return 2 * self.bins if self.encoding == "count" else self.bins
 
 
 @dataclass(frozen=True)

@@ -260,3 +260,15 @@ def test_structural_shape_rules_agree_with_torch():
     from compiler.registry import ShapeError
     with pytest.raises(ShapeError, match="differ"):
         RULES["cost_volume"].shape((6, 5, 7), (6, 5, 8), 4)
+
+
+def test_count_encoding_has_two_channels_per_bin_and_matches_the_runtime():
+    from runtime.encoding import channels
+
+    g = small_genotype("stereo", **{"input.encoding": "count"})
+    assert g.input.in_channels == channels("count", g.input.bins) == 2 * g.input.bins
+    model = build_model(g).eval()
+    x = torch.zeros(1, 2 * g.input.bins, g.input.height, g.input.width)
+    with torch.no_grad():
+        out, _ = model({"left": x, "right": x}, model.initial_state(1))
+    assert out["disparity"].shape == (1, g.input.height, g.input.width)
