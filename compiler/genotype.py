@@ -229,7 +229,8 @@ class _Map:
         path = join_path(self.path, key)
         if key not in self.data:
             if default is ...:
-                raise self.ctx.error(self.path, f"missing required key {key!r}")
+                raise self.ctx.error(self.path, f"missing required key {key!r}",
+                                     f"add '{key}: ...' (see docs/genotype.md)")
             return default
         value = self.data[key]
         value = check_type(self.ctx, path, value, kind)
@@ -237,9 +238,9 @@ class _Map:
             raise self.ctx.error(path, f"unknown value {value!r}", close_match_hint(value, choices))
         if low is not None and (value <= low if low_open else value < low):
             bound = f"> {low}" if low_open else f">= {low}"
-            raise self.ctx.error(path, f"must be {bound}, got {value}")
+            raise self.ctx.error(path, f"must be {bound}, got {value}", f"use a value {bound}")
         if high is not None and value > high:
-            raise self.ctx.error(path, f"must be <= {high}, got {value}")
+            raise self.ctx.error(path, f"must be <= {high}, got {value}", f"use a value <= {high}")
         return value
 
 
@@ -254,7 +255,8 @@ def check_type(ctx: _Ctx, path: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
-        raise ctx.error(path, f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_describe(value)}")
+        expected = _TYPE_NAMES.get(kind, kind.__name__)
+        raise ctx.error(path, f"expected {expected}, got {_describe(value)}", f"write {expected} here")
     return value
 
 
