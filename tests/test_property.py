@@ -67,3 +67,47 @@ def test_random_cells_compile_export_and_match(tmp_path_factory, data, seed):
             np.testing.assert_allclose(res[f"state_out.{key}"], value.numpy(), atol=1e-4)
     assert parse_genotype(g.to_dict()) == g
     assert torch.isfinite(out["logits"]).all()
+
+
+VALUES = [None, 0, -1, 1, 2, 3.5, "x", "c_prev", "n0", "skip", "conv3x3", [], {}, [1], {"a": 1}, True,
+          10**9, "lif", "li", "relu", "spike"]
+
+
+def _paths(d, p=()):
+    yield p
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _paths(v, (*p, k))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            yield from _paths(v, (*p, i))
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(name=st.sampled_from(["stereo", "snasnet_cifar10_bw", "cifar10"]), data=st.data())
+def test_mutated_genotypes_load_or_fail_with_one_located_error(name, data):
+    """Any edit of a valid file either validates or raises GenotypeError (never another exception)."""
+    import copy
+
+    import yaml
+    from helpers import GENOTYPES
+
+    from compiler import GenotypeError
+
+    base = yaml.safe_load((GENOTYPES / f"{name}.yaml").read_text())
+    d = copy.deepcopy(base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = [p for p in _paths(d) if p]
+        path = data.draw(st.sampled_from(paths))
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        if data.draw(st.booleans()) and isinstance(node, dict):
+            del node[path[-1]]
+        else:
+            node[path[-1]] = data.draw(st.sampled_from(VALUES))
+    try:
+        parse_genotype(d, file="mutated.yaml")
+    except GenotypeError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("mutated.yaml")
