@@ -105,3 +105,14 @@ def test_random_cells_validate_and_score(seed):
     score = score_genotype(g, x, steps=2, seed=0)
     assert np.isfinite(score)
     assert score == score_genotype(g, x, steps=2, seed=0)  # deterministic at a fixed seed
+
+
+def test_decode_path_respects_allowed_transitions():
+    betas = np.zeros((2, 3, 3))
+    betas[1, 2, 0] = 5.0  # attractive, but the trellis must end on level 1
+    allowed = np.ones_like(betas, dtype=bool)
+    allowed[1, 0] = allowed[1, 2] = False
+    assert decode_path(betas, 0, allowed)[-1] == 1
+    allowed[:] = False
+    with pytest.raises(ValueError, match="no path"):
+        decode_path(betas, 0, allowed)

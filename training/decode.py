@@ -49,19 +49,28 @@ def decode_cell(alphas: Sequence[np.ndarray], candidates: Sequence[str],
     return out
 
 
-def decode_path(betas: np.ndarray, start_level: int = 0) -> list[int]:
+def decode_path(betas: np.ndarray, start_level: int = 0, allowed: np.ndarray | None = None) -> list[int]:
     """Maximum-probability level path through the trellis.
 
     ``betas``: (layers, levels, 3) logits; ``softmax(betas[l, j])`` weighs how layer ``l`` reaches level
     ``j``: index 0 from level ``j - 1`` (downsampling), 1 from ``j`` (same level), 2 from ``j + 1``
     (upsampling). The path starts from ``start_level`` before layer 0 and moves at most one level a
-    layer. Returns the level of each layer.
+    layer. ``allowed`` (same shape, bool) marks the transitions the trellis has; the softmax is taken
+    over those alone and the others are impossible. Returns the level of each layer.
     """
     betas = np.asarray(betas, dtype=np.float64)
     n_layers, n_levels, three = betas.shape
     if three != 3:
         raise ValueError(f"betas must be (layers, levels, 3), got {betas.shape}")
-    logp = np.log(softmax(betas, axis=-1) + 1e-300)
+    if allowed is None:
+        allowed = np.ones(betas.shape, dtype=bool)
+    masked = np.where(allowed, betas, -np.inf)
+    top = np.max(masked, axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.where(allowed, np.exp(masked - top), 0.0)
+    total = e.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.where(allowed, np.log(e / np.where(total > 0, total, 1.0)), -np.inf)
     score = np.full(n_levels, -np.inf)
     score[start_level] = 0.0
     back = np.zeros((n_layers, n_levels), dtype=int)
@@ -73,6 +82,8 @@ def decode_path(betas: np.ndarray, start_level: int = 0) -> list[int]:
                     new[j] = score[prev] + logp[layer, j, k]
                     back[layer, j] = prev
         score = new
+    if not np.isfinite(score).any():
+        raise ValueError("no path through the allowed transitions")
     level = int(np.argmax(score))
     path = [level]
     for layer in range(n_layers - 1, 0, -1):

@@ -1,0 +1,105 @@
+"""The SpikeDHS supernet: mixed edges and the level trellis built from the compiler's registry,
+decoded into a genotype that validates, compiles and exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import GENOTYPES, SMALL
+
+from compiler import GenotypeError, build_model, export_onnx
+from training.supernet import Supernet, load_search_space, to_genotype
+
+SPACE = """search_space: 1
+base: {base}
+candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
+nodes: 2
+keep: 2
+networks:
+  backbone: {{cell: cell, layers: 3, start_level: 0, end_level: 1}}
+"""
+
+
+@pytest.fixture()
+def space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml"))
+    return load_search_space(path, overrides=SMALL["cifar10"])
+
+
+def test_supernet_steps_with_state_and_gradients_reach_alpha_and_beta(space):
+    torch.manual_seed(0)
+    net = Supernet(space)
+    x = {"image": torch.randn(2, 3, 8, 8)}
+    state = net.initial_state(x)
+    assert state and all(float(v.abs().sum()) == 0 for v in state.values())
+    out, state = net(x, state)
+    out2, _ = net(x, state)
+    loss = out["logits"].sum() + out2["logits"].sum()
+    loss.backward()
+    assert net.alphas["backbone"].grad.abs().sum() > 0
+    assert net.betas["backbone"].grad.abs().sum() > 0
+    arch = {id(p) for p in net.arch_parameters()}
+    assert all(id(p) not in arch for p in net.weights())
+    assert len(net.weights()) + len(net.arch_parameters()) == len(list(net.parameters()))
+
+
+def test_skip_is_masked_where_channels_differ(space):
+    net = Supernet(space)
+    cell = next(iter(net.blocks["backbone"]["trellis"].cells.values()))
+    # node 0 from c_prev (the 8-channel stem) into 4-channel nodes: skip impossible; from n0 possible
+    assert cell.mask(0)[1].tolist() == [True, True, False]
+    assert cell.mask(1)[2].tolist() == [True, True, True]
+
+
+def test_decode_hand_set_weights_to_a_genotype_that_compiles_and_exports(space, tmp_path):
+    net = Supernet(space)
+    with torch.no_grad():
+        a = net.alphas["backbone"]  # rows: n0 <- (c_prev_prev, c_prev); n1 <- (c_prev_prev, c_prev, n0)
+        a.zero_()
+        a[0, 1] = 3.0   # n0 <- c_prev_prev: b5
+        a[1, 0] = 3.0   # n0 <- c_prev: b3
+        a[3, 0] = 2.0   # n1 <- c_prev: b3
+        a[4, 2] = 4.0   # n1 <- n0: skip
+        b = net.betas["backbone"]
+        b.zero_()
+        b[0, 1, 0] = 5.0  # layer 0: down to level 1
+        b[1, 1, 1] = 5.0  # layer 1: stay
+        b[2, 1, 1] = 5.0  # layer 2: stay (must end on level 1)
+    decoded = net.decode()["backbone"]
+    assert decoded["cell"] == {"n0": [("c_prev_prev", "conv3x3_b5"), ("c_prev", "conv3x3_b3")],
+                               "n1": [("c_prev", "conv3x3_b3"), ("n0", "skip")]}
+    assert decoded["path"] == [1, 1, 1]
+    g = to_genotype(space, net.decode(), {"search": {"seed": 0, "epoch": 1}})
+    assert [layer.level for layer in g.network("backbone").layers if layer.kind == "cell"] == [1, 1, 1]
+    edge = g.cell("cell").node("n0").inputs[0]
+    assert (edge.source, edge.op, edge.neuron) == ("c_prev_prev", "conv3x3", {"surrogate": {"b": 5.0}})
+    assert g.meta["search"] == {"seed": 0, "epoch": 1}
+    assert g.head.aux_after == 2  # 6 of 8 layers -> the same relative depth of 4
+    model = build_model(g).eval()
+    export_onnx(model, tmp_path / "searched.onnx")
+    assert (tmp_path / "searched.onnx").stat().st_size > 0
+
+
+def test_stereo_space_runs_at_small_size():
+    space = load_search_space(GENOTYPES.parent / "searchspaces" / "stereo.yaml",
+                              overrides={**SMALL["stereo"], "input.height": 12, "input.width": 18,
+                                         "head.cost_volume.disparities": 3})
+    net = Supernet(space)
+    x = {"left": torch.randn(1, 5, 12, 18).sign(), "right": torch.randn(1, 5, 12, 18).sign()}
+    out, _ = net(x, net.initial_state(x))
+    assert out["disparity"].shape == (1, 12, 18) and torch.isfinite(out["disparity"]).all()
+    g = to_genotype(space, net.decode())
+    assert [layer.level for layer in g.network("matching").layers if layer.kind == "cell"][-1] == 1
+    assert np.isfinite(float(out["cost"].detach().sum()))
+
+
+def test_bad_search_space_errors_are_located(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml").replace("{op: skip}", "{op: skipp}"))
+    with pytest.raises(GenotypeError, match=r"s.yaml.*candidates\[2\].op: unknown op 'skipp'.*'skip'"):
+        load_search_space(path)
+    path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml").replace("backbone: {", "backbon: {"))
+    with pytest.raises(GenotypeError, match="no network 'backbon'"):
+        load_search_space(path)

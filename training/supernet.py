@@ -1,0 +1,475 @@
+"""The SpikeDHS supernet: searched cells whose edges mix every candidate op (at the spike), on a
+trellis of resolution levels weighted by beta, built from the compiler's registry and neurons.
+
+A search space (``load_search_space``) names a base genotype (input, neuron, stems, head, the
+layers around the cells) and, per network, how its cells are searched::
+
+    search_space: 1
+    base: ../genotypes/stereo.yaml
+    candidates: [{op: conv3x3, b: 3}, {op: conv3x3, b: 5}, {op: skip}]
+    nodes: 3
+    networks:
+      feature: {cell: feature, layers: 2, start_level: 0, end_level: 0}
+
+In a searched network the base's cell layers are replaced by ``layers`` trellis layers. At layer l,
+level j, one cell per incoming level k in {j-1, j, j+1} runs on the previous layer's output at
+level k (resampled), and the level's output is the softmax(beta[l, j])-weighted sum. Every edge of
+a cell is ``sum_o softmax(alpha[edge])_o * y_o`` with ``y_o`` the spikes of candidate o (its own
+neuron and surrogate temperature), i.e. mixed at the spike; a candidate whose shape rule cannot
+hold on an edge (skip between different channel counts) is masked out there. Alphas are shared by
+every cell of a network (one searched cell per network, as in the paper); betas are per network.
+State is explicit, as in the compiled model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compiler.errors import GenotypeError, close_match_hint
+from compiler.genotype import Genotype, Layer, Network, load_genotype
+from compiler.graph import plan
+from compiler.model import BUILDERS, ConvLayer, Step, cost_volume, estimate_disparity, resample
+from compiler.neurons import build_neuron
+from compiler.registry import OPS, ShapeError
+from compiler.yamlio import load_yaml
+
+from .decode import cell_sources, decode_cell, decode_path
+
+SPACE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    op: str
+    b: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.op if self.b is None else f"{self.op}_b{self.b:g}"
+
+
+@dataclass(frozen=True)
+class SearchedNetwork:
+    network: str
+    cell: str
+    layers: int
+    start_level: int = 0
+    end_level: int = 0
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    base: Genotype
+    candidates: tuple[Candidate, ...]
+    nodes: int
+    keep: int
+    networks: tuple[SearchedNetwork, ...]
+    file: str = ""
+
+    def searched(self, name: str) -> SearchedNetwork | None:
+        return next((s for s in self.networks if s.network == name), None)
+
+
+def load_search_space(path: str | Path, overrides: dict | list | None = None) -> SearchSpace:
+    """Read and check a search-space YAML file (errors as GenotypeError: file, line, key, fix)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GenotypeError(f"cannot read the search space ({exc.strerror or exc})", file=str(path)) from None
+    data, lines = load_yaml(text, str(path))
+
+    def err(key: str, message: str, hint: str | None = None) -> GenotypeError:
+        return GenotypeError(message, path=key, file=str(path), line=lines.get(key), hint=hint)
+
+    if not isinstance(data, dict):
+        raise err("", "expected a mapping")
+    allowed = ("search_space", "base", "candidates", "nodes", "keep", "networks")
+    for key in data:
+        if key not in allowed:
+            raise err(key, f"unknown key {key!r}", close_match_hint(key, allowed, "keys"))
+    if data.get("search_space") != SPACE_VERSION:
+        raise err("search_space", f"expected search_space: {SPACE_VERSION}", "add 'search_space: 1'")
+    if not isinstance(data.get("base"), str):
+        raise err("base", "missing the base genotype (a path relative to this file)", "base: ../genotypes/x.yaml")
+    base = load_genotype(path.parent / data["base"], overrides=overrides)
+    cands = []
+    for i, c in enumerate(data.get("candidates") or []):
+        key = f"candidates[{i}]"
+        if not isinstance(c, dict) or set(c) - {"op", "b"} or "op" not in c:
+            raise err(key, "a candidate is {op: NAME, b: TEMPERATURE}", "e.g. {op: conv3x3, b: 3}")
+        if c["op"] not in OPS:
+            raise err(f"{key}.op", f"unknown op {c['op']!r}", close_match_hint(c["op"], OPS, "ops"))
+        b = c.get("b")
+        if b is not None and (not isinstance(b, int | float) or isinstance(b, bool) or b <= 0):
+            raise err(f"{key}.b", f"b must be a number > 0, got {b!r}")
+        cands.append(Candidate(c["op"], None if b is None else float(b)))
+    if not cands:
+        raise err("candidates", "at least one candidate op is needed")
+    nodes, keep = data.get("nodes", 3), data.get("keep", 2)
+    for key, value in (("nodes", nodes), ("keep", keep)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise err(key, f"must be an integer >= 1, got {value!r}")
+    nets = []
+    for name, spec in (data.get("networks") or {}).items():
+        key = f"networks.{name}"
+        names = [n.name for n in base.networks]
+        if name not in names:
+            raise err(key, f"the base genotype has no network {name!r}", close_match_hint(name, names, "networks"))
+        if not isinstance(spec, dict) or set(spec) - {"cell", "layers", "start_level", "end_level"}:
+            raise err(key, "expected {cell, layers, start_level, end_level}")
+        net = base.network(name)
+        levels = len(net.rates)
+        s = SearchedNetwork(name, spec.get("cell", ""), spec.get("layers", 0), spec.get("start_level", 0),
+                            spec.get("end_level", 0))
+        if s.cell not in [c.name for c in base.cells]:
+            raise err(f"{key}.cell", f"the base genotype has no cell {s.cell!r}")
+        if not isinstance(s.layers, int) or s.layers < 1:
+            raise err(f"{key}.layers", "must be an integer >= 1")
+        for lk in ("start_level", "end_level"):
+            v = getattr(s, lk)
+            if not isinstance(v, int) or not 0 <= v < levels:
+                raise err(f"{key}.{lk}", f"must be a level 0..{levels - 1}")
+        if abs(s.end_level - s.start_level) > s.layers:
+            raise err(key, "end_level cannot be reached from start_level in that many layers")
+        if not any(layer.kind == "cell" for layer in net.layers):
+            raise err(key, "the base network has no cell layer to search")
+        nets.append(s)
+    if not nets:
+        raise err("networks", "name at least one network whose cells are searched")
+    return SearchSpace(base, tuple(cands), nodes, keep, tuple(nets), str(path))
+
+
+# ------------------------------------------------------------------------------------------ modules
+class MixedEdge(nn.Module):
+    """Every candidate on one edge; their spike outputs mixed by the given weights."""
+
+    def __init__(self, space: SearchSpace, c_in: int, c_out: int, dims: int, neuron_base):
+        super().__init__()
+        self.ops = nn.ModuleList()
+        self.neurons = nn.ModuleDict()
+        mask = []
+        for i, cand in enumerate(space.candidates):
+            try:
+                OPS[cand.op].out_shape((c_in, 1), c_out)
+                ok = True
+            except ShapeError:
+                ok = False
+            mask.append(ok)
+            self.ops.append(BUILDERS[cand.op](c_in, c_out, dims) if ok else nn.Identity())
+            if ok and OPS[cand.op].kind != "skip":
+                spec = neuron_base
+                if cand.b is not None:
+                    spec = dataclasses.replace(spec, surrogate=dataclasses.replace(spec.surrogate, b=cand.b))
+                self.neurons[str(i)] = build_neuron(spec)
+        self.register_buffer("mask", torch.tensor(mask))
+
+    def forward(self, x: Tensor, weights: Tensor, step: Step, name: str) -> Tensor:
+        out = 0
+        for i, op in enumerate(self.ops):
+            if not bool(self.mask[i]):
+                continue
+            y = op(x)
+            if str(i) in self.neurons:
+                y = step.neuron(f"{name}.{i}", self.neurons[str(i)], y)
+            out = out + weights[i] * y
+        return out
+
+
+class SuperCell(nn.Module):
+    """A cell whose every possible edge (c_prev_prev, c_prev, earlier nodes -> node) is mixed."""
+
+    def __init__(self, space: SearchSpace, c_prev: int, c_prev_prev: int, channels: int, dims: int, neuron):
+        super().__init__()
+        self.sources = cell_sources(space.nodes)
+        width = {"c_prev": c_prev, "c_prev_prev": c_prev_prev}
+        self.edges = nn.ModuleDict()
+        for i, sources in enumerate(self.sources):
+            for src in sources:
+                self.edges[f"n{i}_{src}"] = MixedEdge(space, width.get(src, channels), channels, dims, neuron)
+
+    def mask(self, i: int) -> Tensor:
+        return torch.stack([self.edges[f"n{i}_{s}"].mask for s in self.sources[i]])  # (sources, candidates)
+
+    def forward(self, prev: Tensor, prev_prev: Tensor, alphas: list[Tensor], step: Step, name: str) -> Tensor:
+        values = {"c_prev": prev, "c_prev_prev": prev_prev}
+        for i, sources in enumerate(self.sources):
+            logits = alphas[i].masked_fill(~self.mask(i), float("-inf"))
+            w = torch.softmax(logits, dim=-1)  # (sources, candidates)
+            total = 0
+            for s_idx, src in enumerate(sources):
+                total = total + self.edges[f"n{i}_{src}"](values[src], w[s_idx], step, f"{name}.n{i}.{src}")
+            values[f"n{i}"] = total
+        return torch.cat([values[f"n{i}"] for i in range(len(self.sources))], dim=1)
+
+
+class Trellis(nn.Module):
+    """``layers`` layers over the network's levels; see the module docstring."""
+
+    def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
+                 in_size: tuple[int, ...], neuron):
+        super().__init__()
+        self.s = s
+        self.levels = len(net.rates)
+        self.sizes = []
+        size = in_size
+        for rate in net.rates:
+            size = tuple(math.ceil(v / rate) for v in size)
+            self.sizes.append(size)
+        self.channels = [space.nodes * c for c in net.node_channels]
+        self.cells = nn.ModuleDict()
+        self.reach: list[list[int]] = []
+        prev_levels = {s.start_level: c_in}
+        prev_prev_channels = {s.start_level: c_in_prev}
+        for layer in range(s.layers):
+            here = {}
+            for j in range(self.levels):
+                if abs(j - s.start_level) > layer + 1 or abs(j - s.end_level) > s.layers - layer - 1:
+                    continue
+                for k in (j - 1, j, j + 1):
+                    if k in prev_levels:
+                        cpp = prev_prev_channels.get(j, prev_prev_channels.get(k, next(iter(prev_prev_channels.values()))))
+                        self.cells[f"{layer}_{j}_{k}"] = SuperCell(space, prev_levels[k], cpp,
+                                                                    net.node_channels[j], net.dims, neuron)
+                        here[j] = self.channels[j]
+            self.reach.append(sorted(here))
+            prev_prev_channels = dict(prev_levels)
+            prev_levels = here
+        self.out_channels = self.channels[s.end_level]
+
+    def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], betas: Tensor, step: Step,
+                name: str) -> Tensor:
+        prev = {self.s.start_level: x}
+        prev_prev = {self.s.start_level: x_prev}
+        for layer, levels in enumerate(self.reach):
+            here = {}
+            for j in levels:
+                ks = [k for k in (j - 1, j, j + 1) if f"{layer}_{j}_{k}" in self.cells]
+                logits = torch.stack([betas[layer, j, k - j + 1] for k in ks])
+                w = torch.softmax(logits, dim=0)
+                pp_source = prev_prev.get(j)
+                total = 0
+                for w_k, k in zip(w, ks, strict=True):
+                    pp = pp_source if pp_source is not None else prev_prev.get(k, next(iter(prev_prev.values())))
+                    cell = self.cells[f"{layer}_{j}_{k}"]
+                    y = cell(resample(prev[k], self.sizes[j]), resample(pp, self.sizes[j]), alphas, step,
+                             f"{name}.L{layer}.{j}from{k}")
+                    total = total + w_k * y
+                here[j] = total
+            prev_prev, prev = prev, here
+        return prev[self.s.end_level]
+
+
+class Supernet(nn.Module):
+    """The whole searchable network: base layers around the trellises, the base head.
+
+    ``weights()`` are the ordinary parameters, ``arch_parameters()`` the alphas and betas.
+    """
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        g = space.base
+        p = plan(g)
+        self.genotype = g
+        self.blocks = nn.ModuleDict()
+        self.alphas = nn.ParameterDict()
+        self.betas = nn.ParameterDict()
+        self.layout: dict[str, list[tuple[str, str]]] = {}
+        for net in g.networks:
+            s = space.searched(net.name)
+            np_ = p.nets[net.name]
+            mods = nn.ModuleDict()
+            layout = []
+            if s is None:
+                for lp in np_.layers:
+                    mods[lp.layer.name] = _base_layer(lp, g, net)
+                    layout.append(("layer", lp.layer.name))
+            else:
+                cells = [i for i, layer in enumerate(net.layers) if layer.kind == "cell"]
+                first, last = cells[0], cells[-1]
+                for lp in np_.layers[:first]:
+                    mods[lp.layer.name] = _base_layer(lp, g, net)
+                    layout.append(("layer", lp.layer.name))
+                before = np_.layers[first].inputs
+                in_size = np_.input_shape[1:]
+                trellis = Trellis(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], in_size,
+                                  g.resolve_neuron(net.layers[first].neuron))
+                mods["trellis"] = trellis
+                layout.append(("trellis", "trellis"))
+                c = trellis.out_channels
+                for lp in np_.layers[last + 1:]:
+                    lp = dataclasses.replace(lp, inputs={"c_prev": (c, *lp.inputs["c_prev"][1:])})
+                    mods[lp.layer.name] = _base_layer(lp, g, net)
+                    layout.append(("layer", lp.layer.name))
+                    c = lp.out_shape[0]
+                n_sources = [len(x) for x in cell_sources(space.nodes)]
+                self.alphas[net.name] = nn.Parameter(1e-3 * torch.randn(sum(n_sources), len(space.candidates)))
+                self.betas[net.name] = nn.Parameter(1e-3 * torch.randn(s.layers, len(net.rates), 3))
+            self.blocks[net.name] = mods
+            self.layout[net.name] = layout
+        head = g.head
+        if hasattr(head, "backbone"):
+            width = self._net_out_channels(head.backbone, p)
+            self.classifier = nn.Linear(width, head.classes)
+
+    def _net_out_channels(self, name: str, p) -> int:
+        last_kind, last_name = self.layout[name][-1]
+        if last_kind == "trellis":
+            return self.blocks[name]["trellis"].out_channels
+        return self.blocks[name][last_name].op.conv.out_channels
+
+    def weights(self) -> list[nn.Parameter]:
+        arch = {id(v) for v in self.arch_parameters()}
+        return [q for q in self.parameters() if id(q) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values()) + list(self.betas.values())
+
+    def node_alphas(self, network: str) -> list[Tensor]:
+        flat = self.alphas[network]
+        out, start = [], 0
+        for n in (len(x) for x in cell_sources(self.space.nodes)):
+            out.append(flat[start:start + n])
+            start += n
+        return out
+
+    def _run(self, name: str, x: Tensor, step: Step, instance: str) -> Tensor:
+        mods = self.blocks[name]
+        prev = prev_prev = x
+        for kind, key in self.layout[name]:
+            if kind == "trellis":
+                out = mods[key](prev, prev_prev, self.node_alphas(name), self.betas[name], step, f"{instance}.trellis")
+            else:
+                out = mods[key](f"{instance}.{key}", step, prev, prev_prev)
+            prev_prev, prev = prev, out
+        return prev
+
+    def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Zeros for every state tensor (found by one step from the empty state, which means zeros)."""
+        with torch.no_grad():
+            _, state = self.forward(inputs, {})
+        return {k: torch.zeros_like(v) for k, v in state.items()}
+
+    def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+        step = _ZeroStep(state)
+        g = self.genotype
+        head = g.head
+        out: dict = {}
+        if hasattr(head, "feature"):
+            left = self._run(head.feature, inputs["left"], step, f"{head.feature}.left")
+            right = self._run(head.feature, inputs["right"], step, f"{head.feature}.right")
+            volume = cost_volume(left, right, head.disparities, head.shift)
+            cost = self._run(head.matching, volume, step, head.matching)[:, 0]
+            cost = F.interpolate(cost, size=(g.input.height, g.input.width), mode="bilinear", align_corners=False)
+            out["cost"] = cost
+            out["disparity"] = estimate_disparity(cost, head.estimator, head.support, head.disparity_step)
+        else:
+            feats = self._run(head.backbone, inputs["image"], step, head.backbone)
+            out["logits"] = self.classifier(feats.flatten(2).mean(2))
+        out["spikes"] = step.spikes
+        return out, step.state_out
+
+    # ------------------------------------------------------------------------------------- decoding
+    def decode(self) -> dict:
+        """The discrete architecture: per searched network its cell edges and its level path."""
+        result = {}
+        for s in self.space.networks:
+            trellis = self.blocks[s.network]["trellis"]
+            alphas = []
+            for i, a in enumerate(self.node_alphas(s.network)):
+                masks = [trellis_cell_mask(trellis, i)]
+                a = a.detach().clone()
+                a[~masks[0]] = -1e9
+                alphas.append(a.numpy())
+            names = [c.name for c in self.space.candidates]
+            cell = decode_cell(alphas, names, keep=self.space.keep)
+            betas = self.betas[s.network].detach().numpy()
+            allowed = np.zeros(betas.shape, dtype=bool)  # the transitions the trellis has
+            for layer in range(s.layers):
+                for j in range(trellis.levels):
+                    for k in (j - 1, j, j + 1):
+                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in trellis.cells
+            path = decode_path(betas, s.start_level, allowed)
+            result[s.network] = {"cell": cell, "path": path}
+        return result
+
+
+def trellis_cell_mask(trellis: Trellis, node: int) -> Tensor:
+    """Which (source, candidate) pairs of a node are possible in every cell of the trellis."""
+    masks = [cell.mask(node) for cell in trellis.cells.values()]
+    out = masks[0].clone()
+    for m in masks[1:]:
+        out &= m
+    return out
+
+
+class _ZeroStep(Step):
+    """A step whose missing state tensors are zeros (the supernet's state set depends on its trellis)."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        super().__init__(dict(state))
+
+    def neuron(self, name: str, module, current: Tensor) -> Tensor:
+        for s in module.state_names:
+            self.state_in.setdefault(f"{name}.{s}", torch.zeros_like(current))
+        return super().neuron(name, module, current)
+
+
+def _base_layer(lp, g: Genotype, net: Network) -> nn.Module:
+    if lp.layer.kind != "conv":
+        raise GenotypeError("only conv layers may stand outside the searched cells of a network",
+                            path=f"networks.{net.name}.layers", file=g.file or None)
+    return ConvLayer(lp, g, net.dims)
+
+
+def _layer_from_path(s: SearchedNetwork, path: list[int], cell: str) -> list[Layer]:
+    return [Layer(kind="cell", name=f"cell{i}", cell=cell, level=level) for i, level in enumerate(path)]
+
+
+def to_genotype(space: SearchSpace, decoded: dict, meta: dict | None = None) -> Genotype:
+    """The base genotype with each searched network's cell and layer path replaced by the decoded ones."""
+    from compiler.genotype import Cell, Edge, Node
+
+    g = space.base
+    by_name = {c.name: c for c in space.candidates}
+    cells = {c.name: c for c in g.cells}
+    networks = []
+    for net in g.networks:
+        s = space.searched(net.name)
+        if s is None:
+            networks.append(net)
+            continue
+        d = decoded[net.name]
+        nodes = []
+        for node_name, edges in d["cell"].items():
+            out_edges = []
+            for src, cand_name in edges:
+                cand = by_name[cand_name]
+                neuron = {} if cand.b is None else {"surrogate": {"b": cand.b}}
+                out_edges.append(Edge(source=src, op=cand.op, neuron=neuron))
+            nodes.append(Node(name=node_name, inputs=tuple(out_edges)))
+        cells[s.cell] = Cell(name=s.cell, nodes=tuple(nodes), output=tuple(n.name for n in nodes))
+        cell_idx = [i for i, layer in enumerate(net.layers) if layer.kind == "cell"]
+        layers = (list(net.layers[:cell_idx[0]]) + _layer_from_path(s, d["path"], s.cell)
+                  + list(net.layers[cell_idx[-1] + 1:]))
+        networks.append(dataclasses.replace(net, layers=tuple(layers)))
+    head = g.head
+    aux = getattr(head, "aux_after", None)
+    if aux is not None:  # keep the auxiliary head at the same relative depth of the backbone
+        old_n = len(g.network(head.backbone).layers)
+        new_n = len(next(n for n in networks if n.name == head.backbone).layers)
+        head = dataclasses.replace(head, aux_after=min(new_n - 2, round(aux * (new_n - 1) / (old_n - 1))))
+    new = dataclasses.replace(g, cells=tuple(cells.values()), networks=tuple(networks), mixing="spike",
+                              head=head, meta={**g.meta, **(meta or {})})
+    from compiler.genotype import parse_genotype
+
+    return parse_genotype(new.to_dict(), file="<decoded>")  # validated like any file
