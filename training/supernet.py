@@ -211,6 +211,14 @@ class SuperCell(nn.Module):
         return torch.cat([values[f"n{i}"] for i in range(len(self.sources))], dim=1)
 
 
+def _prev_prev(outputs: dict, j: int, k: int):
+    """c_{k-2} of the cell on level j fed from level k: the output two layers back on level j, else on
+    level k, else on the lowest level it has (the same rule builds the cells and runs them)."""
+    if j in outputs:
+        return outputs[j]
+    return outputs[k] if k in outputs else next(iter(outputs.values()))
+
+
 class Trellis(nn.Module):
     """``layers`` layers over the network's levels; see the module docstring."""
 
@@ -236,7 +244,7 @@ class Trellis(nn.Module):
                     continue
                 for k in (j - 1, j, j + 1):
                     if k in prev_levels:
-                        cpp = prev_prev_channels.get(j, prev_prev_channels.get(k, next(iter(prev_prev_channels.values()))))
+                        cpp = _prev_prev(prev_prev_channels, j, k)
                         self.cells[f"{layer}_{j}_{k}"] = SuperCell(space, prev_levels[k], cpp,
                                                                     net.node_channels[j], net.dims, neuron)
                         here[j] = self.channels[j]
@@ -255,10 +263,9 @@ class Trellis(nn.Module):
                 ks = [k for k in (j - 1, j, j + 1) if f"{layer}_{j}_{k}" in self.cells]
                 logits = torch.stack([betas[layer, j, k - j + 1] for k in ks])
                 w = torch.softmax(logits, dim=0)
-                pp_source = prev_prev.get(j)
                 total = 0
                 for w_k, k in zip(w, ks, strict=True):
-                    pp = pp_source if pp_source is not None else prev_prev.get(k, next(iter(prev_prev.values())))
+                    pp = _prev_prev(prev_prev, j, k)
                     cell = self.cells[f"{layer}_{j}_{k}"]
                     y = cell(resample(prev[k], self.sizes[j]), resample(pp, self.sizes[j]), alphas, step,
                              f"{name}.L{layer}.{j}from{k}")
