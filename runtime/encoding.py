@@ -54,8 +54,11 @@ def sbt(events: np.ndarray, t0_us: int, t1_us: int, bins: int, height: int, widt
     ``events`` is a time-sorted ``EVENT_DTYPE`` array; only events in ``[t0_us, t1_us)`` count.
     """
     flat, p = _binned(events, t0_us, t1_us, bins, height, width)
-    total = np.bincount(flat, weights=p, minlength=bins * height * width)  # float64 [bins*H*W]
-    return np.sign(total).astype(np.float32).reshape(bins, height, width)
+    size = bins * height * width
+    total = np.bincount(flat, weights=p, minlength=size)  # float64 [bins*H*W]
+    out = np.zeros(size, dtype=np.float32)
+    out[flat] = np.sign(total[flat])  # only the touched pixels: cost follows the event count
+    return out.reshape(bins, height, width)
 
 
 def event_count(events: np.ndarray, t0_us: int, t1_us: int, bins: int, height: int, width: int) -> np.ndarray:
@@ -67,9 +70,12 @@ def event_count(events: np.ndarray, t0_us: int, t1_us: int, bins: int, height: i
     """
     flat, p = _binned(events, t0_us, t1_us, bins, height, width)
     b, pix = np.divmod(flat, height * width)
-    channel = 2 * b + (p < 0)  # [M]
-    counts = np.bincount(channel * (height * width) + pix, minlength=2 * bins * height * width)
-    return counts.astype(np.float32).reshape(2 * bins, height, width)
+    index = (2 * b + (p < 0)) * (height * width) + pix  # [M]: channel 2b (ON) or 2b + 1 (OFF)
+    size = 2 * bins * height * width
+    counts = np.bincount(index, minlength=size)  # int64 [2*bins*H*W]
+    out = np.zeros(size, dtype=np.float32)
+    out[index] = counts[index]  # only the touched pixels: cost follows the event count
+    return out.reshape(2 * bins, height, width)
 
 
 def encode(

@@ -14,6 +14,7 @@ garbage; the counts come back as a dict (reason -> number) so that callers can r
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class EventStream:
 
 def time_slice(events: np.ndarray, t0_us: int, t1_us: int) -> np.ndarray:
     """The events of a time-sorted array with ``t0_us <= t < t1_us`` (a view)."""
-    t = events["t"]
-    i0, i1 = np.searchsorted(t, [t0_us, t1_us], side="left")
+    t = events["t"]  # a strided view: np.searchsorted would copy the whole column, bisect does not
+    i0 = bisect.bisect_left(t, t0_us)
+    i1 = bisect.bisect_left(t, t1_us, lo=i0)
     return events[i0:i1]
 
 

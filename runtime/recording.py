@@ -7,12 +7,13 @@ timestamps. Readers of files never load a whole recording: ``ColumnReader`` keep
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts
+from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice
 
 SIDES = ("left", "right")
 
@@ -76,19 +77,25 @@ class RowIndex:
     """A coarse index of a time-ordered event table.
 
     ``rows`` int64 [K] ascending with ``rows[0] == 0``; ``before`` [K] non-decreasing, with
-    ``before[k]`` >= the time (us) of every event in rows ``[0, rows[k])`` and ``before[0] = -inf``.
-    So the events of ``[t0, t1)`` lie in rows ``[rows[k0], rows[k1])`` with ``k0`` the last ``k`` with
-    ``before[k] < t0`` and ``k1`` the first with ``before[k] >= t1`` (or the end).
+    ``before[k]`` >= the time (us) of every event in rows ``[0, rows[k])`` and ``before[0] = -inf``;
+    ``after`` [K] (default ``before``): every event at rows >= ``rows[k]`` that is not going back
+    in time has a time >= ``after[k]``. The events of ``[t0, t1)`` then lie in rows
+    ``[rows[k0], rows[k1])``, ``k0`` the last ``k`` with ``before[k] < t0``, ``k1`` the first with
+    ``after[k] >= t1`` (or the end of the table).
     """
 
     rows: np.ndarray
     before: np.ndarray
     n_rows: int
+    t_min: float = np.nan  # earliest and latest finite time, us (NaN when unknown or none)
+    t_max: float = np.nan
+    after: np.ndarray | None = None
 
     def span(self, t0_us: float, t1_us: float) -> tuple[int, int, float]:
         """Row range ``[lo, hi)`` that holds every event of ``[t0_us, t1_us)``, and ``before`` at ``lo``."""
+        after = self.before if self.after is None else self.after
         k0 = max(int(np.searchsorted(self.before, t0_us, side="left")) - 1, 0)
-        k1 = int(np.searchsorted(self.before, t1_us, side="left"))
+        k1 = int(np.searchsorted(after, t1_us, side="left"))
         hi = self.n_rows if k1 >= len(self.rows) else int(self.rows[k1])
         return int(self.rows[k0]), max(hi, int(self.rows[k0])), float(self.before[k0])
 
@@ -159,8 +166,7 @@ class ColumnReader:
             parts.append(ev)
         self.counted_to = max(self.counted_to, hi)
         ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        i0, i1 = np.searchsorted(ev["t"], [t0_us, t1_us], side="left")
-        return ev[i0:i1]
+        return time_slice(ev, t0_us, t1_us)
 
 
 def scan_index(
@@ -173,14 +179,95 @@ def scan_index(
     """
     rows = np.arange(0, max(n_rows, 1), block, dtype=np.int64)
     before = np.full(len(rows), -np.inf)
-    running = -np.inf
+    running, t_min = -np.inf, np.inf
     for lo in range(0, n_rows, chunk):
         hi = min(n_rows, lo + chunk)
         t = np.asarray(read_t(lo, hi), dtype=np.float64)
         cm = np.fmax.accumulate(np.concatenate(([running], t)))  # cm[i] = max of rows < lo + i
-        first = -(-lo // block)  # first block start >= lo
-        starts = np.arange(first * block, hi, block)
+        starts = np.arange(-(-lo // block) * block, hi, block)  # block starts in [lo, hi)
         before[starts // block] = cm[starts - lo]
         running = float(cm[-1])
+        finite = t[np.isfinite(t)]
+        if finite.size:
+            t_min = min(t_min, float(finite.min()))
     before[0] = -np.inf
-    return RowIndex(rows, before, n_rows)
+    if not np.isfinite(running):
+        t_min = running = np.nan
+    return RowIndex(rows, before, n_rows, t_min, running)
+
+
+def open_h5(path: str):
+    """Open an HDF5 file for reading (with the Blosc and other filters of hdf5plugin registered).
+
+    A missing, truncated or non-HDF5 file raises a one-line ``DataError`` naming the file.
+    """
+    import h5py
+
+    try:
+        import hdf5plugin  # noqa: F401  (registers Blosc & co. with h5py)
+    except ImportError:  # files without compression filters still read
+        pass
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def require(f, key: str, path: str, *, ndim: int | None = None, tail: tuple[int | None, ...] = ()):
+    """The dataset ``key`` of the open file ``f``, checked: it exists, has ``ndim`` dimensions and its
+    trailing dimensions equal ``tail`` (None matches anything). Errors name the file and the key."""
+    import h5py
+
+    if key not in f:
+        raise DataError(f"{path}: missing dataset '{key}'")
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a group, expected a dataset")
+    if ndim is not None and ds.ndim != ndim:
+        raise DataError(f"{path}: dataset '{key}' has shape {ds.shape}, expected {ndim} dimensions")
+    if tail:
+        got = ds.shape[len(ds.shape) - len(tail) :]
+        if any(want is not None and want != g for want, g in zip(tail, got, strict=True)):
+            want_s = "(" + ", ".join("N" if w is None else str(w) for w in (None, *tail)[-ds.ndim :]) + ")"
+            raise DataError(f"{path}: dataset '{key}' has shape {ds.shape}, expected {want_s}")
+    return ds
+
+
+def read_rows(ds, lo: int, hi: int, path: str, key: str, column: int | None = None) -> np.ndarray:
+    """Rows ``[lo, hi)`` of a dataset (one column of a 2-D one); read errors become ``DataError``."""
+    try:
+        return ds[lo:hi] if column is None else ds[lo:hi, column]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read '{key}' rows {lo}-{hi} ({first_line(exc)})") from None
+
+
+def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int) -> Transform:
+    """Move raw events to rectified pixels: ``x' = x_map[y, x]``, ``y' = y_map[y, x]`` (rounded).
+
+    Raw pixels outside the maps count as ``out_of_sensor``; rectified pixels outside the
+    ``height x width`` image as ``outside_after_rectify``.
+    """
+    map_h, map_w = x_map.shape
+
+    def transform(ev: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+        x, y = ev["x"].astype(np.int64), ev["y"].astype(np.int64)
+        inside = (x < map_w) & (y < map_h)
+        xs, ys = np.where(inside, x, 0), np.where(inside, y, 0)
+        xr, yr = np.rint(x_map[ys, xs]), np.rint(y_map[ys, xs])
+        ok = np.isfinite(xr) & np.isfinite(yr)
+        xr, yr = np.where(ok, xr, -1), np.where(ok, yr, -1)
+        fits = inside & (xr >= 0) & (xr < width) & (yr >= 0) & (yr < height)
+        out = ev[fits].copy()
+        out["x"], out["y"] = xr[fits], yr[fits]
+        counts = {"out_of_sensor": int((~inside).sum()), "outside_after_rectify": int((inside & ~fits).sum())}
+        return out, counts
+
+    return transform

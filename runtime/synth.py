@@ -37,6 +37,7 @@ import numpy as np
 from runtime.events import EVENT_DTYPE, make_events, to_mvsec
 
 SIDES = ("left", "right")
+HORIZON_S = 60.0  # scene extents and the fastest image motion are taken over this long
 MVSEC_HEIGHT, MVSEC_WIDTH = 260, 346
 MVSEC_FOCAL_PX = 199.653  # indoor_flying left camera fx
 MVSEC_FB = 19.941772  # focal length x baseline, px*m
@@ -62,14 +63,14 @@ class SynthConfig:
     background_depth_m: tuple[float, float] = (4.0, 6.0)  # drawn uniformly
     motion: float = 1.0  # scales every motion amplitude; 0 gives a static scene
     camera_amplitude_m: float = 0.1  # camera translation amplitude (x; y and z are smaller)
-    object_amplitude_px: float = 30.0  # object motion amplitude in the image at its depth
+    object_amplitude_px: float = 20.0  # object motion amplitude in the image at its depth
     contrast_threshold: float = 0.2  # mean C, in log intensity
     threshold_sigma: float = 0.03  # per-pixel spread of C (ON and OFF drawn separately)
     refractory_us: int = 200
     noise_hz: float = 0.1  # shot-noise events per pixel per second
     leak_hz: float = 0.0  # leak events per pixel per second (ON)
     log_eps: float = 1e-3  # L = log(I + eps), I in [0, 1]
-    max_px_per_step: float = 1.0  # simulation rate: the fastest point moves at most this far per step
+    max_px_per_step: float = 1.5  # simulation rate: the fastest point moves at most this far per step
     min_sim_hz: float = 100.0
     gt_hz: float = 20.0  # ground-truth depth rate; windows end at these timestamps
     image_hz: float = 20.0  # gray image rate
@@ -190,9 +191,18 @@ def _sample(tex: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     fb = (ib - b0).astype(np.float32)[:, None]
     lo, hi = int(a0.min()), int(a0.max()) + 2
     sub = tex[:, lo:hi]
-    rows = sub[b0] * (1 - fb) + sub[b0 + 1] * fb  # [h, hi - lo]
+    rows = sub[b0]  # [h, hi - lo], then interpolated in place
+    nxt = sub[b0 + 1]
+    nxt -= rows
+    nxt *= fb
+    rows += nxt
     a0 = a0 - lo
-    return rows[:, a0] * (1 - fa) + rows[:, a0 + 1] * fa  # [h, w]
+    out = rows[:, a0]  # [h, w]
+    nxt = rows[:, a0 + 1]
+    nxt -= out
+    nxt *= fa
+    out += nxt
+    return out
 
 
 class StereoScene:
@@ -205,6 +215,7 @@ class StereoScene:
         self.fb = config.focal_baseline
         self.baseline = config.baseline_m
         self.cx, self.cy = (self.width - 1) / 2, (self.height - 1) / 2
+        self._pose_cache: tuple | None = None
         rng = np.random.default_rng([config.seed, 0])
         self._build(rng)
 
@@ -217,11 +228,13 @@ class StereoScene:
 
         def path(center: float, amplitude: float, n: int = 2) -> _Path:
             weights = rng.dirichlet(np.ones(n)) if n > 1 else np.ones(1)
-            return _Path(center, amplitude * weights, rng.uniform(0.12, 0.4, n), rng.uniform(0, 2 * np.pi, n))
+            return _Path(center, amplitude * weights, rng.uniform(0.1, 0.3, n), rng.uniform(0, 2 * np.pi, n))
 
         self.cam = (path(0.0, amp), path(0.0, 0.4 * amp), path(0.0, 0.25 * amp))
-        self._grid = np.linspace(0.0, c.seconds, max(2, int(c.seconds * 500) + 1))
-        cz = self.cam[2](self._grid)
+        # Everything about the scene is independent of the recording's length, so a longer recording
+        # with the same seed starts with the shorter one; extents and speeds are taken over a horizon.
+        self._grid = np.arange(0.0, HORIZON_S, 0.005)
+        cz_max = float(np.sum(np.abs(self.cam[2].amp)))
 
         layers: list[_Layer] = []
         zb = rng.uniform(*c.background_depth_m)
@@ -240,9 +253,9 @@ class StereoScene:
                 half_w, half_h = rng.uniform(0.08, 0.2) * W * k0, rng.uniform(0.1, 0.3) * H * k0
                 u0, v0 = rng.uniform(0.2, 0.8) * W, rng.uniform(0.25, 0.75) * H
             axy = c.object_amplitude_px * m * k0
-            zpath = path(zc, 0.12 * zc * m, 1)
-            if nearest:  # shift it so that its depth relative to the camera reaches min_depth_m
-                zpath.center += c.min_depth_m - float(np.min(zpath(self._grid) - cz))
+            zpath = path(zc, 0.06 * zc * m, 1)
+            if nearest:  # its depth relative to the camera reaches down to min_depth_m, never below
+                zpath.center = c.min_depth_m + float(zpath.amp[0]) + cz_max
             X = path((u0 - self.cx) * k0, axy)
             Y = path((v0 - self.cy) * k0, 0.5 * axy)
             X.center -= float(X(0.0)) - X.center  # the object starts where it was placed
@@ -279,8 +292,22 @@ class StereoScene:
     # ---- geometry ------------------------------------------------------------------------------
     def depths(self, t_s: float) -> np.ndarray:
         """Depth of each layer relative to the camera at time ``t_s``: float64 [n_layers]."""
+        return self._pose(t_s)[2]
+
+    def _pose(self, t_s: float) -> tuple[float, float, np.ndarray, np.ndarray, np.ndarray]:
+        """Camera x, y and each layer's depth, X and Y at ``t_s`` (cached for the last time asked)."""
+        if self._pose_cache is not None and self._pose_cache[0] == t_s:
+            return self._pose_cache[1]
         cz = float(self.cam[2](t_s))
-        return np.array([float(layer.Z(t_s)) - cz for layer in self.layers])
+        pose = (
+            float(self.cam[0](t_s)),
+            float(self.cam[1](t_s)),
+            np.array([float(layer.Z(t_s)) - cz for layer in self.layers]),
+            np.array([float(layer.X(t_s)) for layer in self.layers]),
+            np.array([float(layer.Y(t_s)) for layer in self.layers]),
+        )
+        self._pose_cache = (t_s, pose)
+        return pose
 
     def max_speed_px(self) -> float:
         """The fastest image motion of any layer corner or centre, pixels per second."""
@@ -303,12 +330,17 @@ class StereoScene:
 
     # ---- rendering ---------------------------------------------------------------------------
     def _layer_patch(
-        self, layer: _Layer, t_s: float, side: str, depth: float, want_texture: bool = True
-    ) -> tuple[slice, slice, np.ndarray | None, np.ndarray] | None:
-        """The image patch a layer covers: (rows, cols, texture [h, w] or None, coverage [h, w])."""
-        k = depth / self.f
-        shift = self.cam[0](t_s) + (self.baseline if side == "right" else 0.0) - layer.X(t_s)
-        shift_b = self.cam[1](t_s) - layer.Y(t_s)
+        self, i: int, t_s: float, side: str, want_texture: bool = True
+    ) -> tuple[slice, slice, np.ndarray | None, np.ndarray | None] | None:
+        """The image patch layer ``i`` covers: (rows, cols, texture [h, w] or None, coverage [h, w]).
+
+        The coverage of the background plane is None (it covers everything).
+        """
+        layer = self.layers[i]
+        cam_x, cam_y, depths, lx, ly = self._pose(t_s)
+        k = depths[i] / self.f
+        shift = cam_x + (self.baseline if side == "right" else 0.0) - lx[i]
+        shift_b = cam_y - ly[i]
         if math.isinf(layer.half_w):
             cols, rows = slice(0, self.width), slice(0, self.height)
         else:
@@ -329,7 +361,7 @@ class StereoScene:
             else None
         )
         if layer.kind == "plane":
-            cov = np.ones((len(b), len(a)), dtype=np.float32)
+            cov = None
         elif layer.kind == "rect":
             cx = np.clip(0.5 + (layer.half_w - np.abs(a)) / k, 0, 1)
             cy = np.clip(0.5 + (layer.half_h - np.abs(b)) / k, 0, 1)
@@ -349,12 +381,12 @@ class StereoScene:
         order, depths = self._order(t_s)
         image = np.empty((self.height, self.width), dtype=np.float32)
         for i in order:
-            patch = self._layer_patch(self.layers[i], t_s, side, depths[i])
+            patch = self._layer_patch(i, t_s, side)
             if patch is None:
                 continue
             rows, cols, tex, cov = patch
-            if self.layers[i].kind == "plane":
-                image[rows, cols] = tex
+            if cov is None:  # the background covers the whole image
+                image = tex
             else:
                 region = image[rows, cols]
                 region += cov * (tex - region)
@@ -367,10 +399,14 @@ class StereoScene:
         front = np.zeros((self.height, self.width), dtype=np.int16)
         full = np.zeros((self.height, self.width), dtype=bool)
         for i in order:
-            patch = self._layer_patch(self.layers[i], t_s, side, depths[i], want_texture=False)
+            patch = self._layer_patch(i, t_s, side, want_texture=False)
             if patch is None:
                 continue
             rows, cols, _, cov = patch
+            if cov is None:
+                front[rows, cols] = i
+                full[rows, cols] = True
+                continue
             hit = cov > 0
             front[rows, cols][hit] = i
             full[rows, cols][hit] = cov[hit] >= 1.0 - 1e-6
@@ -450,11 +486,13 @@ class _Esim:
         self.prev = L.astype(np.float32, copy=True)
         if not pix:
             return np.empty(0, dtype=EVENT_DTYPE)
-        pix_a, t_a, p_a = np.concatenate(pix), np.concatenate(times), np.concatenate(pols)
-        order = np.argsort(t_a, kind="stable")
-        pix_a, t_a, p_a = pix_a[order], t_a[order], p_a[order]
-        y, x = np.divmod(pix_a, self.width)
-        return make_events(x, y, np.rint(t_a).astype(np.int64), p_a)
+        pix_a, p_a = np.concatenate(pix), np.concatenate(pols)
+        t_a = np.rint(np.concatenate(times)).astype(np.int64)
+        offset = t_a - t0
+        # a stable sort by time; on 16-bit keys numpy uses a radix sort
+        order = np.argsort(offset.astype(np.uint16) if dt < 65536 else offset, kind="stable")
+        y, x = np.divmod(pix_a[order], self.width)
+        return make_events(x, y, t_a[order], p_a[order])
 
     def _refractory(
         self,
@@ -506,9 +544,9 @@ class Simulator:
         speed = self.scene.max_speed_px()
         rate = max(config.min_sim_hz, speed / config.max_px_per_step)
         self.duration_us = int(round(config.seconds * 1e6))
-        n_steps = max(1, int(math.ceil(config.seconds * rate)))
-        self.step_us = np.rint(np.linspace(0, self.duration_us, n_steps + 1)).astype(np.int64)
-        self.sim_hz = n_steps / config.seconds
+        step = max(1, int(1e6 // rate))  # whole microseconds, the same for any recording length
+        self.step_us = np.append(np.arange(0, self.duration_us, step), self.duration_us).astype(np.int64)
+        self.sim_hz = 1e6 / step
         n_gt = int(math.floor(config.seconds * config.gt_hz + 1e-9))
         self.gt_ts_us = np.rint(np.arange(1, n_gt + 1) * 1e6 / config.gt_hz).astype(np.int64)
         n_img = int(math.floor(config.seconds * config.image_hz + 1e-9)) + 1
@@ -516,7 +554,9 @@ class Simulator:
 
     def log_intensity(self, t_us: int, side: str) -> np.ndarray:
         """ESIM's input ``log(I + eps)``: float32 [H, W]."""
-        return np.log(self.scene.render(t_us, side) + np.float32(self.config.log_eps))
+        image = self.scene.render(t_us, side)
+        image += np.float32(self.config.log_eps)
+        return np.log(image, out=image)
 
     def gray(self, t_us: int, side: str) -> np.ndarray:
         """The camera's gray image: uint8 [H, W]."""
@@ -536,12 +576,7 @@ class Simulator:
             side: _Esim(c, self.log_intensity(0, side), np.random.default_rng([c.seed, 1 + j]))
             for j, side in enumerate(SIDES)
         }
-        bar = tqdm(
-            total=self.duration_us / 1e6,
-            unit="sim s",
-            disable=not progress,
-            bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} sim s [{elapsed}<{remaining}]",
-        )
+        bar = tqdm(total=self.duration_us // 1000, unit="sim ms", disable=not progress, desc="simulating")
         pending: dict[str, list[np.ndarray]] = {side: [] for side in SIDES}
         done_until = 0
         gt_i = img_i = 0
@@ -562,7 +597,7 @@ class Simulator:
                 depth = np.empty((len(gt_ts), c.height, c.width), dtype=np.float32)
                 for j, ts in enumerate(gt_ts):
                     depth[j] = self.scene.ground_truth(int(ts))
-                images = {
+                gray = {
                     side: np.stack([self.gray(int(ts), side) for ts in img_ts])
                     if len(img_ts)
                     else np.empty((0, c.height, c.width), np.uint8)
@@ -570,8 +605,8 @@ class Simulator:
                 }
                 events = {side: _concat(pending[side]) for side in SIDES}
                 pending = {side: [] for side in SIDES}
-                yield SynthChunk(t1, events, gt_ts, depth, img_ts, images)
-                bar.update((t1 - done_until) / 1e6)
+                yield SynthChunk(t1, events, gt_ts, depth, img_ts, gray)
+                bar.update(t1 // 1000 - done_until // 1000)
                 done_until, gt_i, img_i = t1, gt_j, img_j
         bar.close()
 

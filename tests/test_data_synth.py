@@ -197,3 +197,13 @@ def test_cli_unwritable_output_is_one_line(tmp_path):
         main(["-o", str(blocker / "sub"), "--seconds", "0.1", "--quiet", "--height", "16", "--width", "16"])
         == 2
     )
+
+
+def test_a_longer_recording_starts_with_the_shorter_one():
+    short = generate(seconds=0.3, seed=9, **SMALL)
+    long = generate(seconds=0.5, seed=9, **SMALL)
+    for side in ("left", "right"):
+        a, b = short.events[side], long.events[side]
+        cut = 250_000  # before the short recording's last (partial) step
+        np.testing.assert_array_equal(a[a["t"] < cut], b[b["t"] < cut])
+    np.testing.assert_array_equal(short.depth, long.depth[: len(short.depth)])

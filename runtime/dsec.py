@@ -1,0 +1,198 @@
+"""DSEC sequences, read window by window.
+
+A sequence folder holds ``events/{left,right}/events.h5`` with ``events/{x,y,t,p}`` (x, y
+uint16; t uint32 microseconds relative to the scalar ``t_offset``; p uint8 0/1), ``ms_to_idx``
+(uint64: the first event index at or after each millisecond) and Blosc compression (read through
+``hdf5plugin``); ``events/{left,right}/rectify_map.h5`` with ``rectify_map`` float32 [H, W, 2]
+(rectified x, y of each raw pixel); and, for training sequences, ``disparity/timestamps.txt`` (one
+microsecond timestamp per line) with ``disparity/event/*.png``: uint16, disparity = value / 256,
+0 = invalid, in the rectified left event camera. Sensor 640 x 480.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+
+from runtime.events import DataError
+from runtime.recording import (
+    SIDES,
+    ColumnReader,
+    Recording,
+    RowIndex,
+    first_line,
+    open_h5,
+    read_rows,
+    rectifier,
+    require,
+)
+
+DSEC_HEIGHT, DSEC_WIDTH = 480, 640
+COLUMNS = ("x", "y", "t", "p")
+
+
+def read_disparity_png(path: str, height: int, width: int) -> np.ndarray:
+    """A DSEC disparity PNG as float32 [H, W] pixels, NaN where the stored value is 0."""
+    from PIL import Image  # pillow: only needed for DSEC ground truth
+
+    try:
+        with Image.open(path) as img:
+            raw = np.asarray(img)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable PNG ({first_line(exc)})") from None
+    if raw.shape != (height, width) or raw.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: disparity PNG is {raw.dtype} {raw.shape}, expected 16-bit ({height}, {width})"
+        )
+    disp = raw.astype(np.float32) / 256.0
+    disp[raw == 0] = np.nan
+    return disp
+
+
+class DsecRecording(Recording):
+    """A DSEC sequence folder. ``rectify``: apply ``rectify_map.h5`` when present (default)."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        fb: float | None = None,
+        rectify: bool = True,
+        disparity_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.folder = os.fspath(folder)
+        self.name = os.path.basename(os.path.normpath(self.folder))
+        self.fb = fb
+        self._files = []
+        try:
+            self._open(rectify, disparity_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, rectify: bool, disparity_dir) -> None:
+        paths = {side: os.path.join(self.folder, "events", side, "events.h5") for side in SIDES}
+        if not any(os.path.isfile(p) for p in paths.values()):
+            raise DataError(f"{self.folder}: not a DSEC sequence folder (no events/left/events.h5)")
+        maps = {}
+        for side in SIDES:
+            mp = os.path.join(self.folder, "events", side, "rectify_map.h5")
+            if rectify and os.path.isfile(mp):
+                with open_h5(mp) as f:
+                    m = require(f, "rectify_map", mp, ndim=3, tail=(None, None, 2))[:]
+                maps[side] = m.astype(np.float32)
+        if maps:
+            shapes = {m.shape[:2] for m in maps.values()}
+            if len(shapes) > 1:
+                raise DataError(f"{self.folder}: left and right rectify maps differ in size {sorted(shapes)}")
+            self.height, self.width = shapes.pop()
+        else:
+            self.height, self.width = DSEC_HEIGHT, DSEC_WIDTH
+        self.rectified = bool(maps)
+
+        self._readers = {}
+        t_lo, t_hi = [], []
+        for side in SIDES:
+            path = paths[side]
+            f = open_h5(path)
+            self._files.append(f)
+            cols = {c: require(f, f"events/{c}", path, ndim=1) for c in COLUMNS}
+            n = cols["t"].shape[0]
+            for c, ds in cols.items():
+                if ds.shape[0] != n:
+                    raise DataError(
+                        f"{path}: dataset 'events/{c}' has {ds.shape[0]} rows, 'events/t' has {n}"
+                    )
+            t_offset = int(require(f, "t_offset", path)[()]) if "t_offset" in f else 0
+            ms_to_idx = require(f, "ms_to_idx", path, ndim=1)[:].astype(np.int64)
+            index = self._index(ms_to_idx, n, t_offset, cols["t"], path)
+
+            def read(lo, hi, cols=cols, path=path, t_offset=t_offset):
+                x, y, t, p = (read_rows(cols[c], lo, hi, path, f"events/{c}") for c in COLUMNS)
+                return x, y, t.astype(np.int64) + t_offset, p
+
+            def seed_prev(lo, cols=cols, path=path, t_offset=t_offset) -> float:
+                return float(read_rows(cols["t"], lo - 1, lo, path, "events/t")[0]) + t_offset
+
+            transform = None
+            if side in maps:
+                transform = rectifier(maps[side][..., 0], maps[side][..., 1], self.height, self.width)
+            self._readers[side] = ColumnReader(
+                read,
+                index,
+                height=self.height,
+                width=self.width,
+                stats=self.stats,
+                polarity="binary",
+                transform=transform,
+                seed_prev=seed_prev,
+            )
+            if n:  # the recording starts at t_offset and lasts as long as its ms_to_idx or its events
+                last = int(read_rows(cols["t"], n - 1, n, path, "events/t")[0])
+                t_lo.append(t_offset)
+                t_hi.append(t_offset + max(last + 1, 1000 * (len(ms_to_idx) - 1)))
+        if not t_lo:
+            raise DataError(f"{self.folder}: no events in either camera")
+        self.t_start_us, self.t_end_us = min(t_lo), max(t_hi)
+        self._load_disparity_index(disparity_dir)
+
+    @staticmethod
+    def _index(ms_to_idx: np.ndarray, n: int, t_offset: int, t_ds, path: str) -> RowIndex:
+        """A ``RowIndex`` from ``ms_to_idx``, after checking it against the data."""
+        if len(ms_to_idx) == 0 or ms_to_idx[0] != 0:
+            raise DataError(f"{path}: 'ms_to_idx' must start at 0")
+        if np.any(np.diff(ms_to_idx) < 0) or ms_to_idx[-1] > n:
+            raise DataError(f"{path}: 'ms_to_idx' is not a non-decreasing index into {n} events")
+        # spot checks: the first event at or after ms k is at ms_to_idx[k]
+        probe = np.unique(np.linspace(0, len(ms_to_idx) - 1, 9).astype(np.int64))
+        for k in probe:
+            i = int(ms_to_idx[k])
+            after = read_rows(t_ds, i, min(i + 1, n), path, "events/t")
+            before = read_rows(t_ds, max(i - 1, 0), i, path, "events/t")
+            if (len(after) and after[0] < 1000 * k) or (len(before) and before[0] >= 1000 * k):
+                raise DataError(f"{path}: 'ms_to_idx'[{k}] = {i} does not match 'events/t'")
+        after = t_offset + 1000.0 * np.arange(len(ms_to_idx))  # events from row ms_to_idx[k] on: >= k ms
+        before = after - 1.0  # events before it: < k ms
+        before[0] = -np.inf
+        return RowIndex(ms_to_idx, before, n, after=after)
+
+    def _load_disparity_index(self, disparity_dir) -> None:
+        folder = (
+            os.fspath(disparity_dir) if disparity_dir is not None else os.path.join(self.folder, "disparity")
+        )
+        ts_path = os.path.join(folder, "timestamps.txt")
+        self._disparity_pngs: list[str] = []
+        if not os.path.isfile(ts_path):
+            return
+        try:
+            ts = np.loadtxt(ts_path, dtype=np.int64, comments="#", ndmin=1)
+        except ValueError as exc:
+            raise DataError(f"{ts_path}: not one integer timestamp per line ({first_line(exc)})") from None
+        pngs = sorted(glob.glob(os.path.join(folder, "event", "*.png")))
+        if len(pngs) != len(ts):
+            raise DataError(
+                f"{ts_path}: {len(ts)} timestamps but {len(pngs)} PNGs in {os.path.join(folder, 'event')}"
+            )
+        if np.any(np.diff(ts) <= 0):
+            raise DataError(f"{ts_path}: timestamps must increase")
+        self.gt_timestamps_us = ts
+        self._disparity_pngs = pngs
+
+    def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
+        self._check_side(side)
+        return self._readers[side].events(t0_us, t1_us)
+
+    def disparity(self, i: int) -> np.ndarray:
+        """Disparity PNG ``i``: float32 [H, W] pixels, NaN where invalid."""
+        return read_disparity_png(self._disparity_pngs[self._check_gt_index(i)], self.height, self.width)
+
+    def close(self) -> None:
+        for fh in self._files:
+            try:
+                fh.close()
+            except Exception:  # already closed or broken: nothing left to release
+                pass
+        self._files = []
