@@ -95,12 +95,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not dist.is_initialized():
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
 
         dims = [0] + list(range(2, x.dim()))
         n_local = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local.view(1)])
-        stats = all_reduce(stats)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of a private API
+            stats = all_reduce(stats)
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
