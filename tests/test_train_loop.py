@@ -1,0 +1,105 @@
+"""Training loop: loss decreases on a tiny stereo genotype, digits reach 90 %, checkpoints export."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import GENOTYPES, SMALL
+
+torch.set_num_threads(1)
+
+DIGITS = ["input.height=8", "input.width=8", "input.channels=1", "networks.backbone.node_channels=[8,16,16]",
+          "networks.backbone.layers[0].channels=16"]
+
+
+def stereo_cfg(tmp_path, **kw):
+    from training.loop import TrainConfig
+
+    overrides = [f"{k}={v}" for k, v in SMALL["stereo"].items()]
+    base = dict(genotype=str(GENOTYPES / "stereo.yaml"), out=str(tmp_path / "run"), overrides=overrides,
+                windows=2, burn_in=1, batch_size=2, train_seeds=[100], val_seeds=[0], seconds=0.6, quiet=True,
+                tensorboard=False, epochs=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_laplace_target_is_a_distribution_peaked_at_the_ground_truth():
+    from training.losses import laplace_target, subpixel_cross_entropy
+
+    gt = torch.tensor([[[4.0, 7.0]]])  # (1, 1, 2)
+    p = laplace_target(gt, disparities=6, step=2.0, diversity=2.0)  # D(d) = 0, 2, ..., 10
+    assert torch.allclose(p.sum(1), torch.ones(1, 1, 2))
+    assert int(p[0, :, 0, 0].argmax()) == 2 and int(p[0, :, 0, 1].argmax()) in (3, 4)
+    # exp(-|D - gt| / b) ratios
+    assert float(p[0, 1, 0, 0] / p[0, 2, 0, 0]) == pytest.approx(np.exp(-1.0), rel=1e-5)
+    # the loss is smallest for a cost whose softmin is the target itself, and NaN pixels do not count
+    cost = -torch.log(p)
+    gt_nan = torch.tensor([[[4.0, float("nan")]]])
+    best, n = subpixel_cross_entropy(cost, gt_nan, 2.0)
+    worse, _ = subpixel_cross_entropy(torch.zeros_like(cost), gt_nan, 2.0)
+    assert int(n) == 1 and float(best) < float(worse)
+
+
+def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
+    from compiler import build_model, load_genotype
+    from training.data import SyntheticSpec, synthetic_stereo
+    from training.distributed import Dist
+    from training.loop import Trainer, task_defaults
+
+    g = load_genotype(GENOTYPES / "stereo.yaml", overrides=SMALL["stereo"])
+    cfg = task_defaults(stereo_cfg(tmp_path, lr=3e-3), g)
+    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.6, val_seconds=0.6),
+                            height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3, stride=3,
+                            burn_in=1)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, g, build_model(g), data, data, Dist(), log=lambda s: None)
+    batch = data.batch([0, 1], (24, 32), np.random.default_rng(0))
+    with torch.no_grad():
+        before = float(trainer.batch_loss(batch)[0])
+    for _ in range(8):
+        trainer.train_step(batch)
+    with torch.no_grad():
+        after = float(trainer.batch_loss(batch)[0])
+    assert after < before * 0.9, (before, after)
+
+
+def test_digits_reach_90_percent_within_a_minute(tmp_path):
+    from training.loop import TrainConfig
+    from training.train import run
+
+    cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"), overrides=DIGITS,
+                      data="digits", epochs=3, timesteps=2, quiet=True, tensorboard=False)
+    t = time.perf_counter()
+    summary = run(cfg, log=lambda s: None)
+    elapsed = time.perf_counter() - t
+    assert summary["best"]["value"] >= 90.0, summary
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+    out = tmp_path / "digits"
+    for name in ("last.pt", "best.pt", "config.yaml", "genotype.yaml", "metrics.jsonl", "metrics.csv"):
+        assert (out / name).exists(), name
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
+
+
+def test_checkpoint_holds_everything_and_exports(tmp_path):
+    from compiler.build import main as build_main
+    from training.loop import TrainConfig
+    from training.train import run
+
+    cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "r"), overrides=DIGITS,
+                      data="digits", epochs=1, timesteps=1, max_batches=2, quiet=True, tensorboard=False)
+    run(cfg, log=lambda s: None)
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "genotype", "config", "best", "history"):
+        assert key in ck, key
+    assert ck["epoch"] == 1 and "networks" in ck["genotype"]
+    assert not list((tmp_path / "r").glob("*.tmp")), "temporary files left behind"
+    onnx_path = tmp_path / "m.onnx"
+    assert build_main([str(tmp_path / "r" / "genotype.yaml"), "--weights", str(tmp_path / "r" / "best.pt"),
+                       "-o", str(onnx_path), "--quiet"]) == 0
+    assert onnx_path.stat().st_size > 0

@@ -1,0 +1,455 @@
+"""The training loop: backpropagation through time over the compiled model's one-step forward.
+
+Stereo: a sample is ``burn_in + K`` consecutive windows; the burn-in windows run without gradient
+and without loss (they only build up state), each of the K windows adds the sub-pixel cross entropy
+of its matching cost. Classification: the image is fed for T steps, logits (and auxiliary logits)
+are averaged over the steps. Evaluation streams the held-out data (stereo: 1PA, mean disparity
+error, mean depth error; classification: accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from compiler.genotype import Genotype, Stereo
+
+from . import checkpoint as ckpt_io
+from .data import ClassData, StereoData, augment, center_crop
+from .distributed import Dist, all_sum, sum_gradients
+from .errors import TrainError
+from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run (the CLI fills it; ``config.yaml`` beside the checkpoints records it)."""
+
+    genotype: str
+    out: str
+    overrides: list[str] = field(default_factory=list)
+    data: str | None = None  # stereo: synthetic | PATH; classification: digits | PATH
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None  # adam | sgd
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedule: str | None = None  # multistep | cosine | constant
+    milestones: list[int] | None = None
+    gamma: float = 0.5
+    seed: int = 0
+    # stereo
+    windows: int = 6
+    burn_in: int = 2
+    crop: list[int] | None = None  # train on random H x W crops with a model built at that size
+    stride: int | None = None
+    diversity: float = 2.0
+    loss_step: float | None = None  # disparity step of the loss target (default: the genotype's)
+    train_seeds: list[int] | None = None
+    val_seeds: list[int] | None = None
+    seconds: float = 4.0
+    split: int = 1
+    eval_part: str = "val"
+    # classification
+    timesteps: int | None = None
+    augment: bool | None = None
+    # run
+    eval_every: int = 1
+    eval_batch_size: int = 64
+    max_batches: int | None = None  # per epoch (quick runs)
+    best_metric: str | None = None
+    stop_after: int | None = None  # end this invocation after N epochs (as if interrupted)
+    threads: int | None = None
+    device: str = "cpu"
+    quiet: bool = False
+    tensorboard: bool = True
+    # search
+    dgs: list[str] | None = None
+    dgs_every: int = 5
+    dgs_iters: int = 100
+    dgs_lr: float | None = None
+    tps: list[str] | None = None
+    tps_every: int = 100
+    tps_delta: float = 0.05
+    tps_warmup: int = 5
+    hns: list[str] | None = None
+    hns_lambda: float = 0.01
+    arch_lr: float = 0.01
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def task_defaults(cfg: TrainConfig, g: Genotype) -> TrainConfig:
+    """Fill the paper defaults the user left open: stereo Adam 1e-3 halved at milestones (60 % and
+    80 % of the epochs), classification SGD 0.025 momentum 0.9 weight decay 3e-4 with a cosine schedule."""
+    stereo = g.task == "stereo"
+    d = {}
+    if cfg.optimizer is None:
+        d["optimizer"] = "adam" if stereo else "sgd"
+    if cfg.lr is None:
+        d["lr"] = 1e-3 if (d.get("optimizer", cfg.optimizer) == "adam") else 0.025
+    if cfg.weight_decay is None:
+        d["weight_decay"] = 0.0 if stereo else 3e-4
+    if cfg.schedule is None:
+        d["schedule"] = "multistep" if stereo else "cosine"
+    if cfg.milestones is None:
+        d["milestones"] = sorted({max(1, round(cfg.epochs * 0.6)), max(1, round(cfg.epochs * 0.8))})
+    if cfg.batch_size is None:
+        d["batch_size"] = 4 if stereo else 64
+    if cfg.data is None:
+        d["data"] = "synthetic" if stereo else "digits"
+    if cfg.stride is None:
+        d["stride"] = cfg.windows
+    if cfg.timesteps is None:
+        d["timesteps"] = g.input.timesteps
+    if cfg.augment is None:
+        d["augment"] = (not stereo) and d.get("data", cfg.data) not in ("digits",)
+    if cfg.best_metric is None:
+        d["best_metric"] = "one_pixel_accuracy_pct" if stereo else "accuracy_pct"
+    if cfg.train_seeds is None:
+        d["train_seeds"] = list(range(100, 116))
+    if cfg.val_seeds is None:
+        d["val_seeds"] = [0, 1, 2, 3]
+    return dataclasses.replace(cfg, **d)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
+    params = list(params)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise TrainError(f"unknown optimizer {cfg.optimizer!r}", "use adam or sgd")
+    if cfg.schedule == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    elif cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    elif cfg.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    else:
+        raise TrainError(f"unknown schedule {cfg.schedule!r}", "use multistep, cosine or constant")
+    return opt, sched
+
+
+def epoch_generators(seed: int, epoch: int) -> tuple[torch.Generator, np.random.Generator]:
+    """The RNGs of one epoch (data order, crops, augmentation): a function of seed and epoch only,
+    so a resumed run draws exactly what an uninterrupted one would."""
+    return (torch.Generator().manual_seed(seed * 1_000_003 + epoch),
+            np.random.default_rng([seed, epoch]))
+
+
+class Trainer:
+    """Holds the model, data, optimiser and searchers of a run; ``fit`` trains and evaluates."""
+
+    def __init__(self, cfg: TrainConfig, genotype: Genotype, model: torch.nn.Module, train_data, val_data,
+                 dist: Dist, searchers: list | None = None, log: Callable[[str], None] = print,
+                 eval_model: torch.nn.Module | None = None):
+        self.cfg = cfg
+        self.eval_model = eval_model
+        self.genotype = genotype
+        self.model = model
+        self.train_data = train_data
+        self.val_data = val_data
+        self.dist = dist
+        self.searchers = searchers or []
+        self.log = log
+        self.stereo = genotype.task == "stereo"
+        self.optimizer, self.scheduler = make_optimizer(cfg, model.parameters())
+        self.epoch = 0
+        self.iteration = 0
+        self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
+        self.history: list[dict] = []
+        if cfg.batch_size % dist.world:
+            raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
+        self.local_batch = cfg.batch_size // dist.world
+
+    # ---------------------------------------------------------------------------- batches
+    def num_samples(self) -> int:
+        return len(self.train_data)
+
+    def batches(self, epoch: int):
+        """Global batches of sample indices for ``epoch`` (last incomplete one dropped) and the epoch RNGs."""
+        gen, rng = epoch_generators(self.cfg.seed, epoch)
+        order = torch.randperm(self.num_samples(), generator=gen).tolist()
+        n = len(order) // self.cfg.batch_size
+        if n == 0:
+            raise TrainError(f"the training set has {len(order)} samples, fewer than one batch of "
+                             f"{self.cfg.batch_size}", "lower --batch-size")
+        if self.cfg.max_batches:
+            n = min(n, self.cfg.max_batches)
+        return [order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size] for i in range(n)], gen, rng
+
+    def make_batch(self, indices: list[int], gen: torch.Generator, rng: np.random.Generator) -> dict[str, Tensor]:
+        """The global batch's random draws, then this process's slice of it."""
+        lo, hi = self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch
+        inp = self.genotype.input
+        if self.stereo:
+            data: StereoData = self.train_data
+            b = data.batch(indices, (inp.height, inp.width), rng)
+            return {k: v[:, lo:hi] for k, v in b.items()}
+        data: ClassData = self.train_data
+        x = data.x[indices]
+        if self.cfg.augment:
+            x = augment(x, gen)
+        return {"image": x[lo:hi], "label": data.y[indices][lo:hi]}
+
+    # ---------------------------------------------------------------------------- losses
+    def batch_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """The normalised loss of this process's slice (gradients summed over processes give the
+        gradient of the global batch's mean loss), plus the searchers' extra terms."""
+        if self.stereo:
+            total, count = self.stereo_loss_sum(batch)
+        else:
+            total, count = self.class_loss_sum(batch)
+        count = all_sum(torch.as_tensor(count, dtype=torch.float64), self.dist).clamp(min=1)
+        loss = total / count.to(total.dtype)
+        info = {"task_loss": float(all_sum(loss.detach(), self.dist))}
+        for s in self.searchers:
+            extra = s.extra_loss()
+            if extra is not None:
+                loss = loss + extra / self.dist.world
+                info[f"{s.name}_loss"] = float(extra.detach())
+        return loss, info
+
+    def stereo_loss_sum(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        head: Stereo = self.genotype.head
+        step = self.cfg.loss_step or head.disparity_step
+        limit = (head.disparities - 1) * step
+        left, right, disp = batch["left"], batch["right"], batch["disparity"]  # (L, B, C, H, W), (L, B, H, W)
+        burn = self.cfg.burn_in
+        count = sum(valid_disparity(disp[t], limit).sum() for t in range(burn, len(disp)))
+        state = self.model.initial_state(left.shape[1])
+        if burn:
+            with torch.no_grad():
+                for t in range(burn):
+                    _, state = self.model({"left": left[t], "right": right[t]}, state)
+        total = torch.zeros(())
+        for t in range(burn, len(left)):
+            out, state = self.model({"left": left[t], "right": right[t]}, state)
+            s, _ = subpixel_cross_entropy(out["cost"], disp[t], step, self.cfg.diversity, limit)
+            total = total + s
+        return total, count
+
+    def class_loss_sum(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch["image"], batch["label"]
+        state = self.model.initial_state(x.shape[0])
+        logits = aux = None
+        for _ in range(self.cfg.timesteps):
+            out, state = self.model({"image": x}, state)
+            logits = out["logits"] if logits is None else logits + out["logits"]
+            if "aux_logits" in out:
+                aux = out["aux_logits"] if aux is None else aux + out["aux_logits"]
+        T = self.cfg.timesteps
+        head = self.genotype.head
+        return classification_loss(logits / T, y, None if aux is None else aux / T, head.aux_weight)
+
+    # ---------------------------------------------------------------------------- training
+    def search_parameters(self) -> list[Tensor]:
+        return [p for s in self.searchers for p in s.parameters()]
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        for s in self.searchers:
+            s.zero_grad()
+        loss, info = self.batch_loss(batch)
+        loss.backward()
+        sum_gradients(list(self.model.parameters()) + self.search_parameters(), self.dist)
+        self.optimizer.step()
+        self.iteration += 1
+        for s in self.searchers:
+            s.after_step(self)
+        return info
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        batches, gen, rng = self.batches(epoch)
+        for s in self.searchers:
+            s.before_epoch(self, epoch)
+        bar = None
+        if not self.cfg.quiet and self.dist.main:
+            from tqdm import tqdm
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
+                       dynamic_ncols=True)
+        losses: list[float] = []
+        for indices in batches:
+            batch = self.make_batch(indices, gen, rng)
+            info = self.train_step(batch)
+            losses.append(info["task_loss"])
+            if bar is not None:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                bar.update()
+        if bar is not None:
+            bar.close()
+        out = {"train_loss": float(np.mean(losses)), "batches": len(batches)}
+        for s in self.searchers:
+            out.update(s.end_epoch(self, epoch, batches, gen, rng) or {})
+        return out
+
+    # ---------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out metrics of the current weights (on the full-size model when training on crops)."""
+        model = self.model
+        if self.eval_model is not None:
+            self.eval_model.load_state_dict(self.model.state_dict())
+            model = self.eval_model
+        model.eval()
+        try:
+            return evaluate_stereo(model, self.val_data, self.cfg) if self.stereo \
+                else evaluate_classification(model, self.val_data, self.cfg.timesteps, self.cfg.eval_batch_size)
+        finally:
+            self.model.train()
+
+    def improved(self, metrics: dict) -> bool:
+        value = metrics.get(self.best["metric"])
+        if value is None:
+            return False
+        lower_better = self.best["metric"].startswith(("mean_", "median_", "loss"))
+        old = self.best["value"]
+        return old is None or (value < old if lower_better else value > old)
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def state(self, genotype_yaml: str) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
+                "best": dict(self.best), "rng": ckpt_io.rng_state(), "genotype": genotype_yaml,
+                "config": self.cfg.to_dict(), "search": {s.name: s.state_dict() for s in self.searchers},
+                "history": list(self.history)}
+
+    def load_state(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.epoch = int(ck["epoch"])
+        self.iteration = int(ck.get("iteration", 0))
+        self.best = dict(ck["best"])
+        self.history = list(ck.get("history", []))
+        ckpt_io.set_rng_state(ck["rng"])
+        for s in self.searchers:
+            if s.name in ck.get("search", {}):
+                s.load_state_dict(ck["search"][s.name])
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_stereo(model, data: StereoData, cfg: TrainConfig) -> dict[str, Any]:
+    """Stream each held-out segment from a zero state; score its windows from ``score_from`` on.
+
+    Returns runtime.metrics' summary (1PA %, mean disparity error px, mean/median depth error cm)
+    and the mean firing rate of the spiking layers.
+    """
+    from runtime.metrics import stereo_errors, summarize_errors
+
+    g = model.genotype
+    h, w = g.input.height, g.input.width
+    errors = []
+    spikes = 0.0
+    steps = 0
+    groups: dict[int, list] = {}
+    for seg in data.val_segments:
+        groups.setdefault(seg.end - seg.start, []).append(seg)
+    neurons = sum(n.size for n in model.plan.spiking_layers)
+    for length, segs in groups.items():
+        for i in range(0, len(segs), cfg.eval_batch_size):
+            chunk = segs[i:i + cfg.eval_batch_size]
+            state = model.initial_state(len(chunk))
+            for t in range(length):
+                def grab(attr: str, t=t, chunk=chunk):
+                    arrs = [getattr(data.val[s.seq], attr)[s.start + t] for s in chunk]
+                    return np.stack([center_crop(a, h, w) for a in arrs]).astype(np.float32)
+                out, state = model({"left": torch.from_numpy(grab("left")),
+                                    "right": torch.from_numpy(grab("right"))}, state)
+                pred = out["disparity"].numpy()
+                gt = grab("disparity")
+                for k, s in enumerate(chunk):
+                    if s.start + t >= s.score_from:
+                        errors.append(stereo_errors(pred[k], gt[k], data.val[s.seq].fb))
+                        if out["spikes"]:
+                            spikes += float(sum(v[k] for v in out["spikes"].values()))
+                        steps += 1
+    summary = summarize_errors(errors)
+    summary["firing_rate"] = spikes / (neurons * steps) if neurons and steps else None
+    return summary
+
+
+def evaluate_classification(model, data: ClassData, timesteps: int, batch_size: int = 256) -> dict[str, Any]:
+    correct = 0
+    loss = 0.0
+    for i in range(0, len(data), batch_size):
+        x, y = data.x[i:i + batch_size], data.y[i:i + batch_size]
+        state = model.initial_state(len(x))
+        logits = 0
+        for _ in range(timesteps):
+            out, state = model({"image": x}, state)
+            logits = logits + out["logits"]
+        logits = logits / timesteps
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+    return {"accuracy_pct": 100.0 * correct / max(1, len(data)), "loss": loss / max(1, len(data)),
+            "samples": len(data)}
+
+
+# -------------------------------------------------------------------------------- logs
+
+
+class MetricsLog:
+    """One row per epoch to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard when installed)."""
+
+    def __init__(self, out: Path, tensorboard: bool = True):
+        self.out = out
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(out / "tensorboard"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self.writer = None
+
+    @staticmethod
+    def flat(row: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in row.items():
+            if isinstance(v, dict):
+                out.update(MetricsLog.flat(v, f"{prefix}{k}."))
+            elif isinstance(v, (int, float, str)) or v is None:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    def write(self, row: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        rows = [self.flat(json.loads(line)) for line in open(self.out / "metrics.jsonl", encoding="utf-8")]
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+        lines = [",".join(keys)] + [",".join("" if r.get(k) is None else str(r[k]) for k in keys) for r in rows]
+        ckpt_io.write_text_atomic("\n".join(lines) + "\n", self.out / "metrics.csv")
+        if self.writer is not None:
+            for k, v in self.flat(row).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, row.get("epoch", 0))
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t

@@ -1,0 +1,62 @@
+"""Training losses: sub-pixel cross entropy for stereo (paper eq. 6), cross entropy with an auxiliary
+head for classification, and the energy term of HNS (journal eq. 28).
+
+Each task loss returns ``(sum, count)`` rather than a mean, so that a distributed run can divide
+by the count over all processes and match a single process on the same global batch exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def laplace_target(gt: Tensor, disparities: int, step: float, diversity: float = 2.0) -> Tensor:
+    """Discretised Laplace distribution over the cost indices: (B, H, W) -> (B, D, H, W).
+
+    p[d] = exp(-|D(d) - gt| / b) / sum_d' exp(-|D(d') - gt| / b), with D(d) = d * step (pixels) and
+    b the diversity (paper: 2). NaN ground truth gives NaN rows (masked by the caller).
+    """
+    d = torch.arange(disparities, dtype=gt.dtype, device=gt.device).view(1, -1, 1, 1) * step
+    logits = -torch.abs(d - gt.unsqueeze(1)) / diversity  # (B, D, H, W)
+    return torch.softmax(logits, dim=1)
+
+
+def valid_disparity(gt: Tensor, max_disparity: float) -> Tensor:
+    """Pixels that count: finite ground truth in (0, max_disparity]."""
+    return torch.isfinite(gt) & (gt > 0) & (gt <= max_disparity)
+
+
+def subpixel_cross_entropy(cost: Tensor, gt: Tensor, step: float, diversity: float = 2.0,
+                           max_disparity: float | None = None) -> tuple[Tensor, Tensor]:
+    """Paper eq. 6 on a matching cost (B, D, H, W) (low = good match) and disparity gt (B, H, W) in px.
+
+    -sum_d Laplace(D(d) | gt, b) log softmax_d(-cost), summed over valid pixels. Returns the sum and
+    the number of valid pixels.
+    """
+    disparities = cost.shape[1]
+    limit = (disparities - 1) * step if max_disparity is None else max_disparity
+    mask = valid_disparity(gt, limit)  # (B, H, W)
+    safe_gt = torch.where(mask, gt, torch.zeros_like(gt))
+    target = laplace_target(safe_gt, disparities, step, diversity)  # (B, D, H, W)
+    logp = F.log_softmax(-cost, dim=1)
+    per_pixel = -(target * logp).sum(dim=1)  # (B, H, W)
+    total = torch.where(mask, per_pixel, torch.zeros_like(per_pixel)).sum()
+    return total, mask.sum()
+
+
+def classification_loss(logits: Tensor, labels: Tensor, aux_logits: Tensor | None = None,
+                        aux_weight: float = 0.4) -> tuple[Tensor, Tensor]:
+    """Summed cross entropy (+ ``aux_weight`` x that of the auxiliary head) and the sample count."""
+    total = F.cross_entropy(logits, labels, reduction="sum")
+    if aux_logits is not None and aux_weight > 0:
+        total = total + aux_weight * F.cross_entropy(aux_logits, labels, reduction="sum")
+    return total, torch.tensor(labels.shape[0])
+
+
+def energy_loss(probs: list[Tensor], factors: Tensor) -> Tensor:
+    """HNS energy term: sum over layers of sum_k softmax(alpha_l)_k * rho_k (journal eq. 28)."""
+    if not probs:
+        return torch.zeros(())
+    return torch.stack([(p * factors).sum() for p in probs]).sum()
