@@ -143,7 +143,7 @@ def test_hybrid_neuron_is_relu_or_lif_at_the_extremes():
 def test_search_options_reject_bad_layers(tmp_path):
     from compiler import GenotypeError, load_genotype
     from training.errors import TrainError
-    from training.search import resolve_layers
+    from training.searchers import resolve_layers
 
     relu_stem = "networks.backbone.layers[0].neuron={kind: relu}"
     g = load_genotype(GENOTYPES / "cifar10.yaml", overrides=[*DIGITS, relu_stem])

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from compiler.edit import set_meta, set_neuron
 
 from .distributed import all_sum
-from .search import Searcher, Slot, _get, _set, find_slot
+from .searchers import Searcher, Slot, _get, _set, find_slot
 
 OFFSETS = (-0.4, -0.2, 0.0, 0.2, 0.4)
 EPS = 1e-3

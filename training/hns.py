@@ -13,7 +13,7 @@ from compiler.edit import set_meta, set_neuron
 from compiler.neurons import NeuronModule
 
 from .losses import energy_loss
-from .search import Searcher, Slot, find_slot, softmax_list
+from .searchers import Searcher, Slot, find_slot, softmax_list
 
 EPS = 1e-3
 KINDS = ("lif", "relu")

@@ -12,7 +12,7 @@ from torch import Tensor
 from compiler.edit import set_meta, set_neuron
 from compiler.neurons import NeuronModule
 
-from .search import Searcher, Slot, find_slot, softmax_list
+from .searchers import Searcher, Slot, find_slot, softmax_list
 
 EPS = 1e-3
 

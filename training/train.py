@@ -128,7 +128,7 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
     from .errors import TrainError
     from .loop import MetricsLog, Trainer, task_defaults
-    from .search import make_searchers, write_back
+    from .searchers import make_searchers, write_back
 
     out = Path(cfg.out)
     ck = None
