@@ -32,7 +32,7 @@ def test_supernet_steps_with_state_and_gradients_reach_alpha_and_beta(space):
     torch.manual_seed(0)
     net = Supernet(space)
     x = {"image": torch.randn(2, 3, 8, 8)}
-    state = net.initial_state(x)
+    state = net.initial_state(2)
     assert state and all(float(v.abs().sum()) == 0 for v in state.values())
     out, state = net(x, state)
     out2, _ = net(x, state)
@@ -88,7 +88,7 @@ def test_stereo_space_runs_at_small_size():
                                          "head.cost_volume.disparities": 3})
     net = Supernet(space)
     x = {"left": torch.randn(1, 5, 12, 18).sign(), "right": torch.randn(1, 5, 12, 18).sign()}
-    out, _ = net(x, net.initial_state(x))
+    out, _ = net(x, net.initial_state(1))
     assert out["disparity"].shape == (1, 12, 18) and torch.isfinite(out["disparity"]).all()
     g = to_genotype(space, net.decode())
     assert [layer.level for layer in g.network("matching").layers if layer.kind == "cell"][-1] == 1

@@ -27,6 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -287,6 +288,8 @@ class Supernet(nn.Module):
         g = space.base
         p = plan(g)
         self.genotype = g
+        self._state_shapes: dict[str, tuple[int, ...]] | None = None
+        self.plan = SimpleNamespace(spiking_layers=[])  # neuron counts vary with alpha: no firing rate
         self.blocks = nn.ModuleDict()
         self.alphas = nn.ParameterDict()
         self.betas = nn.ParameterDict()
@@ -360,11 +363,27 @@ class Supernet(nn.Module):
             prev_prev, prev = prev, out
         return prev
 
-    def initial_state(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Zeros for every state tensor (found by one step from the empty state, which means zeros)."""
-        with torch.no_grad():
-            _, state = self.forward(inputs, {})
-        return {k: torch.zeros_like(v) for k, v in state.items()}
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of every state tensor, found once by a step from the empty state."""
+        if self._state_shapes is None:
+            inp = self.genotype.input
+            device = next(self.parameters()).device
+            x = torch.zeros(1, inp.in_channels, inp.height, inp.width, device=device)
+            names = ["left", "right"] if self.genotype.task == "stereo" else ["image"]
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.no_grad():
+                    _, state = self.forward(dict.fromkeys(names, x), {})
+            finally:
+                self.train(was_training)
+            self._state_shapes = {k: tuple(v.shape[1:]) for k, v in state.items()}
+        return self._state_shapes
+
+    def initial_state(self, batch_size: int = 1, device=None) -> dict[str, Tensor]:
+        """Zeros for every state tensor, (batch_size, *shape) each (an empty dict also means zeros)."""
+        device = device or next(self.parameters()).device
+        return {k: torch.zeros((batch_size, *s), device=device) for k, s in self.state_shapes().items()}
 
     def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
         step = _ZeroStep(state)

@@ -1,0 +1,112 @@
+"""End-to-end tests of `python -m training.search`: a tiny SpikeDHS search on the digits set that
+writes a genotype the compiler exports, exact resume, and SNASNet on one and on two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import GENOTYPES, ROOT
+
+DIGITS = ["--set", "input.height=8", "--set", "input.width=8", "--set", "input.channels=1"]
+SPACE = f"""search_space: 1
+base: {GENOTYPES / "cifar10.yaml"}
+candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
+nodes: 2
+networks:
+  backbone: {{cell: cell, layers: 2, start_level: 0, end_level: 1}}
+"""
+SMALL_CLA = [*DIGITS, "--set", "networks.backbone.node_channels=[4,4,8]", "--set",
+             "networks.backbone.layers[0].channels=4", "--set", "input.timesteps=1"]
+
+
+def run(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([*map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def search(space, out, *extra):
+    return run(sys.executable, "-m", "training.search", "spikedhs", space, "--out", out, "--epochs", 2,
+               "--warmup", 1, "--batch-size", 8, "--max-batches", 2, "--decode-every", 1, "--threads", 1,
+               "--quiet", *SMALL_CLA, *extra)
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def test_spikedhs_search_writes_a_genotype_that_exports(space, tmp_path):
+    res = search(space, tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    searched = tmp_path / "run" / "searched.yaml"
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "arch.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]  # decoded every epoch: the architecture's history
+    assert len(rows[-1]["decoded"]["backbone"]["path"]) == 2 and rows[-1]["decoded"]["backbone"]["path"][-1] == 1
+    assert (tmp_path / "run" / "architecture.png").stat().st_size > 0
+    # alpha moved only in the search epoch (epoch 1 is warm-up: weights only)
+    assert rows[0]["alpha"] != rows[1]["alpha"]
+    res = run(sys.executable, "-m", "compiler.build", searched, "-o", tmp_path / "s.onnx", "--quiet")
+    assert res.returncode == 0, res.stderr
+    import yaml
+    meta = yaml.safe_load(searched.read_text())["meta"]["search"]
+    assert meta["epoch"] == 2 and meta["seed"] == 0 and "alpha" in meta and "beta" in meta
+
+
+def test_spikedhs_resume_is_exact(space, tmp_path):
+    assert search(space, tmp_path / "straight").returncode == 0
+    first = search(space, tmp_path / "cut", "--stop-after", 1)
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "cut" / "searched.yaml").exists()
+    res = run(sys.executable, "-m", "training.search", "spikedhs", space, "--out", tmp_path / "cut", "--resume",
+              "--quiet")
+    assert res.returncode == 0, res.stderr
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "straight" / "searched.yaml").read_text() == (tmp_path / "cut" / "searched.yaml").read_text()
+
+
+def test_bad_search_inputs_are_one_line_errors(space, tmp_path):
+    res = run(sys.executable, "-m", "training.search", "spikedhs", tmp_path / "missing.yaml", "--out", tmp_path / "o")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+    res = search(space, tmp_path / "o2", "--warmup", 5)
+    assert res.returncode == 2 and "--warmup 5 leaves no search epoch" in res.stderr
+
+
+SNAS = [GENOTYPES / "snasnet_cifar10_bw.yaml", "--cell", "bw", "--candidates", 6, "--batch", 16,
+        "--threads", 1, "--quiet", *DIGITS, "--set", "networks.backbone.node_channels=[8,16]",
+        "--set", "networks.backbone.layers[0].channels=8", "--set", "networks.backbone.layers[2].channels=16",
+        "--set", "input.timesteps=2"]
+
+
+def test_snasnet_one_and_two_processes_agree(tmp_path):
+    res = run(sys.executable, "-m", "training.search", "snasnet", *SNAS, "--out", tmp_path / "one")
+    assert res.returncode == 0, res.stderr
+    one = [json.loads(line) for line in open(tmp_path / "one" / "snasnet.jsonl")]
+    assert [r["index"] for r in one] == list(range(6))
+    best = max(one, key=lambda r: r["score"])
+    import yaml
+    meta = yaml.safe_load((tmp_path / "one" / "searched.yaml").read_text())["meta"]["snasnet"]
+    assert meta["cell"] == best["cell"] and meta["score"] == best["score"]
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    res = run(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+              "-m", "training.search", "snasnet", *SNAS,
+              "--out", tmp_path / "two", env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    two = [json.loads(line) for line in open(tmp_path / "two" / "snasnet.jsonl")]
+    assert [(r["index"], r["cell"]) for r in two] == [(r["index"], r["cell"]) for r in one]
+    for a, b in zip(one, two, strict=True):
+        assert a["score"] == pytest.approx(b["score"], rel=1e-9)

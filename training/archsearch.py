@@ -1,0 +1,318 @@
+"""SpikeDHS architecture search: first-order bi-level optimisation of the supernet.
+
+The training set is split into two halves A and B. Every iteration the weights take a step on a
+batch of A (the training loop of training/loop.py, on the supernet's weights only) and, after the
+warm-up epochs, alpha and beta take one step on a batch of B (this module's ``ArchStep``). An
+optional resource penalty adds ``cost_lambda`` x the expected energy per step of the searched cells
+(candidate MACs from the compiler's registry, at 0.9 pJ per accumulate on spikes: see
+``expected_energy``). Every ``decode_every`` epochs the architecture is decoded and logged; the
+final one is written as a genotype YAML that the compiler accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from compiler.registry import OPS
+
+from . import checkpoint as ckpt_io
+from .decode import softmax
+from .distributed import setup, sum_gradients, teardown
+from .errors import TrainError
+from .loop import MetricsLog, TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
+from .searchers import Searcher
+from .supernet import Supernet, load_search_space, to_genotype
+
+PJ_PER_AC = 0.9
+
+
+def expected_energy(net: Supernet) -> Tensor:
+    """Expected accumulate energy (pJ) of one step of every searched cell, if every input spiked:
+    sum over edges of sum_o softmax(alpha)_o * ACs(o) * 0.9 pJ, weighted by the trellis betas'
+    transition weights. Differentiable in alpha and beta; a relative cost, used as a penalty."""
+    total = torch.zeros(())
+    for s in net.space.networks:
+        trellis = net.blocks[s.network]["trellis"]
+        alphas = net.node_alphas(s.network)
+        betas = torch.softmax(net.betas[s.network], dim=-1)
+        for key, cell in trellis.cells.items():
+            layer, j, k = (int(v) for v in key.split("_"))
+            area = 1
+            for v in trellis.sizes[j]:
+                area *= v
+            cell_cost = torch.zeros(())
+            for i, sources in enumerate(cell.sources):
+                w = torch.softmax(alphas[i].masked_fill(~cell.mask(i), float("-inf")), dim=-1)
+                for s_idx, src in enumerate(sources):
+                    edge = cell.edges[f"n{i}_{src}"]
+                    for o, op in enumerate(edge.ops):
+                        if not bool(edge.mask[o]) or OPS[net.space.candidates[o].op].kind != "conv":
+                            continue
+                        conv = op.conv
+                        acs = area * conv.in_channels * conv.out_channels * conv.weight[0, 0].numel()
+                        cell_cost = cell_cost + w[s_idx, o] * acs * PJ_PER_AC
+            total = total + betas[layer, j, k - j + 1] * cell_cost
+    return total
+
+
+class ArchStep(Searcher):
+    """One alpha/beta step on a batch of half B after every weight step (after the warm-up)."""
+
+    name = "arch"
+
+    def __init__(self, net: Supernet, cfg: TrainConfig, b_indices: list[int], warmup: int, arch_lr: float,
+                 cost_lambda: float, decode_every: int, main: bool):
+        super().__init__(cfg.out, main)
+        self.net = net
+        self.cfg = cfg
+        self.b_indices = list(b_indices)
+        self.warmup = warmup
+        self.cost_lambda = cost_lambda
+        self.decode_every = decode_every
+        self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
+        self.active = False
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    def parameters(self) -> list[Tensor]:
+        return self.net.arch_parameters()
+
+    def before_epoch(self, trainer, epoch: int) -> None:
+        self.active = epoch >= self.warmup
+        self.epoch = epoch
+
+    def extra_loss(self) -> Tensor | None:
+        if self.cost_lambda <= 0:
+            return None
+        return self.cost_lambda * expected_energy(self.net) / 1e6  # per microjoule
+
+    def after_step(self, trainer) -> None:
+        if not self.active:
+            return
+        gen, rng = epoch_generators(self.cfg.seed + 7919, trainer.iteration)  # a function of the iteration
+        size = self.cfg.batch_size
+        picks = torch.randperm(len(self.b_indices), generator=gen)[:size].tolist()
+        if len(picks) < size:
+            raise TrainError(f"half B of the training set has {len(self.b_indices)} samples, fewer than one "
+                             f"batch of {size}", "lower --batch-size or add data")
+        batch = trainer.make_batch([self.b_indices[i] for i in picks], gen, rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in trainer.optimizer.param_groups[0]["params"]:
+            p.grad = None
+        loss, _ = trainer.batch_loss(batch)
+        loss.backward()
+        sum_gradients(self.parameters(), trainer.dist)
+        self.optimizer.step()
+        for p in trainer.optimizer.param_groups[0]["params"]:
+            p.grad = None
+
+    def snapshot(self, epoch: int) -> dict:
+        decoded = self.net.decode()
+        row = {"epoch": epoch, "decoded": {k: {"cell": {n: [list(e) for e in es] for n, es in v["cell"].items()},
+                                               "path": v["path"]} for k, v in decoded.items()}}
+        row["alpha"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.alphas.items()}
+        row["beta"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.betas.items()}
+        if self.cost_lambda > 0:
+            row["expected_energy_uj"] = round(float(expected_energy(self.net)) / 1e6, 4)
+        return row
+
+    def end_epoch(self, trainer, epoch, batches, gen, rng) -> dict | None:
+        if (epoch + 1) % self.decode_every and epoch + 1 != self.cfg.epochs:
+            return None
+        row = self.snapshot(epoch + 1)
+        self.record(row)
+        return {"arch": {k: v["path"] for k, v in row["decoded"].items()}}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class SearchTrainer(Trainer):
+    """The training loop on half A and the supernet's weights only."""
+
+    def __init__(self, cfg, genotype, net: Supernet, train_data, val_data, dist, a_indices, searchers, log):
+        super().__init__(cfg, genotype, net, train_data, val_data, dist, searchers, log=log)
+        self.optimizer, self.scheduler = make_optimizer(cfg, net.weights())
+        self.a_indices = list(a_indices)
+
+    def num_samples(self) -> int:
+        return len(self.a_indices)
+
+    def batches(self, epoch: int):
+        batches, gen, rng = super().batches(epoch)
+        return [[self.a_indices[i] for i in b] for b in batches], gen, rng
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    space: str
+    out: str
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    data: str | None = None
+    epochs: int | None = None
+    warmup: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    arch_lr: float = 3e-4
+    cost_lambda: float = 0.0
+    decode_every: int = 3
+    seed: int = 0
+    max_batches: int | None = None
+    windows: int = 2
+    burn_in: int = 1
+    seconds: float = 2.0
+    train_seeds: list[int] | None = None
+    val_seeds: list[int] | None = None
+    stop_after: int | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    quiet: bool = False
+
+
+def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random split of n sample indices into halves A (weights) and B (architecture)."""
+    order = np.random.default_rng([seed, 4242]).permutation(n).tolist()
+    return sorted(order[: n // 2]), sorted(order[n // 2:])
+
+
+def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
+    """Search as ``sc`` says; returns the summary (decoded architecture, genotype path)."""
+    from .train import load_data
+
+    out = Path(sc.out)
+    ck = None
+    if resume:
+        ck = ckpt_io.load(out / "last.pt")
+        saved = dict(ck["search_config"])
+        saved["stop_after"] = sc.stop_after
+        sc = SearchConfig(**saved)
+    if sc.threads:
+        torch.set_num_threads(sc.threads)
+    space = load_search_space(sc.space, overrides=sc.overrides)
+    g = space.base
+    stereo = g.task == "stereo"
+    defaults = {"epochs": 12 if stereo else 50, "warmup": 3 if stereo else 15,
+                "lr": 0.002 if stereo else 0.025}
+    sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
+    if sc.warmup >= sc.epochs:
+        raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
+    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, epochs=sc.epochs,
+                      batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
+                      schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
+                      train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
+                      quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False)
+    cfg = task_defaults(cfg, g)
+    dist = setup(sc.device)
+    try:
+        torch.manual_seed(sc.seed)
+        net = Supernet(space).to(sc.device)
+        if dist.enabled:
+            from .distributed import broadcast_module, convert_batchnorm
+            convert_batchnorm(net)
+            broadcast_module(net, dist)
+        train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))
+        n = len(train_data)
+        a_idx, b_idx = split_halves(n, sc.seed)
+        arch = ArchStep(net, cfg, b_idx, sc.warmup, sc.arch_lr, sc.cost_lambda, sc.decode_every, dist.main)
+        trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
+                                log if dist.main else (lambda s: None))
+        if ck is not None:
+            trainer.load_state(ck)
+            log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
+        metrics = MetricsLog(out, False) if dist.main else None
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            ckpt_io.write_text_atomic(yaml.safe_dump({"search": dataclasses.asdict(sc), "train": cfg.to_dict()},
+                                                     sort_keys=False), out / "config.yaml")
+        ran = 0
+        while trainer.epoch < cfg.epochs:
+            if sc.stop_after is not None and ran >= sc.stop_after:
+                break
+            epoch = trainer.epoch
+            t0 = time.perf_counter()
+            row = {"epoch": epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"], "searching": epoch >= sc.warmup}
+            row.update(trainer.train_epoch(epoch))
+            trainer.scheduler.step()
+            row["train_s"] = round(time.perf_counter() - t0, 2)
+            trainer.epoch = epoch + 1
+            ran += 1
+            if dist.main:
+                state = trainer.state(g.to_yaml())
+                state["search_config"] = dataclasses.asdict(sc)
+                ckpt_io.save_atomic(state, out / "last.pt")
+                metrics.write(row)
+                log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                    f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
+                    + (f"  path {row['arch']}" if "arch" in row else ""))
+            if dist.enabled:
+                torch.distributed.barrier()
+        summary = {"out": str(out), "epoch": trainer.epoch}
+        if trainer.epoch >= cfg.epochs and dist.main:
+            final = arch.snapshot(trainer.epoch)
+            decoded = net.decode()
+            meta = {"search": {"space": str(sc.space), "seed": sc.seed, "epoch": trainer.epoch,
+                               "alpha": final["alpha"], "beta": final["beta"]}}
+            searched = to_genotype(space, decoded, meta)
+            searched = dataclasses.replace(searched, name=f"{g.name}-searched",
+                                           source=f"SpikeDHS search over {sc.space} (seed {sc.seed})")
+            text = searched.to_yaml()
+            ckpt_io.write_text_atomic(text, out / "searched.yaml")
+            draw_architecture(decoded, out / "architecture.png")
+            summary.update(genotype=str(out / "searched.yaml"), decoded=final["decoded"])
+            log(f"wrote {out / 'searched.yaml'} and {out / 'architecture.png'}")
+        if metrics is not None:
+            metrics.close()
+        return summary
+    finally:
+        teardown(dist)
+
+
+def draw_architecture(decoded: dict, path: Path) -> None:
+    """One picture per searched network: the cell's DAG (edges labelled by op) and the level path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(decoded), 2, figsize=(10, 3.2 * len(decoded)), squeeze=False)
+    for row, (name, d) in enumerate(decoded.items()):
+        ax = axes[row][0]
+        nodes = ["c_prev_prev", "c_prev", *d["cell"]]
+        pos = {"c_prev_prev": (0, 1), "c_prev": (0, 0)}
+        for i, n in enumerate(d["cell"]):
+            pos[n] = (1 + i, 0.5 + (0.35 if i % 2 else -0.35))
+        pos["out"] = (1 + len(d["cell"]), 0.5)
+        for n in d["cell"]:
+            for src, op in d["cell"][n]:
+                (x0, y0), (x1, y1) = pos[src], pos[n]
+                ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+                ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center", color="tab:red")
+            ax.annotate("", pos["out"], pos[n], arrowprops={"arrowstyle": "->", "color": "0.6"})
+        for n in [*nodes, "out"]:
+            ax.text(*pos[n], n, ha="center", va="center", bbox={"boxstyle": "round", "fc": "w"})
+        ax.set_title(f"{name}: cell")
+        ax.axis("off")
+        ax.set_xlim(-0.6, len(d["cell"]) + 1.6)
+        ax.set_ylim(-0.5, 1.5)
+        ax = axes[row][1]
+        ax.plot(range(len(d["path"])), d["path"], "o-")
+        ax.set_xticks(range(len(d["path"])))
+        ax.set_yticks(range(max(d["path"]) + 1))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("level (0 = finest)")
+        ax.invert_yaxis()
+        ax.set_title(f"{name}: layer path {d['path']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
