@@ -103,3 +103,32 @@ def test_bad_search_space_errors_are_located(tmp_path):
     path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml").replace("backbone: {", "backbon: {"))
     with pytest.raises(GenotypeError, match="no network 'backbon'"):
         load_search_space(path)
+
+
+def test_fixed_path_searches_normal_and_reduction_cells(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml").replace(
+        "{cell: cell, layers: 3, start_level: 0, end_level: 1}",
+        "{cell: cell, path: [0, 1, 1, 2], reduction_cell: cell_reduce}"))
+    space = load_search_space(path, overrides=SMALL["cifar10"])
+    net = Supernet(space)
+    assert set(net.alphas) == {"backbone", "backbone__reduce"} and not net.betas
+    x = {"image": torch.randn(2, 3, 8, 8)}
+    out, _ = net(x, net.initial_state(2))
+    out["logits"].sum().backward()
+    assert net.alphas["backbone"].grad.abs().sum() > 0 and net.alphas["backbone__reduce"].grad.abs().sum() > 0
+    from training.archsearch import expected_energy
+    assert float(expected_energy(net).detach()) > 0
+    with torch.no_grad():
+        net.alphas["backbone__reduce"].zero_()
+        net.alphas["backbone__reduce"][:, 1] = 5.0  # the reduction cell prefers b5 everywhere
+        net.alphas["backbone"].zero_()
+        net.alphas["backbone"][:, 0] = 5.0  # the normal cell b3
+    d = net.decode()["backbone"]
+    assert d["path"] == [0, 1, 1, 2]
+    assert all(op == "conv3x3_b5" for edges in d["reduction_cell"].values() for _, op in edges)
+    assert all(op == "conv3x3_b3" for edges in d["cell"].values() for _, op in edges)
+    g = to_genotype(space, net.decode())
+    cells = [layer.cell for layer in g.network("backbone").layers if layer.kind == "cell"]
+    assert cells == ["cell", "cell_reduce", "cell", "cell_reduce"]  # level 0 -> 0 is normal; 0->1, 1->2 reduce
+    build_model(g)

@@ -33,32 +33,45 @@ from .supernet import Supernet, load_search_space, to_genotype
 PJ_PER_AC = 0.9
 
 
+def _cell_energy(cell, alphas: list[Tensor], size: tuple[int, ...], candidates) -> Tensor:
+    """sum over edges and candidates of softmax(alpha) * ACs * 0.9 pJ, if every input spiked."""
+    area = 1
+    for v in size:
+        area *= v
+    cost = torch.zeros(())
+    for i, sources in enumerate(cell.sources):
+        w = torch.softmax(alphas[i].masked_fill(~cell.mask(i), float("-inf")), dim=-1)
+        for s_idx, src in enumerate(sources):
+            edge = cell.edges[f"n{i}_{src}"]
+            for o, op in enumerate(edge.ops):
+                if not bool(edge.mask[o]) or OPS[candidates[o].op].kind != "conv":
+                    continue
+                conv = op.conv
+                acs = area * conv.in_channels * conv.out_channels * conv.weight[0, 0].numel()
+                cost = cost + w[s_idx, o] * acs * PJ_PER_AC
+    return cost
+
+
 def expected_energy(net: Supernet) -> Tensor:
-    """Expected accumulate energy (pJ) of one step of every searched cell, if every input spiked:
-    sum over edges of sum_o softmax(alpha)_o * ACs(o) * 0.9 pJ, weighted by the trellis betas'
-    transition weights. Differentiable in alpha and beta; a relative cost, used as a penalty."""
+    """Expected accumulate energy (pJ) of one step of the searched cells if every input spiked: the
+    candidates' ACs weighted by softmax(alpha) (and, on a trellis, by the softmax(beta) weight of the
+    transition each cell serves). Differentiable in alpha and beta; a relative cost for the penalty
+    (the real SynOps scale with the firing rate, which the runtime measures)."""
+    from .supernet import FixedPath
+
     total = torch.zeros(())
+    cands = net.space.candidates
     for s in net.space.networks:
-        trellis = net.blocks[s.network]["trellis"]
-        alphas = net.node_alphas(s.network)
+        block = net.blocks[s.network]["trellis"]
+        if isinstance(block, FixedPath):
+            for cell, j, red in zip(block.cells, s.path, block.reduction, strict=True):
+                total = total + _cell_energy(cell, net.node_alphas(s.network, red), block.sizes[j], cands)
+            continue
         betas = torch.softmax(net.betas[s.network], dim=-1)
-        for key, cell in trellis.cells.items():
+        for key, cell in block.cells.items():
             layer, j, k = (int(v) for v in key.split("_"))
-            area = 1
-            for v in trellis.sizes[j]:
-                area *= v
-            cell_cost = torch.zeros(())
-            for i, sources in enumerate(cell.sources):
-                w = torch.softmax(alphas[i].masked_fill(~cell.mask(i), float("-inf")), dim=-1)
-                for s_idx, src in enumerate(sources):
-                    edge = cell.edges[f"n{i}_{src}"]
-                    for o, op in enumerate(edge.ops):
-                        if not bool(edge.mask[o]) or OPS[net.space.candidates[o].op].kind != "conv":
-                            continue
-                        conv = op.conv
-                        acs = area * conv.in_channels * conv.out_channels * conv.weight[0, 0].numel()
-                        cell_cost = cell_cost + w[s_idx, o] * acs * PJ_PER_AC
-            total = total + betas[layer, j, k - j + 1] * cell_cost
+            total = total + betas[layer, j, k - j + 1] * _cell_energy(cell, net.node_alphas(s.network),
+                                                                      block.sizes[j], cands)
     return total
 
 

@@ -64,6 +64,12 @@ class SearchedNetwork:
     layers: int
     start_level: int = 0
     end_level: int = 0
+    path: tuple[int, ...] | None = None  # a fixed level path: normal and reduction cells, no beta
+    reduction_cell: str = ""
+
+    @property
+    def fixed(self) -> bool:
+        return self.path is not None
 
 
 @dataclass(frozen=True)
@@ -125,12 +131,25 @@ def load_search_space(path: str | Path, overrides: dict | list | None = None) ->
         names = [n.name for n in base.networks]
         if name not in names:
             raise err(key, f"the base genotype has no network {name!r}", close_match_hint(name, names, "networks"))
-        if not isinstance(spec, dict) or set(spec) - {"cell", "layers", "start_level", "end_level"}:
-            raise err(key, "expected {cell, layers, start_level, end_level}")
+        fields = {"cell", "layers", "start_level", "end_level", "path", "reduction_cell"}
+        if not isinstance(spec, dict) or set(spec) - fields:
+            raise err(key, f"expected a mapping of {sorted(fields)}")
         net = base.network(name)
         levels = len(net.rates)
+        path = spec.get("path")
+        if path is not None:  # DARTS-style: the levels are fixed, normal and reduction cells are searched
+            if (not isinstance(path, list) or not path
+                    or any(not isinstance(v, int) or not 0 <= v < levels for v in path)
+                    or any(abs(b - a) > 1 for a, b in zip(path, path[1:], strict=False))):
+                raise err(f"{key}.path", f"a list of levels 0..{levels - 1} moving at most one level a layer")
+            if "layers" in spec or "end_level" in spec:
+                raise err(key, "give either a fixed 'path' or 'layers' (and 'end_level') to search the path")
+            spec = {**spec, "layers": len(path), "end_level": path[-1], "start_level": spec.get("start_level", 0)}
+            if abs(path[0] - spec["start_level"]) > 1:
+                raise err(f"{key}.path", "the first level must be within one level of start_level")
         s = SearchedNetwork(name, spec.get("cell", ""), spec.get("layers", 0), spec.get("start_level", 0),
-                            spec.get("end_level", 0))
+                            spec.get("end_level", 0), None if path is None else tuple(path),
+                            spec.get("reduction_cell", f"{spec.get('cell', '')}_reduce") if path else "")
         if s.cell not in [c.name for c in base.cells]:
             raise err(f"{key}.cell", f"the base genotype has no cell {s.cell!r}")
         if not isinstance(s.layers, int) or s.layers < 1:
@@ -276,6 +295,37 @@ class Trellis(nn.Module):
         return prev[self.s.end_level]
 
 
+class FixedPath(nn.Module):
+    """Searched cells on a fixed level path; a cell that changes level is a reduction cell."""
+
+    def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
+                 in_size: tuple[int, ...], neuron):
+        super().__init__()
+        self.s = s
+        self.sizes = []
+        size = in_size
+        for rate in net.rates:
+            size = tuple(math.ceil(v / rate) for v in size)
+            self.sizes.append(size)
+        self.reduction = []
+        self.cells = nn.ModuleList()
+        prev_c, prev_prev_c, level = c_in, c_in_prev, s.start_level
+        for j in s.path:
+            self.reduction.append(j != level)
+            self.cells.append(SuperCell(space, prev_c, prev_prev_c, net.node_channels[j], net.dims, neuron))
+            prev_prev_c, prev_c, level = prev_c, space.nodes * net.node_channels[j], j
+        self.out_channels = prev_c
+
+    def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], reduce_alphas: list[Tensor], step: Step,
+                name: str) -> Tensor:
+        prev, prev_prev = x, x_prev
+        for i, (cell, j) in enumerate(zip(self.cells, self.s.path, strict=True)):
+            a = reduce_alphas if self.reduction[i] else alphas
+            out = cell(resample(prev, self.sizes[j]), resample(prev_prev, self.sizes[j]), a, step, f"{name}.cell{i}")
+            prev_prev, prev = prev, out
+        return prev
+
+
 class Supernet(nn.Module):
     """The whole searchable network: base layers around the trellises, the base head.
 
@@ -311,8 +361,9 @@ class Supernet(nn.Module):
                     layout.append(("layer", lp.layer.name))
                 before = np_.layers[first].inputs
                 in_size = np_.input_shape[1:]
-                trellis = Trellis(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], in_size,
-                                  g.resolve_neuron(net.layers[first].neuron))
+                block = FixedPath if s.fixed else Trellis
+                trellis = block(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], in_size,
+                                g.resolve_neuron(net.layers[first].neuron))
                 mods["trellis"] = trellis
                 layout.append(("trellis", "trellis"))
                 c = trellis.out_channels
@@ -323,7 +374,11 @@ class Supernet(nn.Module):
                     c = lp.out_shape[0]
                 n_sources = [len(x) for x in cell_sources(space.nodes)]
                 self.alphas[net.name] = nn.Parameter(1e-3 * torch.randn(sum(n_sources), len(space.candidates)))
-                self.betas[net.name] = nn.Parameter(1e-3 * torch.randn(s.layers, len(net.rates), 3))
+                if s.fixed:
+                    self.alphas[f"{net.name}__reduce"] = nn.Parameter(
+                        1e-3 * torch.randn(sum(n_sources), len(space.candidates)))
+                else:
+                    self.betas[net.name] = nn.Parameter(1e-3 * torch.randn(s.layers, len(net.rates), 3))
             self.blocks[net.name] = mods
             self.layout[net.name] = layout
         head = g.head
@@ -344,8 +399,8 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.alphas.values()) + list(self.betas.values())
 
-    def node_alphas(self, network: str) -> list[Tensor]:
-        flat = self.alphas[network]
+    def node_alphas(self, network: str, reduce: bool = False) -> list[Tensor]:
+        flat = self.alphas[f"{network}__reduce" if reduce else network]
         out, start = [], 0
         for n in (len(x) for x in cell_sources(self.space.nodes)):
             out.append(flat[start:start + n])
@@ -356,7 +411,10 @@ class Supernet(nn.Module):
         mods = self.blocks[name]
         prev = prev_prev = x
         for kind, key in self.layout[name]:
-            if kind == "trellis":
+            if kind == "trellis" and isinstance(mods[key], FixedPath):
+                out = mods[key](prev, prev_prev, self.node_alphas(name), self.node_alphas(name, True), step,
+                                f"{instance}.searched")
+            elif kind == "trellis":
                 out = mods[key](prev, prev_prev, self.node_alphas(name), self.betas[name], step, f"{instance}.trellis")
             else:
                 out = mods[key](f"{instance}.{key}", step, prev, prev_prev)
@@ -406,36 +464,40 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------------------------- decoding
     def decode(self) -> dict:
-        """The discrete architecture: per searched network its cell edges and its level path."""
+        """The discrete architecture: per searched network its cell edges and its level path (and, on a
+        fixed path, the reduction cell)."""
+        names = [c.name for c in self.space.candidates]
         result = {}
         for s in self.space.networks:
-            trellis = self.blocks[s.network]["trellis"]
-            alphas = []
-            for i, a in enumerate(self.node_alphas(s.network)):
-                masks = [trellis_cell_mask(trellis, i)]
-                a = a.detach().clone()
-                a[~masks[0]] = -1e9
-                alphas.append(a.numpy())
-            names = [c.name for c in self.space.candidates]
-            cell = decode_cell(alphas, names, keep=self.space.keep)
+            block = self.blocks[s.network]["trellis"]
+            if s.fixed:
+                normal = [c for c, r in zip(block.cells, block.reduction, strict=True) if not r]
+                reduce = [c for c, r in zip(block.cells, block.reduction, strict=True) if r]
+                result[s.network] = {"cell": self._decode_cell(s.network, False, normal, names),
+                                     "path": list(s.path)}
+                if reduce:
+                    result[s.network]["reduction_cell"] = self._decode_cell(s.network, True, reduce, names)
+                continue
+            cell = self._decode_cell(s.network, False, list(block.cells.values()), names)
             betas = self.betas[s.network].detach().numpy()
             allowed = np.zeros(betas.shape, dtype=bool)  # the transitions the trellis has
             for layer in range(s.layers):
-                for j in range(trellis.levels):
+                for j in range(block.levels):
                     for k in (j - 1, j, j + 1):
-                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in trellis.cells
-            path = decode_path(betas, s.start_level, allowed)
-            result[s.network] = {"cell": cell, "path": path}
+                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in block.cells
+            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, allowed)}
         return result
 
-
-def trellis_cell_mask(trellis: Trellis, node: int) -> Tensor:
-    """Which (source, candidate) pairs of a node are possible in every cell of the trellis."""
-    masks = [cell.mask(node) for cell in trellis.cells.values()]
-    out = masks[0].clone()
-    for m in masks[1:]:
-        out &= m
-    return out
+    def _decode_cell(self, network: str, reduce: bool, cells: list[SuperCell], names: list[str]) -> dict:
+        alphas = []
+        for i, a in enumerate(self.node_alphas(network, reduce)):
+            mask = cells[0].mask(i).clone()  # a pair counts only where every such cell can have it
+            for c in cells[1:]:
+                mask &= c.mask(i)
+            a = a.detach().clone()
+            a[~mask] = -1e9
+            alphas.append(a.numpy())
+        return decode_cell(alphas, names, keep=self.space.keep)
 
 
 class _ZeroStep(Step):
@@ -457,14 +519,23 @@ def _base_layer(lp, g: Genotype, net: Network) -> nn.Module:
     return ConvLayer(lp, g, net.dims)
 
 
-def _layer_from_path(s: SearchedNetwork, path: list[int], cell: str) -> list[Layer]:
-    return [Layer(kind="cell", name=f"cell{i}", cell=cell, level=level) for i, level in enumerate(path)]
+def _cell(name: str, decoded: dict, candidates: dict):
+    """A genotype Cell from a decoded {node: [(source, candidate name), ...]}."""
+    from compiler.genotype import Cell, Edge, Node
+
+    nodes = []
+    for node_name, edges in decoded.items():
+        out_edges = []
+        for src, cand_name in edges:
+            cand = candidates[cand_name]
+            neuron = {} if cand.b is None else {"surrogate": {"b": cand.b}}
+            out_edges.append(Edge(source=src, op=cand.op, neuron=neuron))
+        nodes.append(Node(name=node_name, inputs=tuple(out_edges)))
+    return Cell(name=name, nodes=tuple(nodes), output=tuple(n.name for n in nodes))
 
 
 def to_genotype(space: SearchSpace, decoded: dict, meta: dict | None = None) -> Genotype:
     """The base genotype with each searched network's cell and layer path replaced by the decoded ones."""
-    from compiler.genotype import Cell, Edge, Node
-
     g = space.base
     by_name = {c.name: c for c in space.candidates}
     cells = {c.name: c for c in g.cells}
@@ -475,18 +546,17 @@ def to_genotype(space: SearchSpace, decoded: dict, meta: dict | None = None) -> 
             networks.append(net)
             continue
         d = decoded[net.name]
-        nodes = []
-        for node_name, edges in d["cell"].items():
-            out_edges = []
-            for src, cand_name in edges:
-                cand = by_name[cand_name]
-                neuron = {} if cand.b is None else {"surrogate": {"b": cand.b}}
-                out_edges.append(Edge(source=src, op=cand.op, neuron=neuron))
-            nodes.append(Node(name=node_name, inputs=tuple(out_edges)))
-        cells[s.cell] = Cell(name=s.cell, nodes=tuple(nodes), output=tuple(n.name for n in nodes))
+        cells[s.cell] = _cell(s.cell, d["cell"], by_name)
+        if "reduction_cell" in d:
+            cells[s.reduction_cell] = _cell(s.reduction_cell, d["reduction_cell"], by_name)
         cell_idx = [i for i, layer in enumerate(net.layers) if layer.kind == "cell"]
-        layers = (list(net.layers[:cell_idx[0]]) + _layer_from_path(s, d["path"], s.cell)
-                  + list(net.layers[cell_idx[-1] + 1:]))
+        searched = []
+        level = s.start_level
+        for i, j in enumerate(d["path"]):
+            name = s.reduction_cell if "reduction_cell" in d and j != level else s.cell
+            searched.append(Layer(kind="cell", name=f"cell{i}", cell=name, level=j))
+            level = j
+        layers = list(net.layers[:cell_idx[0]]) + searched + list(net.layers[cell_idx[-1] + 1:])
         networks.append(dataclasses.replace(net, layers=tuple(layers)))
     head = g.head
     aux = getattr(head, "aux_after", None)
