@@ -110,3 +110,29 @@ def test_snasnet_one_and_two_processes_agree(tmp_path):
     assert [(r["index"], r["cell"]) for r in two] == [(r["index"], r["cell"]) for r in one]
     for a, b in zip(one, two, strict=True):
         assert a["score"] == pytest.approx(b["score"], rel=1e-9)
+
+
+def test_spikedhs_two_processes_match_one(space, tmp_path):
+    """Under torchrun (gloo, 2 processes) the supernet ends where one process on the same global batch ends."""
+    import socket
+
+    env = {"OMP_NUM_THREADS": "1"}
+    one = search(space, tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    two = run(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+              "-m", "training.search", "spikedhs", space, "--out", tmp_path / "two", "--epochs", 2, "--warmup", 1,
+              "--batch-size", 8, "--max-batches", 2, "--decode-every", 1, "--threads", 1, "--quiet", *SMALL_CLA,
+              env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["model"]
+    for key, t in a.items():
+        if t.is_floating_point():
+            assert torch.allclose(t, b[key], rtol=1e-3, atol=1e-4), (key, float((t - b[key]).abs().max()))
+        else:
+            assert torch.equal(t, b[key]), key
+    rows = [json.loads(line) for line in open(tmp_path / "two" / "arch.jsonl")]
+    assert rows[0]["alpha"] != rows[1]["alpha"]  # the search epoch moved alpha: not two initialisations
