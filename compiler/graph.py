@@ -149,7 +149,7 @@ class _Walker:
             else:
                 lp, out = self.cell_layer(net, layer, lpath, name, prev, prev_prev, target)
             layers.append(lp)
-            prev_prev, prev = prev, out
+            prev_prev, prev = (out if i == 0 else prev), out  # the input is never a c_{k-2}
         return NetPlan(net, value.shape, sizes, layers), prev
 
     def conv_layer(self, net, layer: Layer, lpath, name, prev: Value, target) -> tuple[LayerPlan, Value]:

@@ -166,7 +166,7 @@ class NetworkModule(nn.Module):
         prev = prev_prev = x
         for i, (name, layer) in enumerate(zip(self.names, self.layers, strict=True)):
             out = layer(f"{instance}.{name}", step, prev, prev_prev)
-            prev_prev, prev = prev, out
+            prev_prev, prev = (out if i == 0 else prev), out  # the input is never a c_{k-2}
             if taps is not None:
                 taps[i] = out
         return prev

@@ -44,7 +44,7 @@ def test_params_of_model_equal_plan(name):
 def test_full_size_parameter_counts():
     from compiler.graph import plan
     assert plan(load_genotype(GENOTYPES / "stereo.yaml")).params == 3_454_922
-    assert plan(load_genotype(GENOTYPES / "cifar10.yaml")).params == 14_166_010
+    assert plan(load_genotype(GENOTYPES / "cifar10.yaml")).params == 14_287_834
 
 
 def test_registries_agree():
@@ -272,3 +272,15 @@ def test_count_encoding_has_two_channels_per_bin_and_matches_the_runtime():
     with torch.no_grad():
         out, _ = model({"left": x, "right": x}, model.initial_state(1))
     assert out["disparity"].shape == (1, g.input.height, g.input.width)
+
+
+def test_first_cell_takes_the_stem_output_as_both_inputs():
+    from compiler.graph import plan
+
+    p = plan(load_genotype(GENOTYPES / "cifar10.yaml"))
+    first = p.nets["backbone"].layers[1]
+    assert first.inputs == {"c_prev": (144, 32, 32), "c_prev_prev": (144, 32, 32)}
+    second = p.nets["backbone"].layers[2]
+    assert second.inputs["c_prev_prev"] == (144, 32, 32) and second.inputs["c_prev"] == (144, 32, 32)
+    stereo = plan(load_genotype(GENOTYPES / "stereo.yaml")).nets["feature"].layers[2]
+    assert stereo.inputs == {"c_prev": (48, 87, 116), "c_prev_prev": (24, 260, 346)}  # stem1, stem0

@@ -410,7 +410,7 @@ class Supernet(nn.Module):
     def _run(self, name: str, x: Tensor, step: Step, instance: str) -> Tensor:
         mods = self.blocks[name]
         prev = prev_prev = x
-        for kind, key in self.layout[name]:
+        for i, (kind, key) in enumerate(self.layout[name]):
             if kind == "trellis" and isinstance(mods[key], FixedPath):
                 out = mods[key](prev, prev_prev, self.node_alphas(name), self.node_alphas(name, True), step,
                                 f"{instance}.searched")
@@ -418,7 +418,7 @@ class Supernet(nn.Module):
                 out = mods[key](prev, prev_prev, self.node_alphas(name), self.betas[name], step, f"{instance}.trellis")
             else:
                 out = mods[key](f"{instance}.{key}", step, prev, prev_prev)
-            prev_prev, prev = prev, out
+            prev_prev, prev = (out if i == 0 else prev), out  # the input is never a c_{k-2}
         return prev
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
