@@ -46,7 +46,7 @@ def test_torch_and_onnxruntime_agree_over_many_steps(name, tmp_path):
         for key, value in state.items():
             np.testing.assert_allclose(res[f"state_out.{key}"], value.numpy(), atol=1e-4, err_msg=key)
             nonzero_state |= bool(value.abs().sum() > 0)
-        if name.startswith("stereo"):
+        if model.genotype.task == "stereo":
             tie = near_tie(out["cost"])
             excluded += int(tie.sum())
             diff = np.abs(res["disparity"] - out["disparity"].numpy())
@@ -54,7 +54,7 @@ def test_torch_and_onnxruntime_agree_over_many_steps(name, tmp_path):
         else:
             np.testing.assert_allclose(res["logits"], out["logits"].numpy(), atol=1e-4)
     assert nonzero_state and total_spikes > 0
-    if name.startswith("stereo"):
+    if model.genotype.task == "stereo":
         assert excluded < 0.01 * STEPS * 2 * 24 * 32  # near-ties are rare, not the bulk of the test
 
 
@@ -74,7 +74,7 @@ def test_contract(name, tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
-    stereo = name.startswith("stereo")
+    stereo = model.genotype.task == "stereo"
     data_in = ["left", "right"] if stereo else ["image"]
     data_out = "disparity" if stereo else "logits"
     states = [n for n, _ in model.state_shapes()]

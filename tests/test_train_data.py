@@ -74,7 +74,8 @@ def test_malformed_cifar_is_a_clear_error(tmp_path):
 def test_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 6), ("t10k", 3)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 5, 7), dtype=np.uint8), gz=True)
+        images = rng.integers(0, 255, (n, 5, 7), dtype=np.uint8)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images, gz=True)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
     train, test = classification_data(str(tmp_path))
     assert train.x.shape == (6, 1, 5, 7) and test.x.shape == (3, 1, 5, 7)
@@ -98,7 +99,8 @@ def test_image_folder(tmp_path):
         for cls in ("cat", "dog"):
             (tmp_path / part / cls).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
+                pixels = rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / part / cls / f"{i}.png")
     train, test = classification_data(str(tmp_path))
     assert train.x.shape == (4, 3, 6, 5) and train.classes == 2 and test.y.tolist() == [0, 0, 1, 1]
     with pytest.raises(TrainError, match="--set input.channels=3 --set input.height=6 --set input.width=5"):

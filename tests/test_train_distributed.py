@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import GENOTYPES, ROOT
 
-ARGS = [str(GENOTYPES / "cifar10.yaml"), "--data", "digits", "--epochs", "1", "--max-batches", "3",
+ARGS = [str(GENOTYPES / "cifar10.yaml"), "--data", "digits", "--epochs", "1", "--max-batches", "2",
         "--batch-size", "16", "--timesteps", "2", "--quiet", "--no-tensorboard", "--threads", "1",
         "--set", "input.height=8", "--set", "input.width=8", "--set", "input.channels=1",
         "--set", "networks.backbone.node_channels=[4,4,8]", "--set", "networks.backbone.layers[0].channels=8"]
@@ -31,13 +31,26 @@ def _env() -> dict:
     return env
 
 
+def _run(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """Run in a new session; on timeout kill the whole group (torchrun's workers included)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_two_gloo_processes_match_one_process(tmp_path):
-    one = subprocess.run([sys.executable, "-m", "training.train", *ARGS, "--out", str(tmp_path / "one")],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    one = _run([sys.executable, "-m", "training.train", *ARGS, "--out", str(tmp_path / "one")], 120)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-                          "-m", "training.train", *ARGS, "--out", str(tmp_path / "two")],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+                "-m", "training.train", *ARGS, "--out", str(tmp_path / "two")], 180)
     assert two.returncode == 0, two.stderr[-3000:]
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)

@@ -103,3 +103,35 @@ def test_checkpoint_holds_everything_and_exports(tmp_path):
     assert build_main([str(tmp_path / "r" / "genotype.yaml"), "--weights", str(tmp_path / "r" / "best.pt"),
                        "-o", str(onnx_path), "--quiet"]) == 0
     assert onnx_path.stat().st_size > 0
+
+
+def test_stereo_run_evaluate_constant_baseline_and_strip(tmp_path):
+    from compiler.build import main as build_main
+    from training.checkpoint import strip
+    from training.evaluate import constant_baseline, evaluate_checkpoint
+    from training.train import main
+
+    args = [str(GENOTYPES / "stereo.yaml"), "--out", str(tmp_path / "s"), "--windows", "2", "--burn-in", "1",
+            "--batch-size", "2", "--epochs", "1", "--max-batches", "2", "--train-seeds", "100", "--val-seeds", "0",
+            "--seconds", "0.6", "--crop", "16,24", "--quiet", "--no-tensorboard"]
+    for k, v in SMALL["stereo"].items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    res = evaluate_checkpoint(str(tmp_path / "s" / "best.pt"), constant=True)
+    assert 0 <= res["model"]["one_pixel_accuracy_pct"] <= 100
+    const = res["constant"]
+    assert const["windows"] == res["model"]["windows"] == 11  # 12 windows of 0.6 s, 1 burn-in
+
+    class D:  # the constant baseline by hand on a 2-pixel sequence
+        train = [type("S", (), {"disparity": np.array([[[1.0, 3.0]], [[5.0, np.nan]]], np.float32)})]
+        val = [type("S", (), {"disparity": np.array([[[2.5, 9.0]]], np.float32), "fb": 10.0})]
+        val_segments = [type("G", (), {"seq": 0, "start": 0, "end": 1, "score_from": 0})]
+
+    hand = constant_baseline(D)
+    assert hand["constant_px"] == 3.0 and hand["one_pixel_accuracy_pct"] == 50.0
+    assert hand["mean_disparity_error_px"] == pytest.approx((0.5 + 6.0) / 2)
+    small = strip(tmp_path / "s" / "best.pt", tmp_path / "small.pt")
+    assert "optimizer" not in small and "model" in small
+    (tmp_path / "g.yaml").write_text(small["genotype"])
+    assert build_main([str(tmp_path / "g.yaml"), "--weights", str(tmp_path / "small.pt"), "-o",
+                       str(tmp_path / "s.onnx"), "--quiet"]) == 0

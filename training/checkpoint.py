@@ -85,3 +85,38 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def strip(src: str | Path, dst: str | Path) -> dict:
+    """Keep what deployment and evaluation need (model, genotype, config, epoch, best, history);
+    drop optimiser, schedule, RNG and search state. The result still loads with ``compiler.build --weights``."""
+    ck = load(src)
+    keep = {k: ck[k] for k in ("model", "genotype", "config", "epoch", "best", "history") if k in ck}
+    save_atomic(keep, dst)
+    return keep
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.checkpoint strip SRC DST``: a deployable copy of a training checkpoint."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m training.checkpoint")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("strip", help="copy a checkpoint without optimiser, schedule and RNG state")
+    s.add_argument("src")
+    s.add_argument("dst")
+    args = p.parse_args(argv)
+    try:
+        strip(args.src, args.dst)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} ({Path(args.dst).stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

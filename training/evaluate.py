@@ -1,0 +1,98 @@
+"""``python -m training.evaluate CKPT [--constant] [--val-seeds ...] [--json OUT]``
+
+Held-out metrics of a training checkpoint (its own data options unless given): stereo 1PA, mean
+disparity error and mean depth error (MDE), classification accuracy. ``--constant`` also scores
+the constant baseline: every pixel predicted at the median disparity of the training data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def constant_baseline(data, value: float | None = None) -> dict:
+    """Held-out metrics of predicting one disparity everywhere (default: the training median)."""
+    from runtime.metrics import stereo_errors, summarize_errors
+
+    if value is None:
+        gt = np.concatenate([s.disparity[np.isfinite(s.disparity) & (s.disparity > 0)] for s in data.train])
+        value = float(np.median(gt))
+    errors = []
+    for seg in data.val_segments:
+        seq = data.val[seg.seq]
+        for t in range(max(seg.start, seg.score_from), seg.end):
+            gt = seq.disparity[t]
+            errors.append(stereo_errors(np.full_like(gt, value), gt, seq.fb))
+    out = summarize_errors(errors)
+    out["constant_px"] = value
+    return out
+
+
+def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool = False) -> dict:
+    """Build the checkpoint's genotype, load its weights, evaluate on its held-out data."""
+    import torch
+
+    from compiler import build_model, loads_genotype
+
+    from . import checkpoint as ckpt_io
+    from .loop import TrainConfig, evaluate_classification, evaluate_stereo, task_defaults
+    from .train import load_data
+
+    ck = ckpt_io.load(path)
+    cfg = TrainConfig(**{**ck["config"], **(overrides or {})})
+    g = loads_genotype(ck["genotype"], file=f"{path} (genotype)")
+    cfg = task_defaults(cfg, g)
+    model = build_model(g)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    train, val = load_data(cfg, g, log=lambda s: None)
+    with torch.no_grad():
+        if g.task == "stereo":
+            out = {"model": evaluate_stereo(model, val, cfg)}
+            if constant:
+                out["constant"] = constant_baseline(train)
+        else:
+            out = {"model": evaluate_classification(model, val, cfg.timesteps, cfg.eval_batch_size)}
+    out["data"] = getattr(val, "description", "")
+    out["epoch"] = ck.get("epoch")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import TrainError
+    from .train import _ints
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[1])
+    p.add_argument("checkpoint")
+    p.add_argument("--constant", action="store_true", help="also score the constant (training median) baseline")
+    p.add_argument("--data", help="held-out data (default: the checkpoint's)")
+    p.add_argument("--val-seeds", type=_ints)
+    p.add_argument("--seconds", type=float)
+    p.add_argument("--burn-in", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", help="write the numbers to this file")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in (("data", args.data), ("val_seeds", args.val_seeds), ("seconds", args.seconds),
+                                   ("burn_in", args.burn_in)) if v is not None}
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        out = evaluate_checkpoint(args.checkpoint, overrides, args.constant)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
