@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers import GENOTYPES, ROOT
@@ -136,3 +137,19 @@ def test_spikedhs_two_processes_match_one(space, tmp_path):
             assert torch.equal(t, b[key]), key
     rows = [json.loads(line) for line in open(tmp_path / "two" / "arch.jsonl")]
     assert rows[0]["alpha"] != rows[1]["alpha"]  # the search epoch moved alpha: not two initialisations
+
+
+def test_snasnet_scores_stereo_cells_on_event_windows(tmp_path):
+    res = run(sys.executable, "-m", "training.search", "snasnet", GENOTYPES / "stereo_small.yaml", "--cell", "feature",
+              "--input-op", "conv1x1", "--out", tmp_path / "st", "--candidates", 3, "--batch", 2, "--steps", 2,
+              "--set", "input.height=24", "--set", "input.width=32", "--threads", 1, "--quiet")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "st" / "snasnet.jsonl")]
+    assert len(rows) == 3 and all(np.isfinite(r["score"]) for r in rows)
+    res = run(sys.executable, "-m", "compiler.build", tmp_path / "st" / "searched.yaml", "--check", "--quiet")
+    assert res.returncode == 0, res.stderr
+    # without a conv into node 0, the 48-channel stem cannot be summed into 16-channel nodes: a clear error
+    res = run(sys.executable, "-m", "training.search", "snasnet", GENOTYPES / "stereo_small.yaml", "--cell", "feature",
+              "--out", tmp_path / "bad", "--candidates", 1, "--batch", 2, "--steps", 2, "--set", "input.height=24",
+              "--set", "input.width=32", "--quiet")
+    assert res.returncode == 2 and "no valid random cell" in res.stderr and "Traceback" not in res.stderr

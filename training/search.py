@@ -64,12 +64,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", required=True, help="the cell to search")
     s.add_argument("--out", required=True)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--data", default="digits", help="digits (default) or a CIFAR/IDX/image-folder path")
+    s.add_argument("--data", help="classification: digits (default) or a CIFAR/IDX/image-folder path; "
+                                  "stereo: synthetic (default) or an MVSEC/DSEC path")
+    s.add_argument("--input-op", default="skip", help="the op from the cell input into node 0 (skip; conv1x1 "
+                                                      "where the input has other channels than the nodes)")
     s.add_argument("--candidates", type=int, default=5000)
     s.add_argument("--nodes", type=int, default=4)
     s.add_argument("--forward-only", action="store_true", help="no backward (delayed) connections")
-    s.add_argument("--batch", type=int, default=256, help="images in the scoring mini-batch")
-    s.add_argument("--steps", type=int, help="time steps (default: the genotype's input.timesteps)")
+    s.add_argument("--batch", type=int, default=256, help="samples in the scoring mini-batch")
+    s.add_argument("--steps", type=int, help="time steps (default: the genotype's input.timesteps; stereo: 4 "
+                                             "consecutive windows)")
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
@@ -101,15 +105,17 @@ def run_snasnet(args, log=print) -> dict:
     template, _ = load_yaml(text, args.genotype)
     template, _ = apply_overrides(template, args.overrides)
     base = parse_genotype(template, file=args.genotype)
-    if base.task != "classification":
-        raise TrainError(f"{args.genotype}: snasnet scores classification genotypes (task is {base.task})")
     if args.cell not in [c.name for c in base.cells]:
         raise TrainError(f"{args.genotype}: no cell {args.cell!r}", f"cells: {[c.name for c in base.cells]}")
-    train, _ = classification_data(args.data)
-    check_image_shape(train, base.input.in_channels, base.input.height, base.input.width)
-    pick = np.random.default_rng(args.seed).permutation(len(train))[: args.batch]
-    inputs = {"image": train.x[torch.as_tensor(pick)]}
-    steps = args.steps or base.input.timesteps
+    if base.task == "classification":
+        train, _ = classification_data(args.data or "digits")
+        check_image_shape(train, base.input.in_channels, base.input.height, base.input.width)
+        pick = np.random.default_rng(args.seed).permutation(len(train))[: args.batch]
+        inputs = {"image": train.x[torch.as_tensor(pick)]}
+        steps = args.steps or base.input.timesteps
+    else:  # stereo: a mini-batch of `steps` consecutive event windows
+        steps = args.steps or 4
+        inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed)
     dist = setup("cpu")
     try:
         mine = range(dist.rank, args.candidates, dist.world)
@@ -126,11 +132,14 @@ def run_snasnet(args, log=print) -> dict:
             while g is None:  # a cell the compiler refuses (e.g. skip between channel counts) is redrawn
                 m = random_cell(rng, args.nodes, backward=not args.forward_only)
                 try:
-                    g = parse_genotype(genotype_with_cell(template, args.cell, m), file=f"candidate {i}")
-                except GenotypeError:
+                    g = parse_genotype(genotype_with_cell(template, args.cell, m, args.input_op),
+                                       file=f"candidate {i}")
+                except GenotypeError as exc:
                     redraws += 1
                     if redraws >= 100:
-                        raise TrainError(f"candidate {i}: no valid random cell in 100 draws") from None
+                        raise TrainError(f"candidate {i}: no valid random cell in 100 draws (last: {exc})",
+                                         "--input-op conv1x1 if the cell input has other channels than the "
+                                         "nodes") from None
             score = score_genotype(g, inputs, steps, seed=args.seed + i)
             results.append({"index": i, "cell": matrix_code(m), "score": score, "redraws": redraws})
             if bar is not None:
@@ -153,8 +162,9 @@ def run_snasnet(args, log=print) -> dict:
             ranked = sorted(results, key=lambda r: (-r["score"], r["index"]))
             best = ranked[0]
             m = np.array([[int(c) for c in row] for row in best["cell"].split()])
-            data = genotype_with_cell(template, args.cell, m, score=best["score"], candidates=len(results),
-                                      seed=args.seed, data=str(args.data), batch=len(pick), steps=steps)
+            data = genotype_with_cell(template, args.cell, m, args.input_op, score=best["score"],
+                                      candidates=len(results), seed=args.seed, data=str(args.data),
+                                      batch=len(pick), steps=steps)
             data["name"] = f"{base.name}-snasnet"
             data["source"] = f"SNASNet training-free search, best of {len(results)} random cells (seed {args.seed})"
             g = parse_genotype(data, file=str(out / "searched.yaml"))
@@ -169,6 +179,29 @@ def run_snasnet(args, log=print) -> dict:
         return summary
     finally:
         teardown(dist)
+
+
+def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
+    """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs."""
+
+    from .data import SyntheticSpec, dsec_stereo, mvsec_stereo, stereo_source_kind, synthetic_stereo
+
+    inp = g.input
+    common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
+                  length=steps, stride=1, burn_in=0)
+    kind = stereo_source_kind(source)
+    if kind == "synthetic":
+        spec = SyntheticSpec(train_seeds=(100, 101), val_seeds=(0,), seconds=max(1.0, 0.05 * (steps + 2)),
+                             val_seconds=max(1.0, 0.05 * (steps + 2)))
+        data = synthetic_stereo(spec, height=inp.height, width=inp.width, **common)
+    elif kind == "mvsec":
+        data = mvsec_stereo(Path(source), 1, height=inp.height, width=inp.width, **common)
+    else:
+        data = dsec_stereo(Path(source), **common)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(data), size=min(batch, len(data)), replace=False).tolist()
+    b = data.batch(pick, (inp.height, inp.width), rng)  # (L, B, C, H, W)
+    return [{"left": b["left"][t], "right": b["right"][t]} for t in range(steps)], pick
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,12 +49,13 @@ def parse_code(code: str) -> np.ndarray:
     return m
 
 
-def cell_from_matrix(m: np.ndarray) -> dict:
+def cell_from_matrix(m: np.ndarray, input_op: str = "skip") -> dict:
     """The genotype cell (plain data) of a matrix; nodes that receive nothing or feed nothing are
-    dropped, as in NAS-Bench-style pruning. The output is the last node."""
+    dropped, as in NAS-Bench-style pruning. The output is the last node. Node 0 takes the cell input
+    through ``input_op`` (``skip``; a conv where the input has other channels than the nodes)."""
     n = m.shape[0]
     inputs: dict[int, list[dict]] = {k: [] for k in range(n)}
-    inputs[0].append({"from": "c_prev", "op": "skip"})
+    inputs[0].append({"from": "c_prev", "op": input_op})
     for i in range(n):
         for j in range(n):
             if i != j and m[i, j]:
@@ -79,10 +80,10 @@ def cell_from_matrix(m: np.ndarray) -> dict:
     return {"nodes": nodes, "output": [f"n{n - 1}"]}
 
 
-def genotype_with_cell(template: dict, cell_name: str, m: np.ndarray, **meta) -> dict:
+def genotype_with_cell(template: dict, cell_name: str, m: np.ndarray, input_op: str = "skip", **meta) -> dict:
     """A copy of a genotype (plain data) whose cell ``cell_name`` is the matrix's cell."""
     data = copy.deepcopy(template)
-    data["cells"][cell_name] = cell_from_matrix(m)
+    data["cells"][cell_name] = cell_from_matrix(m, input_op)
     data["meta"] = {**data.get("meta", {}), "snasnet": {"cell": matrix_code(m), **meta}}
     return data
 
@@ -109,9 +110,11 @@ def kernel_score(codes_per_layer: Sequence[np.ndarray]) -> float:
     return float(logdet) if sign != 0 else float("-inf")
 
 
-def spike_codes(model, inputs: dict[str, torch.Tensor], steps: int) -> list[np.ndarray]:
+def spike_codes(model, inputs: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                steps: int) -> list[np.ndarray]:
     """Run ``steps`` steps from zero state at initialisation (BatchNorm on batch statistics, as an
-    untrained network sees its data) and return every spiking layer's (B, N) codes at every step."""
+    untrained network sees its data) and return every spiking layer's (B, N) codes at every step.
+    ``inputs`` is one input (repeated every step: a static image) or one per step (event windows)."""
     from compiler.neurons import NeuronModule
 
     codes: list[np.ndarray] = []
@@ -124,11 +127,14 @@ def spike_codes(model, inputs: dict[str, torch.Tensor], steps: int) -> list[np.n
     was_training = model.training
     model.train()
     try:
-        batch = next(iter(inputs.values())).shape[0]
+        per_step = inputs if isinstance(inputs, list) else [inputs] * steps
+        if len(per_step) < steps:
+            raise ValueError(f"{len(per_step)} inputs for {steps} steps")
+        batch = next(iter(per_step[0].values())).shape[0]
         state = model.initial_state(batch)
         with torch.no_grad():
-            for _ in range(steps):
-                _, state = model(inputs, state)
+            for t in range(steps):
+                _, state = model(per_step[t], state)
     finally:
         for h in handles:
             h.remove()
@@ -136,7 +142,7 @@ def spike_codes(model, inputs: dict[str, torch.Tensor], steps: int) -> list[np.n
     return codes
 
 
-def score_genotype(genotype, inputs: dict[str, torch.Tensor], steps: int, seed: int = 0) -> float:
+def score_genotype(genotype, inputs, steps: int, seed: int = 0) -> float:
     """The SNASNet score of a genotype at a seeded random initialisation."""
     from compiler import build_model
 
