@@ -120,7 +120,7 @@ class _Walker:
         self.consumers.append((consumer, macs, value.parts, value.shape[0]))
 
     # -- walk -------------------------------------------------------------------------------------
-    def network(self, net: Network, instance: str, value: Value, record: bool) -> tuple[NetPlan, Value]:
+    def network(self, net: Network, instance: str, value: Value) -> tuple[NetPlan, Value]:
         path = f"networks.{net.name}"
         if len(value.shape) - 1 != net.dims:
             raise self.error(f"{path}.dims", f"the network gets {len(value.shape) - 1}-D feature maps "
@@ -310,10 +310,10 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
     if isinstance(head, Stereo):
         feat = need("feature", head.feature, 2)
         match = need("matching", head.matching, 3)
-        plans[feat.name], left = w.network(feat, f"{feat.name}.left", image, True)
-        _, right = w.network(feat, f"{feat.name}.right", image, False)
+        plans[feat.name], left = w.network(feat, f"{feat.name}.left", image)
+        _, right = w.network(feat, f"{feat.name}.right", image)
         volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
-        plans[match.name], cost = w.network(match, match.name, volume, True)
+        plans[match.name], cost = w.network(match, match.name, volume)
         if cost.shape[0] != 1:
             raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
                           f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
@@ -330,7 +330,7 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
     else:
         assert isinstance(head, Classifier)
         back = need("backbone", head.backbone, 2)
-        plans[back.name], out = w.network(back, back.name, image, True)
+        plans[back.name], out = w.network(back, back.name, image)
         pooled = RULES["global_avgpool"].shape(out.shape)
         RULES["linear"].shape(pooled, head.classes)
         w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(

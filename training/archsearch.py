@@ -28,7 +28,7 @@ from .distributed import setup, sum_gradients, teardown
 from .errors import TrainError
 from .loop import MetricsLog, TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
 from .searchers import Searcher
-from .supernet import Supernet, load_search_space, to_genotype
+from .supernet import FixedPath, Supernet, load_search_space, to_genotype
 
 PJ_PER_AC = 0.9
 
@@ -57,8 +57,6 @@ def expected_energy(net: Supernet) -> Tensor:
     candidates' ACs weighted by softmax(alpha) (and, on a trellis, by the softmax(beta) weight of the
     transition each cell serves). Differentiable in alpha and beta; a relative cost for the penalty
     (the real SynOps scale with the firing rate, which the runtime measures)."""
-    from .supernet import FixedPath
-
     total = torch.zeros(())
     cands = net.space.candidates
     for s in net.space.networks:
@@ -91,15 +89,12 @@ class ArchStep(Searcher):
         self.decode_every = decode_every
         self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
         self.active = False
-        self.epoch = 0
-        self.history: list[dict] = []
 
     def parameters(self) -> list[Tensor]:
         return self.net.arch_parameters()
 
     def before_epoch(self, trainer, epoch: int) -> None:
         self.active = epoch >= self.warmup
-        self.epoch = epoch
 
     def extra_loss(self) -> Tensor | None:
         if self.cost_lambda <= 0:
@@ -116,15 +111,12 @@ class ArchStep(Searcher):
             raise TrainError(f"half B of the training set has {len(self.b_indices)} samples, fewer than one "
                              f"batch of {size}", "lower --batch-size or add data")
         batch = trainer.make_batch([self.b_indices[i] for i in picks], gen, rng)
-        self.optimizer.zero_grad(set_to_none=True)
-        for p in trainer.optimizer.param_groups[0]["params"]:
-            p.grad = None
+        self.optimizer.zero_grad(set_to_none=True)  # alpha/beta got gradients from the weight step too
         loss, _ = trainer.batch_loss(batch)
         loss.backward()
         sum_gradients(self.parameters(), trainer.dist)
         self.optimizer.step()
-        for p in trainer.optimizer.param_groups[0]["params"]:
-            p.grad = None
+        trainer.optimizer.zero_grad(set_to_none=True)  # the weights' gradients from batch B are not used
 
     def snapshot(self, epoch: int) -> dict:
         decoded = self.net.decode()
