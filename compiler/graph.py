@@ -218,13 +218,12 @@ class _Walker:
                 values[node_name] = self.neuron(f"{name}.{node_name}", shape, neuron)
             else:
                 values[node_name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
-        for node in cell.nodes:  # delayed sources become state: the node's output of the last step
-            for edge in node.inputs:
+        for node in cell.nodes:  # a delayed edge's op runs on its source at the end of the step; its
+            for e_idx, edge in enumerate(node.inputs):  # output is the state read one step later
                 if edge.delay:
-                    state = f"{name}.{edge.source}.delayed"
-                    if state not in (s for s, _ in self.states):
-                        self.states.append((state, values[edge.source].shape))
-                        self.activations += math.prod(values[edge.source].shape)
+                    shape = OPS[edge.op].out_shape(values[edge.source].shape, channels)
+                    self.states.append((f"{name}.{node.name}.{e_idx}.delayed", shape))
+                    self.activations += math.prod(shape)
         outs = [values[o] for o in cell.output]
         try:
             out_shape = RULES["concat"].shape([v.shape for v in outs], list(cell.output))

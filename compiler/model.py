@@ -123,7 +123,11 @@ class CellLayer(nn.Module):
                     self.neurons[f"{node.name}_{i}"] = build_neuron(spec)
             if not self.spike_mixing:
                 self.neurons[node.name] = build_neuron(g.resolve_neuron(lp.layer.neuron, node.neuron))
-        self.delayed = sorted({e.source for n in self.cell.nodes for e in n.inputs if e.delay})
+        # (key, source) of each delayed edge: its op runs on the source's output at the end of a step and
+        # the result is the state the edge reads at the next step. A zero initial state is then exactly
+        # "no input yet" in training and in inference alike (BatchNorm never sees the zero state).
+        self.delayed = [(f"{n.name}.{i}", e.source) for n in self.cell.nodes for i, e in enumerate(n.inputs)
+                        if e.delay]
 
     def forward(self, name: str, step: Step, prev: Tensor, prev_prev: Tensor) -> Tensor:
         values = {"c_prev": resample(prev, self.target), "c_prev_prev": resample(prev_prev, self.target)}
@@ -131,12 +135,11 @@ class CellLayer(nn.Module):
             node = self.cell.node(node_name)
             terms = []
             for i, edge in enumerate(node.inputs):
-                if edge.delay:
-                    src = step.state_in[f"{name}.{edge.source}.delayed"]
-                else:
-                    src = values[edge.source]
-                t = self.ops[f"{node_name}_{i}"](src)
                 key = f"{node_name}_{i}"
+                if edge.delay:
+                    t = step.state_in[f"{name}.{node_name}.{i}.delayed"]
+                else:
+                    t = self.ops[key](values[edge.source])
                 if key in self.neurons:
                     t = step.neuron(f"{name}.{node_name}.{i}", self.neurons[key], t)
                 terms.append(t)
@@ -146,8 +149,8 @@ class CellLayer(nn.Module):
             if not self.spike_mixing:
                 total = step.neuron(f"{name}.{node_name}", self.neurons[node_name], total)
             values[node_name] = total
-        for src in self.delayed:
-            step.state_out[f"{name}.{src}.delayed"] = values[src]
+        for key, src in self.delayed:
+            step.state_out[f"{name}.{key}.delayed"] = self.ops[key.replace(".", "_")](values[src])
         outs = [values[o] for o in self.cell.output]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 

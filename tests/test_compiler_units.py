@@ -284,3 +284,31 @@ def test_first_cell_takes_the_stem_output_as_both_inputs():
     assert second.inputs["c_prev_prev"] == (144, 32, 32) and second.inputs["c_prev"] == (144, 32, 32)
     stereo = plan(load_genotype(GENOTYPES / "stereo.yaml")).nets["feature"].layers[2]
     assert stereo.inputs == {"c_prev": (48, 87, 116), "c_prev_prev": (24, 260, 346)}  # stem1, stem0
+
+
+def test_delayed_edge_contributes_nothing_at_the_first_step_in_inference():
+    """A delayed edge's op runs on the source at the end of a step, so its zero initial state means
+    "no input yet". Applying a BatchNorm to the zero state would instead add the BN's running-mean
+    offset in inference (but nothing in training, where the batch mean of zeros is zero)."""
+    from helpers import randomize_bn
+
+    g = small_genotype("snasnet_cifar10_bw")
+    model = build_model(g).eval()
+    randomize_bn(model)
+    cell = model.nets["backbone"].layers[1]
+    delayed = [key for key, _ in cell.delayed]
+    assert delayed, "the shipped SNASNet-Bw cell has backward edges"
+    x = {"image": 3 * torch.randn(2, 3, 16, 16)}
+    state = model.initial_state(2)
+    with torch.no_grad():
+        out_a, s1 = model(x, state)
+        for key in delayed:  # the delayed ops' BN statistics must not matter at t = 0 ...
+            bn = cell.ops[key.replace(".", "_")].bn
+            bn.running_mean.add_(5.0)
+            bn.running_var.mul_(0.1)
+        out_b, s1b = model(x, state)
+        assert torch.equal(out_a["logits"], out_b["logits"])
+        _, s2 = model(x, s1)  # ... but they do from the next step on: the state holds op(source)
+    key = f"backbone.cell0.{delayed[0]}.delayed"  # (layer name).(node).(input).delayed
+    assert key in s1, sorted(s1)
+    assert not torch.equal(s1[key], s1b[key])

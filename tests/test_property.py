@@ -106,7 +106,7 @@ def test_mutated_genotypes_load_or_fail_with_one_located_error(name, data):
         if data.draw(st.booleans()) and isinstance(node, dict):
             del node[path[-1]]
         else:
-            node[path[-1]] = data.draw(st.sampled_from(VALUES))
+            node[path[-1]] = copy.deepcopy(data.draw(st.sampled_from(VALUES)))  # never share a value
     try:
         parse_genotype(d, file="mutated.yaml")
     except GenotypeError as exc:
