@@ -1,12 +1,15 @@
-"""Evidence for the searches, as a benchmark (not a test): on scikit-learn's digits,
+"""Evidence for the searches, as a benchmark (not a test):
 
-1. SpikeDHS: search a small classification space for a fixed budget, then retrain the searched
-   genotype and 3 random genotypes of the same space (random cells from the same candidates, same
-   path) for the same budget; report their test accuracies side by side.
-2. SNASNet: score ~10 random cells at initialisation, train each briefly, and report Kendall's tau
-   between the score and the accuracy.
+1. digits: SpikeDHS searches a small classification space on scikit-learn's digits for a fixed
+   budget; the searched genotype and 3 random genotypes of the same space (random cells from the
+   same candidates, same path) are retrained for the same budget; test accuracies side by side.
+2. snasnet: ~10 random SNASNet-Bw cells are scored at initialisation, each is trained briefly on
+   digits, and Kendall's tau between score and accuracy is reported.
+3. stereo: SpikeDHS searches searchspaces/stereo_small.yaml on the synthetic event-stereo data; the
+   searched genotype and 3 random genotypes of that space (random cells and random layer paths) are
+   retrained for the same budget and scored on held-out synthetic recordings (1PA, MDE).
 
-    python benchmarks/bench_search.py [--epochs 4] [--candidates 10] [--out runs/bench_search]
+    python benchmarks/bench_search.py [--tasks digits,snasnet,stereo] [--out runs/bench_search]
 
 Every number printed is measured in this run on this machine.
 """
@@ -24,6 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+SNAS_DIGITS = ["input.height=8", "input.width=8", "input.channels=1", "input.timesteps=3",
+               "networks.backbone.node_channels=[16,32]", "networks.backbone.layers[0].channels=16",
+               "networks.backbone.layers[2].channels=32"]
 DIGITS = ["input.height=8", "input.width=8", "input.channels=1", "input.timesteps=2",
           "networks.backbone.node_channels=[8,16,32]", "networks.backbone.layers[0].channels=16"]
 SPACE = """search_space: 1
@@ -36,15 +42,29 @@ networks:
 """
 
 
-def train(genotype: Path, out: Path, epochs: int, overrides: list[str], seed: int = 0) -> dict:
+def train(genotype: Path, out: Path, epochs: int, overrides: list[str], seed: int = 0, **options) -> dict:
+    """Train a genotype on digits (or as ``options`` say) from scratch; the last epoch's held-out metrics."""
     from training.loop import TrainConfig
     from training.train import run
 
-    cfg = TrainConfig(genotype=str(genotype), out=str(out), overrides=overrides, data="digits", epochs=epochs,
-                      batch_size=64, seed=seed, quiet=True, tensorboard=False, threads=None)
+    kw = {"data": "digits", "batch_size": 64, "threads": None, **options}
+    cfg = TrainConfig(genotype=str(genotype), out=str(out), overrides=overrides, epochs=epochs, seed=seed,
+                      quiet=True, tensorboard=False, **kw)
     t0 = time.perf_counter()
     summary = run(cfg, log=lambda s: None)
-    return {"accuracy_pct": summary["last"]["accuracy_pct"], "seconds": round(time.perf_counter() - t0, 1)}
+    return {**summary["last"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def random_path(rng: np.random.Generator, layers: int, levels: int, start: int, end: int) -> list[int]:
+    """A uniformly chosen next level at each layer among those the trellis has: one level up or down
+    at most, and ``end`` still reachable in the layers left."""
+    path, level = [], start
+    for k in range(layers):
+        left = layers - k - 1
+        options = [j for j in (level - 1, level, level + 1) if 0 <= j < levels and abs(j - end) <= left]
+        level = int(rng.choice(options))
+        path.append(level)
+    return path
 
 
 def random_genotype(space, rng: np.random.Generator):
@@ -61,79 +81,76 @@ def random_genotype(space, rng: np.random.Generator):
                 picks = sorted(rng.choice(len(sources), size=min(space.keep, len(sources)), replace=False))
                 out[f"n{i}"] = [(sources[p], names[int(rng.integers(len(names)))]) for p in picks]
             return out
-        decoded[s.network] = {"cell": cell(), "path": list(s.path), "reduction_cell": cell()}
+        if s.fixed:
+            decoded[s.network] = {"cell": cell(), "path": list(s.path), "reduction_cell": cell()}
+        else:
+            levels = len(space.base.network(s.network).rates)
+            decoded[s.network] = {"cell": cell(),
+                                  "path": random_path(rng, s.layers, levels, s.start_level, s.end_level)}
     return to_genotype(space, decoded)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=4, help="retraining budget per genotype")
-    ap.add_argument("--search-epochs", type=int, default=6)
-    ap.add_argument("--candidates", type=int, default=10)
-    ap.add_argument("--snas-epochs", type=int, default=2)
-    ap.add_argument("--out", default="runs/bench_search")
-    ap.add_argument("--skip-spikedhs", action="store_true")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
-
+def random_genotypes(space, n: int, seed: int = 0) -> list:
     from compiler import GenotypeError
+
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:  # redraw cells the compiler refuses (a skip between different channel counts)
+        try:
+            out.append(random_genotype(space, rng))
+        except GenotypeError:
+            pass
+    return out
+
+
+STEREO_SEARCH = {"overrides": ["input.height=48", "input.width=64"], "epochs": 5, "warmup": 2, "batch_size": 4,
+                 "max_batches": 10, "windows": 2, "burn_in": 1, "seconds": 2.0,
+                 "train_seeds": list(range(100, 112)), "val_seeds": [0], "threads": 1}
+STEREO_TRAIN = {"data": "synthetic", "crop": [48, 64], "windows": 4, "burn_in": 2, "batch_size": 4, "seconds": 2.0,
+                "train_seeds": list(range(100, 124)), "val_seeds": list(range(4)), "threads": 1}
+
+
+def digits_section(args, out: Path) -> dict:
+    from training.archsearch import SearchConfig, run_search
     from training.supernet import load_search_space
 
-    base = ROOT / "genotypes" / "cifar10.yaml"
     space_path = out / "space.yaml"
-    space_path.write_text(SPACE.format(base=base))
+    space_path.write_text(SPACE.format(base=ROOT / "genotypes" / "cifar10.yaml"))
     overrides = [*DIGITS, "head.aux.after=2"]
+    t0 = time.perf_counter()
+    sc = SearchConfig(space=str(space_path), out=str(out / "search"), overrides=overrides, data="digits",
+                      epochs=args.search_epochs, warmup=max(1, args.search_epochs // 3), batch_size=64, quiet=True)
+    summary = run_search(sc, log=lambda s: None)
+    search_s = time.perf_counter() - t0
+    print(f"SpikeDHS search on digits: {args.search_epochs} epochs in {search_s:.0f} s")
+    rows = [("searched", Path(summary["genotype"]))]
+    for k, g in enumerate(random_genotypes(load_search_space(space_path, overrides=overrides), 3)):
+        path = out / f"random{k}.yaml"
+        path.write_text(g.to_yaml())
+        rows.append((f"random {k}", path))
+    table = []
+    for name, path in rows:
+        r = train(path, out / f"train_{name.replace(' ', '')}", args.epochs, [])
+        table.append({"genotype": name, "accuracy_pct": r["accuracy_pct"], "seconds": r["seconds"]})
+        print(f"  {name:<10} test accuracy {r['accuracy_pct']:6.2f} %  ({args.epochs} epochs, {r['seconds']} s)")
+    return {"search_epochs": args.search_epochs, "search_s": round(search_s, 1), "retrain_epochs": args.epochs,
+            "table": table}
 
-    if not args.skip_spikedhs:
-        from training.archsearch import SearchConfig, run_search
 
-        t0 = time.perf_counter()
-        sc = SearchConfig(space=str(space_path), out=str(out / "search"), overrides=overrides, data="digits",
-                          epochs=args.search_epochs, warmup=max(1, args.search_epochs // 3), batch_size=64,
-                          quiet=True)
-        summary = run_search(sc, log=lambda s: None)
-        search_s = time.perf_counter() - t0
-        print(f"SpikeDHS search on digits: {args.search_epochs} epochs in {search_s:.0f} s")
-        rows = [("searched", Path(summary["genotype"]))]
-        space = load_search_space(space_path, overrides=overrides)
-        rng = np.random.default_rng(0)
-        for k in range(3):
-            g = None
-            while g is None:  # redraw cells the compiler refuses (skip between channel counts)
-                try:
-                    g = random_genotype(space, rng)
-                except GenotypeError:
-                    pass
-            path = out / f"random{k}.yaml"
-            path.write_text(g.to_yaml())
-            rows.append((f"random {k}", path))
-        table = []
-        for name, path in rows:
-            r = train(path, out / f"train_{name.replace(' ', '')}", args.epochs, [])
-            table.append({"genotype": name, **r})
-            print(f"  {name:<10} test accuracy {r['accuracy_pct']:6.2f} %  ({args.epochs} epochs, {r['seconds']} s)")
-        results["spikedhs_digits"] = {"search_epochs": args.search_epochs, "search_s": round(search_s, 1),
-                                      "retrain_epochs": args.epochs, "table": table}
-
-    # SNASNet: score vs accuracy after a short training
+def snasnet_section(args, out: Path) -> dict:
     import torch
     import yaml
     from scipy.stats import kendalltau
 
-    from compiler import parse_genotype
+    from compiler import GenotypeError, parse_genotype
     from compiler.genotype import apply_overrides
     from training.data import classification_data
     from training.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
 
     template = yaml.safe_load((ROOT / "genotypes" / "snasnet_cifar10_bw.yaml").read_text())
-    snas_over = ["input.height=8", "input.width=8", "input.channels=1", "input.timesteps=3",
-                 "networks.backbone.node_channels=[16,32]", "networks.backbone.layers[0].channels=16",
-                 "networks.backbone.layers[2].channels=32"]
-    template, _ = apply_overrides(template, snas_over)
+    template, _ = apply_overrides(template, [*SNAS_DIGITS, f"mixing={args.snas_mixing}"])
     train_set, _ = classification_data("digits")
-    pick = np.random.default_rng(0).permutation(len(train_set))[:128]
+    pick = np.random.default_rng(0).permutation(len(train_set))[:args.snas_batch]
     batch = {"image": train_set.x[torch.as_tensor(pick)]}
     rng = np.random.default_rng(1)
     scores, accs, cells = [], [], []
@@ -143,18 +160,90 @@ def main(argv: list[str] | None = None) -> int:
             g = parse_genotype(genotype_with_cell(template, "bw", m))
         except GenotypeError:
             continue
-        path = out / f"snas{len(scores)}.yaml"
+        path = out / f"cell{len(scores)}.yaml"
         path.write_text(g.to_yaml())
-        scores.append(score_genotype(g, batch, 3, seed=0))
-        accs.append(train(path, out / f"snas_train{len(scores)}", args.snas_epochs, [])["accuracy_pct"])
+        scores.append(score_genotype(g, batch, g.input.timesteps, seed=0))
+        r = train(path, out / f"train{len(scores)}", args.snas_epochs, [], batch_size=16, lr=0.05)
+        accs.append(r["accuracy_pct"])
         cells.append(matrix_code(m))
-        print(f"  SNASNet cell {cells[-1]}  score {scores[-1]:9.3f}  accuracy {accs[-1]:6.2f} %")
+        print(f"  SNASNet cell {cells[-1]}  score {scores[-1]:9.3f}  accuracy {accs[-1]:6.2f} %  ({r['seconds']} s)")
     tau, p = kendalltau(scores, accs)
     print(f"SNASNet on digits: Kendall tau(score, accuracy after {args.snas_epochs} epochs) = {tau:.3f} "
           f"(p = {p:.3f}, {len(scores)} cells)")
-    results["snasnet_digits"] = {"cells": cells, "scores": scores, "accuracy_pct": accs,
-                                 "kendall_tau": tau, "p_value": p, "epochs": args.snas_epochs}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    return {"cells": cells, "scores": scores, "accuracy_pct": accs, "kendall_tau": tau, "p_value": p,
+            "epochs": args.snas_epochs, "score_batch": args.snas_batch, "mixing": args.snas_mixing}
+
+
+def stereo_section(args, out: Path) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from training.archsearch import SearchConfig, run_search
+    from training.supernet import load_search_space
+
+    space_path = ROOT / "searchspaces" / "stereo_small.yaml"
+    t0 = time.perf_counter()
+    sc = SearchConfig(space=str(space_path), out=str(out / "search"), quiet=True, **STEREO_SEARCH)
+    summary = run_search(sc, log=lambda s: None)
+    search_s = time.perf_counter() - t0
+    print(f"SpikeDHS search on synthetic stereo: {sc.epochs} epochs x {sc.max_batches} batches in {search_s:.0f} s, "
+          f"path {({k: v['path'] for k, v in summary['decoded'].items()})}")
+    rows = [("searched", Path(summary["genotype"]))]
+    for k, g in enumerate(random_genotypes(load_search_space(space_path), 3, seed=args.seed)):
+        path = out / f"random{k}.yaml"
+        path.write_text(g.to_yaml())
+        rows.append((f"random {k}", path))
+    # two trainings at a time, one thread each
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(train, path, out / f"train_{name.replace(' ', '')}", args.stereo_epochs, [],
+                               **STEREO_TRAIN) for name, path in rows]
+        results = [f.result() for f in futures]
+    table = []
+    from compiler import load_genotype, plan
+
+    for (name, path), r in zip(rows, results, strict=True):
+        g = load_genotype(path)
+        paths = {n.name: [layer.level for layer in n.layers if layer.kind == "cell"] for n in g.networks}
+        row = {"genotype": name, "path": paths, "params": plan(g).params, "seconds": r["seconds"],
+               **{k: r.get(k) for k in ("one_pixel_accuracy_pct", "mean_disparity_error_px", "mean_depth_error_m")}}
+        table.append(row)
+        print(f"  {name:<10} 1PA {row['one_pixel_accuracy_pct']:6.2f} %  disparity error "
+              f"{row['mean_disparity_error_px']:.3f} px  path {paths}  ({row['params']:,} params, {r['seconds']} s)")
+    return {"search": {k: v for k, v in STEREO_SEARCH.items()}, "search_s": round(search_s, 1),
+            "retrain": {**STEREO_TRAIN, "epochs": args.stereo_epochs}, "table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default="digits,snasnet,stereo", help="which sections to run (comma-separated)")
+    ap.add_argument("--epochs", type=int, default=4, help="digits: retraining budget per genotype")
+    ap.add_argument("--search-epochs", type=int, default=6, help="digits: search epochs")
+    ap.add_argument("--candidates", type=int, default=10, help="snasnet: cells scored and trained")
+    ap.add_argument("--snas-epochs", type=int, default=4, help="snasnet: training epochs per cell (batch 16)")
+    ap.add_argument("--snas-batch", type=int, default=128, help="snasnet: images in the scoring mini-batch")
+    ap.add_argument("--snas-mixing", default="spike", choices=["spike", "membrane"],
+                    help="snasnet: the cells' mixing (the shipped genotype: spike)")
+    ap.add_argument("--snas-out", default="snasnet", help="snasnet: the key of its results in results.json")
+    ap.add_argument("--stereo-epochs", type=int, default=4, help="stereo: retraining budget per genotype")
+    ap.add_argument("--workers", type=int, default=2, help="stereo: trainings at a time (one thread each)")
+    ap.add_argument("--seed", type=int, default=0, help="stereo: seed of the random genotypes")
+    ap.add_argument("--out", default="runs/bench_search")
+    args = ap.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    sections = {"digits": digits_section, "snasnet": snasnet_section, "stereo": stereo_section}
+    unknown = [t for t in tasks if t not in sections]
+    if unknown:
+        ap.error(f"--tasks: unknown {unknown}; choose from {sorted(sections)}")
+    out = Path(args.out)
+    for task in tasks:
+        (out / (args.snas_out if task == "snasnet" else task)).mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for task in tasks:
+        key = args.snas_out if task == "snasnet" else task
+        results[key] = sections[task](args, out / key)
+        results_path.write_text(json.dumps(results, indent=1, default=float))
+    print(f"wrote {results_path}")
     return 0
 
 

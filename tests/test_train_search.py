@@ -73,7 +73,7 @@ def test_edit_clones_a_shared_cell_and_rejects_bad_names():
 def test_edit_membrane_node_and_conv_layer():
     from compiler.edit import set_neuron
 
-    g = small_genotype("snasnet_cifar10_bw")  # mixing at the membrane
+    g = small_genotype("snasnet_cifar10_bw", mixing="membrane")
     g2 = set_neuron(set_neuron(g, "backbone.cell0.n1", {"kind": "relu"}), "backbone.stem", {"tau": 0.9})
     assert _resolved(g2, "backbone.cell0.n1").kind == "relu"
     assert _resolved(g2, "backbone.cell1.n1").kind == "lif"

@@ -64,13 +64,13 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import TrainError
-    from .train import _ints
+    from .train import int_ranges
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[1])
     p.add_argument("checkpoint")
     p.add_argument("--constant", action="store_true", help="also score the constant (training median) baseline")
     p.add_argument("--data", help="held-out data (default: the checkpoint's)")
-    p.add_argument("--val-seeds", type=_ints)
+    p.add_argument("--val-seeds", type=int_ranges)
     p.add_argument("--seconds", type=float)
     p.add_argument("--burn-in", type=int)
     p.add_argument("--threads", type=int)

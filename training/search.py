@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+from .train import int_ranges
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,8 +48,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--windows", type=int, default=2, help="stereo: loss windows per sample")
     d.add_argument("--burn-in", type=int, default=1)
     d.add_argument("--seconds", type=float, default=2.0, help="synthetic stereo: seconds per sequence")
-    d.add_argument("--train-seeds", type=_ints)
-    d.add_argument("--val-seeds", type=_ints)
+    d.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100-115 or 1,2,5-7")
+    d.add_argument("--val-seeds", type=int_ranges)
     d.add_argument("--max-batches", type=int, help="per epoch (quick runs)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--resume", action="store_true")

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 
-def _ints(text: str) -> list[int]:
+def int_ranges(text: str) -> list[int]:
     """``1,2,5-7`` -> [1, 2, 5, 6, 7]."""
     out: list[int] = []
     try:
@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, help="default: stereo 0, classification 3e-4")
     p.add_argument("--schedule", choices=("multistep", "cosine", "constant"),
                    help="default: stereo multistep (x gamma at milestones), classification cosine")
-    p.add_argument("--milestones", type=_ints, help="epochs at which multistep multiplies the lr by gamma "
+    p.add_argument("--milestones", type=int_ranges, help="epochs at which multistep multiplies the lr by gamma "
                    "(default 60%% and 80%% of --epochs)")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -67,12 +67,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--windows", type=int, default=d.windows, help="K: windows with loss per sample")
     g.add_argument("--burn-in", type=int, default=d.burn_in, help="B: windows before them, without loss")
     g.add_argument("--stride", type=int, help="windows between sample starts (default K)")
-    g.add_argument("--crop", type=_ints, metavar="H,W", help="train on random H x W crops (a model built at "
+    g.add_argument("--crop", type=int_ranges, metavar="H,W", help="train on random H x W crops (a model built at "
                    "that size shares the weights); evaluation runs at the genotype's full size")
     g.add_argument("--diversity", type=float, default=d.diversity, help="b of the Laplace target (px)")
     g.add_argument("--loss-step", type=float, help="disparity step of the loss (default: the genotype's)")
-    g.add_argument("--train-seeds", type=_ints, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
-    g.add_argument("--val-seeds", type=_ints, help="synthetic held-out seeds (default 0,1,2,3)")
+    g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
+    g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
     g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 3), help="MVSEC split (DDES convention)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part, help="MVSEC held-out part")
