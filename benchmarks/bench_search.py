@@ -3,7 +3,7 @@
 1. digits: SpikeDHS searches a small classification space on scikit-learn's digits for a fixed
    budget; the searched genotype and 3 random genotypes of the same space (random cells from the
    same candidates, same path) are retrained for the same budget; test accuracies side by side.
-2. snasnet: ~10 random SNASNet-Bw cells are scored at initialisation, each is trained briefly on
+2. snasnet: 20 random SNASNet-Bw cells are scored at initialisation, each is trained briefly on
    digits, and Kendall's tau between score and accuracy is reported.
 3. stereo: SpikeDHS searches searchspaces/stereo_small.yaml on the synthetic event-stereo data; the
    searched genotype and 3 random genotypes of that space (random cells and random layer paths) are
@@ -142,7 +142,7 @@ def snasnet_section(args, out: Path) -> dict:
     import yaml
     from scipy.stats import kendalltau
 
-    from compiler import GenotypeError, parse_genotype
+    from compiler import GenotypeError, parse_genotype, plan
     from compiler.genotype import apply_overrides
     from training.data import classification_data
     from training.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
@@ -153,7 +153,7 @@ def snasnet_section(args, out: Path) -> dict:
     pick = np.random.default_rng(0).permutation(len(train_set))[:args.snas_batch]
     batch = {"image": train_set.x[torch.as_tensor(pick)]}
     rng = np.random.default_rng(1)
-    scores, accs, cells = [], [], []
+    scores, accs, cells, params = [], [], [], []
     while len(scores) < args.candidates:
         m = random_cell(rng, 4, backward=True)
         try:
@@ -163,14 +163,21 @@ def snasnet_section(args, out: Path) -> dict:
         path = out / f"cell{len(scores)}.yaml"
         path.write_text(g.to_yaml())
         scores.append(score_genotype(g, batch, g.input.timesteps, seed=0))
+        params.append(plan(g).params)
         r = train(path, out / f"train{len(scores)}", args.snas_epochs, [], batch_size=16, lr=0.05)
         accs.append(r["accuracy_pct"])
         cells.append(matrix_code(m))
-        print(f"  SNASNet cell {cells[-1]}  score {scores[-1]:9.3f}  accuracy {accs[-1]:6.2f} %  ({r['seconds']} s)")
+        print(f"  SNASNet cell {cells[-1]}  score {scores[-1]:9.3f}  accuracy {accs[-1]:6.2f} %  "
+              f"{params[-1]:7,} params  ({r['seconds']} s)")
     tau, p = kendalltau(scores, accs)
     print(f"SNASNet on digits: Kendall tau(score, accuracy after {args.snas_epochs} epochs) = {tau:.3f} "
           f"(p = {p:.3f}, {len(scores)} cells)")
-    return {"cells": cells, "scores": scores, "accuracy_pct": accs, "kendall_tau": tau, "p_value": p,
+    size = {"score": kendalltau(params, scores), "accuracy": kendalltau(params, accs)}
+    print("  for reference, Kendall tau with the parameter count: " +
+          ", ".join(f"{k} {v[0]:.3f} (p = {v[1]:.3f})" for k, v in size.items()))
+    return {"cells": cells, "scores": scores, "accuracy_pct": accs, "params": params,
+            "kendall_tau_params": {k: [float(v[0]), float(v[1])] for k, v in size.items()},
+            "kendall_tau": tau, "p_value": p,
             "epochs": args.snas_epochs, "score_batch": args.snas_batch, "mixing": args.snas_mixing}
 
 
@@ -193,16 +200,20 @@ def stereo_section(args, out: Path) -> dict:
         path = out / f"random{k}.yaml"
         path.write_text(g.to_yaml())
         rows.append((f"random {k}", path))
+    # every genotype at the base's input size: the search ran smaller, and the held-out recordings are
+    # generated at the genotype's size (training itself takes random crops)
+    base = load_search_space(space_path).base.input
+    size = [f"input.height={base.height}", f"input.width={base.width}"]
     # two trainings at a time, one thread each
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(train, path, out / f"train_{name.replace(' ', '')}", args.stereo_epochs, [],
+        futures = [pool.submit(train, path, out / f"train_{name.replace(' ', '')}", args.stereo_epochs, size,
                                **STEREO_TRAIN) for name, path in rows]
         results = [f.result() for f in futures]
     table = []
     from compiler import load_genotype, plan
 
     for (name, path), r in zip(rows, results, strict=True):
-        g = load_genotype(path)
+        g = load_genotype(path, overrides=size)
         paths = {n.name: [layer.level for layer in n.layers if layer.kind == "cell"] for n in g.networks}
         row = {"genotype": name, "path": paths, "params": plan(g).params, "seconds": r["seconds"],
                **{k: r.get(k) for k in ("one_pixel_accuracy_pct", "mean_disparity_error_px", "mean_depth_error_m")}}
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="digits,snasnet,stereo", help="which sections to run (comma-separated)")
     ap.add_argument("--epochs", type=int, default=4, help="digits: retraining budget per genotype")
     ap.add_argument("--search-epochs", type=int, default=6, help="digits: search epochs")
-    ap.add_argument("--candidates", type=int, default=10, help="snasnet: cells scored and trained")
+    ap.add_argument("--candidates", type=int, default=20, help="snasnet: cells scored and trained")
     ap.add_argument("--snas-epochs", type=int, default=4, help="snasnet: training epochs per cell (batch 16)")
     ap.add_argument("--snas-batch", type=int, default=128, help="snasnet: images in the scoring mini-batch")
     ap.add_argument("--snas-mixing", default="spike", choices=["spike", "membrane"],
