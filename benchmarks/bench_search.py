@@ -55,56 +55,8 @@ def train(genotype: Path, out: Path, epochs: int, overrides: list[str], seed: in
     return {**summary["last"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def random_path(rng: np.random.Generator, layers: int, levels: int, start: int, end: int) -> list[int]:
-    """A uniformly chosen next level at each layer among those the trellis has: one level up or down
-    at most, and ``end`` still reachable in the layers left."""
-    path, level = [], start
-    for k in range(layers):
-        left = layers - k - 1
-        options = [j for j in (level - 1, level, level + 1) if 0 <= j < levels and abs(j - end) <= left]
-        level = int(rng.choice(options))
-        path.append(level)
-    return path
-
-
-def random_genotype(space, rng: np.random.Generator):
-    """A genotype of the space with a random cell (and reduction cell): random sources and candidates."""
-    from training.decode import cell_sources
-    from training.supernet import to_genotype
-
-    names = [c.name for c in space.candidates]
-    decoded = {}
-    for s in space.networks:
-        def cell():
-            out = {}
-            for i, sources in enumerate(cell_sources(space.nodes)):
-                picks = sorted(rng.choice(len(sources), size=min(space.keep, len(sources)), replace=False))
-                out[f"n{i}"] = [(sources[p], names[int(rng.integers(len(names)))]) for p in picks]
-            return out
-        if s.fixed:
-            decoded[s.network] = {"cell": cell(), "path": list(s.path), "reduction_cell": cell()}
-        else:
-            levels = len(space.base.network(s.network).rates)
-            decoded[s.network] = {"cell": cell(),
-                                  "path": random_path(rng, s.layers, levels, s.start_level, s.end_level)}
-    return to_genotype(space, decoded)
-
-
-def random_genotypes(space, n: int, seed: int = 0) -> list:
-    from compiler import GenotypeError
-
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:  # redraw cells the compiler refuses (a skip between different channel counts)
-        try:
-            out.append(random_genotype(space, rng))
-        except GenotypeError:
-            pass
-    return out
-
-
-STEREO_SEARCH = {"overrides": ["input.height=48", "input.width=64"], "epochs": 5, "warmup": 2, "batch_size": 4,
-                 "max_batches": 10, "windows": 2, "burn_in": 1, "seconds": 2.0,
+STEREO_SEARCH = {"overrides": ["input.height=48", "input.width=64"], "batch_size": 4,
+                 "windows": 2, "burn_in": 1, "seconds": 2.0,
                  "train_seeds": list(range(100, 112)), "val_seeds": [0], "threads": 1}
 STEREO_TRAIN = {"data": "synthetic", "crop": [48, 64], "windows": 4, "burn_in": 2, "batch_size": 4, "seconds": 2.0,
                 "train_seeds": list(range(100, 124)), "val_seeds": list(range(4)), "threads": 1}
@@ -112,7 +64,7 @@ STEREO_TRAIN = {"data": "synthetic", "crop": [48, 64], "windows": 4, "burn_in": 
 
 def digits_section(args, out: Path) -> dict:
     from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space
+    from training.supernet import load_search_space, random_genotypes
 
     space_path = out / "space.yaml"
     space_path.write_text(SPACE.format(base=ROOT / "genotypes" / "cifar10.yaml"))
@@ -124,7 +76,7 @@ def digits_section(args, out: Path) -> dict:
     search_s = time.perf_counter() - t0
     print(f"SpikeDHS search on digits: {args.search_epochs} epochs in {search_s:.0f} s")
     rows = [("searched", Path(summary["genotype"]))]
-    for k, g in enumerate(random_genotypes(load_search_space(space_path, overrides=overrides), 3)):
+    for k, g in enumerate(random_genotypes(load_search_space(space_path, overrides=overrides), 3, seed=0)):
         path = out / f"random{k}.yaml"
         path.write_text(g.to_yaml())
         rows.append((f"random {k}", path))
@@ -186,11 +138,13 @@ def stereo_section(args, out: Path) -> dict:
     from multiprocessing import get_context
 
     from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space
+    from training.supernet import load_search_space, random_genotypes
 
     space_path = ROOT / "searchspaces" / "stereo_small.yaml"
     t0 = time.perf_counter()
-    sc = SearchConfig(space=str(space_path), out=str(out / "search"), quiet=True, **STEREO_SEARCH)
+    options = {**STEREO_SEARCH, "epochs": args.stereo_search_epochs, "warmup": args.stereo_search_warmup,
+               "max_batches": args.stereo_search_batches}
+    sc = SearchConfig(space=str(space_path), out=str(out / "search"), quiet=True, **options)
     summary = run_search(sc, log=lambda s: None)
     search_s = time.perf_counter() - t0
     print(f"SpikeDHS search on synthetic stereo: {sc.epochs} epochs x {sc.max_batches} batches in {search_s:.0f} s, "
@@ -220,7 +174,7 @@ def stereo_section(args, out: Path) -> dict:
         table.append(row)
         print(f"  {name:<10} 1PA {row['one_pixel_accuracy_pct']:6.2f} %  disparity error "
               f"{row['mean_disparity_error_px']:.3f} px  path {paths}  ({row['params']:,} params, {r['seconds']} s)")
-    return {"search": {k: v for k, v in STEREO_SEARCH.items()}, "search_s": round(search_s, 1),
+    return {"search": options, "search_s": round(search_s, 1),
             "retrain": {**STEREO_TRAIN, "epochs": args.stereo_epochs}, "table": table}
 
 
@@ -236,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="snasnet: the cells' mixing (the shipped genotype: spike)")
     ap.add_argument("--snas-out", default="snasnet", help="snasnet: the key of its results in results.json")
     ap.add_argument("--stereo-epochs", type=int, default=4, help="stereo: retraining budget per genotype")
+    ap.add_argument("--stereo-search-epochs", type=int, default=5, help="stereo: search epochs")
+    ap.add_argument("--stereo-search-warmup", type=int, default=2, help="stereo: epochs on the weights only")
+    ap.add_argument("--stereo-search-batches", type=int, default=10, help="stereo: batches of 4 per search epoch")
     ap.add_argument("--workers", type=int, default=2, help="stereo: trainings at a time (one thread each)")
     ap.add_argument("--seed", type=int, default=0, help="stereo: seed of the random genotypes")
     ap.add_argument("--out", default="runs/bench_search")
@@ -249,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         (out / (args.snas_out if task == "snasnet" else task)).mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for task in tasks:
         key = args.snas_out if task == "snasnet" else task
-        results[key] = sections[task](args, out / key)
+        result = sections[task](args, out / key)
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}  # other runs' sections
+        results[key] = result
         results_path.write_text(json.dumps(results, indent=1, default=float))
     print(f"wrote {results_path}")
     return 0

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import GENOTYPES, SMALL
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compiler import GenotypeError, build_model, export_onnx
-from training.supernet import Supernet, load_search_space, to_genotype
+from training.supernet import Supernet, load_search_space, random_genotypes, random_path, to_genotype
 
 SPACE = """search_space: 1
 base: {base}
@@ -132,3 +134,39 @@ def test_fixed_path_searches_normal_and_reduction_cells(tmp_path):
     cells = [layer.cell for layer in g.network("backbone").layers if layer.kind == "cell"]
     assert cells == ["cell", "cell_reduce", "cell", "cell_reduce"]  # level 0 -> 0 is normal; 0->1, 1->2 reduce
     build_model(g)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), layers=st.integers(1, 8), levels=st.integers(1, 5), data=st.data())
+def test_random_paths_stay_on_the_trellis(seed, layers, levels, data):
+    start = data.draw(st.integers(0, levels - 1))
+    end = data.draw(st.integers(max(0, start - layers), min(levels - 1, start + layers)))
+    path = random_path(np.random.default_rng(seed), layers, levels, start, end)
+    assert len(path) == layers and path[-1] == end
+    assert all(0 <= j < levels for j in path)
+    assert all(abs(b - a) <= 1 for a, b in zip([start, *path], path, strict=False))
+
+
+def test_random_genotypes_of_a_space_validate_use_its_candidates_and_are_seeded(space):
+    gs = random_genotypes(space, 4, seed=3)
+    assert [g.to_yaml() for g in gs] == [g.to_yaml() for g in random_genotypes(space, 4, seed=3)]
+    assert len({g.to_yaml() for g in gs}) > 1
+    allowed = {(c.op, c.b) for c in space.candidates}
+    for g in gs:
+        for node in g.cell("cell").nodes:
+            assert len(node.inputs) == space.keep == len({e.source for e in node.inputs})
+            for e in node.inputs:
+                assert (e.op, e.neuron.get("surrogate", {}).get("b")) in allowed, e
+        levels = [layer.level for layer in g.network("backbone").layers if layer.kind == "cell"]
+        assert len(levels) == 3 and levels[-1] == 1
+        build_model(g)  # compiles
+
+
+def test_random_genotypes_give_up_with_one_located_error(tmp_path):
+    path = tmp_path / "space.yaml"  # only skip: node 0 always joins the 16-channel stem to 8-channel nodes
+    path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml").replace(
+        "[{op: conv3x3, b: 3}, {op: conv3x3, b: 5}, {op: skip}]", "[{op: skip}]"))
+    space = load_search_space(path, overrides=SMALL["cifar10"])
+    with pytest.raises(GenotypeError, match="1000 random genotypes in a row were refused") as info:
+        random_genotypes(space, 1)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(path))

@@ -136,20 +136,21 @@ def load_search_space(path: str | Path, overrides: dict | list | None = None) ->
             raise err(key, f"expected a mapping of {sorted(fields)}")
         net = base.network(name)
         levels = len(net.rates)
-        path = spec.get("path")
-        if path is not None:  # DARTS-style: the levels are fixed, normal and reduction cells are searched
-            if (not isinstance(path, list) or not path
-                    or any(not isinstance(v, int) or not 0 <= v < levels for v in path)
-                    or any(abs(b - a) > 1 for a, b in zip(path, path[1:], strict=False))):
+        levels_path = spec.get("path")
+        if levels_path is not None:  # DARTS-style: the levels are fixed, normal and reduction cells are searched
+            if (not isinstance(levels_path, list) or not levels_path
+                    or any(not isinstance(v, int) or not 0 <= v < levels for v in levels_path)
+                    or any(abs(b - a) > 1 for a, b in zip(levels_path, levels_path[1:], strict=False))):
                 raise err(f"{key}.path", f"a list of levels 0..{levels - 1} moving at most one level a layer")
             if "layers" in spec or "end_level" in spec:
                 raise err(key, "give either a fixed 'path' or 'layers' (and 'end_level') to search the path")
-            spec = {**spec, "layers": len(path), "end_level": path[-1], "start_level": spec.get("start_level", 0)}
-            if abs(path[0] - spec["start_level"]) > 1:
+            spec = {**spec, "layers": len(levels_path), "end_level": levels_path[-1],
+                    "start_level": spec.get("start_level", 0)}
+            if abs(levels_path[0] - spec["start_level"]) > 1:
                 raise err(f"{key}.path", "the first level must be within one level of start_level")
         s = SearchedNetwork(name, spec.get("cell", ""), spec.get("layers", 0), spec.get("start_level", 0),
-                            spec.get("end_level", 0), None if path is None else tuple(path),
-                            spec.get("reduction_cell", f"{spec.get('cell', '')}_reduce") if path else "")
+                            spec.get("end_level", 0), None if levels_path is None else tuple(levels_path),
+                            spec.get("reduction_cell", f"{spec.get('cell', '')}_reduce") if levels_path else "")
         if s.cell not in [c.name for c in base.cells]:
             raise err(f"{key}.cell", f"the base genotype has no cell {s.cell!r}")
         if not isinstance(s.layers, int) or s.layers < 1:
@@ -569,3 +570,55 @@ def to_genotype(space: SearchSpace, decoded: dict, meta: dict | None = None) -> 
     from compiler.genotype import parse_genotype
 
     return parse_genotype(new.to_dict(), file="<decoded>")  # validated like any file
+
+
+# ------------------------------------------------------------------------------ random baselines
+def random_path(rng: np.random.Generator, layers: int, levels: int, start: int, end: int) -> list[int]:
+    """A uniformly chosen next level at each layer among those the trellis has: one level up or down
+    at most, and ``end`` still reachable in the layers left."""
+    path, level = [], start
+    for k in range(layers):
+        left = layers - k - 1
+        options = [j for j in (level - 1, level, level + 1) if 0 <= j < levels and abs(j - end) <= left]
+        level = int(rng.choice(options))
+        path.append(level)
+    return path
+
+
+def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
+    """A genotype of the space drawn at random: per node ``keep`` distinct sources with a random
+    candidate each (normal and reduction cells alike), and on a trellis a random layer path. The
+    baseline a search must beat. Raises GenotypeError where the compiler refuses the draw."""
+    names = [c.name for c in space.candidates]
+    decoded = {}
+    for s in space.networks:
+        def cell() -> dict:
+            out = {}
+            for i, sources in enumerate(cell_sources(space.nodes)):
+                picks = sorted(rng.choice(len(sources), size=min(space.keep, len(sources)), replace=False))
+                out[f"n{i}"] = [(sources[p], names[int(rng.integers(len(names)))]) for p in picks]
+            return out
+        if s.fixed:
+            decoded[s.network] = {"cell": cell(), "path": list(s.path), "reduction_cell": cell()}
+        else:
+            levels = len(space.base.network(s.network).rates)
+            decoded[s.network] = {"cell": cell(),
+                                  "path": random_path(rng, s.layers, levels, s.start_level, s.end_level)}
+    return to_genotype(space, decoded)
+
+
+def random_genotypes(space: SearchSpace, n: int, seed: int = 0) -> list[Genotype]:
+    """``n`` random genotypes of the space (``random_genotype``), seeded, redrawing refused ones."""
+    rng = np.random.default_rng(seed)
+    out: list[Genotype] = []
+    refused = 0
+    while len(out) < n:  # redraw cells the compiler refuses (a skip between different channel counts)
+        try:
+            out.append(random_genotype(space, rng))
+        except GenotypeError as exc:
+            refused += 1
+            if refused >= 1000:
+                raise GenotypeError(f"1000 random genotypes in a row were refused, the last: {exc.message}",
+                                    file=space.file or "<search space>", hint="check the candidates against the "
+                                    "cells' channel counts") from None
+    return out
