@@ -1,5 +1,6 @@
-"""End-to-end tests of `python -m training.search`: a tiny SpikeDHS search on the digits set that
-writes a genotype the compiler exports, exact resume, and SNASNet on one and on two processes."""
+"""End-to-end tests of `python -m training.search`: tiny SpikeDHS searches on the digits set and on
+synthetic event stereo that write genotypes the compiler exports, exact resume, and SNASNet on one and
+on two processes."""
 
 from __future__ import annotations
 
@@ -153,3 +154,20 @@ def test_snasnet_scores_stereo_cells_on_event_windows(tmp_path):
               "--out", tmp_path / "bad", "--candidates", 1, "--batch", 2, "--steps", 2, "--set", "input.height=24",
               "--set", "input.width=32", "--quiet")
     assert res.returncode == 2 and "no valid random cell" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_spikedhs_stereo_search_on_synthetic_events_writes_a_genotype_that_exports(tmp_path):
+    """The stereo space on the built-in synthetic event stereo: trellis paths decoded, file exports."""
+    out = tmp_path / "stereo"
+    res = run(sys.executable, "-m", "training.search", "spikedhs", ROOT / "searchspaces" / "stereo_small.yaml",
+              "--out", out, "--set", "input.height=48", "--set", "input.width=64", "--epochs", 2, "--warmup", 1,
+              "--batch-size", 2, "--max-batches", 1, "--train-seeds", "100-101", "--val-seeds", "0", "--seconds", 1,
+              "--threads", 1, "--quiet")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in open(out / "arch.jsonl")]
+    paths = rows[-1]["decoded"]
+    assert len(paths["feature"]["path"]) == 2 and paths["feature"]["path"][-1] == 0
+    assert len(paths["matching"]["path"]) == 4 and paths["matching"]["path"][-1] == 1
+    res = run(sys.executable, "-m", "compiler.build", out / "searched.yaml", "-o", tmp_path / "s.onnx", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "s.onnx").stat().st_size > 0
