@@ -171,3 +171,29 @@ def test_spikedhs_stereo_search_on_synthetic_events_writes_a_genotype_that_expor
     res = run(sys.executable, "-m", "compiler.build", out / "searched.yaml", "-o", tmp_path / "s.onnx", "--quiet")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "s.onnx").stat().st_size > 0
+
+
+def test_snasnet_scores_each_distinct_cell_once(tmp_path):
+    """2-node cells have at most 4 distinct forms (the one edge's op), so 8 codes must repeat some."""
+    import yaml
+
+    from training.snasnet import cell_from_matrix, parse_code
+
+    args = [a if a != 6 else 8 for a in SNAS]  # --candidates 8
+    res = run(sys.executable, "-m", "training.search", "snasnet", *args, "--nodes", 2, "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "snasnet.jsonl")]
+    assert [r["index"] for r in rows] == list(range(8))
+    distinct = [r for r in rows if "duplicate_of" not in r]
+    assert 1 <= len(distinct) <= 4
+    by_index = {r["index"]: r for r in rows}
+    for r in rows:
+        if "duplicate_of" in r:
+            original = by_index[r["duplicate_of"]]
+            assert "duplicate_of" not in original and original["index"] < r["index"]
+            assert cell_from_matrix(parse_code(r["cell"])) == cell_from_matrix(parse_code(original["cell"]))
+            assert r["score"] == original["score"]
+    keys = [json.dumps(cell_from_matrix(parse_code(r["cell"])), sort_keys=True) for r in distinct]
+    assert len(set(keys)) == len(keys)
+    meta = yaml.safe_load((tmp_path / "searched.yaml").read_text())["meta"]["snasnet"]
+    assert meta["candidates"] == 8 and meta["distinct"] == len(distinct)

@@ -89,7 +89,7 @@ def run_snasnet(args, log=print) -> dict:
     from .data import check_image_shape, classification_data
     from .distributed import setup, teardown
     from .errors import TrainError
-    from .snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
+    from .snasnet import cell_from_matrix, genotype_with_cell, matrix_code, random_cell, score_genotype
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,15 +116,13 @@ def run_snasnet(args, log=print) -> dict:
         inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed)
     dist = setup("cpu")
     try:
-        mine = range(dist.rank, args.candidates, dist.world)
-        results = []
-        bar = None
-        if dist.main and not args.quiet:
-            from tqdm import tqdm
-            bar = tqdm(total=len(mine), desc="candidates", dynamic_ncols=True)
-        t0 = time.perf_counter()
-        for i in mine:
-            rng = np.random.default_rng([args.seed, i])  # candidate i is the same on any number of processes
+        # Draw every candidate first (cheap, the same on every process): candidate i comes from seed
+        # (seed, i). Codes that prune to a cell already drawn are duplicates: scored once, listed with
+        # `duplicate_of`, left out of the ranking.
+        drawn: list[dict] = []
+        first: dict[str, int] = {}
+        for i in range(args.candidates):
+            rng = np.random.default_rng([args.seed, i])
             g = None
             redraws = 0
             while g is None:  # a cell the compiler refuses (e.g. skip between channel counts) is redrawn
@@ -138,8 +136,20 @@ def run_snasnet(args, log=print) -> dict:
                         raise TrainError(f"candidate {i}: no valid random cell in 100 draws (last: {exc})",
                                          "--input-op conv1x1 if the cell input has other channels than the "
                                          "nodes") from None
-            score = score_genotype(g, inputs, steps, seed=args.seed + i)
-            results.append({"index": i, "cell": matrix_code(m), "score": score, "redraws": redraws})
+            key = json.dumps(cell_from_matrix(m, args.input_op), sort_keys=True)
+            drawn.append({"index": i, "cell": matrix_code(m), "redraws": redraws, "genotype": g,
+                          "duplicate_of": first.setdefault(key, i)})
+        unique = [d for d in drawn if d["duplicate_of"] == d["index"]]
+        mine = unique[dist.rank::dist.world]
+        results = []
+        bar = None
+        if dist.main and not args.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=len(mine), desc="candidates", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for d in mine:
+            score = score_genotype(d["genotype"], inputs, steps, seed=args.seed + d["index"])
+            results.append({"index": d["index"], "cell": d["cell"], "score": score, "redraws": d["redraws"]})
             if bar is not None:
                 bar.update()
         if bar is not None:
@@ -148,27 +158,33 @@ def run_snasnet(args, log=print) -> dict:
             gathered: list = [None] * dist.world
             torch.distributed.all_gather_object(gathered, results)
             results = [r for part in gathered for r in part]
-        results.sort(key=lambda r: r["index"])
+        scores = {r["index"]: r["score"] for r in results}
+        results = [{"index": d["index"], "cell": d["cell"], "score": scores[d["duplicate_of"]],
+                    "redraws": d["redraws"], **({"duplicate_of": d["duplicate_of"]}
+                                               if d["duplicate_of"] != d["index"] else {})} for d in drawn]
         elapsed = time.perf_counter() - t0
-        summary = {"candidates": len(results), "seconds": round(elapsed, 2), "world_size": dist.world}
+        summary = {"candidates": len(results), "distinct": len(unique), "seconds": round(elapsed, 2),
+                   "world_size": dist.world}
         if dist.main:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "snasnet.jsonl", "w", encoding="utf-8") as f:
                 for r in results:
                     f.write(json.dumps(r) + "\n")
-            ranked = sorted(results, key=lambda r: (-r["score"], r["index"]))
+            ranked = sorted((r for r in results if "duplicate_of" not in r), key=lambda r: (-r["score"], r["index"]))
             best = ranked[0]
             m = np.array([[int(c) for c in row] for row in best["cell"].split()])
             data = genotype_with_cell(template, args.cell, m, args.input_op, score=best["score"],
-                                      candidates=len(results), seed=args.seed, data=str(args.data),
+                                      candidates=len(results), distinct=len(unique), seed=args.seed,
+                                      data=str(args.data),
                                       batch=len(pick), steps=steps)
             data["name"] = f"{base.name}-snasnet"
             data["source"] = f"SNASNet training-free search, best of {len(results)} random cells (seed {args.seed})"
             g = parse_genotype(data, file=str(out / "searched.yaml"))
             from .checkpoint import write_text_atomic
             write_text_atomic(g.to_yaml(), out / "searched.yaml")
-            log(f"{len(results)} candidates scored in {elapsed:.1f} s on {dist.world} process(es)")
+            log(f"{len(results)} candidates ({len(unique)} distinct cells) scored in {elapsed:.1f} s on "
+                f"{dist.world} process(es)")
             log(f"{'rank':>4}  {'index':>6}  {'score':>12}  cell")
             for k, r in enumerate(ranked[: args.top], 1):
                 log(f"{k:>4}  {r['index']:>6}  {r['score']:>12.4f}  {r['cell']}")
