@@ -158,22 +158,30 @@ def stereo_section(args, out: Path) -> dict:
     # generated at the genotype's size (training itself takes random crops)
     base = load_search_space(space_path).base.input
     size = [f"input.height={base.height}", f"input.width={base.width}"]
-    # two trainings at a time, one thread each
+    # two trainings at a time, one thread each; every genotype once per training seed
+    def folder(name: str, seed: int) -> Path:
+        return out / (f"train_{name.replace(' ', '')}" + ("" if seed == 0 else f"_seed{seed}"))
+
+    jobs = [(name, path, seed) for name, path in rows for seed in args.stereo_seeds]
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(train, path, out / f"train_{name.replace(' ', '')}", args.stereo_epochs, size,
-                               **STEREO_TRAIN) for name, path in rows]
+        futures = [pool.submit(train, path, folder(name, seed), args.stereo_epochs, size, seed=seed, **STEREO_TRAIN)
+                   for name, path, seed in jobs]
         results = [f.result() for f in futures]
     table = []
     from compiler import load_genotype, plan
 
-    for (name, path), r in zip(rows, results, strict=True):
+    keys = ("one_pixel_accuracy_pct", "mean_disparity_error_px", "mean_depth_error_cm")
+    for name, path in rows:
         g = load_genotype(path, overrides=size)
         paths = {n.name: [layer.level for layer in n.layers if layer.kind == "cell"] for n in g.networks}
-        row = {"genotype": name, "path": paths, "params": plan(g).params, "seconds": r["seconds"],
-               **{k: r.get(k) for k in ("one_pixel_accuracy_pct", "mean_disparity_error_px", "mean_depth_error_m")}}
+        runs = [r for (n, _, _), r in zip(jobs, results, strict=True) if n == name]
+        row = {"genotype": name, "path": paths, "params": plan(g).params, "seeds": list(args.stereo_seeds),
+               "seconds": [r["seconds"] for r in runs], **{k: [r.get(k) for r in runs] for k in keys},
+               **{f"mean_{k}": float(np.mean([r.get(k) for r in runs])) for k in keys}}
         table.append(row)
-        print(f"  {name:<10} 1PA {row['one_pixel_accuracy_pct']:6.2f} %  disparity error "
-              f"{row['mean_disparity_error_px']:.3f} px  path {paths}  ({row['params']:,} params, {r['seconds']} s)")
+        per_seed = " ".join(f"{v:.2f}" for v in row["one_pixel_accuracy_pct"])
+        print(f"  {name:<10} 1PA {row['mean_one_pixel_accuracy_pct']:6.2f} % (seeds: {per_seed})  disparity error "
+              f"{row['mean_mean_disparity_error_px']:.3f} px  path {paths}  ({row['params']:,} params)")
     return {"search": options, "search_s": round(search_s, 1),
             "retrain": {**STEREO_TRAIN, "epochs": args.stereo_epochs}, "table": table}
 
@@ -193,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stereo-search-epochs", type=int, default=5, help="stereo: search epochs")
     ap.add_argument("--stereo-search-warmup", type=int, default=2, help="stereo: epochs on the weights only")
     ap.add_argument("--stereo-search-batches", type=int, default=10, help="stereo: batches of 4 per search epoch")
+    ap.add_argument("--stereo-seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0],
+                    help="stereo: training seeds of every retraining, e.g. 0,1,2 (the mean is reported)")
     ap.add_argument("--workers", type=int, default=2, help="stereo: trainings at a time (one thread each)")
     ap.add_argument("--seed", type=int, default=0, help="stereo: seed of the random genotypes")
     ap.add_argument("--out", default="runs/bench_search")
