@@ -182,13 +182,16 @@ class _Walker:
         self._check_size(lpath, node_shape)
         params = macs = 0
         order = cell_order(cell)
+        first_consumer = len(self.consumers)
+        delayed: list[tuple[str, int, str]] = []  # (consumer, MACs, source) of delayed conv edges
         for node_name in order:
             node = cell.node(node_name)
             npath = f"cells.{cell.name}.nodes.{node_name}"
             edge_values: list[Value] = []
             for e_idx, edge in enumerate(node.inputs):
                 epath = f"{npath}.inputs[{e_idx}]"
-                src = Value(node_shape, (Part(f"{name}.{edge.source}", channels, True),)) if edge.delay \
+                # a delayed source is planned later in the order: a placeholder part, resolved below
+                src = Value(node_shape, (Part(f"{name}.{edge.source}.delayed", channels, True),)) if edge.delay \
                     else values[edge.source]
                 op = OPS[edge.op]
                 try:
@@ -200,8 +203,11 @@ class _Walker:
                 params += op.params(src.shape[0], channels, net.dims)
                 macs += e_macs
                 edge_name = f"{name}.{node_name}.{e_idx}"
-                if op.kind == "conv":
-                    self.consume(edge_name if self.g.mixing == "spike" else f"{name}.{node_name}", e_macs, src)
+                consumer = edge_name if self.g.mixing == "spike" else f"{name}.{node_name}"
+                if op.kind == "conv" and edge.delay:
+                    delayed.append((consumer, e_macs, edge.source))
+                elif op.kind == "conv":
+                    self.consume(consumer, e_macs, src)
                 if self.g.mixing == "spike" and op.kind != "skip":
                     neuron = self.g.resolve_neuron(layer.neuron, node.neuron, edge.neuron)
                     edge_values.append(self.neuron(edge_name, shape, neuron))
@@ -218,6 +224,24 @@ class _Walker:
                 values[node_name] = self.neuron(f"{name}.{node_name}", shape, neuron)
             else:
                 values[node_name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
+        # Resolve the placeholders: a delayed edge reads what its source produced (its neuron under
+        # membrane mixing, its edges' neurons under spike mixing), one level deep.
+        def resolve(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+            out: list[Part] = []
+            for part in parts:
+                src = part.producer[len(name) + 1:-len(".delayed")] if part.producer.endswith(".delayed") else None
+                if src is None or src not in values:
+                    out.append(part)
+                else:
+                    out += [q for q in values[src].parts if not q.producer.endswith(".delayed")]
+            return tuple(out)
+
+        for node_name in order:
+            values[node_name] = Value(values[node_name].shape, resolve(values[node_name].parts))
+        self.consumers[first_consumer:] = [(c, m, resolve(parts), ch) for c, m, parts, ch
+                                           in self.consumers[first_consumer:]]
+        for consumer, e_macs, source in delayed:
+            self.consume(consumer, e_macs, values[source])
         for node in cell.nodes:  # a delayed edge's op runs on its source at the end of the step; its
             for e_idx, edge in enumerate(node.inputs):  # output is the state read one step later
                 if edge.delay:
@@ -352,13 +376,16 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
     fan_out: dict[str, float] = {n.name: 0.0 for n in w.neurons.values() if n.spiking}
     dense: dict[str, int] = {}
     for consumer, macs, parts, channels in w.consumers:
+        # Parts are channel blocks; under spike mixing several parts are summed into the same channels.
+        # Every spike of every part reaches the consumer's synapses (fan-out per channel share); the
+        # dense work is the consumer's MACs once, split over the parts that are not spikes.
+        stacked = sum(part.channels for part in parts)
         for part in parts:
-            share = macs * part.channels / channels
             producer = w.neurons.get(part.producer)
             if part.binary and producer is not None and producer.spiking:
-                fan_out[part.producer] += share / producer.size
+                fan_out[part.producer] += macs * part.channels / channels / producer.size
             else:
-                dense[consumer] = dense.get(consumer, 0) + round(share)
+                dense[consumer] = dense.get(consumer, 0) + round(macs * part.channels / stacked)
     total = 4 * (params + w.activations)
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if total > limit:
