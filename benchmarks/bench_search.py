@@ -62,9 +62,21 @@ STEREO_TRAIN = {"data": "synthetic", "crop": [48, 64], "windows": 4, "burn_in": 
                 "train_seeds": list(range(100, 124)), "val_seeds": list(range(4)), "threads": 1}
 
 
+def searched_and_random(searched: str, space, out: Path, seed: int) -> list[tuple[str, Path]]:
+    """(name, genotype file) of the searched genotype and 3 random genotypes of its space."""
+    from training.supernet import random_genotypes
+
+    rows = [("searched", Path(searched))]
+    for k, g in enumerate(random_genotypes(space, 3, seed=seed)):
+        path = out / f"random{k}.yaml"
+        path.write_text(g.to_yaml())
+        rows.append((f"random {k}", path))
+    return rows
+
+
 def digits_section(args, out: Path) -> dict:
     from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space, random_genotypes
+    from training.supernet import load_search_space
 
     space_path = out / "space.yaml"
     space_path.write_text(SPACE.format(base=ROOT / "genotypes" / "cifar10.yaml"))
@@ -75,11 +87,7 @@ def digits_section(args, out: Path) -> dict:
     summary = run_search(sc, log=lambda s: None)
     search_s = time.perf_counter() - t0
     print(f"SpikeDHS search on digits: {args.search_epochs} epochs in {search_s:.0f} s")
-    rows = [("searched", Path(summary["genotype"]))]
-    for k, g in enumerate(random_genotypes(load_search_space(space_path, overrides=overrides), 3, seed=0)):
-        path = out / f"random{k}.yaml"
-        path.write_text(g.to_yaml())
-        rows.append((f"random {k}", path))
+    rows = searched_and_random(summary["genotype"], load_search_space(space_path, overrides=overrides), out, 0)
     table = []
     for name, path in rows:
         r = train(path, out / f"train_{name.replace(' ', '')}", args.epochs, [])
@@ -138,7 +146,7 @@ def stereo_section(args, out: Path) -> dict:
     from multiprocessing import get_context
 
     from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space, random_genotypes
+    from training.supernet import load_search_space
 
     space_path = ROOT / "searchspaces" / "stereo_small.yaml"
     t0 = time.perf_counter()
@@ -149,11 +157,7 @@ def stereo_section(args, out: Path) -> dict:
     search_s = time.perf_counter() - t0
     print(f"SpikeDHS search on synthetic stereo: {sc.epochs} epochs x {sc.max_batches} batches in {search_s:.0f} s, "
           f"path {({k: v['path'] for k, v in summary['decoded'].items()})}")
-    rows = [("searched", Path(summary["genotype"]))]
-    for k, g in enumerate(random_genotypes(load_search_space(space_path), 3, seed=args.seed)):
-        path = out / f"random{k}.yaml"
-        path.write_text(g.to_yaml())
-        rows.append((f"random {k}", path))
+    rows = searched_and_random(summary["genotype"], load_search_space(space_path), out, args.seed)
     # every genotype at the base's input size: the search ran smaller, and the held-out recordings are
     # generated at the genotype's size (training itself takes random crops)
     base = load_search_space(space_path).base.input

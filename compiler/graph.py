@@ -184,15 +184,18 @@ class _Walker:
         order = cell_order(cell)
         first_consumer = len(self.consumers)
         delayed: list[tuple[str, int, str]] = []  # (consumer, MACs, source) of delayed conv edges
+        placeholders: dict[str, str] = {}  # placeholder producer -> the delayed source it stands for
         for node_name in order:
             node = cell.node(node_name)
             npath = f"cells.{cell.name}.nodes.{node_name}"
             edge_values: list[Value] = []
             for e_idx, edge in enumerate(node.inputs):
                 epath = f"{npath}.inputs[{e_idx}]"
-                # a delayed source is planned later in the order: a placeholder part, resolved below
-                src = Value(node_shape, (Part(f"{name}.{edge.source}.delayed", channels, True),)) if edge.delay \
-                    else values[edge.source]
+                if edge.delay:  # the source is planned later in the order: a placeholder part, resolved below
+                    placeholders[f"{name}.{edge.source}.delayed"] = edge.source
+                    src = Value(node_shape, (Part(f"{name}.{edge.source}.delayed", channels, True),))
+                else:
+                    src = values[edge.source]
                 op = OPS[edge.op]
                 try:
                     shape = op.out_shape(src.shape, channels)
@@ -229,11 +232,10 @@ class _Walker:
         def resolve(parts: tuple[Part, ...]) -> tuple[Part, ...]:
             out: list[Part] = []
             for part in parts:
-                src = part.producer[len(name) + 1:-len(".delayed")] if part.producer.endswith(".delayed") else None
-                if src is None or src not in values:
-                    out.append(part)
+                if part.producer in placeholders:
+                    out += [q for q in values[placeholders[part.producer]].parts if q.producer not in placeholders]
                 else:
-                    out += [q for q in values[src].parts if not q.producer.endswith(".delayed")]
+                    out.append(part)
             return tuple(out)
 
         for node_name in order:

@@ -123,11 +123,10 @@ class CellLayer(nn.Module):
                     self.neurons[f"{node.name}_{i}"] = build_neuron(spec)
             if not self.spike_mixing:
                 self.neurons[node.name] = build_neuron(g.resolve_neuron(lp.layer.neuron, node.neuron))
-        # (key, source) of each delayed edge: its op runs on the source's output at the end of a step and
-        # the result is the state the edge reads at the next step. A zero initial state is then exactly
-        # "no input yet" in training and in inference alike (BatchNorm never sees the zero state).
-        self.delayed = [(f"{n.name}.{i}", e.source) for n in self.cell.nodes for i, e in enumerate(n.inputs)
-                        if e.delay]
+        # (node, input index, source) of each delayed edge: its op runs on the source's output at the end
+        # of a step and the result is the state the edge reads at the next step. A zero initial state is
+        # then exactly "no input yet" in training and in inference alike (BatchNorm never sees it).
+        self.delayed = [(n.name, i, e.source) for n in self.cell.nodes for i, e in enumerate(n.inputs) if e.delay]
 
     def forward(self, name: str, step: Step, prev: Tensor, prev_prev: Tensor) -> Tensor:
         values = {"c_prev": resample(prev, self.target), "c_prev_prev": resample(prev_prev, self.target)}
@@ -149,8 +148,8 @@ class CellLayer(nn.Module):
             if not self.spike_mixing:
                 total = step.neuron(f"{name}.{node_name}", self.neurons[node_name], total)
             values[node_name] = total
-        for key, src in self.delayed:
-            step.state_out[f"{name}.{key}.delayed"] = self.ops[key.replace(".", "_")](values[src])
+        for node_name, i, src in self.delayed:
+            step.state_out[f"{name}.{node_name}.{i}.delayed"] = self.ops[f"{node_name}_{i}"](values[src])
         outs = [values[o] for o in self.cell.output]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 

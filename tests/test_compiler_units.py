@@ -296,20 +296,20 @@ def test_delayed_edge_contributes_nothing_at_the_first_step_in_inference():
     model = build_model(g).eval()
     randomize_bn(model)
     cell = model.nets["backbone"].layers[1]
-    delayed = [key for key, _ in cell.delayed]
+    delayed = [(node, i) for node, i, _ in cell.delayed]
     assert delayed, "the shipped SNASNet-Bw cell has backward edges"
     x = {"image": 3 * torch.randn(2, 3, 16, 16)}
     state = model.initial_state(2)
     with torch.no_grad():
         out_a, s1 = model(x, state)
-        for key in delayed:  # the delayed ops' BN statistics must not matter at t = 0 ...
-            bn = cell.ops[key.replace(".", "_")].bn
+        for node, i in delayed:  # the delayed ops' BN statistics must not matter at t = 0 ...
+            bn = cell.ops[f"{node}_{i}"].bn
             bn.running_mean.add_(5.0)
             bn.running_var.mul_(0.1)
         out_b, s1b = model(x, state)
         assert torch.equal(out_a["logits"], out_b["logits"])
         _, s2 = model(x, s1)  # ... but they do from the next step on: the state holds op(source)
-    key = f"backbone.cell0.{delayed[0]}.delayed"  # (layer name).(node).(input).delayed
+    key = "backbone.cell0.{}.{}.delayed".format(*delayed[0])  # (layer name).(node).(input).delayed
     assert key in s1, sorted(s1)
     assert not torch.equal(s1[key], s1b[key])
 
