@@ -4,7 +4,8 @@ Parsing and validation (``load_genotype``) need no torch; the torch names load o
 """
 
 from .errors import GenotypeError
-from .genotype import Genotype, load_genotype, loads_genotype, parse_genotype
+from .genotype import load_genotype, loads_genotype, parse_genotype
+from .ir import Genotype
 
 __all__ = ["GenotypeError", "Genotype", "load_genotype", "loads_genotype", "parse_genotype",
            "build_model", "export_onnx", "fold_batchnorm", "plan"]
@@ -21,6 +22,6 @@ def __getattr__(name: str):
         from .fold import fold_batchnorm
         return fold_batchnorm
     if name == "plan":
-        from .graph import plan
+        from .planner import plan
         return plan
     raise AttributeError(f"module 'compiler' has no attribute {name!r}")

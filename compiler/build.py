@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from .errors import GenotypeError
-from .genotype import Genotype, load_genotype
-from .graph import Plan, plan
+from .genotype import load_genotype
+from .ir import Genotype
+from .planner import Plan, plan
 
 
 class BuildError(Exception):

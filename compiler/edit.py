@@ -12,29 +12,12 @@ edit changes that layer only. Genotypes are immutable: every function returns a 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import GenotypeError, close_match_hint
-from .genotype import Cell, Genotype, Stereo, parse_genotype, to_dict
-
-
-@dataclass(frozen=True)
-class NeuronSite:
-    """Where a neuron layer's parameters live in the genotype."""
-
-    network: str
-    layer: str
-    layer_index: int
-    node: str | None = None
-    edge: int | None = None
-
-    @property
-    def path(self) -> str:
-        """The genotype key path of the neuron override."""
-        base = f"networks.{self.network}.layers[{self.layer_index}]"
-        return base if self.node is None else f"{base} (node {self.node}" + (
-            f", edge {self.edge})" if self.edge is not None else ")")
+from .genotype import parse_genotype
+from .ir import Cell, CellLayer, Genotype, to_dict
+from .planner import NeuronSite, plan
 
 
 def _err(name: str, message: str, hint: str | None = None) -> GenotypeError:
@@ -42,45 +25,34 @@ def _err(name: str, message: str, hint: str | None = None) -> GenotypeError:
 
 
 def locate(g: Genotype, name: str) -> NeuronSite:
-    """The genotype location of neuron layer ``name``. Raises GenotypeError with a close match."""
+    """The genotype location of neuron layer ``name`` (the plan's site). Raises GenotypeError with a
+    close match when the name is not a neuron layer."""
+    layer = plan(g).neurons.get(name)
+    if layer is None:
+        raise _unknown(g, name)
+    return layer.site
+
+
+def _unknown(g: Genotype, name: str) -> GenotypeError:
+    """Why ``name`` is not a neuron layer: the first of its dotted parts that no neuron layer has,
+    with the valid choices at that point, or what to add when it names a group of neuron layers."""
+    names = [n.split(".") for n in plan(g).neurons]
     parts = name.split(".")
-    nets = {n.name: n for n in g.networks}
-    if parts[0] not in nets:
-        raise _err(name, f"unknown network {parts[0]!r}", close_match_hint(parts[0], nets, "networks"))
-    net = nets[parts[0]]
-    rest = parts[1:]
-    if isinstance(g.head, Stereo) and net.name == g.head.feature:
-        if not rest or rest[0] not in ("left", "right"):
-            raise _err(name, "the feature network's layers are named NET.left.LAYER or NET.right.LAYER")
-        rest = rest[1:]
-    if not rest:
-        raise _err(name, "no layer named")
-    layers = {layer.name: i for i, layer in enumerate(net.layers)}
-    if rest[0] not in layers:
-        raise _err(name, f"unknown layer {rest[0]!r}", close_match_hint(rest[0], layers, "layers"))
-    index = layers[rest[0]]
-    layer = net.layers[index]
-    if layer.kind == "conv":
-        if len(rest) != 1:
-            raise _err(name, f"{layer.name} is a conv layer with one neuron; drop {'.'.join(rest[1:])!r}")
-        return NeuronSite(net.name, layer.name, index)
-    cell = g.cell(layer.cell)
-    nodes = [n.name for n in cell.nodes]
-    if len(rest) < 2 or rest[1] not in nodes:
-        raise _err(name, "a cell layer's neurons are LAYER.NODE (membrane mixing) or LAYER.NODE.EDGE (spike)",
-                   close_match_hint(rest[1] if len(rest) > 1 else "", nodes, "nodes"))
-    node = cell.node(rest[1])
-    if g.mixing == "membrane":
-        if len(rest) != 2:
-            raise _err(name, "with mixing at the membrane each node has one neuron", "name LAYER.NODE")
-        return NeuronSite(net.name, layer.name, index, node.name)
-    if len(rest) != 3 or not rest[2].isdigit() or int(rest[2]) >= len(node.inputs):
-        raise _err(name, f"with mixing at the spike each edge has its own neuron: LAYER.NODE.EDGE with EDGE in "
-                   f"0..{len(node.inputs) - 1}")
-    edge = int(rest[2])
-    if node.inputs[edge].op == "skip":
-        raise _err(name, "a skip edge has no neuron")
-    return NeuronSite(net.name, layer.name, index, node.name, edge)
+    depth = 0
+    while depth < len(parts) and any(n[:depth + 1] == parts[:depth + 1] for n in names):
+        depth += 1
+    below = [n for n in names if n[:depth] == parts[:depth] and len(n) > depth]
+    choices = sorted({n[depth] for n in below})
+    if depth == 0:
+        return _err(name, f"unknown network {parts[0]!r}", close_match_hint(parts[0], choices, "names"))
+    if depth == len(parts):
+        sites = {plan(g).neurons[".".join(n)].site for n in below}
+        what = "EDGE" if all(s.edge is not None and s.node == parts[-1] for s in sites) else "NAME"
+        if what == "EDGE":
+            return _err(name, "with mixing at the spike each edge has its own neuron: "
+                        f"LAYER.NODE.EDGE with EDGE in {', '.join(choices)} (a skip edge has none)")
+        return _err(name, f"names several neuron layers: add .{what}", close_match_hint("", choices, "names"))
+    return _err(name, f"unknown part {parts[depth]!r}", close_match_hint(parts[depth], choices, "names"))
 
 
 def merge_override(old: dict, new: dict) -> dict:
@@ -112,7 +84,7 @@ def set_neuron(g: Genotype, name: str, override: dict) -> Genotype:
     if site.node is None:
         layer = dataclasses.replace(layer, neuron=merge_override(layer.neuron, override))
     else:
-        users = sum(1 for n in g.networks for la in n.layers if la.kind == "cell" and la.cell == layer.cell)
+        users = sum(1 for n in g.networks for la in n.layers if isinstance(la, CellLayer) and la.cell == layer.cell)
         cell = g.cell(layer.cell)
         if users > 1:  # clone, so the edit changes this layer only
             taken = {c.name for c in cells}
@@ -150,15 +122,12 @@ def set_meta(g: Genotype, key: str, value: Any) -> Genotype:
 
 def neuron_layer_names(g: Genotype, spiking_only: bool = True) -> list[str]:
     """Every neuron layer of the genotype (one name per genotype location: the left instance only)."""
-    from .graph import plan
-
     seen: set[NeuronSite] = set()
     names = []
     for name, layer in plan(g).neurons.items():
         if spiking_only and not layer.spiking:
             continue
-        site = locate(g, name)
-        if site not in seen:
-            seen.add(site)
+        if layer.site not in seen:
+            seen.add(layer.site)
             names.append(name)
     return names

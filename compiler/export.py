@@ -17,11 +17,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from runtime import names
+
 from .fold import fold_batchnorm
-from .genotype import Stereo
+from .ir import Stereo
 from .model import SNNModel
 
-ONNX_SCHEMA = "1"
 OPSET = 17
 
 
@@ -48,21 +49,21 @@ def metadata(model: SNNModel) -> dict[str, str]:
     g, p = model.genotype, model.plan
     inp = g.input
     meta = {
-        "snn.schema": ONNX_SCHEMA,
-        "snn.task": g.task,
-        "snn.genotype": g.to_yaml(),
-        "snn.encoding": json.dumps({"kind": inp.encoding, "window_ms": inp.window_ms, "bins": inp.bins,
+        names.META_SCHEMA: names.SCHEMA,
+        names.META_TASK: g.task,
+        names.META_GENOTYPE: g.to_yaml(),
+        names.META_ENCODING: json.dumps({"kind": inp.encoding, "window_ms": inp.window_ms, "bins": inp.bins,
                                     "height": inp.height, "width": inp.width}
                                    if inp.encoding != "image" else
                                    {"kind": "image", "channels": inp.channels, "timesteps": inp.timesteps,
                                     "height": inp.height, "width": inp.width}),
-        "snn.layers": json.dumps({n.name: {"neurons": n.size, "fan_out": round(p.fan_out[n.name], 4)}
+        names.META_LAYERS: json.dumps({n.name: {"neurons": n.size, "fan_out": round(p.fan_out[n.name], 4)}
                                   for n in p.spiking_layers}),
-        "snn.dense_macs": json.dumps(p.dense_macs),
-        "snn.params": str(p.params),
+        names.META_DENSE_MACS: json.dumps(p.dense_macs),
+        names.META_PARAMS: str(p.params),
     }
     if isinstance(g.head, Stereo):
-        meta["snn.max_disparity"] = repr(float(g.head.max_disparity))
+        meta[names.META_MAX_DISPARITY] = repr(float(g.head.max_disparity))
     return meta
 
 
@@ -82,9 +83,9 @@ def export_onnx(model: SNNModel, path: str | Path, *, fold: bool = True, opset: 
         data = [torch.zeros(1, inp.in_channels, inp.height, inp.width, device=device)
                 for _ in model.input_names]
         state = list(export_model.initial_state(1, device=device).values())
-        input_names = list(model.input_names) + [f"state_in.{n}" for n in wrapper.state_names]
-        output_names = ([model.output_name] + [f"state_out.{n}" for n in wrapper.state_names]
-                        + [f"spikes.{n}" for n in wrapper.spike_names])
+        input_names = list(model.input_names) + [names.state_input(n) for n in wrapper.state_names]
+        output_names = ([model.output_name] + [names.state_output(n) for n in wrapper.state_names]
+                        + [names.spikes_output(n) for n in wrapper.spike_names])
         dynamic = {name: {0: "batch"} for name in input_names + output_names}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Folding BatchNorm into the preceding convolution, for every conv rank.
 
 ``fold_conv_bn_weights`` is a pure function on tensors; ``fold_batchnorm`` folds every ConvBN pair
-of a model in eval mode and returns a new model (the input is left as it was).
+of a model in eval mode and returns a new model (the input is left as it was) in which each pair is
+a ``FoldedConv``: the convolution alone, with the folded bias.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .model import ConvBN
+from .model import ConvBN, FoldedConv
 
 
 class FoldError(ValueError):
@@ -39,7 +40,7 @@ def fold_conv_bn_weights(weight: Tensor, bias: Tensor | None, mean: Tensor, var:
     return new_weight, new_bias
 
 
-def _fold_pair(name: str, pair: ConvBN) -> None:
+def _fold_pair(name: str, pair: ConvBN) -> FoldedConv:
     conv, bn = pair.conv, pair.bn
     if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
         raise FoldError(f"{name}: expected a BatchNorm after the convolution, found {type(bn).__name__}")
@@ -57,7 +58,7 @@ def _fold_pair(name: str, pair: ConvBN) -> None:
             conv.bias = nn.Parameter(b)
         else:
             conv.bias.copy_(b)
-    pair.bn = None
+    return FoldedConv(conv)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -66,7 +67,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         raise FoldError("the model is in training mode: BatchNorm uses batch statistics there; "
                         "call model.eval() before folding")
     folded = copy.deepcopy(model)
-    for name, module in folded.named_modules():
-        if isinstance(module, ConvBN) and module.bn is not None:
-            _fold_pair(name, module)
+    for parent_name, parent in list(folded.named_modules()):
+        for key, child in list(parent.named_children()):
+            if isinstance(child, ConvBN):
+                name = f"{parent_name}.{key}" if parent_name else key
+                parent._modules[key] = _fold_pair(name, child)
     return folded

@@ -1,185 +1,47 @@
-"""Genotype schema version 1: frozen dataclasses, parsing with located errors, dumping.
+"""Parsing and validating genotypes (schema version 1) into the IR of ``compiler.ir``, with located errors.
 
 Parsing needs no torch. ``load_genotype`` reads a file, applies ``--set`` overrides to the raw data,
-parses every field (types, ranges, names) and then runs the graph checks and shape inference of
-``compiler.graph``, so a genotype that loads is one that builds. The schema is documented in
-docs/genotype.md.
+parses every field (types, ranges, names) and then plans it (``compiler.planner``: graph checks and
+shape inference), so a genotype that loads is one that builds; the plan is kept with the genotype,
+so nothing plans it again. The schema is documented in docs/genotype.md; every default is the IR
+dataclass field's (``compiler.ir.default``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import GenotypeError, close_match_hint
+from .ir import (
+    CELL_INPUTS,
+    DEFAULT_ENCODING,
+    DEFAULT_MIXING,
+    ENCODINGS,
+    MIXINGS,
+    NEURON_KEYS,
+    RESETS,
+    SCHEMA_VERSION,
+    TASKS,
+    Cell,
+    CellLayer,
+    Classifier,
+    ConvLayer,
+    Edge,
+    Genotype,
+    Input,
+    Layer,
+    Network,
+    Neuron,
+    Node,
+    Stereo,
+    Surrogate,
+    default,
+)
+from .planner import plan
 from .yamlio import join_path, load_yaml
-
-SCHEMA_VERSION = 1
-TASKS = ("stereo", "classification")
-MIXINGS = ("membrane", "spike")
-ENCODINGS = ("sbt", "count", "image")
-RESETS = ("hard", "soft")
-CELL_INPUTS = ("c_prev", "c_prev_prev")
-
-
-# --------------------------------------------------------------------------------------------- model
-@dataclass(frozen=True)
-class Surrogate:
-    kind: str = "dspike"
-    b: float = 3.0
-
-
-@dataclass(frozen=True)
-class Neuron:
-    """A neuron layer's parameters (see compiler/neurons.py for the update equations)."""
-
-    kind: str = "lif"
-    tau: float = 0.2
-    threshold: float = 0.5
-    reset: str = "hard"
-    tau_a: float = 0.2
-    beta: float = 0.1
-    surrogate: Surrogate = field(default_factory=Surrogate)
-
-
-@dataclass(frozen=True)
-class Input:
-    height: int
-    width: int
-    encoding: str = "sbt"
-    bins: int = 5
-    window_ms: float = 50.0
-    channels: int = 3
-    timesteps: int = 1
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of one input frame: image channels, ``bins`` for SBT, ``2 * bins`` for counts
-        (ON and OFF events of every bin, as runtime.encoding.event_count writes them)."""
-        if self.encoding == "image":
-            return self.channels
-        return 2 * self.bins if self.encoding == "count" else self.bins
-
-
-@dataclass(frozen=True)
-class Edge:
-    source: str
-    op: str
-    delay: int = 0
-    neuron: dict = field(default_factory=dict)  # sparse override of the neuron (spike mixing)
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    inputs: tuple[Edge, ...]
-    neuron: dict = field(default_factory=dict)  # sparse override (membrane mixing)
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str
-    nodes: tuple[Node, ...]
-    output: tuple[str, ...]
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One entry of a network: a ``conv`` layer (conv + BN + neuron) or a ``cell``."""
-
-    kind: str  # "conv" | "cell"
-    name: str
-    op: str = "conv3x3"  # conv layers: registry op
-    channels: int = 0  # conv layers
-    stride: int = 1
-    level: int | None = None  # resample the input to this trellis level first
-    cell: str = ""  # cell layers
-    neuron: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Network:
-    name: str
-    dims: int
-    rates: tuple[int, ...]
-    node_channels: tuple[int, ...]
-    layers: tuple[Layer, ...]
-
-
-@dataclass(frozen=True)
-class Stereo:
-    feature: str
-    matching: str
-    disparities: int = 33
-    shift: int = 1
-    estimator: str = "subpixel"
-    support: int = 2
-    disparity_step: float = 2.0
-
-    @property
-    def max_disparity(self) -> float:
-        return (self.disparities - 1) * self.disparity_step
-
-
-@dataclass(frozen=True)
-class Classifier:
-    backbone: str
-    classes: int = 10
-    aux_after: int | None = None
-    aux_weight: float = 0.4
-    aux_channels: int = 128
-
-
-@dataclass(frozen=True)
-class Genotype:
-    name: str
-    task: str
-    input: Input
-    neuron: Neuron
-    mixing: str
-    cells: tuple[Cell, ...]
-    networks: tuple[Network, ...]
-    head: Stereo | Classifier
-    source: str = ""
-    schema: int = SCHEMA_VERSION
-    meta: dict = field(default_factory=dict)  # free-form provenance (search results, notes)
-    file: str = field(default="", compare=False)
-
-    def cell(self, name: str) -> Cell:
-        return next(c for c in self.cells if c.name == name)
-
-    def network(self, name: str) -> Network:
-        return next(n for n in self.networks if n.name == name)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
-
-    def resolve_neuron(self, *overrides: dict) -> Neuron:
-        """The default neuron with sparse overrides applied in order (later wins)."""
-        return resolve_neuron(self.neuron, *overrides)
-
-
-def resolve_neuron(base: Neuron, *overrides: dict) -> Neuron:
-    out = base
-    for ov in overrides:
-        if not ov:
-            continue
-        fields = {k: v for k, v in ov.items() if k != "surrogate"}
-        sur = out.surrogate
-        if "surrogate" in ov:
-            sur = dataclasses.replace(sur, **ov["surrogate"])
-        out = dataclasses.replace(out, **fields, surrogate=sur)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -271,8 +133,6 @@ def _surrogate_override(ctx: _Ctx, data: Any, path: str) -> dict:
         out["b"] = m.get("b", float, low=0.0, low_open=True)
     return out
 
-
-NEURON_KEYS = ("kind", "tau", "threshold", "reset", "tau_a", "beta", "surrogate")
 
 
 def _neuron_override(ctx: _Ctx, data: Any, path: str) -> dict:
@@ -368,15 +228,15 @@ def _parse_layer(ctx: _Ctx, data: Any, path: str, counters: dict[str, int]) -> L
     if kind == "cell":
         if level is None:
             raise ctx.error(path, "missing required key 'level'", "give the cell's trellis level, e.g. level: 0")
-        return Layer(kind="cell", name=name, cell=m.get("cell", str), level=level, neuron=neuron)
+        return CellLayer(name=name, cell=m.get("cell", str), level=level, neuron=neuron)
     neuron = _with_b(ctx, m, path, neuron)
-    return Layer(kind="conv", name=name, op=m.get("conv", str, choices=tuple(LAYER_OPS)),
-                 channels=m.get("channels", int, low=1), stride=m.get("stride", int, 1, low=1),
-                 level=level, neuron=neuron)
+    return ConvLayer(name=name, op=m.get("conv", str, choices=tuple(LAYER_OPS)),
+                     channels=m.get("channels", int, low=1),
+                     stride=m.get("stride", int, default(ConvLayer, "stride"), low=1), level=level, neuron=neuron)
 
 
-def _int_list(ctx: _Ctx, m: _Map, key: str, default: list[int]) -> tuple[int, ...]:
-    values = m.get(key, list, default)
+def _int_list(ctx: _Ctx, m: _Map, key: str, fallback: tuple[int, ...]) -> tuple[int, ...]:
+    values = m.get(key, list, list(fallback))
     path = join_path(m.path, key)
     if not values:
         raise ctx.error(path, "must not be empty")
@@ -401,9 +261,10 @@ def _parse_network(ctx: _Ctx, name: str, data: Any, path: str) -> Network:
             raise ctx.error(join_path(join_path(path, "layers"), i),
                             f"layer name {layer.name!r} is used twice", "give each layer its own name")
         seen[layer.name] = i
-    return Network(name=name, dims=m.get("dims", int, 2, choices=(2, 3)),
-                   rates=_int_list(ctx, m, "rates", [1, 2, 2, 2]),
-                   node_channels=_int_list(ctx, m, "node_channels", [16, 32, 64, 128]), layers=layers)
+    return Network(name=name, dims=m.get("dims", int, default(Network, "dims"), choices=(2, 3)),
+                   rates=_int_list(ctx, m, "rates", default(Network, "rates")),
+                   node_channels=_int_list(ctx, m, "node_channels", default(Network, "node_channels")),
+                   layers=layers)
 
 
 def _parse_head(ctx: _Ctx, task: str, data: Any, path: str) -> Stereo | Classifier:
@@ -415,20 +276,21 @@ def _parse_head(ctx: _Ctx, task: str, data: Any, path: str) -> Stereo | Classifi
         est = _Map(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
                    ("kind", "support", "disparity_step"))
         return Stereo(feature=m.get("feature", str), matching=m.get("matching", str),
-                      disparities=cv.get("disparities", int, 33, low=2), shift=cv.get("shift", int, 1, low=1),
-                      estimator=est.get("kind", str, "subpixel", choices=tuple(ESTIMATORS)),
-                      support=est.get("support", int, 2, low=1),
-                      disparity_step=est.get("disparity_step", float, 2.0, low=0.0, low_open=True))
+                      disparities=cv.get("disparities", int, default(Stereo, "disparities"), low=2),
+                      shift=cv.get("shift", int, default(Stereo, "shift"), low=1),
+                      estimator=est.get("kind", str, default(Stereo, "estimator"), choices=tuple(ESTIMATORS)),
+                      support=est.get("support", int, default(Stereo, "support"), low=1),
+                      disparity_step=est.get("disparity_step", float, default(Stereo, "disparity_step"),
+                                             low=0.0, low_open=True))
     m = _Map(ctx, data, path, ("backbone", "classes", "aux"))
-    aux_after = None
-    aux_weight, aux_channels = 0.4, 128
+    aux: dict[str, Any] = {}
     if m.has("aux"):
-        aux = _Map(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
-        aux_after = aux.get("after", int, low=0)
-        aux_weight = aux.get("weight", float, 0.4, low=0.0)
-        aux_channels = aux.get("channels", int, 128, low=1)
-    return Classifier(backbone=m.get("backbone", str), classes=m.get("classes", int, 10, low=1),
-                      aux_after=aux_after, aux_weight=aux_weight, aux_channels=aux_channels)
+        am = _Map(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
+        aux = {"aux_after": am.get("after", int, low=0),
+               "aux_weight": am.get("weight", float, default(Classifier, "aux_weight"), low=0.0),
+               "aux_channels": am.get("channels", int, default(Classifier, "aux_channels"), low=1)}
+    return Classifier(backbone=m.get("backbone", str),
+                      classes=m.get("classes", int, default(Classifier, "classes"), low=1), **aux)
 
 
 TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "cells", "networks", "head", "meta")
@@ -437,7 +299,6 @@ TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "ce
 def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "<genotype>",
                    overridden: dict[str, str] | None = None) -> Genotype:
     """Plain data (as loaded from YAML) -> a checked Genotype. Raises GenotypeError."""
-    from .registry import NEURONS, SURROGATES
 
     ctx = _Ctx(file, lines or {}, overridden or {})
     m = _Map(ctx, data, "", TOP_KEYS)
@@ -450,22 +311,18 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
     im = _Map(ctx, m.get("input", dict), "input",
               ("height", "width", "encoding", "bins", "window_ms", "channels", "timesteps"))
     inp = Input(height=im.get("height", int, low=1), width=im.get("width", int, low=1),
-                encoding=im.get("encoding", str, "sbt" if task == "stereo" else "image", choices=ENCODINGS),
-                bins=im.get("bins", int, 5, low=1), window_ms=im.get("window_ms", float, 50.0, low=0.0, low_open=True),
-                channels=im.get("channels", int, 3, low=1), timesteps=im.get("timesteps", int, 1, low=1))
+                encoding=im.get("encoding", str, DEFAULT_ENCODING[task], choices=ENCODINGS),
+                bins=im.get("bins", int, default(Input, "bins"), low=1),
+                window_ms=im.get("window_ms", float, default(Input, "window_ms"), low=0.0, low_open=True),
+                channels=im.get("channels", int, default(Input, "channels"), low=1),
+                timesteps=im.get("timesteps", int, default(Input, "timesteps"), low=1))
     if task == "stereo" and inp.encoding == "image":
         raise ctx.error("input.encoding", "stereo networks take event encodings", "use sbt or count")
 
     nm = _Map(ctx, m.get("neuron", dict, {}), "neuron", NEURON_KEYS)
     sm = _Map(ctx, nm.get("surrogate", dict, {}), "neuron.surrogate", ("kind", "b"))
-    neuron = Neuron(kind=nm.get("kind", str, "lif", choices=tuple(NEURONS)),
-                    tau=nm.get("tau", float, 0.2, low=0.0, high=1.0),
-                    threshold=nm.get("threshold", float, 0.5, low=0.0, low_open=True),
-                    reset=nm.get("reset", str, "hard", choices=RESETS),
-                    tau_a=nm.get("tau_a", float, 0.2, low=0.0, high=1.0),
-                    beta=nm.get("beta", float, 0.1, low=0.0),
-                    surrogate=Surrogate(kind=sm.get("kind", str, "dspike", choices=tuple(SURROGATES)),
-                                        b=sm.get("b", float, 3.0, low=0.0, low_open=True)))
+    neuron = Neuron(**_neuron_override(ctx, {k: v for k, v in nm.data.items() if k != "surrogate"}, "neuron"),
+                    surrogate=Surrogate(**_surrogate_override(ctx, sm.data, "neuron.surrogate")))
 
     cells_data = m.get("cells", dict, {})
     cells = tuple(_parse_cell(ctx, k, v, join_path("cells", k)) for k, v in cells_data.items())
@@ -476,11 +333,10 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
     head = _parse_head(ctx, task, m.get("head", dict), "head")
     meta = m.get("meta", dict, {})
     g = Genotype(name=m.get("name", str), task=task, input=inp, neuron=neuron,
-                 mixing=m.get("mixing", str, "membrane", choices=MIXINGS), cells=cells, networks=networks,
-                 head=head, source=m.get("source", str, ""), schema=schema, meta=meta, file=file)
-    from .graph import check_genotype
-
-    check_genotype(g, ctx)
+                 mixing=m.get("mixing", str, DEFAULT_MIXING, choices=MIXINGS), cells=cells, networks=networks,
+                 head=head, source=m.get("source", str, default(Genotype, "source")), schema=schema, meta=meta,
+                 file=file)
+    plan(g, ctx)  # graph checks and shapes; the plan is kept with g (planner.plan)
     return g
 
 
@@ -572,70 +428,3 @@ def loads_genotype(text: str, file: str = "<string>",
     return parse_genotype(data, lines, file, overridden)
 
 
-# ------------------------------------------------------------------------------------------- dumping
-def to_dict(g: Genotype) -> dict:
-    """The canonical plain-data form; ``parse_genotype(to_dict(g)) == g``."""
-    out: dict[str, Any] = {"schema": g.schema, "name": g.name, "task": g.task}
-    if g.source:
-        out["source"] = g.source
-    inp = dataclasses.asdict(g.input)
-    if g.input.encoding == "image":
-        inp.pop("bins")
-        inp.pop("window_ms")
-    else:
-        inp.pop("channels")
-        inp.pop("timesteps") if g.input.timesteps == 1 else None
-    out["input"] = inp
-    out["neuron"] = dataclasses.asdict(g.neuron)
-    out["mixing"] = g.mixing
-    out["cells"] = {}
-    for c in g.cells:
-        nodes = {}
-        for n in c.nodes:
-            nd: dict[str, Any] = {"inputs": []}
-            for e in n.inputs:
-                ed: dict[str, Any] = {"from": e.source, "op": e.op}
-                if e.delay:
-                    ed["delay"] = e.delay
-                if e.neuron:
-                    ed["neuron"] = e.neuron
-                nd["inputs"].append(ed)
-            if n.neuron:
-                nd["neuron"] = n.neuron
-            nodes[n.name] = nd
-        cd: dict[str, Any] = {"nodes": nodes}
-        if list(c.output) != [n.name for n in c.nodes]:
-            cd["output"] = list(c.output)
-        out["cells"][c.name] = cd
-    out["networks"] = {}
-    for net in g.networks:
-        layers = []
-        for layer in net.layers:
-            if layer.kind == "cell":
-                ld: dict[str, Any] = {"cell": layer.cell, "level": layer.level, "name": layer.name}
-            else:
-                ld = {"conv": layer.op, "channels": layer.channels}
-                if layer.stride != 1:
-                    ld["stride"] = layer.stride
-                if layer.level is not None:
-                    ld["level"] = layer.level
-                ld["name"] = layer.name
-            if layer.neuron:
-                ld["neuron"] = layer.neuron
-            layers.append(ld)
-        out["networks"][net.name] = {"dims": net.dims, "rates": list(net.rates),
-                                     "node_channels": list(net.node_channels), "layers": layers}
-    h = g.head
-    if isinstance(h, Stereo):
-        out["head"] = {"feature": h.feature, "matching": h.matching,
-                       "cost_volume": {"disparities": h.disparities, "shift": h.shift},
-                       "estimator": {"kind": h.estimator, "support": h.support,
-                                     "disparity_step": h.disparity_step}}
-    else:
-        hd: dict[str, Any] = {"backbone": h.backbone, "classes": h.classes}
-        if h.aux_after is not None:
-            hd["aux"] = {"after": h.aux_after, "weight": h.aux_weight, "channels": h.aux_channels}
-        out["head"] = hd
-    if g.meta:
-        out["meta"] = g.meta
-    return out

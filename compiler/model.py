@@ -1,6 +1,6 @@
 """The torch spiking model built from a genotype's Plan: one time step, explicit state.
 
-    model = build_model(genotype)
+    model = build_model(genotype)           # or build_model(plan(genotype))
     state = model.initial_state(batch_size=2)
     out, state = model({"left": x, "right": y}, state)   # x, y: (B, bins, H, W)
 
@@ -8,17 +8,36 @@
 ``logits`` (B, classes), and ``aux_logits`` in training mode, for classification) and ``spikes``:
 per spiking layer the number of spikes each sample emitted at this step, shape (B,). Nothing is
 kept between calls: the state dict is the only memory.
+
+The parts other networks reuse: ``NetworkModule`` runs a network's layers (``ConvBlock``,
+``CellBlock``) in order with the c_{k-1} / c_{k-2} rule; ``stereo_head`` and ``classifier_head`` turn a
+runner ``run(network, x, instance, taps=None)`` into the task outputs. The SpikeDHS supernet
+(training/search/supernet.py) passes its own runner, which replaces the cell layers by its trellis.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .genotype import Classifier, Genotype, Stereo
-from .graph import LayerPlan, NetPlan, Plan, cell_order, plan
+from .ir import Classifier, ConvLayer, Genotype, Input, Stereo
 from .neurons import NeuronModule, build_neuron
+from .planner import (
+    LayerPlan,
+    NetPlan,
+    Plan,
+    cell_inputs_after,
+    cell_order,
+    delayed_state_name,
+    instance_name,
+    layer_name,
+    neuron_name,
+    plan,
+    state_name,
+)
 from .registry import OPS
 
 # ---------------------------------------------------------------------------------------------- ops
@@ -32,11 +51,24 @@ class ConvBN(nn.Module):
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
         self.conv = conv(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
-        self.bn: nn.Module | None = bn(out_channels)
+        self.bn = bn(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        return x if self.bn is None else self.bn(x)
+        return self.bn(self.conv(x))
+
+
+class FoldedConv(nn.Module):
+    """A ConvBN after BatchNorm folding (compiler.fold): the convolution with the folded bias alone.
+    ``bn`` is None to say that there is none; parameter names stay those of the ConvBN."""
+
+    bn = None
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
 
 
 class AvgPool(nn.Module):
@@ -78,20 +110,23 @@ class Step:
         self.spikes: dict[str, Tensor] = {}
 
     def neuron(self, name: str, module: NeuronModule, current: Tensor) -> Tensor:
-        mine = {s: self.state_in[f"{name}.{s}"] for s in module.state_names}
+        mine = {s: self.state_in[state_name(name, s)] for s in module.state_names}
         y, new = module(current, mine)
         for s, t in new.items():
-            self.state_out[f"{name}.{s}"] = t
+            self.state_out[state_name(name, s)] = t
         if module.spiking:
             self.spikes[name] = y.flatten(1).sum(1)
         return y
 
 
-def _key(name: str) -> str:
-    return name.replace(".", "_")
+# A network runner: run(network name, input, instance name, taps) -> output; taps (optional) collects
+# each layer's output by index.
+Runner = Callable[..., Tensor]
 
 
-class ConvLayer(nn.Module):
+class ConvBlock(nn.Module):
+    """A conv layer of a network: (resample to its level,) op, neuron."""
+
     def __init__(self, lp: LayerPlan, g: Genotype, dims: int):
         super().__init__()
         layer = lp.layer
@@ -103,7 +138,9 @@ class ConvLayer(nn.Module):
         return step.neuron(name, self.neuron, self.op(resample(prev, self.target)))
 
 
-class CellLayer(nn.Module):
+class CellBlock(nn.Module):
+    """A cell layer: its nodes in topological order, delayed edges through the state."""
+
     def __init__(self, lp: LayerPlan, g: Genotype, dims: int):
         super().__init__()
         self.cell = g.cell(lp.layer.cell)
@@ -118,7 +155,7 @@ class CellLayer(nn.Module):
             for i, edge in enumerate(node.inputs):
                 c_in = in_channels.get(edge.source, channels)
                 self.ops[f"{node.name}_{i}"] = BUILDERS[edge.op](c_in, channels, dims)
-                if self.spike_mixing and OPS[edge.op].kind != "skip":
+                if self.spike_mixing and OPS[edge.op].has_neuron:
                     spec = g.resolve_neuron(lp.layer.neuron, node.neuron, edge.neuron)
                     self.neurons[f"{node.name}_{i}"] = build_neuron(spec)
             if not self.spike_mixing:
@@ -136,20 +173,20 @@ class CellLayer(nn.Module):
             for i, edge in enumerate(node.inputs):
                 key = f"{node_name}_{i}"
                 if edge.delay:
-                    t = step.state_in[f"{name}.{node_name}.{i}.delayed"]
+                    t = step.state_in[delayed_state_name(name, node_name, i)]
                 else:
                     t = self.ops[key](values[edge.source])
                 if key in self.neurons:
-                    t = step.neuron(f"{name}.{node_name}.{i}", self.neurons[key], t)
+                    t = step.neuron(neuron_name(name, node_name, i), self.neurons[key], t)
                 terms.append(t)
             total = terms[0]
             for t in terms[1:]:
                 total = total + t
             if not self.spike_mixing:
-                total = step.neuron(f"{name}.{node_name}", self.neurons[node_name], total)
+                total = step.neuron(neuron_name(name, node_name), self.neurons[node_name], total)
             values[node_name] = total
         for node_name, i, src in self.delayed:
-            step.state_out[f"{name}.{node_name}.{i}.delayed"] = self.ops[f"{node_name}_{i}"](values[src])
+            step.state_out[delayed_state_name(name, node_name, i)] = self.ops[f"{node_name}_{i}"](values[src])
         outs = [values[o] for o in self.cell.output]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
@@ -162,16 +199,23 @@ class NetworkModule(nn.Module):
         dims = np_.network.dims
         self.names = [lp.layer.name for lp in np_.layers]
         self.layers = nn.ModuleList(
-            ConvLayer(lp, g, dims) if lp.layer.kind == "conv" else CellLayer(lp, g, dims) for lp in np_.layers)
+            ConvBlock(lp, g, dims) if isinstance(lp.layer, ConvLayer) else CellBlock(lp, g, dims)
+            for lp in np_.layers)
 
     def forward(self, x: Tensor, step: Step, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
-        prev = prev_prev = x
-        for i, (name, layer) in enumerate(zip(self.names, self.layers, strict=True)):
-            out = layer(f"{instance}.{name}", step, prev, prev_prev)
-            prev_prev, prev = (out if i == 0 else prev), out  # the input is never a c_{k-2}
-            if taps is not None:
-                taps[i] = out
-        return prev
+        return run_layers(zip(self.names, self.layers, strict=True), x, step, instance, taps)
+
+
+def run_layers(layers, x: Tensor, step: Step, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
+    """Run ``(name, block)`` pairs in order: block(layer name, step, c_{k-1}, c_{k-2}) -> output, with
+    the planner's c_{k-2} rule (``cell_inputs_after``)."""
+    prev = prev_prev = x
+    for i, (name, block) in enumerate(layers):
+        out = block(layer_name(instance, name), step, prev, prev_prev)
+        prev, prev_prev = cell_inputs_after(i, prev, out)
+        if taps is not None:
+            taps[i] = out
+    return prev
 
 
 # ---------------------------------------------------------------------------------------- stereo
@@ -205,6 +249,42 @@ def estimate_disparity(cost: Tensor, kind: str, support: int, step: float) -> Te
     return (prob * d).sum(dim=1) * step
 
 
+# ------------------------------------------------------------------------------------------ heads
+def stereo_head(head: Stereo, inp: Input, run: Runner, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The feature network on both views, the cost volume, the matching network and the estimator."""
+    left = run(head.feature, inputs["left"], instance_name(head.feature, "left"))  # (B, C, h, w)
+    right = run(head.feature, inputs["right"], instance_name(head.feature, "right"))
+    volume = cost_volume(left, right, head.disparities, head.shift)  # (B, 2C, D, h, w)
+    cost = run(head.matching, volume, instance_name(head.matching))[:, 0]  # (B, D, h, w)
+    cost = F.interpolate(cost, size=(inp.height, inp.width), mode="bilinear", align_corners=False)  # (B, D, H, W)
+    return {"cost": cost, "disparity": estimate_disparity(cost, head.estimator, head.support, head.disparity_step)}
+
+
+def classifier_head(head: Classifier, run: Runner, image: Tensor, classifier: nn.Module,
+                    aux: nn.Module | None = None) -> dict[str, Tensor]:
+    """The backbone, global average pooling and the linear classifier; with ``aux`` (training) also the
+    auxiliary logits from the output of layer ``head.aux_after``."""
+    taps: dict[int, Tensor] = {}
+    feats = run(head.backbone, image, instance_name(head.backbone), taps if aux is not None else None)
+    out = {"logits": classifier(feats.flatten(2).mean(2))}  # (B, classes)
+    if aux is not None:
+        out["aux_logits"] = aux(taps[head.aux_after])
+    return out
+
+
+def aux_head(in_channels: int, head: Classifier) -> nn.Module:
+    """The training-only auxiliary classifier (not part of the exported graph)."""
+    return nn.Sequential(ConvBN(in_channels, head.aux_channels, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(head.aux_channels, head.classes))
+
+
+def task_names(g: Genotype) -> tuple[list[str], str]:
+    """The model's input names and its data output's name (those of the ONNX contract)."""
+    from runtime.names import data_inputs, data_output
+
+    return data_inputs(g.task), data_output(g.task)
+
+
 # ----------------------------------------------------------------------------------------- model
 class SNNModel(nn.Module):
     """A compiled genotype. ``forward`` is one time step; see the module docstring."""
@@ -216,21 +296,17 @@ class SNNModel(nn.Module):
         self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
         head = p.genotype.head
         if isinstance(head, Classifier):
-            width = p.nets[head.backbone].out_shape[0]
-            self.classifier = nn.Linear(width, head.classes)
+            self.classifier = nn.Linear(p.nets[head.backbone].out_shape[0], head.classes)
             if head.aux_after is not None:
-                aux_in = p.nets[head.backbone].layers[head.aux_after].out_shape[0]
-                self.aux = nn.Sequential(ConvBN(aux_in, head.aux_channels, 2, 1), nn.ReLU(),
-                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                         nn.Linear(head.aux_channels, head.classes))
+                self.aux = aux_head(p.nets[head.backbone].layers[head.aux_after].out_shape[0], head)
 
     @property
     def input_names(self) -> list[str]:
-        return ["left", "right"] if self.genotype.task == "stereo" else ["image"]
+        return task_names(self.genotype)[0]
 
     @property
     def output_name(self) -> str:
-        return "disparity" if self.genotype.task == "stereo" else "logits"
+        return task_names(self.genotype)[1]
 
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return list(self.plan.states)
@@ -247,29 +323,21 @@ class SNNModel(nn.Module):
         if missing:
             raise KeyError(f"missing model input(s) {missing}; this model takes {self.input_names}")
         step = Step(state)
-        g = self.genotype
-        head = g.head
-        out: dict = {}
+        head = self.genotype.head
+
+        def run(net: str, x: Tensor, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
+            return self.nets[net](x, step, instance, taps)
+
         if isinstance(head, Stereo):
-            feat = self.nets[head.feature]
-            left = feat(inputs["left"], step, f"{head.feature}.left")  # (B, C, h, w)
-            right = feat(inputs["right"], step, f"{head.feature}.right")
-            volume = cost_volume(left, right, head.disparities, head.shift)  # (B, 2C, D, h, w)
-            cost = self.nets[head.matching](volume, step, head.matching)[:, 0]  # (B, D, h, w)
-            cost = F.interpolate(cost, size=(g.input.height, g.input.width), mode="bilinear",
-                                 align_corners=False)  # (B, D, H, W)
-            out["cost"] = cost
-            out["disparity"] = estimate_disparity(cost, head.estimator, head.support, head.disparity_step)
+            out = stereo_head(head, self.genotype.input, run, inputs)
         else:
-            taps: dict[int, Tensor] = {}
-            feats = self.nets[head.backbone](inputs["image"], step, head.backbone, taps)
-            out["logits"] = self.classifier(feats.flatten(2).mean(2))
-            if self.training and head.aux_after is not None:
-                out["aux_logits"] = self.aux(taps[head.aux_after])
+            aux = self.aux if self.training and head.aux_after is not None else None
+            out = classifier_head(head, run, inputs["image"], self.classifier, aux)
         out["spikes"] = step.spikes
         return out, step.state_out
 
 
-def build_model(genotype: Genotype) -> SNNModel:
-    """Build the torch model of a validated genotype (weights freshly initialised)."""
-    return SNNModel(plan(genotype))
+def build_model(source: Genotype | Plan) -> SNNModel:
+    """Build the torch model of a validated genotype, or of its plan (weights freshly initialised).
+    A genotype is planned once (its parser's plan is reused)."""
+    return SNNModel(source if isinstance(source, Plan) else plan(source))

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .genotype import Neuron
+from .ir import Neuron
 
 # ---------------------------------------------------------------------------------------- surrogates
 # Each takes v = u - V_th (distance to the threshold) and the temperature b, returns dy/du.

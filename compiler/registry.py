@@ -1,8 +1,8 @@
 """The registry of ops, neurons, surrogates and estimators: names, shape rules and costs (no torch).
 
 Every op is an ``OpSpec``; its shape rule and cost formulas are what validation, the summary
-table and the energy model use. The torch side (compiler/layers.py) builds each op with one
-factory signature ``BUILDERS[name](in_channels, out_channels, dims)``; a test checks that both
+table and the energy model use. The torch side (``compiler.model.BUILDERS``) builds each op with one
+factory signature ``BUILDERS[name](in_channels, out_channels, dims, stride)``; a test checks that both
 registries name the same ops.
 """
 
@@ -53,6 +53,12 @@ class OpSpec:
             return 0
         dims = len(in_shape) - 1
         return math.prod(out_shape) * in_shape[0] * self.kernel**dims
+
+    @property
+    def has_neuron(self) -> bool:
+        """Whether an edge with this op gets its own neuron under mixing at the spike (a skip passes
+        its source's spikes on unchanged and has none)."""
+        return self.kind != "skip"
 
     @property
     def binary_preserving(self) -> bool:

@@ -15,17 +15,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import RuntimeInputError
-
-SCHEMA = "1"
-STATE_IN = "state_in."
-STATE_OUT = "state_out."
-SPIKES = "spikes."
-
-# task -> (data inputs, data output)
-TASKS: dict[str, tuple[tuple[str, ...], str]] = {
-    "stereo": (("left", "right"), "disparity"),
-    "classification": (("image",), "logits"),
-}
+from runtime.names import REQUIRED_METADATA, SCHEMA, SPIKES, STATE_IN, STATE_OUT, TASKS
 
 _ORT_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
@@ -198,7 +188,6 @@ def _dense_macs(where: str, meta: Mapping[str, str]) -> dict[str, float]:
     return {str(k): _number(where, f"snn.dense_macs.{k}", v, positive=False) for k, v in raw.items()}
 
 
-REQUIRED_METADATA = ("snn.schema", "snn.task", "snn.genotype", "snn.encoding", "snn.layers", "snn.dense_macs")
 
 
 def read_contract(

@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from runtime.contract import ModelSpec, read_contract
 from runtime.errors import RuntimeInputError
+from runtime.names import spikes_output
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 CPU_EP = "CPUExecutionProvider"
@@ -291,7 +292,7 @@ class SNNSession:
             for st in spec.states:
                 self._state_np[st.name] = values[st.output_name]
         out = values[spec.data_output]
-        spikes = {layer.name: float(np.sum(values["spikes." + layer.name])) for layer in spec.layers}
+        spikes = {layer.name: float(np.sum(values[spikes_output(layer.name)])) for layer in spec.layers}
         return StepOutput(out[0] if self.batch == 1 else out, spikes, model_s)
 
     def _bound_outputs(self, binding: Any) -> dict[str, np.ndarray]:

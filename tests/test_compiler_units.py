@@ -11,7 +11,7 @@ from helpers import GENOTYPES, SMALL, small_genotype
 
 from compiler import build_model, load_genotype, parse_genotype
 from compiler.fold import FoldError, fold_batchnorm, fold_conv_bn_weights
-from compiler.genotype import Neuron, Surrogate
+from compiler.ir import Neuron, Surrogate
 from compiler.model import BUILDERS, cost_volume, estimate_disparity
 from compiler.neurons import ALIF, IF, LI, LIF, SURROGATE_GRADS, ReLU, spike
 from compiler.registry import OPS, SURROGATES
@@ -42,7 +42,7 @@ def test_params_of_model_equal_plan(name):
 
 
 def test_full_size_parameter_counts():
-    from compiler.graph import plan
+    from compiler.planner import plan
     assert plan(load_genotype(GENOTYPES / "stereo.yaml")).params == 3_454_922
     assert plan(load_genotype(GENOTYPES / "cifar10.yaml")).params == 14_287_834
 
@@ -275,7 +275,7 @@ def test_count_encoding_has_two_channels_per_bin_and_matches_the_runtime():
 
 
 def test_first_cell_takes_the_stem_output_as_both_inputs():
-    from compiler.graph import plan
+    from compiler.planner import plan
 
     p = plan(load_genotype(GENOTYPES / "cifar10.yaml"))
     first = p.nets["backbone"].layers[1]

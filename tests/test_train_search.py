@@ -32,7 +32,7 @@ def _run(tmp_path, **kw):
 
 
 def _resolved(g, name):
-    from compiler.graph import plan
+    from compiler.planner import plan
 
     return plan(g).neurons[name].neuron
 
@@ -40,7 +40,7 @@ def _resolved(g, name):
 # ------------------------------------------------------------------------------------- compiler.edit
 def test_edit_locates_every_neuron_layer_and_round_trips():
     from compiler.edit import locate, neuron_layer_names, set_neuron
-    from compiler.graph import plan
+    from compiler.planner import plan
 
     for name in ("stereo", "cifar10", "snasnet_cifar10_bw"):
         g = small_genotype(name)
@@ -127,7 +127,7 @@ def test_hns_mixes_lif_and_relu_with_the_energy_loss(tmp_path):
 
 
 def test_hybrid_neuron_is_relu_or_lif_at_the_extremes():
-    from compiler.genotype import Neuron
+    from compiler.ir import Neuron
     from compiler.neurons import LIF
     from training.hns import HybridNeuron
 

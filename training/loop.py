@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from compiler.genotype import Genotype, Stereo
+from compiler.ir import Genotype, Stereo
 
 from . import checkpoint as ckpt_io
 from .data import ClassData, StereoData, augment, center_crop

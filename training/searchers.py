@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from compiler.edit import locate, neuron_layer_names
-from compiler.genotype import Genotype
+from compiler.ir import Genotype
 
 from .errors import TrainError
 
@@ -61,7 +61,7 @@ def find_slot(model: nn.Module, g: Genotype, name: str) -> Slot:
 
 def resolve_layers(g: Genotype, names: list[str], kinds: tuple[str, ...]) -> list[str]:
     """``['all']`` -> every neuron layer of one of ``kinds``; else the names, checked, one per location."""
-    from compiler.graph import plan
+    from compiler.planner import plan
 
     p = plan(g)
     if names == ["all"]:

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compiler.errors import GenotypeError, close_match_hint
-from compiler.genotype import Genotype, Layer, Network, load_genotype
-from compiler.graph import plan
-from compiler.model import BUILDERS, ConvLayer, Step, cost_volume, estimate_disparity, resample
+from compiler.genotype import load_genotype
+from compiler.ir import CellLayer, Genotype, Network
+from compiler.model import BUILDERS, ConvBlock, Step, cost_volume, estimate_disparity, resample
 from compiler.neurons import build_neuron
+from compiler.planner import plan
 from compiler.registry import OPS, ShapeError
 from compiler.yamlio import load_yaml
 
@@ -517,12 +518,12 @@ def _base_layer(lp, g: Genotype, net: Network) -> nn.Module:
     if lp.layer.kind != "conv":
         raise GenotypeError("only conv layers may stand outside the searched cells of a network",
                             path=f"networks.{net.name}.layers", file=g.file or None)
-    return ConvLayer(lp, g, net.dims)
+    return ConvBlock(lp, g, net.dims)
 
 
 def _cell(name: str, decoded: dict, candidates: dict):
     """A genotype Cell from a decoded {node: [(source, candidate name), ...]}."""
-    from compiler.genotype import Cell, Edge, Node
+    from compiler.ir import Cell, Edge, Node
 
     nodes = []
     for node_name, edges in decoded.items():
@@ -555,7 +556,7 @@ def to_genotype(space: SearchSpace, decoded: dict, meta: dict | None = None) -> 
         level = s.start_level
         for i, j in enumerate(d["path"]):
             name = s.reduction_cell if "reduction_cell" in d and j != level else s.cell
-            searched.append(Layer(kind="cell", name=f"cell{i}", cell=name, level=j))
+            searched.append(CellLayer(name=f"cell{i}", cell=name, level=j))
             level = j
         layers = list(net.layers[:cell_idx[0]]) + searched + list(net.layers[cell_idx[-1] + 1:])
         networks.append(dataclasses.replace(net, layers=tuple(layers)))

@@ -1,13 +1,21 @@
-"""Graph checks (networkx) and shape inference in topological order, before any tensor exists.
+"""The planner: graph checks (networkx) and shape inference in topological order, before any tensor exists.
 
 ``plan(genotype)`` walks every network in order and every cell in the topological order of its
 DAG (delayed edges removed), applying each op's shape rule from the registry. The result, a
 ``Plan``, is what the torch builder, the summary table and the ONNX metadata (neuron counts,
-fan-out for SynOps, dense MACs) all read, so the three can never disagree.
+fan-out for SynOps, dense MACs) all read, so the three can never disagree. A genotype is planned
+once: ``parse_genotype`` plans it to validate it and the plan is kept with the (immutable)
+genotype, so ``plan(g)`` afterwards returns that same object.
+
+Names of the flattened namespace are made here and nowhere else: ``neuron_name`` (a neuron layer),
+``state_name`` (a state tensor of a neuron layer) and ``delayed_state_name`` (the state of a delayed
+edge). Each ``NeuronLayer`` carries its ``NeuronSite`` (where its parameters live in the genotype), so
+nothing parses names back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,7 +23,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from .errors import GenotypeError, close_match_hint
-from .genotype import CELL_INPUTS, Cell, Classifier, Genotype, Layer, Network, Neuron, Stereo
+from .ir import CELL_INPUTS, Cell, CellLayer, Classifier, ConvLayer, Genotype, Layer, Network, Neuron, Stereo
 from .registry import NEURONS, OPS, RULES, Shape, ShapeError
 
 # Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
@@ -38,10 +46,66 @@ class Value:
 
 
 @dataclass(frozen=True)
+class NeuronSite:
+    """Where a neuron layer's parameters live in the genotype: a conv layer, a cell node (mixing at the
+    membrane) or a cell edge (mixing at the spike). The stereo feature network's two instances share
+    their sites."""
+
+    network: str
+    layer: str
+    layer_index: int
+    node: str | None = None
+    edge: int | None = None
+
+    @property
+    def path(self) -> str:
+        """The genotype key path of the neuron override."""
+        base = f"networks.{self.network}.layers[{self.layer_index}]"
+        return base if self.node is None else f"{base} (node {self.node}" + (
+            f", edge {self.edge})" if self.edge is not None else ")")
+
+
+def instance_name(network: str, view: str | None = None) -> str:
+    """A network instance: the network's name, or ``NET.left`` / ``NET.right`` for the stereo feature
+    network, which runs on both views with one set of weights."""
+    return network if view is None else f"{network}.{view}"
+
+
+def cell_inputs_after(index: int, prev, out) -> tuple:
+    """(c_{k-1}, c_{k-2}) of the layer after layer ``index``, which output ``out`` and got ``prev``.
+
+    The network input is never a c_{k-2}: the first layer's output is both inputs of the second
+    (as in DARTS). Shapes in the planner, tensors in the model and the supernet: one rule."""
+    return out, (out if index == 0 else prev)
+
+
+def layer_name(instance: str, layer: str) -> str:
+    """A layer's name in the flattened namespace: ``NET[.INSTANCE].LAYER``."""
+    return f"{instance}.{layer}"
+
+
+def neuron_name(layer: str, node: str | None = None, edge: int | None = None) -> str:
+    """A neuron layer's name: the layer's (a conv layer), ``LAYER.NODE`` or ``LAYER.NODE.EDGE``."""
+    name = layer if node is None else f"{layer}.{node}"
+    return name if edge is None else f"{name}.{edge}"
+
+
+def state_name(neuron: str, variable: str) -> str:
+    """The state tensor ``variable`` (``v``, ``a``) of neuron layer ``neuron``."""
+    return f"{neuron}.{variable}"
+
+
+def delayed_state_name(layer: str, node: str, edge: int) -> str:
+    """The state of a delayed edge: its op's output on its source at the step before."""
+    return f"{layer}.{node}.{edge}.delayed"
+
+
+@dataclass(frozen=True)
 class NeuronLayer:
     name: str  # e.g. "feature.left.cell0.n1"
     shape: Shape
     neuron: Neuron
+    site: NeuronSite
 
     @property
     def spiking(self) -> bool:
@@ -109,10 +173,10 @@ class _Walker:
         return GenotypeError(message, path=path, file=self.g.file or None, hint=hint)
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def neuron(self, name: str, shape: Shape, neuron: Neuron) -> Value:
+    def neuron(self, name: str, shape: Shape, neuron: Neuron, site: NeuronSite) -> Value:
         spec = NEURONS[neuron.kind]
-        self.neurons[name] = NeuronLayer(name, shape, neuron)
-        self.states.extend((f"{name}.{s}", shape) for s in spec.state)
+        self.neurons[name] = NeuronLayer(name, shape, neuron, site)
+        self.states.extend((state_name(name, s), shape) for s in spec.state)
         self.activations += math.prod(shape) * (1 + len(spec.state))
         return Value(shape, (Part(name, shape[0], spec.spiking),))
 
@@ -137,22 +201,23 @@ class _Walker:
         prev = prev_prev = value
         for i, layer in enumerate(net.layers):
             lpath = f"{path}.layers[{i}]"
-            name = f"{instance}.{layer.name}"
+            name = layer_name(instance, layer.name)
+            site = NeuronSite(net.name, layer.name, i)
             target = None
             if layer.level is not None:
                 if layer.level >= len(sizes):
                     raise self.error(f"{lpath}.level", f"level {layer.level} does not exist: the network has "
                                      f"levels 0..{len(sizes) - 1}", "lower the level or add a rate")
                 target = sizes[layer.level]
-            if layer.kind == "conv":
-                lp, out = self.conv_layer(net, layer, lpath, name, prev, target)
+            if isinstance(layer, ConvLayer):
+                lp, out = self.conv_layer(net, layer, lpath, name, site, prev, target)
             else:
-                lp, out = self.cell_layer(net, layer, lpath, name, prev, prev_prev, target)
+                lp, out = self.cell_layer(net, layer, lpath, name, site, prev, prev_prev, target)
             layers.append(lp)
-            prev_prev, prev = (out if i == 0 else prev), out  # the input is never a c_{k-2}
+            prev, prev_prev = cell_inputs_after(i, prev, out)
         return NetPlan(net, value.shape, sizes, layers), prev
 
-    def conv_layer(self, net, layer: Layer, lpath, name, prev: Value, target) -> tuple[LayerPlan, Value]:
+    def conv_layer(self, net, layer: ConvLayer, lpath, name, site, prev: Value, target) -> tuple[LayerPlan, Value]:
         op = OPS[layer.op]
         x = prev if target is None else Value(RULES["resample"].shape(prev.shape, target), prev.parts)
         try:
@@ -163,12 +228,13 @@ class _Walker:
         macs = op.macs(x.shape, out_shape)
         self.consume(name, macs, x)
         neuron = self.g.resolve_neuron(layer.neuron)
-        out = self.neuron(name, out_shape, neuron)
+        out = self.neuron(name, out_shape, neuron, site)
         lp = LayerPlan(layer, lpath, {"c_prev": prev.shape}, target, out_shape,
                        params=op.params(x.shape[0], layer.channels, net.dims), macs=macs)
         return lp, out
 
-    def cell_layer(self, net, layer: Layer, lpath, name, prev, prev_prev, target) -> tuple[LayerPlan, Value]:
+    def cell_layer(self, net, layer: CellLayer, lpath, name, site, prev, prev_prev,
+                   target) -> tuple[LayerPlan, Value]:
         cells = {c.name: c for c in self.g.cells}
         if layer.cell not in cells:
             raise self.error(f"{lpath}.cell", f"unknown cell {layer.cell!r}",
@@ -205,15 +271,16 @@ class _Walker:
                 e_macs = op.macs(src.shape, shape)
                 params += op.params(src.shape[0], channels, net.dims)
                 macs += e_macs
-                edge_name = f"{name}.{node_name}.{e_idx}"
-                consumer = edge_name if self.g.mixing == "spike" else f"{name}.{node_name}"
+                edge_name = neuron_name(name, node_name, e_idx)
+                consumer = edge_name if self.g.mixing == "spike" else neuron_name(name, node_name)
                 if op.kind == "conv" and edge.delay:
                     delayed.append((consumer, e_macs, edge.source))
                 elif op.kind == "conv":
                     self.consume(consumer, e_macs, src)
-                if self.g.mixing == "spike" and op.kind != "skip":
+                if self.g.mixing == "spike" and op.has_neuron:
                     neuron = self.g.resolve_neuron(layer.neuron, node.neuron, edge.neuron)
-                    edge_values.append(self.neuron(edge_name, shape, neuron))
+                    edge_site = dataclasses.replace(site, node=node_name, edge=e_idx)
+                    edge_values.append(self.neuron(edge_name, shape, neuron, edge_site))
                 else:
                     parts = src.parts if op.binary_preserving else tuple(
                         Part(p.producer, p.channels, False) for p in src.parts)
@@ -224,7 +291,8 @@ class _Walker:
                 raise self.error(f"{npath}.inputs", f"{exc} (in {lpath})", exc.hint) from None
             if self.g.mixing == "membrane":
                 neuron = self.g.resolve_neuron(layer.neuron, node.neuron)
-                values[node_name] = self.neuron(f"{name}.{node_name}", shape, neuron)
+                values[node_name] = self.neuron(neuron_name(name, node_name), shape, neuron,
+                                                dataclasses.replace(site, node=node_name))
             else:
                 values[node_name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
         # Resolve the placeholders: a delayed edge reads what its source produced (its neuron under
@@ -248,7 +316,7 @@ class _Walker:
             for e_idx, edge in enumerate(node.inputs):  # output is the state read one step later
                 if edge.delay:
                     shape = OPS[edge.op].out_shape(values[edge.source].shape, channels)
-                    self.states.append((f"{name}.{node.name}.{e_idx}.delayed", shape))
+                    self.states.append((delayed_state_name(name, node.name, e_idx), shape))
                     self.activations += math.prod(shape)
         outs = [values[o] for o in cell.output]
         try:
@@ -315,7 +383,21 @@ def _check_cell(cell: Cell, err) -> None:
 
 
 def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
-    """Check the genotype's graphs and infer every shape. Raises GenotypeError."""
+    """Check the genotype's graphs and infer every shape. Raises GenotypeError.
+
+    The plan of a genotype (under the default memory limit) is kept with it: planning a parsed
+    genotype again returns the plan its parser made. ``ctx`` (the parser's) locates errors at lines.
+    """
+    cached = g.__dict__.get("_plan")
+    if cached is not None and max_bytes is None:
+        return cached
+    p = _plan(g, ctx, max_bytes)
+    if max_bytes is None:
+        object.__setattr__(g, "_plan", p)  # a cache beside the frozen fields (not compared, not dumped)
+    return p
+
+
+def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
     w = _Walker(g, ctx)
     for cell in g.cells:
         _check_cell(cell, w.error)
@@ -335,10 +417,10 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
     if isinstance(head, Stereo):
         feat = need("feature", head.feature, 2)
         match = need("matching", head.matching, 3)
-        plans[feat.name], left = w.network(feat, f"{feat.name}.left", image)
-        _, right = w.network(feat, f"{feat.name}.right", image)
+        plans[feat.name], left = w.network(feat, instance_name(feat.name, "left"), image)
+        _, right = w.network(feat, instance_name(feat.name, "right"), image)
         volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
-        plans[match.name], cost = w.network(match, match.name, volume)
+        plans[match.name], cost = w.network(match, instance_name(match.name), volume)
         if cost.shape[0] != 1:
             raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
                           f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
@@ -355,7 +437,7 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
     else:
         assert isinstance(head, Classifier)
         back = need("backbone", head.backbone, 2)
-        plans[back.name], out = w.network(back, back.name, image)
+        plans[back.name], out = w.network(back, instance_name(back.name), image)
         pooled = RULES["global_avgpool"].shape(out.shape)
         RULES["linear"].shape(pooled, head.classes)
         w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
@@ -395,7 +477,3 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
                       f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
                       "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
     return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params)
-
-
-def check_genotype(g: Genotype, ctx=None) -> Plan:
-    return plan(g, ctx)

@@ -1,4 +1,4 @@
-"""``python -m compiler.bench [GENOTYPE] [--steps N] [--set KEY=VALUE ...]``: compile/export time and
+"""``python benchmarks/bench_compile.py [GENOTYPE] [--steps N] [--set KEY=VALUE ...]``: compile/export time and
 per-step latency of the exported graph in ONNX Runtime against the torch step, side by side.
 
 Both sides run the same weights (BN folded for ONNX, the torch model in eval mode with BN, as
@@ -18,13 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 
 def _median_ms(times: list[float]) -> float:
     return 1000 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compiler.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_compile.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("genotype", nargs="?", default="genotypes/stereo.yaml")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side (after one warm-up step)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -35,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from . import GenotypeError, load_genotype
-    from .export import export_onnx
-    from .graph import plan
-    from .model import build_model
+    from compiler import GenotypeError, load_genotype
+    from compiler.export import export_onnx
+    from compiler.model import build_model
+    from compiler.planner import plan
+    from runtime.names import state_input, state_output
 
     try:
         t0 = time.perf_counter()
@@ -82,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     out_names = [o.name for o in session.get_outputs()]
 
     ort_times = []
-    feeds_state = {f"state_in.{n}": np.zeros((1, *s), np.float32) for n, s in model.state_shapes()}
+    feeds_state = {state_input(n): np.zeros((1, *s), np.float32) for n, s in model.state_shapes()}
     for i, x in enumerate(inputs):
         t0 = time.perf_counter()
         res = dict(zip(out_names, session.run(None, {**x, **feeds_state}), strict=True))
         dt = time.perf_counter() - t0
-        feeds_state = {f"state_in.{n}": res[f"state_out.{n}"] for n in names}
+        feeds_state = {state_input(n): res[state_output(n)] for n in names}
         if i:
             ort_times.append(dt)
 

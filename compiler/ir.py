@@ -1,0 +1,276 @@
+"""The genotype IR, schema version 1: frozen dataclasses and their canonical plain-data form.
+
+Data only: no parsing, no validation, no torch (``compiler.genotype`` parses and validates plain
+data into these classes; ``compiler.planner`` infers shapes). Every default is written once, here,
+as a dataclass field; the parser reads it from the field. ``Genotype.to_dict()`` is the canonical
+plain data: ``parse_genotype(g.to_dict()) == g`` (tested for every shipped genotype).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import yaml
+
+SCHEMA_VERSION = 1
+TASKS = ("stereo", "classification")
+MIXINGS = ("membrane", "spike")
+ENCODINGS = ("sbt", "count", "image")
+RESETS = ("hard", "soft")
+CELL_INPUTS = ("c_prev", "c_prev_prev")
+NEURON_KEYS = ("kind", "tau", "threshold", "reset", "tau_a", "beta", "surrogate")
+DEFAULT_ENCODING = {"stereo": "sbt", "classification": "image"}  # per task
+DEFAULT_MIXING = "membrane"
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls`` (the one place a default is written)."""
+    f = cls.__dataclass_fields__[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    kind: str = "dspike"
+    b: float = 3.0
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """A neuron layer's parameters (see compiler/neurons.py for the update equations)."""
+
+    kind: str = "lif"
+    tau: float = 0.2
+    threshold: float = 0.5
+    reset: str = "hard"
+    tau_a: float = 0.2
+    beta: float = 0.1
+    surrogate: Surrogate = field(default_factory=Surrogate)
+
+
+@dataclass(frozen=True)
+class Input:
+    height: int
+    width: int
+    encoding: str  # default per task: DEFAULT_ENCODING
+    bins: int = 5
+    window_ms: float = 50.0
+    channels: int = 3
+    timesteps: int = 1
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of one input frame: image channels, ``bins`` for SBT, ``2 * bins`` for counts
+        (ON and OFF events of every bin, as runtime.encoding.event_count writes them)."""
+        if self.encoding == "image":
+            return self.channels
+        return 2 * self.bins if self.encoding == "count" else self.bins
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    op: str
+    delay: int = 0
+    neuron: dict = field(default_factory=dict)  # sparse override of the neuron (spike mixing)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    inputs: tuple[Edge, ...]
+    neuron: dict = field(default_factory=dict)  # sparse override (membrane mixing)
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    nodes: tuple[Node, ...]
+    output: tuple[str, ...]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """A layer of a network that is one op (conv + BN) and one neuron."""
+
+    kind: ClassVar[str] = "conv"
+    name: str
+    op: str
+    channels: int
+    stride: int = 1
+    level: int | None = None  # resample the input to this trellis level first
+    neuron: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellLayer:
+    """A layer of a network that runs a cell at a trellis level (inputs resampled to it)."""
+
+    kind: ClassVar[str] = "cell"
+    name: str
+    cell: str
+    level: int
+    neuron: dict = field(default_factory=dict)
+
+
+Layer = ConvLayer | CellLayer
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    layers: tuple[Layer, ...]
+    dims: int = 2
+    rates: tuple[int, ...] = (1, 2, 2, 2)
+    node_channels: tuple[int, ...] = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Stereo:
+    feature: str
+    matching: str
+    disparities: int = 33
+    shift: int = 1
+    estimator: str = "subpixel"
+    support: int = 2
+    disparity_step: float = 2.0
+
+    @property
+    def max_disparity(self) -> float:
+        return (self.disparities - 1) * self.disparity_step
+
+
+@dataclass(frozen=True)
+class Classifier:
+    backbone: str
+    classes: int = 10
+    aux_after: int | None = None
+    aux_weight: float = 0.4
+    aux_channels: int = 128
+
+
+@dataclass(frozen=True)
+class Genotype:
+    name: str
+    task: str
+    input: Input
+    neuron: Neuron
+    mixing: str
+    cells: tuple[Cell, ...]
+    networks: tuple[Network, ...]
+    head: Stereo | Classifier
+    source: str = ""
+    schema: int = SCHEMA_VERSION
+    meta: dict = field(default_factory=dict)  # free-form provenance (search results, notes)
+    file: str = field(default="", compare=False)
+
+    def cell(self, name: str) -> Cell:
+        return next(c for c in self.cells if c.name == name)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+    def resolve_neuron(self, *overrides: dict) -> Neuron:
+        """The default neuron with sparse overrides applied in order (later wins)."""
+        return resolve_neuron(self.neuron, *overrides)
+
+
+def resolve_neuron(base: Neuron, *overrides: dict) -> Neuron:
+    out = base
+    for ov in overrides:
+        if not ov:
+            continue
+        fields = {k: v for k, v in ov.items() if k != "surrogate"}
+        sur = out.surrogate
+        if "surrogate" in ov:
+            sur = dataclasses.replace(sur, **ov["surrogate"])
+        out = dataclasses.replace(out, **fields, surrogate=sur)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- dumping
+def _layer_dict(layer: Layer) -> dict[str, Any]:
+    if isinstance(layer, CellLayer):
+        out: dict[str, Any] = {"cell": layer.cell, "level": layer.level, "name": layer.name}
+    else:
+        out = {"conv": layer.op, "channels": layer.channels}
+        if layer.stride != 1:
+            out["stride"] = layer.stride
+        if layer.level is not None:
+            out["level"] = layer.level
+        out["name"] = layer.name
+    if layer.neuron:
+        out["neuron"] = layer.neuron
+    return out
+
+
+def _cell_dict(c: Cell) -> dict[str, Any]:
+    nodes = {}
+    for n in c.nodes:
+        nd: dict[str, Any] = {"inputs": []}
+        for e in n.inputs:
+            ed: dict[str, Any] = {"from": e.source, "op": e.op}
+            if e.delay:
+                ed["delay"] = e.delay
+            if e.neuron:
+                ed["neuron"] = e.neuron
+            nd["inputs"].append(ed)
+        if n.neuron:
+            nd["neuron"] = n.neuron
+        nodes[n.name] = nd
+    cd: dict[str, Any] = {"nodes": nodes}
+    if list(c.output) != [n.name for n in c.nodes]:
+        cd["output"] = list(c.output)
+    return cd
+
+
+def _head_dict(h: Stereo | Classifier) -> dict[str, Any]:
+    if isinstance(h, Stereo):
+        return {"feature": h.feature, "matching": h.matching,
+                "cost_volume": {"disparities": h.disparities, "shift": h.shift},
+                "estimator": {"kind": h.estimator, "support": h.support, "disparity_step": h.disparity_step}}
+    hd: dict[str, Any] = {"backbone": h.backbone, "classes": h.classes}
+    if h.aux_after is not None:
+        hd["aux"] = {"after": h.aux_after, "weight": h.aux_weight, "channels": h.aux_channels}
+    return hd
+
+
+def to_dict(g: Genotype) -> dict:
+    """The canonical plain-data form; ``parse_genotype(to_dict(g)) == g``."""
+    out: dict[str, Any] = {"schema": g.schema, "name": g.name, "task": g.task}
+    if g.source:
+        out["source"] = g.source
+    inp = dataclasses.asdict(g.input)
+    if g.input.encoding == "image":
+        inp.pop("bins")
+        inp.pop("window_ms")
+    else:
+        inp.pop("channels")
+        inp.pop("timesteps") if g.input.timesteps == 1 else None
+    out["input"] = inp
+    out["neuron"] = dataclasses.asdict(g.neuron)
+    out["mixing"] = g.mixing
+    out["cells"] = {c.name: _cell_dict(c) for c in g.cells}
+    out["networks"] = {net.name: {"dims": net.dims, "rates": list(net.rates),
+                                  "node_channels": list(net.node_channels),
+                                  "layers": [_layer_dict(layer) for layer in net.layers]}
+                       for net in g.networks}
+    out["head"] = _head_dict(g.head)
+    if g.meta:
+        out["meta"] = g.meta
+    return out
