@@ -64,7 +64,7 @@ STEREO_TRAIN = {"data": "synthetic", "crop": [48, 64], "windows": 4, "burn_in": 
 
 def searched_and_random(searched: str, space, out: Path, seed: int) -> list[tuple[str, Path]]:
     """(name, genotype file) of the searched genotype and 3 random genotypes of its space."""
-    from training.supernet import random_genotypes
+    from training.search.decode import random_genotypes
 
     rows = [("searched", Path(searched))]
     for k, g in enumerate(random_genotypes(space, 3, seed=seed)):
@@ -75,8 +75,8 @@ def searched_and_random(searched: str, space, out: Path, seed: int) -> list[tupl
 
 
 def digits_section(args, out: Path) -> dict:
-    from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space
+    from training.search.bilevel import SearchConfig, run_search
+    from training.search.space import load_search_space
 
     space_path = out / "space.yaml"
     space_path.write_text(SPACE.format(base=ROOT / "genotypes" / "cifar10.yaml"))
@@ -105,7 +105,7 @@ def snasnet_section(args, out: Path) -> dict:
     from compiler import GenotypeError, parse_genotype, plan
     from compiler.genotype import apply_overrides
     from training.data import classification_data
-    from training.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
+    from training.search.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
 
     template = yaml.safe_load((ROOT / "genotypes" / "snasnet_cifar10_bw.yaml").read_text())
     template, _ = apply_overrides(template, [*SNAS_DIGITS, f"mixing={args.snas_mixing}"])
@@ -145,8 +145,8 @@ def stereo_section(args, out: Path) -> dict:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from training.archsearch import SearchConfig, run_search
-    from training.supernet import load_search_space
+    from training.search.bilevel import SearchConfig, run_search
+    from training.search.space import load_search_space
 
     space_path = ROOT / "searchspaces" / "stereo_small.yaml"
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ from .yamlio import join_path, load_yaml
 
 
 # ------------------------------------------------------------------------------------------- parsing
-class _Ctx:
+class Ctx:
     """Where values came from: file name, line per key path, and --set overrides."""
 
     def __init__(self, file: str, lines: dict[str, int], overridden: dict[str, str]):
@@ -71,10 +71,10 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
                dict: "a mapping", list: "a list"}
 
 
-class _Map:
+class MapReader:
     """A mapping being parsed: typed getters, and unknown keys reported with close matches."""
 
-    def __init__(self, ctx: _Ctx, data: Any, path: str, allowed: tuple[str, ...]):
+    def __init__(self, ctx: Ctx, data: Any, path: str, allowed: tuple[str, ...]):
         if not isinstance(data, dict):
             raise ctx.error(path, f"expected a mapping, got {_describe(data)}")
         unknown = [k for k in data if k not in allowed]
@@ -112,7 +112,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
 
 
-def check_type(ctx: _Ctx, path: str, value: Any, kind: type) -> Any:
+def check_type(ctx: Ctx, path: str, value: Any, kind: type) -> Any:
     ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -122,10 +122,10 @@ def check_type(ctx: _Ctx, path: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _surrogate_override(ctx: _Ctx, data: Any, path: str) -> dict:
+def _surrogate_override(ctx: Ctx, data: Any, path: str) -> dict:
     from .registry import SURROGATES
 
-    m = _Map(ctx, data, path, ("kind", "b"))
+    m = MapReader(ctx, data, path, ("kind", "b"))
     out: dict[str, Any] = {}
     if m.has("kind"):
         out["kind"] = m.get("kind", str, choices=tuple(SURROGATES))
@@ -135,11 +135,11 @@ def _surrogate_override(ctx: _Ctx, data: Any, path: str) -> dict:
 
 
 
-def _neuron_override(ctx: _Ctx, data: Any, path: str) -> dict:
+def _neuron_override(ctx: Ctx, data: Any, path: str) -> dict:
     """A sparse neuron override: only the keys given, each checked."""
     from .registry import NEURONS
 
-    m = _Map(ctx, data, path, NEURON_KEYS)
+    m = MapReader(ctx, data, path, NEURON_KEYS)
     out: dict[str, Any] = {}
     if m.has("kind"):
         out["kind"] = m.get("kind", str, choices=tuple(NEURONS))
@@ -157,7 +157,7 @@ def _neuron_override(ctx: _Ctx, data: Any, path: str) -> dict:
     return out
 
 
-def _with_b(ctx: _Ctx, m: _Map, path: str, neuron: dict) -> dict:
+def _with_b(ctx: Ctx, m: MapReader, path: str, neuron: dict) -> dict:
     """``b: 5`` on an edge or node is shorthand for ``neuron: {surrogate: {b: 5}}``."""
     if m.has("b"):
         b = m.get("b", float, low=0.0, low_open=True)
@@ -168,10 +168,10 @@ def _with_b(ctx: _Ctx, m: _Map, path: str, neuron: dict) -> dict:
     return neuron
 
 
-def _parse_edge(ctx: _Ctx, data: Any, path: str) -> Edge:
+def _parse_edge(ctx: Ctx, data: Any, path: str) -> Edge:
     from .registry import CELL_OPS
 
-    m = _Map(ctx, data, path, ("from", "op", "b", "delay", "neuron"))
+    m = MapReader(ctx, data, path, ("from", "op", "b", "delay", "neuron"))
     source = m.get("from", str)
     op = m.get("op", str, choices=tuple(CELL_OPS))
     delay = m.get("delay", int, 0, choices=(0, 1))
@@ -180,8 +180,8 @@ def _parse_edge(ctx: _Ctx, data: Any, path: str) -> Edge:
     return Edge(source=source, op=op, delay=delay, neuron=neuron)
 
 
-def _parse_cell(ctx: _Ctx, name: str, data: Any, path: str) -> Cell:
-    m = _Map(ctx, data, path, ("nodes", "output"))
+def _parse_cell(ctx: Ctx, name: str, data: Any, path: str) -> Cell:
+    m = MapReader(ctx, data, path, ("nodes", "output"))
     nodes_data = m.get("nodes", dict)
     if not nodes_data:
         raise ctx.error(join_path(path, "nodes"), "a cell needs at least one node")
@@ -190,7 +190,7 @@ def _parse_cell(ctx: _Ctx, name: str, data: Any, path: str) -> Cell:
         npath = join_path(join_path(path, "nodes"), node_name)
         if node_name in CELL_INPUTS:
             raise ctx.error(npath, f"{node_name!r} is the name of a cell input", "rename the node")
-        nm = _Map(ctx, node_data, npath, ("inputs", "neuron", "b"))
+        nm = MapReader(ctx, node_data, npath, ("inputs", "neuron", "b"))
         inputs_data = nm.get("inputs", list)
         if not inputs_data:
             raise ctx.error(join_path(npath, "inputs"), "a node needs at least one input edge")
@@ -211,14 +211,14 @@ def _parse_cell(ctx: _Ctx, name: str, data: Any, path: str) -> Cell:
     return Cell(name=name, nodes=tuple(nodes), output=tuple(output))
 
 
-def _parse_layer(ctx: _Ctx, data: Any, path: str, counters: dict[str, int]) -> Layer:
+def _parse_layer(ctx: Ctx, data: Any, path: str, counters: dict[str, int]) -> Layer:
     from .registry import LAYER_OPS
 
     if isinstance(data, dict) and "cell" in data:
-        m = _Map(ctx, data, path, ("cell", "level", "name", "neuron"))
+        m = MapReader(ctx, data, path, ("cell", "level", "name", "neuron"))
         kind = "cell"
     else:
-        m = _Map(ctx, data, path, ("conv", "channels", "stride", "level", "name", "neuron", "b"))
+        m = MapReader(ctx, data, path, ("conv", "channels", "stride", "level", "name", "neuron", "b"))
         kind = "conv"
     index = counters.get(kind, 0)
     counters[kind] = index + 1
@@ -235,7 +235,7 @@ def _parse_layer(ctx: _Ctx, data: Any, path: str, counters: dict[str, int]) -> L
                      stride=m.get("stride", int, default(ConvLayer, "stride"), low=1), level=level, neuron=neuron)
 
 
-def _int_list(ctx: _Ctx, m: _Map, key: str, fallback: tuple[int, ...]) -> tuple[int, ...]:
+def _int_list(ctx: Ctx, m: MapReader, key: str, fallback: tuple[int, ...]) -> tuple[int, ...]:
     values = m.get(key, list, list(fallback))
     path = join_path(m.path, key)
     if not values:
@@ -247,8 +247,8 @@ def _int_list(ctx: _Ctx, m: _Map, key: str, fallback: tuple[int, ...]) -> tuple[
     return tuple(values)
 
 
-def _parse_network(ctx: _Ctx, name: str, data: Any, path: str) -> Network:
-    m = _Map(ctx, data, path, ("dims", "rates", "node_channels", "layers"))
+def _parse_network(ctx: Ctx, name: str, data: Any, path: str) -> Network:
+    m = MapReader(ctx, data, path, ("dims", "rates", "node_channels", "layers"))
     layers_data = m.get("layers", list)
     if not layers_data:
         raise ctx.error(join_path(path, "layers"), "a network needs at least one layer")
@@ -267,13 +267,13 @@ def _parse_network(ctx: _Ctx, name: str, data: Any, path: str) -> Network:
                    layers=layers)
 
 
-def _parse_head(ctx: _Ctx, task: str, data: Any, path: str) -> Stereo | Classifier:
+def _parse_head(ctx: Ctx, task: str, data: Any, path: str) -> Stereo | Classifier:
     from .registry import ESTIMATORS
 
     if task == "stereo":
-        m = _Map(ctx, data, path, ("feature", "matching", "cost_volume", "estimator"))
-        cv = _Map(ctx, m.get("cost_volume", dict, {}), join_path(path, "cost_volume"), ("disparities", "shift"))
-        est = _Map(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
+        m = MapReader(ctx, data, path, ("feature", "matching", "cost_volume", "estimator"))
+        cv = MapReader(ctx, m.get("cost_volume", dict, {}), join_path(path, "cost_volume"), ("disparities", "shift"))
+        est = MapReader(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
                    ("kind", "support", "disparity_step"))
         return Stereo(feature=m.get("feature", str), matching=m.get("matching", str),
                       disparities=cv.get("disparities", int, default(Stereo, "disparities"), low=2),
@@ -282,10 +282,10 @@ def _parse_head(ctx: _Ctx, task: str, data: Any, path: str) -> Stereo | Classifi
                       support=est.get("support", int, default(Stereo, "support"), low=1),
                       disparity_step=est.get("disparity_step", float, default(Stereo, "disparity_step"),
                                              low=0.0, low_open=True))
-    m = _Map(ctx, data, path, ("backbone", "classes", "aux"))
+    m = MapReader(ctx, data, path, ("backbone", "classes", "aux"))
     aux: dict[str, Any] = {}
     if m.has("aux"):
-        am = _Map(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
+        am = MapReader(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
         aux = {"aux_after": am.get("after", int, low=0),
                "aux_weight": am.get("weight", float, default(Classifier, "aux_weight"), low=0.0),
                "aux_channels": am.get("channels", int, default(Classifier, "aux_channels"), low=1)}
@@ -300,15 +300,15 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
                    overridden: dict[str, str] | None = None) -> Genotype:
     """Plain data (as loaded from YAML) -> a checked Genotype. Raises GenotypeError."""
 
-    ctx = _Ctx(file, lines or {}, overridden or {})
-    m = _Map(ctx, data, "", TOP_KEYS)
+    ctx = Ctx(file, lines or {}, overridden or {})
+    m = MapReader(ctx, data, "", TOP_KEYS)
     schema = m.get("schema", int)
     if schema != SCHEMA_VERSION:
         raise ctx.error("schema", f"unsupported schema version {schema}",
                         f"this compiler reads schema {SCHEMA_VERSION}")
     task = m.get("task", str, choices=TASKS)
 
-    im = _Map(ctx, m.get("input", dict), "input",
+    im = MapReader(ctx, m.get("input", dict), "input",
               ("height", "width", "encoding", "bins", "window_ms", "channels", "timesteps"))
     inp = Input(height=im.get("height", int, low=1), width=im.get("width", int, low=1),
                 encoding=im.get("encoding", str, DEFAULT_ENCODING[task], choices=ENCODINGS),
@@ -319,8 +319,8 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
     if task == "stereo" and inp.encoding == "image":
         raise ctx.error("input.encoding", "stereo networks take event encodings", "use sbt or count")
 
-    nm = _Map(ctx, m.get("neuron", dict, {}), "neuron", NEURON_KEYS)
-    sm = _Map(ctx, nm.get("surrogate", dict, {}), "neuron.surrogate", ("kind", "b"))
+    nm = MapReader(ctx, m.get("neuron", dict, {}), "neuron", NEURON_KEYS)
+    sm = MapReader(ctx, nm.get("surrogate", dict, {}), "neuron.surrogate", ("kind", "b"))
     neuron = Neuron(**_neuron_override(ctx, {k: v for k, v in nm.data.items() if k != "surrogate"}, "neuron"),
                     surrogate=Surrogate(**_surrogate_override(ctx, sm.data, "neuron.surrogate")))
 

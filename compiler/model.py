@@ -311,6 +311,10 @@ class SNNModel(nn.Module):
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return list(self.plan.states)
 
+    def spiking_neurons(self) -> int:
+        """Neurons per sample of all spiking layers (the denominator of a firing rate)."""
+        return sum(n.size for n in self.plan.spiking_layers)
+
     def initial_state(self, batch_size: int = 1, device=None, dtype=torch.float32) -> dict[str, Tensor]:
         """Zeros for every state tensor, (batch_size, *shape) each."""
         if device is None:

@@ -177,7 +177,7 @@ def test_snasnet_scores_each_distinct_cell_once(tmp_path):
     """2-node cells have at most 4 distinct forms (the one edge's op), so 8 codes must repeat some."""
     import yaml
 
-    from training.snasnet import cell_from_matrix, parse_code
+    from training.search.snasnet import cell_from_matrix, parse_code
 
     args = [a if a != 6 else 8 for a in SNAS]  # --candidates 8
     res = run(sys.executable, "-m", "training.search", "snasnet", *args, "--nodes", 2, "--out", tmp_path)

@@ -13,8 +13,8 @@ from helpers import GENOTYPES, SMALL
 
 from compiler import parse_genotype
 from compiler.genotype import apply_overrides
-from training.decode import decode_cell, decode_path
-from training.snasnet import (
+from training.search.decode import decode_cell, decode_path
+from training.search.snasnet import (
     cell_from_matrix,
     genotype_with_cell,
     hamming_kernel,

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import GenotypeError, build_model, export_onnx
-from training.supernet import Supernet, load_search_space, random_genotypes, random_path, to_genotype
+from training.search.decode import random_genotypes, random_path, to_genotype
+from training.search.space import load_search_space
+from training.search.supernet import Supernet
 
 SPACE = """search_space: 1
 base: {base}
@@ -119,7 +121,7 @@ def test_fixed_path_searches_normal_and_reduction_cells(tmp_path):
     out, _ = net(x, net.initial_state(2))
     out["logits"].sum().backward()
     assert net.alphas["backbone"].grad.abs().sum() > 0 and net.alphas["backbone__reduce"].grad.abs().sum() > 0
-    from training.archsearch import expected_energy
+    from training.search.bilevel import expected_energy
     assert float(expected_energy(net).detach()) > 0
     with torch.no_grad():
         net.alphas["backbone__reduce"].zero_()

@@ -129,7 +129,7 @@ def test_hns_mixes_lif_and_relu_with_the_energy_loss(tmp_path):
 def test_hybrid_neuron_is_relu_or_lif_at_the_extremes():
     from compiler.ir import Neuron
     from compiler.neurons import LIF
-    from training.hns import HybridNeuron
+    from training.searchers.hns import HybridNeuron
 
     x = torch.randn(3, 4)
     state = {"v": torch.zeros(3, 4)}

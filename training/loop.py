@@ -362,7 +362,7 @@ def evaluate_stereo(model, data: StereoData, cfg: TrainConfig) -> dict[str, Any]
     groups: dict[int, list] = {}
     for seg in data.val_segments:
         groups.setdefault(seg.end - seg.start, []).append(seg)
-    neurons = sum(n.size for n in model.plan.spiking_layers)
+    neurons = model.spiking_neurons()
     for length, segs in groups.items():
         for i in range(0, len(segs), cfg.eval_batch_size):
             chunk = segs[i:i + cfg.eval_batch_size]

@@ -12,8 +12,8 @@ from torch import Tensor
 from compiler.edit import set_meta, set_neuron
 from compiler.neurons import NeuronModule
 
-from .losses import energy_loss
-from .searchers import Searcher, Slot, find_slot, softmax_list
+from ..losses import energy_loss
+from .base import Searcher, Slot, find_slot, register, softmax_list
 
 EPS = 1e-3
 KINDS = ("lif", "relu")
@@ -39,8 +39,10 @@ class HybridNeuron(NeuronModule):
         return w[0] * y + w[1] * torch.relu(current), new
 
 
+@register
 class HNS(Searcher):
     name = "hns"
+    search_kinds = ("lif",)
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

@@ -1,5 +1,6 @@
 """What DGS, TPS and HNS share: finding a neuron layer's module (and the ops feeding it) in a built
-model, the searcher interface the training loop calls, and the genotype write-back."""
+model, the searcher interface the training loop calls, the genotype write-back, and the registry the
+searchers join (``SEARCHERS``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from compiler.edit import locate, neuron_layer_names
 from compiler.ir import Genotype
 
-from .errors import TrainError
+from ..errors import TrainError
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Searcher:
     """Hooks the training loop calls; subclasses implement the ones they need."""
 
     name = "search"
+    search_kinds: tuple[str, ...] = ()  # the neuron kinds this searcher can search
 
     def __init__(self, out: str | None, main: bool = True):
         self.log_path = Path(out) / f"{self.name}.jsonl" if out and main else None
@@ -126,20 +128,26 @@ class Searcher:
                 f.write(json.dumps(row) + "\n")
 
 
-def make_searchers(cfg, model, genotype) -> list[Searcher]:
-    """The searchers the options switch on, installed into ``model``."""
-    from .dgs import DGS
-    from .hns import HNS
-    from .tps import TPS
+# Option name (``cfg.dgs`` ...) -> searcher class; each class registers itself (``@register``) with
+# its ``name`` and the neuron kinds it can search (``kinds``). ``training.searchers`` imports them all.
+SEARCHERS: dict[str, type[Searcher]] = {}
 
+
+def register(cls: type[Searcher]) -> type[Searcher]:
+    if cls.name in SEARCHERS:
+        raise ValueError(f"searcher {cls.name!r} registered twice")
+    SEARCHERS[cls.name] = cls
+    return cls
+
+
+def make_searchers(cfg, model, genotype) -> list[Searcher]:
+    """The searchers the options switch on (in registration order), installed into ``model``."""
     out: list[Searcher] = []
     main = int(__import__("os").environ.get("RANK", "0")) == 0
-    if cfg.dgs:
-        out.append(DGS(model, genotype, resolve_layers(genotype, cfg.dgs, ("lif", "if", "alif")), cfg, main))
-    if cfg.tps:
-        out.append(TPS(model, genotype, resolve_layers(genotype, cfg.tps, ("lif", "alif")), cfg, main))
-    if cfg.hns:
-        out.append(HNS(model, genotype, resolve_layers(genotype, cfg.hns, ("lif",)), cfg, main))
+    for name, cls in SEARCHERS.items():
+        layers = getattr(cfg, name)
+        if layers:
+            out.append(cls(model, genotype, resolve_layers(genotype, layers, cls.search_kinds), cfg, main))
     return out
 
 

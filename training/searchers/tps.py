@@ -12,7 +12,7 @@ from torch import Tensor
 from compiler.edit import set_meta, set_neuron
 from compiler.neurons import NeuronModule
 
-from .searchers import Searcher, Slot, find_slot, softmax_list
+from .base import Searcher, Slot, find_slot, register, softmax_list
 
 EPS = 1e-3
 
@@ -52,8 +52,10 @@ class TPSNeuron(NeuronModule):
         return y_mix, new
 
 
+@register
 class TPS(Searcher):
     name = "tps"
+    search_kinds = ("lif", "alif")
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

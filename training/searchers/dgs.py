@@ -18,8 +18,8 @@ from torch.func import functional_call
 
 from compiler.edit import set_meta, set_neuron
 
-from .distributed import all_sum
-from .searchers import Searcher, Slot, _get, _set, find_slot
+from ..distributed import all_sum
+from .base import Searcher, Slot, _get, _set, find_slot, register
 
 OFFSETS = (-0.4, -0.2, 0.0, 0.2, 0.4)
 EPS = 1e-3
@@ -42,8 +42,10 @@ class MixedOp(nn.Module):
         return out
 
 
+@register
 class DGS(Searcher):
     name = "dgs"
+    search_kinds = ("lif", "if", "alif")
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

@@ -1,84 +1,160 @@
-"""``python -m training.search``: architecture search that writes genotypes.
+"""SNASNet training-free search: random cells scored at initialisation by the sparsity-aware
+Hamming kernel of their spike codes (Kim et al., ECCV 2022; REFERENCE.md).
 
-    python -m training.search spikedhs SPACE.yaml --out runs/search [--data synthetic|digits|PATH] ...
-    python -m training.search snasnet GENOTYPE.yaml --cell NAME --out runs/snas [--candidates 5000] ...
-
-``spikedhs``: differentiable cell and layer search on a supernet (training/supernet.py,
-training/archsearch.py), first-order bi-level, writes ``searched.yaml``, ``arch.jsonl`` (alpha, beta
-and the decoded architecture every ``--decode-every`` epochs), ``architecture.png`` and checkpoints
-(``--resume`` continues exactly). ``snasnet``: training-free search (training/snasnet.py): random
-cells of the genotype's named cell, scored at initialisation by the sparsity-aware Hamming kernel on
-one mini-batch; writes ``snasnet.jsonl`` (every candidate), ``searched.yaml`` (the best) and prints
-the ranked table. Both run under ``torchrun`` (gloo on CPU): the supernet's gradients are summed over
-processes; SNASNet candidates are scored in parallel and gathered. Bad input: one line, exit code 2.
+A cell is an N x N matrix of op codes (0 none, 1 skip, 2 conv1x1, 3 conv3x3, 4 avgpool3x3; the
+LIF is the node's neuron under membrane mixing). ``m[i][j]`` with i < j is a forward edge node i ->
+node j; with i > j it is a backward edge: node i's output of the previous step into node j (a
+delayed edge in the genotype, which the compiler turns into state). Node 0 is the cell input.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import copy
 import json
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .train import int_ranges
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.search", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="method", required=True)
-    d = sub.add_parser("spikedhs", help="differentiable cell + layer search on a supernet")
-    d.add_argument("space", help="search-space YAML, e.g. searchspaces/stereo.yaml")
-    d.add_argument("--out", required=True)
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value of the base genotype")
-    d.add_argument("--data", help="stereo: synthetic (default) or an MVSEC/DSEC path; classification: digits "
-                                  "(default), a CIFAR/IDX/image-folder path")
-    d.add_argument("--epochs", type=int, help="default 12 (stereo) or 50 (classification), as the paper")
-    d.add_argument("--warmup", type=int, help="epochs on the weights only (default 3 / 15)")
-    d.add_argument("--batch-size", type=int)
-    d.add_argument("--lr", type=float, help="weights: SGD momentum 0.9 (default 0.002 / 0.025)")
-    d.add_argument("--arch-lr", type=float, default=3e-4, help="alpha and beta: Adam")
-    d.add_argument("--cost-lambda", type=float, default=0.0,
-                   help="weight of the expected-energy penalty (per uJ); 0 = off")
-    d.add_argument("--decode-every", type=int, default=3)
-    d.add_argument("--windows", type=int, default=2, help="stereo: loss windows per sample")
-    d.add_argument("--burn-in", type=int, default=1)
-    d.add_argument("--seconds", type=float, default=2.0, help="synthetic stereo: seconds per sequence")
-    d.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100-115 or 1,2,5-7")
-    d.add_argument("--val-seeds", type=int_ranges)
-    d.add_argument("--max-batches", type=int, help="per epoch (quick runs)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--resume", action="store_true")
-    d.add_argument("--stop-after", type=int, help="end after N epochs of this invocation (resume later)")
-    d.add_argument("--threads", type=int)
-    d.add_argument("--device", default="cpu")
-    d.add_argument("--quiet", action="store_true")
-    s = sub.add_parser("snasnet", help="training-free search of random cells")
-    s.add_argument("genotype", help="the macro network, e.g. genotypes/snasnet_cifar10_bw.yaml")
-    s.add_argument("--cell", required=True, help="the cell to search")
-    s.add_argument("--out", required=True)
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--data", help="classification: digits (default) or a CIFAR/IDX/image-folder path; "
-                                  "stereo: synthetic (default) or an MVSEC/DSEC path")
-    s.add_argument("--input-op", default="skip", help="the op from the cell input into node 0 (skip; conv1x1 "
-                                                      "where the input has other channels than the nodes)")
-    s.add_argument("--candidates", type=int, default=5000)
-    s.add_argument("--nodes", type=int, default=4)
-    s.add_argument("--forward-only", action="store_true", help="no backward (delayed) connections")
-    s.add_argument("--batch", type=int, default=256, help="samples in the scoring mini-batch")
-    s.add_argument("--steps", type=int, help="time steps (default: the genotype's input.timesteps; stereo: 4 "
-                                             "consecutive windows)")
-    s.add_argument("--top", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int)
-    s.add_argument("--quiet", action="store_true")
-    return p
+OPS = {1: "skip", 2: "conv1x1", 3: "conv3x3", 4: "avgpool3x3"}
 
 
+def random_cell(rng: np.random.Generator, n_nodes: int = 4, backward: bool = True) -> np.ndarray:
+    """A random cell matrix. Every pair of nodes gets an op (or none); with ``backward`` a pair may
+    instead carry the later node's previous output backwards. The first and last nodes are always
+    joined forward (the paper keeps that edge for fast spike propagation)."""
+    m = np.zeros((n_nodes, n_nodes), dtype=int)
+    for i in range(n_nodes):
+        for j in range(i + 1, n_nodes):
+            op = int(rng.integers(0, 5))
+            if i == 0 and j == n_nodes - 1:
+                op = int(rng.integers(1, 5))
+                m[i, j] = op
+            elif op and backward and rng.random() < 0.5:
+                m[j, i] = op
+            else:
+                m[i, j] = op
+    return m
+
+
+def matrix_code(m: np.ndarray) -> str:
+    """The paper's notation: one group of digits per row, e.g. '0303 0030 2002 0200'."""
+    return " ".join("".join(str(int(v)) for v in row) for row in m)
+
+
+def parse_code(code: str) -> np.ndarray:
+    rows = code.split()
+    m = np.array([[int(ch) for ch in row] for row in rows], dtype=int)
+    if m.shape[0] != m.shape[1] or (m < 0).any() or (m > 4).any():
+        raise ValueError(f"bad cell code {code!r}: expected N groups of N digits 0-4")
+    return m
+
+
+def cell_from_matrix(m: np.ndarray, input_op: str = "skip") -> dict:
+    """The genotype cell (plain data) of a matrix; nodes that receive nothing or feed nothing are
+    dropped, as in NAS-Bench-style pruning. The output is the last node. Node 0 takes the cell input
+    through ``input_op`` (``skip``; a conv where the input has other channels than the nodes)."""
+    n = m.shape[0]
+    inputs: dict[int, list[dict]] = {k: [] for k in range(n)}
+    inputs[0].append({"from": "c_prev", "op": input_op})
+    for i in range(n):
+        for j in range(n):
+            if i != j and m[i, j]:
+                edge = {"from": f"n{i}", "op": OPS[int(m[i, j])]}
+                if i > j:
+                    edge["delay"] = 1
+                inputs[j].append(edge)
+    alive = set(range(n))
+    changed = True
+    while changed:  # prune nodes that cannot get input or cannot reach the output
+        changed = False
+        for k in sorted(alive):
+            fed = any(e["from"] == "c_prev" or int(e["from"][1:]) in alive for e in inputs[k])
+            feeds = k == n - 1 or any(e["from"] == f"n{k}" for j in alive if j != k for e in inputs[j])
+            if not fed or not feeds:
+                alive.discard(k)
+                changed = True
+    nodes = {}
+    for k in sorted(alive):
+        edges = [e for e in inputs[k] if e["from"] == "c_prev" or int(e["from"][1:]) in alive]
+        nodes[f"n{k}"] = {"inputs": edges}
+    return {"nodes": nodes, "output": [f"n{n - 1}"]}
+
+
+def genotype_with_cell(template: dict, cell_name: str, m: np.ndarray, input_op: str = "skip", **meta) -> dict:
+    """A copy of a genotype (plain data) whose cell ``cell_name`` is the matrix's cell."""
+    data = copy.deepcopy(template)
+    data["cells"][cell_name] = cell_from_matrix(m, input_op)
+    data["meta"] = {**data.get("meta", {}), "snasnet": {"cell": matrix_code(m), **meta}}
+    return data
+
+
+# ------------------------------------------------------------------------------------------ the score
+def hamming_kernel(codes: np.ndarray) -> np.ndarray:
+    """Sparsity-aware Hamming kernel of one layer at one step.
+
+    codes: (B, N) binary spike codes of B samples. K_ij = N - 0.5 d_H(c_i, c_j) /
+    (N (s_i (1 - s_j) + (1 - s_i) s_j) + 1e-3), with s the firing fraction of each code.
+    """
+    c = np.asarray(codes, dtype=np.float64)
+    n = c.shape[1]
+    d_h = c @ (1 - c).T + (1 - c) @ c.T  # (B, B) Hamming distances
+    s = c.mean(axis=1)
+    expected = n * (np.outer(s, 1 - s) + np.outer(1 - s, s)) + 1e-3
+    return n - 0.5 * d_h / expected
+
+
+def kernel_score(codes_per_layer: Sequence[np.ndarray]) -> float:
+    """log |det sum_l K_l| over every spiking layer (and step)."""
+    k = sum(hamming_kernel(c) for c in codes_per_layer)
+    sign, logdet = np.linalg.slogdet(k)
+    return float(logdet) if sign != 0 else float("-inf")
+
+
+def spike_codes(model, inputs: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                steps: int) -> list[np.ndarray]:
+    """Run ``steps`` steps from zero state at initialisation (BatchNorm on batch statistics, as an
+    untrained network sees its data) and return every spiking layer's (B, N) codes at every step.
+    ``inputs`` is one input (repeated every step: a static image) or one per step (event windows)."""
+    from compiler.neurons import NeuronModule
+
+    codes: list[np.ndarray] = []
+
+    def hook(module, _args, output):
+        if module.spiking:
+            codes.append(output[0].detach().flatten(1).numpy())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, NeuronModule)]
+    was_training = model.training
+    model.train()
+    try:
+        per_step = inputs if isinstance(inputs, list) else [inputs] * steps
+        if len(per_step) < steps:
+            raise ValueError(f"{len(per_step)} inputs for {steps} steps")
+        batch = next(iter(per_step[0].values())).shape[0]
+        state = model.initial_state(batch)
+        with torch.no_grad():
+            for t in range(steps):
+                _, state = model(per_step[t], state)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return codes
+
+
+def score_genotype(genotype, inputs, steps: int, seed: int = 0) -> float:
+    """The SNASNet score of a genotype at a seeded random initialisation."""
+    from compiler import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(genotype)
+    return kernel_score(spike_codes(model, inputs, steps))
+
+
+# ------------------------------------------------------------------------------ the search
 def run_snasnet(args, log=print) -> dict:
     import torch
 
@@ -86,10 +162,9 @@ def run_snasnet(args, log=print) -> dict:
     from compiler.genotype import apply_overrides
     from compiler.yamlio import load_yaml
 
-    from .data import check_image_shape, classification_data
-    from .distributed import setup, teardown
-    from .errors import TrainError
-    from .snasnet import cell_from_matrix, genotype_with_cell, matrix_code, random_cell, score_genotype
+    from ..data import check_image_shape, classification_data
+    from ..distributed import setup, teardown
+    from ..errors import TrainError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,7 +256,7 @@ def run_snasnet(args, log=print) -> dict:
             data["name"] = f"{base.name}-snasnet"
             data["source"] = f"SNASNet training-free search, best of {len(results)} random cells (seed {args.seed})"
             g = parse_genotype(data, file=str(out / "searched.yaml"))
-            from .checkpoint import write_text_atomic
+            from ..checkpoint import write_text_atomic
             write_text_atomic(g.to_yaml(), out / "searched.yaml")
             log(f"{len(results)} candidates ({len(unique)} distinct cells) scored in {elapsed:.1f} s on "
                 f"{dist.world} process(es)")
@@ -198,7 +273,7 @@ def run_snasnet(args, log=print) -> dict:
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
     """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs."""
 
-    from .data import SyntheticSpec, dsec_stereo, mvsec_stereo, stereo_source_kind, synthetic_stereo
+    from ..data import SyntheticSpec, dsec_stereo, mvsec_stereo, stereo_source_kind, synthetic_stereo
 
     inp = g.input
     common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
@@ -216,33 +291,3 @@ def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
     pick = rng.choice(len(data), size=min(batch, len(data)), replace=False).tolist()
     b = data.batch(pick, (inp.height, inp.width), rng)  # (L, B, C, H, W)
     return [{"left": b["left"][t], "right": b["right"][t]} for t in range(steps)], pick
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from compiler import GenotypeError
-
-    from .errors import TrainError
-
-    try:
-        if args.method == "snasnet":
-            run_snasnet(args, log=print if not args.quiet else (lambda s: None))
-            return 0
-        from .archsearch import SearchConfig, run_search
-
-        names = {f.name for f in dataclasses.fields(SearchConfig)}
-        sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-        summary = run_search(sc, resume=args.resume)
-        if "genotype" in summary:
-            print(f"searched genotype: {summary['genotype']}")
-        return 0
-    except (GenotypeError, TrainError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,13 +22,14 @@ from torch import Tensor
 
 from compiler.registry import OPS
 
-from . import checkpoint as ckpt_io
-from .decode import softmax
-from .distributed import setup, sum_gradients, teardown
-from .errors import TrainError
-from .loop import MetricsLog, TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
-from .searchers import Searcher
-from .supernet import FixedPath, Supernet, load_search_space, to_genotype
+from .. import checkpoint as ckpt_io
+from ..distributed import setup, sum_gradients, teardown
+from ..errors import TrainError
+from ..loop import MetricsLog, TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
+from ..searchers.base import Searcher
+from .decode import softmax, to_genotype
+from .space import load_search_space
+from .supernet import FixedPath, Supernet
 
 PJ_PER_AC = 0.9
 
@@ -192,7 +193,7 @@ def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
     """Search as ``sc`` says; returns the summary (decoded architecture, genotype path)."""
-    from .train import load_data
+    from ..train import load_data
 
     out = Path(sc.out)
     ck = None
@@ -222,7 +223,7 @@ def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
         torch.manual_seed(sc.seed)
         net = Supernet(space).to(sc.device)
         if dist.enabled:
-            from .distributed import broadcast_module, convert_batchnorm
+            from ..distributed import broadcast_module, convert_batchnorm
             convert_batchnorm(net)
             broadcast_module(net, dist)
         train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))

@@ -1,0 +1,376 @@
+"""The SpikeDHS supernet: searched cells whose edges mix every candidate op (at the spike), on a
+trellis of resolution levels weighted by beta, built from the compiler's registry and neurons and
+run by the compiler's network runner and heads (``compiler.model``).
+
+The search space (``space.py``) names a base genotype and, per network, how its cells are searched.
+In a searched network the base's cell layers are replaced by ``layers`` trellis layers. At layer l,
+level j, one cell per incoming level k in {j-1, j, j+1} runs on the previous layer's output at
+level k (resampled), and the level's output is the softmax(beta[l, j])-weighted sum. Every edge of
+a cell is ``sum_o softmax(alpha[edge])_o * y_o`` with ``y_o`` the spikes of candidate o (its own
+neuron and surrogate temperature), i.e. mixed at the spike; a candidate whose shape rule cannot
+hold on an edge (skip between different channel counts) is masked out there. Alphas are shared by
+every cell of a network (one searched cell per network, as in the paper); betas are per network.
+State is explicit, as in the compiled model. The base network's layers before and after the cells
+are the compiler's ``ConvBlock``s; the trellis stands where the cells were, and the network runs
+through ``compiler.model.run_layers`` (the c_{k-1} / c_{k-2} rule) into ``stereo_head`` or
+``classifier_head``. Level sizes are the plan's. Decoding to a genotype is ``decode.py``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from compiler.errors import GenotypeError
+from compiler.ir import CellLayer, ConvLayer, Genotype, Network, Stereo
+from compiler.model import BUILDERS, ConvBlock, Step, classifier_head, resample, run_layers, stereo_head
+from compiler.neurons import build_neuron
+from compiler.planner import NetPlan, neuron_name, plan, state_name
+from compiler.registry import OPS, ShapeError
+
+from .decode import cell_sources, decode_cell, decode_path
+from .space import SearchedNetwork, SearchSpace
+
+
+# ------------------------------------------------------------------------------------------ modules
+class MixedEdge(nn.Module):
+    """Every candidate on one edge; their spike outputs mixed by the given weights."""
+
+    def __init__(self, space: SearchSpace, c_in: int, c_out: int, dims: int, neuron_base):
+        super().__init__()
+        self.ops = nn.ModuleList()
+        self.neurons = nn.ModuleDict()
+        mask = []
+        for i, cand in enumerate(space.candidates):
+            try:
+                OPS[cand.op].out_shape((c_in, 1), c_out)
+                ok = True
+            except ShapeError:
+                ok = False
+            mask.append(ok)
+            self.ops.append(BUILDERS[cand.op](c_in, c_out, dims) if ok else nn.Identity())
+            if ok and OPS[cand.op].has_neuron:
+                spec = neuron_base
+                if cand.b is not None:
+                    spec = dataclasses.replace(spec, surrogate=dataclasses.replace(spec.surrogate, b=cand.b))
+                self.neurons[str(i)] = build_neuron(spec)
+        self.register_buffer("mask", torch.tensor(mask))
+
+    def forward(self, x: Tensor, weights: Tensor, step: Step, name: str) -> Tensor:
+        out = 0
+        for i, op in enumerate(self.ops):
+            if not bool(self.mask[i]):
+                continue
+            y = op(x)
+            if str(i) in self.neurons:
+                y = step.neuron(neuron_name(name, edge=i), self.neurons[str(i)], y)
+            out = out + weights[i] * y
+        return out
+
+
+class SuperCell(nn.Module):
+    """A cell whose every possible edge (c_prev_prev, c_prev, earlier nodes -> node) is mixed."""
+
+    def __init__(self, space: SearchSpace, c_prev: int, c_prev_prev: int, channels: int, dims: int, neuron):
+        super().__init__()
+        self.sources = cell_sources(space.nodes)
+        width = {"c_prev": c_prev, "c_prev_prev": c_prev_prev}
+        self.edges = nn.ModuleDict()
+        for i, sources in enumerate(self.sources):
+            for src in sources:
+                self.edges[f"n{i}_{src}"] = MixedEdge(space, width.get(src, channels), channels, dims, neuron)
+
+    def mask(self, i: int) -> Tensor:
+        return torch.stack([self.edges[f"n{i}_{s}"].mask for s in self.sources[i]])  # (sources, candidates)
+
+    def forward(self, prev: Tensor, prev_prev: Tensor, alphas: list[Tensor], step: Step, name: str) -> Tensor:
+        values = {"c_prev": prev, "c_prev_prev": prev_prev}
+        for i, sources in enumerate(self.sources):
+            logits = alphas[i].masked_fill(~self.mask(i), float("-inf"))
+            w = torch.softmax(logits, dim=-1)  # (sources, candidates)
+            total = 0
+            for s_idx, src in enumerate(sources):
+                total = total + self.edges[f"n{i}_{src}"](values[src], w[s_idx], step, f"{name}.n{i}.{src}")
+            values[f"n{i}"] = total
+        return torch.cat([values[f"n{i}"] for i in range(len(self.sources))], dim=1)
+
+
+def _prev_prev(outputs: dict, j: int, k: int):
+    """c_{k-2} of the cell on level j fed from level k: the output two layers back on level j, else on
+    level k, else on the lowest level it has (the same rule builds the cells and runs them)."""
+    if j in outputs:
+        return outputs[j]
+    return outputs[k] if k in outputs else next(iter(outputs.values()))
+
+
+class Trellis(nn.Module):
+    """``layers`` layers over the network's levels; see the module docstring."""
+
+    def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
+                 sizes: list[tuple[int, ...]], neuron):
+        super().__init__()
+        self.s = s
+        self.levels = len(net.rates)
+        self.sizes = sizes  # spatial size of each level (the plan's)
+        self.channels = [space.nodes * c for c in net.node_channels]
+        self.cells = nn.ModuleDict()
+        self.reach: list[list[int]] = []
+        prev_levels = {s.start_level: c_in}
+        prev_prev_channels = {s.start_level: c_in_prev}
+        for layer in range(s.layers):
+            here = {}
+            for j in range(self.levels):
+                if abs(j - s.start_level) > layer + 1 or abs(j - s.end_level) > s.layers - layer - 1:
+                    continue
+                for k in (j - 1, j, j + 1):
+                    if k in prev_levels:
+                        cpp = _prev_prev(prev_prev_channels, j, k)
+                        self.cells[f"{layer}_{j}_{k}"] = SuperCell(space, prev_levels[k], cpp,
+                                                                    net.node_channels[j], net.dims, neuron)
+                        here[j] = self.channels[j]
+            self.reach.append(sorted(here))
+            prev_prev_channels = dict(prev_levels)
+            prev_levels = here
+        self.out_channels = self.channels[s.end_level]
+
+    def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], betas: Tensor, step: Step,
+                name: str) -> Tensor:
+        prev = {self.s.start_level: x}
+        prev_prev = {self.s.start_level: x_prev}
+        for layer, levels in enumerate(self.reach):
+            here = {}
+            for j in levels:
+                ks = [k for k in (j - 1, j, j + 1) if f"{layer}_{j}_{k}" in self.cells]
+                logits = torch.stack([betas[layer, j, k - j + 1] for k in ks])
+                w = torch.softmax(logits, dim=0)
+                total = 0
+                for w_k, k in zip(w, ks, strict=True):
+                    pp = _prev_prev(prev_prev, j, k)
+                    cell = self.cells[f"{layer}_{j}_{k}"]
+                    y = cell(resample(prev[k], self.sizes[j]), resample(pp, self.sizes[j]), alphas, step,
+                             f"{name}.L{layer}.{j}from{k}")
+                    total = total + w_k * y
+                here[j] = total
+            prev_prev, prev = prev, here
+        return prev[self.s.end_level]
+
+
+class FixedPath(nn.Module):
+    """Searched cells on a fixed level path; a cell that changes level is a reduction cell."""
+
+    def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
+                 sizes: list[tuple[int, ...]], neuron):
+        super().__init__()
+        self.s = s
+        self.sizes = sizes  # spatial size of each level (the plan's)
+        self.reduction = []
+        self.cells = nn.ModuleList()
+        prev_c, prev_prev_c, level = c_in, c_in_prev, s.start_level
+        for j in s.path:
+            self.reduction.append(j != level)
+            self.cells.append(SuperCell(space, prev_c, prev_prev_c, net.node_channels[j], net.dims, neuron))
+            prev_prev_c, prev_c, level = prev_c, space.nodes * net.node_channels[j], j
+        self.out_channels = prev_c
+
+    def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], reduce_alphas: list[Tensor], step: Step,
+                name: str) -> Tensor:
+        prev, prev_prev = x, x_prev
+        for i, (cell, j) in enumerate(zip(self.cells, self.s.path, strict=True)):
+            a = reduce_alphas if self.reduction[i] else alphas
+            out = cell(resample(prev, self.sizes[j]), resample(prev_prev, self.sizes[j]), a, step, f"{name}.cell{i}")
+            prev_prev, prev = prev, out
+        return prev
+
+
+class Supernet(nn.Module):
+    """The whole searchable network: base layers around the trellises, the base head.
+
+    ``weights()`` are the ordinary parameters, ``arch_parameters()`` the alphas and betas.
+    """
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        g = space.base
+        p = plan(g)
+        self.genotype = g
+        self._state_shapes: dict[str, tuple[int, ...]] | None = None
+        self.blocks = nn.ModuleDict()
+        self.alphas = nn.ParameterDict()
+        self.betas = nn.ParameterDict()
+        self.layout: dict[str, list[tuple[str, str]]] = {}  # per network: (layer name, key in blocks)
+        for net in g.networks:
+            self.blocks[net.name], self.layout[net.name] = self._network(space, g, net, p.nets[net.name])
+        head = g.head
+        if not isinstance(head, Stereo):
+            self.classifier = nn.Linear(self._net_out_channels(head.backbone), head.classes)
+
+    def _network(self, space: SearchSpace, g: Genotype, net: Network, np_: NetPlan):
+        """The modules of one network and their order: base layers, and a trellis for the cell layers."""
+        mods = nn.ModuleDict()
+        layout = []
+        s = space.searched(net.name)
+        if s is None:
+            for lp in np_.layers:
+                mods[lp.layer.name] = _base_layer(lp, g, net)
+                layout.append((lp.layer.name, lp.layer.name))
+            return mods, layout
+        cells = [i for i, layer in enumerate(net.layers) if isinstance(layer, CellLayer)]
+        first, last = cells[0], cells[-1]
+        for lp in np_.layers[:first]:
+            mods[lp.layer.name] = _base_layer(lp, g, net)
+            layout.append((lp.layer.name, lp.layer.name))
+        before = np_.layers[first].inputs
+        block = FixedPath if s.fixed else Trellis
+        trellis = block(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], np_.level_sizes,
+                        g.resolve_neuron(net.layers[first].neuron))
+        mods["trellis"] = trellis
+        layout.append(("searched" if s.fixed else "trellis", "trellis"))
+        c = trellis.out_channels
+        for lp in np_.layers[last + 1:]:
+            lp = dataclasses.replace(lp, inputs={"c_prev": (c, *lp.inputs["c_prev"][1:])})
+            mods[lp.layer.name] = _base_layer(lp, g, net)
+            layout.append((lp.layer.name, lp.layer.name))
+            c = lp.out_shape[0]
+        n_sources = sum(len(x) for x in cell_sources(space.nodes))
+        self.alphas[net.name] = nn.Parameter(1e-3 * torch.randn(n_sources, len(space.candidates)))
+        if s.fixed:
+            self.alphas[f"{net.name}__reduce"] = nn.Parameter(1e-3 * torch.randn(n_sources, len(space.candidates)))
+        else:
+            self.betas[net.name] = nn.Parameter(1e-3 * torch.randn(s.layers, len(net.rates), 3))
+        return mods, layout
+
+    def _net_out_channels(self, name: str) -> int:
+        last = self.blocks[name][self.layout[name][-1][1]]
+        return last.out_channels if isinstance(last, Trellis | FixedPath) else last.op.conv.out_channels
+
+    def weights(self) -> list[nn.Parameter]:
+        arch = {id(v) for v in self.arch_parameters()}
+        return [q for q in self.parameters() if id(q) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values()) + list(self.betas.values())
+
+    def spiking_neurons(self) -> int:
+        """Neurons per sample of the spiking layers: none counted here, as the neuron set a step uses
+        depends on alpha (so the training loop reports no firing rate for a supernet)."""
+        return 0
+
+    def node_alphas(self, network: str, reduce: bool = False) -> list[Tensor]:
+        flat = self.alphas[f"{network}__reduce" if reduce else network]
+        out, start = [], 0
+        for n in (len(x) for x in cell_sources(self.space.nodes)):
+            out.append(flat[start:start + n])
+            start += n
+        return out
+
+    def _blocks(self, network: str):
+        """(layer name, block) pairs in order for ``compiler.model.run_layers``; the trellis gets this
+        network's architecture weights bound."""
+        for name, key in self.layout[network]:
+            module = self.blocks[network][key]
+            if isinstance(module, FixedPath):
+                alphas, reduce = self.node_alphas(network), self.node_alphas(network, True)
+                yield name, (lambda n, step, p, pp, m=module, a=alphas, r=reduce: m(p, pp, a, r, step, n))
+            elif isinstance(module, Trellis):
+                alphas, betas = self.node_alphas(network), self.betas[network]
+                yield name, (lambda n, step, p, pp, m=module, a=alphas, b=betas: m(p, pp, a, b, step, n))
+            else:
+                yield name, module
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of every state tensor, found once by a step from the empty state."""
+        if self._state_shapes is None:
+            inp = self.genotype.input
+            device = next(self.parameters()).device
+            x = torch.zeros(1, inp.in_channels, inp.height, inp.width, device=device)
+            names = ["left", "right"] if self.genotype.task == "stereo" else ["image"]
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.no_grad():
+                    _, state = self.forward(dict.fromkeys(names, x), {})
+            finally:
+                self.train(was_training)
+            self._state_shapes = {k: tuple(v.shape[1:]) for k, v in state.items()}
+        return self._state_shapes
+
+    def initial_state(self, batch_size: int = 1, device=None) -> dict[str, Tensor]:
+        """Zeros for every state tensor, (batch_size, *shape) each (an empty dict also means zeros)."""
+        device = device or next(self.parameters()).device
+        return {k: torch.zeros((batch_size, *s), device=device) for k, s in self.state_shapes().items()}
+
+    def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+        step = _ZeroStep(state)
+        head = self.genotype.head
+
+        def run(net: str, x: Tensor, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
+            return run_layers(self._blocks(net), x, step, instance, taps)
+
+        if isinstance(head, Stereo):
+            out = stereo_head(head, self.genotype.input, run, inputs)
+        else:
+            out = classifier_head(head, run, inputs["image"], self.classifier)
+        out["spikes"] = step.spikes
+        return out, step.state_out
+
+    # ------------------------------------------------------------------------------------- decoding
+    def decode(self) -> dict:
+        """The discrete architecture: per searched network its cell edges and its level path (and, on a
+        fixed path, the reduction cell)."""
+        names = [c.name for c in self.space.candidates]
+        result = {}
+        for s in self.space.networks:
+            block = self.blocks[s.network]["trellis"]
+            if s.fixed:
+                normal = [c for c, r in zip(block.cells, block.reduction, strict=True) if not r]
+                reduce = [c for c, r in zip(block.cells, block.reduction, strict=True) if r]
+                result[s.network] = {"cell": self._decode_cell(s.network, False, normal, names),
+                                     "path": list(s.path)}
+                if reduce:
+                    result[s.network]["reduction_cell"] = self._decode_cell(s.network, True, reduce, names)
+                continue
+            cell = self._decode_cell(s.network, False, list(block.cells.values()), names)
+            betas = self.betas[s.network].detach().numpy()
+            allowed = np.zeros(betas.shape, dtype=bool)  # the transitions the trellis has
+            for layer in range(s.layers):
+                for j in range(block.levels):
+                    for k in (j - 1, j, j + 1):
+                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in block.cells
+            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, allowed)}
+        return result
+
+    def _decode_cell(self, network: str, reduce: bool, cells: list[SuperCell], names: list[str]) -> dict:
+        alphas = []
+        for i, a in enumerate(self.node_alphas(network, reduce)):
+            mask = cells[0].mask(i).clone()  # a pair counts only where every such cell can have it
+            for c in cells[1:]:
+                mask &= c.mask(i)
+            a = a.detach().clone()
+            a[~mask] = -1e9
+            alphas.append(a.numpy())
+        return decode_cell(alphas, names, keep=self.space.keep)
+
+
+class _ZeroStep(Step):
+    """A step whose missing state tensors are zeros (the supernet's state set depends on its trellis)."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        super().__init__(dict(state))
+
+    def neuron(self, name: str, module, current: Tensor) -> Tensor:
+        for s in module.state_names:
+            self.state_in.setdefault(state_name(name, s), torch.zeros_like(current))
+        return super().neuron(name, module, current)
+
+
+def _base_layer(lp, g: Genotype, net: Network) -> nn.Module:
+    if not isinstance(lp.layer, ConvLayer):
+        raise GenotypeError("only conv layers may stand outside the searched cells of a network",
+                            path=f"networks.{net.name}.layers", file=g.file or None)
+    return ConvBlock(lp, g, net.dims)
+
+
