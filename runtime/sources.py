@@ -18,7 +18,7 @@ import difflib
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "center_box",
     "open_recording",
     "window_ends",
+    "window_plan",
     "windows",
 ]
 
@@ -169,6 +170,30 @@ def center_box(height: int, width: int, crop: tuple[int, int] | None) -> tuple[s
     return slice(top, top + h), slice(left, left + w)
 
 
+def window_plan(
+    recording: Recording,
+    *,
+    window_us: int = 50_000,
+    start_us: int | None = None,
+    max_windows: int | None = None,
+    gt_indices: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which windows ``windows`` yields: window numbers, end times and ground-truth indices (or None).
+
+    The windows of ``window_ends`` from ``start_us``; given ``gt_indices``, only those ending at
+    these ground-truth maps, in that order (an index without a window is skipped); then at most
+    ``max_windows`` of them. Each array is int64 [n].
+    """
+    ends, gt_idx = window_ends(recording, window_us=window_us, start_us=start_us)
+    number = np.arange(len(ends), dtype=np.int64)
+    if gt_indices is not None:
+        pos = {} if gt_idx is None else {int(g): k for k, g in enumerate(gt_idx)}
+        number = np.array([pos[int(g)] for g in gt_indices if int(g) in pos], dtype=np.int64)
+    if max_windows is not None:
+        number = number[:max_windows]
+    return number, ends[number], None if gt_idx is None else gt_idx[number]
+
+
 def windows(
     recording: Recording,
     *,
@@ -177,24 +202,25 @@ def windows(
     encoding: str = "sbt",
     start_us: int | None = None,
     max_windows: int | None = None,
+    gt_indices: Sequence[int] | None = None,
     crop: tuple[int, int] | None = None,
     encoder: Encoder | None = None,
 ) -> Iterator[Window]:
     """Read, encode and time consecutive windows of both cameras: the one window pipeline.
 
-    Windows are those of ``window_ends`` (from ``start_us``, at most ``max_windows``); ``encoding``
-    is ``"sbt"`` or ``"count"`` (``encoder`` replaces it); ``crop`` = (h, w) takes the centre of
-    the encoded frames and of the ground truth.
+    Windows are those of ``window_plan`` (``window_ends`` from ``start_us``, maybe only those of
+    ``gt_indices``, at most ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder``
+    replaces it); ``crop`` = (h, w) takes the centre of the encoded frames and of the ground truth.
     """
-    ends, gt_idx = window_ends(recording, window_us=window_us, start_us=start_us)
-    if max_windows is not None:
-        ends = ends[:max_windows]
+    number, ends, gt_idx = window_plan(
+        recording, window_us=window_us, start_us=start_us, max_windows=max_windows, gt_indices=gt_indices
+    )
     H, W = int(recording.height), int(recording.width)
     box = center_box(H, W, crop)
     if encoder is None:
         encoder = functools.partial(encode, encoding)
     for k, t1_value in enumerate(ends):
-        t1 = int(t1_value)
+        n, t1 = int(number[k]), int(t1_value)
         t0 = t1 - window_us
         gi = None if gt_idx is None else int(gt_idx[k])
         a = time.perf_counter()
@@ -208,4 +234,4 @@ def windows(
         left, right = np.ascontiguousarray(left, np.float32), np.ascontiguousarray(right, np.float32)
         c = time.perf_counter()
         disparity = None if disparity is None else np.asarray(disparity, np.float32)
-        yield Window(k, t0, t1, left, right, disparity, gi, b - a, c - b)
+        yield Window(n, t0, t1, left, right, disparity, gi, b - a, c - b)

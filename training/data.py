@@ -102,29 +102,26 @@ def center_crop(a: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indices=None,
                      name: str | None = None) -> StereoSequence:
-    """Encode every ground-truth window of a recording (or those of ``gt_indices``, in order)."""
-    from runtime.encoding import encode
-    from runtime.sources import window_ends
+    """Encode every ground-truth window of a recording (or those of ``gt_indices``, in order).
 
-    ends, gt_idx = window_ends(rec, window_us=window_us)
+    The windows are ``runtime.sources.windows``; they are stored as int8 (SBT) or int16 (counts).
+    """
+    from runtime.encoding import channels
+    from runtime.sources import window_plan, windows
+
+    _, _, gt_idx = window_plan(rec, window_us=window_us, gt_indices=gt_indices)
     if gt_idx is None:
         raise TrainError(f"{rec.name}: no ground-truth disparity, so it cannot be used for training")
-    if gt_indices is not None:
-        pos = {int(g): k for k, g in enumerate(gt_idx)}
-        keep = [pos[g] for g in gt_indices if g in pos]
-        ends, gt_idx = ends[keep], gt_idx[keep]
     dtype = np.int8 if encoding == "sbt" else np.int16
-    T = len(ends)
-    left = np.zeros((T, bins if encoding == "sbt" else 2 * bins, rec.height, rec.width), dtype)
+    low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+    T = len(gt_idx)
+    left = np.zeros((T, channels(encoding, bins), rec.height, rec.width), dtype)
     right = np.zeros_like(left)
     disp = np.zeros((T, rec.height, rec.width), np.float32)
-    for k, t1 in enumerate(ends):
-        t1 = int(t1)
-        t0 = t1 - window_us
-        for side, out in (("left", left), ("right", right)):
-            frame = encode(encoding, rec.events(side, t0, t1), t0, t1, bins, rec.height, rec.width)
-            out[k] = np.clip(frame, np.iinfo(dtype).min, np.iinfo(dtype).max)
-        disp[k] = rec.disparity(int(gt_idx[k]))
+    for k, w in enumerate(windows(rec, window_us=window_us, bins=bins, encoding=encoding, gt_indices=gt_indices)):
+        left[k] = np.clip(w.left, low, high)
+        right[k] = np.clip(w.right, low, high)
+        disp[k] = w.disparity
     return StereoSequence(name or rec.name, left, right, disp, rec.fb)
 
 
@@ -484,6 +481,6 @@ def stereo_source_kind(source: str) -> str:
                      "data under this path", "give the folder that holds the recordings")
 
 
-__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "synthetic_stereo", "mvsec_stereo",
-           "dsec_stereo", "ClassData", "classification_data", "digits", "cifar", "idx", "image_folder",
-           "read_idx", "check_image_shape", "augment", "center_crop", "stereo_source_kind"]
+__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "synthetic_stereo",
+           "mvsec_stereo", "dsec_stereo", "encode_recording", "ClassData", "classification_data", "digits", "cifar",
+           "idx", "image_folder", "read_idx", "check_image_shape", "augment", "center_crop", "stereo_source_kind"]
