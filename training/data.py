@@ -246,6 +246,26 @@ def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length:
                       f"DSEC: train {[s.name for s in train]}, held-out {[s.name for s in val]}")
 
 
+def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synthetic: SyntheticSpec,
+                split: int = 1, part: str = "val") -> StereoData:
+    """Stereo data for genotype ``g``'s input from ``source``, for training and search alike.
+
+    ``source`` is ``"synthetic"`` (generated as ``synthetic`` says), a folder holding MVSEC's
+    indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC sequence folders.
+    Samples are ``length`` consecutive windows every ``stride``; held-out windows before ``burn_in``
+    are not scored.
+    """
+    inp = g.input
+    common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
+                  length=length, stride=stride, burn_in=burn_in)
+    kind = stereo_source_kind(source)
+    if kind == "synthetic":
+        return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
+    if kind == "mvsec":
+        return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, **common)
+    return dsec_stereo(Path(source), **common)
+
+
 # ------------------------------------------------------------------------------------ classification
 
 
@@ -481,6 +501,6 @@ def stereo_source_kind(source: str) -> str:
                      "data under this path", "give the folder that holds the recordings")
 
 
-__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "synthetic_stereo",
+__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "stereo_data", "synthetic_stereo",
            "mvsec_stereo", "dsec_stereo", "encode_recording", "ClassData", "classification_data", "digits", "cifar",
            "idx", "image_folder", "read_idx", "check_image_shape", "augment", "center_crop", "stereo_source_kind"]
