@@ -86,9 +86,9 @@ def run_snasnet(args, log=print) -> dict:
     from compiler.genotype import apply_overrides
     from compiler.yamlio import load_yaml
 
-    from .data import check_image_shape, classification_data
     from .distributed import setup, teardown
     from .errors import TrainError
+    from .images import check_image_shape, classification_data
     from .snasnet import cell_from_matrix, genotype_with_cell, matrix_code, random_cell, score_genotype
 
     if args.threads:

@@ -244,8 +244,9 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import SyntheticSpec, check_image_shape, classification_data, stereo_data
+    from .data import SyntheticSpec, stereo_data
     from .errors import TrainError
+    from .images import check_image_shape, classification_data
 
     inp = g.input
     t = time.perf_counter()
