@@ -104,7 +104,7 @@ def snasnet_section(args, out: Path) -> dict:
 
     from compiler import GenotypeError, parse_genotype, plan
     from compiler.genotype import apply_overrides
-    from training.data import classification_data
+    from training.images import classification_data
     from training.search.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
 
     template = yaml.safe_load((ROOT / "genotypes" / "snasnet_cifar10_bw.yaml").read_text())

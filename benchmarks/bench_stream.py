@@ -28,15 +28,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runtime.errors import RuntimeInputError  # noqa: E402
-from runtime.stream import Frame, Stream  # noqa: E402
+from runtime.sources import Window  # noqa: E402
+from runtime.stream import Stream  # noqa: E402
 
 
-def _frames(stream: Stream, n: int, seed: int) -> tuple[list[Frame], str]:
+def _frames(stream: Stream, n: int, seed: int) -> tuple[list[Window], str]:
     """n encoded windows from the runtime's synthetic source, or random SBT if the data layer is absent."""
     try:
         from itertools import islice
 
-        frames = list(islice(stream.frames(), n))
+        frames = list(islice(stream.windows(), n))
         if len(frames) == n:
             return frames, "synthetic (runtime.sources)"
     except ImportError:
@@ -48,7 +49,7 @@ def _frames(stream: Stream, n: int, seed: int) -> tuple[list[Frame], str]:
     for i in range(n):
         lr = [((rng.random(shape) < 0.05) * rng.choice([-1.0, 1.0], size=shape)).astype(np.float32)
               for _ in range(2)]
-        out.append(Frame(i, i * enc.window_us, (i + 1) * enc.window_us, lr[0], lr[1]))
+        out.append(Window(i, i * enc.window_us, (i + 1) * enc.window_us, lr[0], lr[1]))
     return out, "random SBT (runtime.sources not available: decode/encode not measured)"
 
 
@@ -61,7 +62,7 @@ def _build(genotype: str, overrides: list[str], out: Path) -> Any:
     return model
 
 
-def _torch_steps(model: Any, frames: list[Frame], warmup: int, threads: int | None) -> list[float]:
+def _torch_steps(model: Any, frames: list[Window], warmup: int, threads: int | None) -> list[float]:
     import torch
 
     if threads:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +28,17 @@ from runtime.events import DataError, time_slice
 from runtime.recording import SIDES, Recording
 from runtime.synth import SynthConfig, SynthData, generate
 
-__all__ = ["Recording", "SyntheticRecording", "Window", "open_recording", "windows"]
+__all__ = [
+    "Encoder",
+    "Recording",
+    "SyntheticRecording",
+    "Window",
+    "center_box",
+    "open_recording",
+    "window_ends",
+    "window_plan",
+    "windows",
+]
 
 
 class SyntheticRecording(Recording):
@@ -101,13 +113,19 @@ def open_recording(
     return MvsecRecording(path, fb=fb, rectify_maps=rectify_maps)
 
 
+Encoder = Callable[[np.ndarray, int, int, int, int, int], np.ndarray]
+"""f(events, t0_us, t1_us, bins, height, width) -> float32 [C, H, W]; the default is ``runtime.encoding.encode``."""
+
+
 @dataclass(frozen=True)
 class Window:
     """One time step of network input.
 
     ``index`` counts windows from 0; ``gt_index`` is the ground-truth map this window ends at (or
-    None); ``left``/``right`` are float32 [C, H, W] (C = bins for SBT, 2 * bins for counts);
-    ``disparity`` float32 [H, W] NaN-invalid, or None without ground truth.
+    None); ``left``/``right`` are float32 [C, H, W] (C = ``runtime.encoding.channels(kind, bins)``);
+    ``disparity`` float32 [H, W] in pixels, NaN-invalid, or None without ground truth.
+    ``decode_s``/``encode_s``: seconds spent reading the window's events (and ground truth) and
+    encoding (and cropping) them.
     """
 
     index: int
@@ -115,8 +133,10 @@ class Window:
     t1_us: int
     left: np.ndarray
     right: np.ndarray
-    disparity: np.ndarray | None
+    disparity: np.ndarray | None = None
     gt_index: int | None = None
+    decode_s: float = 0.0
+    encode_s: float = 0.0
 
 
 def window_ends(
@@ -139,6 +159,41 @@ def window_ends(
     return begin + window_us * np.arange(1, n + 1, dtype=np.int64), None
 
 
+def center_box(height: int, width: int, crop: tuple[int, int] | None) -> tuple[slice, slice] | None:
+    """Rows and columns of the centre ``crop`` = (h, w) of a ``height`` x ``width`` frame (None: all of it)."""
+    if crop is None or tuple(crop) == (height, width):
+        return None
+    h, w = crop
+    if height < h or width < w:
+        raise ValueError(f"cannot take a {w}x{h} centre crop of a {width}x{height} recording")
+    top, left = (height - h) // 2, (width - w) // 2
+    return slice(top, top + h), slice(left, left + w)
+
+
+def window_plan(
+    recording: Recording,
+    *,
+    window_us: int = 50_000,
+    start_us: int | None = None,
+    max_windows: int | None = None,
+    gt_indices: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which windows ``windows`` yields: window numbers, end times and ground-truth indices (or None).
+
+    The windows of ``window_ends`` from ``start_us``; given ``gt_indices``, only those ending at
+    these ground-truth maps, in that order (an index without a window is skipped); then at most
+    ``max_windows`` of them. Each array is int64 [n].
+    """
+    ends, gt_idx = window_ends(recording, window_us=window_us, start_us=start_us)
+    number = np.arange(len(ends), dtype=np.int64)
+    if gt_indices is not None:
+        pos = {} if gt_idx is None else {int(g): k for k, g in enumerate(gt_idx)}
+        number = np.array([pos[int(g)] for g in gt_indices if int(g) in pos], dtype=np.int64)
+    if max_windows is not None:
+        number = number[:max_windows]
+    return number, ends[number], None if gt_idx is None else gt_idx[number]
+
+
 def windows(
     recording: Recording,
     *,
@@ -147,18 +202,36 @@ def windows(
     encoding: str = "sbt",
     start_us: int | None = None,
     max_windows: int | None = None,
+    gt_indices: Sequence[int] | None = None,
+    crop: tuple[int, int] | None = None,
+    encoder: Encoder | None = None,
 ) -> Iterator[Window]:
-    """Encode consecutive windows of both cameras (``encoding`` = ``"sbt"`` or ``"count"``)."""
-    ends, gt_idx = window_ends(recording, window_us=window_us, start_us=start_us)
-    if max_windows is not None:
-        ends = ends[:max_windows]
-    for k, t1 in enumerate(ends):
-        t1 = int(t1)
+    """Read, encode and time consecutive windows of both cameras: the one window pipeline.
+
+    Windows are those of ``window_plan`` (``window_ends`` from ``start_us``, maybe only those of
+    ``gt_indices``, at most ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder``
+    replaces it); ``crop`` = (h, w) takes the centre of the encoded frames and of the ground truth.
+    """
+    number, ends, gt_idx = window_plan(
+        recording, window_us=window_us, start_us=start_us, max_windows=max_windows, gt_indices=gt_indices
+    )
+    H, W = int(recording.height), int(recording.width)
+    box = center_box(H, W, crop)
+    if encoder is None:
+        encoder = functools.partial(encode, encoding)
+    for k, t1_value in enumerate(ends):
+        n, t1 = int(number[k]), int(t1_value)
         t0 = t1 - window_us
-        left, right = (
-            encode(encoding, recording.events(side, t0, t1), t0, t1, bins, recording.height, recording.width)
-            for side in SIDES
-        )
         gi = None if gt_idx is None else int(gt_idx[k])
+        a = time.perf_counter()
+        events = [recording.events(side, t0, t1) for side in SIDES]
         disparity = None if gi is None else recording.disparity(gi)
-        yield Window(k, t0, t1, left, right, disparity, gi)
+        b = time.perf_counter()
+        left, right = (encoder(ev, t0, t1, bins, H, W) for ev in events)
+        if box is not None:
+            left, right = left[:, box[0], box[1]], right[:, box[0], box[1]]
+            disparity = None if disparity is None else disparity[box]
+        left, right = np.ascontiguousarray(left, np.float32), np.ascontiguousarray(right, np.float32)
+        c = time.perf_counter()
+        disparity = None if disparity is None else np.asarray(disparity, np.float32)
+        yield Window(n, t0, t1, left, right, disparity, gi, b - a, c - b)

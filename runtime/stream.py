@@ -1,7 +1,7 @@
 """Streaming event-camera stereo through a compiled SNN: the Python API and ``python -m runtime.stream``.
 
 One step per encoding window; the state is carried from step to step (and across chunks: feeding the
-same frames in several calls, or to a second ``Stream`` given the first one's state, gives the same
+same windows in several calls, or to a second ``Stream`` given the first one's state, gives the same
 outputs as one run).
 
     from runtime.stream import Stream
@@ -17,15 +17,15 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
-from runtime.contract import EncodingSpec, ModelSpec
+from runtime.contract import ModelSpec
 from runtime.errors import RuntimeInputError
 from runtime.events import DataError
 from runtime.metrics import (
@@ -42,21 +42,8 @@ from runtime.metrics import (
 )
 from runtime.session import DEVICES, SNNSession
 
-Encoder = Callable[[Any, int, int, int, int, int], np.ndarray]
-
-
-@dataclass
-class Frame:
-    """One encoding window, ready for the model."""
-
-    index: int  # ground-truth index when the source has ground truth, else window number
-    t0_us: int
-    t1_us: int
-    left: np.ndarray  # float32 [bins, H, W]
-    right: np.ndarray
-    gt: np.ndarray | None = None  # float32 [H, W] disparity in px, NaN invalid
-    decode_s: float = 0.0
-    encode_s: float = 0.0
+if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
+    from runtime.sources import Encoder, Window
 
 
 @dataclass
@@ -64,7 +51,7 @@ class StepResult:
     """What one step of the stream produced."""
 
     step: int  # position in this Stream, from 0
-    index: int
+    index: int  # the window's ground-truth index when it has one, else its window number
     t0_us: int
     t1_us: int
     disparity: np.ndarray  # float32 [H, W] (the model's data output, batch removed)
@@ -78,15 +65,6 @@ class StepResult:
 
 
 # --------------------------------------------------------------------------- sources
-def default_encoder(kind: str) -> Encoder:
-    """The encoder of ``runtime.encoding`` for this kind: f(events, t0_us, t1_us, bins, height, width)."""
-    from runtime import encoding
-
-    if kind == "sbt":
-        return encoding.sbt
-    return lambda events, t0, t1, bins, h, w: encoding.encode(kind, events, t0, t1, bins, h, w)
-
-
 def open_source(
     events: str | Path | None, spec: ModelSpec, *, seed: int = 0, seconds: float | None = None
 ) -> Any:
@@ -112,9 +90,10 @@ def open_source(
         raise RuntimeInputError(where, f"cannot read it: {msg}") from None
 
 
-def _crop_box(
+def _crop_size(
     src_hw: tuple[int, int], dst_hw: tuple[int, int], crop: str, where: str
-) -> tuple[slice, slice] | None:
+) -> tuple[int, int] | None:
+    """The centre crop (h, w) that fits a recording of ``src_hw`` to the model's ``dst_hw``, or None."""
     if src_hw == dst_hw:
         return None
     (sh, sw), (dh, dw) = src_hw, dst_hw
@@ -130,57 +109,7 @@ def _crop_box(
             f"the recording ({sw}x{sh}) is smaller than the model's input ({dw}x{dh}); "
             "a centre crop cannot make it fit",
         )
-    top, left = (sh - dh) // 2, (sw - dw) // 2
-    return slice(top, top + dh), slice(left, left + dw)
-
-
-def iter_frames(
-    recording: Any,
-    encoding: EncodingSpec,
-    *,
-    start_us: int | None = None,
-    crop: str = "none",
-    encoder: Encoder | None = None,
-    where: str = "--events",
-) -> Iterator[Frame]:
-    """Decode, encode and (if asked) centre-crop each window of a recording, timing both parts.
-
-    Windows are those of ``runtime.sources.window_ends``: ending at ground-truth timestamps when the
-    recording has ground truth (``index`` = ground-truth index), else tiling it (``index`` = window number).
-    """
-    from runtime.sources import window_ends
-
-    box = _crop_box(
-        (int(recording.height), int(recording.width)), (encoding.height, encoding.width), crop, where
-    )
-    encode = encoder or default_encoder(encoding.kind)
-    H, W = int(recording.height), int(recording.width)
-    ends, gt_index = window_ends(recording, window_us=encoding.window_us, start_us=start_us)
-    for k, t1_value in enumerate(ends):
-        t1 = int(t1_value)
-        index = k if gt_index is None else int(gt_index[k])
-        t0 = t1 - encoding.window_us
-        a = time.perf_counter()
-        ev_l = recording.events("left", t0, t1)
-        ev_r = recording.events("right", t0, t1)
-        gt = None if gt_index is None else recording.disparity(index)
-        b = time.perf_counter()
-        left = encode(ev_l, t0, t1, encoding.bins, H, W)
-        right = encode(ev_r, t0, t1, encoding.bins, H, W)
-        if box is not None:
-            left, right = left[:, box[0], box[1]], right[:, box[0], box[1]]
-            gt = gt[box] if gt is not None else None
-        c = time.perf_counter()
-        yield Frame(
-            index,
-            t0,
-            t1,
-            np.ascontiguousarray(left, np.float32),
-            np.ascontiguousarray(right, np.float32),
-            None if gt is None else np.asarray(gt, np.float32),
-            b - a,
-            c - b,
-        )
+    return dh, dw
 
 
 # --------------------------------------------------------------------------- the stream
@@ -188,7 +117,8 @@ class Stream:
     """A model, a source and the metrics of the steps run so far.
 
     Iterate over it to stream its source (``events``: None = built-in synthetic stereo, or a path), or
-    call ``feed``/``run`` with frames of your own. The state carries over between calls.
+    call ``feed``/``run`` with windows (``runtime.sources.Window``) of your own. The state carries over
+    between calls.
     """
 
     def __init__(
@@ -262,53 +192,62 @@ class Stream:
         fb = getattr(self._recording, "fb", None) if self._recording is not None else self._fb
         return float(fb) if fb is not None and np.isfinite(fb) and fb > 0 else None
 
-    def frames(self) -> Iterator[Frame]:
-        """The source's frames from ``start_s`` on (not limited by ``max_steps``)."""
-        rec = self.recording
+    def windows(self) -> Iterator[Window]:
+        """The source's windows (``runtime.sources.windows``) from ``start_s`` on (not limited by ``max_steps``)."""
+        from runtime import sources
+
+        rec, enc = self.recording, self.spec.encoding
         start_us = None if self.start_s is None else int(rec.t_start_us) + int(round(self.start_s * 1e6))
         where = f"--events {self.events}" if self.events is not None else "synthetic source"
-        return iter_frames(
-            rec, self.spec.encoding, start_us=start_us, crop=self.crop, encoder=self._encoder, where=where
+        crop = _crop_size((int(rec.height), int(rec.width)), (enc.height, enc.width), self.crop, where)
+        return sources.windows(
+            rec,
+            window_us=enc.window_us,
+            bins=enc.bins,
+            encoding=enc.kind,
+            start_us=start_us,
+            crop=crop,
+            encoder=self._encoder,
         )
 
     def __iter__(self) -> Iterator[StepResult]:
-        frames: Iterable[Frame] = self.frames()
+        windows: Iterable[Window] = self.windows()
         if self.max_steps is not None:
-            frames = itertools.islice(frames, max(self.max_steps - self._steps, 0))
-        return self.run(frames)
+            windows = itertools.islice(windows, max(self.max_steps - self._steps, 0))
+        return self.run(windows)
 
     # ------------------------------------------------------------ stepping
-    def run(self, frames: Iterable[Frame]) -> Iterator[StepResult]:
-        """Feed frames one after the other, yielding each step's result."""
-        for frame in frames:
-            yield self.feed(frame)
+    def run(self, windows: Iterable[Window]) -> Iterator[StepResult]:
+        """Feed windows one after the other, yielding each step's result."""
+        for window in windows:
+            yield self.feed(window)
 
-    def feed(self, frame: Frame) -> StepResult:
-        """Run one step on one frame, carrying the state, and account for it in the metrics.
+    def feed(self, window: Window) -> StepResult:
+        """Run one step on one window, carrying the state, and account for it in the metrics.
 
-        The step's end-to-end time is the frame's decode and encode time plus this call's time.
+        The step's end-to-end time is the window's decode and encode time plus this call's time.
         """
         start = time.perf_counter()
         if self.reset_every and self._steps > 0 and self._steps % self.reset_every == 0:
             self.session.reset()
-        out = self.session.step({"left": frame.left, "right": frame.right})
+        out = self.session.step({"left": window.left, "right": window.right})
         counted = self._steps >= self.burn_in
         m0 = time.perf_counter()
         disparity = out.output
         result = StepResult(
             self._steps,
-            frame.index,
-            frame.t0_us,
-            frame.t1_us,
+            window.index if window.gt_index is None else window.gt_index,
+            window.t0_us,
+            window.t1_us,
             disparity,
-            frame.gt,
+            window.disparity,
             out.spikes,
             counted,
-            left=frame.left if self.keep_inputs else None,
+            left=window.left if self.keep_inputs else None,
         )
-        if frame.gt is not None:
+        if window.disparity is not None:
             self._had_gt = True
-            err = stereo_errors(disparity, frame.gt, self.fb, self.min_disparity)
+            err = stereo_errors(disparity, window.disparity, self.fb, self.min_disparity)
             result.valid_pixels = err.valid
             result.mean_disparity_error_px = float(err.disparity_px.mean()) if err.valid else None
             if counted:
@@ -318,11 +257,11 @@ class Stream:
                 self._spikes[name] += n
         end = time.perf_counter()
         result.timings_s = {
-            "decode": frame.decode_s,
-            "encode": frame.encode_s,
+            "decode": window.decode_s,
+            "encode": window.encode_s,
             "model": out.model_s,
             "metrics": end - m0,
-            "total": frame.decode_s + frame.encode_s + (end - start),
+            "total": window.decode_s + window.encode_s + (end - start),
         }
         if counted:
             self._counted.append(result)
@@ -331,7 +270,9 @@ class Stream:
 
     def feed_arrays(self, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None = None) -> StepResult:
         """Run one step on encoded arrays [bins, H, W] of your own (an application's event pipeline)."""
-        return self.feed(Frame(self._steps, 0, 0, left, right, gt))
+        from runtime.sources import Window
+
+        return self.feed(Window(self._steps, 0, 0, left, right, gt))
 
     # ------------------------------------------------------------ state
     @property

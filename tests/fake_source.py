@@ -1,6 +1,7 @@
 """A small in-memory recording with the interface of ``runtime.sources`` (Recording), for runtime tests.
 
-``events(side, t0, t1)`` returns an already encoded SBT-like array; ``identity_encoder`` passes it on.
+``events(side, t0, t1)`` returns an already encoded SBT-like array; ``identity_encoder`` passes it on
+(the fake ``runtime.sources.windows`` uses it by default).
 ``install()`` registers fake ``runtime.sources`` / ``runtime.encoding`` modules (for a subprocess that
 must run the command line without the real data layer).
 """
@@ -70,7 +71,7 @@ def identity_encoder(events: Any, t0: int, t1: int, bins: int, height: int, widt
 
 
 def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """Stand-ins for ``runtime.sources`` (synthetic only) and ``runtime.encoding`` (identity SBT)."""
+    """Stand-ins for ``runtime.sources`` (synthetic only, identity encoder) and ``runtime.encoding`` (identity SBT)."""
     sources = types.ModuleType("runtime.sources")
 
     def open_recording(
@@ -80,10 +81,15 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
             raise OSError(f"fake source reads no files ({path})")
         return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
 
-    from runtime.sources import window_ends
+    from runtime.sources import Window
+    from runtime.sources import windows as real_windows
+
+    def windows(recording: Any, *, encoder: Any = None, **options: Any) -> Any:
+        return real_windows(recording, encoder=encoder or identity_encoder, **options)
 
     sources.open_recording = open_recording  # type: ignore[attr-defined]
-    sources.window_ends = window_ends  # type: ignore[attr-defined]
+    sources.windows = windows  # type: ignore[attr-defined]
+    sources.Window = Window  # type: ignore[attr-defined]
     encoding = types.ModuleType("runtime.encoding")
     encoding.sbt = identity_encoder  # type: ignore[attr-defined]
     return sources, encoding

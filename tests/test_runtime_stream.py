@@ -10,7 +10,8 @@ from contract_models import initial_state, reference_step, stereo_model
 from fake_source import FakeRecording, identity_encoder
 
 from runtime.errors import RuntimeInputError
-from runtime.stream import Frame, Stream
+from runtime.sources import Window
+from runtime.stream import Stream
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def _frames(n: int):
     for i in range(n):
         t0, t1 = i * 50_000, (i + 1) * 50_000
         out.append(
-            Frame(i, t0, t1, rec.events("left", t0, t1), rec.events("right", t0, t1), rec.disparity(i))
+            Window(i, t0, t1, rec.events("left", t0, t1), rec.events("right", t0, t1), rec.disparity(i))
         )
     return out
 

@@ -12,15 +12,9 @@ import pytest
 import torch
 
 from tests.helpers import GENOTYPES
-from training.data import (
-    SyntheticSpec,
-    check_image_shape,
-    classification_data,
-    read_idx,
-    stereo_source_kind,
-    synthetic_stereo,
-)
+from training.data import SyntheticSpec, stereo_source_kind, synthetic_stereo
 from training.errors import TrainError
+from training.images import check_image_shape, classification_data, read_idx
 
 torch.set_num_threads(1)
 

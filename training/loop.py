@@ -25,9 +25,10 @@ from torch import Tensor
 from compiler.ir import Genotype, Stereo
 
 from . import checkpoint as ckpt_io
-from .data import ClassData, StereoData, augment, center_crop
+from .data import StereoData, center_crop
 from .distributed import Dist, all_sum, sum_gradients
 from .errors import TrainError
+from .images import ClassData, augment
 from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
 
 

@@ -244,33 +244,18 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import (
-        SyntheticSpec,
-        check_image_shape,
-        classification_data,
-        dsec_stereo,
-        mvsec_stereo,
-        stereo_source_kind,
-        synthetic_stereo,
-    )
+    from .data import SyntheticSpec, stereo_data
     from .errors import TrainError
+    from .images import check_image_shape, classification_data
 
     inp = g.input
     t = time.perf_counter()
     if g.task == "stereo":
-        kind = stereo_source_kind(cfg.data)
-        common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
-                      length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in)
-        if kind == "synthetic":
-            spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
-                                 seconds=cfg.seconds, val_seconds=cfg.seconds)
-            data = synthetic_stereo(spec, height=inp.height, width=inp.width, **common)
-        elif kind == "mvsec":
-            data = mvsec_stereo(Path(cfg.data), cfg.split, height=inp.height, width=inp.width,
-                                part=cfg.eval_part, **common)
-        else:
-            data = dsec_stereo(Path(cfg.data), **common)
-        log(f"data: {data.description}; {len(data)} training samples of {common['length']} windows "
+        spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
+                             seconds=cfg.seconds, val_seconds=cfg.seconds)
+        data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
+                           synthetic=spec, split=cfg.split, part=cfg.eval_part)
+        log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "
             f"({time.perf_counter() - t:.1f} s)")
         return data, data
     train, test = classification_data(cfg.data)

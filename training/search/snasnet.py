@@ -162,9 +162,9 @@ def run_snasnet(args, log=print) -> dict:
     from compiler.genotype import apply_overrides
     from compiler.yamlio import load_yaml
 
-    from ..data import check_image_shape, classification_data
     from ..distributed import setup, teardown
     from ..errors import TrainError
+    from ..images import check_image_shape, classification_data
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -273,20 +273,12 @@ def run_snasnet(args, log=print) -> dict:
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
     """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs."""
 
-    from ..data import SyntheticSpec, dsec_stereo, mvsec_stereo, stereo_source_kind, synthetic_stereo
+    from ..data import SyntheticSpec, stereo_data
 
     inp = g.input
-    common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
-                  length=steps, stride=1, burn_in=0)
-    kind = stereo_source_kind(source)
-    if kind == "synthetic":
-        spec = SyntheticSpec(train_seeds=(100, 101), val_seeds=(0,), seconds=max(1.0, 0.05 * (steps + 2)),
-                             val_seconds=max(1.0, 0.05 * (steps + 2)))
-        data = synthetic_stereo(spec, height=inp.height, width=inp.width, **common)
-    elif kind == "mvsec":
-        data = mvsec_stereo(Path(source), 1, height=inp.height, width=inp.width, **common)
-    else:
-        data = dsec_stereo(Path(source), **common)
+    seconds = max(1.0, 0.05 * (steps + 2))
+    spec = SyntheticSpec(train_seeds=(100, 101), val_seeds=(0,), seconds=seconds, val_seconds=seconds)
+    data = stereo_data(source, g, length=steps, stride=1, burn_in=0, synthetic=spec)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(data), size=min(batch, len(data)), replace=False).tolist()
     b = data.batch(pick, (inp.height, inp.width), rng)  # (L, B, C, H, W)
