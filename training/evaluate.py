@@ -39,8 +39,9 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     from compiler import build_model, loads_genotype
 
     from . import checkpoint as ckpt_io
-    from .loop import TrainConfig, evaluate_classification, evaluate_stereo, task_defaults
+    from .loop import TrainConfig, task_defaults
     from .train import load_data
+    from .validation import evaluate_classification, evaluate_stereo
 
     ck = ckpt_io.load(path)
     cfg = TrainConfig(**{**ck["config"], **(overrides or {})})

@@ -10,8 +10,6 @@ error, mean depth error; classification: accuracy).
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +23,13 @@ from torch import Tensor
 from compiler.ir import Genotype, Stereo
 
 from . import checkpoint as ckpt_io
-from .data import StereoData, center_crop
+from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .errors import TrainError
 from .images import ClassData, augment
 from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
+from .runlog import MetricsLog
+from .validation import evaluate_classification, evaluate_stereo
 
 
 @dataclass
@@ -172,7 +172,8 @@ class Trainer:
         self.epoch = 0
         self.iteration = 0
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # metrics rows, kept in the checkpoint
+        self.keep_history = True
         if cfg.batch_size % dist.world:
             raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
@@ -343,114 +344,52 @@ class Trainer:
             if s.name in ck.get("search", {}):
                 s.load_state_dict(ck["search"][s.name])
 
+    # ---------------------------------------------------------------------------- the epoch loop
+    def fit(self, out: Path, metrics_log: MetricsLog | None, *, stop_after: int | None = None,
+            genotype_yaml: Callable[[], str] | None = None, extra_state: dict | None = None,
+            epoch_fields: Callable[[int], dict] | None = None, evaluate: bool = True,
+            line: Callable[[dict], str] | None = None, on_saved: Callable[[str], None] | None = None) -> dict:
+        """Train until ``cfg.epochs`` (or ``stop_after`` epochs of this call), the one epoch loop of
+        training and of the architecture search. Per epoch: train, step the schedule, evaluate every
+        ``eval_every`` epochs (``evaluate``), then on the main process keep the best metric, write
+        ``last.pt`` (and ``best.pt`` when it improved) atomically with ``genotype_yaml()`` and
+        ``extra_state``, then ``on_saved(genotype text)``, a metrics row and ``line(row)`` to the log;
+        all processes meet at a barrier. Returns the last held-out metrics."""
+        cfg, dist = self.cfg, self.dist
+        ran, last_metrics = 0, {}
+        while self.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            row: dict = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                         **(epoch_fields(epoch) if epoch_fields else {})}
+            row.update(self.train_epoch(epoch))
+            self.scheduler.step()
+            row["train_s"] = round(time.perf_counter() - t0, 2)
+            if evaluate and dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                t1 = time.perf_counter()
+                last_metrics = row["val"] = self.evaluate()
+                row["eval_s"] = round(time.perf_counter() - t1, 2)
+            self.epoch = epoch + 1
+            ran += 1
+            text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
+            if dist.main:
+                self._save_epoch(out, row, text, extra_state or {})
+                if on_saved is not None:
+                    on_saved(text)
+                if metrics_log is not None:
+                    metrics_log.write(row)
+                self.log(line(row) if line else f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.4f}")
+            if dist.enabled:
+                torch.distributed.barrier()
+        return last_metrics
 
-# -------------------------------------------------------------------------------- evaluation
-
-
-def evaluate_stereo(model, data: StereoData, cfg: TrainConfig) -> dict[str, Any]:
-    """Stream each held-out segment from a zero state; score its windows from ``score_from`` on.
-
-    Returns runtime.metrics' summary (1PA %, mean disparity error px, mean/median depth error cm)
-    and the mean firing rate of the spiking layers.
-    """
-    from runtime.metrics import stereo_errors, summarize_errors
-
-    g = model.genotype
-    h, w = g.input.height, g.input.width
-    errors = []
-    spikes = 0.0
-    steps = 0
-    groups: dict[int, list] = {}
-    for seg in data.val_segments:
-        groups.setdefault(seg.end - seg.start, []).append(seg)
-    neurons = model.spiking_neurons()
-    for length, segs in groups.items():
-        for i in range(0, len(segs), cfg.eval_batch_size):
-            chunk = segs[i:i + cfg.eval_batch_size]
-            state = model.initial_state(len(chunk))
-            for t in range(length):
-                def grab(attr: str, t=t, chunk=chunk):
-                    arrs = [getattr(data.val[s.seq], attr)[s.start + t] for s in chunk]
-                    return np.stack([center_crop(a, h, w) for a in arrs]).astype(np.float32)
-                out, state = model({"left": torch.from_numpy(grab("left")),
-                                    "right": torch.from_numpy(grab("right"))}, state)
-                pred = out["disparity"].numpy()
-                gt = grab("disparity")
-                for k, s in enumerate(chunk):
-                    if s.start + t >= s.score_from:
-                        errors.append(stereo_errors(pred[k], gt[k], data.val[s.seq].fb))
-                        if out["spikes"]:
-                            spikes += float(sum(v[k] for v in out["spikes"].values()))
-                        steps += 1
-    summary = summarize_errors(errors)
-    summary["firing_rate"] = spikes / (neurons * steps) if neurons and steps else None
-    return summary
-
-
-def evaluate_classification(model, data: ClassData, timesteps: int, batch_size: int = 256) -> dict[str, Any]:
-    correct = 0
-    loss = 0.0
-    for i in range(0, len(data), batch_size):
-        x, y = data.x[i:i + batch_size], data.y[i:i + batch_size]
-        state = model.initial_state(len(x))
-        logits = 0
-        for _ in range(timesteps):
-            out, state = model({"image": x}, state)
-            logits = logits + out["logits"]
-        logits = logits / timesteps
-        correct += int((logits.argmax(1) == y).sum())
-        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-    return {"accuracy_pct": 100.0 * correct / max(1, len(data)), "loss": loss / max(1, len(data)),
-            "samples": len(data)}
-
-
-# -------------------------------------------------------------------------------- logs
-
-
-class MetricsLog:
-    """One row per epoch to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard when installed)."""
-
-    def __init__(self, out: Path, tensorboard: bool = True):
-        self.out = out
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(out / "tensorboard"))
-            except Exception:  # noqa: BLE001 - tensorboard is optional
-                self.writer = None
-
-    @staticmethod
-    def flat(row: dict, prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in row.items():
-            if isinstance(v, dict):
-                out.update(MetricsLog.flat(v, f"{prefix}{k}."))
-            elif isinstance(v, (int, float, str)) or v is None:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    def write(self, row: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        rows = [self.flat(json.loads(line)) for line in open(self.out / "metrics.jsonl", encoding="utf-8")]
-        keys: list[str] = []
-        for r in rows:
-            keys += [k for k in r if k not in keys]
-        lines = [",".join(keys)] + [",".join("" if r.get(k) is None else str(r[k]) for k in keys) for r in rows]
-        ckpt_io.write_text_atomic("\n".join(lines) + "\n", self.out / "metrics.csv")
-        if self.writer is not None:
-            for k, v in self.flat(row).items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    self.writer.add_scalar(k, v, row.get("epoch", 0))
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t
+    def _save_epoch(self, out: Path, row: dict, genotype_yaml: str, extra_state: dict) -> None:
+        better = "val" in row and self.improved(row["val"])
+        if better:
+            self.best.update(value=row["val"][self.cfg.best_metric], epoch=row["epoch"])
+        if self.keep_history:
+            self.history.append(MetricsLog.flat(row))
+        state = {**self.state(genotype_yaml), **extra_state}
+        ckpt_io.save_atomic(state, out / "last.pt")
+        if better:
+            ckpt_io.save_atomic(state, out / "best.pt")

@@ -127,7 +127,8 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
     from . import checkpoint as ckpt_io
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
     from .errors import TrainError
-    from .loop import MetricsLog, Trainer, task_defaults
+    from .loop import Trainer, task_defaults
+    from .runlog import MetricsLog
     from .searchers import make_searchers, write_back
 
     out = Path(cfg.out)
@@ -176,41 +177,11 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
                                                       "world_size": dist.world}, sort_keys=False),
                                       out / "config.yaml")
             metrics_log = MetricsLog(out, cfg.tensorboard)
-        ran = 0
-        last_metrics: dict = {}
-        while trainer.epoch < cfg.epochs:
-            if cfg.stop_after is not None and ran >= cfg.stop_after:
-                break
-            epoch = trainer.epoch
-            t0 = time.perf_counter()
-            row: dict = {"epoch": epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"]}
-            row.update(trainer.train_epoch(epoch))
-            trainer.scheduler.step()
-            row["train_s"] = round(time.perf_counter() - t0, 2)
-            if dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                t1 = time.perf_counter()
-                last_metrics = trainer.evaluate()
-                row["val"] = last_metrics
-                row["eval_s"] = round(time.perf_counter() - t1, 2)
-            trainer.epoch = epoch + 1
-            ran += 1
-            current = write_back(g, searchers, trainer)
-            if dist.main:
-                better = "val" in row and trainer.improved(row["val"])
-                if better:
-                    trainer.best.update(value=row["val"][cfg.best_metric], epoch=epoch + 1)
-                trainer.history.append(MetricsLog.flat(row))
-                state = trainer.state(current.to_yaml())
-                state["genotype_start"] = start_yaml
-                ckpt_io.save_atomic(state, out / "last.pt")
-                if better:
-                    ckpt_io.save_atomic(state, out / "best.pt")
-                if searchers:
-                    ckpt_io.write_text_atomic(_searched_yaml(current), out / "searched.yaml")
-                metrics_log.write(row)
-                log(_epoch_line(row, cfg))
-            if dist.enabled:
-                torch.distributed.barrier()
+        last_metrics = trainer.fit(
+            out, metrics_log, stop_after=cfg.stop_after, extra_state={"genotype_start": start_yaml},
+            genotype_yaml=lambda: write_back(g, searchers, trainer).to_yaml(), line=lambda row: _epoch_line(row, cfg),
+            on_saved=(lambda text: ckpt_io.write_text_atomic(_searched_yaml(text), out / "searched.yaml"))
+            if searchers else None)
         if metrics_log is not None:
             metrics_log.close()
         return {"out": str(out), "epoch": trainer.epoch, "best": trainer.best, "last": last_metrics,
@@ -221,10 +192,9 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
         teardown(dist)
 
 
-def _searched_yaml(g) -> str:
+def _searched_yaml(text: str) -> str:
     from compiler import loads_genotype
 
-    text = g.to_yaml()
     loads_genotype(text, file="searched.yaml")  # the compiler must accept what we write
     return text
 

@@ -12,7 +12,6 @@ final one is written as a genotype YAML that the compiler accepts.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ from compiler.registry import OPS
 from .. import checkpoint as ckpt_io
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
-from ..loop import MetricsLog, TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
+from ..loop import TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
+from ..runlog import MetricsLog
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
 from .space import load_search_space
@@ -240,28 +240,13 @@ def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             ckpt_io.write_text_atomic(yaml.safe_dump({"search": dataclasses.asdict(sc), "train": cfg.to_dict()},
                                                      sort_keys=False), out / "config.yaml")
-        ran = 0
-        while trainer.epoch < cfg.epochs:
-            if sc.stop_after is not None and ran >= sc.stop_after:
-                break
-            epoch = trainer.epoch
-            t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"], "searching": epoch >= sc.warmup}
-            row.update(trainer.train_epoch(epoch))
-            trainer.scheduler.step()
-            row["train_s"] = round(time.perf_counter() - t0, 2)
-            trainer.epoch = epoch + 1
-            ran += 1
-            if dist.main:
-                state = trainer.state(g.to_yaml())
-                state["search_config"] = dataclasses.asdict(sc)
-                ckpt_io.save_atomic(state, out / "last.pt")
-                metrics.write(row)
-                log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                    f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
-                    + (f"  path {row['arch']}" if "arch" in row else ""))
-            if dist.enabled:
-                torch.distributed.barrier()
+        trainer.keep_history = False
+        trainer.fit(out, metrics, stop_after=sc.stop_after, evaluate=False,
+                    extra_state={"search_config": dataclasses.asdict(sc)},
+                    epoch_fields=lambda epoch: {"searching": epoch >= sc.warmup}, line=lambda row: (
+                        f"epoch {row['epoch']}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                        f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
+                        + (f"  path {row['arch']}" if "arch" in row else "")))
         summary = {"out": str(out), "epoch": trainer.epoch}
         if trainer.epoch >= cfg.epochs and dist.main:
             final = arch.snapshot(trainer.epoch)
