@@ -103,7 +103,7 @@ def snasnet_section(args, out: Path) -> dict:
     from scipy.stats import kendalltau
 
     from compiler import GenotypeError, parse_genotype, plan
-    from compiler.genotype import apply_overrides
+    from compiler.overrides import apply_overrides
     from training.images import classification_data
     from training.search.snasnet import genotype_with_cell, matrix_code, random_cell, score_genotype
 

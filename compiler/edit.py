@@ -17,7 +17,8 @@ from typing import Any
 from .errors import GenotypeError, close_match_hint
 from .genotype import parse_genotype
 from .ir import Cell, CellLayer, Genotype, to_dict
-from .planner import NeuronSite, plan
+from .names import NeuronSite
+from .planner import plan
 
 
 def _err(name: str, message: str, hint: str | None = None) -> GenotypeError:

@@ -23,21 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cellgraph import cell_order
 from .ir import Classifier, ConvLayer, Genotype, Input, Stereo
+from .names import cell_inputs_after, delayed_state_name, instance_name, layer_name, neuron_name, state_name
 from .neurons import NeuronModule, build_neuron
-from .planner import (
-    LayerPlan,
-    NetPlan,
-    Plan,
-    cell_inputs_after,
-    cell_order,
-    delayed_state_name,
-    instance_name,
-    layer_name,
-    neuron_name,
-    plan,
-    state_name,
-)
+from .planner import LayerPlan, NetPlan, Plan, plan
 from .registry import OPS
 
 # ---------------------------------------------------------------------------------------------- ops

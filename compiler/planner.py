@@ -7,10 +7,8 @@ fan-out for SynOps, dense MACs) all read, so the three can never disagree. A gen
 once: ``parse_genotype`` plans it to validate it and the plan is kept with the (immutable)
 genotype, so ``plan(g)`` afterwards returns that same object.
 
-Names of the flattened namespace are made here and nowhere else: ``neuron_name`` (a neuron layer),
-``state_name`` (a state tensor of a neuron layer) and ``delayed_state_name`` (the state of a delayed
-edge). Each ``NeuronLayer`` carries its ``NeuronSite`` (where its parameters live in the genotype), so
-nothing parses names back.
+Names of the flattened namespace come from ``compiler.names``. Each ``NeuronLayer`` carries its
+``NeuronSite`` (where its parameters live in the genotype), so nothing parses names back.
 """
 
 from __future__ import annotations
@@ -20,10 +18,18 @@ import math
 import os
 from dataclasses import dataclass, field
 
-import networkx as nx
-
+from .cellgraph import cell_order, check_cell
 from .errors import GenotypeError, close_match_hint
-from .ir import CELL_INPUTS, Cell, CellLayer, Classifier, ConvLayer, Genotype, Layer, Network, Neuron, Stereo
+from .ir import Cell, CellLayer, Classifier, ConvLayer, Genotype, Layer, Network, Neuron, Stereo
+from .names import (
+    NeuronSite,
+    cell_inputs_after,
+    delayed_state_name,
+    instance_name,
+    layer_name,
+    neuron_name,
+    state_name,
+)
 from .registry import NEURONS, OPS, RULES, Shape, ShapeError
 
 # Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
@@ -43,61 +49,6 @@ class Part:
 class Value:
     shape: Shape
     parts: tuple[Part, ...]
-
-
-@dataclass(frozen=True)
-class NeuronSite:
-    """Where a neuron layer's parameters live in the genotype: a conv layer, a cell node (mixing at the
-    membrane) or a cell edge (mixing at the spike). The stereo feature network's two instances share
-    their sites."""
-
-    network: str
-    layer: str
-    layer_index: int
-    node: str | None = None
-    edge: int | None = None
-
-    @property
-    def path(self) -> str:
-        """The genotype key path of the neuron override."""
-        base = f"networks.{self.network}.layers[{self.layer_index}]"
-        return base if self.node is None else f"{base} (node {self.node}" + (
-            f", edge {self.edge})" if self.edge is not None else ")")
-
-
-def instance_name(network: str, view: str | None = None) -> str:
-    """A network instance: the network's name, or ``NET.left`` / ``NET.right`` for the stereo feature
-    network, which runs on both views with one set of weights."""
-    return network if view is None else f"{network}.{view}"
-
-
-def cell_inputs_after(index: int, prev, out) -> tuple:
-    """(c_{k-1}, c_{k-2}) of the layer after layer ``index``, which output ``out`` and got ``prev``.
-
-    The network input is never a c_{k-2}: the first layer's output is both inputs of the second
-    (as in DARTS). Shapes in the planner, tensors in the model and the supernet: one rule."""
-    return out, (out if index == 0 else prev)
-
-
-def layer_name(instance: str, layer: str) -> str:
-    """A layer's name in the flattened namespace: ``NET[.INSTANCE].LAYER``."""
-    return f"{instance}.{layer}"
-
-
-def neuron_name(layer: str, node: str | None = None, edge: int | None = None) -> str:
-    """A neuron layer's name: the layer's (a conv layer), ``LAYER.NODE`` or ``LAYER.NODE.EDGE``."""
-    name = layer if node is None else f"{layer}.{node}"
-    return name if edge is None else f"{name}.{edge}"
-
-
-def state_name(neuron: str, variable: str) -> str:
-    """The state tensor ``variable`` (``v``, ``a``) of neuron layer ``neuron``."""
-    return f"{neuron}.{variable}"
-
-
-def delayed_state_name(layer: str, node: str, edge: int) -> str:
-    """The state of a delayed edge: its op's output on its source at the step before."""
-    return f"{layer}.{node}.{edge}.delayed"
 
 
 @dataclass(frozen=True)
@@ -156,6 +107,26 @@ class Plan:
     @property
     def spiking_layers(self) -> list[NeuronLayer]:
         return [n for n in self.neurons.values() if n.spiking]
+
+
+@dataclass
+class _CellWalk:
+    """What the walker knows while it plans one cell layer."""
+
+    net: Network
+    layer: CellLayer
+    cell: Cell
+    lpath: str
+    name: str
+    site: NeuronSite
+    channels: int
+    node_shape: Shape
+    first_consumer: int  # the walker's consumers from here on are this cell's
+    values: dict[str, Value] = field(default_factory=dict)
+    placeholders: dict[str, str] = field(default_factory=dict)  # placeholder producer -> delayed source
+    delayed: list[tuple[str, int, str]] = field(default_factory=list)  # (consumer, MACs, source), delayed convs
+    params: int = 0
+    macs: int = 0
 
 
 class _Walker:
@@ -241,145 +212,101 @@ class _Walker:
                              close_match_hint(layer.cell, cells, "cells"))
         cell = cells[layer.cell]
         channels = net.node_channels[layer.level]
-        inputs = {"c_prev": Value(RULES["resample"].shape(prev.shape, target), prev.parts),
-                  "c_prev_prev": Value(RULES["resample"].shape(prev_prev.shape, target), prev_prev.parts)}
-        values: dict[str, Value] = dict(inputs)
-        node_shape = (channels, *target)
-        self._check_size(lpath, node_shape)
-        params = macs = 0
+        self._check_size(lpath, (channels, *target))
+        c = _CellWalk(net, layer, cell, lpath, name, site, channels, (channels, *target), len(self.consumers))
+        c.values = {"c_prev": Value(RULES["resample"].shape(prev.shape, target), prev.parts),
+                    "c_prev_prev": Value(RULES["resample"].shape(prev_prev.shape, target), prev_prev.parts)}
         order = cell_order(cell)
-        first_consumer = len(self.consumers)
-        delayed: list[tuple[str, int, str]] = []  # (consumer, MACs, source) of delayed conv edges
-        placeholders: dict[str, str] = {}  # placeholder producer -> the delayed source it stands for
         for node_name in order:
-            node = cell.node(node_name)
-            npath = f"cells.{cell.name}.nodes.{node_name}"
-            edge_values: list[Value] = []
-            for e_idx, edge in enumerate(node.inputs):
-                epath = f"{npath}.inputs[{e_idx}]"
-                if edge.delay:  # the source is planned later in the order: a placeholder part, resolved below
-                    placeholders[f"{name}.{edge.source}.delayed"] = edge.source
-                    src = Value(node_shape, (Part(f"{name}.{edge.source}.delayed", channels, True),))
-                else:
-                    src = values[edge.source]
-                op = OPS[edge.op]
-                try:
-                    shape = op.out_shape(src.shape, channels)
-                except ShapeError as exc:
-                    raise self.error(f"{epath}.op", f"{exc} (in {lpath}, from {edge.source} {src.shape})",
-                                     exc.hint) from None
-                e_macs = op.macs(src.shape, shape)
-                params += op.params(src.shape[0], channels, net.dims)
-                macs += e_macs
-                edge_name = neuron_name(name, node_name, e_idx)
-                consumer = edge_name if self.g.mixing == "spike" else neuron_name(name, node_name)
-                if op.kind == "conv" and edge.delay:
-                    delayed.append((consumer, e_macs, edge.source))
-                elif op.kind == "conv":
-                    self.consume(consumer, e_macs, src)
-                if self.g.mixing == "spike" and op.has_neuron:
-                    neuron = self.g.resolve_neuron(layer.neuron, node.neuron, edge.neuron)
-                    edge_site = dataclasses.replace(site, node=node_name, edge=e_idx)
-                    edge_values.append(self.neuron(edge_name, shape, neuron, edge_site))
-                else:
-                    parts = src.parts if op.binary_preserving else tuple(
-                        Part(p.producer, p.channels, False) for p in src.parts)
-                    edge_values.append(Value(shape, parts))
-            try:
-                shape = RULES["sum"].shape([v.shape for v in edge_values], [e.source for e in node.inputs])
-            except ShapeError as exc:
-                raise self.error(f"{npath}.inputs", f"{exc} (in {lpath})", exc.hint) from None
-            if self.g.mixing == "membrane":
-                neuron = self.g.resolve_neuron(layer.neuron, node.neuron)
-                values[node_name] = self.neuron(neuron_name(name, node_name), shape, neuron,
-                                                dataclasses.replace(site, node=node_name))
-            else:
-                values[node_name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
-        # Resolve the placeholders: a delayed edge reads what its source produced (its neuron under
-        # membrane mixing, its edges' neurons under spike mixing), one level deep.
-        def resolve(parts: tuple[Part, ...]) -> tuple[Part, ...]:
-            out: list[Part] = []
-            for part in parts:
-                if part.producer in placeholders:
-                    out += [q for q in values[placeholders[part.producer]].parts if q.producer not in placeholders]
-                else:
-                    out.append(part)
-            return tuple(out)
-
-        for node_name in order:
-            values[node_name] = Value(values[node_name].shape, resolve(values[node_name].parts))
-        self.consumers[first_consumer:] = [(c, m, resolve(parts), ch) for c, m, parts, ch
-                                           in self.consumers[first_consumer:]]
-        for consumer, e_macs, source in delayed:
-            self.consume(consumer, e_macs, values[source])
-        for node in cell.nodes:  # a delayed edge's op runs on its source at the end of the step; its
-            for e_idx, edge in enumerate(node.inputs):  # output is the state read one step later
-                if edge.delay:
-                    shape = OPS[edge.op].out_shape(values[edge.source].shape, channels)
-                    self.states.append((delayed_state_name(name, node.name, e_idx), shape))
-                    self.activations += math.prod(shape)
-        outs = [values[o] for o in cell.output]
+            self._node(c, cell.node(node_name))
+        self._resolve_delayed(c, order)
+        outs = [c.values[o] for o in cell.output]
         try:
             out_shape = RULES["concat"].shape([v.shape for v in outs], list(cell.output))
         except ShapeError as exc:
             raise self.error(f"cells.{cell.name}.output", str(exc), exc.hint) from None
         out = Value(out_shape, tuple(p for v in outs for p in v.parts))
         lp = LayerPlan(layer, lpath, {"c_prev": prev.shape, "c_prev_prev": prev_prev.shape}, target, out_shape,
-                       node_channels=channels, node_shapes={n: values[n].shape for n in order},
-                       params=params, macs=macs)
+                       node_channels=channels, node_shapes={n: c.values[n].shape for n in order},
+                       params=c.params, macs=c.macs)
         return lp, out
+
+    def _node(self, c: _CellWalk, node) -> None:
+        """Plan one node of a cell: its edges, their sum, its neuron (mixing at the membrane)."""
+        npath = f"cells.{c.cell.name}.nodes.{node.name}"
+        edge_values = [self._edge(c, node, e_idx, edge, f"{npath}.inputs[{e_idx}]")
+                       for e_idx, edge in enumerate(node.inputs)]
+        try:
+            shape = RULES["sum"].shape([v.shape for v in edge_values], [e.source for e in node.inputs])
+        except ShapeError as exc:
+            raise self.error(f"{npath}.inputs", f"{exc} (in {c.lpath})", exc.hint) from None
+        if self.g.mixing == "membrane":
+            neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron)
+            c.values[node.name] = self.neuron(neuron_name(c.name, node.name), shape, neuron,
+                                              dataclasses.replace(c.site, node=node.name))
+        else:
+            c.values[node.name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
+
+    def _edge(self, c: _CellWalk, node, e_idx: int, edge, epath: str) -> Value:
+        """Plan one edge: its op's shape and cost, its consumer's synaptic work, its neuron (spike mixing)."""
+        if edge.delay:  # the source is planned later in the order: a placeholder part, resolved later
+            c.placeholders[f"{c.name}.{edge.source}.delayed"] = edge.source
+            src = Value(c.node_shape, (Part(f"{c.name}.{edge.source}.delayed", c.channels, True),))
+        else:
+            src = c.values[edge.source]
+        op = OPS[edge.op]
+        try:
+            shape = op.out_shape(src.shape, c.channels)
+        except ShapeError as exc:
+            raise self.error(f"{epath}.op", f"{exc} (in {c.lpath}, from {edge.source} {src.shape})",
+                             exc.hint) from None
+        e_macs = op.macs(src.shape, shape)
+        c.params += op.params(src.shape[0], c.channels, c.net.dims)
+        c.macs += e_macs
+        edge_name = neuron_name(c.name, node.name, e_idx)
+        consumer = edge_name if self.g.mixing == "spike" else neuron_name(c.name, node.name)
+        if op.kind == "conv" and edge.delay:
+            c.delayed.append((consumer, e_macs, edge.source))
+        elif op.kind == "conv":
+            self.consume(consumer, e_macs, src)
+        if self.g.mixing == "spike" and op.has_neuron:
+            neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron, edge.neuron)
+            edge_site = dataclasses.replace(c.site, node=node.name, edge=e_idx)
+            return self.neuron(edge_name, shape, neuron, edge_site)
+        parts = src.parts if op.binary_preserving else tuple(Part(p.producer, p.channels, False) for p in src.parts)
+        return Value(shape, parts)
+
+    def _resolve_delayed(self, c: _CellWalk, order: list[str]) -> None:
+        """A delayed edge reads what its source produced (its neuron under membrane mixing, its edges'
+        neurons under spike mixing), one level deep; its op runs on the source at the end of the step
+        and its output is the state read one step later."""
+        def resolve(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+            out: list[Part] = []
+            for part in parts:
+                if part.producer in c.placeholders:
+                    out += [q for q in c.values[c.placeholders[part.producer]].parts
+                            if q.producer not in c.placeholders]
+                else:
+                    out.append(part)
+            return tuple(out)
+
+        for node_name in order:
+            c.values[node_name] = Value(c.values[node_name].shape, resolve(c.values[node_name].parts))
+        self.consumers[c.first_consumer:] = [(k, m, resolve(parts), ch) for k, m, parts, ch
+                                             in self.consumers[c.first_consumer:]]
+        for consumer, e_macs, source in c.delayed:
+            self.consume(consumer, e_macs, c.values[source])
+        for node in c.cell.nodes:
+            for e_idx, edge in enumerate(node.inputs):
+                if edge.delay:
+                    shape = OPS[edge.op].out_shape(c.values[edge.source].shape, c.channels)
+                    self.states.append((delayed_state_name(c.name, node.name, e_idx), shape))
+                    self.activations += math.prod(shape)
 
     def _check_size(self, path: str, shape: Shape) -> None:
         if any(s < 1 for s in shape):
             raise self.error(path, f"the output shape {shape} has an empty dimension",
                              "use a larger input or fewer downsampling steps")
-
-
-def cell_order(cell: Cell) -> list[str]:
-    """Nodes in topological order of the cell's DAG without delayed edges."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(n.name for n in cell.nodes)
-    for node in cell.nodes:
-        for edge in node.inputs:
-            if not edge.delay and edge.source not in CELL_INPUTS:
-                graph.add_edge(edge.source, node.name)
-    return list(nx.lexicographical_topological_sort(graph, key=[n.name for n in cell.nodes].index))
-
-
-def _check_cell(cell: Cell, err) -> None:
-    names = [n.name for n in cell.nodes]
-    graph = nx.DiGraph()
-    graph.add_nodes_from([*CELL_INPUTS, *names, "<output>"])
-    delayed = nx.DiGraph()
-    for node in cell.nodes:
-        for i, edge in enumerate(node.inputs):
-            path = f"cells.{cell.name}.nodes.{node.name}.inputs[{i}].from"
-            if edge.source not in names and edge.source not in CELL_INPUTS:
-                raise err(path, f"unknown node {edge.source!r}",
-                          close_match_hint(edge.source, [*CELL_INPUTS, *names], "sources"))
-            if edge.delay and edge.source in CELL_INPUTS:
-                raise err(path, "a delayed edge must come from a node of the cell, not a cell input",
-                          "remove 'delay' or take the input from a node")
-            (delayed if edge.delay else graph).add_edge(edge.source, node.name)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        loop = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
-        raise err(f"cells.{cell.name}.nodes.{cycle[0][1]}", f"cycle without a delay: {loop}",
-                  "mark one edge of the loop 'delay: 1' (a backward connection)")
-    for out in cell.output:
-        graph.add_edge(out, "<output>")
-    full = nx.compose(graph, delayed)
-    reachable = set(nx.descendants(full, "c_prev")) | set(nx.descendants(full, "c_prev_prev"))
-    for name in names:
-        if name not in reachable:
-            raise err(f"cells.{cell.name}.nodes.{name}", "node is not reachable from a cell input",
-                      "give it an edge from c_prev, c_prev_prev or a reachable node")
-        if not nx.has_path(full, name, "<output>"):
-            raise err(f"cells.{cell.name}.nodes.{name}", "node does not reach the cell output",
-                      "add it to the cell's output or feed it into a node that does")
 
 
 def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
@@ -400,7 +327,7 @@ def plan(g: Genotype, ctx=None, max_bytes: int | None = None) -> Plan:
 def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
     w = _Walker(g, ctx)
     for cell in g.cells:
-        _check_cell(cell, w.error)
+        check_cell(cell, w.error)
     nets = {n.name: n for n in g.networks}
     inp = g.input
     image = Value((inp.in_channels, inp.height, inp.width), (Part("input", inp.in_channels, False),))

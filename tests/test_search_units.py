@@ -12,7 +12,7 @@ import yaml
 from helpers import GENOTYPES, SMALL
 
 from compiler import parse_genotype
-from compiler.genotype import apply_overrides
+from compiler.overrides import apply_overrides
 from training.search.decode import decode_cell, decode_path
 from training.search.snasnet import (
     cell_from_matrix,

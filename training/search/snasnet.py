@@ -159,7 +159,7 @@ def run_snasnet(args, log=print) -> dict:
     import torch
 
     from compiler import GenotypeError, parse_genotype
-    from compiler.genotype import apply_overrides
+    from compiler.overrides import apply_overrides
     from compiler.yamlio import load_yaml
 
     from ..distributed import setup, teardown
