@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.errors import first_line
+
 from .errors import GenotypeError
 from .genotype import load_genotype
 from .ir import Genotype
@@ -79,7 +81,7 @@ def load_weights(model, path: str) -> None:
     except FileNotFoundError:
         raise BuildError(f"{path}: no such checkpoint file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise BuildError(f"{path}: not a readable weights-only checkpoint ({first})") from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):

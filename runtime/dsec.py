@@ -16,13 +16,13 @@ import os
 
 import numpy as np
 
+from runtime.errors import first_line
 from runtime.events import DataError
 from runtime.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
     RowIndex,
-    first_line,
     open_h5,
     read_rows,
     rectifier,

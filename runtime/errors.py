@@ -13,3 +13,10 @@ class RuntimeInputError(Exception):
         super().__init__(f"{where}: {what}")
         self.where = where
         self.what = what
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line
+    errors. The one place this is written; the compiler and training use it too."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.errors import first_line
 from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice
 
 SIDES = ("left", "right")
@@ -262,12 +263,6 @@ def open_h5(path: str):
         return h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for one-line errors."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def require(f, key: str, path: str, *, ndim: int | None = None, tail: tuple[int | None, ...] = ()):

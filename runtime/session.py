@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.contract import ModelSpec, read_contract
-from runtime.errors import RuntimeInputError
+from runtime.errors import RuntimeInputError, first_line
 from runtime.names import spikes_output
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -189,7 +189,7 @@ class SNNSession:
                     return ort.InferenceSession(where, opts, providers=providers)
             return ort.InferenceSession(where, opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own classes for every load failure
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             if "INVALID_PROTOBUF" in first or "Protobuf parsing failed" in first:
                 raise RuntimeInputError(where, "not an ONNX model (protobuf parsing failed)") from None
             raise RuntimeInputError(where, f"ONNX Runtime cannot load it: {first[-300:]}") from None

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from runtime.errors import first_line
+
 from .errors import TrainError
 
 
@@ -62,7 +64,7 @@ def load(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TrainError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise TrainError(f"{path}: not a training checkpoint (no 'model' entry)")

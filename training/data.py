@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.errors import first_line
+
 from .errors import TrainError
 
 
@@ -197,7 +199,7 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
         except TrainError:
             raise
         except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
-            raise TrainError(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise TrainError(f"{path}: {first_line(exc)}") from None
         with rec:
             return encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
                                     gt_indices=None if frames is None else list(frames),
@@ -231,7 +233,7 @@ def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length:
         try:
             rec = open_recording(str(f))
         except Exception as exc:  # noqa: BLE001
-            raise TrainError(f"{f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise TrainError(f"{f}: {first_line(exc)}") from None
         with rec:
             seqs.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=f.name))
     n_val = max(1, round(len(seqs) * val_fraction)) if len(seqs) > 1 else 0

@@ -13,9 +13,7 @@ outputs as one run).
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.contract import ModelSpec
-from runtime.errors import RuntimeInputError
+from runtime.errors import RuntimeInputError, first_line
 from runtime.events import DataError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
@@ -40,7 +38,7 @@ from runtime.metrics import (
     stereo_errors,
     summarize_errors,
 )
-from runtime.session import DEVICES, SNNSession
+from runtime.session import SNNSession
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
     from runtime.sources import Encoder, Window
@@ -84,9 +82,9 @@ def open_source(
     except RuntimeInputError:
         raise
     except DataError as exc:
-        raise RuntimeInputError(where, str(exc).strip().splitlines()[0]) from None
+        raise RuntimeInputError(where, first_line(exc)) from None
     except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise RuntimeInputError(where, f"cannot read it: {msg}") from None
 
 
@@ -371,179 +369,3 @@ def _source_kind(rec: Any, events: str | Path | None) -> str:
         if name:
             return name
     return "synthetic" if events is None else "file"
-
-
-# --------------------------------------------------------------------------- command line
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runtime.stream",
-        description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
-        "speed, sparsity, energy and accuracy.",
-    )
-    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled model (.onnx)")
-    p.add_argument(
-        "--events",
-        metavar="PATH",
-        help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
-        "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
-    )
-    p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
-    )
-    p.add_argument(
-        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
-    )
-    p.add_argument(
-        "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
-    )
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps, burn-in included")
-    p.add_argument(
-        "--start",
-        type=float,
-        metavar="SECONDS",
-        help="skip windows starting before this many seconds after the recording's start",
-    )
-    p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
-    p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    p.add_argument(
-        "--crop",
-        choices=("none", "center"),
-        default="none",
-        help="take the centre of a recording "
-        "larger than the model's input (default: a size mismatch is an error)",
-    )
-    p.add_argument(
-        "--min-disparity",
-        type=float,
-        default=DEFAULT_MIN_DISPARITY,
-        metavar="PX",
-        help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
-    p.add_argument("--report", metavar="JSON", help="write every number to this JSON file")
-    p.add_argument(
-        "--save-dir",
-        metavar="DIR",
-        help="write predicted disparity maps as .npy and PNG (events | prediction | ground truth)",
-    )
-    p.add_argument(
-        "--load-state", metavar="NPZ", help="start from a state saved by --save-state (chunked runs)"
-    )
-    p.add_argument("--save-state", metavar="NPZ", help="save the final state (to continue with --load-state)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    return p
-
-
-def _load_state(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise RuntimeInputError(f"--load-state {path}", f"cannot read it ({exc})") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (2 for bad input, with a one-line message)."""
-    args = _parser().parse_args(argv)
-    try:
-        return _main(args)
-    except RuntimeInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DataError as exc:  # the data layer's one error type (a corrupt or truncated recording)
-        where = args.events or "synthetic source"
-        print(
-            f"error: {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-def _main(args: argparse.Namespace) -> int:
-    from runtime.report import format_summary, save_step, write_report
-
-    if args.threads is not None and args.threads < 1:
-        raise RuntimeInputError("--threads", f"must be at least 1, got {args.threads}")
-    energy = load_energy_table(args.energy_table) if args.energy_table else None
-    save_dir = Path(args.save_dir) if args.save_dir else None
-    if save_dir is not None:
-        try:
-            save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RuntimeInputError(f"--save-dir {save_dir}", f"cannot create it ({exc.strerror})") from None
-    stream = Stream(
-        args.onnx,
-        args.events,
-        device=args.device,
-        threads=args.threads,
-        burn_in=args.burn_in,
-        max_steps=args.max_steps,
-        start_s=args.start,
-        reset_every=args.reset_every,
-        energy_table=energy,
-        crop=args.crop,
-        min_disparity=args.min_disparity,
-        seed=args.seed,
-        keep_inputs=save_dir is not None,
-    )
-    if stream.spec.task != "stereo":
-        raise RuntimeInputError(
-            args.onnx, f"snn.task is {stream.spec.task!r}; runtime.stream streams stereo models"
-        )
-    if args.load_state:
-        stream.set_state(_load_state(args.load_state))
-    with stream:
-        steps: Iterable[StepResult] = stream
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=args.max_steps, unit="step", desc="streaming", file=sys.stderr, disable=None)
-        for result in steps:
-            if save_dir is not None:
-                save_step(
-                    save_dir,
-                    result.index,
-                    result.disparity,
-                    max_disparity=stream.spec.max_disparity or 1.0,
-                    gt=result.gt,
-                    left=result.left,
-                )
-            if bar is not None:
-                bar.update(1)
-                if result.mean_disparity_error_px is not None:
-                    bar.set_postfix(err_px=f"{result.mean_disparity_error_px:.2f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        if stream.report()["steps"]["total"] == 0:
-            raise RuntimeInputError(
-                args.events or "synthetic source",
-                "no window to stream (recording too short, or --start past its end)",
-            )
-        report = stream.report()
-        if args.save_state:
-            try:
-                np.savez(args.save_state, **stream.state)
-            except OSError as exc:
-                raise RuntimeInputError(
-                    f"--save-state {args.save_state}", f"cannot write it ({exc.strerror})"
-                ) from None
-    if args.report:
-        write_report(report, args.report)
-    if not args.quiet:
-        print(format_summary(report))
-        if args.report:
-            print(f"report    {args.report}")
-        if save_dir is not None:
-            print(f"saved     disparity maps in {save_dir}/")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
