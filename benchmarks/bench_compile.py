@@ -28,6 +28,8 @@ def _median_ms(times: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The benchmark read top to bottom (set-up, both sides timed, one table); long because the measured
+    sequence is kept in one place on purpose."""
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_compile.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("genotype", nargs="?", default="genotypes/stereo.yaml")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side (after one warm-up step)")

@@ -59,6 +59,8 @@ def import_tonic():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The benchmark read top to bottom (each measurement, then one table); long because the measured
+    sequence is kept in one place on purpose."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="simulated seconds for the event set")
     ap.add_argument("--json", default=None, help="also write the numbers here")

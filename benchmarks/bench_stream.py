@@ -82,6 +82,8 @@ def _torch_steps(model: Any, frames: list[Window], warmup: int, threads: int | N
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The benchmark read top to bottom (set-up, both sides timed, one table); long because the measured
+    sequence is kept in one place on purpose."""
     first_line = (__doc__ or "").split("\n\n")[0]
     p = argparse.ArgumentParser(prog="python benchmarks/bench_stream.py", description=first_line)
     p.add_argument("--onnx", help="a compiled model; default: build --genotype now (same weights both sides)")

@@ -328,75 +328,14 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
     w = _Walker(g, ctx)
     for cell in g.cells:
         check_cell(cell, w.error)
-    nets = {n.name: n for n in g.networks}
-    inp = g.input
-    image = Value((inp.in_channels, inp.height, inp.width), (Part("input", inp.in_channels, False),))
     plans: dict[str, NetPlan] = {}
-    head = g.head
-
-    def need(key: str, name: str, dims: int) -> Network:
-        if name not in nets:
-            raise w.error(f"head.{key}", f"unknown network {name!r}", close_match_hint(name, nets, "networks"))
-        if nets[name].dims != dims:
-            raise w.error(f"networks.{name}.dims", f"the {key} network must be {dims}-D")
-        return nets[name]
-
-    if isinstance(head, Stereo):
-        feat = need("feature", head.feature, 2)
-        match = need("matching", head.matching, 3)
-        plans[feat.name], left = w.network(feat, instance_name(feat.name, "left"), image)
-        _, right = w.network(feat, instance_name(feat.name, "right"), image)
-        volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
-        plans[match.name], cost = w.network(match, instance_name(match.name), volume)
-        if cost.shape[0] != 1:
-            raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
-                          f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
-                          "set channels: 1 on its last layer")
-        if cost.shape[1] != head.disparities:
-            raise w.error(f"networks.{match.name}", f"the matching cost has {cost.shape[1]} disparities, "
-                          f"the cost volume {head.disparities}", "end the matching network on level 0")
-        try:
-            RULES[head.estimator].shape(cost.shape, inp.height, inp.width)
-        except ShapeError as exc:
-            raise w.error(f"networks.{match.name}", str(exc), exc.hint) from None
-        w.activations += head.disparities * inp.height * inp.width * 2
-        used = {feat.name, match.name}
-    else:
-        assert isinstance(head, Classifier)
-        back = need("backbone", head.backbone, 2)
-        plans[back.name], out = w.network(back, instance_name(back.name), image)
-        pooled = RULES["global_avgpool"].shape(out.shape)
-        RULES["linear"].shape(pooled, head.classes)
-        w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
-            Part(p.producer, p.channels, False) for p in out.parts)))
-        if head.aux_after is not None:
-            if head.aux_after >= len(back.layers) - 1:
-                raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
-        used = {back.name}
-    for name in nets:
+    used = _plan_stereo(w, plans) if isinstance(g.head, Stereo) else _plan_classifier(w, plans)
+    for name in (n.name for n in g.networks):
         if name not in used:
             raise w.error(f"networks.{name}", "network is not used by the head",
                           "remove it or name it in head")
-    params = sum(lp.params for np_ in plans.values() for lp in np_.layers)
-    aux_params = 0
-    if isinstance(head, Classifier):
-        params += (plans[head.backbone].out_shape[0] + 1) * head.classes
-        if head.aux_after is not None:  # training only: not part of the exported graph
-            aux_in = plans[head.backbone].layers[head.aux_after].out_shape
-            aux_params = aux_in[0] * head.aux_channels + 2 * head.aux_channels + (head.aux_channels + 1) * head.classes
-    fan_out: dict[str, float] = {n.name: 0.0 for n in w.neurons.values() if n.spiking}
-    dense: dict[str, int] = {}
-    for consumer, macs, parts, channels in w.consumers:
-        # Parts are channel blocks; under spike mixing several parts are summed into the same channels.
-        # Every spike of every part reaches the consumer's synapses (fan-out per channel share); the
-        # dense work is the consumer's MACs once, split over the parts that are not spikes.
-        stacked = sum(part.channels for part in parts)
-        for part in parts:
-            producer = w.neurons.get(part.producer)
-            if part.binary and producer is not None and producer.spiking:
-                fan_out[part.producer] += macs * part.channels / channels / producer.size
-            else:
-                dense[consumer] = dense.get(consumer, 0) + round(macs * part.channels / stacked)
+    params, aux_params = _params(g, plans)
+    fan_out, dense = _synaptic_work(w)
     total = 4 * (params + w.activations)
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if total > limit:
@@ -404,3 +343,89 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
                       f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
                       "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
     return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params)
+
+
+def _network(w: _Walker, key: str, name: str, dims: int) -> Network:
+    """The network the head names under ``key``, checked to exist and to have ``dims`` dimensions."""
+    nets = {n.name: n for n in w.g.networks}
+    if name not in nets:
+        raise w.error(f"head.{key}", f"unknown network {name!r}", close_match_hint(name, nets, "networks"))
+    if nets[name].dims != dims:
+        raise w.error(f"networks.{name}.dims", f"the {key} network must be {dims}-D")
+    return nets[name]
+
+
+def _input_value(g: Genotype) -> Value:
+    inp = g.input
+    return Value((inp.in_channels, inp.height, inp.width), (Part("input", inp.in_channels, False),))
+
+
+def _plan_stereo(w: _Walker, plans: dict[str, NetPlan]) -> set[str]:
+    """Feature network on both views, cost volume, matching network, estimator; the networks used."""
+    head, inp = w.g.head, w.g.input
+    feat = _network(w, "feature", head.feature, 2)
+    match = _network(w, "matching", head.matching, 3)
+    image = _input_value(w.g)
+    plans[feat.name], left = w.network(feat, instance_name(feat.name, "left"), image)
+    _, right = w.network(feat, instance_name(feat.name, "right"), image)
+    volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
+    plans[match.name], cost = w.network(match, instance_name(match.name), volume)
+    if cost.shape[0] != 1:
+        raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
+                      f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
+                      "set channels: 1 on its last layer")
+    if cost.shape[1] != head.disparities:
+        raise w.error(f"networks.{match.name}", f"the matching cost has {cost.shape[1]} disparities, "
+                      f"the cost volume {head.disparities}", "end the matching network on level 0")
+    try:
+        RULES[head.estimator].shape(cost.shape, inp.height, inp.width)
+    except ShapeError as exc:
+        raise w.error(f"networks.{match.name}", str(exc), exc.hint) from None
+    w.activations += head.disparities * inp.height * inp.width * 2
+    return {feat.name, match.name}
+
+
+def _plan_classifier(w: _Walker, plans: dict[str, NetPlan]) -> set[str]:
+    """Backbone, global average pooling, linear head (and the auxiliary head's position)."""
+    head = w.g.head
+    back = _network(w, "backbone", head.backbone, 2)
+    plans[back.name], out = w.network(back, instance_name(back.name), _input_value(w.g))
+    pooled = RULES["global_avgpool"].shape(out.shape)
+    RULES["linear"].shape(pooled, head.classes)
+    w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
+        Part(p.producer, p.channels, False) for p in out.parts)))
+    if head.aux_after is not None and head.aux_after >= len(back.layers) - 1:
+        raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
+    return {back.name}
+
+
+def _params(g: Genotype, plans: dict[str, NetPlan]) -> tuple[int, int]:
+    """Parameters of the deployed network, and of the training-only auxiliary head."""
+    head = g.head
+    params = sum(lp.params for np_ in plans.values() for lp in np_.layers)
+    aux_params = 0
+    if isinstance(head, Classifier):
+        params += (plans[head.backbone].out_shape[0] + 1) * head.classes
+        if head.aux_after is not None:  # training only: not part of the exported graph
+            aux_in = plans[head.backbone].layers[head.aux_after].out_shape
+            aux_params = aux_in[0] * head.aux_channels + 2 * head.aux_channels + (head.aux_channels + 1) * head.classes
+    return params, aux_params
+
+
+def _synaptic_work(w: _Walker) -> tuple[dict[str, float], dict[str, int]]:
+    """Fan-out per spiking layer (synapses one spike reaches) and dense MACs per consumer.
+
+    Parts are channel blocks; under spike mixing several parts are summed into the same channels.
+    Every spike of every part reaches the consumer's synapses (fan-out per channel share); the dense
+    work is the consumer's MACs once, split over the parts that are not spikes."""
+    fan_out: dict[str, float] = {n.name: 0.0 for n in w.neurons.values() if n.spiking}
+    dense: dict[str, int] = {}
+    for consumer, macs, parts, channels in w.consumers:
+        stacked = sum(part.channels for part in parts)
+        for part in parts:
+            producer = w.neurons.get(part.producer)
+            if part.binary and producer is not None and producer.spiking:
+                fan_out[part.producer] += macs * part.channels / channels / producer.size
+            else:
+                dense[consumer] = dense.get(consumer, 0) + round(macs * part.channels / stacked)
+    return fan_out, dense

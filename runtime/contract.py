@@ -196,9 +196,36 @@ def read_contract(
     """Check a model against the contract and return its spec.
 
     ``inputs`` and ``outputs`` are ONNX Runtime ``NodeArg``s (anything with ``name``, ``shape``, ``type``);
-    ``where`` names the model in error messages.
+    ``where`` names the model in error messages. The checks run in order: metadata, data inputs,
+    state pairs, data output, spike counters; the first failure is the error.
     """
     meta = dict(metadata)
+    task, max_disparity = _task(where, meta)
+    encoding = _encoding(where, meta)
+    layers = _layers(where, meta)
+    dense = _dense_macs(where, meta)
+    data_in_names, data_out_name = TASKS[task]
+    data_shape = _data_inputs(where, task, encoding, inputs)
+    states = _states(where, inputs, outputs, data_in_names)
+    _data_output(where, task, encoding, outputs, data_out_name)
+    ordered = _spike_outputs(where, outputs, data_out_name, layers)
+    return ModelSpec(
+        task=task,
+        encoding=encoding,
+        layers=tuple(ordered),
+        dense_macs=dense,
+        states=tuple(states),
+        data_inputs=data_in_names,
+        data_output=data_out_name,
+        data_input_shape=data_shape,
+        max_disparity=max_disparity,
+        genotype=meta["snn.genotype"],
+        metadata=meta,
+    )
+
+
+def _task(where: str, meta: dict[str, str]) -> tuple[str, float | None]:
+    """The required metadata, the schema, the task and (stereo) the maximum disparity."""
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
         raise RuntimeInputError(
@@ -223,15 +250,13 @@ def read_contract(
             ) from None
         if not np.isfinite(max_disparity) or max_disparity <= 0:
             raise RuntimeInputError(where, f"snn.max_disparity must be positive, got {max_disparity}")
-    encoding = _encoding(where, meta)
-    layers = _layers(where, meta)
-    dense = _dense_macs(where, meta)
+    return task, max_disparity
 
-    data_in_names, data_out_name = TASKS[task]
+
+def _data_inputs(where: str, task: str, encoding: EncodingSpec, inputs: Sequence[Any]) -> tuple:
+    """The data inputs exist, are float [batch, C, H, W] and (stereo) match ``snn.encoding``."""
+    data_in_names = TASKS[task][0]
     in_by_name = {a.name: a for a in inputs}
-    out_by_name = {a.name: a for a in outputs}
-
-    # --- data inputs
     data_shape: tuple[int | str | None, ...] = ()
     for name in data_in_names:
         arg = in_by_name.get(name)
@@ -256,7 +281,12 @@ def read_contract(
                         f"[batch, {want[0]}, {want[1]}, {want[2]}] ({what} differs)",
                     )
         data_shape = shape
-    # --- state pairs
+    return data_shape
+
+
+def _states(where: str, inputs: Sequence[Any], outputs: Sequence[Any], data_in_names) -> list[StateSpec]:
+    """``state_in.X`` / ``state_out.X`` pairs: paired, in the same order, same type and shape, fixed
+    dimensions after batch."""
     state_ins = [a for a in inputs if a.name.startswith(STATE_IN)]
     state_outs = [a for a in outputs if a.name.startswith(STATE_OUT)]
     extra = [a.name for a in inputs if a.name not in data_in_names and not a.name.startswith(STATE_IN)]
@@ -279,55 +309,61 @@ def read_contract(
             f"state outputs are in another order than state inputs "
             f"({', '.join(out_names)} vs {', '.join(in_names)})",
         )
-    states = []
-    for a_in, a_out in zip(state_ins, state_outs, strict=True):
-        name = a_in.name[len(STATE_IN) :]
-        s_in, s_out = _dims(a_in.shape), _dims(a_out.shape)
-        if a_in.type != a_out.type:
-            raise RuntimeInputError(where, f"{a_in.name} is {a_in.type} but {a_out.name} is {a_out.type}")
-        if a_in.type not in _ORT_TYPES:
-            raise RuntimeInputError(where, f"{a_in.name} has unsupported type {a_in.type}")
-        if not s_in or not _is_batch(s_in[0]):
-            raise RuntimeInputError(
-                where, f"{a_in.name} has shape {_fmt(s_in)}; its first dimension must be batch"
-            )
-        if len(s_in) != len(s_out) or any(
-            isinstance(x, int) and isinstance(y, int) and x != y
-            for x, y in zip(s_in[1:], s_out[1:], strict=True)
-        ):
-            raise RuntimeInputError(
-                where, f"{a_in.name} has shape {_fmt(s_in)} but {a_out.name} has {_fmt(s_out)}"
-            )
-        rest = s_in[1:]
-        if not all(isinstance(d, int) for d in rest):
-            raise RuntimeInputError(
-                where,
-                f"{a_in.name} has shape {_fmt(s_in)}; all dimensions but batch "
-                "must be fixed to allocate the initial zero state",
-            )
-        states.append(StateSpec(name, tuple(int(d) for d in rest), _ORT_TYPES[a_in.type]))
-    # --- data output
-    out = out_by_name.get(data_out_name)
+    return [_state(where, a_in, a_out) for a_in, a_out in zip(state_ins, state_outs, strict=True)]
+
+
+def _state(where: str, a_in: Any, a_out: Any) -> StateSpec:
+    name = a_in.name[len(STATE_IN) :]
+    s_in, s_out = _dims(a_in.shape), _dims(a_out.shape)
+    if a_in.type != a_out.type:
+        raise RuntimeInputError(where, f"{a_in.name} is {a_in.type} but {a_out.name} is {a_out.type}")
+    if a_in.type not in _ORT_TYPES:
+        raise RuntimeInputError(where, f"{a_in.name} has unsupported type {a_in.type}")
+    if not s_in or not _is_batch(s_in[0]):
+        raise RuntimeInputError(
+            where, f"{a_in.name} has shape {_fmt(s_in)}; its first dimension must be batch"
+        )
+    if len(s_in) != len(s_out) or any(
+        isinstance(x, int) and isinstance(y, int) and x != y
+        for x, y in zip(s_in[1:], s_out[1:], strict=True)
+    ):
+        raise RuntimeInputError(
+            where, f"{a_in.name} has shape {_fmt(s_in)} but {a_out.name} has {_fmt(s_out)}"
+        )
+    rest = s_in[1:]
+    if not all(isinstance(d, int) for d in rest):
+        raise RuntimeInputError(
+            where,
+            f"{a_in.name} has shape {_fmt(s_in)}; all dimensions but batch "
+            "must be fixed to allocate the initial zero state",
+        )
+    return StateSpec(name, tuple(int(d) for d in rest), _ORT_TYPES[a_in.type])
+
+
+def _data_output(where: str, task: str, encoding: EncodingSpec, outputs: Sequence[Any], data_out_name: str) -> None:
+    out = {a.name: a for a in outputs}.get(data_out_name)
     if out is None:
         raise RuntimeInputError(where, f"output {data_out_name!r} missing (a {task} model returns it)")
     if out.type != "tensor(float)":
         raise RuntimeInputError(where, f"output {data_out_name!r} is {out.type}, expected tensor(float)")
     oshape = _dims(out.shape)
-    if task == "stereo":
-        if (
-            len(oshape) != 3
-            or not _is_batch(oshape[0])
-            or any(
-                isinstance(g, int) and g != e
-                for g, e in zip(oshape[1:], (encoding.height, encoding.width), strict=True)
-            )
-        ):
-            raise RuntimeInputError(
-                where,
-                f"output 'disparity' has shape {_fmt(oshape)}, expected "
-                f"[batch, {encoding.height}, {encoding.width}]",
-            )
-    # --- spike counters
+    if task == "stereo" and (
+        len(oshape) != 3
+        or not _is_batch(oshape[0])
+        or any(
+            isinstance(g, int) and g != e
+            for g, e in zip(oshape[1:], (encoding.height, encoding.width), strict=True)
+        )
+    ):
+        raise RuntimeInputError(
+            where,
+            f"output 'disparity' has shape {_fmt(oshape)}, expected "
+            f"[batch, {encoding.height}, {encoding.width}]",
+        )
+
+
+def _spike_outputs(where: str, outputs: Sequence[Any], data_out_name: str, layers: dict) -> list:
+    """Every ``spikes.<layer>`` is float [batch] with an entry in ``snn.layers``, and vice versa."""
     spike_args = [a for a in outputs if a.name.startswith(SPIKES)]
     extra_out = [
         a.name for a in outputs if a.name != data_out_name and not a.name.startswith((STATE_OUT, SPIKES))
@@ -352,16 +388,4 @@ def read_contract(
         raise RuntimeInputError(
             where, f"snn.layers names {unused[0]!r} but the model has no output {SPIKES}{unused[0]}"
         )
-    return ModelSpec(
-        task=task,
-        encoding=encoding,
-        layers=tuple(ordered),
-        dense_macs=dense,
-        states=tuple(states),
-        data_inputs=data_in_names,
-        data_output=data_out_name,
-        data_input_shape=data_shape,
-        max_disparity=max_disparity,
-        genotype=meta["snn.genotype"],
-        metadata=meta,
-    )
+    return ordered

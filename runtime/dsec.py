@@ -73,6 +73,9 @@ class DsecRecording(FileRecording):
             raise
 
     def _open(self, rectify: bool, disparity_dir) -> None:
+        """Open and check every file of the sequence in one pass (events of both cameras, ``ms_to_idx``,
+        rectification maps, disparity); long because it is a flat sequence of checks, each with its own
+        one-line error."""
         paths = {side: os.path.join(self.folder, "events", side, "events.h5") for side in SIDES}
         if not any(os.path.isfile(p) for p in paths.values()):
             raise DataError(f"{self.folder}: not a DSEC sequence folder (no events/left/events.h5)")

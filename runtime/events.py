@@ -101,6 +101,9 @@ def assemble(
     (``bad_polarity``); or its time is earlier than that of an earlier row (any row with a finite
     time) or than ``prev_t_us`` (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1,
     ``"binary"`` accepts 0/1 (0 = OFF), ``"auto"`` accepts both (0 and -1 mean OFF, 1 means ON).
+
+    Long because every check of a column (bounds, polarity, finiteness, time order) is one step
+    of the same pass.
     """
     n = len(t_us)
     if not (len(x) == len(y) == len(p) == n):

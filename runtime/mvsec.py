@@ -104,6 +104,9 @@ class MvsecRecording(FileRecording):
             raise
 
     def _open(self, fb, rectify_maps, gt_path) -> None:
+        """Open and check every dataset of the recording in one pass (events of both cameras, gray images,
+        ground truth, calibration); long because it is a flat sequence of checks, each with its own
+        one-line error."""
         f, path = self._data, self.path
         dsets = {side: require(f, events_key(side), path, ndim=2, tail=(4,)) for side in SIDES}
         for side, ds in dsets.items():

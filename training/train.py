@@ -40,6 +40,7 @@ def _layers(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every option of ``python -m training.train`` (a flat list, long by nature; docs/training.md)."""
     from .loop import TrainConfig
 
     d = TrainConfig(genotype="", out="")
@@ -119,7 +120,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print) -> dict:
-    """Train as ``cfg`` says; returns the final summary (best and last metrics, paths)."""
+    """Train as ``cfg`` says; returns the final summary (best and last metrics, paths).
+
+    Long because it is the run in order: config or resume, model, data, searchers, the epoch loop
+    (``Trainer.fit``)."""
     import torch
 
     from compiler import build_model, load_genotype, loads_genotype

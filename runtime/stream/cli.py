@@ -18,6 +18,7 @@ from .core import StepResult, Stream
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
     p = argparse.ArgumentParser(
         prog="python -m runtime.stream",
         description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    """One run of the command line in order: options checked, stream opened, steps run with the progress
+    bar and per-step files, report printed and written; long because it is that sequence."""
     from runtime.report import format_summary, save_step, write_report
 
     if args.threads is not None and args.threads < 1:

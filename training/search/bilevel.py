@@ -192,7 +192,9 @@ def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
-    """Search as ``sc`` says; returns the summary (decoded architecture, genotype path)."""
+    """Search as ``sc`` says; returns the summary (decoded architecture, genotype path).
+
+    Long because it is the search run in order: config, data, supernet, the epoch loop, decoding."""
     from ..train import load_data
 
     out = Path(sc.out)

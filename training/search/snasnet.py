@@ -156,21 +156,51 @@ def score_genotype(genotype, inputs, steps: int, seed: int = 0) -> float:
 
 # ------------------------------------------------------------------------------ the search
 def run_snasnet(args, log=print) -> dict:
+    """The SNASNet search as the command line says (``args``): draw, score and rank random cells,
+    write ``snasnet.jsonl`` and the best cell's genotype ``searched.yaml``."""
     import torch
-
-    from compiler import GenotypeError, parse_genotype
-    from compiler.overrides import apply_overrides
-    from compiler.yamlio import load_yaml
 
     from ..distributed import setup, teardown
     from ..errors import TrainError
-    from ..images import check_image_shape, classification_data
 
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ("candidates", "batch", "top", "nodes"):
         if getattr(args, name) < 1:
             raise TrainError(f"--{name} must be at least 1")
+    template, base = _base_genotype(args)
+    inputs, pick, steps = _scoring_batch(args, base)
+    dist = setup("cpu")
+    try:
+        drawn = _draw_candidates(args, template)
+        unique = [d for d in drawn if d["duplicate_of"] == d["index"]]
+        t0 = time.perf_counter()
+        scores = _score(args, dist, unique, inputs, steps)
+        elapsed = time.perf_counter() - t0
+        results = [{"index": d["index"], "cell": d["cell"], "score": scores[d["duplicate_of"]],
+                    "redraws": d["redraws"], **({"duplicate_of": d["duplicate_of"]}
+                                               if d["duplicate_of"] != d["index"] else {})} for d in drawn]
+        summary = {"candidates": len(results), "distinct": len(unique), "seconds": round(elapsed, 2),
+                   "world_size": dist.world}
+        if dist.main:
+            meta = {"candidates": len(results), "distinct": len(unique), "seed": args.seed,
+                    "data": str(args.data), "batch": len(pick), "steps": steps}
+            summary.update(_write_results(args, template, base, results, meta, log, (
+                f"{len(results)} candidates ({len(unique)} distinct cells) scored in {elapsed:.1f} s on "
+                f"{dist.world} process(es)")))
+        return summary
+    finally:
+        teardown(dist)
+
+
+def _base_genotype(args):
+    """The macro network's raw data (the template every candidate fills in) and its parsed genotype."""
+    from compiler import parse_genotype
+    from compiler.overrides import apply_overrides
+    from compiler.yamlio import load_yaml
+
+    from ..errors import TrainError
+
     try:
         text = Path(args.genotype).read_text(encoding="utf-8")
     except OSError as exc:
@@ -180,94 +210,99 @@ def run_snasnet(args, log=print) -> dict:
     base = parse_genotype(template, file=args.genotype)
     if args.cell not in [c.name for c in base.cells]:
         raise TrainError(f"{args.genotype}: no cell {args.cell!r}", f"cells: {[c.name for c in base.cells]}")
+    return template, base
+
+
+def _scoring_batch(args, base):
+    """The one mini-batch every candidate is scored on: (inputs, sample indices, time steps)."""
+    from ..images import check_image_shape, classification_data
+
     if base.task == "classification":
         train, _ = classification_data(args.data or "digits")
         check_image_shape(train, base.input.in_channels, base.input.height, base.input.width)
         pick = np.random.default_rng(args.seed).permutation(len(train))[: args.batch]
-        inputs = {"image": train.x[torch.as_tensor(pick)]}
-        steps = args.steps or base.input.timesteps
-    else:  # stereo: a mini-batch of `steps` consecutive event windows
-        steps = args.steps or 4
-        inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed)
-    dist = setup("cpu")
-    try:
-        # Draw every candidate first (cheap, the same on every process): candidate i comes from seed
-        # (seed, i). Codes that prune to a cell already drawn are duplicates: scored once, listed with
-        # `duplicate_of`, left out of the ranking.
-        drawn: list[dict] = []
-        first: dict[str, int] = {}
-        for i in range(args.candidates):
-            rng = np.random.default_rng([args.seed, i])
-            g = None
-            redraws = 0
-            while g is None:  # a cell the compiler refuses (e.g. skip between channel counts) is redrawn
-                m = random_cell(rng, args.nodes, backward=not args.forward_only)
-                try:
-                    g = parse_genotype(genotype_with_cell(template, args.cell, m, args.input_op),
-                                       file=f"candidate {i}")
-                except GenotypeError as exc:
-                    redraws += 1
-                    if redraws >= 100:
-                        raise TrainError(f"candidate {i}: no valid random cell in 100 draws (last: {exc})",
-                                         "--input-op conv1x1 if the cell input has other channels than the "
-                                         "nodes") from None
-            key = json.dumps(cell_from_matrix(m, args.input_op), sort_keys=True)
-            drawn.append({"index": i, "cell": matrix_code(m), "redraws": redraws, "genotype": g,
-                          "duplicate_of": first.setdefault(key, i)})
-        unique = [d for d in drawn if d["duplicate_of"] == d["index"]]
-        mine = unique[dist.rank::dist.world]
-        results = []
-        bar = None
-        if dist.main and not args.quiet:
-            from tqdm import tqdm
-            bar = tqdm(total=len(mine), desc="candidates", dynamic_ncols=True)
-        t0 = time.perf_counter()
-        for d in mine:
-            score = score_genotype(d["genotype"], inputs, steps, seed=args.seed + d["index"])
-            results.append({"index": d["index"], "cell": d["cell"], "score": score, "redraws": d["redraws"]})
-            if bar is not None:
-                bar.update()
+        return {"image": train.x[torch.as_tensor(pick)]}, pick, args.steps or base.input.timesteps
+    steps = args.steps or 4  # stereo: a mini-batch of `steps` consecutive event windows
+    inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed)
+    return inputs, pick, steps
+
+
+def _draw_candidates(args, template: dict) -> list[dict]:
+    """Every candidate, drawn first (cheap, the same on every process): candidate i comes from seed
+    (seed, i); a cell the compiler refuses is redrawn. Codes that prune to a cell already drawn are
+    duplicates (``duplicate_of`` an earlier index): scored once, left out of the ranking."""
+    from compiler import GenotypeError, parse_genotype
+
+    from ..errors import TrainError
+
+    drawn: list[dict] = []
+    first: dict[str, int] = {}
+    for i in range(args.candidates):
+        rng = np.random.default_rng([args.seed, i])
+        g = None
+        redraws = 0
+        while g is None:
+            m = random_cell(rng, args.nodes, backward=not args.forward_only)
+            try:
+                g = parse_genotype(genotype_with_cell(template, args.cell, m, args.input_op), file=f"candidate {i}")
+            except GenotypeError as exc:
+                redraws += 1
+                if redraws >= 100:
+                    raise TrainError(f"candidate {i}: no valid random cell in 100 draws (last: {exc})",
+                                     "--input-op conv1x1 if the cell input has other channels than the "
+                                     "nodes") from None
+        key = json.dumps(cell_from_matrix(m, args.input_op), sort_keys=True)
+        drawn.append({"index": i, "cell": matrix_code(m), "redraws": redraws, "genotype": g,
+                      "duplicate_of": first.setdefault(key, i)})
+    return drawn
+
+
+def _score(args, dist, unique: list[dict], inputs, steps: int) -> dict[int, float]:
+    """Scores of the distinct candidates, each process scoring its share, gathered on all."""
+    mine = unique[dist.rank::dist.world]
+    results = []
+    bar = None
+    if dist.main and not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=len(mine), desc="candidates", dynamic_ncols=True)
+    for d in mine:
+        results.append((d["index"], score_genotype(d["genotype"], inputs, steps, seed=args.seed + d["index"])))
         if bar is not None:
-            bar.close()
-        if dist.enabled:
-            gathered: list = [None] * dist.world
-            torch.distributed.all_gather_object(gathered, results)
-            results = [r for part in gathered for r in part]
-        scores = {r["index"]: r["score"] for r in results}
-        results = [{"index": d["index"], "cell": d["cell"], "score": scores[d["duplicate_of"]],
-                    "redraws": d["redraws"], **({"duplicate_of": d["duplicate_of"]}
-                                               if d["duplicate_of"] != d["index"] else {})} for d in drawn]
-        elapsed = time.perf_counter() - t0
-        summary = {"candidates": len(results), "distinct": len(unique), "seconds": round(elapsed, 2),
-                   "world_size": dist.world}
-        if dist.main:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "snasnet.jsonl", "w", encoding="utf-8") as f:
-                for r in results:
-                    f.write(json.dumps(r) + "\n")
-            ranked = sorted((r for r in results if "duplicate_of" not in r), key=lambda r: (-r["score"], r["index"]))
-            best = ranked[0]
-            m = np.array([[int(c) for c in row] for row in best["cell"].split()])
-            data = genotype_with_cell(template, args.cell, m, args.input_op, score=best["score"],
-                                      candidates=len(results), distinct=len(unique), seed=args.seed,
-                                      data=str(args.data),
-                                      batch=len(pick), steps=steps)
-            data["name"] = f"{base.name}-snasnet"
-            data["source"] = f"SNASNet training-free search, best of {len(results)} random cells (seed {args.seed})"
-            g = parse_genotype(data, file=str(out / "searched.yaml"))
-            from ..checkpoint import write_text_atomic
-            write_text_atomic(g.to_yaml(), out / "searched.yaml")
-            log(f"{len(results)} candidates ({len(unique)} distinct cells) scored in {elapsed:.1f} s on "
-                f"{dist.world} process(es)")
-            log(f"{'rank':>4}  {'index':>6}  {'score':>12}  cell")
-            for k, r in enumerate(ranked[: args.top], 1):
-                log(f"{k:>4}  {r['index']:>6}  {r['score']:>12.4f}  {r['cell']}")
-            log(f"wrote {out / 'searched.yaml'} (best: {best['cell']}, score {best['score']:.4f})")
-            summary.update(best=best, top=ranked[: args.top])
-        return summary
-    finally:
-        teardown(dist)
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if dist.enabled:
+        gathered: list = [None] * dist.world
+        torch.distributed.all_gather_object(gathered, results)
+        results = [r for part in gathered for r in part]
+    return dict(results)
+
+
+def _write_results(args, template: dict, base, results: list[dict], meta: dict, log, timing: str) -> dict:
+    """``snasnet.jsonl`` (every candidate), ``searched.yaml`` (the best), the ranked table."""
+    from compiler import parse_genotype
+
+    from ..checkpoint import write_text_atomic
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "snasnet.jsonl", "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    ranked = sorted((r for r in results if "duplicate_of" not in r), key=lambda r: (-r["score"], r["index"]))
+    best = ranked[0]
+    m = np.array([[int(c) for c in row] for row in best["cell"].split()])
+    data = genotype_with_cell(template, args.cell, m, args.input_op, score=best["score"], **meta)
+    data["name"] = f"{base.name}-snasnet"
+    data["source"] = f"SNASNet training-free search, best of {len(results)} random cells (seed {args.seed})"
+    g = parse_genotype(data, file=str(out / "searched.yaml"))
+    write_text_atomic(g.to_yaml(), out / "searched.yaml")
+    log(timing)
+    log(f"{'rank':>4}  {'index':>6}  {'score':>12}  cell")
+    for k, r in enumerate(ranked[: args.top], 1):
+        log(f"{k:>4}  {r['index']:>6}  {r['score']:>12.4f}  {r['cell']}")
+    log(f"wrote {out / 'searched.yaml'} (best: {best['cell']}, score {best['score']:.4f})")
+    return {"best": best, "top": ranked[: args.top]}
 
 
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
