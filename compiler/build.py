@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.errors import first_line
+from runtime.errors import first_line, run_main
 
 from .errors import GenotypeError
 from .genotype import load_genotype
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
     args = parser.parse_args(argv)
-    try:
+    def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
         p = plan(g)
         if not args.quiet:
@@ -136,12 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         build(g, out, args.weights, fold=not args.no_fold)
         print(f"wrote {out}")
         return 0
-    except (GenotypeError, BuildError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+
+    return run_main(body, (GenotypeError, BuildError))
 
 
 if __name__ == "__main__":

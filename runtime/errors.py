@@ -5,6 +5,9 @@ The command line prints it as ``error: <where>: <what>`` and exits with status 2
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class RuntimeInputError(Exception):
     """Bad input from the user: a model off the contract, a missing file, a wrong option."""
@@ -20,3 +23,17 @@ def first_line(exc: BaseException) -> str:
     errors. The one place this is written; the compiler and training use it too."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def run_main(body: Callable[[], int], errors: tuple[type[BaseException], ...],
+             interrupted: str = "interrupted") -> int:
+    """A command line's exit code: ``body()``'s, or 2 with ``error: <one line>`` on stderr for an
+    expected error (``errors``), or 130 after Ctrl-C. The compiler's and training's command lines use it."""
+    try:
+        return body()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from runtime.errors import run_main
+
 
 def int_ranges(text: str) -> list[int]:
     """``1,2,5-7`` -> [1, 2, 5, 6, 7]."""
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import TrainError
 
-    try:
+    def body() -> int:
         cfg = config_from_args(args)
         keep = {k: getattr(args, k) for k in ("epochs", "stop_after", "threads", "max_batches")}
         keep = {k: v for k, v in keep.items() if v is not None}
@@ -281,12 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"best {best['metric']} = {best['value']:.4f} at epoch {best['epoch']}; "
                       f"checkpoints in {summary['out']}")
         return 0
-    except (GenotypeError, TrainError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
+
+    return run_main(body, (GenotypeError, TrainError), "interrupted (resume with --resume)")
 
 
 if __name__ == "__main__":

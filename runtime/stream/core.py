@@ -1,15 +1,5 @@
-"""Streaming event-camera stereo through a compiled SNN: the Python API and ``python -m runtime.stream``.
-
-One step per encoding window; the state is carried from step to step (and across chunks: feeding the
-same windows in several calls, or to a second ``Stream`` given the first one's state, gives the same
-outputs as one run).
-
-    from runtime.stream import Stream
-    with Stream("model.onnx", max_steps=20) as stream:   # no events: the built-in synthetic stereo stream
-        for step in stream:
-            use(step.disparity)                            # float32 [H, W], pixels
-        print(stream.report()["speed"]["fps_model"])
-"""
+"""The streaming runtime's Python API: ``Stream`` (a model, a source, the metrics of the steps run so
+far) and ``StepResult``; the package docstring (``runtime.stream``) shows its use."""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ import argparse
 import dataclasses
 import sys
 
+from runtime.errors import run_main
+
 from ..train import int_ranges
 
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..errors import TrainError
 
-    try:
+    def body() -> int:
         if args.method == "snasnet":
             from .snasnet import run_snasnet
 
@@ -94,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if "genotype" in summary:
             print(f"searched genotype: {summary['genotype']}")
         return 0
-    except (GenotypeError, TrainError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+
+    return run_main(body, (GenotypeError, TrainError))
 
 
 if __name__ == "__main__":
