@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from runtime.names import encoding_channels
+
 SCHEMA_VERSION = 1
 TASKS = ("stereo", "classification")
 MIXINGS = ("membrane", "spike")
@@ -66,11 +68,11 @@ class Input:
 
     @property
     def in_channels(self) -> int:
-        """Channels of one input frame: image channels, ``bins`` for SBT, ``2 * bins`` for counts
-        (ON and OFF events of every bin, as runtime.encoding.event_count writes them)."""
+        """Channels of one input frame: image channels, or the event encoding's (the contract's rule,
+        ``runtime.names.encoding_channels``)."""
         if self.encoding == "image":
             return self.channels
-        return 2 * self.bins if self.encoding == "count" else self.bins
+        return encoding_channels(self.encoding, self.bins)
 
 
 @dataclass(frozen=True)

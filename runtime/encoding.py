@@ -11,17 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.events import EVENT_DTYPE, DataError, time_slice
+from runtime.names import encoding_channels
 
 ENCODINGS = ("sbt", "count")
 
 
 def channels(kind: str, bins: int) -> int:
-    """The number of channels ``encode(kind, ...)`` returns: ``bins`` for SBT, ``2 * bins`` for counts."""
-    if kind == "sbt":
-        return bins
-    if kind == "count":
-        return 2 * bins
-    raise ValueError(f"unknown encoding {kind!r}; choose one of {', '.join(ENCODINGS)}")
+    """The number of channels ``encode(kind, ...)`` returns (``runtime.names.encoding_channels``)."""
+    return encoding_channels(kind, bins)
 
 
 def _binned(

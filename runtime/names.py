@@ -47,3 +47,13 @@ def state_output(name: str) -> str:
 
 def spikes_output(layer: str) -> str:
     return SPIKES + layer
+
+
+def encoding_channels(kind: str, bins: int) -> int:
+    """Channels of one encoded event frame (``snn.encoding``): ``bins`` for SBT, ``2 * bins`` for event
+    counts (ON and OFF per bin). The one place this rule is written."""
+    if kind == "sbt":
+        return bins
+    if kind == "count":
+        return 2 * bins
+    raise ValueError(f"unknown encoding {kind!r}; choose one of sbt, count")

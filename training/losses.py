@@ -46,8 +46,8 @@ def subpixel_cross_entropy(cost: Tensor, gt: Tensor, step: float, diversity: flo
     return total, mask.sum()
 
 
-def classification_loss(logits: Tensor, labels: Tensor, aux_logits: Tensor | None = None,
-                        aux_weight: float = 0.4) -> tuple[Tensor, Tensor]:
+def classification_loss(logits: Tensor, labels: Tensor, aux_logits: Tensor | None,
+                        aux_weight: float) -> tuple[Tensor, Tensor]:
     """Summed cross entropy (+ ``aux_weight`` x that of the auxiliary head) and the sample count."""
     total = F.cross_entropy(logits, labels, reduction="sum")
     if aux_logits is not None and aux_weight > 0:
