@@ -8,12 +8,13 @@ BatchNorm and writes the one-step ONNX graph. Bad input: one line on stderr, exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from runtime.errors import first_line, run_main
 
-from .errors import GenotypeError
+from .errors import GenotypeError, out_of_memory
 from .genotype import load_genotype
 from .ir import Genotype
 from .planner import Plan, plan
@@ -73,9 +74,14 @@ def summary(p: Plan) -> str:
 
 
 def load_weights(model, path: str) -> None:
-    """Load a checkpoint (a state_dict, or a training checkpoint with a 'model' entry) into ``model``."""
+    """Load a checkpoint (a state_dict, or a training checkpoint with a 'model' entry) into ``model``.
+
+    Every tensor of the model must be there, as a tensor of its shape, of its kind (floating point or
+    integer) and, if floating point, finite; nothing else may be there. Raises ``BuildError``."""
     import torch
 
+    if os.path.isdir(path):
+        raise BuildError(f"{path}: is a folder, not a checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -86,16 +92,25 @@ def load_weights(model, path: str) -> None:
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise BuildError(f"{path}: expected a state_dict or a checkpoint with a 'model' entry")
+    mismatch = f"{path}: checkpoint does not match the genotype"
     own = model.state_dict()
     for key, tensor in own.items():
         if key not in state:
-            raise BuildError(f"{path}: checkpoint does not match the genotype: missing tensor {key!r}")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BuildError(f"{path}: checkpoint does not match the genotype: tensor {key!r} has shape "
-                             f"{tuple(state[key].shape)}, the model {tuple(tensor.shape)}")
+            raise BuildError(f"{mismatch}: missing tensor {key!r}")
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise BuildError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if tuple(value.shape) != tuple(tensor.shape):
+            raise BuildError(f"{mismatch}: tensor {key!r} has shape {tuple(value.shape)}, the model "
+                             f"{tuple(tensor.shape)}")
+        if value.is_floating_point() != tensor.is_floating_point() or value.is_complex():
+            raise BuildError(f"{mismatch}: tensor {key!r} is {value.dtype}, the model's is {tensor.dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise BuildError(f"{path}: tensor {key!r} holds {bad} non-finite values (NaN or inf)")
     extra = [k for k in state if k not in own]
     if extra:
-        raise BuildError(f"{path}: checkpoint does not match the genotype: unexpected tensor {extra[0]!r}")
+        raise BuildError(f"{mismatch}: unexpected tensor {extra[0]!r}")
     model.load_state_dict(state)
 
 
@@ -103,13 +118,23 @@ def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool 
     from .export import export_onnx
     from .model import build_model
 
-    model = build_model(genotype)
+    try:
+        model = build_model(genotype)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise BuildError(f"{genotype.file or genotype.name}: this machine cannot allocate the model "
+                         f"({first_line(exc)}); reduce its size (input, channels, disparities)") from None
     if weights:
         load_weights(model, weights)
     try:
         export_onnx(model.eval(), out, fold=fold)
     except OSError as exc:
         raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise BuildError(f"{out}: ran out of memory while exporting ({first_line(exc)})") from None
 
 
 def main(argv: list[str] | None = None) -> int:

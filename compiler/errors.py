@@ -39,3 +39,15 @@ def close_match_hint(name: str, choices: Iterable[str], what: str = "") -> str:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     prefix = f"valid {what}: " if what else "valid: "
     return prefix + ", ".join(choices)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (``MemoryError``, or torch's ``RuntimeError`` /
+    ``torch.OutOfMemoryError`` from its CPU or CUDA allocator): a model under the planner's memory limit
+    may still not fit the machine, and that is one line, not a traceback."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate",
+                            "defaultcpuallocator"))

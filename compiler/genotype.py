@@ -9,8 +9,12 @@ dataclass field's (``compiler.ir.default``).
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
+
+from runtime.names import WINDOW_MS_MAX, WINDOW_MS_MIN, encoding_problem
 
 from .errors import GenotypeError, close_match_hint
 from .ir import (
@@ -38,6 +42,7 @@ from .ir import (
     Surrogate,
     default,
 )
+from .names import RESERVED_NAMES
 from .overrides import apply_overrides
 from .planner import plan
 from .yamlio import join_path, load_yaml
@@ -78,8 +83,11 @@ class MapReader:
             raise ctx.error(path, f"expected a mapping, got {_describe(data)}")
         unknown = [k for k in data if k not in allowed]
         if unknown:
-            raise ctx.error(join_path(path, unknown[0]), f"unknown key {unknown[0]!r}",
-                            close_match_hint(unknown[0], allowed, "keys here"))
+            key = unknown[0]
+            head, _, rest = str(key).partition(".")
+            hint = (f"write it nested, {head}: {{{rest}: ...}}" if rest and head in allowed
+                    else close_match_hint(key, allowed, "keys here"))
+            raise ctx.error(join_path(path, key), f"unknown key {key!r}", hint)
         self.ctx, self.data, self.path = ctx, data, path
 
     def has(self, key: str) -> bool:
@@ -112,13 +120,42 @@ def _describe(value: Any) -> str:
 
 
 def check_type(ctx: Ctx, path: str, value: Any, kind: type) -> Any:
+    """``value`` if it is of ``kind`` (an integer is a number too); numbers must be finite."""
     ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ctx.error(path, "the number is too large", "write a finite number here") from None
     if not ok:
         expected = _TYPE_NAMES.get(kind, kind.__name__)
         raise ctx.error(path, f"expected {expected}, got {_describe(value)}", f"write {expected} here")
+    if kind is float and not math.isfinite(value):
+        raise ctx.error(path, f"must be a finite number, got {value}", "write a finite number here")
+    if kind is int and abs(value) > MAX_INT:
+        raise ctx.error(path, f"the integer is too large (at most {MAX_INT:,})", "write a smaller integer")
     return value
+
+
+MAX_INT = 2**31 - 1  # no size, count or index of a genotype comes near it; beyond it, arithmetic overflows
+
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_name(ctx: Ctx, path: str, name: Any, what: str) -> str:
+    """A cell, node, network or layer name: a plain identifier (names are joined with dots into the
+    flattened namespace, so a dot would make two names collide) that torch's module API does not use."""
+    check_type(ctx, path, name, str)
+    if not NAME_RE.fullmatch(name):
+        fixed = re.sub(r"\W", "_", name)[:64]
+        fixed = fixed if re.match(r"[A-Za-z_]", fixed) else f"{what}_{fixed}".rstrip("_")
+        raise ctx.error(path, f"bad {what} name {name!r}: names are letters, digits and '_' (at most 64, "
+                        "not starting with a digit)", f"rename it, e.g. {fixed[:64]}")
+    if name in RESERVED_NAMES:
+        raise ctx.error(path, f"{what} name {name!r} is reserved (a name of torch's module API)",
+                        f"rename it, e.g. {name}_")
+    return name
 
 
 def _surrogate_override(ctx: Ctx, data: Any, path: str) -> dict:
@@ -180,6 +217,7 @@ def _parse_edge(ctx: Ctx, data: Any, path: str) -> Edge:
 
 
 def _parse_cell(ctx: Ctx, name: str, data: Any, path: str) -> Cell:
+    check_name(ctx, path, name, "cell")
     m = MapReader(ctx, data, path, ("nodes", "output"))
     nodes_data = m.get("nodes", dict)
     if not nodes_data:
@@ -187,6 +225,7 @@ def _parse_cell(ctx: Ctx, name: str, data: Any, path: str) -> Cell:
     nodes = []
     for node_name, node_data in nodes_data.items():
         npath = join_path(join_path(path, "nodes"), node_name)
+        check_name(ctx, npath, node_name, "node")
         if node_name in CELL_INPUTS:
             raise ctx.error(npath, f"{node_name!r} is the name of a cell input", "rename the node")
         nm = MapReader(ctx, node_data, npath, ("inputs", "neuron", "b"))
@@ -221,7 +260,7 @@ def _parse_layer(ctx: Ctx, data: Any, path: str, counters: dict[str, int]) -> La
         kind = "conv"
     index = counters.get(kind, 0)
     counters[kind] = index + 1
-    name = m.get("name", str, f"{kind}{index}")
+    name = check_name(ctx, join_path(path, "name"), m.get("name", str, f"{kind}{index}"), "layer")
     neuron = _neuron_override(ctx, m.data["neuron"], join_path(path, "neuron")) if m.has("neuron") else {}
     level = m.get("level", int, None, low=0) if m.has("level") else None
     if kind == "cell":
@@ -247,6 +286,7 @@ def _int_list(ctx: Ctx, m: MapReader, key: str, fallback: tuple[int, ...]) -> tu
 
 
 def _parse_network(ctx: Ctx, name: str, data: Any, path: str) -> Network:
+    check_name(ctx, path, name, "network")
     m = MapReader(ctx, data, path, ("dims", "rates", "node_channels", "layers"))
     layers_data = m.get("layers", list)
     if not layers_data:
@@ -292,6 +332,16 @@ def _parse_head(ctx: Ctx, task: str, data: Any, path: str) -> Stereo | Classifie
                       classes=m.get("classes", int, default(Classifier, "classes"), low=1), **aux)
 
 
+def _unused_input_keys(ctx: Ctx, im: MapReader, encoding: str) -> None:
+    """Refuse input keys the encoding has no use for (they would be silently dropped from the canonical
+    form): ``bins`` and ``window_ms`` are for event encodings, ``channels`` for images."""
+    unused = ("bins", "window_ms") if encoding == "image" else ("channels",)
+    for key in unused:
+        if im.has(key):
+            what = "event encodings (sbt, count)" if key != "channels" else "image input (encoding: image)"
+            raise ctx.error(f"input.{key}", f"applies to {what}, not to encoding {encoding!r}", "remove it")
+
+
 TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "cells", "networks", "head", "meta")
 
 
@@ -309,14 +359,19 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
 
     im = MapReader(ctx, m.get("input", dict), "input",
               ("height", "width", "encoding", "bins", "window_ms", "channels", "timesteps"))
+    _unused_input_keys(ctx, im, im.get("encoding", str, DEFAULT_ENCODING[task], choices=ENCODINGS))
     inp = Input(height=im.get("height", int, low=1), width=im.get("width", int, low=1),
                 encoding=im.get("encoding", str, DEFAULT_ENCODING[task], choices=ENCODINGS),
                 bins=im.get("bins", int, default(Input, "bins"), low=1),
-                window_ms=im.get("window_ms", float, default(Input, "window_ms"), low=0.0, low_open=True),
+                window_ms=im.get("window_ms", float, default(Input, "window_ms"), low=WINDOW_MS_MIN,
+                                 high=WINDOW_MS_MAX),
                 channels=im.get("channels", int, default(Input, "channels"), low=1),
-                timesteps=im.get("timesteps", int, default(Input, "timesteps"), low=1))
+                timesteps=im.get("timesteps", int, default(Input, "timesteps"), low=1, high=10_000))
     if task == "stereo" and inp.encoding == "image":
         raise ctx.error("input.encoding", "stereo networks take event encodings", "use sbt or count")
+    if inp.encoding != "image" and encoding_problem(inp.encoding, inp.window_ms, inp.bins):
+        raise ctx.error("input", encoding_problem(inp.encoding, inp.window_ms, inp.bins),
+                        "use a longer input.window_ms or fewer input.bins")
 
     nm = MapReader(ctx, m.get("neuron", dict, {}), "neuron", NEURON_KEYS)
     sm = MapReader(ctx, nm.get("surrogate", dict, {}), "neuron.surrogate", ("kind", "b"))

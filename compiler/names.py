@@ -65,3 +65,18 @@ def state_name(neuron: str, variable: str) -> str:
 def delayed_state_name(layer: str, node: str, edge: int) -> str:
     """The state of a delayed edge: its op's output on its source at the step before."""
     return f"{layer}.{node}.{edge}.delayed"
+
+
+# Names a network, cell, node or layer may not have: the attributes of torch's ``nn.ModuleDict`` (the model
+# keys networks and node neurons by name, and torch refuses a key that is an attribute). Written out so that
+# parsing needs no torch; tests/test_faults_genotype.py checks it against torch's.
+RESERVED_NAMES = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children clear compile cpu cuda double
+    dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half ipu
+    items keys load_state_dict modules mtia named_buffers named_children named_modules named_parameters
+    parameters pop register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to
+    to_empty train training type update values xpu zero_grad
+""".split())

@@ -3,30 +3,40 @@ validates an overridden value exactly like one in the file (and blames ``--set``
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-import yaml
-
 from .errors import GenotypeError
-from .yamlio import join_path
+from .yamlio import YamlLimitError, join_path, load_yaml
+
+_KEY = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[-?[0-9]+\])*")
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?[0-9]+)\]")
 
 
 def _parse_key(key: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for token in key.split("."):
-        name, _, rest = token.partition("[")
-        if name:
-            parts.append(name)
-        while rest:
-            idx, _, rest = rest.partition("]")
-            if not idx.lstrip("-").isdigit():
-                raise GenotypeError(f"bad index [{idx}] in key {key!r}", file=f"--set {key}",
-                                    hint="indices are integers, e.g. networks.feature.layers[2].channels")
-            parts.append(int(idx))
-            rest = rest[1:] if rest.startswith("[") else rest
-    if not parts or any(p == "" for p in parts):
-        raise GenotypeError(f"bad key {key!r}", file=f"--set {key}", hint="write KEY=VALUE, e.g. input.height=66")
-    return parts
+    """``networks.feature.layers[2].channels`` -> ["networks", "feature", "layers", 2, "channels"].
+
+    The whole key must be names joined by dots and ``[integer]`` indices; anything else (an unclosed
+    bracket, an empty name, a stray dot) is refused rather than guessed."""
+    if not _KEY.fullmatch(key):
+        raise GenotypeError(f"bad key {key!r}", file=f"--set {key}",
+                            hint="write names joined by dots and integer indices in brackets, "
+                                 "e.g. networks.feature.layers[2].channels")
+    return [name if name else int(index) for name, index in _TOKEN.findall(key)]
+
+
+def _value(text: str, value: str) -> Any:
+    """The YAML value of ``--set KEY=VALUE`` (plain data, within the YAML limits), or the text itself
+    when it is not YAML."""
+    if not value.strip():
+        return ""
+    try:
+        data, _ = load_yaml(value, file=f"--set {text}")
+    except YamlLimitError:
+        raise
+    except GenotypeError:
+        return value
+    return data
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) -> tuple[dict, dict[str, str]]:
@@ -40,18 +50,15 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) ->
     data = copy.deepcopy(data)
     items: list[tuple[str, Any, str]] = []
     if isinstance(overrides, dict):
-        items = [(k, v, f"{k}={v}") for k, v in overrides.items()]
+        items = [(k, v, f"{k}={v}"[:80]) for k, v in overrides.items()]
     elif overrides:
         for text in overrides:
             key, eq, value = text.partition("=")
+            shown = text if len(text) <= 80 else text[:60] + f"... ({len(text):,} characters)"
             if not eq or not key.strip():
-                raise GenotypeError(f"bad override {text!r}", file="--set",
+                raise GenotypeError(f"bad override {shown!r}", file="--set",
                                     hint="write KEY=VALUE, e.g. input.height=66")
-            try:
-                parsed = yaml.safe_load(value) if value.strip() else ""
-            except yaml.YAMLError:
-                parsed = value
-            items.append((key.strip(), parsed, text))
+            items.append((key.strip(), _value(shown, value), shown))
     overridden: dict[str, str] = {}
     for key, value, text in items:
         parts = _parse_key(key)

@@ -336,7 +336,7 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
                           "remove it or name it in head")
     params, aux_params = _params(g, plans)
     fan_out, dense = _synaptic_work(w)
-    total = 4 * (params + w.activations)
+    total = 4 * (params + w.activations + aux_params + _aux_activations(g, plans))  # training holds the aux head
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if total > limit:
         raise w.error("input", f"the network would need about {total / 2**30:.1f} GiB for its weights and "
@@ -410,6 +410,14 @@ def _params(g: Genotype, plans: dict[str, NetPlan]) -> tuple[int, int]:
             aux_in = plans[head.backbone].layers[head.aux_after].out_shape
             aux_params = aux_in[0] * head.aux_channels + 2 * head.aux_channels + (head.aux_channels + 1) * head.classes
     return params, aux_params
+
+
+def _aux_activations(g: Genotype, plans: dict[str, NetPlan]) -> int:
+    """Values of one step of the training-only auxiliary head (its 1x1 convolution's output)."""
+    head = g.head
+    if not isinstance(head, Classifier) or head.aux_after is None:
+        return 0
+    return head.aux_channels * math.prod(plans[head.backbone].layers[head.aux_after].out_shape[1:])
 
 
 def _synaptic_work(w: _Walker) -> tuple[dict[str, float], dict[str, int]]:

@@ -5,8 +5,10 @@ The command line prints it as ``error: <where>: <what>`` and exits with status 2
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 
 
 class RuntimeInputError(Exception):
@@ -25,12 +27,27 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Keep library warnings (numpy's floating-point RuntimeWarnings, torch's and ONNX's UserWarnings)
+    off a command line's stderr: what they would say, the project checks, counts and reports itself
+    (docs/reliability.md). Left alone when warnings were asked for (``python -W``, ``PYTHONWARNINGS``)."""
+    if sys.warnoptions:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def run_main(body: Callable[[], int], errors: tuple[type[BaseException], ...],
              interrupted: str = "interrupted") -> int:
     """A command line's exit code: ``body()``'s, or 2 with ``error: <one line>`` on stderr for an
-    expected error (``errors``), or 130 after Ctrl-C. The compiler's and training's command lines use it."""
+    expected error (``errors``), or 130 after Ctrl-C; library warnings stay off stderr
+    (``quiet_warnings``). The compiler's and training's command lines use it."""
     try:
-        return body()
+        with quiet_warnings():
+            return body()
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,3 +57,26 @@ def encoding_channels(kind: str, bins: int) -> int:
     if kind == "count":
         return 2 * bins
     raise ValueError(f"unknown encoding {kind!r}; choose one of sbt, count")
+
+
+# Bounds of ``snn.encoding`` (and of a genotype's input), checked by the parser and by the runtime before
+# the first step (docs/reliability.md): a window is 1 us to a minute long and holds at least one
+# microsecond per bin; events address pixels with uint16 coordinates.
+EVENT_ENCODINGS = ("sbt", "count")
+WINDOW_MS_MIN = 0.001
+WINDOW_MS_MAX = 60_000.0
+MAX_BINS = 1024
+MAX_SIDE = 65_535
+
+
+def encoding_problem(kind: object, window_ms: float, bins: int) -> str | None:
+    """What is wrong with an event encoding's kind, window and bins (None when nothing is)."""
+    if kind not in EVENT_ENCODINGS:
+        return f"unknown encoding kind {kind!r} (this runtime reads {', '.join(EVENT_ENCODINGS)})"
+    if not WINDOW_MS_MIN <= window_ms <= WINDOW_MS_MAX:
+        return f"window_ms {window_ms!r} is outside {WINDOW_MS_MIN:g}..{WINDOW_MS_MAX:g} ms"
+    if not 1 <= bins <= MAX_BINS:
+        return f"bins {bins!r} is outside 1..{MAX_BINS}"
+    if round(window_ms * 1000) < bins:
+        return f"a window of {window_ms:g} ms cannot hold {bins} bins of at least 1 us each"
+    return None
