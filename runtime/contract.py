@@ -8,6 +8,7 @@ raises ``RuntimeInputError`` with a one-line message naming the first thing that
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,17 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import RuntimeInputError
-from runtime.names import REQUIRED_METADATA, SCHEMA, SPIKES, STATE_IN, STATE_OUT, TASKS
+from runtime.names import (
+    MAX_SIDE,
+    REQUIRED_METADATA,
+    SCHEMA,
+    SPIKES,
+    STATE_IN,
+    STATE_OUT,
+    TASKS,
+    encoding_channels,
+    encoding_problem,
+)
 
 _ORT_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
@@ -131,7 +142,9 @@ def _json(where: str, meta: Mapping[str, str], key: str) -> Any:
 
 
 def _number(where: str, key: str, value: Any, *, integer: bool = False, positive: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:  # an integer beyond 2**53 is no count of this contract (and would not survive float arithmetic)
+        ok = abs(value) <= 2**53 if isinstance(value, int) else math.isfinite(value)
     if ok and integer:
         ok = float(value).is_integer()
     if ok and positive:
@@ -154,13 +167,22 @@ def _encoding(where: str, meta: Mapping[str, str]) -> EncodingSpec:
         raise RuntimeInputError(where, f"metadata snn.encoding lacks {', '.join(missing)}")
     if not isinstance(raw["kind"], str):
         raise RuntimeInputError(where, f"snn.encoding.kind must be a string, got {raw['kind']!r}")
-    return EncodingSpec(
+    spec = EncodingSpec(
         kind=raw["kind"],
         window_ms=_number(where, "snn.encoding.window_ms", raw["window_ms"]),
         bins=int(_number(where, "snn.encoding.bins", raw["bins"], integer=True)),
         height=int(_number(where, "snn.encoding.height", raw["height"], integer=True)),
         width=int(_number(where, "snn.encoding.width", raw["width"], integer=True)),
     )
+    problem = encoding_problem(spec.kind, spec.window_ms, spec.bins)
+    if problem:
+        raise RuntimeInputError(where, f"snn.encoding: {problem}")
+    for key in ("height", "width"):
+        if getattr(spec, key) > MAX_SIDE:
+            raise RuntimeInputError(
+                where, f"snn.encoding.{key} is {getattr(spec, key)}, beyond any event sensor ({MAX_SIDE})"
+            )
+    return spec
 
 
 def _layers(where: str, meta: Mapping[str, str]) -> dict[str, LayerSpec]:
@@ -272,13 +294,13 @@ def _data_inputs(where: str, task: str, encoding: EncodingSpec, inputs: Sequence
                 where, f"input {name!r} has shape {_fmt(shape)}, expected [batch, C, H, W]"
             )
         if task == "stereo":
-            want = (encoding.bins, encoding.height, encoding.width)
-            for got, exp, what in zip(shape[1:], want, ("bins", "height", "width"), strict=True):
+            want = (encoding_channels(encoding.kind, encoding.bins), encoding.height, encoding.width)
+            for got, exp, what in zip(shape[1:], want, ("channels", "height", "width"), strict=True):
                 if isinstance(got, int) and got != exp:
                     raise RuntimeInputError(
                         where,
-                        f"input {name!r} has shape {_fmt(shape)} but snn.encoding says "
-                        f"[batch, {want[0]}, {want[1]}, {want[2]}] ({what} differs)",
+                        f"input {name!r} has shape {_fmt(shape)} but snn.encoding ({encoding.kind}, "
+                        f"{encoding.bins} bins) says [batch, {want[0]}, {want[1]}, {want[2]}] ({what} differs)",
                     )
         data_shape = shape
     return data_shape
@@ -389,3 +411,38 @@ def _spike_outputs(where: str, outputs: Sequence[Any], data_out_name: str, layer
             where, f"snn.layers names {unused[0]!r} but the model has no output {SPIKES}{unused[0]}"
         )
     return ordered
+
+
+def check_state(
+    spec: ModelSpec, state: Mapping[str, Any], where: str = "state", batch: int = 1
+) -> dict[str, np.ndarray]:
+    """A state for ``spec`` (name -> array with batch axis), checked before the first step: exactly the
+    model's state names, numeric arrays of the state's kind (floating point or integer), shape
+    ``(batch, *shape)`` and finite values. Returns contiguous arrays of the state's dtype; raises
+    ``RuntimeInputError`` naming the first problem."""
+    names = [st.name for st in spec.states]
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise RuntimeInputError(where, f"state {missing[0]!r} missing (the model has {len(names)} state tensors)")
+    extra = sorted(str(k) for k in state if k not in names)
+    if extra:
+        raise RuntimeInputError(where, f"unexpected array {extra[0]!r}: not a state of this model")
+    out = {}
+    for st in spec.states:
+        arr = np.asarray(state[st.name])
+        if arr.dtype.kind not in "fiub" or (arr.dtype.kind == "f") != (st.dtype.kind == "f"):
+            raise RuntimeInputError(where, f"state {st.name!r} holds {arr.dtype} values, the model's are {st.dtype}")
+        if arr.shape != (batch, *st.shape):
+            raise RuntimeInputError(
+                where, f"state {st.name!r} has shape {arr.shape}, the model's is {(batch, *st.shape)}"
+            )
+        if arr.dtype.kind == "f":
+            with np.errstate(over="ignore"):
+                converted = np.ascontiguousarray(arr, dtype=st.dtype)
+            bad = int(converted.size - np.count_nonzero(np.isfinite(converted)))
+            if bad:
+                raise RuntimeInputError(where, f"state {st.name!r} holds {bad} non-finite values (NaN or inf)")
+        else:
+            converted = np.ascontiguousarray(arr, dtype=st.dtype)
+        out[st.name] = converted
+    return out

@@ -24,7 +24,19 @@ import numpy as np
 EVENT_DTYPE = np.dtype([("x", np.uint16), ("y", np.uint16), ("t", np.int64), ("p", np.int8)])
 
 # The reasons an event is dropped, in the order they are checked.
-DROP_REASONS = ("non_finite", "out_of_sensor", "bad_polarity", "time_reversed")
+DROP_REASONS = ("non_finite", "time_out_of_range", "out_of_sensor", "bad_polarity", "time_reversed")
+# A time (us) further from 0 than this cannot be an event's (2**62 us is 146,000 years; beyond it int64
+# arithmetic on times would overflow): such rows are dropped as time_out_of_range, not cast to garbage.
+MAX_TIME_US = float(2**62)
+
+
+def usable_time(t_us: np.ndarray) -> np.ndarray:
+    """Which times (us, any numeric dtype) are finite and within ``MAX_TIME_US`` of 0: bool [N]."""
+    t = np.asarray(t_us)
+    if t.dtype.kind in "iu":
+        return np.abs(t.astype(np.float64)) <= MAX_TIME_US
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(t) & (np.abs(t) <= MAX_TIME_US)
 
 
 class DataError(ValueError):
@@ -96,10 +108,11 @@ def assemble(
     ``x``, ``y``, ``t_us`` (microseconds, any numeric dtype) and ``p`` are 1-D columns of equal
     length. Coordinates and times are rounded to the nearest integer; polarities must match
     exactly. A row is dropped, and counted under the first reason that applies, when:
-    a value is not finite (``non_finite``); the pixel lies outside ``[0, width) x [0, height)``,
+    a value is not finite (``non_finite``); its time is further than ``MAX_TIME_US`` from 0
+    (``time_out_of_range``); the pixel lies outside ``[0, width) x [0, height)``,
     or outside uint16 when no size is given (``out_of_sensor``); the polarity is not ON/OFF
     (``bad_polarity``); or its time is earlier than that of an earlier row (any row with a finite
-    time) or than ``prev_t_us`` (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1,
+    usable time) or than ``prev_t_us`` (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1,
     ``"binary"`` accepts 0/1 (0 = OFF), ``"auto"`` accepts both (0 and -1 mean OFF, 1 means ON).
 
     Long because every check of a column (bounds, polarity, finiteness, time order) is one step
@@ -117,9 +130,18 @@ def assemble(
         keep[bad] = False
 
     cols = {"x": np.asarray(x), "y": np.asarray(y), "t": np.asarray(t_us), "p": np.asarray(p)}
-    for col in cols.values():
+    for name, col in cols.items():
+        if col.dtype.kind not in "fiub":
+            raise DataError(f"event column {name} holds {col.dtype} values, expected numbers")
         if col.dtype.kind == "f":
             drop("non_finite", ~np.isfinite(col))
+    tcol = cols["t"]
+    t_ok = usable_time(tcol)
+    drop("time_out_of_range", ~t_ok)
+    # coordinates beyond any sensor (uint16) are off the sensor before they are rounded to integers
+    for name in ("x", "y"):
+        with np.errstate(invalid="ignore"):
+            drop("out_of_sensor", np.abs(cols[name].astype(np.float64)) > 65536)
     xi = _round_int(cols["x"], keep)
     yi = _round_int(cols["y"], keep)
     x_max = width if width is not None else 65536
@@ -135,13 +157,11 @@ def assemble(
     else:
         raise ValueError(f"polarity must be 'signed', 'binary' or 'auto', got {polarity!r}")
     drop("bad_polarity", ~ok_p)
-    # An event is time-reversed when it is earlier than an earlier row with a finite time (kept or
+    # An event is time-reversed when it is earlier than an earlier row with a usable time (kept or
     # not: a reader that starts mid-file knows only the times before it, not why rows were dropped).
-    tcol = cols["t"]
-    t_ok = np.isfinite(tcol) if tcol.dtype.kind == "f" else np.ones(n, dtype=bool)
     ti = _round_int(tcol, t_ok)
     tk = np.where(t_ok, ti, np.iinfo(np.int64).min)
-    prev = np.int64(np.rint(prev_t_us)) if np.isfinite(prev_t_us) else np.iinfo(np.int64).min
+    prev = np.int64(np.rint(prev_t_us)) if usable_time(np.float64(prev_t_us)) else np.iinfo(np.int64).min
     running = np.maximum.accumulate(np.concatenate(([prev], tk)))[:-1]
     drop("time_reversed", ti < running)
     events = make_events(xi[keep], yi[keep], ti[keep], np.where(pi[keep] == 1, 1, -1))
@@ -149,7 +169,7 @@ def assemble(
 
 
 def _round_int(col: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Round a column to int64; rows not kept (non-finite) become 0 so they cast safely."""
+    """Round a column to int64; rows not kept (non-finite, out of range) become 0 so they cast safely."""
     if col.dtype.kind == "f":
         safe = np.where(keep, col, 0.0)
         return np.rint(safe).astype(np.int64)

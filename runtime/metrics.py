@@ -5,7 +5,9 @@ Conventions (docs/runtime.md repeats them):
 - network sparsity = 1 - all spikes / (all neurons x steps), the fraction of silent neuron-steps;
 - SynOps per step = sum over layers of spikes x fan_out, averaged over steps;
 - energy per step = SynOps x pJ/AC + dense MACs x pJ/MAC (defaults 0.9 and 4.6 pJ, 45 nm CMOS);
-- accuracy over valid ground-truth pixels only (finite and > 0), pooled over all counted steps:
+- accuracy over valid ground-truth pixels only (finite and > 0), pooled over all counted steps; a
+  non-finite prediction (NaN, inf) at such a pixel is counted as invalid
+  (``invalid_prediction_pixels``) and never scored as a number;
   disparity error |d_pred - d_gt| in px, one-pixel accuracy = share with error <= 1 px (in %),
   depth = fB / disparity, with the predicted disparity clamped to at least ``min_disparity`` px
   (default 1 px) so that a prediction <= 0 gives a finite, far depth instead of NaN or infinity.
@@ -150,10 +152,12 @@ def depth_from_disparity(
 
 @dataclass
 class StereoErrors:
-    """Per-pixel errors of one window over its valid pixels."""
+    """Per-pixel errors of one window over its valid pixels with a finite prediction; ``invalid``
+    counts the valid pixels whose prediction was not finite (not scored)."""
 
     disparity_px: np.ndarray
     depth_m: np.ndarray | None
+    invalid: int = 0
 
     @property
     def valid(self) -> int:
@@ -163,22 +167,26 @@ class StereoErrors:
 def stereo_errors(
     pred: np.ndarray, gt: np.ndarray, fb: float | None, min_disparity: float = DEFAULT_MIN_DISPARITY
 ) -> StereoErrors:
-    """Absolute disparity (and, with fB, depth) errors over the valid pixels of one window."""
+    """Absolute disparity (and, with fB, depth) errors over the valid pixels of one window; valid
+    pixels with a non-finite prediction are counted (``invalid``), not scored."""
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
     mask = valid_mask(gt)
-    p = np.where(np.isfinite(pred), pred, 0.0)[mask].astype(np.float64)
-    g = gt[mask].astype(np.float64)
+    finite = np.isfinite(pred)
+    use = mask & finite
+    p = pred[use].astype(np.float64)
+    g = gt[use].astype(np.float64)
     depth = None
     if fb is not None:
         depth = np.abs(depth_from_disparity(p, fb, min_disparity) - fb / g).astype(np.float32)
-    return StereoErrors(np.abs(p - g).astype(np.float32), depth)
+    return StereoErrors(np.abs(p - g).astype(np.float32), depth, int(np.count_nonzero(mask & ~finite)))
 
 
 def summarize_errors(errors: Sequence[StereoErrors]) -> dict[str, Any]:
     """Pool per-window errors: mean/median depth error (cm), mean disparity error (px), 1PA (%).
 
-    Metrics are None when no valid pixel was seen; the counts say why.
+    Metrics are None when no valid pixel was seen; the counts say why (``invalid_prediction_pixels``:
+    valid ground-truth pixels whose prediction was not finite, left out of every metric).
     """
     windows = len(errors)
     empty = sum(1 for e in errors if e.valid == 0)
@@ -188,6 +196,7 @@ def summarize_errors(errors: Sequence[StereoErrors]) -> dict[str, Any]:
         "windows": windows,
         "windows_without_valid_pixels": empty,
         "valid_pixels": n,
+        "invalid_prediction_pixels": int(sum(e.invalid for e in errors)),
         "mean_depth_error_cm": None,
         "median_depth_error_cm": None,
         "mean_disparity_error_px": None,

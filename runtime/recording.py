@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.errors import first_line
-from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice
+from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice, usable_time
 
 SIDES = ("left", "right")
 
@@ -84,6 +84,11 @@ class FileRecording(Recording):
     def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
         self._check_side(side)
         return self._readers[side].events(t0_us, t1_us)
+
+    @property
+    def rows_checked(self) -> int:
+        """Rows of both cameras read and checked so far (each once): what ``stats`` counts drops among."""
+        return sum(reader.rows_checked for reader in self._readers.values())
 
     def close(self) -> None:
         for fh in self._files:
@@ -156,6 +161,7 @@ class ColumnReader:
         self.stats, self.polarity, self.transform = stats, polarity, transform
         self.seed_prev = seed_prev
         self._counted: list[tuple[int, int]] = []  # sorted, disjoint row ranges already in stats
+        self.rows_checked = 0  # rows in those ranges
 
     def _pieces(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Split rows ``[lo, hi)`` into pieces, each flagged True when not counted yet; mark all counted."""
@@ -209,11 +215,12 @@ class ColumnReader:
                 ev, more = self.transform(ev)
                 add_counts(counts, more)
             t_piece = np.asarray(t[s], dtype=np.float64)
-            t_piece = t_piece[np.isfinite(t_piece)]
+            t_piece = t_piece[usable_time(t_piece)]
             if len(t_piece):  # the running maximum over every row with a time, as assemble keeps it
                 prev = max(prev, float(np.rint(t_piece.max())))
             if counted:
                 add_counts(self.stats, counts)
+                self.rows_checked += b - a
             parts.append(ev)
         ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return time_slice(ev, t0_us, t1_us)
@@ -225,7 +232,7 @@ def scan_index(
     """Build a ``RowIndex`` by streaming the time column: every ``block`` rows, the running maximum.
 
     ``read_t(lo, hi)`` returns the times (us, any numeric dtype) of rows ``[lo, hi)``. Non-finite
-    times are ignored. Memory stays at one ``chunk`` of rows.
+    times, and times beyond ``runtime.events.MAX_TIME_US``, are ignored. Memory stays at one ``chunk`` of rows.
     """
     rows = np.arange(0, max(n_rows, 1), block, dtype=np.int64)
     before = np.full(len(rows), -np.inf)
@@ -233,6 +240,7 @@ def scan_index(
     for lo in range(0, n_rows, chunk):
         hi = min(n_rows, lo + chunk)
         t = np.asarray(read_t(lo, hi), dtype=np.float64)
+        t = np.where(usable_time(t), t, np.nan)  # times assemble drops count for nothing here either
         cm = np.fmax.accumulate(np.concatenate(([running], t)))  # cm[i] = max of rows < lo + i
         starts = np.arange(-(-lo // block) * block, hi, block)  # block starts in [lo, hi)
         before[starts // block] = cm[starts - lo]

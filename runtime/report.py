@@ -9,10 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from runtime.atomic import write_atomic, write_text_atomic
 from runtime.errors import RuntimeInputError
+from runtime.events import DROP_REASONS
+
+_BAD = set(DROP_REASONS)
 
 REPORT_SCHEMA = 1
 MAX_LAYERS_SHOWN = 10
+# Refuse a run when more than this share of the event rows read were bad data (runtime.events.DROP_REASONS);
+# --max-dropped overrides it (docs/reliability.md).
+DEFAULT_MAX_DROPPED = 0.01
 
 
 def _clean(value: Any) -> Any:
@@ -29,12 +36,65 @@ def _clean(value: Any) -> Any:
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
-    """Write the report as indented JSON (strict: no NaN)."""
+    """Write the report as indented JSON (strict: no NaN), atomically (``runtime.atomic``)."""
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
+        write_text_atomic(path, json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
     except OSError as exc:
         raise RuntimeInputError(f"--report {path}", f"cannot write it ({exc.strerror or exc})") from None
+
+
+def _causes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {k}" for k, n in counts.items() if n) or "none"
+
+
+def quality_problem(report: dict[str, Any], max_dropped: float = DEFAULT_MAX_DROPPED) -> str | None:
+    """Why the report's numbers would be meaningless, or None: more than ``max_dropped`` of the event
+    rows were bad data, or no counted window had events, a finite output or (with ground truth) a pixel
+    that could be scored."""
+    dq = report["data_quality"]
+    bad = {k: v for k, v in dq["rows_dropped"].items() if k in _BAD and v}
+    frac = dq["bad_row_fraction"]
+    if frac is not None and frac > max_dropped:
+        return (f"{frac:.1%} of the {dq['rows_checked']:,} event rows read are bad data ({_causes(bad)}), more "
+                f"than --max-dropped {max_dropped:g}: check the file's columns, units and sensor size "
+                "(or accept the loss with a higher --max-dropped)")
+    n = dq["windows"]
+    if n == 0:
+        return f"no window was counted (all {report['steps']['total']} steps were burn-in): lower --burn-in"
+    if dq["windows_without_events"] == n:
+        dropped = f"; {sum(bad.values()):,} event rows were dropped ({_causes(bad)})" if bad else ""
+        return (f"none of the {n} counted windows holds an event{dropped}: the events lie outside the time "
+                "the windows cover, or none is valid")
+    if dq["all_non_finite_output_windows"] == n:
+        return f"the model's output is NaN or inf in every one of the {n} counted windows"
+    acc = report.get("accuracy")
+    if acc is not None and dq["windows_scored"] == 0:
+        why = (f"{acc['invalid_prediction_pixels']:,} valid pixels had a non-finite prediction"
+               if acc["invalid_prediction_pixels"] else "no valid ground-truth pixel")
+        return f"none of the {dq['windows_with_ground_truth']} windows with ground truth could be scored ({why})"
+    return None
+
+
+def _quality_line(dq: dict[str, Any]) -> str:
+    """The data-quality line of the summary: rows checked and dropped by cause, windows without events,
+    non-finite outputs and spike counts."""
+    dropped = {k: v for k, v in dq["rows_dropped"].items() if v}
+    parts = []
+    if dq["rows_checked"] is not None:
+        frac = dq["bad_row_fraction"]
+        share = f" ({frac:.2%} bad)" if frac else ""
+        parts.append(f"{dq['rows_checked']:,} event rows checked, {sum(dropped.values()):,} dropped{share}"
+                     + (f": {_causes(dropped)}" if dropped else ""))
+    elif dropped:
+        parts.append(f"dropped {_causes(dropped)}")
+    parts.append(f"{dq['windows_without_events']} of {dq['windows']} windows without events")
+    if dq["non_finite_output_windows"]:
+        parts.append(f"{dq['non_finite_output_windows']} windows with non-finite outputs "
+                     f"({dq['non_finite_output_pixels']:,} pixels, not scored)")
+    if dq["non_finite_spike_windows"]:
+        parts.append(f"{dq['non_finite_spike_windows']} windows with non-finite spike counts (left out of "
+                     "sparsity and energy)")
+    return "data      " + "; ".join(parts)
 
 
 def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
@@ -87,6 +147,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{_f(en['synops_per_step'], '.4g')} SynOps x {en['pj_per_ac']} pJ + "
         f"{_f(en['dense_macs_per_step'], '.4g')} dense MACs x {en['pj_per_mac']} pJ",
     ]
+    if "data_quality" in report:
+        lines.append(_quality_line(report["data_quality"]))
     if acc is None:
         lines.append("accuracy  n/a (the source has no ground truth)")
     elif acc["valid_pixels"] == 0:
@@ -94,6 +156,8 @@ def format_summary(report: dict[str, Any]) -> str:
     else:
         n_empty = acc["windows_without_valid_pixels"]
         empty = f", {n_empty} without any" if n_empty else ""
+        if acc.get("invalid_prediction_pixels"):
+            empty += f"; {acc['invalid_prediction_pixels']:,} pixels with non-finite predictions not scored"
         lines.append(
             f"accuracy  MDE {_f(acc['mean_depth_error_cm'], '.2f', ' cm')}, median depth error "
             f"{_f(acc['median_depth_error_cm'], '.2f', ' cm')}, mean disparity error "
@@ -137,7 +201,7 @@ def save_step(
 
     d = Path(directory)
     stem = f"disparity_{index:06d}"
-    np.save(d / f"{stem}.npy", disparity.astype(np.float32))
+    write_atomic(d / f"{stem}.npy", lambda f: np.save(f, disparity.astype(np.float32)))
     panels = []
     if left is not None:
         panels.append(events_image(left))
@@ -149,5 +213,6 @@ def save_step(
     for p in panels[1:]:
         row += [gap, p]
     png = d / f"{stem}.png"
-    matplotlib.image.imsave(png, np.clip(np.concatenate(row, axis=1), 0.0, 1.0))
+    picture = np.clip(np.concatenate(row, axis=1), 0.0, 1.0)
+    write_atomic(png, lambda f: matplotlib.image.imsave(f, picture, format="png"))
     return [d / f"{stem}.npy", png]

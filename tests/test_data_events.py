@@ -98,7 +98,7 @@ def test_bad_rows_are_dropped_and_counted():
     )
     stats = {}
     ev = from_mvsec(arr, height=8, width=10, stats=stats)
-    assert stats == {"non_finite": 2, "out_of_sensor": 3, "bad_polarity": 1, "time_reversed": 1}
+    assert stats == {"non_finite": 2, "time_out_of_range": 0, "out_of_sensor": 3, "bad_polarity": 1, "time_reversed": 1}
     np.testing.assert_array_equal(ev["t"], [10, 20, 20])
     np.testing.assert_array_equal(ev["x"], [1, 3, 5])
 

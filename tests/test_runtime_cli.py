@@ -39,7 +39,9 @@ def fake_data(monkeypatch):
     monkeypatch.setattr(runtime, "encoding", encoding, raising=False)
 
 
-REPORT_KEYS = {"schema", "model", "runtime", "source", "steps", "speed", "sparsity", "energy", "accuracy"}
+REPORT_KEYS = {
+    "schema", "model", "runtime", "source", "steps", "speed", "sparsity", "energy", "accuracy", "data_quality"
+}
 
 
 def test_cli_report_and_save_dir(model_path, tmp_path, fake_data, capsys):

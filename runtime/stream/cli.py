@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import RuntimeInputError, first_line
+from runtime.atomic import write_atomic
+from runtime.errors import RuntimeInputError, first_line, quiet_warnings
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
+from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
 
 from .core import StepResult, Stream
@@ -77,23 +79,58 @@ def _parser() -> argparse.ArgumentParser:
         "--load-state", metavar="NPZ", help="start from a state saved by --save-state (chunked runs)"
     )
     p.add_argument("--save-state", metavar="NPZ", help="save the final state (to continue with --load-state)")
+    p.add_argument(
+        "--max-dropped",
+        type=float,
+        default=DEFAULT_MAX_DROPPED,
+        metavar="FRACTION",
+        help=f"refuse the run when more than this share of the event rows are bad data (default "
+        f"{DEFAULT_MAX_DROPPED:g}; 1 accepts any loss; docs/reliability.md)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
 
 def _load_state(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``--save-state`` file; anything else (a folder, an empty, truncated or non-zip file,
+    a single ``.npy`` array, object arrays) is a one-line error. The arrays are checked against the model
+    by ``Stream.set_state``."""
+    where = f"--load-state {path}"
+    p = Path(path)
+    if not p.exists():
+        raise RuntimeInputError(where, "no such file")
+    if not p.is_file():
+        raise RuntimeInputError(where, "not a file")
+    if p.stat().st_size == 0:
+        raise RuntimeInputError(where, "the file is empty")
     try:
-        with np.load(path) as data:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises many types (BadZipFile, EOFError, ...) on bad files
+        raise RuntimeInputError(where, f"not a state file of --save-state ({first_line(exc)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise RuntimeInputError(where, "holds one array (.npy); --load-state takes the .npz that --save-state writes")
+    try:
+        with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise RuntimeInputError(f"--load-state {path}", f"cannot read it ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged member: zlib, zipfile, ValueError, EOFError
+        raise RuntimeInputError(where, f"cannot read its arrays ({first_line(exc)})") from None
+
+
+def _save_state(path: str, state: dict[str, np.ndarray]) -> None:
+    """Write the state atomically (``runtime.atomic``); like ``np.savez``, ``.npz`` is added to a name without it."""
+    target = path if path.endswith(".npz") else path + ".npz"
+    try:
+        write_atomic(target, lambda f: np.savez(f, **state))
+    except OSError as exc:
+        raise RuntimeInputError(f"--save-state {path}", f"cannot write it ({exc.strerror or exc})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (2 for bad input, with a one-line message)."""
     args = _parser().parse_args(argv)
     try:
-        return _main(args)
+        with quiet_warnings():
+            return _main(args)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     """One run of the command line in order: options checked, stream opened, steps run with the progress
     bar and per-step files, report printed and written; long because it is that sequence."""
-    from runtime.report import format_summary, save_step, write_report
+    from runtime.report import format_summary, quality_problem, save_step, write_report
 
     if args.threads is not None and args.threads < 1:
         raise RuntimeInputError("--threads", f"must be at least 1, got {args.threads}")
+    if not 0 <= args.max_dropped <= 1:
+        raise RuntimeInputError("--max-dropped", f"must be a fraction from 0 to 1, got {args.max_dropped}")
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir is not None:
@@ -143,7 +182,7 @@ def _main(args: argparse.Namespace) -> int:
             args.onnx, f"snn.task is {stream.spec.task!r}; runtime.stream streams stereo models"
         )
     if args.load_state:
-        stream.set_state(_load_state(args.load_state))
+        stream.set_state(_load_state(args.load_state), where=f"--load-state {args.load_state}")
     with stream:
         steps: Iterable[StepResult] = stream
         bar = None
@@ -173,13 +212,11 @@ def _main(args: argparse.Namespace) -> int:
                 "no window to stream (recording too short, or --start past its end)",
             )
         report = stream.report()
+        problem = quality_problem(report, args.max_dropped)
+        if problem:
+            raise RuntimeInputError(args.events or "synthetic source", problem)
         if args.save_state:
-            try:
-                np.savez(args.save_state, **stream.state)
-            except OSError as exc:
-                raise RuntimeInputError(
-                    f"--save-state {args.save_state}", f"cannot write it ({exc.strerror})"
-                ) from None
+            _save_state(args.save_state, stream.state)
     if args.report:
         write_report(report, args.report)
     if not args.quiet:

@@ -4,6 +4,7 @@ far) and ``StepResult``; the package docstring (``runtime.stream``) shows its us
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.contract import ModelSpec
+from runtime.contract import ModelSpec, check_state
 from runtime.errors import RuntimeInputError, first_line
-from runtime.events import DataError
+from runtime.events import DROP_REASONS, DataError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
@@ -29,6 +30,19 @@ from runtime.metrics import (
     summarize_errors,
 )
 from runtime.session import SNNSession
+
+# Data-quality counters of the counted steps (Stream.data_quality; docs/reliability.md)
+QUALITY_COUNTS = (
+    "windows",
+    "windows_without_events",
+    "non_finite_output_windows",
+    "non_finite_output_pixels",
+    "all_non_finite_output_windows",
+    "non_finite_spike_windows",
+)
+# The drop causes that mean bad data (runtime.events.DROP_REASONS); rectification's geometric losses and
+# dropped ground-truth maps are reported but are not bad event rows.
+BAD_DATA_REASONS = DROP_REASONS
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
     from runtime.sources import Encoder, Window
@@ -50,6 +64,8 @@ class StepResult:
     valid_pixels: int = 0
     mean_disparity_error_px: float | None = None
     left: np.ndarray | None = None
+    has_events: bool = True  # False when both inputs are all zero (no event, or events that cancel)
+    non_finite_pixels: int = 0  # pixels of the output that are NaN or inf (never scored)
 
 
 # --------------------------------------------------------------------------- sources
@@ -161,6 +177,8 @@ class Stream:
         self._errors: list[StereoErrors] = []
         self._had_gt = False
         self._fb: float | None = None
+        self._spike_steps = 0  # counted steps whose spike counts were all finite
+        self._quality = dict.fromkeys(QUALITY_COUNTS, 0)
 
     # ------------------------------------------------------------ source
     @property
@@ -232,6 +250,8 @@ class Stream:
             out.spikes,
             counted,
             left=window.left if self.keep_inputs else None,
+            has_events=bool(np.any(window.left) or np.any(window.right)),
+            non_finite_pixels=int(disparity.size - np.count_nonzero(np.isfinite(disparity))),
         )
         if window.disparity is not None:
             self._had_gt = True
@@ -241,8 +261,7 @@ class Stream:
             if counted:
                 self._errors.append(err)
         if counted:
-            for name, n in out.spikes.items():
-                self._spikes[name] += n
+            self._account(result)
         end = time.perf_counter()
         result.timings_s = {
             "decode": window.decode_s,
@@ -256,6 +275,21 @@ class Stream:
         self._steps += 1
         return result
 
+    def _account(self, result: StepResult) -> None:
+        """Add a counted step to the data-quality counts and (finite counts only) to the spike totals."""
+        q = self._quality
+        q["windows"] += 1
+        q["windows_without_events"] += not result.has_events
+        q["non_finite_output_windows"] += result.non_finite_pixels > 0
+        q["non_finite_output_pixels"] += result.non_finite_pixels
+        q["all_non_finite_output_windows"] += result.non_finite_pixels == result.disparity.size
+        if all(math.isfinite(n) for n in result.spikes.values()):
+            self._spike_steps += 1
+            for name, n in result.spikes.items():
+                self._spikes[name] += n
+        else:
+            q["non_finite_spike_windows"] += 1
+
     def feed_arrays(self, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None = None) -> StepResult:
         """Run one step on encoded arrays [bins, H, W] of your own (an application's event pipeline)."""
         from runtime.sources import Window
@@ -268,9 +302,10 @@ class Stream:
         """A copy of the carried state (name -> array with batch axis)."""
         return self.session.state
 
-    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Continue from a state saved earlier (e.g. by another Stream at the end of a chunk)."""
-        self.session.set_state(state)
+    def set_state(self, state: Mapping[str, np.ndarray], where: str = "state") -> None:
+        """Continue from a state saved earlier (e.g. by another Stream at the end of a chunk); its arrays
+        are checked first (``runtime.contract.check_state``: names, dtypes, shapes, finite values)."""
+        self.session.set_state(check_state(self.spec, state, where, batch=self.session.batch))
 
     def reset(self) -> None:
         """Zero the state."""
@@ -344,9 +379,34 @@ class Stream:
                 "latency_ms": {"model": percentiles_ms(t["model"]), "end_to_end": percentiles_ms(t["total"])},
                 "time_per_step_ms": per_step,
             },
-            "sparsity": sparsity_metrics(self._spikes, n, spec.layers),
-            "energy": energy_metrics(self._spikes, n, spec.layers, spec.dense_macs_per_step, self.energy),
+            "sparsity": sparsity_metrics(self._spikes, self._spike_steps, spec.layers),
+            "energy": energy_metrics(
+                self._spikes, self._spike_steps, spec.layers, spec.dense_macs_per_step, self.energy
+            ),
             "accuracy": accuracy,
+            "data_quality": self.data_quality(),
+        }
+
+    def data_quality(self) -> dict[str, Any]:
+        """What was dropped or could not be scored (docs/reliability.md): rows of the source dropped by
+        cause and the share of rows with bad data, counted windows without events, with non-finite
+        outputs or spike counts, and without ground truth."""
+        rec = self._recording
+        stats = {k: int(v) for k, v in (getattr(rec, "stats", None) or {}).items()}
+        checked = getattr(rec, "rows_checked", None)
+        bad = sum(stats.get(k, 0) for k in BAD_DATA_REASONS)
+        q = dict(self._quality)
+        with_gt = len(self._errors)
+        return {
+            "rows_checked": checked,
+            "rows_dropped": stats,
+            "bad_rows": bad,
+            "bad_row_fraction": (bad / checked) if checked else (0.0 if not bad else None),
+            **q,
+            "windows_with_ground_truth": with_gt,
+            "windows_scored": sum(1 for e in self._errors if e.valid),
+            "ground_truth_maps": None if rec is None or getattr(rec, "gt_timestamps_us", None) is None
+            else len(rec.gt_timestamps_us),
         }
 
 

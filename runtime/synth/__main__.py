@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
+from runtime.errors import quiet_warnings
+
 from .config import SynthConfig
-from .writer import write_mvsec
+from .writer import check_name, write_mvsec
+
+# Bounds of the command line's numbers (docs/reliability.md): beyond them a run would not finish or not fit.
+LIMITS = {
+    "seconds": (0.0, 3600.0, False),  # (low, high, low included)
+    "height": (8, 2048, True),
+    "width": (8, 2048, True),
+    "objects": (0, 64, True),
+    "motion": (0.0, 100.0, True),
+    "contrast": (0.0, 10.0, False),
+    "sigma": (0.0, 10.0, True),
+    "refractory_us": (0, 10_000_000, True),
+    "noise_hz": (0.0, 1000.0, True),
+    "leak_hz": (0.0, 1000.0, True),
+    "min_depth": (0.0, 1000.0, False),
+    "seed": (0, 2**63 - 1, True),
+}
+MAX_NOISE_EVENTS = 1e9  # expected noise and leak events of both cameras
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every number finite and within ``LIMITS``, the expected noise within ``MAX_NOISE_EVENTS`` and the
+    name a plain file stem; raises ValueError with a one-line message naming the option."""
+    for key, (low, high, closed) in LIMITS.items():
+        value = getattr(args, key)
+        ok = math.isfinite(value) and (value >= low if closed else value > low) and value <= high
+        if not ok:
+            bound = f"{'>=' if closed else '>'} {low} and <= {high}"
+            raise ValueError(f"--{key.replace('_', '-')} must be {bound}, got {value}")
+    noise = 2 * (args.noise_hz + args.leak_hz) * args.height * args.width * args.seconds
+    if noise > MAX_NOISE_EVENTS:
+        raise ValueError(f"--noise-hz/--leak-hz would add about {noise:.3g} events, more than "
+                         f"{MAX_NOISE_EVENTS:.0e}: lower them, the size or --seconds")
+    if args.name is not None:
+        check_name(args.name)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -50,10 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             leak_hz=args.leak_hz,
             min_depth_m=args.min_depth,
         )
-        data_path, gt_path = write_mvsec(config, args.out, args.name, progress=not args.quiet)
+        check_args(args)  # after SynthConfig's own checks, which say what they say
+        with quiet_warnings():
+            data_path, gt_path = write_mvsec(config, args.out, args.name, progress=not args.quiet)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (nothing was written)", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"wrote {data_path} and {gt_path}")
     return 0

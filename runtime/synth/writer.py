@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from runtime.atomic import atomic_path
 from runtime.events import to_mvsec
 from runtime.recording import SIDES
 
@@ -22,50 +23,66 @@ def write_mvsec(
     ``davis/{left,right}/image_raw`` uint8 [n, H, W] and ``image_raw_ts`` float64 [n] seconds.
     Ground-truth file: ``davis/left/depth_image_rect`` float32 [m, H, W] metres (NaN invalid) and
     ``depth_image_rect_ts`` float64 [m] seconds. Both carry the config as attributes (``fb``,
-    ``synth_config``). Streams to disk chunk by chunk. Returns the two paths.
+    ``synth_config``). Streams to disk chunk by chunk, into temporary files in ``out_dir`` that replace
+    the two files only when both are complete (``runtime.atomic``: the ground truth first, then the
+    data); a failure leaves existing files as they were. ``name`` is a file name stem, never a path.
+    Returns the two paths.
     """
     import h5py
 
     name = name or f"synth_seed{config.seed}"
+    check_name(name)
     os.makedirs(out_dir, exist_ok=True)
     data_path = os.path.join(out_dir, f"{name}_data.hdf5")
     gt_path = os.path.join(out_dir, f"{name}_gt.hdf5")
+    with atomic_path(data_path) as data_tmp, atomic_path(gt_path) as gt_tmp:
+        with h5py.File(data_tmp, "w") as fd, h5py.File(gt_tmp, "w") as fg:
+            _write(config, fd, fg, progress)
+    return data_path, gt_path
+
+
+def check_name(name: str) -> None:
+    """A recording's name is a plain file name stem: no folder part, not hidden, not '.' or '..'."""
+    if not name or os.path.basename(name) != name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"--name {name!r} must be a plain file name stem (no folders, not starting with '.')")
+
+
+def _write(config: SynthConfig, fd, fg, progress: bool) -> None:
+    """Simulate ``config`` into the open data file ``fd`` and ground-truth file ``fg``."""
     H, W = config.height, config.width
     sim = Simulator(config)
-    with h5py.File(data_path, "w") as fd, h5py.File(gt_path, "w") as fg:
-        for fh in (fd, fg):
-            fh.attrs["fb"] = config.focal_baseline
-            fh.attrs["focal_px"] = config.focal
-            fh.attrs["baseline_m"] = config.baseline_m
-            fh.attrs["synth_config"] = config.to_json()
-            fh.attrs["source"] = "runtime.synth"
-        dsets = {}
+    for fh in (fd, fg):
+        fh.attrs["fb"] = config.focal_baseline
+        fh.attrs["focal_px"] = config.focal
+        fh.attrs["baseline_m"] = config.baseline_m
+        fh.attrs["synth_config"] = config.to_json()
+        fh.attrs["source"] = "runtime.synth"
+    dsets = {}
+    for side in SIDES:
+        g = fd.create_group(f"davis/{side}")
+        dsets[side, "events"] = g.create_dataset(
+            "events", (0, 4), np.float64, maxshape=(None, 4), chunks=(32768, 4)
+        )
+        dsets[side, "image_raw"] = g.create_dataset(
+            "image_raw", (0, H, W), np.uint8, maxshape=(None, H, W), chunks=(1, H, W)
+        )
+        dsets[side, "image_raw_ts"] = g.create_dataset(
+            "image_raw_ts", (0,), np.float64, maxshape=(None,), chunks=(1024,)
+        )
+    gl = fg.create_group("davis/left")
+    dsets["depth"] = gl.create_dataset(
+        "depth_image_rect", (0, H, W), np.float32, maxshape=(None, H, W), chunks=(1, H, W)
+    )
+    dsets["depth_ts"] = gl.create_dataset(
+        "depth_image_rect_ts", (0,), np.float64, maxshape=(None,), chunks=(1024,)
+    )
+    for chunk in sim.run(progress=progress):
         for side in SIDES:
-            g = fd.create_group(f"davis/{side}")
-            dsets[side, "events"] = g.create_dataset(
-                "events", (0, 4), np.float64, maxshape=(None, 4), chunks=(32768, 4)
-            )
-            dsets[side, "image_raw"] = g.create_dataset(
-                "image_raw", (0, H, W), np.uint8, maxshape=(None, H, W), chunks=(1, H, W)
-            )
-            dsets[side, "image_raw_ts"] = g.create_dataset(
-                "image_raw_ts", (0,), np.float64, maxshape=(None,), chunks=(1024,)
-            )
-        gl = fg.create_group("davis/left")
-        dsets["depth"] = gl.create_dataset(
-            "depth_image_rect", (0, H, W), np.float32, maxshape=(None, H, W), chunks=(1, H, W)
-        )
-        dsets["depth_ts"] = gl.create_dataset(
-            "depth_image_rect_ts", (0,), np.float64, maxshape=(None,), chunks=(1024,)
-        )
-        for chunk in sim.run(progress=progress):
-            for side in SIDES:
-                _append(dsets[side, "events"], to_mvsec(chunk.events[side]))
-                _append(dsets[side, "image_raw"], chunk.images[side])
-                _append(dsets[side, "image_raw_ts"], chunk.image_ts_us / 1e6)
-            _append(dsets["depth"], chunk.depth)
-            _append(dsets["depth_ts"], chunk.gt_ts_us / 1e6)
-    return data_path, gt_path
+            _append(dsets[side, "events"], to_mvsec(chunk.events[side]))
+            _append(dsets[side, "image_raw"], chunk.images[side])
+            _append(dsets[side, "image_raw_ts"], chunk.image_ts_us / 1e6)
+        _append(dsets["depth"], chunk.depth)
+        _append(dsets["depth_ts"], chunk.gt_ts_us / 1e6)
 
 
 def _append(dset, values: np.ndarray) -> None:
