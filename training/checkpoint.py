@@ -14,44 +14,41 @@ A checkpoint is a dict::
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runtime.errors import first_line
+from runtime.atomic import write_atomic, write_bytes_atomic
+from runtime.errors import first_line, run_main
 
 from .errors import TrainError
 
 
+def _unwritable(path: Path, exc: OSError) -> TrainError:
+    return TrainError(f"{path}: cannot write it ({exc.strerror or exc}); the file as it was before is intact",
+                      "free disk space or fix the folder's permissions, then --resume")
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename it over ``path``
+    (``runtime.atomic``). A failure (a full disk) is a ``TrainError`` and leaves ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, lambda f: torch.save(obj, f))
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def write_text_atomic(text: str, path: str | Path) -> None:
+    """Write text atomically (``runtime.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def load(path: str | Path) -> dict:
@@ -89,9 +86,54 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
 
+# What ``--resume`` needs of a checkpoint (``strip`` drops most of it).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "rng", "config", "genotype", "genotype_start")
+
+
+def check_resumable(ck: dict, path: str | Path, fields: set[str]) -> None:
+    """Refuse a checkpoint ``--resume`` cannot continue exactly: a stripped one, one whose entries have
+    the wrong types, whose configuration has options this version does not know (``fields``: the
+    options it does), or whose weights are not finite. Raises ``TrainError``."""
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if missing:
+        stripped = " (a stripped checkpoint: it exports and evaluates, but cannot be resumed)" \
+            if "optimizer" in missing else ""
+        raise TrainError(f"{path}: lacks {', '.join(missing)}{stripped}",
+                         "resume from the run folder's last.pt, or start over with --overwrite")
+    types = {"model": dict, "optimizer": dict, "scheduler": dict, "best": dict, "rng": dict, "config": dict,
+             "genotype": str, "genotype_start": str}
+    for key, kind in types.items():
+        if not isinstance(ck[key], kind):
+            raise TrainError(f"{path}: entry {key!r} is a {type(ck[key]).__name__}, expected a {kind.__name__}")
+    if not isinstance(ck["epoch"], int) or ck["epoch"] < 0:
+        raise TrainError(f"{path}: entry 'epoch' is {ck['epoch']!r}, expected a count of epochs")
+    unknown = sorted(str(k) for k in ck["config"] if k not in fields)
+    if unknown:
+        raise TrainError(f"{path}: its configuration has an unknown option {unknown[0]!r}",
+                         "resume with the version of the code that wrote it")
+    check_weights(ck["model"], path)
+
+
+def check_weights(state: Any, path: str | Path) -> None:
+    """A state_dict of tensors with finite floating-point values; raises ``TrainError`` naming the first
+    entry that is not."""
+    if not isinstance(state, dict):
+        raise TrainError(f"{path}: 'model' is a {type(state).__name__}, expected a state_dict")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TrainError(f"{path}: model entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise TrainError(f"{path}: model tensor {key!r} holds {bad} non-finite values (NaN or inf)",
+                             "resume from an earlier checkpoint (best.pt or a copy) with a lower --lr")
+
+
 def strip(src: str | Path, dst: str | Path) -> dict:
     """Keep what deployment and evaluation need (model, genotype, config, epoch, best, history);
     drop optimiser, schedule, RNG and search state. The result still loads with ``compiler.build --weights``."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise TrainError(f"{dst}: is a folder", f"give a file name, e.g. {dst / Path(src).name}")
     ck = load(src)
     keep = {k: ck[k] for k in ("model", "genotype", "config", "epoch", "best", "history") if k in ck}
     save_atomic(keep, dst)
@@ -101,7 +143,6 @@ def strip(src: str | Path, dst: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.checkpoint strip SRC DST``: a deployable copy of a training checkpoint."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="python -m training.checkpoint")
     sub = p.add_subparsers(dest="command", required=True)
@@ -109,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("src")
     s.add_argument("dst")
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         strip(args.src, args.dst)
-    except TrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.dst} ({Path(args.dst).stat().st_size / 1e6:.2f} MB)")
-    return 0
+        print(f"wrote {args.dst} ({Path(args.dst).stat().st_size / 1e6:.2f} MB)")
+        return 0
+
+    return run_main(body, (TrainError,))
 
 
 if __name__ == "__main__":

@@ -39,16 +39,30 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     from compiler import build_model, loads_genotype
 
     from . import checkpoint as ckpt_io
+    from .errors import TrainError
     from .loop import TrainConfig, task_defaults
     from .train import load_data
     from .validation import evaluate_classification, evaluate_stereo
 
     ck = ckpt_io.load(path)
-    cfg = TrainConfig(**{**ck["config"], **(overrides or {})})
+    for key, kind in (("genotype", str), ("config", dict)):
+        if not isinstance(ck.get(key), kind):
+            what = "missing" if key not in ck else f"a {type(ck[key]).__name__}, expected a {kind.__name__}"
+            raise TrainError(f"{path}: entry {key!r} is {what}",
+                             "evaluate a checkpoint written by training.train (last.pt, best.pt or a stripped copy)")
+    ckpt_io.check_weights(ck["model"], path)
+    try:
+        cfg = TrainConfig(**{**ck["config"], **(overrides or {})})
+    except TypeError as exc:
+        raise TrainError(f"{path}: its configuration does not load ({exc})") from None
     g = loads_genotype(ck["genotype"], file=f"{path} (genotype)")
     cfg = task_defaults(cfg, g)
     model = build_model(g)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        what = " ".join(str(exc).split())[:300]
+        raise TrainError(f"{path}: the weights do not fit its genotype ({what})") from None
     model.eval()
     train, val = load_data(cfg, g, log=lambda s: None)
     with torch.no_grad():
@@ -64,6 +78,10 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
 
 
 def main(argv: list[str] | None = None) -> int:
+    from compiler import GenotypeError
+    from runtime.errors import run_main
+
+    from . import checkpoint as ckpt_io
     from .errors import TrainError
     from .train import int_ranges
 
@@ -82,17 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    try:
+
+    def body() -> int:
         out = evaluate_checkpoint(args.checkpoint, overrides, args.constant)
-    except TrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    return 0
+        text = json.dumps(out, indent=2)
+        print(text)
+        if args.json:
+            ckpt_io.write_text_atomic(text + "\n", args.json)
+        return 0
+
+    return run_main(body, (GenotypeError, TrainError))
 
 
 if __name__ == "__main__":

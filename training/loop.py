@@ -10,6 +10,7 @@ error, mean depth error; classification: accuracy).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,6 +290,10 @@ class Trainer:
         for indices in batches:
             batch = self.make_batch(indices, gen, rng)
             info = self.train_step(batch)
+            if not math.isfinite(info["task_loss"]):
+                raise TrainError(f"the training loss became {info['task_loss']} in epoch {epoch + 1} (batch "
+                                 f"{len(losses) + 1}); last.pt holds the weights of epoch {self.epoch}",
+                                 "lower --lr, then --resume (or start over with --overwrite)")
             losses.append(info["task_loss"])
             if bar is not None:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -332,6 +337,15 @@ class Trainer:
                 "history": list(self.history)}
 
     def load_state(self, ck: dict) -> None:
+        """Continue from a checkpoint; one that does not fit this model and optimiser is a ``TrainError``."""
+        try:
+            self._load_state(ck)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            what = " ".join(str(exc).split())
+            raise TrainError(f"cannot resume from this checkpoint: {what[:300] or type(exc).__name__}",
+                             "resume with the genotype and options it was trained with") from None
+
+    def _load_state(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
@@ -351,10 +365,13 @@ class Trainer:
             line: Callable[[dict], str] | None = None, on_saved: Callable[[str], None] | None = None) -> dict:
         """Train until ``cfg.epochs`` (or ``stop_after`` epochs of this call), the one epoch loop of
         training and of the architecture search. Per epoch: train, step the schedule, evaluate every
-        ``eval_every`` epochs (``evaluate``), then on the main process keep the best metric, write
-        ``last.pt`` (and ``best.pt`` when it improved) atomically with ``genotype_yaml()`` and
-        ``extra_state``, then ``on_saved(genotype text)``, a metrics row and ``line(row)`` to the log;
-        all processes meet at a barrier. Returns the last held-out metrics."""
+        ``eval_every`` epochs (``evaluate``), then on the main process write, in this order, the metrics
+        row, ``best.pt`` when the best metric improved, and ``last.pt`` (atomically, with
+        ``genotype_yaml()`` and ``extra_state``), which commits the epoch; then ``on_saved(genotype
+        text)`` and ``line(row)`` to the log; all processes meet at a barrier. A crash between two of
+        these writes loses nothing: resuming from ``last.pt`` cuts the logs back to its epochs
+        (``runlog.repair``) and redoes the epoch, which writes the same files again.
+        Returns the last held-out metrics."""
         cfg, dist = self.cfg, self.dist
         ran, last_metrics = 0, {}
         while self.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
@@ -373,11 +390,11 @@ class Trainer:
             ran += 1
             text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
             if dist.main:
+                if metrics_log is not None:
+                    metrics_log.write(row)
                 self._save_epoch(out, row, text, extra_state or {})
                 if on_saved is not None:
                     on_saved(text)
-                if metrics_log is not None:
-                    metrics_log.write(row)
                 self.log(line(row) if line else f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.4f}")
             if dist.enabled:
                 torch.distributed.barrier()
@@ -390,6 +407,6 @@ class Trainer:
         if self.keep_history:
             self.history.append(MetricsLog.flat(row))
         state = {**self.state(genotype_yaml), **extra_state}
-        ckpt_io.save_atomic(state, out / "last.pt")
-        if better:
+        if better:  # before last.pt: once last.pt says epoch e, best.pt is that of epoch e's best too
             ckpt_io.save_atomic(state, out / "best.pt")
+        ckpt_io.save_atomic(state, out / "last.pt")

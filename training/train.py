@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
                    help="random flip + crop (default on, except for digits)")
     g = p.add_argument_group("run")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes "
+                   "its checkpoints and logs; without it such a folder is refused)")
     g.add_argument("--stop-after", type=int, help="end this invocation after N more epochs (resume later)")
     g.add_argument("--max-batches", type=int, help="at most N batches per epoch")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -121,29 +123,86 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(**kwargs)
 
 
-def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print) -> dict:
+def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print, overwrite: bool = False) -> dict:
     """Train as ``cfg`` says; returns the final summary (best and last metrics, paths).
 
-    Long because it is the run in order: config or resume, model, data, searchers, the epoch loop
-    (``Trainer.fit``)."""
+    The run folder is locked for the run's life (the main process holds ``runlog.RunLock``) and checked
+    first (``runlog.prepare``): a folder that holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (delete its files and start over)."""
+    from .runlog import RunLock, prepare
+
+    out = Path(cfg.out)
+    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        note = lock.acquire()
+        if note:
+            log(f"{out}: {note}")
+    try:
+        if lock is not None:
+            for done in prepare(out, resume=resume, overwrite=overwrite):
+                log(f"{out}: {done}")
+        return _run(cfg, resume, resume_overrides, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume(cfg, out: Path, resume_overrides: dict | None):
+    """The checkpoint to continue and the configuration it was trained with (plus ``resume_overrides``);
+    a checkpoint that cannot be continued exactly is a ``TrainError``."""
+    import dataclasses as dc
+
+    from . import checkpoint as ckpt_io
+    from .errors import TrainError
+
+    path = out / "last.pt"
+    if not path.exists():
+        raise TrainError(f"{out}: no last.pt to resume from", "train without --resume first")
+    ck = ckpt_io.load(path)
+    ckpt_io.check_resumable(ck, path, {f.name for f in dc.fields(type(cfg))})
+    saved = {**ck["config"], **(resume_overrides or {})}
+    saved.setdefault("stop_after", None)
+    try:
+        return ck, type(cfg)(**saved)
+    except TypeError as exc:
+        raise TrainError(f"{path}: its configuration does not load ({exc})") from None
+
+
+def _build(g):
+    """``build_model(g)``; a model this machine cannot allocate is a ``TrainError``."""
+    from compiler import build_model
+    from compiler.errors import out_of_memory
+    from runtime.errors import first_line
+
+    from .errors import TrainError
+
+    try:
+        return build_model(g)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise TrainError(f"{g.file or g.name}: this machine cannot allocate the model ({first_line(exc)})",
+                         "reduce its size (input, channels, disparities) or --batch-size") from None
+
+
+def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
+    """The run in order: config or resume, model, data, searchers, the epoch loop (``Trainer.fit``);
+    long because it is that sequence."""
     import torch
 
-    from compiler import build_model, load_genotype, loads_genotype
+    from compiler import load_genotype, loads_genotype
 
     from . import checkpoint as ckpt_io
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
     from .errors import TrainError
     from .loop import Trainer, task_defaults
-    from .runlog import MetricsLog
+    from .runlog import MetricsLog, repair
     from .searchers import make_searchers, write_back
 
     out = Path(cfg.out)
     ck = None
     if resume:
-        ck = ckpt_io.load(out / "last.pt")
-        saved = {**ck["config"], **(resume_overrides or {})}
-        saved.setdefault("stop_after", None)
-        cfg = type(cfg)(**saved)
+        ck, cfg = _resume(cfg, out, resume_overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = setup(cfg.device)
@@ -161,14 +220,14 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
                 raise TrainError("--crop takes H,W and applies to stereo genotypes", "e.g. --crop 48,64")
             train_g = loads_genotype(g.to_yaml(), file=f"{cfg.genotype} (cropped)",
                                      overrides={"input.height": cfg.crop[0], "input.width": cfg.crop[1]})
-        model = build_model(train_g)
+        model = _build(train_g)
         if dist.enabled:
             convert_batchnorm(model)
             broadcast_module(model, dist)
         model.to(cfg.device)
         train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))
         searchers = make_searchers(cfg, model, train_g)
-        eval_model = build_model(g) if train_g is not g else None
+        eval_model = _build(g) if train_g is not g else None
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
         if ck is not None:
@@ -178,6 +237,10 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
         metrics_log = None
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
+            if ck is not None:  # logs cut back to the checkpoint's epochs; searched.yaml as it holds it
+                repair(out, trainer.epoch)
+                if searchers:
+                    ckpt_io.write_text_atomic(_searched_yaml(ck["genotype"]), out / "searched.yaml")
             ckpt_io.write_text_atomic(start_yaml, out / "genotype.yaml")
             ckpt_io.write_text_atomic(yaml.safe_dump({"config": cfg.to_dict(), "data": _describe(train_data, val_data),
                                                       "world_size": dist.world}, sort_keys=False),
@@ -276,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet:
             keep["quiet"] = True
         keep["stop_after"] = args.stop_after
-        summary = run(cfg, resume=args.resume, resume_overrides=keep)
+        summary = run(cfg, resume=args.resume, resume_overrides=keep, overwrite=args.overwrite)
         best = summary["best"]
         if int(os.environ.get("RANK", "0")) == 0:
             if best.get("value") is not None:

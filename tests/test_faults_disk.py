@@ -1,0 +1,126 @@
+"""A full disk (a writer patched to fail with ENOSPC) or a crash while a file is written never leaves a
+partial file or replaces a good one (issue 12, docs/reliability.md: every file is replaced atomically)."""
+
+from __future__ import annotations
+
+import errno
+
+import h5py
+import numpy as np
+import pytest
+from contract_models import stereo_model
+
+import runtime.atomic
+from runtime.atomic import write_text_atomic
+from runtime.stream import main as stream_main
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_atomic_write_keeps_the_old_file_on_any_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    write_text_atomic(path, "old")
+    for error in (OSError(errno.ENOSPC, "No space left on device"), Crash()):
+        def failing(f, error=error):
+            f.write(b"half of the new")
+            raise error
+
+        with pytest.raises(type(error)):
+            runtime.atomic.write_atomic(path, failing)
+        assert path.read_text() == "old" and leftovers(tmp_path) == []
+    monkeypatch.setattr(runtime.atomic, "commit", full_disk)  # the rename itself fails
+    with pytest.raises(OSError):
+        write_text_atomic(path, "new")
+    assert path.read_text() == "old" and leftovers(tmp_path) == []
+    with pytest.raises(IsADirectoryError):
+        write_text_atomic(tmp_path, "a folder is never replaced")
+
+
+@pytest.fixture
+def model(tmp_path):
+    stereo_model(tmp_path / "m.onnx", height=8, width=12)
+    return tmp_path / "m.onnx"
+
+
+@pytest.mark.parametrize("option, name", [("--save-state", "s.npz"), ("--report", "r.json")])
+def test_stream_outputs_on_a_full_disk(model, tmp_path, monkeypatch, capsys, option, name):
+    target = tmp_path / name
+    args = ["--onnx", str(model), "--quiet", "--device", "cpu", "--max-steps", "2", option, str(target)]
+    assert stream_main(args) == 0
+    before = target.read_bytes()
+    original = np.savez if option == "--save-state" else None
+
+    def partial_savez(f, **arrays):  # numpy writes half of the archive, then the disk is full
+        original(f, **arrays)
+        f.truncate(f.tell() // 2)
+        full_disk()
+
+    if option == "--save-state":
+        monkeypatch.setattr(np, "savez", partial_savez)
+    else:
+        monkeypatch.setattr(runtime.atomic, "commit", full_disk)
+    capsys.readouterr()
+    assert stream_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {option} {target}: cannot write it (No space left") and "\n" not in err, err
+    assert target.read_bytes() == before and leftovers(tmp_path) == []
+    monkeypatch.undo()
+    if option == "--save-state":  # the state file is still the good one
+        assert stream_main(["--onnx", str(model), "--quiet", "--max-steps", "1", "--load-state", str(target)]) == 0
+
+
+@pytest.mark.parametrize("failure", ["full disk", "crash"])
+def test_synth_never_replaces_a_recording_with_a_partial_one(tmp_path, monkeypatch, capsys, failure):
+    import runtime.synth.writer as writer
+    from runtime.synth import SynthConfig, write_mvsec
+    from runtime.synth.__main__ import main as synth_main
+
+    data, gt = write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=0), tmp_path, "rec")
+    before = {p: open(p, "rb").read() for p in (data, gt)}
+    calls = {"n": 0}
+    append = writer._append
+
+    def failing_append(dset, values):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise OSError(errno.ENOSPC, "No space left on device") if failure == "full disk" else Crash()
+        append(dset, values)
+
+    monkeypatch.setattr(writer, "_append", failing_append)
+    args = ["-o", str(tmp_path), "--name", "rec", "--seconds", "0.3", "--height", "12", "--width", "16",
+            "--seed", "1", "--quiet"]
+    if failure == "full disk":
+        assert synth_main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "No space left" in err and "\n" not in err
+    else:
+        with pytest.raises(Crash):
+            synth_main(args)
+    assert {p: open(p, "rb").read() for p in (data, gt)} == before and leftovers(tmp_path) == []
+    with h5py.File(data) as f:
+        assert f["davis/left/events"].shape[0] > 0
+
+
+def test_checkpoint_strip_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from training.checkpoint import main as checkpoint_main
+
+    src = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "genotype": "", "config": {}}, src)
+    (tmp_path / "out.pt").write_bytes(b"the old copy")
+    monkeypatch.setattr(runtime.atomic, "commit", full_disk)
+    assert checkpoint_main(["strip", str(src), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'out.pt'}: cannot write it (No space left") and "\n" not in err
+    assert (tmp_path / "out.pt").read_bytes() == b"the old copy" and leftovers(tmp_path) == []
