@@ -7,14 +7,13 @@ BatchNorm and writes the one-step ONNX graph. Bad input: one line on stderr, exi
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from runtime.errors import first_line, run_main
+from runtime.errors import ArgumentParser, first_line, run_main
 
-from .errors import GenotypeError, out_of_memory
+from .errors import GenotypeError, out_of_memory, unreadable_checkpoint
 from .genotype import load_genotype
 from .ir import Genotype
 from .planner import Plan, plan
@@ -87,8 +86,7 @@ def load_weights(model, path: str) -> None:
     except FileNotFoundError:
         raise BuildError(f"{path}: no such checkpoint file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
-        first = first_line(exc)
-        raise BuildError(f"{path}: not a readable weights-only checkpoint ({first})") from None
+        raise BuildError(f"{path}: {unreadable_checkpoint(path, exc)}") from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise BuildError(f"{path}: expected a state_dict or a checkpoint with a 'model' entry")
@@ -138,7 +136,7 @@ def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
     parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: build/<genotype name>.onnx)")
     parser.add_argument("--weights", help="checkpoint to export (state_dict or training checkpoint)")

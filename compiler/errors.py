@@ -51,3 +51,17 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(
         s in text for s in ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate",
                             "defaultcpuallocator"))
+
+
+def unreadable_checkpoint(path: str, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words (torch's own first line for a file
+    that is no checkpoint at all advises loading it with ``weights_only=False``, which could run code)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "not a checkpoint written by torch.save (not a zip archive: damaged, truncated or another format)"
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ("it holds objects other than tensors and plain data, which are not loaded (loading them could "
+                "run code)")
+    return f"damaged or unreadable ({text[:200] or type(exc).__name__})"

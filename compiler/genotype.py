@@ -59,7 +59,8 @@ class Ctx:
 
     def error(self, path: str, message: str, hint: str | None = None) -> GenotypeError:
         for p, text in self.overridden.items():
-            if path == p or path.startswith(p + ".") or path.startswith(p + "["):
+            created = path not in self.lines and p.startswith((path + ".", path + "["))  # a key --set made
+            if path == p or path.startswith((p + ".", p + "[")) or created:
                 return GenotypeError(message, path=path, file=f"--set {text}", hint=hint)
         line = None
         probe = path
@@ -116,7 +117,10 @@ class MapReader:
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
+    if isinstance(value, dict | list):
+        return type(value).__name__
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:50] + f'... ({len(text):,} characters)'}"
 
 
 def check_type(ctx: Ctx, path: str, value: Any, kind: type) -> Any:

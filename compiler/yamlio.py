@@ -45,7 +45,7 @@ def join_path(parent: str, key: str | int) -> str:
         return f"{parent}[{key}]"
     key = str(key)
     if not _PLAIN_KEY.fullmatch(key):
-        return f"{parent}[{json.dumps(key)}]"
+        return f"{parent}[{json.dumps(key, ensure_ascii=False)}]"
     return f"{parent}.{key}" if parent else key
 
 

@@ -411,38 +411,3 @@ def _spike_outputs(where: str, outputs: Sequence[Any], data_out_name: str, layer
             where, f"snn.layers names {unused[0]!r} but the model has no output {SPIKES}{unused[0]}"
         )
     return ordered
-
-
-def check_state(
-    spec: ModelSpec, state: Mapping[str, Any], where: str = "state", batch: int = 1
-) -> dict[str, np.ndarray]:
-    """A state for ``spec`` (name -> array with batch axis), checked before the first step: exactly the
-    model's state names, numeric arrays of the state's kind (floating point or integer), shape
-    ``(batch, *shape)`` and finite values. Returns contiguous arrays of the state's dtype; raises
-    ``RuntimeInputError`` naming the first problem."""
-    names = [st.name for st in spec.states]
-    missing = [n for n in names if n not in state]
-    if missing:
-        raise RuntimeInputError(where, f"state {missing[0]!r} missing (the model has {len(names)} state tensors)")
-    extra = sorted(str(k) for k in state if k not in names)
-    if extra:
-        raise RuntimeInputError(where, f"unexpected array {extra[0]!r}: not a state of this model")
-    out = {}
-    for st in spec.states:
-        arr = np.asarray(state[st.name])
-        if arr.dtype.kind not in "fiub" or (arr.dtype.kind == "f") != (st.dtype.kind == "f"):
-            raise RuntimeInputError(where, f"state {st.name!r} holds {arr.dtype} values, the model's are {st.dtype}")
-        if arr.shape != (batch, *st.shape):
-            raise RuntimeInputError(
-                where, f"state {st.name!r} has shape {arr.shape}, the model's is {(batch, *st.shape)}"
-            )
-        if arr.dtype.kind == "f":
-            with np.errstate(over="ignore"):
-                converted = np.ascontiguousarray(arr, dtype=st.dtype)
-            bad = int(converted.size - np.count_nonzero(np.isfinite(converted)))
-            if bad:
-                raise RuntimeInputError(where, f"state {st.name!r} holds {bad} non-finite values (NaN or inf)")
-        else:
-            converted = np.ascontiguousarray(arr, dtype=st.dtype)
-        out[st.name] = converted
-    return out

@@ -5,6 +5,7 @@ The command line prints it as ``error: <where>: <what>`` and exits with status 2
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 import warnings
@@ -25,6 +26,14 @@ def first_line(exc: BaseException) -> str:
     errors. The one place this is written; the compiler and training use it too."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with the project's error form: a bad or missing option is one line, ``error: ...``,
+    exit status 2 (the usage stays in ``--help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 @contextlib.contextmanager

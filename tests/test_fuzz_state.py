@@ -13,9 +13,9 @@ from contract_models import metadata, stereo_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.contract import check_state, read_contract
+from runtime.contract import read_contract
 from runtime.errors import RuntimeInputError
-from runtime.stream.cli import _load_state
+from runtime.statefile import check_state, load_state
 
 BINS, H, W, C = 5, 8, 12, 4
 SESSION = ort.InferenceSession(stereo_model(height=H, width=W).SerializeToString(), providers=["CPUExecutionProvider"])
@@ -62,7 +62,7 @@ def test_state_file_is_one_line_or_the_state_unchanged(tmp_path, file):
     where = f"--load-state {path}"
     try:
         with np.errstate(all="raise"):
-            state = check_state(SPEC, _load_state(str(path)), where)
+            state = check_state(SPEC, load_state(str(path)), where)
     except RuntimeInputError as exc:
         assert str(exc).startswith(where + ": ") and "\n" not in str(exc)
         return
@@ -75,7 +75,7 @@ def test_state_file_is_one_line_or_the_state_unchanged(tmp_path, file):
 def test_a_good_state_file_loads(tmp_path):
     good = {"mem0": np.ones(SHAPE, np.float32), "mem1": np.zeros(SHAPE, np.float32)}
     np.savez(tmp_path / "s.npz", **good)
-    state = check_state(SPEC, _load_state(str(tmp_path / "s.npz")))
+    state = check_state(SPEC, load_state(str(tmp_path / "s.npz")))
     assert all(np.array_equal(state[k], good[k]) for k in good)
     with pytest.raises(RuntimeInputError, match="holds 1 non-finite"):
         check_state(SPEC, {**good, "mem1": np.where(np.arange(C * H * W).reshape(SHAPE) == 3, np.nan, 0.0)})

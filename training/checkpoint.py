@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from compiler.errors import unreadable_checkpoint
 from runtime.atomic import write_atomic, write_bytes_atomic
-from runtime.errors import first_line, run_main
+from runtime.errors import ArgumentParser, run_main
 
 from .errors import TrainError
 
@@ -61,8 +62,7 @@ def load(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
-        first = first_line(exc)
-        raise TrainError(f"{path}: not a readable checkpoint ({first})") from None
+        raise TrainError(f"{path}: {unreadable_checkpoint(str(path), exc)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise TrainError(f"{path}: not a training checkpoint (no 'model' entry)")
     return ckpt
@@ -142,9 +142,8 @@ def strip(src: str | Path, dst: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.checkpoint strip SRC DST``: a deployable copy of a training checkpoint."""
-    import argparse
 
-    p = argparse.ArgumentParser(prog="python -m training.checkpoint")
+    p = ArgumentParser(prog="python -m training.checkpoint")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("strip", help="copy a checkpoint without optimiser, schedule and RNG state")
     s.add_argument("src")

@@ -7,7 +7,6 @@ the constant baseline: every pixel predicted at the median disparity of the trai
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -79,13 +78,13 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
 
 def main(argv: list[str] | None = None) -> int:
     from compiler import GenotypeError
-    from runtime.errors import run_main
+    from runtime.errors import ArgumentParser, run_main
 
     from . import checkpoint as ckpt_io
     from .errors import TrainError
     from .train import int_ranges
 
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[1])
+    p = ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[1])
     p.add_argument("checkpoint")
     p.add_argument("--constant", action="store_true", help="also score the constant (training median) baseline")
     p.add_argument("--data", help="held-out data (default: the checkpoint's)")

@@ -390,6 +390,10 @@ class Trainer:
             ran += 1
             text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
             if dist.main:
+                if "val" in row and self.best["metric"] not in row["val"]:  # before anything is written
+                    known = ", ".join(k for k, v in row["val"].items() if isinstance(v, (int, float)))
+                    raise TrainError(f"--best-metric {self.best['metric']!r} is not a held-out metric of this task",
+                                     f"use one of {known}")
                 if metrics_log is not None:
                     metrics_log.write(row)
                 self._save_epoch(out, row, text, extra_state or {})
@@ -401,6 +405,11 @@ class Trainer:
         return last_metrics
 
     def _save_epoch(self, out: Path, row: dict, genotype_yaml: str, extra_state: dict) -> None:
+        """Write best.pt (when the best metric improved), then last.pt; never weights that are not finite."""
+        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainError(f"the weights became non-finite in epoch {row['epoch']} ({bad[0]}); last.pt keeps "
+                             f"epoch {row['epoch'] - 1}", "lower --lr, then --resume")
         better = "val" in row and self.improved(row["val"])
         if better:
             self.best.update(value=row["val"][self.cfg.best_metric], epoch=row["epoch"])

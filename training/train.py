@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from runtime.errors import run_main
+from runtime.errors import ArgumentParser, run_main
 
 
 def int_ranges(text: str) -> list[int]:
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     from .loop import TrainConfig
 
     d = TrainConfig(genotype="", out="")
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[1],
+    p = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -196,6 +196,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
     from .errors import TrainError
     from .loop import Trainer, task_defaults
+    from .options import check_device, check_options
     from .runlog import MetricsLog, repair
     from .searchers import make_searchers, write_back
 
@@ -203,6 +204,8 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
     ck = None
     if resume:
         ck, cfg = _resume(cfg, out, resume_overrides)
+    check_options(cfg)
+    check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = setup(cfg.device)
@@ -269,16 +272,9 @@ def _searched_yaml(text: str) -> str:
 
 
 def _check(cfg, g) -> None:
-    from .errors import TrainError
+    from .options import check_options
 
-    for name in ("epochs", "batch_size", "windows", "timesteps", "eval_batch_size", "eval_every"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    if cfg.burn_in < 0:
-        raise TrainError(f"--burn-in must be >= 0, got {cfg.burn_in}")
-    if cfg.lr <= 0:
-        raise TrainError(f"--lr must be positive, got {cfg.lr}")
+    check_options(cfg)  # again: the task's defaults are filled in now
 
 
 def load_data(cfg, g, log=print):

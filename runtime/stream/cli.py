@@ -7,21 +7,19 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from runtime.atomic import write_atomic
-from runtime.errors import RuntimeInputError, first_line, quiet_warnings
+from runtime.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
+from runtime.statefile import load_state, save_state
 
 from .core import StepResult, Stream
 
 
 def _parser() -> argparse.ArgumentParser:
     """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m runtime.stream",
         description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
         "speed, sparsity, energy and accuracy.",
@@ -91,40 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_state(path: str) -> dict[str, np.ndarray]:
-    """The arrays of a ``--save-state`` file; anything else (a folder, an empty, truncated or non-zip file,
-    a single ``.npy`` array, object arrays) is a one-line error. The arrays are checked against the model
-    by ``Stream.set_state``."""
-    where = f"--load-state {path}"
-    p = Path(path)
-    if not p.exists():
-        raise RuntimeInputError(where, "no such file")
-    if not p.is_file():
-        raise RuntimeInputError(where, "not a file")
-    if p.stat().st_size == 0:
-        raise RuntimeInputError(where, "the file is empty")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types (BadZipFile, EOFError, ...) on bad files
-        raise RuntimeInputError(where, f"not a state file of --save-state ({first_line(exc)})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise RuntimeInputError(where, "holds one array (.npy); --load-state takes the .npz that --save-state writes")
-    try:
-        with data:
-            return {k: data[k] for k in data.files}
-    except Exception as exc:  # noqa: BLE001 - a damaged member: zlib, zipfile, ValueError, EOFError
-        raise RuntimeInputError(where, f"cannot read its arrays ({first_line(exc)})") from None
-
-
-def _save_state(path: str, state: dict[str, np.ndarray]) -> None:
-    """Write the state atomically (``runtime.atomic``); like ``np.savez``, ``.npz`` is added to a name without it."""
-    target = path if path.endswith(".npz") else path + ".npz"
-    try:
-        write_atomic(target, lambda f: np.savez(f, **state))
-    except OSError as exc:
-        raise RuntimeInputError(f"--save-state {path}", f"cannot write it ({exc.strerror or exc})") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (2 for bad input, with a one-line message)."""
     args = _parser().parse_args(argv)
@@ -151,8 +115,6 @@ def _main(args: argparse.Namespace) -> int:
     bar and per-step files, report printed and written; long because it is that sequence."""
     from runtime.report import format_summary, quality_problem, save_step, write_report
 
-    if args.threads is not None and args.threads < 1:
-        raise RuntimeInputError("--threads", f"must be at least 1, got {args.threads}")
     if not 0 <= args.max_dropped <= 1:
         raise RuntimeInputError("--max-dropped", f"must be a fraction from 0 to 1, got {args.max_dropped}")
     energy = load_energy_table(args.energy_table) if args.energy_table else None
@@ -182,7 +144,7 @@ def _main(args: argparse.Namespace) -> int:
             args.onnx, f"snn.task is {stream.spec.task!r}; runtime.stream streams stereo models"
         )
     if args.load_state:
-        stream.set_state(_load_state(args.load_state), where=f"--load-state {args.load_state}")
+        stream.set_state(load_state(args.load_state), where=f"--load-state {args.load_state}")
     with stream:
         steps: Iterable[StepResult] = stream
         bar = None
@@ -216,7 +178,7 @@ def _main(args: argparse.Namespace) -> int:
         if problem:
             raise RuntimeInputError(args.events or "synthetic source", problem)
         if args.save_state:
-            _save_state(args.save_state, stream.state)
+            save_state(args.save_state, stream.state)
     if args.report:
         write_report(report, args.report)
     if not args.quiet:

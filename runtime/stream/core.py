@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.contract import ModelSpec, check_state
+from runtime.contract import ModelSpec
 from runtime.errors import RuntimeInputError, first_line
-from runtime.events import DROP_REASONS, DataError
+from runtime.events import DataError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
@@ -30,19 +30,13 @@ from runtime.metrics import (
     summarize_errors,
 )
 from runtime.session import SNNSession
+from runtime.statefile import check_state
 
-# Data-quality counters of the counted steps (Stream.data_quality; docs/reliability.md)
-QUALITY_COUNTS = (
-    "windows",
-    "windows_without_events",
-    "non_finite_output_windows",
-    "non_finite_output_pixels",
-    "all_non_finite_output_windows",
-    "non_finite_spike_windows",
-)
-# The drop causes that mean bad data (runtime.events.DROP_REASONS); rectification's geometric losses and
-# dropped ground-truth maps are reported but are not bad event rows.
-BAD_DATA_REASONS = DROP_REASONS
+from .quality import Quality
+
+MAX_START_S = 10**9  # seconds into a recording (30 years)
+MAX_THREADS = 1024  # ONNX Runtime intra-op threads (a million hang the process starting them)
+MAX_SYNTHETIC_S = 3600.0  # the built-in synthetic stream is generated in memory
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
     from runtime.sources import Encoder, Window
@@ -152,12 +146,16 @@ class Stream:
         ):
             if value is not None and value < low:
                 raise RuntimeInputError(name, f"must be at least {low}, got {value}")
-        if start_s is not None and start_s < 0:
-            raise RuntimeInputError("--start", f"must be >= 0 seconds, got {start_s}")
+        if start_s is not None and not 0 <= start_s <= MAX_START_S:
+            raise RuntimeInputError("--start", f"must be from 0 to {MAX_START_S:g} seconds, got {start_s}")
+        if threads is not None and threads > MAX_THREADS:  # (below 1: SNNSession says so)
+            raise RuntimeInputError("--threads", f"must be at most {MAX_THREADS}, got {threads}")
         if crop not in ("none", "center"):
             raise RuntimeInputError("--crop", f"{crop!r} is not one of none, center")
-        if not min_disparity > 0:
-            raise RuntimeInputError("--min-disparity", f"must be positive, got {min_disparity}")
+        if not 0 < min_disparity < math.inf:
+            raise RuntimeInputError("--min-disparity", f"must be positive and finite, got {min_disparity}")
+        if seed < 0:
+            raise RuntimeInputError("--seed", f"must be >= 0, got {seed}")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
@@ -177,8 +175,7 @@ class Stream:
         self._errors: list[StereoErrors] = []
         self._had_gt = False
         self._fb: float | None = None
-        self._spike_steps = 0  # counted steps whose spike counts were all finite
-        self._quality = dict.fromkeys(QUALITY_COUNTS, 0)
+        self._quality = Quality(self._spikes)
 
     # ------------------------------------------------------------ source
     @property
@@ -188,6 +185,12 @@ class Stream:
             seconds = None
             if self.events is None and self.max_steps is not None:
                 seconds = (self.start_s or 0.0) + (self.max_steps + 1) * self.spec.encoding.window_ms / 1000.0
+                if seconds > MAX_SYNTHETIC_S:
+                    raise RuntimeInputError(
+                        "synthetic source",
+                        f"--start and --max-steps ask for {seconds:.4g} s of the built-in stream, which is generated "
+                        f"in memory: at most {MAX_SYNTHETIC_S:g} s (write a recording with python -m runtime.synth)",
+                    )
             self._recording = open_source(self.events, self.spec, seed=self.seed, seconds=seconds)
             self._owns_recording = True
         return self._recording
@@ -261,7 +264,7 @@ class Stream:
             if counted:
                 self._errors.append(err)
         if counted:
-            self._account(result)
+            self._quality.account(result.has_events, result.non_finite_pixels, result.disparity.size, out.spikes)
         end = time.perf_counter()
         result.timings_s = {
             "decode": window.decode_s,
@@ -274,21 +277,6 @@ class Stream:
             self._counted.append(result)
         self._steps += 1
         return result
-
-    def _account(self, result: StepResult) -> None:
-        """Add a counted step to the data-quality counts and (finite counts only) to the spike totals."""
-        q = self._quality
-        q["windows"] += 1
-        q["windows_without_events"] += not result.has_events
-        q["non_finite_output_windows"] += result.non_finite_pixels > 0
-        q["non_finite_output_pixels"] += result.non_finite_pixels
-        q["all_non_finite_output_windows"] += result.non_finite_pixels == result.disparity.size
-        if all(math.isfinite(n) for n in result.spikes.values()):
-            self._spike_steps += 1
-            for name, n in result.spikes.items():
-                self._spikes[name] += n
-        else:
-            q["non_finite_spike_windows"] += 1
 
     def feed_arrays(self, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None = None) -> StepResult:
         """Run one step on encoded arrays [bins, H, W] of your own (an application's event pipeline)."""
@@ -304,7 +292,7 @@ class Stream:
 
     def set_state(self, state: Mapping[str, np.ndarray], where: str = "state") -> None:
         """Continue from a state saved earlier (e.g. by another Stream at the end of a chunk); its arrays
-        are checked first (``runtime.contract.check_state``: names, dtypes, shapes, finite values)."""
+        are checked first (``runtime.statefile.check_state``: names, dtypes, shapes, finite values)."""
         self.session.set_state(check_state(self.spec, state, where, batch=self.session.batch))
 
     def reset(self) -> None:
@@ -379,35 +367,17 @@ class Stream:
                 "latency_ms": {"model": percentiles_ms(t["model"]), "end_to_end": percentiles_ms(t["total"])},
                 "time_per_step_ms": per_step,
             },
-            "sparsity": sparsity_metrics(self._spikes, self._spike_steps, spec.layers),
+            "sparsity": sparsity_metrics(self._spikes, self._quality.spike_steps, spec.layers),
             "energy": energy_metrics(
-                self._spikes, self._spike_steps, spec.layers, spec.dense_macs_per_step, self.energy
+                self._spikes, self._quality.spike_steps, spec.layers, spec.dense_macs_per_step, self.energy
             ),
             "accuracy": accuracy,
             "data_quality": self.data_quality(),
         }
 
     def data_quality(self) -> dict[str, Any]:
-        """What was dropped or could not be scored (docs/reliability.md): rows of the source dropped by
-        cause and the share of rows with bad data, counted windows without events, with non-finite
-        outputs or spike counts, and without ground truth."""
-        rec = self._recording
-        stats = {k: int(v) for k, v in (getattr(rec, "stats", None) or {}).items()}
-        checked = getattr(rec, "rows_checked", None)
-        bad = sum(stats.get(k, 0) for k in BAD_DATA_REASONS)
-        q = dict(self._quality)
-        with_gt = len(self._errors)
-        return {
-            "rows_checked": checked,
-            "rows_dropped": stats,
-            "bad_rows": bad,
-            "bad_row_fraction": (bad / checked) if checked else (0.0 if not bad else None),
-            **q,
-            "windows_with_ground_truth": with_gt,
-            "windows_scored": sum(1 for e in self._errors if e.valid),
-            "ground_truth_maps": None if rec is None or getattr(rec, "gt_timestamps_us", None) is None
-            else len(rec.gt_timestamps_us),
-        }
+        """What was dropped or could not be scored (``runtime.stream.quality``, docs/reliability.md)."""
+        return self._quality.section(self._recording, self._errors)
 
 
 def _source_kind(rec: Any, events: str | Path | None) -> str:

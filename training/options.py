@@ -1,0 +1,57 @@
+"""Bounds of the training options, checked before anything runs (docs/reliability.md): every number
+finite and in range (a NaN --lr used to train NaN weights without a word), seeds and milestones
+non-negative, a --device this machine has."""
+
+from __future__ import annotations
+
+import math
+
+from .errors import TrainError
+
+# Bounds of the numeric options: (low, high, low included); None is no bound. Floats must be finite.
+OPTION_RANGES = {
+    "epochs": (1, 10**6, True), "batch_size": (1, 10**7, True), "windows": (1, 10**4, True),
+    "burn_in": (0, 10**4, True), "stride": (1, 10**4, True), "timesteps": (1, 10_000, True),
+    "eval_batch_size": (1, 10**7, True), "eval_every": (1, None, True), "max_batches": (1, None, True),
+    "stop_after": (1, None, True), "threads": (1, 1024, True), "seed": (0, 2**32 - 1, True),
+    "lr": (0.0, 1e3, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
+    "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
+    "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
+    "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
+    "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "arch_lr": (0.0, 1e3, False),
+}
+
+
+def check_options(cfg) -> None:
+    """Every numeric option finite and within ``OPTION_RANGES``, seeds and milestones non-negative
+    (before anything runs: a NaN --lr used to train NaN weights without a word). Raises TrainError."""
+    for name, (low, high, closed) in OPTION_RANGES.items():
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        option = f"--{name.replace('_', '-')}"
+        if not math.isfinite(v):
+            raise TrainError(f"{option} must be a finite number, got {v}")
+        if v < low or (v == low and not closed):
+            bound = f"at least {low}" if closed else ("positive" if low == 0 else f"above {low}")
+            raise TrainError(f"{option} must be {bound}, got {v}")
+        if high is not None and v > high:
+            raise TrainError(f"{option} must be at most {high:g}, got {v}")
+    for name in ("milestones", "train_seeds", "val_seeds"):
+        values = getattr(cfg, name) or []
+        if any(v < 0 for v in values):
+            raise TrainError(f"--{name.replace('_', '-')} must be non-negative, got {values}")
+
+
+def check_device(device: str) -> None:
+    """``--device`` names a torch device that this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise TrainError(f"--device {device!r} is not a torch device", "use cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {device}: this torch has no usable CUDA device", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TrainError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
