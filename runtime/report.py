@@ -43,6 +43,28 @@ def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
     return f"{value:{fmt}}{unit}"
 
 
+def _protocol_lines(source: dict[str, Any]) -> list[str]:
+    """How the source was read (``runtime.protocol.describe``): rectification, fB, windows, ground truth."""
+    if "windows" not in source:
+        return []
+    win = source["windows"]
+    fb = "fB unknown (no depth errors)" if source.get("fb") is None else (
+        f"fB {source['fb']:.6g} px*m from {source.get('fb_source') or 'the source'}"
+    )
+    lengths = win["length_ms"] or [win["window_ms"]] * 2
+    span = f"{lengths[0]:g} ms" if lengths[0] == lengths[1] else f"{lengths[0]:.4g}-{lengths[1]:.4g} ms"
+    lines = [
+        f"          rectification: {source['rectification']}",
+        f"          {fb}",
+        f"          windows: {win['count']} of {span}, {win['policy']}; {win['with_gt']} with ground truth "
+        f"({source['ground_truth']} protocol)",
+    ]
+    overlap = source.get("gt_overlap")
+    if overlap and overlap.get("warning"):
+        lines.append(f"          warning: {overlap['warning']}")
+    return lines
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """A short, readable summary of a report for people."""
     m, rt, steps = report["model"], report["runtime"], report["steps"]
@@ -55,6 +77,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"runtime   {rt['device']} via {', '.join(rt['providers'])}  (onnxruntime {rt['onnxruntime']}, "
         f"threads {rt['threads'] or 'default'}{', IOBinding' if rt['io_binding'] else ''})",
         f"source    {report['source']['kind']}  {report['source'].get('path') or '(built-in, in memory)'}",
+        *_protocol_lines(report["source"]),
         f"steps     {steps['counted']} counted + {steps['burn_in']} burn-in"
         + (f", state reset every {steps['reset_every']}" if steps["reset_every"] else ""),
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ class StepResult:
     """What one step of the stream produced."""
 
     step: int  # position in this Stream, from 0
-    index: int  # the window's ground-truth index when it has one, else its window number
+    index: int  # the window's ground-truth index when it has one, else its window number (``window``)
     t0_us: int
     t1_us: int
     disparity: np.ndarray  # float32 [H, W] (the model's data output, batch removed)
@@ -50,23 +51,41 @@ class StepResult:
     valid_pixels: int = 0
     mean_disparity_error_px: float | None = None
     left: np.ndarray | None = None
+    window: int = 0  # the window's number in its recording (runtime.sources.window_ends)
 
 
 # --------------------------------------------------------------------------- sources
 def open_source(
-    events: str | Path | None, spec: ModelSpec, *, seed: int = 0, seconds: float | None = None
+    events: str | Path | None,
+    spec: ModelSpec,
+    *,
+    seed: int = 0,
+    seconds: float | None = None,
+    calib: str | Path | None = None,
+    rectify: bool = True,
+    fb: float | None = None,
 ) -> Any:
-    """Open a recording: None = the built-in synthetic stereo stream at the model's size."""
+    """Open a recording: None = the built-in synthetic stereo stream at the model's size.
+
+    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``).
+    """
     from runtime import sources
 
     where = f"--events {events}" if events is not None else "synthetic source"
     if events is not None and not Path(events).exists():
         raise RuntimeInputError(where, "no such file or folder")
+    if calib is not None and not Path(calib).is_dir():
+        raise RuntimeInputError(f"--calib {calib}", "no such folder")
     kwargs: dict[str, Any] = {"seed": seed}
     if events is None:
+        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True)):
+            if value is not None:
+                raise RuntimeInputError(name, "applies to recordings read from files (--events)")
         kwargs.update(height=spec.encoding.height, width=spec.encoding.width)
         if seconds is not None:
             kwargs["seconds"] = seconds
+    else:
+        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb)
     try:
         return sources.open_recording(None if events is None else str(events), **kwargs)
     except RuntimeInputError:
@@ -128,6 +147,10 @@ class Stream:
         recording: Any = None,
         encoder: Encoder | None = None,
         keep_inputs: bool = False,
+        calib: str | Path | None = None,
+        rectify: bool = True,
+        fb: float | None = None,
+        gt_protocol: str = "full",
     ) -> None:
         for name, value, low in (
             ("--burn-in", burn_in, 0),
@@ -142,6 +165,12 @@ class Stream:
             raise RuntimeInputError("--crop", f"{crop!r} is not one of none, center")
         if not min_disparity > 0:
             raise RuntimeInputError("--min-disparity", f"must be positive, got {min_disparity}")
+        if fb is not None and not (np.isfinite(fb) and fb > 0):
+            raise RuntimeInputError("--fb", f"must be a positive number of px*m, got {fb}")
+        from runtime.protocol import GT_PROTOCOLS
+
+        if gt_protocol not in GT_PROTOCOLS:
+            raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
@@ -152,6 +181,9 @@ class Stream:
         self.burn_in, self.max_steps, self.start_s = burn_in, max_steps, start_s
         self.reset_every, self.crop, self.min_disparity, self.seed = reset_every, crop, min_disparity, seed
         self.keep_inputs = keep_inputs
+        self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
+        self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
+        self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
         self._owns_recording = False
         self._encoder = encoder
@@ -170,7 +202,10 @@ class Stream:
             seconds = None
             if self.events is None and self.max_steps is not None:
                 seconds = (self.start_s or 0.0) + (self.max_steps + 1) * self.spec.encoding.window_ms / 1000.0
-            self._recording = open_source(self.events, self.spec, seed=self.seed, seconds=seconds)
+            self._recording = open_source(
+                self.events, self.spec, seed=self.seed, seconds=seconds, calib=self.calib,
+                rectify=self.rectify, fb=self.fb_override,
+            )
             self._owns_recording = True
         return self._recording
 
@@ -188,6 +223,7 @@ class Stream:
         start_us = None if self.start_s is None else int(rec.t_start_us) + int(round(self.start_s * 1e6))
         where = f"--events {self.events}" if self.events is not None else "synthetic source"
         crop = _crop_size((int(rec.height), int(rec.width)), (enc.height, enc.width), self.crop, where)
+        self._describe(rec, start_us, where)
         return sources.windows(
             rec,
             window_us=enc.window_us,
@@ -196,7 +232,24 @@ class Stream:
             start_us=start_us,
             crop=crop,
             encoder=self._encoder,
+            gt_protocol=self.gt_protocol,
         )
+
+    def _describe(self, rec: Any, start_us: int | None, where: str) -> None:
+        """Record the source's protocol (report ``source``) and warn when its ground truth lies
+        outside its events: a run would otherwise score empty windows in silence."""
+        from runtime.protocol import describe
+
+        if self._protocol is not None:
+            return
+        self._protocol = describe(
+            rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol
+        )
+        overlap = self._protocol["gt_overlap"]
+        if overlap and overlap["warning"]:
+            message = f"{where}: {overlap['warning']}"
+            self.warnings.append(message)
+            warnings.warn(message, stacklevel=3)
 
     def __iter__(self) -> Iterator[StepResult]:
         windows: Iterable[Window] = self.windows()
@@ -232,6 +285,7 @@ class Stream:
             out.spikes,
             counted,
             left=window.left if self.keep_inputs else None,
+            window=window.index,
         )
         if window.disparity is not None:
             self._had_gt = True
@@ -306,6 +360,7 @@ class Stream:
             "width": int(rec.width) if rec is not None else spec.encoding.width,
             "fb": self.fb,
             "crop": self.crop,
+            **(self._protocol or {}),
         }
         accuracy = None
         if self._had_gt:
