@@ -53,7 +53,7 @@ def recent_event_mask(recording: Any, t1_us: int, n: int = DDES_RECENT_EVENTS) -
     reached (fewer events: all of them count, as in DDES).
     """
     span = recording.event_span("left") if hasattr(recording, "event_span") else None
-    floor = span[0] if span is not None else int(recording.t_start_us)
+    floor = span[0] if span is not None and span[0] <= span[1] else int(recording.t_start_us)
     back = 50_000
     while True:
         t0 = max(floor, int(t1_us) - back)
@@ -126,9 +126,7 @@ def describe(
     _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us)
     lengths = (ends - starts) / 1000.0
     with_gt = 0 if gt_idx is None else int((gt_idx >= 0).sum())
-    policy = "back to back"
-    if gt_idx is not None:
-        policy += ", aligned to end at each ground-truth map; only windows with ground truth are scored"
+    policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
     return {
         "rectification": getattr(recording, "rectification", "unknown"),
         "fb_source": getattr(recording, "fb_source", None),

@@ -52,7 +52,8 @@ class Recording:
         raise DataError(f"{self.name}: no ground truth")
 
     def event_span(self, side: str) -> tuple[int, int] | None:
-        """Times (us) of the first and last stored event of camera ``side``; None when unknown or empty."""
+        """Times (us) of the first and last stored event of camera ``side`` (first > last when it has
+        none); None when the recording cannot tell."""
         return None
 
     def close(self) -> None:
@@ -93,7 +94,7 @@ class FileRecording(Recording):
 
     def event_span(self, side: str) -> tuple[int, int] | None:
         self._check_side(side)
-        return self._spans.get(side)
+        return self._spans.get(side, (0, -1))  # a camera without events: an empty span
 
     def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
         self._check_side(side)

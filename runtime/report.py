@@ -45,7 +45,7 @@ def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
 
 def _protocol_lines(source: dict[str, Any]) -> list[str]:
     """How the source was read (``runtime.protocol.describe``): rectification, fB, windows, ground truth."""
-    if "windows" not in source:
+    if not source.get("windows"):
         return []
     win = source["windows"]
     fb = "fB unknown (no depth errors)" if source.get("fb") is None else (
@@ -56,8 +56,8 @@ def _protocol_lines(source: dict[str, Any]) -> list[str]:
     lines = [
         f"          rectification: {source['rectification']}",
         f"          {fb}",
-        f"          windows: {win['count']} of {span}, {win['policy']}; {win['with_gt']} with ground truth "
-        f"({source['ground_truth']} protocol)",
+        f"          windows: {win['count']} x {span}, {win['policy']}; {win['with_gt']} with ground truth, "
+        f"scored ({source['ground_truth']} protocol)",
     ]
     overlap = source.get("gt_overlap")
     if overlap and overlap.get("warning"):

@@ -64,7 +64,7 @@ class SyntheticRecording(Recording):
 
     def event_span(self, side: str) -> tuple[int, int] | None:
         t = self.data.events[side]["t"]
-        return (int(t[0]), int(t[-1])) if len(t) else None
+        return (int(t[0]), int(t[-1])) if len(t) else (0, -1)
 
     def depth(self, i: int) -> np.ndarray:
         """Ground-truth depth in metres at ``gt_timestamps_us[i]``: float32 [H, W], NaN invalid."""

@@ -68,8 +68,8 @@ def test_summary_names_rectification_fb_and_windows(model_path, tmp_path, capsys
     out = capsys.readouterr().out
     assert f"rectification: maps {tmp_path / 'indoor_flying'}_{{left,right}}_{{x,y}}_map.txt" in out
     assert "fB 19.9418 px*m from MVSEC indoor_flying" in out
-    assert "windows: 4 of 50 ms, back to back, aligned to end at each ground-truth map" in out
-    assert "4 with ground truth (full protocol)" in out
+    assert "windows: 4 x 50 ms, back to back, ending at the ground-truth maps; 4 with ground truth, scored" in out
+    assert "(full protocol)" in out
 
 
 def test_ground_truth_outside_the_events_is_a_warning(model_path, tmp_path, capsys):
@@ -148,3 +148,15 @@ def test_dsec_t_offsets_taken_from_each_camera(tmp_path):
     write_sequence(tmp_path, {"left": ev, "right": ev}, 4, 4, maps=identity_map(4, 4))
     with open_recording(tmp_path) as rec:
         assert rec.event_span("left") == (T_OFFSET, T_OFFSET + 60_000)
+
+
+def test_a_camera_without_events_is_an_overlap_warning(tmp_path):
+    from runtime.protocol import describe
+
+    ev = make_events(np.arange(40) % 4, np.zeros(40), np.arange(40) * 5000, np.ones(40))
+    write_sequence(tmp_path, {"left": ev, "right": ev[:0]}, 4, 4, maps=identity_map(4, 4),
+                   disparities=[np.ones((4, 4))], disp_ts=np.array([T_OFFSET + 100_000]))
+    with open_recording(tmp_path) as rec:
+        overlap = describe(rec, window_us=50_000)["gt_overlap"]
+    assert overlap["gt_windows"] == 1 and overlap["gt_windows_in_events"] == 0
+    assert "1 of 1 windows with ground truth hold no events of both cameras" in overlap["warning"]

@@ -305,3 +305,26 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", "synthetic", "--fb", "3"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "apply to MVSEC and DSEC data" in err
+
+
+def test_search_takes_the_real_data_options(tmp_path, capsys):
+    from tests.test_data_mvsec import write_mvsec_like
+    from training.data import RealOptions
+    from training.search.bilevel import SearchConfig
+    from training.search.cli import main, parser
+    from training.search.snasnet import _real
+
+    args = parser().parse_args(["snasnet", "g.yaml", "--cell", "c", "--out", "o", "--no-rectify", "--gt", "ddes",
+                                "--fb", "2"])
+    assert _real(args) == RealOptions(rectify=False, fb=2.0, gt_protocol="ddes")
+    args = parser().parse_args(["spikedhs", "s.yaml", "--out", "o", "--calib", "C"])
+    fields = SearchConfig.__dataclass_fields__
+    sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    assert (sc.calib, sc.rectify, sc.fb, sc.gt) == ("C", True, None, "full")
+    for n in (1, 2, 3):
+        write_mvsec_like(tmp_path, name=f"indoor_flying{n}")
+    rc = main(["snasnet", str(GENOTYPES / "stereo_small.yaml"), "--cell", "feature", "--input-op", "conv1x1",
+               "--out", str(tmp_path / "o"), "--candidates", "1", "--batch", "2", "--steps", "2", "--quiet",
+               "--set", "input.height=12", "--set", "input.width=16", "--data", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "raw MVSEC events need rectification" in err and "\n" not in err

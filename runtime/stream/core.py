@@ -360,7 +360,7 @@ class Stream:
             "width": int(rec.width) if rec is not None else spec.encoding.width,
             "fb": self.fb,
             "crop": self.crop,
-            **(self._protocol or {}),
+            **(self._protocol or _NO_PROTOCOL),
         }
         accuracy = None
         if self._had_gt:
@@ -403,6 +403,10 @@ class Stream:
             "energy": energy_metrics(self._spikes, n, spec.layers, spec.dense_macs_per_step, self.energy),
             "accuracy": accuracy,
         }
+
+
+# the report's protocol keys (runtime.protocol.describe) when no source was streamed (feed/feed_arrays only)
+_NO_PROTOCOL = {"rectification": None, "fb_source": None, "windows": None, "ground_truth": None, "gt_overlap": None}
 
 
 def _source_kind(rec: Any, events: str | Path | None) -> str:
