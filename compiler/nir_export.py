@@ -294,20 +294,16 @@ def to_nir(model: SNNModel) -> nir.NIRGraph:
 
 
 def write_nir(graph: nir.NIRGraph, path: str | Path) -> None:
-    """Write a NIR graph to ``path`` (HDF5 via ``nir.write``) atomically: a temporary file in the same
-    folder, fsync, rename; a failed write leaves no partial file."""
+    """Write a NIR graph to ``path`` (HDF5 via ``nir.write``) atomically: a file in a temporary folder
+    beside it, fsync, rename; a failed write leaves no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        with open(tmp, "rb+") as fh:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        staged = Path(tmp) / path.name
+        nir.write(staged, graph)
+        with open(staged, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.replace(staged, path)
 
 
 def export_nir(model: SNNModel, path: str | Path) -> nir.NIRGraph:

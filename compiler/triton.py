@@ -137,6 +137,9 @@ def write_repository(directory: str | Path, name: str, export: Callable[[Path], 
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
     stage = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the server may run as another user
     try:
         proto = export(stage / "1" / "model.onnx")
         config = stage / "config.pbtxt"

@@ -9,6 +9,8 @@ batch of 1 (found by comparing every intermediate tensor: all others are identic
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import torch
 from contract_models import stereo_model
 from fake_source import FakeRecording, fake_modules, identity_encoder
-from helpers import make_exact, small_genotype
+from helpers import ROOT, make_exact, small_genotype
 
 import runtime
 from compiler import build_model, export_onnx
@@ -162,3 +164,26 @@ def test_command_line(tmp_path, fake_data, capsys):
         assert serve_main(["--onnx", str(path), "--quiet", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_command_line_needs_no_torch(tmp_path):
+    """A deployment host without torch serves the built-in synthetic streams."""
+    path = tmp_path / "tiny.onnx"
+    stereo_model(path)
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch blocked by the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from runtime.serve import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules\n"
+        "sys.exit(rc)\n")
+    report = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-c", code, "--onnx", str(path), "--streams", "2", "--max-steps", "3",
+                           "--quiet", "--report", str(report)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["aggregate"]["steps"] == 6

@@ -117,3 +117,30 @@ def test_stepping_as_the_config_says_matches_the_contract(repository):
         for o in cfg.output:
             np.testing.assert_array_equal(out[o.name], ref[o.name])
     assert any(float(np.abs(v).sum()) > 0 for v in by_config.values())  # the state carried something
+
+
+def test_repository_is_replaced_whole_or_not_at_all(repository, tmp_path):
+    """A second build replaces the model folder; a failing one leaves the previous one as it was."""
+    from compiler.triton import write_repository
+
+    name, _, proto, _ = repository
+
+    def export(path):
+        path.parent.mkdir(parents=True)
+        onnx.save(proto, str(path))
+        return proto
+
+    def broken(path):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half a model")
+        raise OSError("disk full")
+
+    write_repository(tmp_path, name, export)
+    before = (tmp_path / name / "config.pbtxt").read_text()
+    write_repository(tmp_path, name, export, max_batch_size=2)
+    assert "max_batch_size: 2" in (tmp_path / name / "config.pbtxt").read_text()
+    with pytest.raises(OSError, match="disk full"):
+        write_repository(tmp_path, name, broken)
+    assert (tmp_path / name / "config.pbtxt").read_text() != before  # still the second one, untouched
+    assert onnx.load(str(tmp_path / name / "1" / "model.onnx")).graph.name == proto.graph.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
