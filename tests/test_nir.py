@@ -91,7 +91,9 @@ def test_snntorch_runs_the_exported_file_with_our_spikes(tmp_path, spikes_of_tor
     ("cifar10", {"networks.backbone.layers[0].neuron": {"kind": "if"},
                  "cells.cell.nodes.n2.inputs[0].op": "avgpool3x3",
                  "cells.cell.nodes.n1.inputs[0].neuron": {"kind": "li"}}, {"IF", "LI", "Scale", "SumPool2d"}),
-], ids=["delays", "if-li-avgpool"])
+    ("cifar10", {"cells.cell.nodes.n2.inputs[0].op": "skip", "cells.cell.nodes.n2.inputs[1].op": "skip",
+                 "cells.cell.nodes.n2.inputs[1].from": "n0"}, {"Scale"}),  # n2 = n0 + n0: an edge can't say twice
+], ids=["delays", "if-li-avgpool", "same-input-twice"])
 def test_the_file_read_back_steps_like_our_model(tmp_path, spikes_of_torch, name, extra, types):
     """nir.write -> nir.read -> a reader of our own, for the node types snnTorch 1.0.0 cannot import.
     Spikes must be equal; LI membranes and logits within 1e-5 (Scale multiplies by 1/count where torch's
