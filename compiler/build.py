@@ -2,7 +2,8 @@
 
 Validates a genotype, prints a summary table (layers, output shapes, parameters, state bytes,
 dense MACs) and, unless ``--check``, builds the torch model, loads weights if given, folds
-BatchNorm and writes the one-step ONNX graph. Bad input: one line on stderr, exit code 2.
+BatchNorm and writes the one-step ONNX graph (and, on request, a NIR graph with ``--nir`` and a
+Triton model repository with ``--triton``). Bad input: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -99,17 +100,50 @@ def load_weights(model, path: str) -> None:
     model.load_state_dict(state)
 
 
-def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True) -> None:
+def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold: bool = True, *,
+          nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
+          triton_max_batch: int = 8) -> list[Path]:
+    """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
+    A NIR graph is made before anything is written, so a genotype NIR cannot express writes nothing."""
     from .export import export_onnx
     from .model import build_model
 
     model = build_model(genotype)
     if weights:
         load_weights(model, weights)
+    model.eval()
+
+    def export(path: Path):
+        return export_onnx(model, path, fold=fold)
+
+    graph = None
+    if nir_out is not None:
+        from .nir_export import to_nir
+
+        graph = to_nir(model)  # NIRExportError (a GenotypeError) names the first layer NIR cannot express
+    written: list[Path] = []
+    target = out
     try:
-        export_onnx(model.eval(), out, fold=fold)
+        if out is not None:
+            export(out)
+            written.append(out)
+        if graph is not None:
+            from .nir_export import write_nir
+
+            target = nir_out
+            write_nir(graph, nir_out)
+            written.append(nir_out)
+        if triton_dir is not None:
+            from .triton import TritonError, write_repository
+
+            target = triton_dir
+            try:
+                written.append(write_repository(triton_dir, triton_name, export, triton_max_batch))
+            except TritonError as exc:
+                raise BuildError(f"--triton {triton_dir}: {exc}") from None
     except OSError as exc:
-        raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        raise BuildError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate and print the summary only")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
+                        "can express; docs/deploy.md); without -o no ONNX file is written")
+    parser.add_argument("--triton", metavar="DIR", help="write a Triton model repository DIR/<genotype>/ "
+                        "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
+    parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
+                        help="max_batch_size of the Triton config: streams batched per run (default 8)")
     args = parser.parse_args(argv)
     def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
@@ -132,9 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.genotype}: valid")
             return 0
+        if args.triton_max_batch < 1:
+            raise BuildError(f"--triton-max-batch: must be at least 1, got {args.triton_max_batch}")
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
-        build(g, out, args.weights, fold=not args.no_fold)
-        print(f"wrote {out}")
+        if not args.output and (args.nir or args.triton):
+            out = None
+        written = build(g, out, args.weights, fold=not args.no_fold,
+                        nir_out=Path(args.nir) if args.nir else None,
+                        triton_dir=Path(args.triton) if args.triton else None,
+                        triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch)
+        for path in written:
+            print(f"wrote {path}")
         return 0
 
     return run_main(body, (GenotypeError, BuildError))

@@ -29,7 +29,7 @@ from runtime.metrics import (
     stereo_errors,
     summarize_errors,
 )
-from runtime.session import SNNSession
+from runtime.session import SNNSession, StepOutput
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
     from runtime.sources import Encoder, Window
@@ -151,6 +151,7 @@ class Stream:
         rectify: bool = True,
         fb: float | None = None,
         gt_protocol: str = "full",
+        session: Any = None,
     ) -> None:
         for name, value, low in (
             ("--burn-in", burn_in, 0),
@@ -174,7 +175,10 @@ class Stream:
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
-        self.session = SNNSession(model, device=device, threads=threads, io_binding=io_binding)
+        # ``session``: anything with SNNSession's step/reset/state/set_state (runtime.multistream gives a
+        # stream one slot of a shared session); by default the stream opens a session of its own
+        self.session = session if session is not None else SNNSession(model, device=device, threads=threads,
+                                                                       io_binding=io_binding)
         self.spec = self.session.spec
         self.model_path = str(model)
         self.events = events
@@ -269,9 +273,17 @@ class Stream:
         The step's end-to-end time is the window's decode and encode time plus this call's time.
         """
         start = time.perf_counter()
+        out = self.session.step(self.inputs(window))
+        return self.record(window, out, start)
+
+    def inputs(self, window: Window) -> dict[str, np.ndarray]:
+        """The model inputs of the next step (zeroing the state first when ``reset_every`` says so)."""
         if self.reset_every and self._steps > 0 and self._steps % self.reset_every == 0:
             self.session.reset()
-        out = self.session.step({"left": window.left, "right": window.right})
+        return {"left": window.left, "right": window.right}
+
+    def record(self, window: Window, out: StepOutput, start: float) -> StepResult:
+        """Account for a step the session ran on ``inputs(window)`` (``start``: when the step began)."""
         counted = self._steps >= self.burn_in
         m0 = time.perf_counter()
         disparity = out.output
@@ -315,6 +327,10 @@ class Stream:
         from runtime.sources import Window
 
         return self.feed(Window(self._steps, 0, 0, left, right, gt))
+
+    def totals(self) -> tuple[dict[str, float], int, list[StereoErrors]]:
+        """Spikes per layer, counted steps and per-window stereo errors so far (to pool over streams)."""
+        return dict(self._spikes), len(self._counted), list(self._errors)
 
     # ------------------------------------------------------------ state
     @property
