@@ -187,3 +187,16 @@ def test_command_line_needs_no_torch(tmp_path):
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(report.read_text())["aggregate"]["steps"] == 6
+
+
+def test_command_line_passes_the_data_protocol_to_every_stream(tmp_path):
+    """--gt reaches each stream's report as with runtime.stream; --fb (files only) is refused alike."""
+    path = tmp_path / "tiny.onnx"
+    stereo_model(path)
+    report = tmp_path / "serve.json"
+    rc = serve_main(["--onnx", str(path), "--streams", "2", "--max-steps", "2", "--threads", "1", "--quiet",
+                     "--gt", "ddes-full", "--report", str(report)])
+    assert rc == 0
+    for stream in json.loads(report.read_text())["streams"].values():
+        assert stream["source"]["ground_truth"] == "ddes-full", stream["source"]
+    assert serve_main(["--onnx", str(path), "--streams", "1", "--quiet", "--fb", "12.5"]) == 2
