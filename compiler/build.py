@@ -99,7 +99,8 @@ def load_weights(model, path: str) -> None:
     model.load_state_dict(state)
 
 
-def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True) -> None:
+def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True,
+          factorize: bool = True) -> None:
     from .export import export_onnx
     from .model import build_model
 
@@ -107,7 +108,7 @@ def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool 
     if weights:
         load_weights(model, weights)
     try:
-        export_onnx(model.eval(), out, fold=fold)
+        export_onnx(model.eval(), out, fold=fold, factorize=factorize)
     except OSError as exc:
         raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate and print the summary only")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    parser.add_argument("--no-factorize", action="store_true",
+                        help="build the stereo cost volume instead of factorising its first convolution")
     args = parser.parse_args(argv)
     def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.genotype}: valid")
             return 0
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
-        build(g, out, args.weights, fold=not args.no_fold)
+        build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize)
         print(f"wrote {out}")
         return 0
 
