@@ -100,15 +100,24 @@ def load_weights(model, path: str) -> None:
 
 
 def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True,
-          factorize: bool = True) -> None:
-    from .export import export_onnx
+          factorize: bool = True, int8: bool = False, calib_windows: int = 16,
+          calib_events: str | None = None) -> None:
+    from .export import save_onnx, to_onnx
     from .model import build_model
 
     model = build_model(genotype)
     if weights:
         load_weights(model, weights)
+    proto = to_onnx(model.eval(), fold=fold, factorize=factorize)
+    if int8:  # calibrated on event windows (compiler.calibrate), then quantised (compiler.quantize)
+        from .calibrate import CalibrationError, to_int8
+
+        try:
+            proto = to_int8(proto, calib_events, calib_windows)
+        except CalibrationError as exc:
+            raise BuildError(str(exc)) from None
     try:
-        export_onnx(model.eval(), out, fold=fold, factorize=factorize)
+        save_onnx(proto, out)
     except OSError as exc:
         raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
 
@@ -125,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
+    parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
+                        help="event windows to calibrate --int8 on (default 16)")
+    parser.add_argument("--calib-events", metavar="PATH",
+                        help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
     args = parser.parse_args(argv)
     def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
@@ -136,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.genotype}: valid")
             return 0
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
-        build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize)
+        if not args.int8 and (args.calib_windows is not None or args.calib_events):
+            raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+        build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize, int8=args.int8,
+              calib_windows=16 if args.calib_windows is None else args.calib_windows, calib_events=args.calib_events)
         print(f"wrote {out}")
         return 0
 

@@ -27,6 +27,7 @@ from .fold import fold_batchnorm
 from .ir import Stereo
 from .model import SNNModel
 from .onnxgraph import BATCH, declare_exact_shapes, fold_constants
+from .rewrite import rewrite as rewrite_graph
 
 OPSET = 17
 
@@ -84,7 +85,8 @@ def declared_outputs(model: SNNModel) -> dict[str, list]:
     return shapes
 
 
-def to_onnx(model: SNNModel, *, fold: bool = True, factorize: bool = True, opset: int = OPSET) -> onnx.ModelProto:
+def to_onnx(model: SNNModel, *, fold: bool = True, factorize: bool = True, rewrite: bool = True,
+            opset: int = OPSET) -> onnx.ModelProto:
     """The one-step ONNX graph of ``model`` (in memory), with the contract's metadata.
 
     Passes, each on a copy (``model`` is left as it was, in its own train/eval mode): BatchNorm
@@ -107,7 +109,11 @@ def to_onnx(model: SNNModel, *, fold: bool = True, factorize: bool = True, opset
         proto = _trace(export_model, opset)
     finally:
         model.train(was_training)
-    proto = declare_exact_shapes(fold_constants(proto), declared_outputs(model))
+    proto = fold_constants(proto)
+    if rewrite:
+        proto, records = rewrite_graph(proto)
+        passes += records
+    proto = declare_exact_shapes(proto, declared_outputs(model))
     proto.producer_name = "snn-search-toolchain"
     proto.doc_string = f"{model.genotype.name}: one time step of a spiking network, state explicit"
     del proto.metadata_props[:]
@@ -155,12 +161,12 @@ def save_onnx(proto: onnx.ModelProto, path: str | Path) -> None:
 
 
 def export_onnx(model: SNNModel, path: str | Path, *, fold: bool = True, factorize: bool = True,
-                opset: int = OPSET) -> onnx.ModelProto:
+                rewrite: bool = True, opset: int = OPSET) -> onnx.ModelProto:
     """Write ``model`` as a one-step ONNX graph at ``path`` (atomically) and return the proto.
 
-    See ``to_onnx`` for the passes (BatchNorm folding and the cost-volume factorisation are on by
-    default). The graph passes ``onnx.checker.check_model(full_check=True)``.
+    See ``to_onnx`` for the passes (all on by default). The graph passes
+    ``onnx.checker.check_model(full_check=True)``.
     """
-    proto = to_onnx(model, fold=fold, factorize=factorize, opset=opset)
+    proto = to_onnx(model, fold=fold, factorize=factorize, rewrite=rewrite, opset=opset)
     save_onnx(proto, path)
     return proto

@@ -15,8 +15,8 @@ the shapes the compiler knows from its plan, then checks them against ONNX's own
 run on the graph with every output shape erased (an independent derivation): a disagreement is an
 error, never a silently wrong declaration.
 
-``conv_macs`` counts the multiply-accumulates of every ``Conv`` / ``QLinearConv`` / ``ConvInteger``
-node from the inferred shapes: the work a graph really executes, which the benchmark reports.
+``conv_macs`` counts the multiply-accumulates of the graph's convolutions from the inferred shapes,
+float and int8 apart: the work a graph really executes, which the benchmark reports.
 """
 
 from __future__ import annotations
@@ -126,32 +126,29 @@ def declare_exact_shapes(proto: onnx.ModelProto, outputs: Mapping[str, Sequence[
     return _infer(fixed)
 
 
-# op type -> (index of the weight input, index of the output); QLinearConv interleaves scales
-_CONV_INPUTS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+# op type -> index of its weight input (QLinearConv interleaves scales and zero points)
+_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 
 
 def conv_macs(proto: onnx.ModelProto) -> dict[str, int]:
-    """MACs per sample of every convolution node, keyed by its op type (``Conv``, ``QLinearConv``,
-    ``ConvInteger``), from ONNX shape inference; a conv whose output shape is not fully known
-    (other than batch) raises ``ValueError``."""
+    """MACs per sample of the graph's convolutions, ``{"float": ..., "int8": ...}``: a ``Conv`` whose
+    input and weight come from ``DequantizeLinear`` (the QDQ form) and ``QLinearConv``/``ConvInteger``
+    count as int8. From ONNX shape inference; a conv whose output shape is not fully known (other
+    than batch) raises ``ValueError``."""
     inferred = _infer(proto)
     shapes = {v.name: dims(v) for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
     weights = {t.name: list(t.dims) for t in inferred.graph.initializer}
-    totals: dict[str, int] = {}
+    producer = {o: n.op_type for n in inferred.graph.node for o in n.output}
+    totals = {"float": 0, "int8": 0}
     for node in inferred.graph.node:
-        w_index = _CONV_INPUTS.get(node.op_type)
+        w_index = _CONV_WEIGHT.get(node.op_type)
         if w_index is None:
             continue
         w_shape = weights.get(node.input[w_index]) or shapes.get(node.input[w_index])
         out = shapes.get(node.output[0])
-        if not w_shape or not out or not all(isinstance(d, int) for d in out[1:]) or \
-                not all(isinstance(d, int) for d in w_shape):
+        if not w_shape or not out or not all(isinstance(d, int) for d in [*out[1:], *w_shape]):
             raise ValueError(f"{node.op_type} {node.name or node.output[0]}: shapes unknown, cannot count MACs")
-        per_output = 1
-        for d in w_shape[1:]:  # (C_in / groups) * kernel
-            per_output *= d
-        outputs = 1
-        for d in out[1:]:
-            outputs *= d
-        totals[node.op_type] = totals.get(node.op_type, 0) + per_output * outputs
+        macs = int(np.prod(w_shape[1:])) * int(np.prod(out[1:]))  # (C_in / groups) * kernel per output
+        qdq = node.op_type == "Conv" and all(producer.get(i) == "DequantizeLinear" for i in node.input[:2])
+        totals["int8" if qdq or node.op_type != "Conv" else "float"] += macs
     return totals
