@@ -102,9 +102,9 @@ def event_windows(model, count: int, seed: int = 7) -> list[dict[str, np.ndarray
 def ort_session(proto, threads: int = 1, level: str = "all", parallel: bool = False, spinning: bool = True):
     import onnxruntime as ort
 
-    level = ort.GraphOptimizationLevel
-    levels = {"disable": level.ORT_DISABLE_ALL, "basic": level.ORT_ENABLE_BASIC,
-              "extended": level.ORT_ENABLE_EXTENDED, "all": level.ORT_ENABLE_ALL}
+    opt = ort.GraphOptimizationLevel
+    levels = {"disable": opt.ORT_DISABLE_ALL, "basic": opt.ORT_ENABLE_BASIC,
+              "extended": opt.ORT_ENABLE_EXTENDED, "all": opt.ORT_ENABLE_ALL}
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = levels[level]

@@ -161,3 +161,23 @@ def test_build_int8_refuses_classification(tmp_path, capsys):
     assert build_main([str(ROOT / "genotypes/cifar10.yaml"), *args, "--int8", "-o", str(tmp_path / "c.onnx"),
                        "--quiet"]) == 2
     assert "only stereo models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"snn.passes": "[1, 2]"}, "snn.passes must be a JSON list of objects with a 'pass' name"),
+    ({"snn.passes": "{"}, "snn.passes is not valid JSON"),
+    ({"snn.quantization": "[]"}, "snn.quantization must be a JSON object"),
+])
+def test_runtime_checks_the_optimisation_metadata(override, expected, tmp_path):
+    from contract_models import stereo_model
+
+    from runtime.errors import RuntimeInputError
+    from runtime.session import SNNSession
+
+    stereo_model(tmp_path / "m.onnx", metadata_override=override)
+    with pytest.raises(RuntimeInputError, match=expected):
+        SNNSession(tmp_path / "m.onnx", device="cpu")
+    stereo_model(tmp_path / "ok.onnx", metadata_override={"snn.passes": '[{"pass": "fold_batchnorm"}]',
+                                                          "snn.quantization": '{"int8_convs": 3}'})
+    spec = SNNSession(tmp_path / "ok.onnx", device="cpu").spec
+    assert spec.passes == ("fold_batchnorm",) and spec.quantization == {"int8_convs": 3}
