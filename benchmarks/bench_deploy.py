@@ -1,5 +1,5 @@
-"""``python benchmarks/bench_deploy.py [--sizes full,paper,demo] [--steps N] [--no-accuracy]``: what the
-compiler's passes buy, measured side by side in one run.
+"""``python benchmarks/bench_deploy.py [--sizes full,paper,demo] [--steps N] [--no-accuracy] [--profile SIZE]``:
+what the compiler's passes buy, measured side by side in one run.
 
 Speed: per size, the torch model's eager step (eval mode, BatchNorm as trained) and the exported
 graphs in ONNX Runtime (CPU provider, graph optimisation level all): fp32 as exported before the
@@ -14,6 +14,8 @@ the torch row is the plan's dense count).
 Accuracy (the demo size, the trained ``models/stereo_small.pt``): the fp32 and int8 graphs on
 held-out synthetic seeds 0-3 (2 s each, 2 burn-in windows per seed, state reset per seed): 1PA,
 mean disparity error, mean firing rate and the largest per-layer firing-rate change.
+
+``--profile SIZE`` instead prints ONNX Runtime's profile of the int8 graph's step by op type.
 
 Sizes: ``full`` = genotypes/stereo.yaml (C = 24, 260x346), ``paper`` = the same at the paper's width
 C = 12 (865,478 parameters), ``demo`` = genotypes/stereo_small.yaml with the shipped weights. A
@@ -128,6 +130,40 @@ def accuracy_table(calib_windows: int) -> list[str]:
     return lines
 
 
+def profile_table(size: str, calib_windows: int, steps: int = 3) -> list[str]:
+    """Where the int8 factorised graph's step goes: ONNX Runtime's profile summed by op type."""
+    import collections
+    import tempfile
+
+    genotype, overrides, weights = SIZES[size]
+    model = load_model(genotype, overrides, weights)
+    proto = graphs(model, calib_windows)["graphs"]["ONNX int8 factorised"]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
+        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        stepper = OrtStepper(session)
+        for feed in event_windows(model, steps + 1):
+            stepper.step(feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    per_op: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    lines = [f"{size}: int8 factorised graph, ONNX Runtime profile of {steps + 1} steps (1 thread), "
+             f"{total / 1000 / (steps + 1):.0f} ms/step in kernels",
+             "| op type | ms/step | share |", "|---|---|---|"]
+    for op, us in per_op.most_common(12):
+        lines.append(f"| {op} | {us / 1000 / (steps + 1):.1f} | {100 * us / total:.1f} % |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_deploy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="full,paper,demo", help="comma-separated: " + ", ".join(SIZES))
@@ -135,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-windows", type=int, default=8, help="int8 calibration windows")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the held-out int8 accuracy table")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--profile", choices=sorted(SIZES), help="only print where the int8 graph's step goes")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -146,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.profile:
+        print("\n".join(profile_table(args.profile, args.calib_windows)))
+        return 0
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     rows, builds = [], []
