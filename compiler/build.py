@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
         if not args.int8 and (args.calib_windows is not None or args.calib_events):
             raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+        if args.calib_windows is not None and args.calib_windows < 1:
+            raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
         build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize, int8=args.int8,
               calib_windows=16 if args.calib_windows is None else args.calib_windows, calib_events=args.calib_events)
         print(f"wrote {out}")
