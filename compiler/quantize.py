@@ -137,28 +137,9 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
             quantized_inputs[x] = f"{x}.u8"
             nodes.append(helper.make_node("QuantizeLinear", [x, "qdq.one", "qdq.zero_u8"], [f"{x}.u8"],
                                           name=f"{x}.quantize"))
-        tag = node.output[0]
-        nodes.append(helper.make_node("DequantizeLinear", [quantized_inputs[x], "qdq.one", "qdq.zero_u8"],
-                                      [f"{tag}.x"], name=f"{tag}.dequantize_x"))
-        conv_inputs, inits = _quantized_weights(node, weights, tag)
-        new_inits += inits
-        nodes += [helper.make_node("DequantizeLinear", [f"{tag}.{p}.q", f"{tag}.{p}.scale", f"{tag}.{p}.zero"],
-                                   [f"{tag}.{p}"], axis=0, name=f"{tag}.dequantize_{p}") for p in conv_inputs]
-        conv = onnx.NodeProto()
-        conv.CopyFrom(node)
-        del conv.input[:]
-        conv.input.extend([f"{tag}.x"] + [f"{tag}.{p}" for p in conv_inputs])
-        conv.output[0] = f"{tag}.float"
-        lo, hi = min(float(ranges[tag][0]), 0.0), max(float(ranges[tag][1]), 0.0)
-        scale = max(hi - lo, 1e-8) / 255.0
-        zero = int(np.clip(np.round(-lo / scale), 0, 255))
-        new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{tag}.y.scale"),
-                      numpy_helper.from_array(np.array(zero, np.uint8), f"{tag}.y.zero")]
-        nodes += [conv,
-                  helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"],
-                                   [f"{tag}.y"], name=f"{tag}.quantize_y"),
-                  helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"],
-                                   [tag], name=f"{tag}.dequantize_y")]
+        qnodes, qinits = _qdq_conv(node, quantized_inputs[x], weights, ranges[node.output[0]])
+        nodes += qnodes
+        new_inits += qinits
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(new_inits)
@@ -166,20 +147,50 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
     keep = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
-    record = {"format": "QDQ (ONNX Runtime fuses it into QLinearConv at graph optimisation level >= extended)",
-              "weights": "int8, symmetric, per output channel",
-              "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
-              "outputs": "uint8, asymmetric over the calibrated range of each conv's output",
-              "int8_convs": len(planned), "float_convs": kept, "calibration": dict(calibration or {})}
+    _record(out, {"format": "QDQ (ONNX Runtime fuses it into QLinearConv at graph optimisation level >= extended)",
+                  "weights": "int8, symmetric, per output channel",
+                  "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
+                  "outputs": "uint8, asymmetric over the calibrated range of each conv's output",
+                  "int8_convs": len(planned), "float_convs": kept, "calibration": dict(calibration or {})})
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float]):
+    """The nodes and initializers of one conv in QDQ form; its output keeps the conv's tensor name."""
+    tag = node.output[0]
+    nodes = [helper.make_node("DequantizeLinear", [x_u8, "qdq.one", "qdq.zero_u8"], [f"{tag}.x"],
+                              name=f"{tag}.dequantize_x")]
+    conv_inputs, inits = _quantized_weights(node, weights, tag)
+    nodes += [helper.make_node("DequantizeLinear", [f"{tag}.{p}.q", f"{tag}.{p}.scale", f"{tag}.{p}.zero"],
+                               [f"{tag}.{p}"], axis=0, name=f"{tag}.dequantize_{p}") for p in conv_inputs]
+    conv = onnx.NodeProto()
+    conv.CopyFrom(node)
+    del conv.input[:]
+    conv.input.extend([f"{tag}.x"] + [f"{tag}.{p}" for p in conv_inputs])
+    conv.output[0] = f"{tag}.float"
+    lo, hi = min(float(y_range[0]), 0.0), max(float(y_range[1]), 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    zero = int(np.clip(np.round(-lo / scale), 0, 255))
+    inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{tag}.y.scale"),
+              numpy_helper.from_array(np.array(zero, np.uint8), f"{tag}.y.zero")]
+    nodes += [conv,
+              helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [f"{tag}.y"],
+                               name=f"{tag}.quantize_y"),
+              helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
+                               name=f"{tag}.dequantize_y")]
+    return nodes, inits
+
+
+def _record(out: onnx.ModelProto, record: dict) -> None:
+    """``snn.quantization`` = ``record``; ``quantize_int8`` appended to ``snn.passes``."""
     meta = {p.key: p.value for p in out.metadata_props}
     meta["snn.quantization"] = json.dumps(record)
-    passes = json.loads(meta.get("snn.passes", "[]")) + [{"pass": "quantize_int8", "int8_convs": len(planned)}]
+    passes = json.loads(meta.get("snn.passes", "[]")) + [{"pass": "quantize_int8", "int8_convs": record["int8_convs"]}]
     meta["snn.passes"] = json.dumps(passes)
     del out.metadata_props[:]
     for key, value in meta.items():
         out.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(out, full_check=True)
-    return out
 
 
 def _quantized_weights(node: onnx.NodeProto, weights: dict, tag: str) -> tuple[list[str], list[onnx.TensorProto]]:
