@@ -101,26 +101,39 @@ def load_weights(model, path: str) -> None:
 
 
 def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold: bool = True, *,
+          factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
           nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
           triton_max_batch: int = 8) -> list[Path]:
     """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
-    A NIR graph is made before anything is written, so a genotype NIR cannot express writes nothing."""
-    from .export import export_onnx
+    The ONNX graph (factorised, int8 as asked) and the NIR graph are made before anything is written, so
+    a genotype NIR cannot express, or a failed calibration, writes nothing."""
+    from .export import save_onnx, to_onnx
     from .model import build_model
 
     model = build_model(genotype)
     if weights:
         load_weights(model, weights)
     model.eval()
-
-    def export(path: Path):
-        return export_onnx(model, path, fold=fold)
-
     graph = None
     if nir_out is not None:
         from .nir_export import to_nir
 
         graph = to_nir(model)  # NIRExportError (a GenotypeError) names the first layer NIR cannot express
+    proto = None
+    if out is not None or triton_dir is not None:
+        proto = to_onnx(model, fold=fold, factorize=factorize)
+        if int8:  # calibrated on event windows (compiler.calibrate), then quantised (compiler.quantize)
+            from .calibrate import CalibrationError, to_int8
+
+            try:
+                proto = to_int8(proto, calib_events, calib_windows)
+            except CalibrationError as exc:
+                raise BuildError(str(exc)) from None
+
+    def export(path: Path):
+        save_onnx(proto, path)
+        return proto
+
     written: list[Path] = []
     target = out
     try:
@@ -162,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
                         "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
     parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
                         help="max_batch_size of the Triton config: streams batched per run (default 8)")
+    parser.add_argument("--no-factorize", action="store_true",
+                        help="build the stereo cost volume instead of factorising its first convolution")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
+    parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
+                        help="event windows to calibrate --int8 on (default 16)")
+    parser.add_argument("--calib-events", metavar="PATH",
+                        help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
     args = parser.parse_args(argv)
     def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
@@ -175,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.triton_max_batch < 1:
             raise BuildError(f"--triton-max-batch: must be at least 1, got {args.triton_max_batch}")
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
+        if not args.int8 and (args.calib_windows is not None or args.calib_events):
+            raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+        if args.calib_windows is not None and args.calib_windows < 1:
+            raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
         if not args.output and (args.nir or args.triton):
             out = None
-        written = build(g, out, args.weights, fold=not args.no_fold,
-                        nir_out=Path(args.nir) if args.nir else None,
+        written = build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
+                        int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
+                        calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
                         triton_dir=Path(args.triton) if args.triton else None,
                         triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch)
         for path in written:

@@ -74,6 +74,8 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"model     {m['path']}  ({m['task']}, {enc['kind']} {enc['bins']}x{enc['height']}x{enc['width']}, "
         f"{enc['window_ms']:g} ms windows, {m['state_tensors']} state tensors)",
+        f"graph     passes: {', '.join(m.get('passes') or []) or 'none'}"
+        + (", int8 convolutions (snn.quantization)" if m.get("quantization") else ""),
         f"runtime   {rt['device']} via {', '.join(rt['providers'])}  (onnxruntime {rt['onnxruntime']}, "
         f"threads {rt['threads'] or 'default'}{', IOBinding' if rt['io_binding'] else ''})",
         f"source    {report['source']['kind']}  {report['source'].get('path') or '(built-in, in memory)'}",

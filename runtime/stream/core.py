@@ -393,6 +393,8 @@ class Stream:
                 "max_disparity": spec.max_disparity,
                 "layers": [lay.name for lay in spec.layers],
                 "state_tensors": len(spec.states),
+                "passes": list(spec.passes),
+                "quantization": None if spec.quantization is None else dict(spec.quantization),
             },
             "runtime": {
                 "device": self.session.device,
