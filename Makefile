@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,test]'
 	touch $@
 
 # The shipped trained model (SpikeDHS-Stereo reduced to 96x128, trained on synthetic data; docs/training.md)
@@ -33,7 +33,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
-	$(PY) benchmarks/bench_compile.py --steps 3
+	$(PY) benchmarks/bench_deploy.py --steps 5
 	$(PY) benchmarks/bench_stream.py --steps 3
 
 clean:

@@ -8,7 +8,7 @@ from .genotype import load_genotype, loads_genotype, parse_genotype
 from .ir import Genotype
 
 __all__ = ["GenotypeError", "Genotype", "load_genotype", "loads_genotype", "parse_genotype",
-           "build_model", "export_onnx", "fold_batchnorm", "plan"]
+           "build_model", "export_onnx", "export_nir", "fold_batchnorm", "plan"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,9 @@ def __getattr__(name: str):
     if name == "export_onnx":
         from .export import export_onnx
         return export_onnx
+    if name == "export_nir":
+        from .nir_export import export_nir
+        return export_nir
     if name == "fold_batchnorm":
         from .fold import fold_batchnorm
         return fold_batchnorm

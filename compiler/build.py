@@ -2,7 +2,8 @@
 
 Validates a genotype, prints a summary table (layers, output shapes, parameters, state bytes,
 dense MACs) and, unless ``--check``, builds the torch model, loads weights if given, folds
-BatchNorm and writes the one-step ONNX graph. Bad input: one line on stderr, exit code 2.
+BatchNorm and writes the one-step ONNX graph (and, on request, a NIR graph with ``--nir`` and a
+Triton model repository with ``--triton``). Bad input: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -112,8 +113,14 @@ def load_weights(model, path: str) -> None:
     model.load_state_dict(state)
 
 
-def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool = True) -> None:
-    from .export import export_onnx
+def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold: bool = True, *,
+          factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
+          nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
+          triton_max_batch: int = 8) -> list[Path]:
+    """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
+    The ONNX graph (factorised, int8 as asked) and the NIR graph are made before anything is written, so
+    a genotype NIR cannot express, or a failed calibration, writes nothing."""
+    from .export import save_onnx, to_onnx
     from .model import build_model
 
     try:
@@ -125,14 +132,55 @@ def build(genotype: Genotype, out: Path, weights: str | None = None, fold: bool 
                          f"({first_line(exc)}); reduce its size (input, channels, disparities)") from None
     if weights:
         load_weights(model, weights)
+    model.eval()
+    graph = None
+    if nir_out is not None:
+        from .nir_export import to_nir
+
+        graph = to_nir(model)  # NIRExportError (a GenotypeError) names the first layer NIR cannot express
+    proto = None
+    if out is not None or triton_dir is not None:
+        try:
+            proto = to_onnx(model, fold=fold, factorize=factorize)
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            raise BuildError(f"{out or triton_dir}: ran out of memory while exporting ({first_line(exc)})") from None
+        if int8:  # calibrated on event windows (compiler.calibrate), then quantised (compiler.quantize)
+            from .calibrate import CalibrationError, to_int8
+
+            try:
+                proto = to_int8(proto, calib_events, calib_windows)
+            except CalibrationError as exc:
+                raise BuildError(str(exc)) from None
+
+    def export(path: Path):
+        save_onnx(proto, path)
+        return proto
+
+    written: list[Path] = []
+    target = out
     try:
-        export_onnx(model.eval(), out, fold=fold)
+        if out is not None:
+            export(out)
+            written.append(out)
+        if graph is not None:
+            from .nir_export import write_nir
+
+            target = nir_out
+            write_nir(graph, nir_out)
+            written.append(nir_out)
+        if triton_dir is not None:
+            from .triton import TritonError, write_repository
+
+            target = triton_dir
+            try:
+                written.append(write_repository(triton_dir, triton_name, export, triton_max_batch))
+            except TritonError as exc:
+                raise BuildError(f"--triton {triton_dir}: {exc}") from None
     except OSError as exc:
-        raise BuildError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    except (MemoryError, RuntimeError) as exc:
-        if not out_of_memory(exc):
-            raise
-        raise BuildError(f"{out}: ran out of memory while exporting ({first_line(exc)})") from None
+        raise BuildError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate and print the summary only")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
+                        "can express; docs/deploy.md); without -o no ONNX file is written")
+    parser.add_argument("--triton", metavar="DIR", help="write a Triton model repository DIR/<genotype>/ "
+                        "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
+    parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
+                        help="max_batch_size of the Triton config: streams batched per run (default 8)")
+    parser.add_argument("--no-factorize", action="store_true",
+                        help="build the stereo cost volume instead of factorising its first convolution")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
+    parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
+                        help="event windows to calibrate --int8 on (default 16)")
+    parser.add_argument("--calib-events", metavar="PATH",
+                        help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
     args = parser.parse_args(argv)
     def body() -> int:
         g = load_genotype(args.genotype, overrides=args.overrides)
@@ -155,9 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.genotype}: valid")
             return 0
+        if args.triton_max_batch < 1:
+            raise BuildError(f"--triton-max-batch: must be at least 1, got {args.triton_max_batch}")
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
-        build(g, out, args.weights, fold=not args.no_fold)
-        print(f"wrote {out}")
+        if not args.int8 and (args.calib_windows is not None or args.calib_events):
+            raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+        if args.calib_windows is not None and args.calib_windows < 1:
+            raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
+        if not args.output and (args.nir or args.triton):
+            out = None
+        written = build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
+                        int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
+                        calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
+                        triton_dir=Path(args.triton) if args.triton else None,
+                        triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch)
+        for path in written:
+            print(f"wrote {path}")
         return 0
 
     return run_main(body, (GenotypeError, BuildError))

@@ -240,11 +240,15 @@ def estimate_disparity(cost: Tensor, kind: str, support: int, step: float) -> Te
 
 
 # ------------------------------------------------------------------------------------------ heads
-def stereo_head(head: Stereo, inp: Input, run: Runner, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The feature network on both views, the cost volume, the matching network and the estimator."""
+def stereo_head(head: Stereo, inp: Input, run: Runner, inputs: dict[str, Tensor],
+                volume_fn: Callable = cost_volume) -> dict[str, Tensor]:
+    """The feature network on both views, the cost volume, the matching network and the estimator.
+
+    ``volume_fn(left, right, D, shift)`` builds the matching network's input: the cost volume, or in a
+    factorised model (compiler.factorize) the two views, which its first layer reads directly."""
     left = run(head.feature, inputs["left"], instance_name(head.feature, "left"))  # (B, C, h, w)
     right = run(head.feature, inputs["right"], instance_name(head.feature, "right"))
-    volume = cost_volume(left, right, head.disparities, head.shift)  # (B, 2C, D, h, w)
+    volume = volume_fn(left, right, head.disparities, head.shift)  # (B, 2C, D, h, w)
     cost = run(head.matching, volume, instance_name(head.matching))[:, 0]  # (B, D, h, w)
     cost = F.interpolate(cost, size=(inp.height, inp.width), mode="bilinear", align_corners=False)  # (B, D, H, W)
     return {"cost": cost, "disparity": estimate_disparity(cost, head.estimator, head.support, head.disparity_step)}
@@ -277,7 +281,12 @@ def task_names(g: Genotype) -> tuple[list[str], str]:
 
 # ----------------------------------------------------------------------------------------- model
 class SNNModel(nn.Module):
-    """A compiled genotype. ``forward`` is one time step; see the module docstring."""
+    """A compiled genotype. ``forward`` is one time step; see the module docstring.
+
+    ``volume`` builds the stereo matching network's input from the two views' features (the cost
+    volume; a factorised copy replaces it, see compiler.factorize)."""
+
+    volume = staticmethod(cost_volume)
 
     def __init__(self, p: Plan):
         super().__init__()
@@ -323,7 +332,7 @@ class SNNModel(nn.Module):
             return self.nets[net](x, step, instance, taps)
 
         if isinstance(head, Stereo):
-            out = stereo_head(head, self.genotype.input, run, inputs)
+            out = stereo_head(head, self.genotype.input, run, inputs, self.volume)
         else:
             aux = self.aux if self.training and head.aux_after is not None else None
             out = classifier_head(head, run, inputs["image"], self.classifier, aux)

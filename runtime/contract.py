@@ -18,6 +18,8 @@ import numpy as np
 from runtime.errors import RuntimeInputError
 from runtime.names import (
     MAX_SIDE,
+    META_PASSES,
+    META_QUANTIZATION,
     REQUIRED_METADATA,
     SCHEMA,
     SPIKES,
@@ -105,6 +107,8 @@ class ModelSpec:
     max_disparity: float | None = None
     genotype: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    passes: tuple[str, ...] = ()  # the compiler's optimisation passes (snn.passes), in order
+    quantization: Mapping[str, Any] | None = None  # snn.quantization of an int8 graph, else None
 
     @property
     def spike_outputs(self) -> tuple[str, ...]:
@@ -210,6 +214,22 @@ def _dense_macs(where: str, meta: Mapping[str, str]) -> dict[str, float]:
     return {str(k): _number(where, f"snn.dense_macs.{k}", v, positive=False) for k, v in raw.items()}
 
 
+def _optimizations(where: str, meta: Mapping[str, str]) -> tuple[tuple[str, ...], dict | None]:
+    """The optional ``snn.passes`` (a list of {"pass": name, ...}) and ``snn.quantization`` (an object)."""
+    passes: tuple[str, ...] = ()
+    if META_PASSES in meta:
+        raw = _json(where, meta, META_PASSES)
+        if not isinstance(raw, list) or not all(isinstance(p, dict) and isinstance(p.get("pass"), str) for p in raw):
+            raise RuntimeInputError(where, f"metadata {META_PASSES} must be a JSON list of objects with a 'pass' name")
+        passes = tuple(p["pass"] for p in raw)
+    quantization = None
+    if META_QUANTIZATION in meta:
+        quantization = _json(where, meta, META_QUANTIZATION)
+        if not isinstance(quantization, dict):
+            raise RuntimeInputError(where, f"metadata {META_QUANTIZATION} must be a JSON object")
+    return passes, quantization
+
+
 
 
 def read_contract(
@@ -231,6 +251,7 @@ def read_contract(
     states = _states(where, inputs, outputs, data_in_names)
     _data_output(where, task, encoding, outputs, data_out_name)
     ordered = _spike_outputs(where, outputs, data_out_name, layers)
+    passes, quantization = _optimizations(where, meta)
     return ModelSpec(
         task=task,
         encoding=encoding,
@@ -243,6 +264,8 @@ def read_contract(
         max_disparity=max_disparity,
         genotype=meta["snn.genotype"],
         metadata=meta,
+        passes=passes,
+        quantization=quantization,
     )
 
 

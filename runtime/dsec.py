@@ -6,7 +6,11 @@ uint16; t uint32 microseconds relative to the scalar ``t_offset``; p uint8 0/1),
 ``hdf5plugin``); ``events/{left,right}/rectify_map.h5`` with ``rectify_map`` float32 [H, W, 2]
 (rectified x, y of each raw pixel); and, for training sequences, ``disparity/timestamps.txt`` (one
 microsecond timestamp per line) with ``disparity/event/*.png``: uint16, disparity = value / 256,
-0 = invalid, in the rectified left event camera. Sensor 640 x 480.
+0 = invalid, in the rectified left event camera (10 Hz: PNGs 000000, 000002, ...; uzh-rpg/DSEC
+issue #50). Sensor 640 x 480. ``calibration/cam_to_cam.yaml`` holds the stereo calibration; its
+``disparity_to_depth.cams_03`` is OpenCV's Q matrix of the event cameras (cam0 left, cam3 right).
+Facts from uzh-rpg/DSEC ``scripts/dataset/sequence.py`` and ``scripts/utils/eventslicer.py``, and
+https://dsec.ifi.uzh.ch/data-format/.
 """
 
 from __future__ import annotations
@@ -33,6 +37,34 @@ DSEC_HEIGHT, DSEC_WIDTH = 480, 640
 COLUMNS = ("x", "y", "t", "p")
 
 
+def fb_from_cam_to_cam(path: str) -> float:
+    """Focal length x baseline (px*m) from DSEC's ``cam_to_cam.yaml``: ``Q[2][3] / Q[3][2]`` of
+    ``disparity_to_depth.cams_03`` (OpenCV's Q: depth = Q[2][3] / (d Q[3][2] + Q[3][3]), Q[3][3] = 0)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
+    try:
+        q = np.asarray(doc["disparity_to_depth"]["cams_03"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: no 4x4 matrix 'disparity_to_depth.cams_03'") from None
+    if q.shape != (4, 4) or not np.isfinite(q).all() or q[3, 2] == 0:
+        raise DataError(f"{path}: 'disparity_to_depth.cams_03' is not a 4x4 Q matrix with Q[3][2] != 0")
+    if abs(q[3, 3] / q[3, 2]) > 1e-3:  # a disparity offset fB / depth cannot express
+        raise DataError(f"{path}: 'disparity_to_depth.cams_03' has Q[3][3] = {q[3, 3]:g}; expected 0")
+    fb = float(q[2, 3] / q[3, 2])
+    if not fb > 0:
+        raise DataError(f"{path}: 'disparity_to_depth.cams_03' gives focal length x baseline {fb:g} <= 0")
+    return fb
+
+
+def _first(paths: list[str]) -> str | None:
+    return next((p for p in paths if os.path.isfile(p)), None)
+
+
 def read_disparity_png(path: str, height: int, width: int) -> np.ndarray:
     """A DSEC disparity PNG as float32 [H, W] pixels, NaN where the stored value is 0."""
     from PIL import Image  # pillow: only needed for DSEC ground truth
@@ -52,25 +84,75 @@ def read_disparity_png(path: str, height: int, width: int) -> np.ndarray:
 
 
 class DsecRecording(FileRecording):
-    """A DSEC sequence folder. ``rectify``: apply ``rectify_map.h5`` when present (default)."""
+    """A DSEC sequence folder.
+
+    ``calib``: a folder with the rectification maps (``events/{left,right}/rectify_map.h5`` or
+    ``{left,right}/rectify_map.h5``) and ``cam_to_cam.yaml`` (or ``calibration/cam_to_cam.yaml``);
+    the sequence folder itself is looked in after it. Events are raw: without maps they are refused
+    unless ``rectify=False``. ``fb``: focal length x baseline (default: from ``cam_to_cam.yaml``,
+    else None). The recording spans the time both cameras have events: from the later ``t_offset``
+    (as SE-CFF, yonseivnl/se-cff ``src/components/datasets/dsec/sequence.py``) to the earlier end.
+    """
 
     def __init__(
         self,
         folder: str | os.PathLike,
         *,
         fb: float | None = None,
+        calib: str | os.PathLike | None = None,
         rectify: bool = True,
         disparity_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.folder = os.fspath(folder)
         self.name = os.path.basename(os.path.normpath(self.folder))
-        self.fb = fb
+        self.calib = None if calib is None else os.fspath(calib)
         try:
             self._open(rectify, disparity_dir)
+            self._set_fb(fb)
         except BaseException:
             self.close()
             raise
+
+    def _candidates(self, *tails: str) -> list[str]:
+        bases = ([self.calib] if self.calib else []) + [self.folder]
+        return [os.path.join(b, t) for b in bases for t in tails]
+
+    def _set_fb(self, fb: float | None) -> None:
+        path = _first(self._candidates("cam_to_cam.yaml", os.path.join("calibration", "cam_to_cam.yaml")))
+        if fb is not None:
+            self.fb, self.fb_source = float(fb), "given (--fb)"
+        elif path is not None:
+            self.fb, self.fb_source = fb_from_cam_to_cam(path), f"{path} (disparity_to_depth.cams_03)"
+        else:
+            self.fb, self.fb_source = None, None
+
+    def _rectify_maps(self, rectify: bool) -> dict[str, np.ndarray]:
+        """Each camera's ``rectify_map`` (float32 [H, W, 2]); sets the size and ``rectification``."""
+        if not rectify:
+            self.rectification = "none: events used as stored (rectify=False, --no-rectify)"
+            return {}
+        maps, used = {}, []
+        for side in SIDES:
+            mp = _first(self._candidates(os.path.join("events", side, "rectify_map.h5"),
+                                         os.path.join(side, "rectify_map.h5")))
+            if mp is None:
+                where = f"{self.calib} or {self.folder}" if self.calib else self.folder
+                raise DataError(
+                    f"{self.folder}: raw DSEC events need rectification and there is no "
+                    f"events/{side}/rectify_map.h5 in {where}; pass the folder that holds it "
+                    "(--calib DIR), or --no-rectify to use the events as stored"
+                )
+            with open_h5(mp) as f:
+                maps[side] = require(f, "rectify_map", mp, ndim=3, tail=(None, None, 2))[:].astype(np.float32)
+            used.append(mp)
+        shapes = {m.shape[:2] for m in maps.values()}
+        if len(shapes) > 1:
+            raise DataError(f"{self.folder}: left and right rectify maps differ in size {sorted(shapes)}")
+        self.height, self.width = shapes.pop()
+        self.rectification = "rectify_map.h5 " + ", ".join(used)
+        self.rectified = True
+        return maps
 
     def _open(self, rectify: bool, disparity_dir) -> None:
         """Open and check every file of the sequence in one pass (events of both cameras, ``ms_to_idx``,
@@ -79,22 +161,7 @@ class DsecRecording(FileRecording):
         paths = {side: os.path.join(self.folder, "events", side, "events.h5") for side in SIDES}
         if not any(os.path.isfile(p) for p in paths.values()):
             raise DataError(f"{self.folder}: not a DSEC sequence folder (no events/left/events.h5)")
-        maps = {}
-        for side in SIDES:
-            mp = os.path.join(self.folder, "events", side, "rectify_map.h5")
-            if rectify and os.path.isfile(mp):
-                with open_h5(mp) as f:
-                    m = require(f, "rectify_map", mp, ndim=3, tail=(None, None, 2))[:]
-                maps[side] = m.astype(np.float32)
-        if maps:
-            shapes = {m.shape[:2] for m in maps.values()}
-            if len(shapes) > 1:
-                raise DataError(f"{self.folder}: left and right rectify maps differ in size {sorted(shapes)}")
-            self.height, self.width = shapes.pop()
-        else:
-            self.height, self.width = DSEC_HEIGHT, DSEC_WIDTH
-        self.rectified = bool(maps)
-
+        self.height, self.width = DSEC_HEIGHT, DSEC_WIDTH
         t_lo, t_hi = [], []
         for side in SIDES:
             path = paths[side]
@@ -118,26 +185,27 @@ class DsecRecording(FileRecording):
             def seed_prev(lo, cols=cols, path=path, t_offset=t_offset) -> float:
                 return float(read_rows(cols["t"], lo - 1, lo, path, "events/t")[0]) + t_offset
 
-            transform = None
-            if side in maps:
-                transform = rectifier(maps[side][..., 0], maps[side][..., 1], self.height, self.width)
             self._readers[side] = ColumnReader(
-                read,
-                index,
-                height=self.height,
-                width=self.width,
-                stats=self.stats,
-                polarity="binary",
-                transform=transform,
+                read, index, height=self.height, width=self.width, stats=self.stats, polarity="binary",
                 seed_prev=seed_prev,
             )
-            if n:  # the recording starts at t_offset and lasts as long as its ms_to_idx or its events
+            if n:  # the camera starts at t_offset and lasts as long as its ms_to_idx or its events
+                first = int(read_rows(cols["t"], 0, 1, path, "events/t")[0])
                 last = int(read_rows(cols["t"], n - 1, n, path, "events/t")[0])
+                self._spans[side] = (t_offset + first, t_offset + last)
                 t_lo.append(t_offset)
                 t_hi.append(t_offset + max(last + 1, 1000 * (len(ms_to_idx) - 1)))
         if not t_lo:
             raise DataError(f"{self.folder}: no events in either camera")
-        self.t_start_us, self.t_end_us = min(t_lo), max(t_hi)
+        maps = self._rectify_maps(rectify)  # after the checks of the event files themselves
+        for side, m in maps.items():
+            reader = self._readers[side]
+            reader.height, reader.width = self.height, self.width
+            reader.transform = rectifier(m[..., 0], m[..., 1], self.height, self.width)
+        # both cameras: from the later start (SE-CFF's minimum_timestamp) to the earlier end
+        self.t_start_us, self.t_end_us = max(t_lo), min(t_hi)
+        if self.t_end_us <= self.t_start_us:
+            self.t_end_us = self.t_start_us
         self._load_disparity_index(disparity_dir)
 
     @staticmethod

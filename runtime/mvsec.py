@@ -4,7 +4,9 @@
 p (-1/+1); ``davis/{left,right}/image_raw`` uint8 [n, 260, 346] and ``image_raw_ts`` float64 [n].
 ``NAME_gt.hdf5`` beside it: ``davis/left/depth_image_rect`` float32 [m, 260, 346] (metres, NaN
 invalid) and ``depth_image_rect_ts`` float64 [m] (seconds). MVSEC's events are not rectified; the
-calibration folder's ``*_{left,right}_{x,y}_map.txt`` give the rectified pixel of each raw one.
+calibration folder of each scene family (``<family>_calib.zip``) has
+``<family>_{left,right}_{x,y}_map.txt``: the rectified pixel of each raw one, ``x_rect =
+x_map[y, x]`` (daniilidis-group/mvsec ``tools/gt_flow/calibration.py``; MVSEC's calibration page).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from runtime.recording import (
 INDOOR_FLYING_FX = 199.6530123165822
 INDOOR_FLYING_BASELINE_M = 0.0998823
 INDOOR_FLYING_FB = 19.941772  # px*m; disparity = fb / depth
+# focal length x baseline (px*m) of each scene family, as DDES uses them
+# (tlkvstepan/event_stereo_ICCV2019, src/dense_deep_event_stereo/dataset_constants.py,
+# FOCAL_LENGTH_X_BASELINE: |P_right[0][3]| of the family's camchain yaml)
+MVSEC_FB = {"indoor_flying": INDOOR_FLYING_FB, "outdoor_day": 19.635287, "outdoor_night": 19.651191}
+MVSEC_FAMILIES = ("indoor_flying", "outdoor_day", "outdoor_night", "motorcycle")
 MVSEC_HEIGHT, MVSEC_WIDTH = 260, 346
 
 
@@ -52,24 +59,70 @@ def gt_path_for(data_path: str) -> str:
     return base + "_gt.hdf5"
 
 
-def load_rectify_maps(folder: str, height: int, width: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read MVSEC's ``*_left_x_map.txt``, ``*_left_y_map.txt`` (and right) from a calibration folder.
+def family_of(name: str) -> str | None:
+    """The MVSEC scene family in a file name (``indoor_flying1_data.hdf5`` -> ``indoor_flying``), or None."""
+    return next((f for f in MVSEC_FAMILIES if f in os.path.basename(name)), None)
 
-    Returns ``{side: (x_map, y_map)}``, float32 [H, W] each.
+
+def _map_name(family: str, side: str, axis: str) -> str:
+    return f"{family}_{side}_{axis}_map.txt"
+
+
+def calib_family(folder: str, family: str | None) -> str:
+    """Which family's maps a calibration folder holds: ``family`` when its maps are there, else the
+    one family whose ``<family>_left_x_map.txt`` is there; refused when none or several are."""
+    if family is not None and os.path.isfile(os.path.join(folder, _map_name(family, "left", "x"))):
+        return family
+    found = sorted(
+        os.path.basename(p)[: -len("_left_x_map.txt")]
+        for p in glob.glob(os.path.join(folder, "*_left_x_map.txt"))
+    )
+    if family is not None and found:
+        raise DataError(
+            f"{folder}: no {_map_name(family, 'left', 'x')} for this {family} recording (maps for {found})"
+        )
+    if len(found) != 1:
+        what = "no *_left_x_map.txt rectification map" if not found else f"maps of several families {found}"
+        raise DataError(f"{folder}: {what}; give the folder of one family's maps")
+    return found[0]
+
+
+def find_calib(data_path: str) -> str | None:
+    """A folder near a recording that holds its family's maps: the recording's folder, its
+    ``<family>_calib`` subfolder, or the same two under the parent folder; None when none does."""
+    family = family_of(data_path)
+    if family is None:
+        return None
+    here = os.path.dirname(os.path.abspath(data_path))
+    for base in (here, os.path.dirname(here)):
+        for folder in (base, os.path.join(base, f"{family}_calib")):
+            if os.path.isfile(os.path.join(folder, _map_name(family, "left", "x"))):
+                return folder
+    return None
+
+
+def load_rectify_maps(
+    folder: str, height: int, width: int, family: str | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read MVSEC's ``<family>_{left,right}_{x,y}_map.txt`` from a calibration folder.
+
+    ``family`` picks the maps when the folder holds several families' (see ``calib_family``).
+    Returns ``{side: (x_map, y_map)}``, float32 [H, W] each (text indexed ``[y, x]``).
     """
+    family = calib_family(folder, family)
     maps = {}
     for side in SIDES:
         pair = []
         for axis in ("x", "y"):
-            found = sorted(glob.glob(os.path.join(folder, f"*{side}_{axis}_map.txt")))
-            if not found:
-                raise DataError(f"{folder}: no *{side}_{axis}_map.txt rectification map")
+            path = os.path.join(folder, _map_name(family, side, axis))
+            if not os.path.isfile(path):
+                raise DataError(f"{folder}: no {_map_name(family, side, axis)} rectification map")
             try:
-                m = np.loadtxt(found[0], dtype=np.float32, ndmin=2)
+                m = np.loadtxt(path, dtype=np.float32, ndmin=2)
             except ValueError as exc:
-                raise DataError(f"{found[0]}: not a text map of numbers ({first_line(exc)})") from None
+                raise DataError(f"{path}: not a text map of numbers ({first_line(exc)})") from None
             if m.shape != (height, width):
-                raise DataError(f"{found[0]}: map has shape {m.shape}, expected ({height}, {width})")
+                raise DataError(f"{path}: map has shape {m.shape}, expected ({height}, {width})")
             pair.append(m)
         maps[side] = (pair[0], pair[1])
     return maps
@@ -79,9 +132,11 @@ class MvsecRecording(FileRecording):
     """An MVSEC-layout recording, read window by window from disk.
 
     ``fb``: focal length x baseline; default: the file's ``fb`` attribute (our synthetic files),
-    else MVSEC's indoor_flying value when the file name contains ``indoor_flying``, else None.
-    ``rectify_maps``: a calibration folder or ``{side: (x_map, y_map)}``; without, events are
-    used as stored (rectified already for our synthetic files).
+    else ``MVSEC_FB`` of the family in the file name, else None. ``calib``: a folder with the
+    family's rectification maps, or ``{side: (x_map, y_map)}``; default: found near the file
+    (``find_calib``). Files marked rectified already (our synthetic ones: attribute ``source`` =
+    ``runtime.synth``, or a true ``rectified`` attribute) are read as stored; others hold raw
+    events and are refused without maps unless ``rectify=False``.
     """
 
     def __init__(
@@ -89,7 +144,8 @@ class MvsecRecording(FileRecording):
         path: str | os.PathLike,
         *,
         fb: float | None = None,
-        rectify_maps: str | os.PathLike | dict | None = None,
+        calib: str | os.PathLike | dict | None = None,
+        rectify: bool = True,
         gt_path: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
@@ -98,12 +154,64 @@ class MvsecRecording(FileRecording):
         self._data = open_h5(self.path)
         self._files.append(self._data)
         try:
-            self._open(fb, rectify_maps, gt_path)
+            self._open(fb, calib, rectify, gt_path)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, fb, rectify_maps, gt_path) -> None:
+    @property
+    def gt_rows(self) -> np.ndarray:
+        """The row of ``depth_image_rect`` behind each ground-truth index (rows with a bad timestamp
+        are skipped, so index i is row i only while none was): int64 [n]."""
+        return self._gt_rows
+
+    @property
+    def depth_rows(self) -> int:
+        """Rows of ``depth_image_rect`` (every map, usable or not: DDES numbers its frames so)."""
+        return 0 if self._depth is None else int(self._depth.shape[0])
+
+    def _set_fb(self, fb: float | None) -> None:
+        attrs = self._data.attrs
+        family = family_of(self.name)
+        if fb is not None:
+            self.fb, self.fb_source = float(fb), "given (--fb)"
+        elif "fb" in attrs:
+            self.fb, self.fb_source = float(attrs["fb"]), f"the file's 'fb' attribute ({self.name})"
+        elif family in MVSEC_FB:
+            self.fb, self.fb_source = MVSEC_FB[family], f"MVSEC {family} (DDES dataset_constants.py)"
+        else:
+            self.fb, self.fb_source = None, None
+
+    def _rectify_maps(self, calib, rectify: bool) -> dict | None:
+        """The maps to apply (None: events as stored), and ``self.rectification`` saying why."""
+        attrs = self._data.attrs
+        source = attrs.get("source", "")
+        source = source.decode() if isinstance(source, bytes) else str(source)
+        marked = source == "runtime.synth" or bool(attrs.get("rectified", False))
+        if not rectify:
+            self.rectification = "none: events used as stored (rectify=False, --no-rectify)"
+            self.rectified = marked
+            return None
+        self.rectified = True
+        if isinstance(calib, dict):
+            self.rectification = "maps given as arrays"
+            return calib
+        if calib is None and marked:
+            self.rectification = f"rectified already (the file says so: {self.name})"
+            return None
+        folder = os.fspath(calib) if calib is not None else find_calib(self.path)
+        if folder is None:
+            family = family_of(self.name) or "<family>"
+            raise DataError(
+                f"{self.path}: raw MVSEC events need rectification and no "
+                f"{family}_{{left,right}}_{{x,y}}_map.txt was found beside it; pass the folder of "
+                f"{family}_calib.zip (--calib DIR), or --no-rectify to use the events as stored"
+            )
+        family = calib_family(folder, family_of(self.name))
+        self.rectification = f"maps {os.path.join(folder, family)}_{{left,right}}_{{x,y}}_map.txt"
+        return load_rectify_maps(folder, self.height, self.width, family)
+
+    def _open(self, fb, calib, rectify, gt_path) -> None:
         """Open and check every dataset of the recording in one pass (events of both cameras, gray images,
         ground truth, calibration); long because it is a flat sequence of checks, each with its own
         one-line error."""
@@ -119,6 +227,7 @@ class MvsecRecording(FileRecording):
         # ground truth
         self.gt_path = os.fspath(gt_path) if gt_path is not None else gt_path_for(path)
         self._depth = None
+        self._gt_rows = np.zeros(0, np.int64)
         if os.path.exists(self.gt_path):
             g = open_h5(self.gt_path)
             self._files.append(g)
@@ -139,21 +248,7 @@ class MvsecRecording(FileRecording):
             self._gt_rows = np.flatnonzero(usable)
             self.gt_timestamps_us = np.rint(ts_us[usable]).astype(np.int64)
 
-        # focal length x baseline
-        if fb is not None:
-            self.fb = float(fb)
-        elif "fb" in f.attrs:
-            self.fb = float(f.attrs["fb"])
-        elif "indoor_flying" in self.name:
-            self.fb = INDOOR_FLYING_FB
-        else:
-            self.fb = None
-
-        # rectification
-        maps = rectify_maps
-        if maps is not None and not isinstance(maps, dict):
-            maps = load_rectify_maps(os.fspath(maps), self.height, self.width)
-        self.rectified = maps is not None
+        self._set_fb(fb)
 
         # per-camera readers with a coarse time index
         t_lo, t_hi = [], []
@@ -167,27 +262,23 @@ class MvsecRecording(FileRecording):
             index = scan_index(
                 ds.shape[0], lambda lo, hi, ds=ds, key=key: read_rows(ds, lo, hi, path, key, 2) * 1e6
             )
-            transform = None
-            if maps is not None:
-                x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
-                transform = rectifier(x_map, y_map, self.height, self.width)
             self._readers[side] = ColumnReader(
-                read,
-                index,
-                height=self.height,
-                width=self.width,
-                stats=self.stats,
-                polarity="auto",
-                transform=transform,
+                read, index, height=self.height, width=self.width, stats=self.stats, polarity="auto"
             )
             if np.isfinite(index.t_min):
                 t_lo.append(index.t_min)
                 t_hi.append(index.t_max)
+                self._spans[side] = (int(np.rint(index.t_min)), int(np.rint(index.t_max)))
         if not t_lo:
             raise DataError(
                 f"{path}: no events with a finite timestamp in '{events_key('left')}' or "
                 f"'{events_key('right')}'"
             )
+        maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
+        if maps is not None:
+            for side in SIDES:
+                x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
+                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width)
         for side in SIDES:  # the recording spans its events and its gray images
             key = f"davis/{side}/image_raw_ts"
             if key in f and f[key].ndim == 1 and f[key].shape[0]:
@@ -224,8 +315,8 @@ class MvsecRecording(FileRecording):
         depth = self.depth(i)
         if self.fb is None:
             raise DataError(
-                f"{self.path}: focal length x baseline unknown (not an indoor_flying file); "
-                "pass fb= to open_recording"
+                f"{self.path}: focal length x baseline unknown (the name names no MVSEC family "
+                f"{', '.join(MVSEC_FB)}); pass fb= (--fb PX_M)"
             )
         return (np.float32(self.fb) / depth).astype(np.float32)
 

@@ -24,6 +24,8 @@ META_LAYERS = "snn.layers"
 META_DENSE_MACS = "snn.dense_macs"
 META_PARAMS = "snn.params"
 META_MAX_DISPARITY = "snn.max_disparity"
+META_PASSES = "snn.passes"  # JSON list: the compiler's optimisation passes applied, in order
+META_QUANTIZATION = "snn.quantization"  # JSON object, int8 graphs only: what was quantised and how
 REQUIRED_METADATA = (META_SCHEMA, META_TASK, META_GENOTYPE, META_ENCODING, META_LAYERS, META_DENSE_MACS)
 
 

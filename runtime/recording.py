@@ -22,14 +22,19 @@ SIDES = ("left", "right")
 class Recording:
     """A stereo event recording. Subclasses set the attributes and implement ``events``/``disparity``.
 
-    Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None);
-    ``gt_timestamps_us`` (int64 [n] or None); ``t_start_us``, ``t_end_us`` (the recording spans
-    ``[t_start_us, t_end_us)``); ``stats`` (what was dropped or repaired so far); ``name``.
+    Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None) and
+    ``fb_source`` (where it came from); ``rectification`` (how the events were brought into the
+    rectified view) and ``rectified``; ``gt_timestamps_us`` (int64 [n] or None); ``t_start_us``, ``t_end_us`` (the
+    recording spans ``[t_start_us, t_end_us)``); ``stats`` (what was dropped or repaired so far);
+    ``name``.
     """
 
     height: int
     width: int
     fb: float | None = None
+    fb_source: str | None = None
+    rectification: str = "unknown"
+    rectified: bool = False  # the events are in the rectified view (maps applied, or stored so)
     gt_timestamps_us: np.ndarray | None = None
     t_start_us: int = 0
     t_end_us: int = 0
@@ -45,6 +50,11 @@ class Recording:
     def disparity(self, i: int) -> np.ndarray:
         """Ground-truth disparity at ``gt_timestamps_us[i]``: float32 [H, W] in pixels, NaN invalid."""
         raise DataError(f"{self.name}: no ground truth")
+
+    def event_span(self, side: str) -> tuple[int, int] | None:
+        """Times (us) of the first and last stored event of camera ``side`` (first > last when it has
+        none); None when the recording cannot tell."""
+        return None
 
     def close(self) -> None:
         """Release open files."""
@@ -80,6 +90,11 @@ class FileRecording(Recording):
         super().__init__()
         self._files: list = []  # open h5py files
         self._readers: dict[str, ColumnReader] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # side -> first and last event time, us
+
+    def event_span(self, side: str) -> tuple[int, int] | None:
+        self._check_side(side)
+        return self._spans.get(side, (0, -1))  # a camera without events: an empty span
 
     def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
         self._check_side(side)

@@ -68,6 +68,9 @@ def quality_problem(report: dict[str, Any], max_dropped: float = DEFAULT_MAX_DRO
     if dq["all_non_finite_output_windows"] == n:
         return f"the model's output is NaN or inf in every one of the {n} counted windows"
     acc = report.get("accuracy")
+    if acc is not None and dq["windows_with_ground_truth"] and not dq["windows_with_ground_truth_and_events"]:
+        return (f"none of the {dq['windows_with_ground_truth']} counted windows with ground truth holds an event: "
+                "the accuracy would measure nothing (the events lie outside the ground truth's time)")
     if acc is not None and dq["windows_scored"] == 0:
         why = (f"{acc['invalid_prediction_pixels']:,} valid pixels had a non-finite prediction"
                if acc["invalid_prediction_pixels"] else "no valid ground-truth pixel")
@@ -88,6 +91,8 @@ def _quality_line(dq: dict[str, Any]) -> str:
     elif dropped:
         parts.append(f"dropped {_causes(dropped)}")
     parts.append(f"{dq['windows_without_events']} of {dq['windows']} windows without events")
+    if dq.get("ground_truth_maps") is not None:
+        parts.append(f"{dq['windows_with_ground_truth']} with ground truth ({dq['ground_truth_maps']} maps)")
     if dq["non_finite_output_windows"]:
         parts.append(f"{dq['non_finite_output_windows']} windows with non-finite outputs "
                      f"({dq['non_finite_output_pixels']:,} pixels, not scored)")
@@ -103,6 +108,28 @@ def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
     return f"{value:{fmt}}{unit}"
 
 
+def _protocol_lines(source: dict[str, Any]) -> list[str]:
+    """How the source was read (``runtime.protocol.describe``): rectification, fB, windows, ground truth."""
+    if not source.get("windows"):
+        return []
+    win = source["windows"]
+    fb = "fB unknown (no depth errors)" if source.get("fb") is None else (
+        f"fB {source['fb']:.6g} px*m from {source.get('fb_source') or 'the source'}"
+    )
+    lengths = win["length_ms"] or [win["window_ms"]] * 2
+    span = f"{lengths[0]:g} ms" if lengths[0] == lengths[1] else f"{lengths[0]:.4g}-{lengths[1]:.4g} ms"
+    lines = [
+        f"          rectification: {source['rectification']}",
+        f"          {fb}",
+        f"          windows: {win['count']} x {span}, {win['policy']}; {win['with_gt']} with ground truth, "
+        f"scored ({source['ground_truth']} protocol)",
+    ]
+    overlap = source.get("gt_overlap")
+    if overlap and overlap.get("warning"):
+        lines.append(f"          warning: {overlap['warning']}")
+    return lines
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """A short, readable summary of a report for people."""
     m, rt, steps = report["model"], report["runtime"], report["steps"]
@@ -112,9 +139,12 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"model     {m['path']}  ({m['task']}, {enc['kind']} {enc['bins']}x{enc['height']}x{enc['width']}, "
         f"{enc['window_ms']:g} ms windows, {m['state_tensors']} state tensors)",
+        f"graph     passes: {', '.join(m.get('passes') or []) or 'none'}"
+        + (", int8 convolutions (snn.quantization)" if m.get("quantization") else ""),
         f"runtime   {rt['device']} via {', '.join(rt['providers'])}  (onnxruntime {rt['onnxruntime']}, "
         f"threads {rt['threads'] or 'default'}{', IOBinding' if rt['io_binding'] else ''})",
         f"source    {report['source']['kind']}  {report['source'].get('path') or '(built-in, in memory)'}",
+        *_protocol_lines(report["source"]),
         f"steps     {steps['counted']} counted + {steps['burn_in']} burn-in"
         + (f", state reset every {steps['reset_every']}" if steps["reset_every"] else ""),
         "",

@@ -91,6 +91,29 @@ def check_active(device: str, active: Sequence[str]) -> str:
     return "cuda" if primary == CUDA_EP else "cpu"
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """The runtime's ONNX Runtime settings, chosen from measurements on the stereo graphs
+    (``benchmarks/bench_ort_settings.py``; numbers in docs/runtime.md):
+
+    - graph optimisation level ``all``: an int8 graph needs at least ``extended`` (that is where the
+      QDQ units become QLinearConv; below it int8 runs as float and is no faster), and ``all`` adds
+      the blocked NCHWc kernels that make the fp32 2-D convolutions fastest;
+    - sequential execution: the one-step graph is a long chain, parallel execution was 1.5-2x slower;
+    - idle intra-op threads do not spin (``session.intra_op.allow_spinning`` 0): with spinning, two
+      threads on a machine whose other core is busy were up to 2-3x slower than one;
+    - ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core).
+    """
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
 @contextmanager
 def _quiet_fds() -> Iterator[None]:
     """Silence stdout/stderr at the file-descriptor level (ONNX Runtime's C++ logs of a failed GPU probe)."""
@@ -147,12 +170,7 @@ class SNNSession:
         self.batch = batch
         self.requested_device = device
         self.threads = threads
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts = session_options(threads)
         available = ort.get_available_providers()
         # TensorRT needs an optimisation profile for the symbolic batch: read the shapes on the CPU first
         spec = self._probe_spec(where, opts) if device == "tensorrt" else None

@@ -52,12 +52,19 @@ class SyntheticRecording(Recording):
         self.name = f"synthetic(seed={c.seed})"
         self.height, self.width = c.height, c.width
         self.fb = c.focal_baseline
+        self.fb_source = "the generator's configuration"
+        self.rectification = "rectified already (synthetic, in memory)"
+        self.rectified = True
         self.gt_timestamps_us = data.gt_ts_us
         self.t_start_us, self.t_end_us = 0, data.duration_us
 
     def events(self, side: str, t0_us: int, t1_us: int) -> np.ndarray:
         self._check_side(side)
         return time_slice(self.data.events[side], t0_us, t1_us)
+
+    def event_span(self, side: str) -> tuple[int, int] | None:
+        t = self.data.events[side]["t"]
+        return (int(t[0]), int(t[-1])) if len(t) else (0, -1)
 
     def depth(self, i: int) -> np.ndarray:
         """Ground-truth depth in metres at ``gt_timestamps_us[i]``: float32 [H, W], NaN invalid."""
@@ -75,7 +82,8 @@ def open_recording(
     height: int = 260,
     width: int = 346,
     fb: float | None = None,
-    rectify_maps: str | os.PathLike | dict | None = None,
+    calib: str | os.PathLike | dict | None = None,
+    rectify: bool = True,
     **synth_options: object,
 ) -> Recording:
     """Open an event recording.
@@ -84,12 +92,20 @@ def open_recording(
       ``seconds``, ``height``, ``width`` and any other ``SynthConfig`` field in ``synth_options``
       (``fb`` too). No files.
     - a ``*_data.hdf5`` file: MVSEC layout (MVSEC's own or ``runtime.synth``'s); ground truth is
-      ``*_gt.hdf5`` beside it when present. ``fb`` overrides focal length x baseline;
-      ``rectify_maps`` is a folder with MVSEC's ``*_{left,right}_{x,y}_map.txt`` or a dict
-      ``{side: (x_map, y_map)}`` of float arrays [H, W].
+      ``*_gt.hdf5`` beside it when present.
     - a DSEC sequence folder (``events/left/events.h5`` ...): DSEC.
+
+    Real recordings hold raw events: they are rectified with the calibration (``calib``: MVSEC's
+    folder of ``<family>_{left,right}_{x,y}_map.txt``, or a dict ``{side: (x_map, y_map)}``; DSEC's
+    ``rectify_map.h5`` files, found in the sequence folder unless ``calib`` names another; both
+    looked for beside the recording when ``calib`` is None), and refused with a ``DataError`` when
+    there is none, unless ``rectify=False`` (events used as stored). Files that say they are
+    rectified already (our synthetic ones) need nothing. ``fb`` overrides focal length x baseline
+    (px*m); the recording's ``rectification`` and ``fb_source`` say what was used.
     """
     if path is None:
+        if calib is not None:
+            raise TypeError("calib applies to recordings read from files (path=...)")
         fields = {f.name for f in dataclasses.fields(SynthConfig)}
         for name in sorted(set(synth_options) - fields):
             close = difflib.get_close_matches(name, sorted(fields), n=1)
@@ -103,14 +119,16 @@ def open_recording(
     if os.path.isdir(path):
         from runtime.dsec import DsecRecording
 
-        return DsecRecording(path, fb=fb)
+        if isinstance(calib, dict):
+            raise TypeError("a DSEC sequence takes calib as a folder (rectify_map.h5, cam_to_cam.yaml)")
+        return DsecRecording(path, fb=fb, calib=calib, rectify=rectify)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder")
     if path.endswith("_gt.hdf5"):
         raise DataError(f"{path}: open the matching *_data.hdf5 file; the ground truth is found beside it")
     from runtime.mvsec import MvsecRecording
 
-    return MvsecRecording(path, fb=fb, rectify_maps=rectify_maps)
+    return MvsecRecording(path, fb=fb, calib=calib, rectify=rectify)
 
 
 Encoder = Callable[[np.ndarray, int, int, int, int, int], np.ndarray]
@@ -121,8 +139,9 @@ Encoder = Callable[[np.ndarray, int, int, int, int, int], np.ndarray]
 class Window:
     """One time step of network input.
 
-    ``index`` counts windows from 0; ``gt_index`` is the ground-truth map this window ends at (or
-    None); ``left``/``right`` are float32 [C, H, W] (C = ``runtime.encoding.channels(kind, bins)``);
+    ``index`` counts the windows of ``window_ends`` from 0; ``gt_index`` is the ground-truth map this
+    window ends at, or None (``has_gt``); ``left``/``right`` are float32 [C, H, W]
+    (C = ``runtime.encoding.channels(kind, bins)``);
     ``disparity`` float32 [H, W] in pixels, NaN-invalid, or None without ground truth.
     ``decode_s``/``encode_s``: seconds spent reading the window's events (and ground truth) and
     encoding (and cropping) them.
@@ -138,25 +157,67 @@ class Window:
     decode_s: float = 0.0
     encode_s: float = 0.0
 
+    @property
+    def has_gt(self) -> bool:
+        """Whether the window ends at a ground-truth map (only such windows are scored)."""
+        return self.gt_index is not None or self.disparity is not None
+
 
 def window_ends(
     recording: Recording, *, window_us: int = 50_000, start_us: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """End times (int64 [n]) of the windows of a recording, and their ground-truth indices (or None).
+    """The windows that tile a recording back to back: their end times, and the ground truth they end at.
 
-    With ground truth, each window ends at a ground-truth timestamp ``g`` with
-    ``g - window_us >= start`` and ``g <= t_end_us``; without, windows tile from ``start``
-    (default ``t_start_us``) while they fit in the recording.
+    Returns ``ends`` (int64 [n], increasing) and ``gt`` (int64 [n]: the index of the ground-truth map
+    window k ends at, -1 for none), or ``gt = None`` when the recording has no ground truth. Window
+    k spans ``[ends[k - 1], ends[k])``, the first ``[ends[0] - window_us, ends[0])``: every event
+    from the first window's start to the last end lies in exactly one window.
+
+    Without ground truth, windows of ``window_us`` tile from ``start`` (default ``t_start_us``)
+    while they fit in the recording. With ground truth, windows end at the maps with
+    ``g - window_us >= start`` and ``g <= t_end_us``, skipping a map less than 3/4 of a window
+    after the previous one used (maps denser than windows: every other one, ...); windows of
+    ``window_us`` step back from the first map as far as ``start`` allows and forward from the
+    last as far as ``t_end_us`` allows, and the span between two consecutive maps ``a < b`` is cut
+    into ``round((b - a) / window_us)`` equal windows (at least one), the last ending at ``b``:
+    DSEC's 10 Hz ground truth with 50 ms windows gives two windows per map, the second with ground
+    truth; MVSEC's 20 Hz gives one. Windows between maps that are not a whole number of windows
+    apart are longer or shorter than ``window_us`` (3/4 to 3/2 of it).
     """
     if window_us <= 0:
         raise ValueError(f"window_us must be positive, got {window_us}")
     begin = recording.t_start_us if start_us is None else int(start_us)
+    end = int(recording.t_end_us)
     gt = recording.gt_timestamps_us
-    if gt is not None and len(gt):
-        keep = np.flatnonzero((gt - window_us >= begin) & (gt <= recording.t_end_us))
-        return gt[keep].astype(np.int64), keep
-    n = max(0, (recording.t_end_us - begin) // window_us)
-    return begin + window_us * np.arange(1, n + 1, dtype=np.int64), None
+    if gt is None or not len(gt):
+        n = max(0, (end - begin) // window_us)
+        return begin + window_us * np.arange(1, n + 1, dtype=np.int64), None
+    gt = np.asarray(gt, dtype=np.int64)
+    use = np.flatnonzero((gt - window_us >= begin) & (gt <= end))
+    if not len(use):
+        n = max(0, (end - begin) // window_us)
+        tiles = begin + window_us * np.arange(1, n + 1, dtype=np.int64)
+        return tiles, np.full(n, -1, np.int64)
+    kept, prev = [], None
+    for i in use.tolist():  # a map needs 3/4 of a window after the previous one used
+        if prev is None or 4 * (int(gt[i]) - prev) >= 3 * window_us:
+            kept.append(i)
+            prev = int(gt[i])
+    use = np.asarray(kept, dtype=np.int64)
+    g = gt[use]
+    first, last = int(g[0]), int(g[-1])
+    before = first - window_us * np.arange((first - begin) // window_us - 1, 0, -1, dtype=np.int64)
+    gaps = np.diff(g)
+    parts = np.maximum(1, np.floor(gaps / window_us + 0.5).astype(np.int64))
+    a = np.repeat(g[:-1], parts)
+    j = np.arange(len(a), dtype=np.int64) - np.repeat(np.cumsum(parts) - parts, parts) + 1
+    between = a + (j * np.repeat(gaps, parts)) // np.repeat(parts, parts)  # the last of each gap is b
+    after = last + window_us * np.arange(1, (end - last) // window_us + 1, dtype=np.int64)
+    ends = np.concatenate([before, [first], between, after]).astype(np.int64)
+    idx = np.full(len(ends), -1, np.int64)
+    at_map = len(before) + np.concatenate([[0], np.cumsum(parts)])
+    idx[at_map] = use
+    return ends, idx
 
 
 def center_box(height: int, width: int, crop: tuple[int, int] | None) -> tuple[slice, slice] | None:
@@ -177,21 +238,32 @@ def window_plan(
     start_us: int | None = None,
     max_windows: int | None = None,
     gt_indices: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Which windows ``windows`` yields: window numbers, end times and ground-truth indices (or None).
+    numbers: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which windows ``windows`` yields: window numbers, start and end times, ground-truth indices.
 
-    The windows of ``window_ends`` from ``start_us``; given ``gt_indices``, only those ending at
-    these ground-truth maps, in that order (an index without a window is skipped); then at most
-    ``max_windows`` of them. Each array is int64 [n].
+    The windows of ``window_ends`` (from the recording's start) that start at or after ``start_us``;
+    given ``numbers``, only those window numbers
+    (in that order); given ``gt_indices``, only those ending at these ground-truth maps (in that
+    order; an index without a window is skipped); then at most ``max_windows`` of them. Each array
+    is int64 [n]; the ground-truth indices are -1 for a window without ground truth, or None when
+    the recording has none.
     """
-    ends, gt_idx = window_ends(recording, window_us=window_us, start_us=start_us)
+    ends, gt_idx = window_ends(recording, window_us=window_us)
+    starts = np.concatenate([ends[:1] - window_us, ends[:-1]]).astype(np.int64)
     number = np.arange(len(ends), dtype=np.int64)
+    if start_us is not None:  # the same windows and numbers whatever the start: chunks equal one run
+        number = number[starts >= int(start_us)]
+    if numbers is not None:
+        allowed = set(number.tolist())
+        number = np.array([int(k) for k in numbers if int(k) in allowed], dtype=np.int64)
     if gt_indices is not None:
-        pos = {} if gt_idx is None else {int(g): k for k, g in enumerate(gt_idx)}
-        number = np.array([pos[int(g)] for g in gt_indices if int(g) in pos], dtype=np.int64)
+        pos = {} if gt_idx is None else {int(g): k for k, g in enumerate(gt_idx) if g >= 0}
+        allowed = set(number.tolist())
+        number = np.array([pos[int(g)] for g in gt_indices if pos.get(int(g), -1) in allowed], dtype=np.int64)
     if max_windows is not None:
         number = number[:max_windows]
-    return number, ends[number], None if gt_idx is None else gt_idx[number]
+    return number, starts[number], ends[number], None if gt_idx is None else gt_idx[number]
 
 
 def windows(
@@ -203,29 +275,42 @@ def windows(
     start_us: int | None = None,
     max_windows: int | None = None,
     gt_indices: Sequence[int] | None = None,
+    numbers: Sequence[int] | None = None,
     crop: tuple[int, int] | None = None,
     encoder: Encoder | None = None,
+    gt_protocol: str = "full",
 ) -> Iterator[Window]:
     """Read, encode and time consecutive windows of both cameras: the one window pipeline.
 
-    Windows are those of ``window_plan`` (``window_ends`` from ``start_us``, maybe only those of
-    ``gt_indices``, at most ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder``
-    replaces it); ``crop`` = (h, w) takes the centre of the encoded frames and of the ground truth.
+    Windows are those of ``window_plan`` (``window_ends`` from ``start_us``: back to back, ending
+    at the ground-truth maps; maybe only ``numbers`` or those of ``gt_indices``, at most
+    ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder`` replaces it); ``crop``
+    = (h, w) takes the centre of the encoded frames and of the ground truth; ``gt_protocol``
+    (``runtime.protocol.GT_PROTOCOLS``) may quantise, cap or mask the ground truth as DDES does.
     """
-    number, ends, gt_idx = window_plan(
-        recording, window_us=window_us, start_us=start_us, max_windows=max_windows, gt_indices=gt_indices
+    from runtime.protocol import apply_gt_protocol, check_gt_protocol
+
+    check_gt_protocol(gt_protocol)
+    number, starts, ends, gt_idx = window_plan(
+        recording,
+        window_us=window_us,
+        start_us=start_us,
+        max_windows=max_windows,
+        gt_indices=gt_indices,
+        numbers=numbers,
     )
     H, W = int(recording.height), int(recording.width)
     box = center_box(H, W, crop)
     if encoder is None:
         encoder = functools.partial(encode, encoding)
     for k, t1_value in enumerate(ends):
-        n, t1 = int(number[k]), int(t1_value)
-        t0 = t1 - window_us
-        gi = None if gt_idx is None else int(gt_idx[k])
+        n, t0, t1 = int(number[k]), int(starts[k]), int(t1_value)
+        gi = None if gt_idx is None or gt_idx[k] < 0 else int(gt_idx[k])
         a = time.perf_counter()
         events = [recording.events(side, t0, t1) for side in SIDES]
-        disparity = None if gi is None else recording.disparity(gi)
+        disparity = None
+        if gi is not None:
+            disparity = apply_gt_protocol(recording, recording.disparity(gi), t1, gt_protocol)
         b = time.perf_counter()
         left, right = (encoder(ev, t0, t1, bins, H, W) for ev in events)
         if box is not None:

@@ -81,7 +81,7 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
             raise OSError(f"fake source reads no files ({path})")
         return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
 
-    from runtime.sources import Window
+    from runtime.sources import Window, window_plan
     from runtime.sources import windows as real_windows
 
     def windows(recording: Any, *, encoder: Any = None, **options: Any) -> Any:
@@ -90,6 +90,7 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
     sources.open_recording = open_recording  # type: ignore[attr-defined]
     sources.windows = windows  # type: ignore[attr-defined]
     sources.Window = Window  # type: ignore[attr-defined]
+    sources.window_plan = window_plan  # type: ignore[attr-defined]
     encoding = types.ModuleType("runtime.encoding")
     encoding.sbt = identity_encoder  # type: ignore[attr-defined]
     return sources, encoding

@@ -110,6 +110,93 @@ def test_rectify_map_moves_events(tmp_path):
         np.testing.assert_array_equal(raw.events("left", 0, 2**62)["x"], [3, 10])
 
 
+def test_missing_rectify_map_is_refused_unless_no_rectify(tmp_path):
+    ev = make_events([3, 10], [4, 4], [100, 2500], [1, -1])
+    seq = tmp_path / "interlaken_00_c"
+    write_sequence(seq, {"left": ev, "right": ev}, 8, 12)
+    with pytest.raises(DataError) as err:
+        open_recording(seq)
+    msg = str(err.value)
+    assert "\n" not in msg and "raw DSEC events need rectification" in msg and "events/left/rectify_map.h5" in msg
+    assert "--calib DIR" in msg and "--no-rectify" in msg
+    with open_recording(seq, rectify=False) as rec:
+        assert not rec.rectified and rec.rectification.startswith("none")
+    calib = tmp_path / "maps"  # DSEC ships the maps with the events; here they lie elsewhere
+    for side in ("left", "right"):
+        os.makedirs(calib / side)
+        with h5py.File(calib / side / "rectify_map.h5", "w") as f:
+            f["rectify_map"] = identity_map(8, 12, dx=1.0)
+    with open_recording(seq, calib=calib) as rec:
+        assert rec.rectified and (rec.height, rec.width) == (8, 12) and str(calib) in rec.rectification
+        np.testing.assert_array_equal(rec.events("left", 0, 2**62)["x"], [4, 11])
+
+
+CAM_TO_CAM = """\
+intrinsics:
+  camRect0: {camera_matrix: [569.7632987676102, 569.7632987676102, 335.0999870300293, 221.23667526245117]}
+disparity_to_depth:
+  cams_03:
+  - [1, 0, 0, -335.0999870300293]
+  - [0, 1, 0, -221.23667526245117]
+  - [0, 0, 0, 569.7632987676102]
+  - [0, 0, 1.6691407297504248, 0]
+  cams_12:
+  - [1, 0, 0, -1]
+  - [0, 1, 0, -1]
+  - [0, 0, 0, 1000]
+  - [0, 0, 2, 0]
+"""
+
+
+def test_fb_from_cam_to_cam_yaml_and_override(tmp_path):
+    ev = make_events([3], [4], [100], [1])
+    write_sequence(tmp_path, {"left": ev, "right": ev}, 8, 12, maps=identity_map(8, 12))
+    with open_recording(tmp_path) as rec:
+        assert rec.fb is None  # DSEC disparity needs no fB; depth metrics then say so
+    os.makedirs(tmp_path / "calibration")
+    (tmp_path / "calibration" / "cam_to_cam.yaml").write_text(CAM_TO_CAM)
+    with open_recording(tmp_path) as rec:  # Q[2][3] / Q[3][2] of the event cameras (cams_03)
+        assert rec.fb == pytest.approx(569.7632987676102 / 1.6691407297504248)
+        assert rec.fb == pytest.approx(341.35, abs=0.01) and "cams_03" in rec.fb_source
+    with open_recording(tmp_path, fb=300.0) as rec:
+        assert rec.fb == 300.0 and rec.fb_source == "given (--fb)"
+    (tmp_path / "calibration" / "cam_to_cam.yaml").write_text("disparity_to_depth: {cams_12: []}\n")
+    with pytest.raises(DataError, match="cam_to_cam.yaml: no 4x4 matrix 'disparity_to_depth.cams_03'"):
+        open_recording(tmp_path)
+
+
+def test_start_is_the_later_t_offset_and_10hz_ground_truth_tiles(tmp_path):
+    # left camera starts 30 ms after the right; ground truth every 100 ms (DSEC's 10 Hz)
+    n = 4000
+    t = np.arange(n, dtype=np.int64) * 250  # 1 s at 4 kHz, relative to each camera's t_offset
+    ev = make_events(np.arange(n) % 12, np.zeros(n), t, np.ones(n))
+    offsets = {"left": T_OFFSET + 30_000, "right": T_OFFSET}
+    for side in ("left", "right"):
+        write_events_h5(os.path.join(tmp_path, "events", side, "events.h5"), ev, t_offset=offsets[side])
+        with h5py.File(os.path.join(tmp_path, "events", side, "rectify_map.h5"), "w") as f:
+            f["rectify_map"] = identity_map(4, 12)
+    ts = T_OFFSET + 30_000 + 100_000 * np.arange(10)  # map 0 at the start: no window can end there
+    os.makedirs(tmp_path / "disparity" / "event")
+    for i in range(len(ts)):
+        png = tmp_path / "disparity" / "event" / f"{2 * i:06d}.png"
+        Image.fromarray(np.full((4, 12), 256 * (i + 1), np.uint16)).save(png)
+    np.savetxt(tmp_path / "disparity" / "timestamps.txt", ts, fmt="%d")
+    with open_recording(tmp_path) as rec:
+        assert rec.t_start_us == T_OFFSET + 30_000  # max of the two t_offsets (SE-CFF), not the min
+        assert rec.t_end_us == T_OFFSET + 1_000_000  # the right camera ends first
+        ws = list(windows(rec))
+    assert [w.t1_us - w.t0_us for w in ws] == [50_000] * len(ws)
+    assert all(a.t1_us == b.t0_us for a, b in zip(ws[:-1], ws[1:], strict=True))  # back to back
+    assert ws[0].t0_us == rec.t_start_us and len(ws) == 19
+    assert [w.gt_index for w in ws] == [None, 1, None, 2, None, 3, None, 4, None, 5, None, 6, None, 7,
+                                        None, 8, None, 9, None]
+    assert [w.has_gt for w in ws] == [w.gt_index is not None for w in ws]
+    assert all(w.disparity is None for w in ws if not w.has_gt)
+    assert [float(w.disparity[0, 0]) for w in ws if w.has_gt] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    used = sum(int(np.abs(w.left).sum() > 0) for w in ws)
+    assert used == len(ws)  # no 50 ms gap is skipped
+
+
 def test_windows_only_read_their_milliseconds(tmp_path):
     n = 20_000
     t = np.arange(n, dtype=np.int64) * 50  # 1 s at 20 kHz
@@ -132,7 +219,7 @@ def test_time_going_backwards_is_dropped_and_counted(tmp_path):
     write_events_h5(path, ev, index=index)
     write_events_h5(os.path.join(tmp_path, "events", "right", "events.h5"), ev[:1])
     assert t_rel[2] < t_rel[1]
-    with open_recording(tmp_path) as rec:
+    with open_recording(tmp_path, rectify=False) as rec:
         got = rec.events("left", T_OFFSET, T_OFFSET + 5000)
         np.testing.assert_array_equal(got["t"] - T_OFFSET, [100, 3000, 4000])
         assert rec.stats["time_reversed"] == 1

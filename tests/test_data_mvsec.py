@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.events import DataError, make_events, to_mvsec
-from runtime.mvsec import INDOOR_FLYING_FB, MvsecRecording
+from runtime.mvsec import INDOOR_FLYING_FB, MVSEC_FB, MvsecRecording
 from runtime.recording import ColumnReader, scan_index
 from runtime.sources import open_recording, windows
 from runtime.synth import SynthConfig, write_mvsec
@@ -16,8 +16,21 @@ H, W = 12, 16
 T0 = 1_504_645_177.0  # MVSEC clocks are unix time in seconds
 
 
-def write_mvsec_like(folder, name="indoor_flying1", events=None, depth=None, depth_ts=None, extra=None):
-    """A tiny file pair in MVSEC's layout; returns the data path."""
+def write_maps(folder, family="indoor_flying", dx=0.0, dy=0.0, shape=(H, W)):
+    """MVSEC's calibration text maps of one family: x_rect = x + dx, y_rect = y + dy."""
+    os.makedirs(folder, exist_ok=True)
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    for side in ("left", "right"):
+        np.savetxt(os.path.join(folder, f"{family}_{side}_x_map.txt"), xs + dx)
+        np.savetxt(os.path.join(folder, f"{family}_{side}_y_map.txt"), ys + dy)
+    return folder
+
+
+def write_mvsec_like(folder, name="indoor_flying1", events=None, depth=None, depth_ts=None, extra=None,
+                     maps=False):
+    """A tiny file pair in MVSEC's layout (raw events, like MVSEC's); returns the data path.
+
+    ``maps``: also write identity rectification maps of the file's family beside it."""
     rng = np.random.default_rng(0)
     if events is None:
         n = 400
@@ -40,6 +53,8 @@ def write_mvsec_like(folder, name="indoor_flying1", events=None, depth=None, dep
         with h5py.File(os.path.join(folder, f"{name}_gt.hdf5"), "w") as f:
             f["davis/left/depth_image_rect"] = depth
             f["davis/left/depth_image_rect_ts"] = depth_ts
+    if maps:
+        write_maps(folder, name.rstrip("0123456789"))
     return data
 
 
@@ -61,12 +76,14 @@ def test_synthetic_files_read_back_like_memory(tmp_path):
         ts, img = rec.image("left", 2)
         assert ts == 100_000 and img.shape == (48, 64)
         assert sum(rec.stats.values()) == 0
+        assert rec.rectified and rec.rectification.startswith("rectified already")  # no maps needed
 
 
 def test_mvsec_like_file_constants_and_ground_truth(tmp_path):
-    path = write_mvsec_like(tmp_path)
-    with open_recording(path) as rec:
+    path = write_mvsec_like(tmp_path, maps=True)
+    with open_recording(path) as rec:  # the maps beside the file are found
         assert rec.fb == INDOOR_FLYING_FB  # from the indoor_flying name
+        assert rec.rectified and rec.rectification.startswith(f"maps {tmp_path}")
         assert rec.t_start_us == int(T0 * 1e6)
         d = rec.disparity(1)
         assert d.dtype == np.float32 and np.isnan(d[0]).all()
@@ -78,25 +95,34 @@ def test_mvsec_like_file_constants_and_ground_truth(tmp_path):
         assert rec.events("left", ws[0].t0_us, ws[0].t1_us)["t"][0] >= int(T0 * 1e6)
 
 
-def test_unknown_fb_needs_the_argument(tmp_path):
-    path = write_mvsec_like(tmp_path, name="outdoor_day1")
+@pytest.mark.parametrize("family", ["indoor_flying", "outdoor_day", "outdoor_night"])
+def test_every_mvsec_family_has_its_fb(tmp_path, family):
+    # deliberately changed: outdoor_day / outdoor_night used to have no fB; DDES's constants now
+    path = write_mvsec_like(tmp_path, name=f"{family}2", maps=True)
     with open_recording(path) as rec:
+        assert rec.fb == MVSEC_FB[family] and family in rec.fb_source
+        np.testing.assert_allclose(rec.disparity(0)[1:], MVSEC_FB[family] / 2.0, rtol=1e-6)
+    assert MVSEC_FB == {"indoor_flying": 19.941772, "outdoor_day": 19.635287, "outdoor_night": 19.651191}
+
+
+def test_unknown_fb_needs_the_argument(tmp_path):
+    path = write_mvsec_like(tmp_path, name="car")  # no MVSEC family in the name
+    with open_recording(path, rectify=False) as rec:
+        assert rec.fb is None
         with pytest.raises(DataError, match="pass fb="):
             rec.disparity(0)
-    with open_recording(path, fb=10.0) as rec:
-        assert np.nanmax(rec.disparity(0)) == pytest.approx(5.0)
+    with open_recording(path, fb=10.0, rectify=False) as rec:
+        assert np.nanmax(rec.disparity(0)) == pytest.approx(5.0) and rec.fb_source == "given (--fb)"
+    with open_recording(write_mvsec_like(tmp_path, maps=True), fb=10.0) as rec:  # --fb beats the family
+        assert rec.fb == 10.0
 
 
 def test_rectification_maps_from_calibration_text(tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    for side in ("left", "right"):
-        np.savetxt(calib / f"indoor_flying_{side}_x_map.txt", xs + 2.2)  # shift right by 2 px
-        np.savetxt(calib / f"indoor_flying_{side}_y_map.txt", ys - 0.9)  # and up by 1 px
+    calib = write_maps(tmp_path / "calib", dx=2.2, dy=-0.9)  # shift right by 2 px and up by 1 px
+    write_maps(tmp_path / "calib", family="outdoor_day", dx=-5)  # another family's maps beside them
     ev = np.array([[3, 5, T0 + 0.01, 1], [W - 1, 5, T0 + 0.02, -1], [4, 0, T0 + 0.03, 1]], dtype=np.float64)
     path = write_mvsec_like(tmp_path, events=ev, depth=False)
-    with open_recording(path, rectify_maps=calib) as rec:
+    with open_recording(path, calib=calib) as rec:  # the indoor_flying maps, chosen by the file name
         got = rec.events("left", int(T0 * 1e6), int(T0 * 1e6) + 100_000)
         np.testing.assert_array_equal(got["x"], [5])  # 3 + 2.2 -> 5
         np.testing.assert_array_equal(got["y"], [4])  # 5 - 0.9 -> 4
@@ -104,14 +130,41 @@ def test_rectification_maps_from_calibration_text(tmp_path):
 
 
 def test_rectification_map_of_wrong_shape_names_the_file(tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for side in ("left", "right"):
-        for axis in ("x", "y"):
-            np.savetxt(calib / f"c_{side}_{axis}_map.txt", np.zeros((3, 4)))
+    calib = write_maps(tmp_path / "calib", shape=(3, 4))
     path = write_mvsec_like(tmp_path, depth=False)
-    with pytest.raises(DataError, match=r"c_left_x_map.txt: map has shape \(3, 4\), expected \(12, 16\)"):
-        open_recording(path, rectify_maps=calib)
+    with pytest.raises(DataError, match=r"indoor_flying_left_x_map.txt: map has shape \(3, 4\), expected \(12, 16\)"):
+        open_recording(path, calib=calib)
+    with pytest.raises(DataError, match=r"no indoor_flying_left_x_map.txt for this indoor_flying recording"):
+        open_recording(path, calib=write_maps(tmp_path / "other", family="outdoor_day"))
+
+
+def test_raw_events_without_maps_are_refused_unless_no_rectify(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = write_mvsec_like(data)
+    with pytest.raises(DataError) as err:
+        open_recording(path)
+    msg = str(err.value)
+    assert "\n" not in msg and "raw MVSEC events need rectification" in msg
+    assert "indoor_flying_{left,right}_{x,y}_map.txt" in msg and "--calib DIR" in msg and "--no-rectify" in msg
+    with open_recording(path, rectify=False) as rec:
+        assert not rec.rectified and rec.rectification.startswith("none")
+    write_maps(tmp_path / "indoor_flying_calib", dx=1.0)  # the unzipped calibration beside the data folder
+    with open_recording(path) as rec:
+        assert rec.rectification.startswith(f"maps {tmp_path / 'indoor_flying_calib'}")
+        raw = rec.events("left", 0, 2**62)
+    with open_recording(path, rectify=False) as rec:
+        moved = rec.events("left", 0, 2**62)
+    inside = moved["x"] + 1 < W
+    np.testing.assert_array_equal(raw["x"], moved["x"][inside] + 1)
+
+
+def test_ground_truth_rows_behind_dropped_maps(tmp_path):
+    ts = T0 + np.array([0.05, np.nan, 0.1, 0.15])  # row 1 has no usable time
+    path = write_mvsec_like(tmp_path, depth_ts=ts, maps=True)
+    with open_recording(path) as rec:
+        assert rec.stats["gt_dropped"] == 1
+        np.testing.assert_array_equal(rec.gt_rows, [0, 2, 3])  # DDES frame k is row k, not index k
 
 
 def test_reader_reads_only_the_rows_a_window_needs():
@@ -174,7 +227,7 @@ def test_bad_events_are_dropped_and_counted(tmp_path):
     )
     rows = np.concatenate([arr[:2], bad, arr[2:]])
     path = write_mvsec_like(tmp_path, events=rows, depth=False)
-    with open_recording(path) as rec:
+    with open_recording(path, rectify=False) as rec:  # raw pixels, checked against the sensor
         got = rec.events("left", 0, 2**62)
         np.testing.assert_array_equal(got["x"], [1, 2, 3, 4])
         assert rec.stats["out_of_sensor"] == 1 and rec.stats["non_finite"] == 1

@@ -18,6 +18,10 @@ SHIPPED = sorted(p.stem for p in GENOTYPES.glob("*.yaml"))
 STEPS = 50
 
 
+def _dims(value) -> list:
+    return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
 def export_and_load(model, path, fold=True):
     export_onnx(model, path, fold=fold)
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -84,6 +88,13 @@ def test_contract(name, tmp_path):
     for value in list(proto.graph.input) + list(proto.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # exact declarations: every state_out.X has exactly state_in.X's shape, batch symbolic, the rest fixed
+    declared = {v.name: _dims(v) for v in list(proto.graph.input) + list(proto.graph.output)}
+    for s, shape in model.state_shapes():
+        assert declared[f"state_out.{s}"] == declared[f"state_in.{s}"] == ["batch", *shape], s
+    g = model.genotype
+    assert declared[data_out] == (["batch", g.input.height, g.input.width] if stereo else ["batch", g.head.classes])
+    assert all(declared[f"spikes.{s}"] == ["batch"] for s in spiking)
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # folded
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["snn.schema"] == "1" and meta["snn.task"] == model.genotype.task

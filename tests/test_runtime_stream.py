@@ -43,15 +43,21 @@ def test_stream_matches_reference(model_path):
 
 
 def test_windows_align_to_ground_truth(model_path):
+    # deliberately changed: windows used to exist only at ground-truth maps (skipping 120-240 ms);
+    # now they tile back to back, those between maps without ground truth and not scored
     rec = FakeRecording(seconds=0.3)
     rec.gt_timestamps_us = np.array([30_000, 70_000, 120_000, 290_000])  # a window needs 50 ms of events
-    results = list(_stream(model_path, rec))
-    assert [(r.index, r.t0_us, r.t1_us) for r in results] == [
-        (1, 20_000, 70_000),
-        (2, 70_000, 120_000),
-        (3, 240_000, 290_000),
+    stream = _stream(model_path, rec)
+    results = list(stream)
+    assert [(r.index, r.t0_us, r.t1_us, r.gt is not None) for r in results] == [
+        (1, 20_000, 70_000, True),
+        (2, 70_000, 120_000, True),
+        (2, 120_000, 176_666, False),  # 170 ms between two maps: three windows of 56.7 ms
+        (3, 176_666, 233_333, False),
+        (3, 233_333, 290_000, True),
     ]
     np.testing.assert_array_equal(results[0].gt, rec.disparity(1))
+    assert stream.report()["accuracy"]["windows"] == 3  # only the windows with ground truth count
     no_gt = FakeRecording(seconds=0.3, gt=False)
     no_gt.t_start_us = 10_000
     results = list(_stream(model_path, no_gt))

@@ -155,28 +155,79 @@ def test_synthetic_train_and_held_out_differ_and_crop():
     assert np.array_equal(w.left, data.val[0].left[0])
 
 
+def test_ddes_shuffle_pins_the_first_validation_frames():
+    # DDES (tlkvstepan/event_stereo_ICCV2019, dataset.py): random.seed(0); random.shuffle over the
+    # ordered test frames; the first 200 are validation. Values computed with that code's algorithm.
+    from training.data import DDES_TEST_FRAMES, DDES_TRAIN_FRAMES, ddes_held_out
+
+    val, test = ddes_held_out(range(*DDES_TEST_FRAMES[1]))
+    assert val[:10] == [194, 1061, 877, 165, 419, 539, 588, 308, 401, 283]
+    assert test[:5] == [903, 248, 570, 549, 279] and (len(val), len(test)) == (200, 861)
+    val, test = ddes_held_out(range(*DDES_TEST_FRAMES[3]))
+    assert val[:10] == [492, 843, 87, 227, 1507, 1020, 1030, 910, 110, 1230]
+    assert (len(val), len(test)) == (200, 1343) and sorted(val + test) == list(range(73, 1616))
+    val, _ = ddes_held_out(range(*DDES_TEST_FRAMES[2]))
+    assert val[:10] == [1110, 1202, 219, 599, 665, 1069, 278, 143, 1409, 379]
+    assert DDES_TEST_FRAMES == {1: (140, 1201), 2: (120, 1421), 3: (73, 1616)}
+    assert DDES_TRAIN_FRAMES == {1: (80, 1260), 2: (160, 1580), 3: (125, 1815)}
+
+
 def test_mvsec_split_convention(tmp_path, monkeypatch):
+    # deliberately changed: one frame range per sequence and numpy's shuffle became DDES's separate
+    # training / test ranges and Python's seeded shuffle
     import training.data as d
     from runtime.synth import SynthConfig, write_mvsec
 
     for n in (1, 2, 3):
         write_mvsec(SynthConfig(seed=n, seconds=0.6, height=24, width=32), tmp_path / "mvsec", f"indoor_flying{n}")
-    monkeypatch.setattr(d, "MVSEC_FRAMES", {1: (4, 11), 2: (2, 10), 3: (3, 9)})
+    monkeypatch.setattr(d, "DDES_TEST_FRAMES", {1: (4, 11), 2: (2, 9), 3: (5, 12)})
+    monkeypatch.setattr(d, "DDES_TRAIN_FRAMES", {1: (1, 5), 2: (2, 10), 3: (3, 9)})
     monkeypatch.setattr(d, "MVSEC_VAL_SIZE", 3)
     assert stereo_source_kind(str(tmp_path)) == "mvsec"
-    data = d.mvsec_stereo(tmp_path, 1, height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3,
-                          stride=1, burn_in=2)
+    opts = dict(height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3, stride=1, burn_in=1)
+    data = d.mvsec_stereo(tmp_path, 1, **opts)
     assert [s.name for s in data.train] == ["indoor_flying2", "indoor_flying3"]
-    assert len(data.train[0]) == 8 and len(data.train[1]) == 6
-    assert len(data.val_segments) == 3 and all(s.end - s.start == 3 for s in data.val_segments)
-    test = d.mvsec_stereo(tmp_path, 1, height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3,
-                          stride=1, burn_in=2, part="test")
-    frames = {s.score_from for s in data.val_segments} | {s.score_from for s in test.val_segments}
-    assert len(frames) == 7  # frames 4..10 split into disjoint validation and test parts
+    # the training frames with ground truth (rows 2..9 and 3..8), one burn-in window before the first
+    assert data.train[0].gt_index.tolist() == [-1, *range(2, 10)]
+    assert data.train[1].gt_index.tolist() == [-1, *range(3, 9)]
+    assert not data.train[0].has_gt[0] and np.isnan(data.train[0].disparity[0]).all()
+    val_frames, test_frames = d.ddes_held_out(range(4, 11), 3)
+    held = data.val[0]
+    assert sorted(int(held.gt_index[s.score_from]) for s in data.val_segments) == sorted(val_frames)
+    assert all(s.end - s.start == 3 and s.score_from == s.end - 1 for s in data.val_segments)
+    test = d.mvsec_stereo(tmp_path, 1, part="test", **opts)
+    assert sorted(int(test.val[0].gt_index[s.score_from]) for s in test.val_segments) == sorted(test_frames)
+    split3 = d.mvsec_stereo(tmp_path, 3, **opts)  # trains on 1 with its training frames, tests on 3's test frames
+    assert [s.name for s in split3.train] == ["indoor_flying1", "indoor_flying2"]
+    assert split3.train[0].gt_index[split3.train[0].has_gt].tolist() == [1, 2, 3, 4]
+    val3, _ = d.ddes_held_out(range(5, 12), 3)
+    assert sorted(int(split3.val[0].gt_index[s.score_from]) for s in split3.val_segments) == sorted(val3)
     with pytest.raises(TrainError, match="indoor_flying2"):
         (tmp_path / "mvsec" / "indoor_flying2_data.hdf5").unlink()
-        d.mvsec_stereo(tmp_path, 1, height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3,
-                       stride=1, burn_in=2)
+        d.mvsec_stereo(tmp_path, 1, **opts)
+
+
+def test_mvsec_raw_files_need_their_maps(tmp_path, monkeypatch):
+    import training.data as d
+    from tests.test_data_mvsec import write_maps, write_mvsec_like
+
+    (tmp_path / "data").mkdir()
+    for n in (1, 2, 3):
+        write_mvsec_like(tmp_path / "data", name=f"indoor_flying{n}")
+    monkeypatch.setattr(d, "DDES_TEST_FRAMES", {1: (1, 4)})
+    monkeypatch.setattr(d, "DDES_TRAIN_FRAMES", {2: (0, 4), 3: (0, 4)})
+    monkeypatch.setattr(d, "MVSEC_VAL_SIZE", 2)
+    opts = dict(height=12, width=16, encoding="sbt", bins=5, window_us=50_000, length=2, stride=1, burn_in=1)
+    with pytest.raises(TrainError, match=r"raw MVSEC events need rectification.*--calib DIR.*--no-rectify"):
+        d.mvsec_stereo(tmp_path, 1, **opts)
+    assert len(d.mvsec_stereo(tmp_path, 1, real=d.RealOptions(rectify=False), **opts).val_segments) == 2
+    write_maps(tmp_path / "calib" / "indoor_flying_calib", dx=0.4)
+    data = d.mvsec_stereo(tmp_path, 1, **opts)  # maps found under the data root
+    assert len(data.train) == 2 and "rectification as found" in data.description
+    data = d.mvsec_stereo(tmp_path, 1, real=d.RealOptions(calib=str(tmp_path / "calib" / "indoor_flying_calib"),
+                                                         fb=10.0, gt_protocol="ddes-full"), **opts)
+    d_gt = data.train[0].disparity[data.train[0].has_gt]
+    np.testing.assert_allclose(d_gt[:, 1:], np.round(7 * 10.0 / 2.0) / 7, rtol=1e-6)  # fB 10, depth 2 m, 1/7 px
 
 
 def test_dsec_folders(tmp_path):
@@ -193,3 +244,87 @@ def test_dsec_folders(tmp_path):
     data = dsec_stereo(tmp_path, encoding="sbt", bins=5, window_us=50_000, length=2, stride=1, burn_in=1)
     assert [s.name for s in data.train] == ["seq_0"] and [s.name for s in data.val] == ["seq_1"]
     assert np.isfinite(data.train[0].disparity).any()
+
+
+def test_dsec_10hz_ground_truth_tiles_and_scores_only_its_windows(tmp_path):
+    from runtime.metrics import stereo_errors
+    from runtime.sources import open_recording
+    from tests.test_data_dsec import T_OFFSET, identity_map, write_sequence
+    from training.data import Segment, StereoData, dsec_stereo
+
+    for i, seed in enumerate((5, 6)):
+        mem = open_recording(seed=seed, seconds=0.6, height=24, width=32)
+        keep = np.arange(1, len(mem.gt_timestamps_us), 2)  # 10 Hz: every other 50 ms map
+        write_sequence(str(tmp_path / f"seq_{i}"), mem.data.events, 24, 32, maps=identity_map(24, 32),
+                       disparities=[mem.disparity(k) for k in keep], disp_ts=mem.gt_timestamps_us[keep] + T_OFFSET)
+    data = dsec_stereo(tmp_path, encoding="sbt", bins=5, window_us=50_000, length=2, stride=1, burn_in=1)
+    seq = data.train[0]
+    assert len(seq) == 12 and seq.has_gt.tolist() == [False, True] * 6  # every window, every other with gt
+    assert np.isnan(seq.disparity[~seq.has_gt]).all() and np.isfinite(seq.disparity[seq.has_gt]).any()
+    assert [s for _, s in data.samples] == [0, 2, 4, 6, 8, 10]  # the loss window (after burn-in) has gt
+    # held-out scoring counts only the windows with ground truth
+    from training.evaluate import constant_baseline
+
+    out = constant_baseline(StereoData(data.train, data.val, 2, 1, [Segment(0, 0, 12, 0)], burn_in=1), 3.0)
+    want = [stereo_errors(np.full((24, 32), 3.0, np.float32), d, seq.fb) for d in data.val[0].disparity[1::2]]
+    assert out["windows"] == 6 and out["valid_pixels"] == sum(e.valid for e in want)
+    # and so does streaming a model over it (training.validation)
+    from types import SimpleNamespace
+
+    from training.validation import evaluate_stereo
+
+    class Constant:
+        genotype = SimpleNamespace(input=SimpleNamespace(height=24, width=32))
+
+        def spiking_neurons(self):
+            return 0
+
+        def initial_state(self, n):
+            return {}
+
+        def __call__(self, inputs, state):
+            return {"disparity": torch.full((len(inputs["left"]), 24, 32), 3.0), "spikes": {}}, state
+
+    got = evaluate_stereo(Constant(), StereoData(data.train, data.val, 2, 1, [Segment(0, 0, 12, 0)], burn_in=1),
+                          SimpleNamespace(eval_batch_size=4))
+    assert got["windows"] == 6 and got["one_pixel_accuracy_pct"] == pytest.approx(out["one_pixel_accuracy_pct"])
+
+
+def test_cli_real_data_options(tmp_path, capsys):
+    from tests.helpers import SMALL
+    from tests.test_data_mvsec import write_mvsec_like
+    from training.train import main
+
+    small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
+    base = [str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(tmp_path / "r"), "--epochs", "1"]
+    for n in (1, 2, 3):
+        write_mvsec_like(tmp_path, name=f"indoor_flying{n}")
+    rc = main([*base, "--data", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and "raw MVSEC events need rectification" in err
+    rc = main([*base, "--data", "synthetic", "--fb", "3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "apply to MVSEC and DSEC data" in err
+
+
+def test_search_takes_the_real_data_options(tmp_path, capsys):
+    from tests.test_data_mvsec import write_mvsec_like
+    from training.data import RealOptions
+    from training.search.bilevel import SearchConfig
+    from training.search.cli import main, parser
+    from training.search.snasnet import _real
+
+    args = parser().parse_args(["snasnet", "g.yaml", "--cell", "c", "--out", "o", "--no-rectify", "--gt", "ddes",
+                                "--fb", "2"])
+    assert _real(args) == RealOptions(rectify=False, fb=2.0, gt_protocol="ddes")
+    args = parser().parse_args(["spikedhs", "s.yaml", "--out", "o", "--calib", "C"])
+    fields = SearchConfig.__dataclass_fields__
+    sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    assert (sc.calib, sc.rectify, sc.fb, sc.gt) == ("C", True, None, "full")
+    for n in (1, 2, 3):
+        write_mvsec_like(tmp_path, name=f"indoor_flying{n}")
+    rc = main(["snasnet", str(GENOTYPES / "stereo_small.yaml"), "--cell", "feature", "--input-op", "conv1x1",
+               "--out", str(tmp_path / "o"), "--candidates", "1", "--batch", "2", "--steps", "2", "--quiet",
+               "--set", "input.height=12", "--set", "input.width=16", "--data", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "raw MVSEC events need rectification" in err and "\n" not in err

@@ -1,14 +1,17 @@
 """Stereo training data: event-stereo sequences (synthetic, MVSEC, DSEC); ``stereo_data`` is the entry.
 
 Stereo data is held as encoded windows per sequence (int8 SBT frames, float32 disparity with NaN
-invalid), made by ``runtime.sources.windows`` as the runtime makes them; a training sample is
-``burn_in + K`` consecutive windows, randomly cropped to the model's input size. Nothing downloads:
-every dataset is read from a path the user gives (or generated). Labelled images are in
-``training.images``.
+invalid), made by ``runtime.sources.windows`` as the runtime makes them: back to back, every event
+used, ending at the ground-truth maps; windows between maps (DSEC's 10 Hz ground truth: every other
+one) have no ground truth (``has_gt`` False, disparity NaN) and carry no loss and no score. A
+training sample is ``burn_in + K`` consecutive windows, randomly cropped to the model's input size.
+Nothing downloads: every dataset is read from a path the user gives (or generated). Labelled images
+are in ``training.images``.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +25,45 @@ from .errors import TrainError
 
 @dataclass
 class StereoSequence:
-    """Encoded windows of one recording: ``left``/``right`` (T, C, H, W), ``disparity`` (T, H, W)."""
+    """Encoded windows of one recording: ``left``/``right`` (T, C, H, W), ``disparity`` (T, H, W);
+    ``has_gt`` bool [T] (default: all True) and ``gt_index`` int64 [T] (the recording's ground-truth
+    index of each window, -1 for none)."""
 
     name: str
     left: np.ndarray
     right: np.ndarray
     disparity: np.ndarray
     fb: float | None = None
+    has_gt: np.ndarray | None = None
+    gt_index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_gt is None:
+            self.has_gt = np.ones(len(self.left), dtype=bool)
+        if self.gt_index is None:
+            self.gt_index = np.where(self.has_gt, np.arange(len(self.left)), -1).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.left)
+
+
+@dataclass(frozen=True)
+class RealOptions:
+    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``; see
+    ``runtime.sources.open_recording`` and ``runtime.protocol``)."""
+
+    calib: str | None = None
+    rectify: bool = True
+    fb: float | None = None
+    gt_protocol: str = "full"
+
+    def describe(self) -> str:
+        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}" if self.rectify
+                 else "no rectification (--no-rectify)"]
+        if self.fb is not None:
+            parts.append(f"fB {self.fb:g} px*m (--fb)")
+        parts.append(f"ground truth {self.gt_protocol}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -54,10 +86,12 @@ class StereoData:
     stride: int
     val_segments: list[Segment] = field(default_factory=list)
     description: str = ""
+    burn_in: int = 0  # windows of a sample without loss: a sample needs ground truth after them
 
     def __post_init__(self) -> None:
         self.samples = [(i, s) for i, seq in enumerate(self.train)
-                        for s in range(0, len(seq) - self.length + 1, self.stride)]
+                        for s in range(0, len(seq) - self.length + 1, self.stride)
+                        if seq.has_gt[s + self.burn_in:s + self.length].any()]
         if not self.samples:
             raise TrainError(f"no training sample of {self.length} consecutive windows in the training data",
                              "use longer recordings or fewer windows per sample (--windows, --burn-in)")
@@ -98,28 +132,42 @@ def center_crop(a: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indices=None,
-                     name: str | None = None) -> StereoSequence:
-    """Encode every ground-truth window of a recording (or those of ``gt_indices``, in order).
+                     name: str | None = None, context: int = 0, gt_protocol: str = "full") -> StereoSequence:
+    """Encode the windows of a recording that run over its ground truth (or over that of ``gt_indices``).
 
-    The windows are ``runtime.sources.windows``; they are stored as int8 (SBT) or int16 (counts).
+    The windows are ``runtime.sources.windows``, back to back: from ``context`` windows before the
+    first window with (wanted) ground truth to the last one; windows without it, or with a map not
+    in ``gt_indices``, get NaN disparity and ``has_gt`` False. Frames are stored as int8 (SBT) or
+    int16 (counts).
     """
     from runtime.encoding import channels
     from runtime.sources import window_plan, windows
 
-    _, _, gt_idx = window_plan(rec, window_us=window_us, gt_indices=gt_indices)
-    if gt_idx is None:
+    number, _, _, gt_idx = window_plan(rec, window_us=window_us)
+    if gt_idx is None or not (gt_idx >= 0).any():
         raise TrainError(f"{rec.name}: no ground-truth disparity, so it cannot be used for training")
+    wanted = gt_idx >= 0
+    if gt_indices is not None:
+        wanted &= np.isin(gt_idx, np.asarray(list(gt_indices), dtype=np.int64))
+        if not wanted.any():
+            raise TrainError(f"{rec.name}: none of the requested ground-truth maps ends a window")
+    pos = np.flatnonzero(wanted)
+    lo, hi = max(0, int(pos[0]) - context), int(pos[-1]) + 1
     dtype = np.int8 if encoding == "sbt" else np.int16
     low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
-    T = len(gt_idx)
+    T = hi - lo
     left = np.zeros((T, channels(encoding, bins), rec.height, rec.width), dtype)
     right = np.zeros_like(left)
-    disp = np.zeros((T, rec.height, rec.width), np.float32)
-    for k, w in enumerate(windows(rec, window_us=window_us, bins=bins, encoding=encoding, gt_indices=gt_indices)):
+    disp = np.full((T, rec.height, rec.width), np.nan, np.float32)
+    has = wanted[lo:hi].copy()
+    index = np.where(has, gt_idx[lo:hi], -1).astype(np.int64)
+    for k, w in enumerate(windows(rec, window_us=window_us, bins=bins, encoding=encoding, numbers=number[lo:hi],
+                                  gt_protocol=gt_protocol)):
         left[k] = np.clip(w.left, low, high)
         right[k] = np.clip(w.right, low, high)
-        disp[k] = w.disparity
-    return StereoSequence(name or rec.name, left, right, disp, rec.fb)
+        if has[k]:
+            disp[k] = w.disparity
+    return StereoSequence(name or rec.name, left, right, disp, rec.fb, has, index)
 
 
 @dataclass(frozen=True)
@@ -162,11 +210,25 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
                       f"synthetic: train seeds {list(spec.train_seeds)}, held-out seeds {list(spec.val_seeds)}")
 
 
-# MVSEC indoor_flying splits (DDES convention). Split 1 is from REFERENCE.md; the frame ranges of the
-# other sequences are those DDES's public code uses, as best known here: check them before comparing.
-MVSEC_FRAMES = {1: (140, 1201), 2: (160, 1580), 3: (125, 1815)}
-MVSEC_SPLITS = {1: {"train": (2, 3), "test": 1}, 3: {"train": (1, 2), "test": 3}}
+# MVSEC indoor_flying in DDES's protocol (tlkvstepan/event_stereo_ICCV2019,
+# src/dense_deep_event_stereo/dataset.py: FRAMES_FILTER_FOR_TEST, FRAMES_FILTER_FOR_TRAINING as
+# Python ranges [lo, hi), IndoorFlying.split, dataset.shuffle / split_into_two). A frame is a row of
+# the ground-truth file's davis/left/depth_image_rect. Split N tests on indoor_flying N (test
+# frames) and trains on the other two (training frames); DDES's command line offers splits 1 and 3.
+DDES_TEST_FRAMES = {1: (140, 1201), 2: (120, 1421), 3: (73, 1616)}
+DDES_TRAIN_FRAMES = {1: (80, 1260), 2: (160, 1580), 3: (125, 1815)}
+MVSEC_SPLITS = {1: {"train": (2, 3), "test": 1}, 2: {"train": (1, 3), "test": 2}, 3: {"train": (1, 2), "test": 3}}
 MVSEC_VAL_SIZE = 200
+
+
+def ddes_held_out(frames, val_size: int | None = None) -> tuple[list[int], list[int]]:
+    """DDES's held-out split of the test sequence's frames (in ascending order): Python's
+    ``random.seed(0); random.shuffle(frames)``, the first ``val_size`` validation, the rest test.
+    (``random.Random(0)`` draws exactly what the seeded module functions draw.)"""
+    val_size = MVSEC_VAL_SIZE if val_size is None else val_size
+    order = [int(f) for f in frames]
+    random.Random(0).shuffle(order)
+    return order[:val_size], order[val_size:]
 
 
 def find_mvsec(root: Path, n: int) -> Path:
@@ -177,70 +239,90 @@ def find_mvsec(root: Path, n: int) -> Path:
     return hits[0]
 
 
-def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: str, bins: int, window_us: int,
-                 length: int, stride: int, burn_in: int, part: str = "val") -> StereoData:
-    """MVSEC indoor_flying in the DDES split-1 / split-3 convention.
-
-    Training: every frame of the split's training sequences in their frame range. Held-out: the test
-    sequence's frame range, shuffled once (numpy RandomState(0)): the first 200 frames are validation,
-    the rest test (``part``). A held-out frame is scored after streaming the ``length - 1`` windows before it.
-    """
+def _open(path: Path, real: RealOptions, calib: str | None = None):
     from runtime.sources import open_recording
 
+    try:
+        return open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb)
+    except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
+        raise TrainError(f"{path}: {first_line(exc)}") from None
+
+
+def _frames(rec, lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """DDES's frames ``[lo, hi)`` that the ground-truth file has (rows), and their ground-truth indices
+    (rows with an unusable timestamp have none)."""
+    rows = np.asarray(getattr(rec, "gt_rows", np.arange(len(rec.gt_timestamps_us))), dtype=np.int64)
+    n_rows = int(getattr(rec, "depth_rows", len(rows)))
+    frames = list(range(lo, min(hi, n_rows)))
+    pos = {int(r): i for i, r in enumerate(rows)}
+    return frames, [pos[f] for f in frames if f in pos]
+
+
+def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: str, bins: int, window_us: int,
+                 length: int, stride: int, burn_in: int, part: str = "val",
+                 real: RealOptions | None = None) -> StereoData:
+    """MVSEC indoor_flying in DDES's split protocol (``DDES_TEST_FRAMES``, ``DDES_TRAIN_FRAMES``).
+
+    Training: the windows over the training frames of the split's two training sequences (loss on
+    those frames). Held-out: the test sequence's test frames, shuffled as DDES does
+    (``ddes_held_out``): the first 200 are validation, the rest test (``part``). A held-out frame is
+    scored after streaming the ``length - 1`` windows before it from a zero state.
+    """
+    real = real or RealOptions()
     if split not in MVSEC_SPLITS:
-        raise TrainError(f"unknown MVSEC split {split}", "use --split 1 or --split 3")
-    calib = next(iter(sorted(root.rglob("*_left_x_map.txt"))), None)
-    maps = str(calib.parent) if calib is not None else None
+        raise TrainError(f"unknown MVSEC split {split}", "use --split 1, 2 or 3")
+    calib = real.calib
+    if calib is None and real.rectify:  # the indoor_flying maps anywhere under the data folder
+        hit = next(iter(sorted(root.rglob("indoor_flying_left_x_map.txt"))), None)
+        calib = str(hit.parent) if hit is not None else None
+    common = dict(encoding=encoding, bins=bins, window_us=window_us, gt_protocol=real.gt_protocol)
 
-    def load(n: int, frames: range | None = None) -> StereoSequence:
-        path = find_mvsec(root, n)
-        try:
-            rec = open_recording(str(path), rectify_maps=maps)
-        except TrainError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
-            raise TrainError(f"{path}: {first_line(exc)}") from None
-        with rec:
-            return encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
-                                    gt_indices=None if frames is None else list(frames),
-                                    name=f"indoor_flying{n}")
-
-    train = [load(n, range(*MVSEC_FRAMES[n])) for n in MVSEC_SPLITS[split]["train"]]
+    train = []
+    for n in MVSEC_SPLITS[split]["train"]:
+        with _open(find_mvsec(root, n), real, calib) as rec:
+            _, gt = _frames(rec, *DDES_TRAIN_FRAMES[n])
+            train.append(encode_recording(rec, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}", **common))
     t = MVSEC_SPLITS[split]["test"]
-    lo, hi = MVSEC_FRAMES[t]
-    test = load(t, range(max(0, lo - length + 1), hi))
-    first = lo - max(0, lo - length + 1)
-    order = np.random.RandomState(0).permutation(hi - lo)
-    chosen = order[:MVSEC_VAL_SIZE] if part == "val" else order[MVSEC_VAL_SIZE:]
-    segments = [Segment(0, first + int(k) - length + 1, first + int(k) + 1, first + int(k)) for k in sorted(chosen)]
-    segments = [s for s in segments if s.start >= 0]
-    return StereoData(train, [test], length, stride, segments,
-                      f"MVSEC split {split}: train indoor_flying{MVSEC_SPLITS[split]['train']}, "
-                      f"{part} {len(segments)} frames of indoor_flying{t}")
+    with _open(find_mvsec(root, t), real, calib) as rec:
+        frames, gt = _frames(rec, *DDES_TEST_FRAMES[t])
+        val, test = ddes_held_out(frames)
+        chosen = val if part == "val" else test
+        rows = np.asarray(getattr(rec, "gt_rows", np.arange(len(rec.gt_timestamps_us))))
+        held = encode_recording(rec, gt_indices=gt, context=length - 1, name=f"indoor_flying{t}", **common)
+    at = {int(rows[g]): k for k, g in enumerate(held.gt_index) if g >= 0}  # frame (row) -> window
+    ks = sorted(at[f] for f in chosen if f in at and at[f] - length + 1 >= 0)
+    segments = [Segment(0, k - length + 1, k + 1, k) for k in ks]
+    missing = f" ({len(chosen) - len(ks)} of its frames have no window)" if len(ks) < len(chosen) else ""
+    a, b = DDES_TEST_FRAMES[t]
+    return StereoData(train, [held], length, stride, segments,
+                      f"MVSEC split {split} (DDES): train indoor_flying{MVSEC_SPLITS[split]['train']} training "
+                      f"frames, {part} {len(segments)} frames of indoor_flying{t} frames {a}-{b - 1}{missing}; "
+                      f"{real.describe()}", burn_in)
 
 
 def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length: int, stride: int,
-                burn_in: int, val_fraction: float = 0.2) -> StereoData:
+                burn_in: int, val_fraction: float = 0.2, real: RealOptions | None = None) -> StereoData:
     """DSEC sequence folders under ``root`` (each with events/ and disparity/): the last
-    ``val_fraction`` of the sequences (sorted by name, at least one) are held out."""
-    from runtime.sources import open_recording
-
+    ``val_fraction`` of the sequences (sorted by name, at least one) are held out. Windows tile each
+    sequence; only every other one has ground truth (10 Hz)."""
+    real = real or RealOptions()
+    if real.calib is not None:
+        raise TrainError("--calib applies to MVSEC: each DSEC sequence folder holds its own "
+                         "events/{left,right}/rectify_map.h5 and calibration/cam_to_cam.yaml")
     folders = sorted(p.parent.parent.parent for p in root.rglob("events/left/events.h5"))
     if not folders:
         raise TrainError(f"{root}: no DSEC sequence (events/left/events.h5) under this folder")
     seqs = []
     for f in folders:
-        try:
-            rec = open_recording(str(f))
-        except Exception as exc:  # noqa: BLE001
-            raise TrainError(f"{f}: {first_line(exc)}") from None
-        with rec:
-            seqs.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=f.name))
+        with _open(f, real) as rec:
+            seqs.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=f.name,
+                                         context=burn_in, gt_protocol=real.gt_protocol))
     n_val = max(1, round(len(seqs) * val_fraction)) if len(seqs) > 1 else 0
     train, val = (seqs[:-n_val], seqs[-n_val:]) if n_val else (seqs, seqs)
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     return StereoData(train, val, length, stride, segments,
-                      f"DSEC: train {[s.name for s in train]}, held-out {[s.name for s in val]}")
+                      f"DSEC: train {[s.name for s in train]}, held-out {[s.name for s in val]}; {real.describe()}",
+                      burn_in)
 
 
 def stereo_source_kind(source: str) -> str:
@@ -258,11 +340,12 @@ def stereo_source_kind(source: str) -> str:
 
 
 def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synthetic: SyntheticSpec,
-                split: int = 1, part: str = "val") -> StereoData:
+                split: int = 1, part: str = "val", real: RealOptions | None = None) -> StereoData:
     """Stereo data for genotype ``g``'s input from ``source``, for training and search alike.
 
     ``source`` is ``"synthetic"`` (generated as ``synthetic`` says), a folder holding MVSEC's
-    indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC sequence folders.
+    indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC sequence folders, read
+    as ``real`` says (calibration, rectification, fB, ground-truth protocol).
     Samples are ``length`` consecutive windows every ``stride``; held-out windows before ``burn_in``
     are not scored.
     """
@@ -271,11 +354,14 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
                   length=length, stride=stride, burn_in=burn_in)
     kind = stereo_source_kind(source)
     if kind == "synthetic":
+        if real is not None and real != RealOptions():
+            raise TrainError("--calib, --no-rectify, --fb and --gt apply to MVSEC and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if kind == "mvsec":
-        return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, **common)
-    return dsec_stereo(Path(source), **common)
+        return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, real=real, **common)
+    return dsec_stereo(Path(source), real=real, **common)
 
 
-__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "stereo_data", "stereo_source_kind",
-           "synthetic_stereo", "mvsec_stereo", "dsec_stereo", "encode_recording", "center_crop"]
+__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "stereo_data",
+           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "dsec_stereo", "encode_recording", "center_crop",
+           "ddes_held_out"]

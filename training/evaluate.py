@@ -23,7 +23,10 @@ def constant_baseline(data, value: float | None = None) -> dict:
     errors = []
     for seg in data.val_segments:
         seq = data.val[seg.seq]
+        has_gt = getattr(seq, "has_gt", None)  # windows without ground truth are not scored
         for t in range(max(seg.start, seg.score_from), seg.end):
+            if has_gt is not None and not has_gt[t]:
+                continue
             gt = seq.disparity[t]
             errors.append(stereo_errors(np.full_like(gt, value), gt, seq.fb))
     out = summarize_errors(errors)

@@ -63,6 +63,10 @@ class TrainConfig:
     seconds: float = 4.0
     split: int = 1
     eval_part: str = "val"
+    calib: str | None = None  # real data: calibration folder (MVSEC maps)
+    rectify: bool = True  # real data: False = events as stored (--no-rectify)
+    fb: float | None = None  # real data: focal length x baseline override, px*m
+    gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.protocol)
     # classification
     timesteps: int | None = None
     augment: bool | None = None

@@ -19,6 +19,7 @@ OPTION_RANGES = {
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
     "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "arch_lr": (0.0, 1e3, False),
+    "fb": (0.0, 1e6, False),
 }
 
 

@@ -77,8 +77,19 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
     g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
     g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
-    g.add_argument("--split", type=int, default=d.split, choices=(1, 3), help="MVSEC split (DDES convention)")
-    g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part, help="MVSEC held-out part")
+    g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
+                   help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
+    g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,
+                   help="MVSEC held-out part: DDES's 200 validation frames or the rest")
+    g.add_argument("--calib", metavar="DIR", help="MVSEC: the folder of indoor_flying_{left,right}_{x,y}_map.txt "
+                   "(default: looked for under --data); DSEC sequences hold their own rectify_map.h5")
+    g.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
+                   help="use real events as stored (raw events are otherwise refused without rectification maps)")
+    g.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline override, px*m (default: "
+                   "MVSEC's per family, DSEC's calibration/cam_to_cam.yaml)")
+    g.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="ground-truth protocol of MVSEC/DSEC: "
+                   "full (default), ddes-full (1/7 px, >= 36.4 px dropped) or ddes (also the 15000-event mask); "
+                   "docs/data.md")
     g = p.add_argument_group("classification")
     g.add_argument("--timesteps", type=int, help="T: steps per image (default: the genotype's input.timesteps)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -279,7 +290,7 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import SyntheticSpec, stereo_data
+    from .data import RealOptions, SyntheticSpec, stereo_data
     from .errors import TrainError
     from .images import check_image_shape, classification_data
 
@@ -288,8 +299,9 @@ def load_data(cfg, g, log=print):
     if g.task == "stereo":
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
+        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt)
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
-                           synthetic=spec, split=cfg.split, part=cfg.eval_part)
+                           synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "
             f"({time.perf_counter() - t:.1f} s)")
         return data, data

@@ -13,7 +13,8 @@ from .images import ClassData
 
 
 def evaluate_stereo(model, data: StereoData, cfg) -> dict[str, Any]:
-    """Stream each held-out segment from a zero state; score its windows from ``score_from`` on.
+    """Stream each held-out segment from a zero state; score its windows with ground truth from
+    ``score_from`` on.
 
     Returns runtime.metrics' summary (1PA %, mean disparity error px, mean/median depth error cm)
     and the mean firing rate of the spiking layers.
@@ -42,7 +43,7 @@ def evaluate_stereo(model, data: StereoData, cfg) -> dict[str, Any]:
                 pred = out["disparity"].numpy()
                 gt = grab("disparity")
                 for k, s in enumerate(chunk):
-                    if s.start + t >= s.score_from:
+                    if s.start + t >= s.score_from and data.val[s.seq].has_gt[s.start + t]:
                         errors.append(stereo_errors(pred[k], gt[k], data.val[s.seq].fb))
                         if out["spikes"]:
                             spikes += float(sum(v[k] for v in out["spikes"].values()))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from runtime.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
+from runtime.protocol import GT_PROTOCOLS
 from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
 from runtime.statefile import load_state, save_state
@@ -30,6 +32,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
         "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
+    )
+    p.add_argument(
+        "--calib",
+        metavar="DIR",
+        help="calibration of a real recording: MVSEC: the folder of <family>_{left,right}_{x,y}_map.txt "
+        "(unzipped <family>_calib.zip; default: looked for beside the data file); DSEC: a folder with "
+        "{left,right}/rectify_map.h5 and/or cam_to_cam.yaml (default: the sequence folder)",
+    )
+    p.add_argument(
+        "--no-rectify",
+        dest="rectify",
+        action="store_false",
+        help="use the events as stored (real raw events are otherwise refused without rectification maps)",
+    )
+    p.add_argument(
+        "--fb",
+        type=float,
+        metavar="PX_M",
+        help="focal length x baseline in px*m (default: the file's, MVSEC's per family, DSEC's cam_to_cam.yaml)",
+    )
+    p.add_argument(
+        "--gt",
+        choices=GT_PROTOCOLS,
+        default="full",
+        help="ground-truth protocol: full (every valid pixel, exact disparity; default), ddes-full (rounded to "
+        "1/7 px, >= 36.4 px dropped, as DDES) or ddes (also only pixels of the last 15000 left events, DDES's "
+        "default); docs/data.md",
     )
     p.add_argument(
         "--device",
@@ -138,6 +167,10 @@ def _main(args: argparse.Namespace) -> int:
         min_disparity=args.min_disparity,
         seed=args.seed,
         keep_inputs=save_dir is not None,
+        calib=args.calib,
+        rectify=args.rectify,
+        fb=args.fb,
+        gt_protocol=args.gt,
     )
     if stream.spec.task != "stereo":
         raise RuntimeInputError(
@@ -146,7 +179,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.load_state:
         stream.set_state(load_state(args.load_state), where=f"--load-state {args.load_state}")
     with stream:
-        steps: Iterable[StepResult] = stream
+        with warnings.catch_warnings():  # said once below, as one line each
+            warnings.simplefilter("ignore")
+            steps: Iterable[StepResult] = iter(stream)
+        for message in stream.warnings:
+            print(f"warning: {message}", file=sys.stderr)
         bar = None
         if not args.quiet:
             from tqdm import tqdm
@@ -156,7 +193,7 @@ def _main(args: argparse.Namespace) -> int:
             if save_dir is not None:
                 save_step(
                     save_dir,
-                    result.index,
+                    result.window,
                     result.disparity,
                     max_disparity=stream.spec.max_disparity or 1.0,
                     gt=result.gt,
@@ -175,7 +212,10 @@ def _main(args: argparse.Namespace) -> int:
             )
         report = stream.report()
         problem = quality_problem(report, args.max_dropped)
-        if problem:
+        if problem:  # the report, if asked for, says why and withholds the accuracy; nothing else is written
+            report.update(error=problem, accuracy=None)
+            if args.report:
+                write_report(report, args.report)
             raise RuntimeInputError(args.events or "synthetic source", problem)
         if args.save_state:
             save_state(args.save_state, stream.state)

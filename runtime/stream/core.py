@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from runtime.metrics import (
     stereo_errors,
     summarize_errors,
 )
-from runtime.session import SNNSession
+from runtime.session import SNNSession, StepOutput
 from runtime.statefile import check_state
 
 from .quality import Quality
@@ -47,7 +48,7 @@ class StepResult:
     """What one step of the stream produced."""
 
     step: int  # position in this Stream, from 0
-    index: int  # the window's ground-truth index when it has one, else its window number
+    index: int  # the window's ground-truth index when it has one, else its window number (``window``)
     t0_us: int
     t1_us: int
     disparity: np.ndarray  # float32 [H, W] (the model's data output, batch removed)
@@ -58,25 +59,43 @@ class StepResult:
     valid_pixels: int = 0
     mean_disparity_error_px: float | None = None
     left: np.ndarray | None = None
+    window: int = 0  # the window's number in its recording (runtime.sources.window_ends)
     has_events: bool = True  # False when both inputs are all zero (no event, or events that cancel)
     non_finite_pixels: int = 0  # pixels of the output that are NaN or inf (never scored)
 
 
 # --------------------------------------------------------------------------- sources
 def open_source(
-    events: str | Path | None, spec: ModelSpec, *, seed: int = 0, seconds: float | None = None
+    events: str | Path | None,
+    spec: ModelSpec,
+    *,
+    seed: int = 0,
+    seconds: float | None = None,
+    calib: str | Path | None = None,
+    rectify: bool = True,
+    fb: float | None = None,
 ) -> Any:
-    """Open a recording: None = the built-in synthetic stereo stream at the model's size."""
+    """Open a recording: None = the built-in synthetic stereo stream at the model's size.
+
+    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``).
+    """
     from runtime import sources
 
     where = f"--events {events}" if events is not None else "synthetic source"
     if events is not None and not Path(events).exists():
         raise RuntimeInputError(where, "no such file or folder")
+    if calib is not None and not Path(calib).is_dir():
+        raise RuntimeInputError(f"--calib {calib}", "no such folder")
     kwargs: dict[str, Any] = {"seed": seed}
     if events is None:
+        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True)):
+            if value is not None:
+                raise RuntimeInputError(name, "applies to recordings read from files (--events)")
         kwargs.update(height=spec.encoding.height, width=spec.encoding.width)
         if seconds is not None:
             kwargs["seconds"] = seconds
+    else:
+        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb)
     try:
         return sources.open_recording(None if events is None else str(events), **kwargs)
     except RuntimeInputError:
@@ -138,6 +157,11 @@ class Stream:
         recording: Any = None,
         encoder: Encoder | None = None,
         keep_inputs: bool = False,
+        calib: str | Path | None = None,
+        rectify: bool = True,
+        fb: float | None = None,
+        gt_protocol: str = "full",
+        session: Any = None,
     ) -> None:
         for name, value, low in (
             ("--burn-in", burn_in, 0),
@@ -156,16 +180,28 @@ class Stream:
             raise RuntimeInputError("--min-disparity", f"must be positive and finite, got {min_disparity}")
         if seed < 0:
             raise RuntimeInputError("--seed", f"must be >= 0, got {seed}")
+        if fb is not None and not (np.isfinite(fb) and fb > 0):
+            raise RuntimeInputError("--fb", f"must be a positive number of px*m, got {fb}")
+        from runtime.protocol import GT_PROTOCOLS
+
+        if gt_protocol not in GT_PROTOCOLS:
+            raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
-        self.session = SNNSession(model, device=device, threads=threads, io_binding=io_binding)
+        # ``session``: anything with SNNSession's step/reset/state/set_state (runtime.multistream gives a
+        # stream one slot of a shared session); by default the stream opens a session of its own
+        self.session = session if session is not None else SNNSession(model, device=device, threads=threads,
+                                                                       io_binding=io_binding)
         self.spec = self.session.spec
         self.model_path = str(model)
         self.events = events
         self.burn_in, self.max_steps, self.start_s = burn_in, max_steps, start_s
         self.reset_every, self.crop, self.min_disparity, self.seed = reset_every, crop, min_disparity, seed
         self.keep_inputs = keep_inputs
+        self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
+        self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
+        self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
         self._owns_recording = False
         self._encoder = encoder
@@ -191,7 +227,10 @@ class Stream:
                         f"--start and --max-steps ask for {seconds:.4g} s of the built-in stream, which is generated "
                         f"in memory: at most {MAX_SYNTHETIC_S:g} s (write a recording with python -m runtime.synth)",
                     )
-            self._recording = open_source(self.events, self.spec, seed=self.seed, seconds=seconds)
+            self._recording = open_source(
+                self.events, self.spec, seed=self.seed, seconds=seconds, calib=self.calib,
+                rectify=self.rectify, fb=self.fb_override,
+            )
             self._owns_recording = True
         return self._recording
 
@@ -209,6 +248,7 @@ class Stream:
         start_us = None if self.start_s is None else int(rec.t_start_us) + int(round(self.start_s * 1e6))
         where = f"--events {self.events}" if self.events is not None else "synthetic source"
         crop = _crop_size((int(rec.height), int(rec.width)), (enc.height, enc.width), self.crop, where)
+        self._describe(rec, start_us, where)
         return sources.windows(
             rec,
             window_us=enc.window_us,
@@ -217,7 +257,24 @@ class Stream:
             start_us=start_us,
             crop=crop,
             encoder=self._encoder,
+            gt_protocol=self.gt_protocol,
         )
+
+    def _describe(self, rec: Any, start_us: int | None, where: str) -> None:
+        """Record the source's protocol (report ``source``) and warn when its ground truth lies
+        outside its events: a run would otherwise score empty windows in silence."""
+        from runtime.protocol import describe
+
+        if self._protocol is not None:
+            return
+        self._protocol = describe(
+            rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol
+        )
+        overlap = self._protocol["gt_overlap"]
+        if overlap and overlap["warning"]:
+            message = f"{where}: {overlap['warning']}"
+            self.warnings.append(message)
+            warnings.warn(message, stacklevel=3)
 
     def __iter__(self) -> Iterator[StepResult]:
         windows: Iterable[Window] = self.windows()
@@ -237,9 +294,17 @@ class Stream:
         The step's end-to-end time is the window's decode and encode time plus this call's time.
         """
         start = time.perf_counter()
+        out = self.session.step(self.inputs(window))
+        return self.record(window, out, start)
+
+    def inputs(self, window: Window) -> dict[str, np.ndarray]:
+        """The model inputs of the next step (zeroing the state first when ``reset_every`` says so)."""
         if self.reset_every and self._steps > 0 and self._steps % self.reset_every == 0:
             self.session.reset()
-        out = self.session.step({"left": window.left, "right": window.right})
+        return {"left": window.left, "right": window.right}
+
+    def record(self, window: Window, out: StepOutput, start: float) -> StepResult:
+        """Account for a step the session ran on ``inputs(window)`` (``start``: when the step began)."""
         counted = self._steps >= self.burn_in
         m0 = time.perf_counter()
         disparity = out.output
@@ -253,6 +318,7 @@ class Stream:
             out.spikes,
             counted,
             left=window.left if self.keep_inputs else None,
+            window=window.index,
             has_events=bool(np.any(window.left) or np.any(window.right)),
             non_finite_pixels=int(disparity.size - np.count_nonzero(np.isfinite(disparity))),
         )
@@ -264,7 +330,8 @@ class Stream:
             if counted:
                 self._errors.append(err)
         if counted:
-            self._quality.account(result.has_events, result.non_finite_pixels, result.disparity.size, out.spikes)
+            self._quality.account(result.has_events, result.non_finite_pixels, result.disparity.size, out.spikes,
+                                  has_gt=window.disparity is not None)
         end = time.perf_counter()
         result.timings_s = {
             "decode": window.decode_s,
@@ -283,6 +350,10 @@ class Stream:
         from runtime.sources import Window
 
         return self.feed(Window(self._steps, 0, 0, left, right, gt))
+
+    def totals(self) -> tuple[dict[str, float], int, list[StereoErrors]]:
+        """Spikes per layer, counted steps and per-window stereo errors so far (to pool over streams)."""
+        return dict(self._spikes), len(self._counted), list(self._errors)
 
     # ------------------------------------------------------------ state
     @property
@@ -329,6 +400,7 @@ class Stream:
             "width": int(rec.width) if rec is not None else spec.encoding.width,
             "fb": self.fb,
             "crop": self.crop,
+            **(self._protocol or _NO_PROTOCOL),
         }
         accuracy = None
         if self._had_gt:
@@ -345,6 +417,8 @@ class Stream:
                 "max_disparity": spec.max_disparity,
                 "layers": [lay.name for lay in spec.layers],
                 "state_tensors": len(spec.states),
+                "passes": list(spec.passes),
+                "quantization": None if spec.quantization is None else dict(spec.quantization),
             },
             "runtime": {
                 "device": self.session.device,
@@ -378,6 +452,10 @@ class Stream:
     def data_quality(self) -> dict[str, Any]:
         """What was dropped or could not be scored (``runtime.stream.quality``, docs/reliability.md)."""
         return self._quality.section(self._recording, self._errors)
+
+
+# the report's protocol keys (runtime.protocol.describe) when no source was streamed (feed/feed_arrays only)
+_NO_PROTOCOL = {"rectification": None, "fb_source": None, "windows": None, "ground_truth": None, "gt_overlap": None}
 
 
 def _source_kind(rec: Any, events: str | Path | None) -> str:

@@ -23,6 +23,7 @@ COUNTS = (
     "non_finite_output_pixels",
     "all_non_finite_output_windows",
     "non_finite_spike_windows",
+    "windows_with_ground_truth_and_events",
 )
 
 
@@ -34,11 +35,13 @@ class Quality:
         self.spikes = spikes
         self.spike_steps = 0  # counted steps whose spike counts were all finite
 
-    def account(self, has_events: bool, non_finite_pixels: int, pixels: int, spikes: Mapping[str, float]) -> None:
+    def account(self, has_events: bool, non_finite_pixels: int, pixels: int, spikes: Mapping[str, float],
+                has_gt: bool = False) -> None:
         """Add one counted step."""
         c = self.counts
         c["windows"] += 1
         c["windows_without_events"] += not has_events
+        c["windows_with_ground_truth_and_events"] += has_gt and has_events
         c["non_finite_output_windows"] += non_finite_pixels > 0
         c["non_finite_output_pixels"] += non_finite_pixels
         c["all_non_finite_output_windows"] += non_finite_pixels == pixels

@@ -183,6 +183,10 @@ class SearchConfig:
     threads: int | None = None
     device: str = "cpu"
     quiet: bool = False
+    calib: str | None = None  # stereo real data: as training.train's --calib, --no-rectify, --fb, --gt
+    rectify: bool = True
+    fb: float | None = None
+    gt: str = "full"
 
 
 def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -218,7 +222,8 @@ def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
                       batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
                       schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
-                      quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False)
+                      quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
+                      rectify=sc.rectify, fb=sc.fb, gt=sc.gt)
     cfg = task_defaults(cfg, g)
     dist = setup(sc.device)
     try:

@@ -24,6 +24,15 @@ from runtime.errors import run_main
 from ..train import int_ranges
 
 
+def _real_data_options(p: argparse.ArgumentParser) -> None:
+    """How MVSEC/DSEC data is read, as in ``python -m training.train`` (docs/data.md)."""
+    p.add_argument("--calib", metavar="DIR", help="stereo MVSEC: the folder of the rectification maps")
+    p.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
+                   help="stereo: use real events as stored")
+    p.add_argument("--fb", type=float, metavar="PX_M", help="stereo: focal length x baseline override, px*m")
+    p.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="stereo: ground-truth protocol")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.search", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="method", required=True)
@@ -54,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int)
     d.add_argument("--device", default="cpu")
     d.add_argument("--quiet", action="store_true")
+    _real_data_options(d)
     s = sub.add_parser("snasnet", help="training-free search of random cells")
     s.add_argument("genotype", help="the macro network, e.g. genotypes/snasnet_cifar10_bw.yaml")
     s.add_argument("--cell", required=True, help="the cell to search")
@@ -73,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
     s.add_argument("--quiet", action="store_true")
+    _real_data_options(s)
     return p
 
 

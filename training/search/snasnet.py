@@ -223,7 +223,7 @@ def _scoring_batch(args, base):
         pick = np.random.default_rng(args.seed).permutation(len(train))[: args.batch]
         return {"image": train.x[torch.as_tensor(pick)]}, pick, args.steps or base.input.timesteps
     steps = args.steps or 4  # stereo: a mini-batch of `steps` consecutive event windows
-    inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed)
+    inputs, pick = stereo_minibatch(base, args.data or "synthetic", args.batch, steps, args.seed, _real(args))
     return inputs, pick, steps
 
 
@@ -305,15 +305,27 @@ def _write_results(args, template: dict, base, results: list[dict], meta: dict, 
     return {"best": best, "top": ranked[: args.top]}
 
 
-def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int):
-    """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs."""
+def _real(args):
+    """The real-data options of the command line (``training.data.RealOptions``), or None."""
+    from ..data import RealOptions
+
+    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt")}
+    if all(v is None for v in given.values()):
+        return None
+    return RealOptions(calib=given["calib"], rectify=given["rectify"] is not False, fb=given["fb"],
+                       gt_protocol=given["gt"] or "full")
+
+
+def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=None):
+    """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs
+    (``real``: how MVSEC/DSEC data is read, ``training.data.RealOptions``)."""
 
     from ..data import SyntheticSpec, stereo_data
 
     inp = g.input
     seconds = max(1.0, 0.05 * (steps + 2))
     spec = SyntheticSpec(train_seeds=(100, 101), val_seeds=(0,), seconds=seconds, val_seconds=seconds)
-    data = stereo_data(source, g, length=steps, stride=1, burn_in=0, synthetic=spec)
+    data = stereo_data(source, g, length=steps, stride=1, burn_in=0, synthetic=spec, real=real)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(data), size=min(batch, len(data)), replace=False).tolist()
     b = data.batch(pick, (inp.height, inp.width), rng)  # (L, B, C, H, W)

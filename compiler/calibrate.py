@@ -1,0 +1,100 @@
+"""Calibration for the int8 graph: the range of every quantised conv's output on real input.
+
+The fp32 graph runs in ONNX Runtime, with the state carried from window to window, over consecutive
+event windows of the built-in synthetic stereo stream (default) or of a user's recording, read by
+the runtime's one window pipeline (``runtime.sources``) with the model's own encoding. The conv
+outputs ``compiler.quantize`` will quantise are added as graph outputs and their min/max recorded.
+
+This module is the compiler's one user of ONNX Runtime and of ``runtime.sources`` (neither needs
+torch); it is imported only for ``--int8``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from runtime import names
+
+from .quantize import int8_conv_outputs, quantize_int8
+
+CALIBRATION_SEED = 100  # the built-in stream's seed for calibration (held-out evaluation uses seeds 0-3)
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot be read or does not fit the model; the message says why."""
+
+
+def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count: int = 16,
+                        seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
+    """``count`` consecutive encoded windows, as the graph's data inputs (batch 1), from ``events``
+    (None: the built-in synthetic stream at the model's size) with the model's ``snn.encoding``."""
+    from runtime import sources
+    from runtime.errors import first_line
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get(names.META_TASK) != "stereo":
+        raise CalibrationError("--int8 calibrates on event windows: only stereo models (event input) are supported")
+    enc = json.loads(meta[names.META_ENCODING])
+    height, width, window_us = int(enc["height"]), int(enc["width"]), int(round(enc["window_ms"] * 1000))
+    where = "--calib-events" if events else "the built-in synthetic stream"
+    try:
+        if events is None:
+            rec = sources.open_recording(seed=seed, height=height, width=width,
+                                         seconds=(count + 1) * window_us / 1e6 + 0.05)
+        else:
+            rec = sources.open_recording(events)
+        crop = None if (rec.height, rec.width) == (height, width) else (height, width)
+        feeds = [{"left": w.left[None], "right": w.right[None]}
+                 for w in sources.windows(rec, window_us=window_us, bins=int(enc["bins"]), encoding=enc["kind"],
+                                          max_windows=count, crop=crop)]
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # DataError is a ValueError
+        raise CalibrationError(f"{where}: cannot read calibration windows: {first_line(exc)}") from None
+    if len(feeds) < count:
+        raise CalibrationError(f"{where}: has {len(feeds)} windows of {window_us // 1000} ms, "
+                               f"--calib-windows asks for {count}")
+    return feeds
+
+
+def output_ranges(proto: onnx.ModelProto, tensors: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
+                  threads: int | None = None) -> dict[str, tuple[float, float]]:
+    """(min, max) of each of ``tensors`` over a run of ``proto`` on ``feeds`` with the state carried."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    have = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in have:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in session.get_outputs()]
+    state = {i.name: np.zeros([1, *i.shape[1:]], np.float32)
+             for i in session.get_inputs() if i.name.startswith(names.STATE_IN)}
+    lo = {name: np.inf for name in tensors}
+    hi = {name: -np.inf for name in tensors}
+    for feed in feeds:
+        values = dict(zip(out_names, session.run(out_names, {**feed, **state}), strict=True))
+        state = {names.STATE_IN + k[len(names.STATE_OUT):]: v for k, v in values.items()
+                 if k.startswith(names.STATE_OUT)}
+        for name in tensors:
+            lo[name] = min(lo[name], float(values[name].min()))
+            hi[name] = max(hi[name], float(values[name].max()))
+    return {name: (lo[name], hi[name]) for name in tensors}
+
+
+def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16,
+            threads: int | None = None) -> onnx.ModelProto:
+    """The int8 graph of an fp32 graph, calibrated on ``windows`` windows of ``events``."""
+    if windows < 1:
+        raise CalibrationError(f"--calib-windows must be at least 1, got {windows}")
+    feeds = calibration_windows(proto, events, windows)
+    ranges = output_ranges(proto, int8_conv_outputs(proto), feeds, threads)
+    source = events or f"built-in synthetic stream, seed {CALIBRATION_SEED}"
+    return quantize_int8(proto, ranges, {"source": source, "windows": windows, "statistic": "min/max"})

@@ -1,0 +1,179 @@
+"""Cost-volume factorisation: a pure pass that computes the matching network's first convolution from
+the two views' features, without building the cost volume.
+
+The volume is ``V[:, :C, d, y, x] = L[y, x]`` and ``V[:, C:, d, y, x] = R[y, x - d*s]`` (zero where
+``x - d*s < 0``), for ``d = 0..D-1`` (``compiler.model.cost_volume``). The first layer convolves it
+with a ``k x k x k`` kernel ``W`` (padding ``r = k // 2``, stride 1). Convolution is linear, so with
+``W_L = W[:, :C]`` and ``W_R = W[:, C:]`` and tap ``t`` of the disparity axis reading slice
+``d + t - r``::
+
+    O[d](y, x) = b + sum over taps t with 0 <= d + t - r < D of
+                 AL_t(y, x) + AR_t(y, x - (d + t - r) * s)
+    AL_t = conv2d(L, W_L[:, :, t]),  AR_t = conv2d(R, W_R[:, :, t])   (R zero outside its columns)
+
+Each view is convolved once (the ``k`` taps stacked on the output channels) and every disparity is a
+shifted slice and a sum: about ``D`` times fewer MACs than the 3-D convolution of the volume.
+
+Borders, exactly:
+- disparity axis: a tap reading a slice outside ``0..D-1`` is dropped (the conv's zero padding);
+  only ``k`` distinct tap sets occur, each summed once.
+- left: ``AR_t`` is computed ``r`` columns left of the image (``u = -r..-1`` read real columns of R
+  through the kernel's right taps, as the zero-filled shifted map in V does); further left it is 0.
+- right: in V the shifted map stops at column ``w - 1`` and the conv's padding reads zeros beyond,
+  while ``AR_t`` would read real columns of R there. So the last ``r`` output columns are computed
+  directly: the original 3-D convolution on the volume's last ``2r`` columns (``1/w`` of its work).
+
+``factorize_cost_volume(model)`` returns a new model (the input is left as it was) whose stereo head
+hands the views to ``CostVolumeConv`` instead of building the volume; inputs, outputs, state and
+spikes are those of the original. It applies when the matching network's first layer is a conv
+layer with a convolution op at stride 1 on the volume's own grid; otherwise it reports why not.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import operator
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ir import ConvLayer, Stereo
+from .model import ConvBlock, SNNModel
+
+
+class Views(NamedTuple):
+    """The two views' feature maps, (B, C, h, w) each: what the factorised first layer reads."""
+
+    left: Tensor
+    right: Tensor
+
+
+def stereo_views(left: Tensor, right: Tensor, disparities: int, shift: int) -> Views:
+    """The stereo head's volume builder in a factorised model: no volume, the views themselves."""
+    return Views(left, right)
+
+
+def _total(terms) -> Tensor:
+    """The sum of tensors (no ``0 +`` start term, which would trace as an extra Add)."""
+    return functools.reduce(operator.add, terms)
+
+
+class CostVolumeConv(nn.Module):
+    """``conv3d(cost_volume(L, R, D, s), W, b, padding=k//2)`` (then ``bn``, if any) from the views.
+
+    The 3-D kernel is rearranged once into two 2-D kernels with the ``k`` disparity taps stacked on
+    the output channels (buffers, exported as initializers); the original kernel is kept for the
+    right border. Sizes are the plan's (python ints), so the traced graph has no shape arithmetic.
+    """
+
+    def __init__(self, conv: nn.Conv3d, disparities: int, shift: int, size: tuple[int, int],
+                 bn: nn.Module | None = None):
+        super().__init__()
+        k = conv.kernel_size[0]
+        co, c2 = conv.weight.shape[:2]
+        c = c2 // 2
+        w = conv.weight.detach()
+        # (Co, C, k_d, k, k) -> (k_d * Co, C, k, k): rows t*Co..(t+1)*Co hold disparity tap t
+        self.register_buffer("w_left", w[:, :c].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k).clone())
+        self.register_buffer("w_right", w[:, c:].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k).clone())
+        self.register_buffer("weight", w.clone())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.bn = bn
+        self.k, self.co, self.disparities, self.shift = k, co, disparities, shift
+        self.h, self.w = size
+
+    def taps(self, d: int) -> tuple[int, ...]:
+        """The disparity taps t whose slice d + t - r lies inside the volume."""
+        r = self.k // 2
+        return tuple(t for t in range(self.k) if 0 <= d + t - r < self.disparities)
+
+    def forward(self, views: Views) -> Tensor:
+        left, right = views  # (B, C, h, w) each
+        k, co, big_d, s, w = self.k, self.co, self.disparities, self.shift, self.w
+        r = k // 2
+        al = F.conv2d(left, self.w_left, padding=r)  # (B, k*Co, h, w)
+        # columns u = -r .. w-1 of AR, then zeros so that every shifted read below is a plain slice
+        ar = F.conv2d(F.pad(right, (r, 0)), self.w_right, padding=r)  # (B, k*Co, h, w + r)
+        ar = F.pad(ar, ((big_d - 1) * s + r * s - r, r * s))
+        span = w + (big_d - 1) * s  # T(u') for u' = -(D-1)s .. w-1
+        sums: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+        slices = []
+        for d in range(big_d):
+            taps = self.taps(d)
+            if taps not in sums:
+                t_right = _total(ar[:, t * co:(t + 1) * co, :, (2 * r - t) * s:(2 * r - t) * s + span] for t in taps)
+                t_left = _total(al[:, t * co:(t + 1) * co] for t in taps)
+                sums[taps] = (t_right, t_left)
+            t_right, t_left = sums[taps]
+            start = (big_d - 1 - d) * s
+            slices.append(t_right[..., start:start + w] + t_left)  # (B, Co, h, w)
+        out = torch.stack(slices, dim=2)  # (B, Co, D, h, w)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1, 1)
+        if r:
+            out = torch.cat([out[..., :w - r], self._right_border(left, right)], dim=-1)
+        return out if self.bn is None else self.bn(out)
+
+    def _right_border(self, left: Tensor, right: Tensor) -> Tensor:
+        """The last r output columns by the original 3-D convolution on the volume's last 2r columns."""
+        big_d, s, w, r = self.disparities, self.shift, self.w, self.k // 2
+        padded = F.pad(right, ((big_d - 1) * s, 0))
+        first = w - 2 * r
+        right_v = torch.stack([padded[..., first + (big_d - 1 - d) * s: first + (big_d - 1 - d) * s + 2 * r]
+                               for d in range(big_d)], dim=2)  # (B, C, D, h, 2r)
+        left_v = left[..., first:].unsqueeze(2).expand(-1, -1, big_d, -1, -1)
+        strip = F.pad(torch.cat([left_v, right_v], dim=1), (0, r))  # (B, 2C, D, h, 3r): zeros past column w-1
+        return F.conv3d(strip, self.weight, self.bias, padding=(r, r, 0))  # (B, Co, D, h, r)
+
+    def macs(self, channels: int) -> int:
+        """MACs per sample: the two 2-D convolutions and the right-border strip."""
+        k, co, r, h, w = self.k, self.co, self.k // 2, self.h, self.w
+        per_row = k * co * channels * k * k * h
+        return per_row * w + per_row * (w + r) + co * 2 * channels * k ** 3 * self.disparities * h * r
+
+
+def why_not(model: SNNModel) -> str | None:
+    """None when the factorisation applies to ``model``, else the reason it does not."""
+    head = model.genotype.head
+    if not isinstance(head, Stereo):
+        return "not a stereo model (no cost volume)"
+    net = model.plan.nets[head.matching]
+    lp = net.layers[0]
+    block = model.nets[head.matching].layers[0]
+    if not isinstance(lp.layer, ConvLayer) or not isinstance(block, ConvBlock):
+        return f"the first layer of network {head.matching!r} is a cell, not a conv layer"
+    conv = getattr(block.op, "conv", None)
+    if not isinstance(conv, nn.Conv3d):
+        return f"{head.matching}.{lp.layer.name}: its op {lp.layer.op!r} is not a convolution"
+    k = conv.kernel_size
+    if (conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1 or len(set(k)) != 1
+            or k[0] % 2 == 0 or conv.padding != (k[0] // 2,) * 3):
+        return f"{head.matching}.{lp.layer.name}: only a stride-1, odd, cubic, 'same'-padded convolution is factorised"
+    if lp.target is not None:
+        return f"{head.matching}.{lp.layer.name}: its input is resampled to another level"
+    if net.input_shape[3] <= 2 * (k[0] // 2):
+        return "the feature maps are narrower than the kernel"
+    return None
+
+
+def factorize_cost_volume(model: SNNModel) -> tuple[SNNModel, dict | None]:
+    """A copy of ``model`` with the first matching convolution computed from the views, and a record
+    of what was done (layer, MACs of that layer before and after); ``(model, None)`` unchanged when
+    the pass does not apply (``why_not`` says why)."""
+    if why_not(model) is not None:
+        return model, None
+    head = model.genotype.head
+    net_plan = model.plan.nets[head.matching]
+    out = copy.deepcopy(model)
+    block = out.nets[head.matching].layers[0]
+    conv, bn = block.op.conv, getattr(block.op, "bn", None)
+    channels, _, h, w = net_plan.input_shape
+    block.op = CostVolumeConv(conv, head.disparities, head.shift, (h, w), bn)
+    out.volume = stereo_views
+    layer = net_plan.layers[0]
+    record = {"pass": "factorize_cost_volume", "layer": f"{head.matching}.{layer.layer.name}",
+              "macs_before": int(layer.macs), "macs_after": int(block.op.macs(channels // 2))}
+    return out, record

@@ -1,0 +1,218 @@
+"""The int8 graph: a pure pass on an exported one-step graph that puts every convolution whose input
+is spike-valued into the QDQ form ONNX Runtime fuses into ``QLinearConv`` (uint8 input, int8 weight).
+
+Spikes are exactly 0 or 1, and the sums and rearrangements of spikes a network makes (a node adding
+its edges' spikes, nearest resampling, the cost volume's shifts and concatenations, zero padding) are
+small non-negative integers: uint8 with scale 1 and zero point 0 holds them without loss. Which
+tensors are such integers is a value-domain walk over the graph (``integer_bounds``): a ``Cast`` of a
+comparison is in [0, 1], an ``Add`` adds its inputs' bounds, data-movement ops keep them. A conv
+whose input bound fits uint8 is quantised; every other conv (the stems on the signed event frames,
+layers after leaky integrators or pooling) stays float, and so does everything that is not a conv:
+the neurons, the state and the outputs. Inputs, outputs and state of the graph do not change.
+
+Per quantised conv (``X`` its input, ``Y`` its output, both float tensors of the original graph)::
+
+    X -> QuantizeLinear(1, 0 uint8) -> DequantizeLinear -> Conv -> QuantizeLinear(s_y, z_y uint8)
+    W: int8, symmetric per output channel, DequantizeLinear(axis 0)     -> DequantizeLinear -> Y
+    B: int32 with scale s_w (the input scale is 1)
+
+The output QuantizeLinear is what makes the pattern fusable (ONNX Runtime has no QLinearConv with a
+float output; a float-output ``DQ -> Conv`` runs as float, and ``ConvInteger`` is slower than float on
+CPU). It rounds each conv's output current to 256 levels over its calibrated range ``[lo, hi]``:
+the one lossy step. ``s_y = (hi - lo) / 255`` with 0 exactly representable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+# A conv with fewer output channels stays float: ONNX Runtime's QLinearConv is slower than its float
+# Conv there (the 1-channel matching cost at the paper's width, full size: 709 ms against 311 ms).
+MIN_OUT_CHANNELS = 4
+COMPARISONS = {"Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal", "And", "Or", "Not", "Xor"}
+# ops whose output values are a selection of their (first / every, for Concat) input's values
+MOVERS = {"Identity", "Slice", "Expand", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Gather",
+          "Split", "MaxPool", "Tile"}
+
+
+def integer_bounds(graph: onnx.GraphProto) -> dict[str, tuple[int, int]]:
+    """Tensors known to hold integers in [lo, hi] by construction: name -> (lo, hi)."""
+    consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    boolean: set[str] = set()
+    bounds: dict[str, tuple[int, int]] = {}
+    for node in graph.node:  # topologically sorted
+        ins = [i for i in node.input if i]
+        op = node.op_type
+        if op in COMPARISONS:
+            boolean.update(node.output)
+        elif op == "Cast" and ins[0] in boolean:
+            bounds[node.output[0]] = (0, 1)
+        elif op in ("Add", "Sum") and ins and all(i in bounds for i in ins):
+            bounds[node.output[0]] = (sum(bounds[i][0] for i in ins), sum(bounds[i][1] for i in ins))
+        elif op == "Resize" and ins[0] in bounds and _attr(node, "mode", b"nearest") == b"nearest":
+            bounds[node.output[0]] = bounds[ins[0]]
+        elif op == "Pad" and ins[0] in bounds and _attr(node, "mode", b"constant") == b"constant" \
+                and (len(ins) < 3 or _zero_constant(graph, ins[2])):
+            lo, hi = bounds[ins[0]]
+            bounds[node.output[0]] = (min(lo, 0), max(hi, 0))
+        elif op == "Concat" and all(i in bounds for i in ins):
+            bounds[node.output[0]] = (min(bounds[i][0] for i in ins), max(bounds[i][1] for i in ins))
+        elif op in MOVERS and ins and ins[0] in bounds and all(i in consts for i in ins[1:]):
+            for out in node.output:
+                bounds[out] = bounds[ins[0]]
+    return bounds
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _zero_constant(graph: onnx.GraphProto, name: str) -> bool:
+    for t in graph.initializer:
+        if t.name == name:
+            return bool(np.all(numpy_helper.to_array(t) == 0))
+    return False
+
+
+def plan_int8(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """The convs to quantise (their input is an integer tensor in [0, 255], their weights initializers,
+    at least ``MIN_OUT_CHANNELS`` outputs) and, for every other conv, why it stays float: name -> reason."""
+    bounds = integer_bounds(proto.graph)
+    initializers = {t.name: t for t in proto.graph.initializer}
+    planned, kept = [], {}
+    for node in proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        b = bounds.get(node.input[0])
+        name = node.name or node.output[0]
+        if not all(i in initializers for i in node.input[1:] if i):
+            kept[name] = "weights computed in the graph, not initializers"
+        elif initializers[node.input[1]].dims[0] < MIN_OUT_CHANNELS:
+            kept[name] = f"fewer than {MIN_OUT_CHANNELS} output channels (int8 is slower there)"
+        elif b is not None and 0 <= b[0] and b[1] <= 255:
+            planned.append(node)
+        else:
+            kept[name] = ("input not integer-valued (float data: event frames, "
+                                                 "membrane potentials or pooled values)" if b is None else
+                                                 f"input integers in [{b[0]}, {b[1]}], outside uint8")
+    return planned, kept
+
+
+def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
+                  calibration: Mapping | None = None) -> onnx.ModelProto:
+    """A copy of ``proto`` with the convs of ``plan_int8`` in QDQ form (module docstring).
+
+    ``ranges`` maps each planned conv's output tensor to the (min, max) it took on calibration data
+    (``compiler.calibrate``); ``calibration`` describes that data for ``snn.quantization``.
+    """
+    planned, kept = plan_int8(proto)
+    missing = [n.output[0] for n in planned if n.output[0] not in ranges]
+    if missing:
+        raise ValueError(f"no calibrated range for conv output {missing[0]!r}")
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    weights = {t.name: t for t in g.initializer}
+    targets = {n.output[0] for n in planned}
+    nodes: list[onnx.NodeProto] = []
+    quantized_inputs: dict[str, str] = {}
+    new_inits: list[onnx.TensorProto] = [
+        numpy_helper.from_array(np.array(1.0, np.float32), "qdq.one"),
+        numpy_helper.from_array(np.array(0, np.uint8), "qdq.zero_u8"),
+    ]
+    for node in g.node:
+        if node.output[0] not in targets:
+            nodes.append(node)
+            continue
+        x = node.input[0]
+        if x not in quantized_inputs:  # one QuantizeLinear per spike tensor, however many convs read it
+            quantized_inputs[x] = f"{x}.u8"
+            nodes.append(helper.make_node("QuantizeLinear", [x, "qdq.one", "qdq.zero_u8"], [f"{x}.u8"],
+                                          name=f"{x}.quantize"))
+        qnodes, qinits = _qdq_conv(node, quantized_inputs[x], weights, ranges[node.output[0]])
+        nodes += qnodes
+        new_inits += qinits
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    _record(out, {"format": "QDQ (ONNX Runtime fuses it into QLinearConv at graph optimisation level >= extended)",
+                  "weights": "int8, symmetric, per output channel",
+                  "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
+                  "outputs": "uint8, asymmetric over the calibrated range of each conv's output",
+                  "int8_convs": len(planned), "float_convs": kept, "calibration": dict(calibration or {})})
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float]):
+    """The nodes and initializers of one conv in QDQ form; its output keeps the conv's tensor name."""
+    tag = node.output[0]
+    nodes = [helper.make_node("DequantizeLinear", [x_u8, "qdq.one", "qdq.zero_u8"], [f"{tag}.x"],
+                              name=f"{tag}.dequantize_x")]
+    conv_inputs, inits = _quantized_weights(node, weights, tag)
+    nodes += [helper.make_node("DequantizeLinear", [f"{tag}.{p}.q", f"{tag}.{p}.scale", f"{tag}.{p}.zero"],
+                               [f"{tag}.{p}"], axis=0, name=f"{tag}.dequantize_{p}") for p in conv_inputs]
+    conv = onnx.NodeProto()
+    conv.CopyFrom(node)
+    del conv.input[:]
+    conv.input.extend([f"{tag}.x"] + [f"{tag}.{p}" for p in conv_inputs])
+    conv.output[0] = f"{tag}.float"
+    lo, hi = min(float(y_range[0]), 0.0), max(float(y_range[1]), 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    zero = int(np.clip(np.round(-lo / scale), 0, 255))
+    inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{tag}.y.scale"),
+              numpy_helper.from_array(np.array(zero, np.uint8), f"{tag}.y.zero")]
+    nodes += [conv,
+              helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [f"{tag}.y"],
+                               name=f"{tag}.quantize_y"),
+              helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
+                               name=f"{tag}.dequantize_y")]
+    return nodes, inits
+
+
+def _record(out: onnx.ModelProto, record: dict) -> None:
+    """``snn.quantization`` = ``record``; ``quantize_int8`` appended to ``snn.passes``."""
+    meta = {p.key: p.value for p in out.metadata_props}
+    meta["snn.quantization"] = json.dumps(record)
+    passes = json.loads(meta.get("snn.passes", "[]")) + [{"pass": "quantize_int8", "int8_convs": record["int8_convs"]}]
+    meta["snn.passes"] = json.dumps(passes)
+    del out.metadata_props[:]
+    for key, value in meta.items():
+        out.metadata_props.add(key=key, value=value)
+
+
+def _quantized_weights(node: onnx.NodeProto, weights: dict, tag: str) -> tuple[list[str], list[onnx.TensorProto]]:
+    """int8 per-channel weights and the int32 bias of one conv: the names (``w``, ``b``) and initializers."""
+    w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
+    cout = w.shape[0]
+    scale = np.abs(w.reshape(cout, -1)).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.round(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+    inits = [numpy_helper.from_array(q, f"{tag}.w.q"), numpy_helper.from_array(scale, f"{tag}.w.scale"),
+             numpy_helper.from_array(np.zeros(cout, np.int8), f"{tag}.w.zero")]
+    parts = ["w"]
+    if len(node.input) > 2 and node.input[2]:
+        b = numpy_helper.to_array(weights[node.input[2]]).astype(np.float64)
+        inits += [numpy_helper.from_array(np.round(b / scale).astype(np.int32), f"{tag}.b.q"),
+                  numpy_helper.from_array(scale, f"{tag}.b.scale"),
+                  numpy_helper.from_array(np.zeros(cout, np.int32), f"{tag}.b.zero")]
+        parts.append("b")
+    return parts, inits
+
+
+def int8_conv_outputs(proto: onnx.ModelProto) -> list[str]:
+    """The output tensors whose ranges ``quantize_int8`` needs: those of the planned convs."""
+    return [n.output[0] for n in plan_int8(proto)[0]]
+
