@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from runtime.errors import RuntimeInputError, run_main
+from runtime.errors import ArgumentParser, RuntimeInputError, run_main
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.protocol import GT_PROTOCOLS
@@ -23,7 +23,7 @@ from runtime.session import DEVICES
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled stereo model (.onnx)")
     p.add_argument("--events", action="append", default=[], metavar="PATH",
                    help="a recording (MVSEC/our *_data.hdf5 or a DSEC folder) to serve as one stream (repeatable)")
@@ -50,12 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_STREAMS = 4096
+
+
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The streams to serve, in join order: name, source and the step at which each joins."""
     for flag, value, low in (("--streams", args.streams, 0), ("--max-steps", args.max_steps, 1),
                              ("--stagger", args.stagger, 0), ("--threads", args.threads, 1)):
         if value is not None and value < low:
             raise RuntimeInputError(flag, f"must be at least {low}, got {value}")
+    for flag, value in (("--streams", args.streams), ("--max-streams", args.max_streams)):
+        if value is not None and value > MAX_STREAMS:  # a million streams is a hang, not a server (issue 12)
+            raise RuntimeInputError(flag, f"must be at most {MAX_STREAMS}, got {value}")
     synthetic = args.streams if args.streams is not None else (0 if args.events else 4)
     sources = [{"events": e} for e in args.events] + [{"seed": args.seed + k} for k in range(synthetic)]
     if not sources:

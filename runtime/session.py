@@ -27,6 +27,7 @@ from runtime.errors import RuntimeInputError, first_line
 from runtime.names import spikes_output
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+MAX_THREADS = 1024  # intra-op threads
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
@@ -166,6 +167,8 @@ class SNNSession:
             raise RuntimeInputError(where, "no such model file")
         if threads is not None and threads < 1:
             raise RuntimeInputError("--threads", f"must be at least 1, got {threads}")
+        if threads is not None and threads > MAX_THREADS:  # a million threads hang the process starting them
+            raise RuntimeInputError("--threads", f"must be at most {MAX_THREADS}, got {threads}")
         self.path = path
         self.batch = batch
         self.requested_device = device

@@ -264,3 +264,22 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
         assert evaluate_main([str(tmp_path / "bad.pt")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "nan"], "--lr must be a finite number"), (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
+    (["--threads", "1000000"], "--threads must be at most 1024"), (["--device", "xyz"], "is not a torch device"),
+    (["--seed", "-1"], "--seed must be at least 0"), (["--best-metric", "xyz"], "'xyz' is not a held-out metric"),
+])
+def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    from training.train import main
+
+    out = tmp_path / "run"
+    base = [str(GENOTYPE), "--out", str(out), "--data", "digits", "--epochs", "1", "--max-batches", "1", "--quiet",
+            *[a for s in OVERRIDES for a in ("--set", s)]]
+    rc = main(base + args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not [p.name for p in out.glob("*") if p.name in training.runlog.RUN_FILES and p.suffix != ".yaml"]
+    if "--best-metric" in args:  # found at the first evaluation: the folder holds no run, a new start may use it
+        assert main(base) == 0

@@ -255,3 +255,18 @@ def test_synth_command_line_refuses_absurd_values_and_paths_outside_out(tmp_path
         err = r.stderr.strip()
         assert r.returncode == 2 and err.startswith("error: ") and "\n" not in err and piece in err, (args, err)
     assert not out.exists() and not list(tmp_path.parent.glob("x_*.hdf5"))
+
+
+def test_options_that_would_hang_or_exhaust_memory_are_one_line(base, capsys):
+    from runtime.serve import main as serve_main
+
+    model = base[0] / "m.onnx"
+    for args, piece in ((["--threads", "1000000"], "--threads: must be at most 1024"),
+                        (["--max-steps", "1000000000"], "at most 3600 s"), (["--start", "inf"], "--start: must be"),
+                        (["--min-disparity", "inf"], "positive and finite"), (["--seed", "-1"], "--seed: must be >= 0")):
+        one_line(*stream(capsys, model, *args), piece)
+    assert serve_main(["--onnx", str(model), "--quiet", "--streams", "1000000"]) == 2
+    one_line(2, capsys.readouterr().err.strip(), "--streams: must be at most 4096")
+    with pytest.raises(SystemExit) as exit_:  # argparse errors are one line too
+        main(["--onnx", str(model), "--max-steps", "x"])
+    one_line(exit_.value.code, capsys.readouterr().err.strip(), "argument --max-steps: invalid int value")

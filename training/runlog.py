@@ -28,6 +28,7 @@ LOCK = ".run.lock"
 # Files a run writes into its folder (the searchers' logs, the architecture search's too).
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "config.yaml", "genotype.yaml", "searched.yaml",
              "dgs.jsonl", "tps.jsonl", "hns.jsonl", "arch.jsonl", "architecture.png", "tensorboard")
+RESTATED = ("config.yaml", "genotype.yaml")  # written first, from the command line alone
 LOGS = ("metrics.jsonl", "dgs.jsonl", "tps.jsonl", "hns.jsonl", "arch.jsonl")
 
 
@@ -139,6 +140,8 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
             hint = "start over with --overwrite" if present else "train without --resume first"
             raise TrainError(f"{out}: no last.pt to resume from (the run never finished an epoch)", hint)
         return done
+    if not overwrite and not [name for name in present if name not in RESTATED]:
+        return done  # only what a start writes again from its command line: nothing to lose
     if present and not overwrite:
         raise TrainError(f"{out}: holds a run ({', '.join(present)})",
                          "continue it with --resume, or start over with --overwrite (deletes those files), "

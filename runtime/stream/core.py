@@ -36,7 +36,6 @@ from runtime.statefile import check_state
 from .quality import Quality
 
 MAX_START_S = 10**9  # seconds into a recording (30 years)
-MAX_THREADS = 1024  # ONNX Runtime intra-op threads (a million hang the process starting them)
 MAX_SYNTHETIC_S = 3600.0  # the built-in synthetic stream is generated in memory
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
@@ -172,8 +171,6 @@ class Stream:
                 raise RuntimeInputError(name, f"must be at least {low}, got {value}")
         if start_s is not None and not 0 <= start_s <= MAX_START_S:
             raise RuntimeInputError("--start", f"must be from 0 to {MAX_START_S:g} seconds, got {start_s}")
-        if threads is not None and threads > MAX_THREADS:  # (below 1: SNNSession says so)
-            raise RuntimeInputError("--threads", f"must be at most {MAX_THREADS}, got {threads}")
         if crop not in ("none", "center"):
             raise RuntimeInputError("--crop", f"{crop!r} is not one of none, center")
         if not 0 < min_disparity < math.inf:

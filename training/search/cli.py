@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import sys
 
-from runtime.errors import run_main
+from runtime.errors import ArgumentParser, run_main
 
 from ..train import int_ranges
 
@@ -34,7 +34,7 @@ def _real_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.search", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m training.search", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="method", required=True)
     d = sub.add_parser("spikedhs", help="differentiable cell + layer search on a supernet")
     d.add_argument("space", help="search-space YAML, e.g. searchspaces/stereo.yaml")

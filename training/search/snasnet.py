@@ -286,9 +286,7 @@ def _write_results(args, template: dict, base, results: list[dict], meta: dict, 
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "snasnet.jsonl", "w", encoding="utf-8") as f:
-        for r in results:
-            f.write(json.dumps(r) + "\n")
+    write_text_atomic("".join(json.dumps(r) + "\n" for r in results), out / "snasnet.jsonl")
     ranked = sorted((r for r in results if "duplicate_of" not in r), key=lambda r: (-r["score"], r["index"]))
     best = ranked[0]
     m = np.array([[int(c) for c in row] for row in best["cell"].split()])
