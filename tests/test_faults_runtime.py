@@ -263,7 +263,8 @@ def test_options_that_would_hang_or_exhaust_memory_are_one_line(base, capsys):
     model = base[0] / "m.onnx"
     for args, piece in ((["--threads", "1000000"], "--threads: must be at most 1024"),
                         (["--max-steps", "1000000000"], "at most 3600 s"), (["--start", "inf"], "--start: must be"),
-                        (["--min-disparity", "inf"], "positive and finite"), (["--seed", "-1"], "--seed: must be >= 0")):
+                        (["--min-disparity", "inf"], "positive and finite"),
+                        (["--seed", "-1"], "--seed: must be >= 0")):
         one_line(*stream(capsys, model, *args), piece)
     assert serve_main(["--onnx", str(model), "--quiet", "--streams", "1000000"]) == 2
     one_line(2, capsys.readouterr().err.strip(), "--streams: must be at most 4096")

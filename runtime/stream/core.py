@@ -100,7 +100,9 @@ def open_source(
     except RuntimeInputError:
         raise
     except DataError as exc:
-        raise RuntimeInputError(where, first_line(exc)) from None
+        message = first_line(exc)
+        prefix = f"{events}: "  # the data layer names the file itself: say it once
+        raise RuntimeInputError(where, message.removeprefix(prefix) if events is not None else message) from None
     except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
         msg = first_line(exc)
         raise RuntimeInputError(where, f"cannot read it: {msg}") from None
