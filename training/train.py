@@ -140,8 +140,11 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
     The run folder is locked for the run's life (the main process holds ``runlog.RunLock``) and checked
     first (``runlog.prepare``): a folder that holds a run is refused unless ``resume`` (continue it) or
     ``overwrite`` (delete its files and start over)."""
+    from .options import check_options
     from .runlog import RunLock, prepare
 
+    if not resume:
+        check_options(cfg)  # a typo in an option creates no folder
     out = Path(cfg.out)
     lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
     if lock is not None:
