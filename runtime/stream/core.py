@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 
 from runtime.contract import ModelSpec
 from runtime.errors import RuntimeInputError, first_line
@@ -22,13 +21,8 @@ from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
     StereoErrors,
-    energy_metrics,
-    fps,
     load_energy_table,
-    percentiles_ms,
-    sparsity_metrics,
     stereo_errors,
-    summarize_errors,
 )
 from runtime.session import SNNSession, StepOutput
 from runtime.statefile import check_state
@@ -383,86 +377,12 @@ class Stream:
 
     # ------------------------------------------------------------ report
     def report(self) -> dict[str, Any]:
-        """Every number of the run so far, under the stable keys documented in docs/runtime.md."""
-        spec, counted = self.spec, self._counted
-        n = len(counted)
-        t = {k: [r.timings_s[k] for r in counted] for k in ("decode", "encode", "model", "metrics", "total")}
-        per_step = {k: (float(np.mean(v)) * 1000.0 if v else None) for k, v in t.items() if k != "total"}
-        total_mean = float(np.mean(t["total"])) * 1000.0 if n else None
-        per_step["other"] = (total_mean - sum(v for v in per_step.values() if v is not None)) if n else None
-        per_step["total"] = total_mean
-        rec = self._recording
-        source = {
-            "kind": _source_kind(rec, self.events),
-            "path": None if self.events is None else str(self.events),
-            "height": int(rec.height) if rec is not None else spec.encoding.height,
-            "width": int(rec.width) if rec is not None else spec.encoding.width,
-            "fb": self.fb,
-            "crop": self.crop,
-            **(self._protocol or _NO_PROTOCOL),
-        }
-        accuracy = None
-        if self._had_gt:
-            accuracy = summarize_errors(self._errors)
-            accuracy["min_disparity_px"] = self.min_disparity
-            if self.fb is None:
-                accuracy["note"] = "no focal length x baseline for this source: depth errors not computed"
-        return {
-            "schema": 1,
-            "model": {
-                "path": self.model_path,
-                "task": spec.task,
-                "encoding": spec.encoding.to_dict(),
-                "max_disparity": spec.max_disparity,
-                "layers": [lay.name for lay in spec.layers],
-                "state_tensors": len(spec.states),
-                "passes": list(spec.passes),
-                "quantization": None if spec.quantization is None else dict(spec.quantization),
-            },
-            "runtime": {
-                "device": self.session.device,
-                "requested_device": self.session.requested_device,
-                "providers": self.session.providers,
-                "threads": self.session.threads,
-                "io_binding": self.session.io_binding,
-                "onnxruntime": ort.__version__,
-            },
-            "source": source,
-            "steps": {
-                "total": self._steps,
-                "burn_in": min(self.burn_in, self._steps),
-                "counted": n,
-                "reset_every": self.reset_every,
-            },
-            "speed": {
-                "fps_model": fps(t["model"]),
-                "fps_end_to_end": fps(t["total"]),
-                "latency_ms": {"model": percentiles_ms(t["model"]), "end_to_end": percentiles_ms(t["total"])},
-                "time_per_step_ms": per_step,
-            },
-            "sparsity": sparsity_metrics(self._spikes, self._quality.spike_steps, spec.layers),
-            "energy": energy_metrics(
-                self._spikes, self._quality.spike_steps, spec.layers, spec.dense_macs_per_step, self.energy
-            ),
-            "accuracy": accuracy,
-            "data_quality": self.data_quality(),
-        }
+        """Every number of the run so far, under the stable keys documented in docs/runtime.md
+        (built by ``runtime.stream.reporting.stream_report``)."""
+        from .reporting import stream_report
+
+        return stream_report(self)
 
     def data_quality(self) -> dict[str, Any]:
         """What was dropped or could not be scored (``runtime.stream.quality``, docs/reliability.md)."""
         return self._quality.section(self._recording, self._errors)
-
-
-# the report's protocol keys (runtime.protocol.describe) when no source was streamed (feed/feed_arrays only)
-_NO_PROTOCOL = {"rectification": None, "fb_source": None, "windows": None, "ground_truth": None, "gt_overlap": None}
-
-
-def _source_kind(rec: Any, events: str | Path | None) -> str:
-    kind = getattr(rec, "kind", None)
-    if kind:
-        return str(kind)
-    if rec is not None:
-        name = type(rec).__name__.removesuffix("Recording").lower()
-        if name:
-            return name
-    return "synthetic" if events is None else "file"
