@@ -44,7 +44,7 @@ networks:
 
 def train(genotype: Path, out: Path, epochs: int, overrides: list[str], seed: int = 0, **options) -> dict:
     """Train a genotype on digits (or as ``options`` say) from scratch; the last epoch's held-out metrics."""
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
     from training.train import run
 
     kw = {"data": "digits", "batch_size": 64, "threads": None, **options}

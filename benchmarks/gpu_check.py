@@ -68,7 +68,8 @@ def check_training(device, overrides, steps, row):
     """Optimiser steps on one fixed batch (2 sequences of 3 windows, 1 of burn-in); the loss must fall."""
     import torch
 
-    from training.loop import TrainConfig, make_optimizer, task_defaults
+    from training.config import TrainConfig, task_defaults
+    from training.loop import make_optimizer
     from training.losses import subpixel_cross_entropy
 
     model = _model(overrides, device).train()

@@ -17,7 +17,8 @@ from runtime.errors import ArgumentParser, first_line, run_main
 from .errors import GenotypeError, out_of_memory, unreadable_checkpoint
 from .genotype import load_genotype
 from .ir import Genotype
-from .planner import Plan, plan
+from .planner import plan
+from .plantypes import Plan
 
 
 class BuildError(Exception):

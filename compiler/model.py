@@ -27,7 +27,8 @@ from .cellgraph import cell_order
 from .ir import Classifier, ConvLayer, Genotype, Input, Stereo
 from .names import cell_inputs_after, delayed_state_name, instance_name, layer_name, neuron_name, state_name
 from .neurons import NeuronModule, build_neuron
-from .planner import LayerPlan, NetPlan, Plan, plan
+from .planner import plan
+from .plantypes import LayerPlan, NetPlan, Plan
 from .registry import OPS
 
 # ---------------------------------------------------------------------------------------------- ops

@@ -32,7 +32,7 @@ OVERRIDES = ("input.height=8", "input.width=8", "input.channels=1", "networks.ba
 
 
 def _cfg(out, **kw):
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
 
     return TrainConfig(genotype=str(GENOTYPE), out=str(out), data="digits", epochs=2, timesteps=1,
                        max_batches=2, batch_size=16, eval_batch_size=512, augment=False, optimizer="adam", lr=0.01,

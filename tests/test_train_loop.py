@@ -17,7 +17,7 @@ DIGITS = ["input.height=8", "input.width=8", "input.channels=1", "networks.backb
 
 
 def stereo_cfg(tmp_path, **kw):
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
 
     overrides = [f"{k}={v}" for k, v in SMALL["stereo"].items()]
     base = dict(genotype=str(GENOTYPES / "stereo.yaml"), out=str(tmp_path / "run"), overrides=overrides,
@@ -46,9 +46,10 @@ def test_laplace_target_is_a_distribution_peaked_at_the_ground_truth():
 
 def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
     from compiler import build_model, load_genotype
+    from training.config import task_defaults
     from training.data import SyntheticSpec, synthetic_stereo
     from training.distributed import Dist
-    from training.loop import Trainer, task_defaults
+    from training.loop import Trainer
 
     g = load_genotype(GENOTYPES / "stereo.yaml", overrides=SMALL["stereo"])
     cfg = task_defaults(stereo_cfg(tmp_path, lr=3e-3), g)
@@ -68,7 +69,7 @@ def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
 
 
 def test_digits_reach_90_percent_within_a_minute(tmp_path):
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
     from training.train import run
 
     cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"), overrides=DIGITS,
@@ -88,7 +89,7 @@ def test_digits_reach_90_percent_within_a_minute(tmp_path):
 
 def test_checkpoint_holds_everything_and_exports(tmp_path):
     from compiler.build import main as build_main
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
     from training.train import run
 
     cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "r"), overrides=DIGITS,

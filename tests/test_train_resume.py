@@ -10,7 +10,7 @@ torch.set_num_threads(1)
 
 
 def _cfg(out, **kw):
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
 
     return TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(out), data="digits", epochs=2,
                        timesteps=2, max_batches=3, batch_size=16, augment=True, quiet=True, tensorboard=False,

@@ -17,7 +17,7 @@ DIGITS = ["input.height=8", "input.width=8", "input.channels=1", "networks.backb
 
 
 def _run(tmp_path, **kw):
-    from training.loop import TrainConfig
+    from training.config import TrainConfig
     from training.train import run
 
     cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path), data="digits", epochs=1,

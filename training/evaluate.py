@@ -41,8 +41,8 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     from compiler import build_model, loads_genotype
 
     from . import checkpoint as ckpt_io
+    from .config import TrainConfig, task_defaults
     from .errors import TrainError
-    from .loop import TrainConfig, task_defaults
     from .train import load_data
     from .validation import evaluate_classification, evaluate_stereo
 

@@ -43,7 +43,7 @@ def _layers(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     """Every option of ``python -m training.train`` (a flat list, long by nature; docs/training.md)."""
-    from .loop import TrainConfig
+    from .config import TrainConfig
 
     d = TrainConfig(genotype="", out="")
     p = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[1],
@@ -127,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .loop import TrainConfig
+    from .config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -207,9 +207,10 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
     from compiler import load_genotype, loads_genotype
 
     from . import checkpoint as ckpt_io
+    from .config import task_defaults
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
     from .errors import TrainError
-    from .loop import Trainer, task_defaults
+    from .loop import Trainer
     from .options import check_device, check_options
     from .runlog import MetricsLog, repair
     from .searchers import make_searchers, write_back

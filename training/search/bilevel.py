@@ -22,9 +22,10 @@ from torch import Tensor
 from compiler.registry import OPS
 
 from .. import checkpoint as ckpt_io
+from ..config import TrainConfig, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
-from ..loop import TrainConfig, Trainer, epoch_generators, make_optimizer, task_defaults
+from ..loop import Trainer, epoch_generators, make_optimizer
 from ..runlog import MetricsLog
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype

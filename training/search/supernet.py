@@ -29,7 +29,8 @@ from compiler.ir import CellLayer, ConvLayer, Genotype, Network, Stereo
 from compiler.model import BUILDERS, ConvBlock, Step, classifier_head, resample, run_layers, stereo_head
 from compiler.names import neuron_name, state_name
 from compiler.neurons import build_neuron
-from compiler.planner import NetPlan, plan
+from compiler.planner import plan
+from compiler.plantypes import NetPlan
 from compiler.registry import OPS, ShapeError
 
 from .decode import cell_sources, decode_cell, decode_path
