@@ -77,7 +77,7 @@ def test_photometric_match_on_each_surface_kind(kind):
         t = 300_000
         depth = scene.ground_truth(t)
         left, right = scene.render(t, "left"), scene.render(t, "right")
-        front = scene.trace(t, "left").front
+        front = scene.trace(t, "left", exact=True).front
         mine = np.isfinite(depth) & np.isin(front, [i for i, s in enumerate(scene.surfaces) if isinstance(s, kind)])
         yy, xx = np.nonzero(mine)
         xr = xx - scene.fb / depth[mine]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import HORIZON_S, SynthConfig
 from .layout import build
-from .surfaces import Path, Plane, rot_x, rot_y, rot_z
+from .surfaces import Path, Plane, mat, rot_x, rot_y, rot_z
 
 
 class Camera:
@@ -60,6 +60,17 @@ class Camera:
 
 
 @dataclass
+class _Grid:
+    """What an object needs to find its pixels: the camera's rotation, the image size and centre."""
+
+    R: np.ndarray
+    width: int
+    height: int
+    cx: float
+    cy: float
+
+
+@dataclass
 class Frame:
     """One camera's view: intensity and, per pixel, the front surface, its depth and full coverage."""
 
@@ -87,8 +98,12 @@ class StereoScene:
         self._light(rng)
         self.surfaces = build(self, rng, self.kind)
         yy, xx = np.mgrid[0 : self.height, 0 : self.width]
-        self._rays = np.stack([(xx.ravel() - self.cx) / self.f, (yy.ravel() - self.cy) / self.f,
-                               np.ones(xx.size)], axis=1)  # [N, 3] in the camera frame
+        rays = np.stack([(xx.ravel() - self.cx) / self.f, (yy.ravel() - self.cy) / self.f,
+                         np.ones(xx.size)], axis=1)  # [N, 3] in the camera frame
+        norms = np.linalg.norm(rays, axis=1)  # ray lengths (rotations keep them)
+        self._rays = {t: (rays.astype(t), norms.astype(t)) for t in (np.float32, np.float64)}
+        self._planes = [i for i, s in enumerate(self.surfaces) if isinstance(s, Plane)]
+        self._objects = [i for i, s in enumerate(self.surfaces) if not isinstance(s, Plane)]
         self._cache: dict[tuple[int, str], Frame] = {}
 
     def _light(self, rng: np.random.Generator) -> None:
@@ -105,39 +120,54 @@ class StereoScene:
             self._gain(t_s))
 
     # ---- rendering ---------------------------------------------------------------------------------
-    def trace(self, t_us: int, side: str) -> Frame:
+    def trace(self, t_us: int, side: str, exact: bool = False) -> Frame:
         """Cast every pixel's ray at ``t_us`` from the ``side`` camera (the last few are cached).
 
         Planes are opaque, so only the nearest plane of each pixel is textured; where objects
         (anti-aliased, hence partly transparent at their silhouettes) touch a pixel, everything
-        there is sorted by depth and composited from near to far.
+        there is sorted by depth and composited from near to far. ``exact``: in float64 (ground
+        truth); otherwise in float32 (rendering for the event camera, twice as fast).
         """
-        key = (int(t_us), side)
+        key = (int(t_us), side, exact)
         if key in self._cache:
             return self._cache[key]
         t = t_us * 1e-6
         C, R = self.camera.pose(t)
         if side == "right":
             C = C + self.baseline * R[:, 0]
-        D = self._rays @ R.T  # [N, 3] world rays, parameter = depth
+        dtype = np.float64 if exact else np.float32
+        rays, norms = self._rays[dtype]
+        D = mat(rays, np.ascontiguousarray(R.T))  # [N, 3] world rays, parameter = depth
+        C = C.astype(dtype)
         light, gain = self.light(t)
+        light = light.astype(dtype)
         bias = self.config.lod_bias
         n_pix = len(D)
-        planes = [i for i, s in enumerate(self.surfaces) if isinstance(s, Plane)]
-        zp = np.stack([self.surfaces[i].depth(C, D) for i in planes])  # [P, N]
-        near = np.argmin(zp, axis=0)
-        depth = zp[near, np.arange(n_pix)]
+        planes = self._planes
+        Nm = np.stack([self.surfaces[i].n for i in planes], axis=1)  # [3, P]
+        num = (np.array([self.surfaces[i].c for i in planes]) - C @ Nm).astype(dtype)  # [P]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zp = num / mat(D, Nm)  # [N, P] depth of each plane along each ray
+        zp[~(zp > 0)] = np.inf
+        near = np.argmin(zp, axis=1)
+        cols = np.arange(n_pix)
+        depth = zp[cols, near]
         front = np.asarray(planes, np.int16)[near]
         image = np.full(n_pix, 0.5, np.float32)  # nothing behind: the layouts close every scene
-        for k, i in enumerate(planes):
-            sel = np.flatnonzero((near == k) & np.isfinite(depth))
-            if sel.size:
-                image[sel] = self.surfaces[i].values(C, D[sel], depth[sel], self.f, light, bias)
         full = np.isfinite(depth)
-        front = np.where(full, front, -1).astype(np.int16)
-        hits = [(i, self.surfaces[i].hit(t, C, D, self.f, light, bias))
-                for i in range(len(self.surfaces)) if i not in planes]
-        hits = [(i, h) for i, h in hits if h is not None and h.idx.size]
+        for k, i in enumerate(planes):
+            sel = np.flatnonzero((near == k) & full)
+            if sel.size:
+                image[sel] = self.surfaces[i].values(C, D[sel], depth[sel], norms[sel], self.f, light, bias)
+        front[~full] = -1
+        grid = _Grid(R, self.width, self.height, self.cx, self.cy)
+        hits = []
+        for i in self._objects:
+            surface = self.surfaces[i]
+            surface.grid = grid
+            hit = surface.hit(t, C, D, self.f, light, bias)
+            if hit is not None and hit.idx.size:
+                hits.append((i, hit))
         if hits:
             self._composite(hits, image, depth, front, full)
         shape = (self.height, self.width)
@@ -151,7 +181,10 @@ class StereoScene:
     @staticmethod
     def _composite(hits: list, image: np.ndarray, depth: np.ndarray, front: np.ndarray, full: np.ndarray) -> None:
         """Objects over the plane layer, in place, on the pixels they touch: per pixel, near to far."""
-        touched = np.unique(np.concatenate([h.idx for _, h in hits]))
+        mask = np.zeros(len(image), bool)
+        for _, h in hits:
+            mask[h.idx] = True
+        touched = np.flatnonzero(mask)
         pos = np.full(len(image), -1, np.int64)
         pos[touched] = np.arange(touched.size)
         n = touched.size
@@ -192,7 +225,7 @@ class StereoScene:
         disparity within 1 px of ``d`` (so a point that the surface itself hides from the right
         camera, e.g. near a sphere's silhouette, is not counted).
         """
-        left, right = self.trace(t_us, "left"), self.trace(t_us, "right")
+        left, right = self.trace(t_us, "left", exact=True), self.trace(t_us, "right", exact=True)
         depth = left.depth
         d = self.fb / depth
         xr = np.arange(self.width)[None, :] - d
@@ -219,7 +252,7 @@ class StereoScene:
         rays = np.stack([(gu.ravel() - self.cx) / self.f, (gv.ravel() - self.cy) / self.f, np.ones(25)], 1)
         static = []
         for k in range(0, len(t), 500):
-            D = rays @ R[k].T
+            D = mat(rays, np.ascontiguousarray(R[k].T))
             z = np.min(np.stack([p.depth(C[k], D) for p in planes]), axis=0)
             ok = np.isfinite(z)
             static.append(C[k] + z[ok, None] * D[ok])

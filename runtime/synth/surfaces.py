@@ -68,6 +68,19 @@ def rot_z(a) -> np.ndarray:
     return _rot(a, 0, 1)
 
 
+def dot(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``A @ v`` for rays ``A`` [n, 3] and a vector ``v`` [3], without BLAS (whose threads spin on a
+    busy machine and can cost 100x on these thin products); in ``A``'s precision."""
+    v = np.asarray(v, dtype=A.dtype)
+    return A[:, 0] * v[0] + A[:, 1] * v[1] + A[:, 2] * v[2]
+
+
+def mat(A: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """``A @ M`` for rays ``A`` [n, 3] and ``M`` [3, k], without BLAS, in ``A``'s precision."""
+    M = np.asarray(M, dtype=A.dtype)
+    return A[:, 0:1] * M[0] + A[:, 1:2] * M[1] + A[:, 2:3] * M[2]
+
+
 @dataclass
 class Hit:
     """What a surface shows on the rays ``idx`` (indices into the image's pixels)."""
@@ -92,7 +105,7 @@ class Surface:
         raise NotImplementedError
 
     def _shade(self, normal: np.ndarray, light: np.ndarray) -> np.ndarray:
-        lam = normal @ light
+        lam = dot(normal, light)
         lam = np.maximum(lam, 0.0) if self.closed else np.abs(lam)
         return (0.45 + 0.55 * lam).astype(np.float32)
 
@@ -116,17 +129,18 @@ class Plane(Surface):
     def depth(self, C: np.ndarray, D: np.ndarray) -> np.ndarray:
         """Depth along every ray [N] (inf where the ray misses the plane)."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (self.c - C @ self.n) / (D @ self.n)
-        return np.where(np.isfinite(z) & (z > 0), z, np.inf)
+            z = float(self.c - C @ self.n) / dot(D, self.n)
+        return np.where(z > 0, z, np.inf)
 
-    def values(self, C: np.ndarray, D: np.ndarray, z: np.ndarray, f: float, light: np.ndarray,
-               bias: float) -> np.ndarray:
-        """Reflectance x shading where the rays ``D`` [n, 3] meet the plane at depths ``z`` [n]."""
-        rel = C - self.origin + z[:, None] * D
-        norm = np.sqrt(np.einsum("ij,ij->i", D, D))
-        cos = np.abs(D @ self.n) / norm
-        foot = z * norm / f / np.maximum(cos, 0.1)
-        value = self.texture.sample(rel @ self.e1, rel @ self.e2, foot, bias)
+    def values(self, C: np.ndarray, D: np.ndarray, z: np.ndarray, norm: np.ndarray, f: float,
+               light: np.ndarray, bias: float) -> np.ndarray:
+        """Reflectance x shading where the rays ``D`` [n, 3] (lengths ``norm``) meet the plane at depths ``z``."""
+        axes = np.stack([self.e1, self.e2, self.n], axis=1)
+        De = mat(D, axes)  # [n, 3]: along e1, e2 and the normal
+        a0, b0, _ = (float(v) for v in (C - self.origin) @ axes)
+        cos = np.abs(De[:, 2]) / norm
+        foot = z * norm / (f * np.maximum(cos, 0.1))
+        value = self.texture.sample(a0 + z * De[:, 0], b0 + z * De[:, 1], foot, bias)
         return value * self._shade(self.n[None, :], light)
 
     def hit(self, t, C, D, f, light, bias):
@@ -134,11 +148,18 @@ class Plane(Surface):
         idx = np.flatnonzero(np.isfinite(z))
         if idx.size == 0:
             return None
-        return Hit(idx, z[idx], np.ones(idx.size, np.float32), self.values(C, D[idx], z[idx], f, light, bias))
+        norm = np.sqrt(np.einsum("ij,ij->i", D[idx], D[idx]))
+        return Hit(idx, z[idx], np.ones(idx.size, np.float32), self.values(C, D[idx], z[idx], norm, f, light, bias))
 
 
 class _Moving(Surface):
-    """A rigid object: centre ``(X(t), Y(t), Z(t))``, orientation ``rot_y(spin(t)) @ base``."""
+    """A rigid object: centre ``(X(t), Y(t), Z(t))``, orientation ``rot_y(spin(t)) @ base``.
+
+    ``grid`` (set by the renderer before ``hit``): the camera's rotation ``R``, image ``width``,
+    ``height`` and principal point ``cx``, ``cy``, to find the pixels the object may cover.
+    """
+
+    grid = None
 
     def __init__(self, X: Path, Y: Path, Z: Path, spin: Path, base: np.ndarray, texture: Texture) -> None:
         self.paths = (X, Y, Z)
@@ -156,15 +177,25 @@ class _Moving(Surface):
         """Centre [3] and the object's axes as columns [3, 3] at time ``t``."""
         return self.center(t), rot_y(float(self.spin(t))) @ self.base
 
-    def candidates(self, S: np.ndarray, C: np.ndarray, D: np.ndarray, f: float) -> np.ndarray:
-        """Rays that pass within the bounding sphere plus two pixels."""
-        o = S - C
-        dd = np.einsum("ij,ij->i", D, D)
-        proj = D @ o
-        zc = proj / dd
-        dist2 = o @ o - proj * zc
-        reach = self.bound + 2.0 * np.maximum(zc, 0.0) * np.sqrt(dd) / f
-        return np.flatnonzero((zc > 0) & (dist2 <= reach * reach))
+    def corners(self, S: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """Points whose convex hull holds the object [k, 3] (default: the cube around its bounding sphere)."""
+        return S + self.bound * np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+
+    def candidates(self, S: np.ndarray, axes: np.ndarray, C: np.ndarray, D: np.ndarray, f: float) -> np.ndarray:
+        """The pixels of the box around the image of the object's ``corners``, plus two pixels (the hull
+        of the projected corners holds the object's image while every corner is in front of the
+        camera). ``grid``, set by ``StereoScene``: rotation, size and principal point."""
+        g = self.grid
+        p = (self.corners(S, axes) - C) @ g.R  # camera frame [k, 3]
+        if np.any(p[:, 2] <= 1e-3):  # cannot happen for placed objects (depth stays >= min_depth_m)
+            return np.arange(len(D))
+        u = f * p[:, 0] / p[:, 2] + g.cx
+        v = f * p[:, 1] / p[:, 2] + g.cy
+        c0, c1 = max(0, int(np.floor(u.min() - 2))), min(g.width, int(np.ceil(u.max() + 2)) + 1)
+        r0, r1 = max(0, int(np.floor(v.min() - 2))), min(g.height, int(np.ceil(v.max() + 2)) + 1)
+        if c0 >= c1 or r0 >= r1:
+            return np.empty(0, np.int64)
+        return (np.arange(r0, r1)[:, None] * g.width + np.arange(c0, c1)[None, :]).ravel()
 
 
 class Patch(_Moving):
@@ -175,20 +206,24 @@ class Patch(_Moving):
         self.shape, self.hw, self.hh = shape, hw, hh
         self.bound = float(np.hypot(hw, hh))
 
+    def corners(self, S, axes):
+        return S + np.array([[a * self.hw, b * self.hh] for a in (-1, 1) for b in (-1, 1)]) @ axes[:, :2].T
+
     def hit(self, t, C, D, f, light, bias):
         S, axes = self.frame(t)
-        idx = self.candidates(S, C, D, f)
+        idx = self.candidates(S, axes, C, D, f)
+        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
         if idx.size == 0:
             return None
         Di = D[idx]
         n = axes[:, 2]
-        nd = Di @ n
+        nd = dot(Di, n)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = ((S - C) @ n) / nd
         ok = np.isfinite(z) & (z > 0)
         idx, z, Di = idx[ok], z[ok], Di[ok]
         rel = C - S + z[:, None] * Di
-        a, b = rel @ axes[:, 0], rel @ axes[:, 1]
+        a, b = dot(rel, axes[:, 0]), dot(rel, axes[:, 1])
         px = z * np.linalg.norm(Di, axis=1) / f  # metres per pixel across the ray
         if self.shape == "rect":
             sd = np.minimum(self.hw - np.abs(a), self.hh - np.abs(b))
@@ -215,13 +250,14 @@ class Sphere(_Moving):
 
     def hit(self, t, C, D, f, light, bias):
         S, axes = self.frame(t)
-        idx = self.candidates(S, C, D, f)
+        idx = self.candidates(S, axes, C, D, f)
+        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
         if idx.size == 0:
             return None
         Di = D[idx]
         o = C - S
         A = np.einsum("ij,ij->i", Di, Di)
-        B = Di @ o
+        B = dot(Di, o)
         zc = -B / A  # closest approach of the ray to the centre
         dist = np.sqrt(np.maximum(o @ o - B * B / A, 0.0))
         disc = B * B - A * (o @ o - self.r**2)
@@ -232,7 +268,7 @@ class Sphere(_Moving):
         idx, z, Di, cov = idx[keep], z[keep], Di[keep], cov[keep]
         point = o + z[:, None] * Di  # relative to the centre; outside the sphere on the soft edge
         normal = point / np.linalg.norm(point, axis=1, keepdims=True)
-        local = normal @ axes * self.r
+        local = mat(normal, axes) * self.r
         cos = np.abs(np.einsum("ij,ij->i", normal, Di)) / np.linalg.norm(Di, axis=1)
         value = self.texture.sample(local[:, 0], local[:, 1], px[keep] / np.maximum(cos, 0.1), bias)
         value *= self._shade(normal, light)
@@ -252,9 +288,13 @@ class Cylinder(_Moving):
         self.r, self.hh = r, hh
         self.bound = float(np.hypot(r, hh))
 
+    def corners(self, S, axes):
+        return S + np.array([[x * self.r, y * self.hh, z * self.r] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+
     def hit(self, t, C, D, f, light, bias):
         S, axes = self.frame(t)
-        idx = self.candidates(S, C, D, f)
+        idx = self.candidates(S, axes, C, D, f)
+        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
         if idx.size == 0:
             return None
         Di = D[idx]
@@ -273,9 +313,9 @@ class Cylinder(_Moving):
         keep = (cov > 0) & (z > 0)
         idx, z, Di, cov, y, px = idx[keep], z[keep], Di[keep], cov[keep], y[keep], px[keep]
         point = o + z[:, None] * Di
-        normal = point * np.array([1.0, 0.0, 1.0])
+        normal = point * np.array([1.0, 0.0, 1.0], dtype=point.dtype)
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-        local_x = normal @ axes[:, 0] * self.r
+        local_x = dot(normal, axes[:, 0]) * self.r
         cos = np.abs(np.einsum("ij,ij->i", normal, Di)) / np.linalg.norm(Di, axis=1)
         value = self.texture.sample(local_x, y, px / np.maximum(cos, 0.1), bias)
         value *= self._shade(normal, light)

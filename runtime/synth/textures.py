@@ -53,12 +53,22 @@ def _normalize(a: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def photo_pyramid(name: str) -> tuple[np.ndarray, ...]:
-    """The mip pyramid of one bundled photograph, gray in [0, 1], each level mirrored into a periodic
-    texture twice its size (cached per process)."""
+    """The mip pyramid of one bundled photograph, gray in [0, 1], resampled to power-of-two sides and
+    each level mirrored into a periodic texture twice its size (cached per process)."""
     import skimage.data  # imported here: only the generator needs scikit-image
 
-    levels = pyramid(_normalize(_gray(getattr(skimage.data, name)())))
+    levels = pyramid(_pow2(_normalize(_gray(getattr(skimage.data, name)()))))
     return tuple(_mirrored(level) for level in levels)
+
+
+def _pow2(a: np.ndarray) -> np.ndarray:
+    """Resample to the nearest power-of-two size in each axis (bilinear), so textures tile by masking."""
+    from PIL import Image
+
+    h, w = (2 ** int(round(np.log2(n))) for n in a.shape)
+    if (h, w) == a.shape:
+        return a
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
 def _downsample(a: np.ndarray) -> np.ndarray:
@@ -133,43 +143,62 @@ class Texture:
         ``footprint`` is the surface length one image pixel covers there (metres); the level of
         detail is ``log2(footprint / texel) + bias``, blended between the two nearest levels.
         """
-        u = a / self.texel + self.offset[0]
-        v = b / self.texel + self.offset[1]
-        level = np.log2(np.maximum(footprint / self.texel, 1e-9)) + bias
-        level = np.clip(level, 0.0, len(self.levels) - 1.0)
-        base = np.minimum(np.floor(level).astype(np.int64), len(self.levels) - 2) if len(self.levels) > 1 else (
-            np.zeros(level.shape, np.int64))
-        frac = (level - base).astype(np.float32)
+        if a.size == 0:
+            return np.empty(0, np.float32)
+        inv = 1.0 / self.texel
+        u = (a * inv + self.offset[0]).astype(np.float32)
+        v = (b * inv + self.offset[1]).astype(np.float32)
+        level = np.log2(np.maximum(footprint * inv, 1e-9)).astype(np.float32) + np.float32(bias)
+        np.clip(level, 0.0, len(self.levels) - 1.001, out=level)
+        base = np.floor(level)
+        k0, k1 = int(base.min()), int(base.max())
+        if k0 == k1:  # one pair of levels for every pixel (the usual case): no masks
+            return self.lo + self.gain * self._blend(k0, u, v, level - np.float32(k0))
         out = np.empty(a.shape, dtype=np.float32)
-        for k in np.unique(base):
-            sel = base == k
-            lo = _bilinear(self.levels[k], u[sel] / 2**k, v[sel] / 2**k)
-            if k + 1 < len(self.levels):
-                hi = _bilinear(self.levels[k + 1], u[sel] / 2 ** (k + 1), v[sel] / 2 ** (k + 1))
-                lo += frac[sel] * (hi - lo)
-            out[sel] = lo
+        for k in range(k0, k1 + 1):
+            sel = np.flatnonzero(base == k)
+            if sel.size:
+                out[sel] = self._blend(k, u[sel], v[sel], level[sel] - np.float32(k))
         return self.lo + self.gain * out
+
+    def _blend(self, k: int, u: np.ndarray, v: np.ndarray, frac: np.ndarray) -> np.ndarray:
+        s = np.float32(0.5**k)
+        lo = _bilinear(self.levels[k], u * s, v * s)
+        s *= np.float32(0.5)
+        hi = _bilinear(self.levels[k + 1], u * s, v * s)
+        hi -= lo
+        hi *= frac
+        lo += hi
+        return lo
 
 
 def _bilinear(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear sample of the periodic ``tex`` [h, w] at texel coordinates (u column, v row): float32 [N]."""
+    """Bilinear sample of the periodic ``tex`` [h, w] (powers of two) at texel coordinates (u column,
+    v row): float32 [N]."""
     h, w = tex.shape
     flat = tex.ravel()
     u0, v0 = np.floor(u), np.floor(v)
-    fu, fv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
-    x0 = u0.astype(np.int64) % w
-    y0 = v0.astype(np.int64) % h
-    x1 = x0 + 1
-    x1[x1 == w] = 0
-    y1 = y0 + 1
-    y1[y1 == h] = 0
+    fu, fv = u - u0, v - v0
+    x0 = u0.astype(np.int32) & (w - 1)
+    y0 = v0.astype(np.int32) & (h - 1)
+    x1 = (x0 + 1) & (w - 1)
+    y1 = (y0 + 1) & (h - 1)
     y0 *= w
     y1 *= w
-    a, b = flat.take(y0 + x0), flat.take(y0 + x1)
-    c, d = flat.take(y1 + x0), flat.take(y1 + x1)
-    top = a + fu * (b - a)
-    bottom = c + fu * (d - c)
-    return top + fv * (bottom - top)
+    a = flat.take(y0 + x0)
+    top = flat.take(y0 + x1)
+    top -= a
+    top *= fu
+    top += a
+    c = flat.take(y1 + x0)
+    bottom = flat.take(y1 + x1)
+    bottom -= c
+    bottom *= fu
+    bottom += c
+    bottom -= top
+    bottom *= fv
+    bottom += top
+    return bottom
 
 
 def _mirrored(a: np.ndarray) -> np.ndarray:
