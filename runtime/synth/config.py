@@ -45,12 +45,12 @@ class SynthConfig:
     max_object_depth_m: float = 3.0  # objects' inverse depths are uniform up to this depth
     background_depth_m: tuple[float, float] = (4.0, 6.0)  # the back wall; no visible point is farther
     motion: float = 1.0  # scales every motion amplitude and the lighting change; 0 gives a static scene
-    camera_amplitude_m: float = 0.1  # camera translation amplitude (x; y and z are smaller)
-    camera_rotation_deg: float = 2.0  # camera yaw amplitude (pitch 0.7x, roll 0.5x); the rig stays rectified
+    camera_amplitude_m: float = 0.25  # camera translation amplitude (x; y and z are smaller)
+    camera_rotation_deg: float = 4.0  # camera yaw amplitude (pitch 0.7x, roll 0.5x); the rig stays rectified
     object_amplitude_px: float = 20.0  # object motion amplitude in the image at its depth
     object_spin_deg: float = 30.0  # objects turn about the vertical axis by up to this much
     light_change: float = 0.2  # the illumination gain varies by this fraction; the light direction moves
-    lod_bias: float = 0.5  # texture level of detail: + 1 halves the finest texture detail (optics blur)
+    lod_bias: float = 0.0  # texture level of detail: + 1 halves the finest texture detail (optics blur)
     contrast_threshold: float = 0.2  # mean C, in log intensity
     threshold_sigma: float = 0.03  # per-pixel spread of C (ON and OFF drawn separately): mismatch
     refractory_us: int = 200  # a pixel emits no event this soon after its previous one (any cause)

@@ -222,9 +222,9 @@ def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: flo
         name = str(PROCEDURAL[rng.integers(len(PROCEDURAL))])
         a = pink_noise(rng) if name == "pink" else dead_leaves(rng)
         levels = pyramid(a)
-    texel = px_metres / rng.uniform(0.5, 2.5)
+    texel = px_metres / rng.uniform(1.5, 4.0)
     h, w = levels[0].shape
     offset = (float(rng.uniform(0, 2 * w)), float(rng.uniform(0, 2 * h)))
-    gain = float(rng.uniform(0.35, 0.9))
+    gain = float(rng.uniform(0.6, 0.97))
     lo = float(rng.uniform(0.03, 1.0 - gain))
     return Texture(levels, texel, offset, lo, gain, name)
