@@ -155,7 +155,7 @@ def random_sensor(seed: int) -> dict:
     """Sensor knobs of one training recording, drawn from its seed (``SynthConfig`` fields)."""
     rng = np.random.default_rng([seed, 77])
     return {"contrast_threshold": float(rng.uniform(0.15, 0.3)), "threshold_sigma": float(rng.uniform(0.01, 0.06)),
-            "noise_hz": float(rng.uniform(0.02, 0.5)), "hot_pixel_fraction": float(rng.uniform(0.0, 5e-4)),
+            "noise_hz": float(rng.uniform(0.02, 0.3)), "hot_pixel_fraction": float(rng.uniform(0.0, 5e-4)),
             "refractory_us": int(rng.integers(0, 1001))}
 
 
