@@ -211,8 +211,9 @@ def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: flo
     """A random texture for a surface on which one image pixel covers about ``px_metres``.
 
     With probability ``photo_fraction`` (always for the ``heldout`` set) a photograph of the set,
-    otherwise a procedural texture; its scale puts 0.4-2 level-0 texels on a pixel, its contrast
-    and brightness are drawn so that reflectance stays in [0.03, 1].
+    otherwise a procedural texture; its scale puts 1.5-4 level-0 texels on a pixel (the level of
+    detail then filters them), its contrast (0.6-0.97 of the range) and brightness are drawn so that
+    reflectance stays in [0.03, 1].
     """
     names = photo_names(texture_set)
     if texture_set == "heldout" or rng.random() < photo_fraction:
