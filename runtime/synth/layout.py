@@ -54,11 +54,12 @@ class Layout:
         return C + z * (R @ np.array([(u - s.cx) / s.f, (v - s.cy) / s.f, 1.0]))
 
     # ---- planes ----------------------------------------------------------------------------------
-    def plane(self, normal: np.ndarray, origin: np.ndarray, e1: np.ndarray, depth: float, far: bool = False) -> Plane:
+    def plane(self, normal: np.ndarray, origin: np.ndarray, e1: np.ndarray, depth: float, far: bool = False,
+              texture=None) -> Plane | None:
         """A plane moved along its normal until no visible point is nearer than ``min_depth_m``
         (and, for a wall that must close the scene, ``far``, until every ray hits it no farther than
-        the far background depth)."""
-        p = Plane(normal, origin, e1, self.texture(depth))
+        the far background depth; None if some ray, at some time, misses it)."""
+        p = Plane(normal, origin, e1, texture if texture is not None else self.texture(depth))
         delta = p.c - self.C @ p.n  # [T] signed distance of the camera to the plane
         nd = self.D @ p.n  # [T, 4]
         sign = math.copysign(1.0, float(delta[0]))
@@ -67,7 +68,7 @@ class Layout:
         move = max(0.0, float(need)) * 1.02
         if far:
             if not hits.all():
-                raise ValueError("a background wall does not face the camera; reduce its tilt")
+                return None
             room = float((self.far * np.abs(nd) - np.abs(delta)[:, None]).min())
             if room < 0:  # part of it is beyond the far background depth: bring it nearer
                 move = 1.02 * room
@@ -76,11 +77,20 @@ class Layout:
         return p
 
     def back_wall(self, max_tilt_deg: float = 25.0) -> Plane:
+        """The wall that closes the scene, tilted up to ``max_tilt_deg`` (yaw) and 8 degrees (pitch);
+        the tilt is halved until every ray of a wide field of view meets it."""
         rng = self.rng
         z = rng.uniform(*self.c.background_depth_m)
-        n = rot_y(math.radians(rng.uniform(-max_tilt_deg, max_tilt_deg))) @ rot_x(
-            math.radians(rng.uniform(-8, 8))) @ np.array([0.0, 0.0, -1.0])
-        return self.plane(n, self.point(self.s.cx, self.s.cy, z), np.array([1.0, 0.0, 0.0]), z, far=True)
+        yaw, pitch = math.radians(rng.uniform(-max_tilt_deg, max_tilt_deg)), math.radians(rng.uniform(-8, 8))
+        texture = self.texture(z)
+        for k in range(12):
+            n = rot_y(yaw * 0.5**k) @ rot_x(pitch * 0.5**k) @ np.array([0.0, 0.0, -1.0])
+            p = self.plane(n, self.point(self.s.cx, self.s.cy, z), np.array([1.0, 0.0, 0.0]), z, far=True,
+                           texture=texture)
+            if p is not None:
+                return p
+        raise ValueError("the camera sees beyond 90 degrees from its axis: no wall closes the scene; "
+                         "use a longer focal length or less camera rotation")
 
     def floor(self, ceiling: bool = False) -> Plane:
         """A horizontal plane below (or above) the camera; the image's bottom (top) row sees it about
