@@ -148,10 +148,13 @@ def test_synthetic_train_and_held_out_differ_and_crop():
     assert not np.array_equal(data.train[0].disparity[:3, :24, :32], data.train[1].disparity[:3, :24, :32])
     b = data.batch([0, 1, 2], (24, 32), np.random.default_rng(0))
     assert b["left"].shape == (3, 3, 5, 24, 32) and b["disparity"].shape == (3, 3, 24, 32)
-    # the held-out recording is the runtime's built-in stream at the model size, seed for seed
+    # the held-out recording is the runtime's built-in stream at the model size, seed for seed, with
+    # the held-out textures and scene types (issue 11: training never sees them)
     from runtime.sources import open_recording, windows
+    from training.data import HELDOUT_SCENE_TYPES
 
-    w = next(iter(windows(open_recording(seed=0, seconds=0.5, height=24, width=32))))
+    w = next(iter(windows(open_recording(seed=0, seconds=0.5, height=24, width=32, textures="heldout",
+                                         scene_types=HELDOUT_SCENE_TYPES))))
     assert np.array_equal(w.left, data.val[0].left[0])
 
 

@@ -170,44 +170,86 @@ def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indice
     return StereoSequence(name or rec.name, left, right, disp, rec.fb, has, index)
 
 
+TRAIN_SCENE_TYPES = ("room", "street", "clutter")  # training never sees a corridor
+HELDOUT_SCENE_TYPES = ("room", "street", "clutter", "corridor")
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Synthetic training and held-out recordings: different seeds, hence different scenes."""
+    """Synthetic training and held-out recordings: different seeds, hence different scenes, and a
+    hold-out of textures and of a scene type.
+
+    Training scenes use the procedural textures and the ``train`` half of the photographs
+    (``runtime.synth.textures.TRAIN_PHOTOS``) in the scene types ``train_scene_types``; held-out
+    scenes are textured with the other photographs only (``HELDOUT_PHOTOS``, never seen in training)
+    and include the ``corridor`` type that training never sees. With ``randomize_sensor`` each
+    training recording draws its own sensor (contrast threshold, mismatch, background activity, hot
+    pixels, refractory period) around the generator's defaults; held-out recordings use the defaults.
+    """
 
     train_seeds: tuple[int, ...] = tuple(range(100, 116))
     val_seeds: tuple[int, ...] = (0, 1, 2, 3)
     seconds: float = 4.0
     val_seconds: float = 4.0
     margin: int = 16  # training recordings are this many pixels larger (both axes) for random crops
+    train_textures: str = "train"
+    val_textures: str = "heldout"
+    train_scene_types: tuple[str, ...] = TRAIN_SCENE_TYPES
+    val_scene_types: tuple[str, ...] = HELDOUT_SCENE_TYPES
+    randomize_sensor: bool = True
+
+
+def random_sensor(seed: int) -> dict:
+    """Sensor knobs of one training recording, drawn from its seed (``SynthConfig`` fields)."""
+    rng = np.random.default_rng([seed, 77])
+    return {"contrast_threshold": float(rng.uniform(0.15, 0.3)), "threshold_sigma": float(rng.uniform(0.01, 0.06)),
+            "noise_hz": float(rng.uniform(0.02, 0.3)), "hot_pixel_fraction": float(rng.uniform(0.0, 5e-4)),
+            "refractory_us": int(rng.integers(0, 1001))}
+
+
+def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, height: int, width: int,
+                        seconds: float, fb: float | None = None, focal: float | None = None):
+    """One synthetic training (``held_out=False``) or held-out recording of ``spec``."""
+    from runtime.sources import open_recording
+
+    if held_out:
+        options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
+    else:
+        options = {"textures": spec.train_textures, "scene_types": tuple(spec.train_scene_types)}
+        if spec.randomize_sensor:
+            options.update(random_sensor(seed))
+    return open_recording(seed=seed, seconds=seconds, height=height, width=width, fb=fb, focal_px=focal, **options)
 
 
 def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: str, bins: int,
                      window_us: int, length: int, stride: int, burn_in: int) -> StereoData:
     """Generate, encode and split the synthetic stereo data for a model input of ``height`` x ``width``.
 
-    Held-out recordings are generated exactly as ``runtime.stream`` generates its built-in stream for
-    a model of this size (``--seed`` = the held-out seed); training recordings are ``margin`` pixels
-    larger with the same focal length x baseline, so a random crop has the held-out statistics.
+    Held-out recordings are generated as ``runtime.stream`` generates its built-in stream for a model
+    of this size (``--seed`` = the held-out seed) except for their textures and scene types (see
+    ``SyntheticSpec``); training recordings are ``margin`` pixels larger with the same focal length x
+    baseline, so a random crop has the held-out geometry.
     """
-    from runtime.sources import open_recording
     from runtime.synth import SynthConfig
 
     fb = SynthConfig(height=height, width=width).focal_baseline
     focal = SynthConfig(height=height, width=width).focal
     train = []
     for s in spec.train_seeds:
-        rec = open_recording(seed=s, seconds=spec.seconds, height=height + spec.margin,
-                             width=width + spec.margin, fb=fb, focal_px=focal)
+        rec = synthetic_recording(s, held_out=False, spec=spec, seconds=spec.seconds, height=height + spec.margin,
+                                  width=width + spec.margin, fb=fb, focal=focal)
         train.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
                                       name=f"synthetic seed {s}"))
     val = []
     for s in spec.val_seeds:
-        rec = open_recording(seed=s, seconds=spec.val_seconds, height=height, width=width)
+        rec = synthetic_recording(s, held_out=True, spec=spec, seconds=spec.val_seconds, height=height, width=width)
         val.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
                                     name=f"synthetic seed {s}"))
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     return StereoData(train, val, length, stride, segments,
-                      f"synthetic: train seeds {list(spec.train_seeds)}, held-out seeds {list(spec.val_seeds)}")
+                      f"synthetic: train seeds {list(spec.train_seeds)} ({spec.train_textures} textures, scene types "
+                      f"{list(spec.train_scene_types)}), held-out seeds {list(spec.val_seeds)} ({spec.val_textures} "
+                      f"textures, scene types {list(spec.val_scene_types)})")
 
 
 # MVSEC indoor_flying in DDES's protocol (tlkvstepan/event_stereo_ICCV2019,
@@ -364,4 +406,4 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
 
 __all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "stereo_data",
            "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "dsec_stereo", "encode_recording", "center_crop",
-           "ddes_held_out"]
+           "ddes_held_out", "synthetic_recording", "random_sensor"]

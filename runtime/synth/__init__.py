@@ -1,8 +1,10 @@
 """Synthetic stereo event streams with exact ground-truth disparity (pure numpy, seeded).
 
-``config.py`` the knobs, ``scene.py`` the world and its rendering, ``esim.py`` the event camera,
-``simulate.py`` both cameras over time (``Simulator``, ``generate``), ``writer.py`` the MVSEC-layout
-files, ``__main__.py`` the command line (``python -m runtime.synth``).
+``config.py`` the knobs, ``layout.py`` the scene types, ``surfaces.py`` the shapes, ``textures.py``
+photographs and procedural textures, ``scene.py`` the world and its rendering (ray casting),
+``esim.py`` the event camera, ``simulate.py`` both cameras over time (``Simulator``, ``generate``),
+``pairpan.py`` a real stereo pair as an event recording, ``writer.py`` the MVSEC-layout files,
+``__main__.py`` the command line (``python -m runtime.synth``).
 """
 
 from runtime.recording import SIDES

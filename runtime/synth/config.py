@@ -1,4 +1,4 @@
-"""The generator's knobs (``SynthConfig``) and the MVSEC constants it imitates."""
+"""The generator's knobs (``SynthConfig``) and the MVSEC and DSEC constants it imitates."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ HORIZON_S = 60.0  # scene extents and the fastest image motion are taken over th
 MVSEC_HEIGHT, MVSEC_WIDTH = 260, 346
 MVSEC_FOCAL_PX = 199.653  # indoor_flying left camera fx
 MVSEC_FB = INDOOR_FLYING_FB  # focal length x baseline, px*m
+# DSEC (640 x 480 event cameras): approximate rectified focal length and stereo baseline of a
+# typical sequence's calibration/cam_to_cam.yaml; disparities reach ~190 px (depth ~1.8 m)
+DSEC_HEIGHT, DSEC_WIDTH = 480, 640
+DSEC_FOCAL_PX = 569.0
+DSEC_FB = DSEC_FOCAL_PX * 0.6
+SCENE_TYPES = ("room", "street", "clutter", "corridor")
+TEXTURE_SETS = ("all", "train", "heldout")
 
 
 @dataclass(frozen=True)
@@ -28,18 +35,29 @@ class SynthConfig:
     width: int = MVSEC_WIDTH
     focal_px: float | None = None  # focal length in pixels
     fb: float | None = None  # focal length x baseline in px*m; disparity = fb / depth
-    n_objects: int = 4  # layers in front of the background (the first one is a tall slab)
+    scene_types: tuple[str, ...] = SCENE_TYPES  # each seed draws its layout from these (runtime.synth.layout)
+    textures: str = "all"  # photographs used: "all", "train" or "heldout" (runtime.synth.textures)
+    photo_fraction: float = 0.5  # share of surfaces textured with a photograph (others: 1/f procedural)
+    n_objects: int = 6  # objects in front of the walls (twice as many in a clutter scene)
+    thin_fraction: float = 0.2  # share of objects that are thin: poles and bars 1-5 px across
+    max_slant_deg: float = 60.0  # flat objects are turned up to this much away from facing the camera
     min_depth_m: float = 0.54  # the nearest object comes this close: max disparity ~ fb / 0.54 = 37 px
-    max_object_depth_m: float = 3.0
-    background_depth_m: tuple[float, float] = (4.0, 6.0)  # drawn uniformly
-    motion: float = 1.0  # scales every motion amplitude; 0 gives a static scene
-    camera_amplitude_m: float = 0.1  # camera translation amplitude (x; y and z are smaller)
+    max_object_depth_m: float = 3.0  # objects' inverse depths are uniform up to this depth
+    background_depth_m: tuple[float, float] = (4.0, 6.0)  # the back wall; no visible point is farther
+    motion: float = 1.0  # scales every motion amplitude and the lighting change; 0 gives a static scene
+    camera_amplitude_m: float = 0.25  # camera translation amplitude (x; y and z are smaller)
+    camera_rotation_deg: float = 4.0  # camera yaw amplitude (pitch 0.7x, roll 0.5x); the rig stays rectified
     object_amplitude_px: float = 20.0  # object motion amplitude in the image at its depth
+    object_spin_deg: float = 30.0  # objects turn about the vertical axis by up to this much
+    light_change: float = 0.2  # the illumination gain varies by this fraction; the light direction moves
+    lod_bias: float = 0.0  # texture level of detail: + 1 halves the finest texture detail (optics blur)
     contrast_threshold: float = 0.2  # mean C, in log intensity
-    threshold_sigma: float = 0.03  # per-pixel spread of C (ON and OFF drawn separately)
-    refractory_us: int = 200
-    noise_hz: float = 0.1  # shot-noise events per pixel per second
+    threshold_sigma: float = 0.03  # per-pixel spread of C (ON and OFF drawn separately): mismatch
+    refractory_us: int = 200  # a pixel emits no event this soon after its previous one (any cause)
+    noise_hz: float = 0.1  # background activity: random events per pixel per second
     leak_hz: float = 0.0  # leak events per pixel per second (ON)
+    hot_pixel_fraction: float = 2e-4  # share of pixels that are hot
+    hot_pixel_hz: float = 20.0  # ON events per second of each hot pixel
     log_eps: float = 1e-3  # L = log(I + eps), I in [0, 1]
     max_px_per_step: float = 1.5  # simulation rate: the fastest point moves at most this far per step
     min_sim_hz: float = 100.0
@@ -51,6 +69,17 @@ class SynthConfig:
             (self.seconds > 0, "seconds must be positive"),
             (self.height >= 8 and self.width >= 8, "height and width must be at least 8"),
             (self.n_objects >= 0, "n_objects must be >= 0"),
+            (len(self.scene_types) > 0 and all(k in SCENE_TYPES for k in self.scene_types),
+             f"scene_types must be a non-empty selection of {', '.join(SCENE_TYPES)}"),
+            (self.textures in TEXTURE_SETS, f"textures must be one of {', '.join(TEXTURE_SETS)}"),
+            (0 <= self.photo_fraction <= 1 and 0 <= self.thin_fraction <= 1,
+             "photo_fraction and thin_fraction must be in [0, 1]"),
+            (0 <= self.max_slant_deg < 85, "max_slant_deg must be in [0, 85)"),
+            (self.camera_rotation_deg >= 0 and self.object_spin_deg >= 0,
+             "camera_rotation_deg and object_spin_deg must be >= 0"),
+            (0 <= self.light_change < 1, "light_change must be in [0, 1)"),
+            (0 <= self.hot_pixel_fraction <= 1 and self.hot_pixel_hz >= 0,
+             "hot_pixel_fraction must be in [0, 1] and hot_pixel_hz >= 0"),
             (
                 0 < self.min_depth_m < self.max_object_depth_m < self.background_depth_m[0],
                 "need 0 < min_depth_m < max_object_depth_m < background_depth_m[0]",
@@ -75,6 +104,17 @@ class SynthConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @classmethod
+    def dsec_like(cls, height: int = DSEC_HEIGHT, width: int = DSEC_WIDTH, **overrides: object) -> SynthConfig:
+        """A DSEC-like camera and depth range: DSEC's focal length and fB scaled by ``width / 640``,
+        depths from 1.8 m (disparity ~190 px at 640 px wide) to a 22-50 m background."""
+        scale = width / DSEC_WIDTH
+        fields = dict(height=height, width=width, focal_px=DSEC_FOCAL_PX * scale, fb=DSEC_FB * scale,
+                      min_depth_m=1.8, max_object_depth_m=20.0, background_depth_m=(22.0, 50.0),
+                      camera_amplitude_m=0.4)
+        fields.update(overrides)
+        return cls(**fields)  # type: ignore[arg-type]
 
     @property
     def focal(self) -> float:

@@ -1,102 +1,89 @@
-"""The synthetic world: textured layers at known depths, their motion, and the rendering of both
-rectified views with exact depth of the left view."""
+"""The synthetic world seen by a moving rectified stereo rig: ray casting of every pixel, exact depth.
+
+Both cameras share one rotation ``R(t)`` (small yaw, pitch and roll oscillations) and the right
+centre is the left one moved by the baseline along the rig's own x axis, ``C_r = C + B * R[:, 0]``.
+A world point at depth ``Z`` in the left camera's frame therefore has the same depth in the right
+camera's frame and appears ``d = f * B / Z`` pixels to the left there, on the same row: the pair
+stays rectified under any rotation, and the ground truth is the per-pixel ray depth of the surface
+each left pixel sees, exactly. Surfaces (``surfaces.py``): infinite planes (walls, floors, slanted),
+flat rectangles and ellipses at any orientation, spheres and upright cylinders (curved, per-pixel
+depth), thin bars and poles; they are composited per pixel from near to far with anti-aliased
+silhouettes. The illumination changes over time: a global gain and a moving light direction
+(Lambertian shading, the same for both views).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .config import HORIZON_S, SynthConfig
+from .layout import build
+from .surfaces import Path, Plane, mat, rot_x, rot_y, rot_z
+
+
+class Camera:
+    """The left camera's centre (three sinusoidal paths) and rotation (yaw, pitch, roll paths)."""
+
+    def __init__(self, rng: np.random.Generator, config: SynthConfig) -> None:
+        m = config.motion
+        amp = config.camera_amplitude_m * m
+        rot = math.radians(config.camera_rotation_deg) * m
+
+        def path(amplitude: float, n: int = 2) -> Path:
+            w = rng.dirichlet(np.ones(n))
+            p = Path(0.0, amplitude * w, rng.uniform(0.1, 0.3, n), rng.uniform(0, 2 * np.pi, n))
+            p.center = -float(p(0.0))  # starts at the origin, unrotated: the world frame
+            return p
+
+        self.position = (path(amp), path(0.4 * amp), path(0.25 * amp))
+        self.angles = (path(rot), path(0.7 * rot), path(0.5 * rot))  # yaw, pitch, roll
+
+    def pose(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Centre [3] and rotation [3, 3] (columns: the camera's axes in the world) at time ``t``."""
+        yaw, pitch, roll = (float(a(t)) for a in self.angles)
+        return np.array([float(p(t)) for p in self.position]), rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
+
+    def poses(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centres [T, 3] and rotations [T, 3, 3]."""
+        C = np.stack([p(t) for p in self.position], axis=-1)
+        yaw, pitch, roll = (a(t) for a in self.angles)
+        return C, rot_y(yaw) @ rot_x(pitch) @ rot_z(roll)
+
+    def max_rate(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Speed of the centre (m/s) and an upper bound of the angular speed (rad/s) at times ``t``."""
+        v = np.sqrt(sum(p.rate(t) ** 2 for p in self.position))
+        w = np.sqrt(sum(a.rate(t) ** 2 for a in self.angles))
+        return v, w
 
 
 @dataclass
-class _Path:
-    """A smooth 1-D trajectory: ``center + sum_j amp_j * sin(2 pi freq_j t + phase_j)`` (t in s)."""
+class _Grid:
+    """What an object needs to find its pixels: the camera's rotation, the image size and centre."""
 
-    center: float
-    amp: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    freq: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def __call__(self, t: np.ndarray | float) -> np.ndarray:
-        t = np.asarray(t, dtype=np.float64)
-        out = np.full(t.shape, self.center, dtype=np.float64)
-        for a, f, ph in zip(self.amp, self.freq, self.phase, strict=True):
-            out = out + a * np.sin(2 * np.pi * f * t + ph)
-        return out
+    R: np.ndarray
+    width: int
+    height: int
+    cx: float
+    cy: float
 
 
 @dataclass
-class _Layer:
-    """A textured fronto-parallel surface: world position (X, Y, Z paths) and texture in metres."""
+class Frame:
+    """One camera's view: intensity and, per pixel, the front surface, its depth and full coverage."""
 
-    kind: str  # "plane" (infinite), "rect" or "ellipse"
-    X: _Path
-    Y: _Path
-    Z: _Path
-    half_w: float  # metres (inf for a plane)
-    half_h: float
-    texture: np.ndarray  # float32 [Th, Tw], reflectance in (0, 1]
-    texel: float  # metres per texel
-    a0: float  # texture index of the layer's origin, columns
-    b0: float  # rows
-
-
-def _blur(noise: np.ndarray, sigma: float) -> np.ndarray:
-    """Periodic Gaussian blur through the FFT."""
-    h, w = noise.shape
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    gain = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
-    return np.fft.irfft2(np.fft.rfft2(noise) * gain, s=(h, w))
-
-
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth multi-scale random texture with a few soft blocks: float32 [h, w] in [0.03, 1]."""
-    tex = np.zeros((h, w))
-    for sigma, weight in ((1.2, 0.6), (3.0, 1.0), (8.0, 1.0), (20.0, 0.7)):
-        layer = _blur(rng.standard_normal((h, w)), sigma)
-        tex += weight * layer / (layer.std() + 1e-12)
-    blocks = np.zeros((h, w))
-    for _ in range(rng.integers(3, 9)):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        bh, bw = rng.integers(4, max(5, h // 3)), rng.integers(4, max(5, w // 3))
-        blocks[y0 : y0 + bh, x0 : x0 + bw] += rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.5)
-    tex += _blur(blocks, 1.0)
-    tex = (tex - tex.mean()) / (tex.std() + 1e-12)
-    out = rng.uniform(0.3, 0.6) + rng.uniform(0.10, 0.18) * tex
-    return np.clip(out, 0.03, 1.0).astype(np.float32)
-
-
-def _sample(tex: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
-    """Bilinear sample of ``tex`` [Th, Tw] on the grid of rows ``ib`` [h] x columns ``ia`` [w] -> [h, w]."""
-    th, tw = tex.shape
-    ia = np.clip(ia, 0.0, tw - 1.000001)
-    ib = np.clip(ib, 0.0, th - 1.000001)
-    a0 = ia.astype(np.int64)
-    b0 = ib.astype(np.int64)
-    fa = (ia - a0).astype(np.float32)
-    fb = (ib - b0).astype(np.float32)[:, None]
-    lo, hi = int(a0.min()), int(a0.max()) + 2
-    sub = tex[:, lo:hi]
-    rows = sub[b0]  # [h, hi - lo], then interpolated in place
-    nxt = sub[b0 + 1]
-    nxt -= rows
-    nxt *= fb
-    rows += nxt
-    a0 = a0 - lo
-    out = rows[:, a0]  # [h, w]
-    nxt = rows[:, a0 + 1]
-    nxt -= out
-    nxt *= fa
-    out += nxt
-    return out
+    image: np.ndarray  # float32 [H, W] in (0, 1]
+    depth: np.ndarray  # float64 [H, W] depth of the front surface in this camera's frame
+    front: np.ndarray  # int16 [H, W] index of the front surface (-1: none)
+    full: np.ndarray  # bool [H, W] the front surface covers the whole pixel
 
 
 class StereoScene:
-    """The layered 3-D scene of a config, rendered to both rectified views at any time."""
+    """The scene of a config (type drawn per seed), rendered to both rectified views at any time."""
+
+    horizon_s = HORIZON_S
 
     def __init__(self, config: SynthConfig) -> None:
         self.config = config
@@ -105,217 +92,190 @@ class StereoScene:
         self.fb = config.focal_baseline
         self.baseline = config.baseline_m
         self.cx, self.cy = (self.width - 1) / 2, (self.height - 1) / 2
-        self._pose_cache: tuple | None = None
         rng = np.random.default_rng([config.seed, 0])
-        self._build(rng)
+        self.kind = str(config.scene_types[rng.integers(len(config.scene_types))])
+        self.camera = Camera(rng, config)
+        self._light(rng)
+        self.surfaces = build(self, rng, self.kind)
+        yy, xx = np.mgrid[0 : self.height, 0 : self.width]
+        rays = np.stack([(xx.ravel() - self.cx) / self.f, (yy.ravel() - self.cy) / self.f,
+                         np.ones(xx.size)], axis=1)  # [N, 3] in the camera frame
+        norms = np.linalg.norm(rays, axis=1)  # ray lengths (rotations keep them)
+        self._rays = {t: (rays.astype(t), norms.astype(t)) for t in (np.float32, np.float64)}
+        self._planes = [i for i, s in enumerate(self.surfaces) if isinstance(s, Plane)]
+        self._objects = [i for i, s in enumerate(self.surfaces) if not isinstance(s, Plane)]
+        self._cache: dict[tuple[int, str], Frame] = {}
 
-    # ---- scene construction ----------------------------------------------------------------
-    def _build(self, rng: np.random.Generator) -> None:
-        c = self.config
-        m = c.motion
-        H, W, f = self.height, self.width, self.f
-        amp = c.camera_amplitude_m * m
+    def _light(self, rng: np.random.Generator) -> None:
+        m = self.config.motion * self.config.light_change
+        self._gain = Path(1.0 - 0.5 * m, np.array([0.5 * m]), rng.uniform(0.1, 0.5, 1), rng.uniform(0, 2 * np.pi, 1))
+        self._azimuth = Path(rng.uniform(-0.6, 0.6), np.array([0.6 * min(m * 4, 1.0)]), rng.uniform(0.05, 0.2, 1),
+                             rng.uniform(0, 2 * np.pi, 1))
+        self._elevation = rng.uniform(0.2, 0.8)
 
-        def path(center: float, amplitude: float, n: int = 2) -> _Path:
-            weights = rng.dirichlet(np.ones(n)) if n > 1 else np.ones(1)
-            return _Path(center, amplitude * weights, rng.uniform(0.1, 0.3, n), rng.uniform(0, 2 * np.pi, n))
+    def light(self, t_s: float) -> tuple[np.ndarray, float]:
+        """Direction towards the light (world, unit) and the global illumination gain at ``t_s``."""
+        az, el = float(self._azimuth(t_s)), self._elevation
+        return np.array([math.sin(az) * math.cos(el), -math.sin(el), -math.cos(az) * math.cos(el)]), float(
+            self._gain(t_s))
 
-        self.cam = (path(0.0, amp), path(0.0, 0.4 * amp), path(0.0, 0.25 * amp))
-        # Everything about the scene is independent of the recording's length, so a longer recording
-        # with the same seed starts with the shorter one; extents and speeds are taken over a horizon.
-        self._grid = np.arange(0.0, HORIZON_S, 0.005)
-        cz_max = float(np.sum(np.abs(self.cam[2].amp)))
+    # ---- rendering ---------------------------------------------------------------------------------
+    def trace(self, t_us: int, side: str, exact: bool = False) -> Frame:
+        """Cast every pixel's ray at ``t_us`` from the ``side`` camera (the last few are cached).
 
-        layers: list[_Layer] = []
-        zb = rng.uniform(*c.background_depth_m)
-        layers.append(self._make_layer(rng, "plane", _Path(0.0), _Path(0.0), _Path(zb), math.inf, math.inf))
-
-        depths = np.sort(rng.uniform(c.min_depth_m * 1.3, c.max_object_depth_m, c.n_objects))[::-1]
-        for i, zc in enumerate(depths):
-            nearest = i == len(depths) - 1
-            k0 = zc / f  # metres per pixel at the object's depth
-            if i == 0:  # a tall slab: a wall-like plane in front of the background
-                kind = "rect"
-                half_w, half_h = rng.uniform(0.12, 0.25) * W * k0, 0.8 * H * k0
-                u0, v0 = rng.choice([rng.uniform(0.1, 0.3), rng.uniform(0.7, 0.9)]) * W, 0.5 * H
-            else:
-                kind = str(rng.choice(["rect", "ellipse"]))
-                half_w, half_h = rng.uniform(0.08, 0.2) * W * k0, rng.uniform(0.1, 0.3) * H * k0
-                u0, v0 = rng.uniform(0.2, 0.8) * W, rng.uniform(0.25, 0.75) * H
-            axy = c.object_amplitude_px * m * k0
-            zpath = path(zc, 0.06 * zc * m, 1)
-            if nearest:  # its depth relative to the camera reaches down to min_depth_m, never below
-                zpath.center = c.min_depth_m + float(zpath.amp[0]) + cz_max
-            X = path((u0 - self.cx) * k0, axy)
-            Y = path((v0 - self.cy) * k0, 0.5 * axy)
-            X.center -= float(X(0.0)) - X.center  # the object starts where it was placed
-            Y.center -= float(Y(0.0)) - Y.center
-            layers.append(self._make_layer(rng, kind, X, Y, zpath, half_w, half_h))
-        self.layers = layers
-
-    def _make_layer(
-        self, rng: np.random.Generator, kind: str, X: _Path, Y: _Path, Z: _Path, half_w: float, half_h: float
-    ) -> _Layer:
-        """Size the texture so that it covers every place either view can see on the layer."""
-        f, W, H = self.f, self.width, self.height
-        t = self._grid
-        depth = Z(t) - self.cam[2](t)
-        if np.any(depth <= 0.05):
-            raise ValueError("a layer passes behind the camera; reduce camera_amplitude_m or motion")
-        k = depth / f
-        texel = float(depth[0] / f)  # one texel per pixel at the start
-        if math.isinf(half_w):  # the background: what the image can see over the whole path
-            a_lo = np.min(-self.cx * k + self.cam[0](t) - X(t))
-            a_hi = np.max((W - 1 - self.cx) * k + self.cam[0](t) + self.baseline - X(t))
-            b_lo = np.min(-self.cy * k + self.cam[1](t) - Y(t))
-            b_hi = np.max((H - 1 - self.cy) * k + self.cam[1](t) - Y(t))
-        else:
-            a_lo, a_hi, b_lo, b_hi = -half_w, half_w, -half_h, half_h
-        margin = 4 * texel
-        tw = int(math.ceil((a_hi - a_lo + 2 * margin) / texel)) + 2
-        th = int(math.ceil((b_hi - b_lo + 2 * margin) / texel)) + 2
-        tex = _texture(rng, th, tw)
-        return _Layer(
-            kind, X, Y, Z, half_w, half_h, tex, texel, (margin - a_lo) / texel, (margin - b_lo) / texel
-        )
-
-    # ---- geometry ------------------------------------------------------------------------------
-    def depths(self, t_s: float) -> np.ndarray:
-        """Depth of each layer relative to the camera at time ``t_s``: float64 [n_layers]."""
-        return self._pose(t_s)[2]
-
-    def _pose(self, t_s: float) -> tuple[float, float, np.ndarray, np.ndarray, np.ndarray]:
-        """Camera x, y and each layer's depth, X and Y at ``t_s`` (cached for the last time asked)."""
-        if self._pose_cache is not None and self._pose_cache[0] == t_s:
-            return self._pose_cache[1]
-        cz = float(self.cam[2](t_s))
-        pose = (
-            float(self.cam[0](t_s)),
-            float(self.cam[1](t_s)),
-            np.array([float(layer.Z(t_s)) - cz for layer in self.layers]),
-            np.array([float(layer.X(t_s)) for layer in self.layers]),
-            np.array([float(layer.Y(t_s)) for layer in self.layers]),
-        )
-        self._pose_cache = (t_s, pose)
-        return pose
-
-    def max_speed_px(self) -> float:
-        """The fastest image motion of any layer corner or centre, pixels per second."""
-        t = self._grid
-        if len(t) < 2:
-            return 0.0
-        cam_x, cam_y, cam_z = (p(t) for p in self.cam)
-        best = 0.0
-        for layer in self.layers:
-            k = (layer.Z(t) - cam_z) / self.f
-            hw = self.cx * k if math.isinf(layer.half_w) else layer.half_w
-            hh = self.cy * k if math.isinf(layer.half_h) else layer.half_h
-            for a in (-hw, 0.0, hw):
-                for b in (-hh, 0.0, hh):
-                    u = (a + layer.X(t) - cam_x) / k
-                    v = (b + layer.Y(t) - cam_y) / k
-                    speed = np.hypot(np.diff(u), np.diff(v)) / np.diff(t)
-                    best = max(best, float(speed.max()))
-        return best
-
-    # ---- rendering ---------------------------------------------------------------------------
-    def _layer_patch(
-        self, i: int, t_s: float, side: str, want_texture: bool = True
-    ) -> tuple[slice, slice, np.ndarray | None, np.ndarray | None] | None:
-        """The image patch layer ``i`` covers: (rows, cols, texture [h, w] or None, coverage [h, w]).
-
-        The coverage of the background plane is None (it covers everything).
+        Planes are opaque, so only the nearest plane of each pixel is textured; where objects
+        (anti-aliased, hence partly transparent at their silhouettes) touch a pixel, everything
+        there is sorted by depth and composited from near to far. ``exact``: in float64 (ground
+        truth); otherwise in float32 (rendering for the event camera, twice as fast).
         """
-        layer = self.layers[i]
-        cam_x, cam_y, depths, lx, ly = self._pose(t_s)
-        k = depths[i] / self.f
-        shift = cam_x + (self.baseline if side == "right" else 0.0) - lx[i]
-        shift_b = cam_y - ly[i]
-        if math.isinf(layer.half_w):
-            cols, rows = slice(0, self.width), slice(0, self.height)
-        else:
-            # pixel x sees a = (x - cx) k + shift; the layer spans |a| <= half_w (+1 px soft edge)
-            x_lo = math.ceil((-layer.half_w - k - shift) / k + self.cx)
-            x_hi = math.floor((layer.half_w + k - shift) / k + self.cx) + 1
-            y_lo = math.ceil((-layer.half_h - k - shift_b) / k + self.cy)
-            y_hi = math.floor((layer.half_h + k - shift_b) / k + self.cy) + 1
-            cols = slice(max(0, x_lo), min(self.width, x_hi))
-            rows = slice(max(0, y_lo), min(self.height, y_hi))
-            if cols.start >= cols.stop or rows.start >= rows.stop:
-                return None
-        a = (np.arange(cols.start, cols.stop) - self.cx) * k + shift  # [w] metres
-        b = (np.arange(rows.start, rows.stop) - self.cy) * k + shift_b  # [h]
-        tex = (
-            _sample(layer.texture, a / layer.texel + layer.a0, b / layer.texel + layer.b0)
-            if want_texture
-            else None
-        )
-        if layer.kind == "plane":
-            cov = None
-        elif layer.kind == "rect":
-            cx = np.clip(0.5 + (layer.half_w - np.abs(a)) / k, 0, 1)
-            cy = np.clip(0.5 + (layer.half_h - np.abs(b)) / k, 0, 1)
-            cov = (cy[:, None] * cx[None, :]).astype(np.float32)
-        else:
-            r = np.sqrt((b[:, None] / layer.half_h) ** 2 + (a[None, :] / layer.half_w) ** 2)
-            cov = np.clip(0.5 + (1 - r) * min(layer.half_w, layer.half_h) / k, 0, 1).astype(np.float32)
-        return rows, cols, tex, cov
+        key = (int(t_us), side, exact)
+        if key in self._cache:
+            return self._cache[key]
+        t = t_us * 1e-6
+        C, R = self.camera.pose(t)
+        if side == "right":
+            C = C + self.baseline * R[:, 0]
+        dtype = np.float64 if exact else np.float32
+        rays, norms = self._rays[dtype]
+        D = mat(rays, np.ascontiguousarray(R.T))  # [N, 3] world rays, parameter = depth
+        C = C.astype(dtype)
+        light, gain = self.light(t)
+        light = light.astype(dtype)
+        bias = self.config.lod_bias
+        n_pix = len(D)
+        planes = self._planes
+        Nm = np.stack([self.surfaces[i].n for i in planes], axis=1)  # [3, P]
+        num = (np.array([self.surfaces[i].c for i in planes]) - C @ Nm).astype(dtype)  # [P]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zp = num / mat(D, Nm)  # [N, P] depth of each plane along each ray
+        zp[~(zp > 0)] = np.inf
+        near = np.argmin(zp, axis=1)
+        cols = np.arange(n_pix)
+        depth = zp[cols, near]
+        front = np.asarray(planes, np.int16)[near]
+        image = np.full(n_pix, 0.5, np.float32)  # nothing behind: the layouts close every scene
+        full = np.isfinite(depth)
+        for k, i in enumerate(planes):
+            sel = np.flatnonzero((near == k) & full)
+            if sel.size:
+                image[sel] = self.surfaces[i].values(C, D[sel], depth[sel], norms[sel], self.f, light, bias)
+        front[~full] = -1
+        grid = _Grid(R, self.width, self.height, self.cx, self.cy)
+        hits = []
+        for i in self._objects:
+            surface = self.surfaces[i]
+            surface.grid = grid
+            hit = surface.hit(t, C, D, self.f, light, bias)
+            if hit is not None and hit.idx.size:
+                hits.append((i, hit))
+        if hits:
+            self._composite(hits, image, depth, front, full)
+        shape = (self.height, self.width)
+        frame = Frame((image * np.float32(gain)).reshape(shape), depth.reshape(shape), front.reshape(shape),
+                      full.reshape(shape))
+        if len(self._cache) >= 4:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = frame
+        return frame
 
-    def _order(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
-        depths = self.depths(t_s)
-        return np.argsort(-depths, kind="stable"), depths  # far to near
+    @staticmethod
+    def _composite(hits: list, image: np.ndarray, depth: np.ndarray, front: np.ndarray, full: np.ndarray) -> None:
+        """Objects over the plane layer, in place, on the pixels they touch: per pixel, near to far."""
+        mask = np.zeros(len(image), bool)
+        for _, h in hits:
+            mask[h.idx] = True
+        touched = np.flatnonzero(mask)
+        pos = np.full(len(image), -1, np.int64)
+        pos[touched] = np.arange(touched.size)
+        n = touched.size
+        z = np.full((len(hits) + 1, n), np.inf)
+        cov = np.zeros((len(hits) + 1, n), np.float32)
+        val = np.zeros((len(hits) + 1, n), np.float32)
+        ids = np.zeros((len(hits) + 1, n), np.int16)
+        z[0], cov[0], val[0], ids[0] = depth[touched], full[touched], image[touched], front[touched]
+        for k, (i, h) in enumerate(hits, start=1):
+            j = pos[h.idx]
+            z[k, j], cov[k, j], val[k, j], ids[k, j] = h.z, h.cov, h.value, i
+        order = np.argsort(z, axis=0, kind="stable")  # near to far
+        cov_s = np.take_along_axis(cov, order, 0)
+        val_s = np.take_along_axis(val, order, 0)
+        out = np.zeros(n, np.float32)
+        trans = np.ones(n, np.float32)
+        for k in range(len(hits) + 1):
+            out += trans * cov_s[k] * val_s[k]
+            trans *= 1.0 - cov_s[k]
+        image[touched] = out + trans * 0.5
+        first = np.argmax(cov_s > 0, axis=0)
+        cols = np.arange(n)
+        seen = cov_s[first, cols] > 0
+        layer = order[first, cols]
+        front[touched] = np.where(seen, ids[layer, cols], -1)
+        depth[touched] = np.where(seen, z[layer, cols], np.inf)
+        full[touched] = seen & (cov_s[first, cols] >= 1.0 - 1e-6)
 
     def render(self, t_us: int, side: str) -> np.ndarray:
         """Intensity of one rectified view at time ``t_us``: float32 [H, W] in (0, 1]."""
-        t_s = t_us * 1e-6
-        order, depths = self._order(t_s)
-        image = np.empty((self.height, self.width), dtype=np.float32)
-        for i in order:
-            patch = self._layer_patch(i, t_s, side)
-            if patch is None:
-                continue
-            rows, cols, tex, cov = patch
-            if cov is None:  # the background covers the whole image
-                image = tex
-            else:
-                region = image[rows, cols]
-                region += cov * (tex - region)
-        return image
-
-    def visibility(self, t_us: int, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Front layer index int16 [H, W], whether it covers the pixel fully bool [H, W], depths [n]."""
-        t_s = t_us * 1e-6
-        order, depths = self._order(t_s)
-        front = np.zeros((self.height, self.width), dtype=np.int16)
-        full = np.zeros((self.height, self.width), dtype=bool)
-        for i in order:
-            patch = self._layer_patch(i, t_s, side, want_texture=False)
-            if patch is None:
-                continue
-            rows, cols, _, cov = patch
-            if cov is None:
-                front[rows, cols] = i
-                full[rows, cols] = True
-                continue
-            hit = cov > 0
-            front[rows, cols][hit] = i
-            full[rows, cols][hit] = cov[hit] >= 1.0 - 1e-6
-        return front, full, depths
+        return self.trace(t_us, side).image.copy()
 
     def ground_truth(self, t_us: int) -> np.ndarray:
         """Left-view depth in metres at ``t_us``: float32 [H, W], NaN where invalid.
 
-        Valid: the front surface fully covers the left pixel (no soft edge) and the two right-view
-        pixels either side of ``x - d`` show the same surface, fully, inside the image.
+        Valid: the front surface fully covers the left pixel (no soft edge), and the two right-view
+        pixels either side of ``x - d`` lie inside the image and show the same surface, fully, at a
+        disparity within 1 px of ``d`` (so a point that the surface itself hides from the right
+        camera, e.g. near a sphere's silhouette, is not counted).
         """
-        front_l, full_l, depths = self.visibility(t_us, "left")
-        front_r, full_r, _ = self.visibility(t_us, "right")
-        depth = depths[front_l]  # float64 [H, W]
-        xr = np.arange(self.width)[None, :] - self.fb / depth  # [H, W]
-        x0 = np.floor(xr).astype(np.int64)
-        valid = full_l & (x0 >= 0) & (x0 + 1 <= self.width - 1)
+        left, right = self.trace(t_us, "left", exact=True), self.trace(t_us, "right", exact=True)
+        depth = left.depth
+        d = self.fb / depth
+        xr = np.arange(self.width)[None, :] - d
+        x0 = np.floor(np.where(np.isfinite(xr), xr, -1)).astype(np.int64)
+        valid = left.full & (x0 >= 0) & (x0 + 1 <= self.width - 1)
         rows = np.broadcast_to(np.arange(self.height)[:, None], x0.shape)
         for dx in (0, 1):
             xi = np.clip(x0 + dx, 0, self.width - 1)
-            valid &= (front_r[rows, xi] == front_l) & full_r[rows, xi]
+            d_r = self.fb / right.depth[rows, xi]
+            valid &= (right.front[rows, xi] == left.front) & right.full[rows, xi] & (np.abs(d_r - d) <= 1.0)
         return np.where(valid, depth, np.nan).astype(np.float32)
+
+    def max_speed_px(self) -> float:
+        """The fastest image motion of sampled scene points, pixels per second (sets the simulation rate).
+
+        Points: where a 5 x 5 grid of rays meets the walls every 5 s, and each object's centre and the
+        six points of its bounding sphere on its axes (plus ``spin rate x bound / depth`` for its spin),
+        followed over the horizon every 10 ms while they are in view.
+        """
+        t = np.arange(0.0, self.horizon_s, 0.01)
+        C, R = self.camera.poses(t)  # [T, 3], [T, 3, 3]
+        planes = [s for s in self.surfaces if isinstance(s, Plane)]
+        gu, gv = np.meshgrid(np.linspace(0, self.width - 1, 5), np.linspace(0, self.height - 1, 5))
+        rays = np.stack([(gu.ravel() - self.cx) / self.f, (gv.ravel() - self.cy) / self.f, np.ones(25)], 1)
+        static = []
+        for k in range(0, len(t), 500):
+            D = mat(rays, np.ascontiguousarray(R[k].T))
+            z = np.min(np.stack([p.depth(C[k], D) for p in planes]), axis=0)
+            ok = np.isfinite(z)
+            static.append(C[k] + z[ok, None] * D[ok])
+        best = self._fastest(t, C, R, np.concatenate(static)[None, :, :])
+        offsets = np.concatenate([np.zeros((1, 3)), np.eye(3), -np.eye(3)])
+        for s in self.surfaces:
+            if isinstance(s, Plane):
+                continue
+            pts = s.center(t)[:, None, :] + s.bound * offsets[None]  # [T, 7, 3]
+            depth = np.einsum("ti,ti->t", R[:, :, 2], s.center(t) - C) - s.bound
+            spin = np.abs(s.spin.rate(t)) * s.bound / np.maximum(depth, self.config.min_depth_m) * self.f
+            best = max(best, self._fastest(t, C, R, pts, spin))
+        return best
+
+    def _fastest(self, t: np.ndarray, C: np.ndarray, R: np.ndarray, pts: np.ndarray, extra=0.0) -> float:
+        """Largest image speed of world points ``pts`` [T or 1, P, 3] while in view, px/s."""
+        p = np.einsum("tji,tpj->tpi", R, pts - C[:, None, :])  # camera frame [T, P, 3]
+        z = p[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = self.f * p[..., 0] / z + self.cx
+            v = self.f * p[..., 1] / z + self.cy
+        inside = (z > 0) & (u >= 0) & (u <= self.width - 1) & (v >= 0) & (v <= self.height - 1)
+        speed = np.hypot(np.diff(u, axis=0), np.diff(v, axis=0)) / np.diff(t)[:, None]
+        speed = np.where(inside[1:] & inside[:-1], speed, 0.0)
+        extra = np.broadcast_to(np.asarray(extra, dtype=np.float64), t.shape)[1:, None]
+        return float(np.max(speed + extra * (inside[1:] & inside[:-1]), initial=0.0))

@@ -1,19 +1,18 @@
 """Synthetic stereo event streams with exact ground-truth disparity (pure numpy, seeded).
 
-A scene is a stack of textured, fronto-parallel layers: a background plane and objects (tall
-slabs, rectangles, ellipses) in front of it, at depths from ``min_depth_m`` up. The camera
-translates and the objects move in 3-D on smooth sinusoidal paths. Both rectified views of a
-pinhole stereo pair are rendered by sampling each layer's texture (bilinear, separable) and
-compositing far to near with soft, one-pixel edges; a surface point at depth Z appears in the
-right view ``d = fB / Z`` pixels to the left of its place in the left view, exactly.
+A scene (``scene.py``, ``layout.py``, ``surfaces.py``, ``textures.py``) is a room, street, clutter or
+corridor of walls, floors and objects (slanted patches, spheres, cylinders, thin bars and poles)
+textured with photographs and 1/f procedural textures, seen by a rectified stereo rig that
+translates and rotates slightly while the objects move and the light changes. Every pixel of both
+views is ray cast: a surface point at depth Z (in the left camera's frame) appears in the right view
+``d = fB / Z`` pixels to the left of its place in the left view, exactly.
 
-Events come from the ESIM model on the log intensity ``L = log(I + eps)``: each pixel keeps a
-reference level; whenever ``L`` moves a per-pixel contrast threshold ``C`` (normal around
+Events come from the ESIM model on the log intensity ``L = log(I + eps)`` (``esim.py``): each pixel
+keeps a reference level; whenever ``L`` moves a per-pixel contrast threshold ``C`` (normal around
 ``contrast_threshold`` with spread ``threshold_sigma``) away from it, an event of that sign is
 emitted and the reference moves by ``C``, as often as the change allows within one simulation
-step, with times interpolated linearly between the frames. A refractory period drops events that
-follow the previous one of the same pixel too closely (the reference still moves). Optional shot
-noise (random events) and leak (a slow drift of the reference that produces ON events).
+step, with times interpolated linearly between the frames; then DAVIS-like background activity,
+hot pixels, leak and a refractory period.
 
 Ground truth at ``gt_hz``: depth (metres) of the left view, NaN where a pixel is on a soft edge,
 occluded in the right view or falls outside it. Files are written in the MVSEC layout::
@@ -53,9 +52,11 @@ class SynthChunk:
 class Simulator:
     """Runs the scene through ESIM for both cameras, yielding chunks in time order."""
 
-    def __init__(self, config: SynthConfig) -> None:
+    def __init__(self, config: SynthConfig, scene=None) -> None:
+        """``scene``: anything with ``render(t_us, side)``, ``ground_truth(t_us)`` and ``max_speed_px()``
+        at the config's size (default: the ``StereoScene`` of ``config``; e.g. ``pairpan.PairPanScene``)."""
         self.config = config
-        self.scene = StereoScene(config)
+        self.scene = StereoScene(config) if scene is None else scene
         speed = self.scene.max_speed_px()
         rate = max(config.min_sim_hz, speed / config.max_px_per_step)
         self.duration_us = int(round(config.seconds * 1e6))
@@ -142,17 +143,24 @@ class SynthData:
     images: dict[str, np.ndarray]  # side -> uint8 [m, H, W]
     duration_us: int
     sim_hz: float
+    kind: str = ""  # the scene type (runtime.synth.layout), or "" for another scene
 
 
 def generate(
-    config: SynthConfig | None = None, *, progress: bool = False, images: bool = True, **overrides: object
+    config: SynthConfig | None = None,
+    *,
+    progress: bool = False,
+    images: bool = True,
+    scene=None,
+    **overrides: object,
 ) -> SynthData:
     """Simulate a recording in memory; ``overrides`` replace fields of ``config`` (or the defaults).
 
     ``images=False`` skips the gray images (faster; ``images`` and ``image_ts_us`` are then empty).
+    ``scene`` replaces the config's synthetic world (see ``Simulator``).
     """
     config = dataclasses.replace(config or SynthConfig(), **overrides)  # type: ignore[arg-type]
-    sim = Simulator(config)
+    sim = Simulator(config, scene)
     chunks = list(sim.run(progress=progress, images=images))
     return SynthData(
         config=config,
@@ -163,4 +171,5 @@ def generate(
         images={side: np.concatenate([ch.images[side] for ch in chunks]) for side in SIDES},
         duration_us=sim.duration_us,
         sim_hz=sim.sim_hz,
+        kind=str(getattr(sim.scene, "kind", "")),
     )
