@@ -1,7 +1,7 @@
 """Transfer of the shipped stereo model: held-out synthetic scenes and the Motorcycle pair (not a test).
 
     python benchmarks/bench_transfer.py --snn models/stereo_small.pt --relu runs/stereo_small_relu/best.pt \
-        [--seeds 1000-1007] [--seconds 2] [--threads 1] [--json out.json]
+        [--seeds 1000-1023] [--seconds 2] [--threads 1] [--json out.json]
 
 Scores the spiking model, its ReLU twin (same genotype and training command, ``--set
 neuron.kind=relu``) and the constant prediction (the median disparity of the model's training data)
@@ -10,7 +10,7 @@ Also shown: ``oracle``, the best constant in hindsight (the median of the scored
 a harder reference than the constant of the issue's targets.
 
 1. **Held-out synthetic scenes**: seeds that neither training nor checkpoint selection used (default
-   1000-1007), at the model's input size, textured only with the photographs training never saw
+   1000-1023), at the model's input size, textured only with the photographs training never saw
    (``runtime.synth.textures.HELDOUT_PHOTOS``) and including the ``corridor`` scene type that training
    never saw; pooled and per scene type.
 2. **Motorcycle**: the Middlebury 2014 pair bundled with scikit-image, turned into event recordings
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--snn", default="models/stereo_small.pt")
     ap.add_argument("--relu", help="the ReLU twin's checkpoint (omit to skip it)")
-    ap.add_argument("--seeds", type=int_ranges, default=list(range(1000, 1008)))
+    ap.add_argument("--seeds", type=int_ranges, default=list(range(1000, 1024)))
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each held-out synthetic recording")
     ap.add_argument("--moto-seeds", type=int_ranges, default=[0, 1], help="pans over the Motorcycle pair")
     ap.add_argument("--moto-seconds", type=float, default=4.0)
