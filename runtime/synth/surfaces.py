@@ -181,6 +181,16 @@ class _Moving(Surface):
         """Points whose convex hull holds the object [k, 3] (default: the cube around its bounding sphere)."""
         return S + self.bound * np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
 
+    def rays(self, t: float, C: np.ndarray, D: np.ndarray, f: float):
+        """What every ``hit`` starts from: centre ``S`` and ``axes`` at ``t`` in the rays' dtype (float32
+        when rendering, float64 for ground truth), the candidate pixels ``idx`` and their rays ``D[idx]``;
+        None when no pixel can see the object."""
+        S, axes = self.frame(t)
+        idx = self.candidates(S, axes, C, D, f)
+        if idx.size == 0:
+            return None
+        return S.astype(D.dtype), axes.astype(D.dtype), idx, D[idx]
+
     def candidates(self, S: np.ndarray, axes: np.ndarray, C: np.ndarray, D: np.ndarray, f: float) -> np.ndarray:
         """The pixels of the box around the image of the object's ``corners``, plus two pixels (the hull
         of the projected corners holds the object's image while every corner is in front of the
@@ -210,12 +220,10 @@ class Patch(_Moving):
         return S + np.array([[a * self.hw, b * self.hh] for a in (-1, 1) for b in (-1, 1)]) @ axes[:, :2].T
 
     def hit(self, t, C, D, f, light, bias):
-        S, axes = self.frame(t)
-        idx = self.candidates(S, axes, C, D, f)
-        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
-        if idx.size == 0:
+        rays = self.rays(t, C, D, f)
+        if rays is None:
             return None
-        Di = D[idx]
+        S, axes, idx, Di = rays
         n = axes[:, 2]
         nd = dot(Di, n)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -249,12 +257,10 @@ class Sphere(_Moving):
         self.r = self.bound = r
 
     def hit(self, t, C, D, f, light, bias):
-        S, axes = self.frame(t)
-        idx = self.candidates(S, axes, C, D, f)
-        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
-        if idx.size == 0:
+        rays = self.rays(t, C, D, f)
+        if rays is None:
             return None
-        Di = D[idx]
+        S, axes, idx, Di = rays
         o = C - S
         A = np.einsum("ij,ij->i", Di, Di)
         B = dot(Di, o)
@@ -292,12 +298,10 @@ class Cylinder(_Moving):
         return S + np.array([[x * self.r, y * self.hh, z * self.r] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
 
     def hit(self, t, C, D, f, light, bias):
-        S, axes = self.frame(t)
-        idx = self.candidates(S, axes, C, D, f)
-        S, axes = S.astype(D.dtype), axes.astype(D.dtype)  # float32 when rendering, float64 for ground truth
-        if idx.size == 0:
+        rays = self.rays(t, C, D, f)
+        if rays is None:
             return None
-        Di = D[idx]
+        S, axes, idx, Di = rays
         o = C - S
         dx, dz = Di[:, 0], Di[:, 2]
         A = dx * dx + dz * dz
