@@ -1,10 +1,10 @@
 """Disparity histograms of the synthetic world: the profile aimed for beside the one measured (not a test).
 
-    python benchmarks/bench_synth_hist.py [--seeds 24] [--json out.json]
+    python benchmarks/bench_synth_hist.py [--seeds 24] [--first-seed 0] [--json out.json]
 
 Two camera profiles, each at its real sensor size: MVSEC indoor_flying (346 x 260, the generator's
 default) and DSEC (640 x 480, ``SynthConfig.dsec_like``). For each, ground-truth disparity of the
-left view at 0.25, 1.0 and 1.75 s of seeds 0..N-1 (every scene type), valid pixels only, binned;
+left view at 0.25, 1.0 and 1.75 s of seeds first..first+N-1 (every scene type), valid pixels only, binned;
 also the median, the 99th percentile and the largest disparity.
 
 The aims are the shapes the issue states for real recordings (no real files are available here to
@@ -43,11 +43,11 @@ PROFILES = {
 TIMES_US = (250_000, 1_000_000, 1_750_000)
 
 
-def measure(profile: str, seeds: int) -> dict:
-    """Histogram of valid ground-truth disparities over ``seeds`` scenes of ``profile``."""
+def measure(profile: str, seeds: int, first_seed: int = 0) -> dict:
+    """Histogram of valid ground-truth disparities over ``seeds`` scenes of ``profile`` from ``first_seed``."""
     p = PROFILES[profile]
     values, kinds = [], {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         config = p["config"](seed)
         scene = StereoScene(config)
         kinds[scene.kind] = kinds.get(scene.kind, 0) + 1
@@ -59,6 +59,7 @@ def measure(profile: str, seeds: int) -> dict:
     return {
         "profile": profile,
         "size": f"{config.width}x{config.height}",
+        "seeds": [first_seed, first_seed + seeds - 1],
         "fb": config.focal_baseline,
         "scenes": kinds,
         "pixels": int(d.size),
@@ -73,7 +74,8 @@ def measure(profile: str, seeds: int) -> dict:
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{r['profile']} profile, {r['size']}, fB {r['fb']:.3f} px*m, {r['pixels']:,} valid pixels, "
+    print(f"\n{r['profile']} profile, {r['size']}, fB {r['fb']:.3f} px*m, seeds {r['seeds'][0]}-{r['seeds'][1]}, "
+          f"{r['pixels']:,} valid pixels, "
           f"scene types {r['scenes']}")
     print(f"{'disparity (px)':>16} {'aim':>6} {'measured':>9}")
     edges = r["edges"]
@@ -87,12 +89,13 @@ def print_table(r: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=24)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1 (default 0)")
     ap.add_argument("--profiles", default="mvsec,dsec")
     ap.add_argument("--json", help="write the numbers to this file")
     args = ap.parse_args(argv)
     results = []
     for profile in args.profiles.split(","):
-        results.append(measure(profile, args.seeds))
+        results.append(measure(profile, args.seeds, args.first_seed))
         print_table(results[-1])
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -42,7 +42,10 @@ class SynthConfig:
     thin_fraction: float = 0.2  # share of objects that are thin: poles and bars 1-5 px across
     max_slant_deg: float = 60.0  # flat objects are turned up to this much away from facing the camera
     min_depth_m: float = 0.54  # the nearest object comes this close: max disparity ~ fb / 0.54 = 37 px
-    max_object_depth_m: float = 3.0  # objects' inverse depths are uniform up to this depth
+    max_object_depth_m: float = 3.0  # far end of the objects' depth range
+    object_depth_power: float = 2.0  # an object's disparity lies at a fraction u^power (u uniform) of its range
+    wall_depth_factor: tuple[float, float] = (1.8, 4.0)  # floors and side walls meet the image border this
+    # many times min_depth_m away (drawn per wall)
     background_depth_m: tuple[float, float] = (4.0, 6.0)  # the back wall; no visible point is farther
     motion: float = 1.0  # scales every motion amplitude and the lighting change; 0 gives a static scene
     camera_amplitude_m: float = 0.25  # camera translation amplitude (x; y and z are smaller)
@@ -88,6 +91,9 @@ class SynthConfig:
                 self.background_depth_m[0] <= self.background_depth_m[1],
                 "background_depth_m must be (low, high)",
             ),
+            (self.object_depth_power > 0, "object_depth_power must be positive"),
+            (1 <= self.wall_depth_factor[0] <= self.wall_depth_factor[1],
+             "wall_depth_factor must be (low, high) with 1 <= low <= high"),
             (self.motion >= 0, "motion must be >= 0"),
             (self.contrast_threshold > 0, "contrast_threshold must be positive"),
             (self.threshold_sigma >= 0, "threshold_sigma must be >= 0"),
@@ -108,11 +114,14 @@ class SynthConfig:
     @classmethod
     def dsec_like(cls, height: int = DSEC_HEIGHT, width: int = DSEC_WIDTH, **overrides: object) -> SynthConfig:
         """A DSEC-like camera and depth range: DSEC's focal length and fB scaled by ``width / 640``,
-        depths from 1.8 m (disparity ~190 px at 640 px wide) to a 22-50 m background."""
+        depths from 1.8 m (disparity ~190 px at 640 px wide) to a 25-80 m background, floors and side
+        walls 2.5-10 times 1.8 m away at the image border and objects mostly far (disparity at a fraction
+        u^4 of their range): about a quarter of the disparities in each of [0, 10), [10, 20), [20, 40) px
+        (docs/data.md, benchmarks/bench_synth_hist.py)."""
         scale = width / DSEC_WIDTH
         fields = dict(height=height, width=width, focal_px=DSEC_FOCAL_PX * scale, fb=DSEC_FB * scale,
-                      min_depth_m=1.8, max_object_depth_m=20.0, background_depth_m=(22.0, 50.0),
-                      camera_amplitude_m=0.4)
+                      min_depth_m=1.8, max_object_depth_m=24.0, background_depth_m=(25.0, 80.0),
+                      wall_depth_factor=(2.5, 10.0), object_depth_power=4.0, camera_amplitude_m=0.4)
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]
 

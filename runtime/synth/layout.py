@@ -93,18 +93,18 @@ class Layout:
                          "use a longer focal length or less camera rotation")
 
     def floor(self, ceiling: bool = False) -> Plane:
-        """A horizontal plane below (or above) the camera; the image's bottom (top) row sees it about
-        1.8-4 times ``min_depth_m`` away."""
+        """A horizontal plane below (or above) the camera; the image's bottom (top) row sees it
+        ``wall_depth_factor`` (1.8-4 by default) times ``min_depth_m`` away."""
         s = self.s
-        z_edge = self.near * self.rng.uniform(1.8, 4.0)
+        z_edge = self.near * self.rng.uniform(*self.c.wall_depth_factor)
         h = z_edge * s.cy / s.f * (-1.0 if ceiling else 1.0)
         return self.plane(np.array([0.0, -1.0, 0.0]), np.array([0.0, h, 0.0]), np.array([1.0, 0.0, 0.0]), z_edge)
 
     def side_wall(self, side: float, yaw_deg: float = 0.0) -> Plane:
-        """A vertical wall on the left (side -1) or right (+1), seen at the image border about 1.8-4
-        times ``min_depth_m`` away, turned by ``yaw_deg``."""
+        """A vertical wall on the left (side -1) or right (+1), seen at the image border
+        ``wall_depth_factor`` (1.8-4 by default) times ``min_depth_m`` away, turned by ``yaw_deg``."""
         s = self.s
-        z_edge = self.near * self.rng.uniform(1.8, 4.0)
+        z_edge = self.near * self.rng.uniform(*self.c.wall_depth_factor)
         x = side * z_edge * s.cx / s.f
         n = rot_y(math.radians(yaw_deg)) @ np.array([1.0, 0.0, 0.0])
         return self.plane(n, np.array([x, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), z_edge)
@@ -112,9 +112,10 @@ class Layout:
     # ---- objects ---------------------------------------------------------------------------------
     def object_depth(self) -> float:
         """Inverse depth (disparity) between ``1 / max_object_depth_m`` and ``1 / (1.15 min_depth_m)``,
-        at a fraction ``u^2`` (u uniform) of that range: more far objects than near ones."""
+        at a fraction ``u^object_depth_power`` (u uniform; 2 by default) of that range: more far objects
+        than near ones."""
         lo, hi = 1.0 / self.c.max_object_depth_m, 1.0 / (1.15 * self.near)
-        return 1.0 / (lo + (hi - lo) * self.rng.random() ** 2)
+        return 1.0 / (lo + (hi - lo) * self.rng.random() ** self.c.object_depth_power)
 
     def obj(self, kind: str, u: float, v: float, z: float) -> Surface:
         """An object of ``kind`` seen at (u, v) at depth z at time 0, moving on its own."""
