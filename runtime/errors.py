@@ -58,7 +58,7 @@ def run_main(body: Callable[[], int], errors: tuple[type[BaseException], ...],
         with quiet_warnings():
             return body()
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)

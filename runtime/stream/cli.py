@@ -21,6 +21,8 @@ from .core import StepResult, Stream
 
 def _parser() -> argparse.ArgumentParser:
     """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
+    from runtime.synth.config import TEXTURE_SETS, SynthConfig  # the defaults of the synthetic source
+
     p = ArgumentParser(
         prog="python -m runtime.stream",
         description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
@@ -96,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
         help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
+    p.add_argument(
+        "--textures",
+        choices=TEXTURE_SETS,
+        help=f"photographs of the synthetic stream: all, train or heldout (the half training never sees; "
+        f"default {SynthConfig.textures})",
+    )
+    p.add_argument(
+        "--scene-types",
+        metavar="LIST",
+        help="comma-separated scene types of the synthetic stream (default "
+        f"{','.join(SynthConfig.scene_types)}; training never sees corridor)",
+    )
     p.add_argument("--report", metavar="JSON", help="write every number to this JSON file")
     p.add_argument(
         "--save-dir",
@@ -139,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _synth_options(args: argparse.Namespace) -> dict:
+    """The synthetic source's ``SynthConfig`` fields given on the command line."""
+    options: dict = {}
+    if args.textures is not None:
+        options["textures"] = args.textures
+    if args.scene_types is not None:
+        options["scene_types"] = tuple(n.strip() for n in args.scene_types.split(",") if n.strip())
+    return options
+
+
 def _main(args: argparse.Namespace) -> int:
     """One run of the command line in order: options checked, stream opened, steps run with the progress
     bar and per-step files, report printed and written; long because it is that sequence."""
@@ -171,6 +195,7 @@ def _main(args: argparse.Namespace) -> int:
         rectify=args.rectify,
         fb=args.fb,
         gt_protocol=args.gt,
+        synth=_synth_options(args),
     )
     if stream.spec.task != "stereo":
         raise RuntimeInputError(

@@ -67,10 +67,12 @@ def open_source(
     calib: str | Path | None = None,
     rectify: bool = True,
     fb: float | None = None,
+    synth: Mapping[str, Any] | None = None,
 ) -> Any:
     """Open a recording: None = the built-in synthetic stereo stream at the model's size.
 
-    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``).
+    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``);
+    ``synth`` (``SynthConfig`` fields, e.g. ``{"textures": "heldout"}``) to the built-in synthetic stream.
     """
     from runtime import sources
 
@@ -84,10 +86,13 @@ def open_source(
         for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True)):
             if value is not None:
                 raise RuntimeInputError(name, "applies to recordings read from files (--events)")
-        kwargs.update(height=spec.encoding.height, width=spec.encoding.width)
+        kwargs.update(height=spec.encoding.height, width=spec.encoding.width, **(synth or {}))
         if seconds is not None:
             kwargs["seconds"] = seconds
     else:
+        if synth:  # named as its command-line option
+            flag = "--" + next(iter(synth)).replace("_", "-")
+            raise RuntimeInputError(flag, "applies to the built-in synthetic source (no --events)")
         kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb)
     try:
         return sources.open_recording(None if events is None else str(events), **kwargs)
@@ -157,6 +162,7 @@ class Stream:
         fb: float | None = None,
         gt_protocol: str = "full",
         session: Any = None,
+        synth: Mapping[str, Any] | None = None,
     ) -> None:
         for name, value, low in (
             ("--burn-in", burn_in, 0),
@@ -193,6 +199,9 @@ class Stream:
         self.reset_every, self.crop, self.min_disparity, self.seed = reset_every, crop, min_disparity, seed
         self.keep_inputs = keep_inputs
         self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
+        self.synth = dict(synth or {})  # SynthConfig fields of the built-in synthetic source
+        if self.synth and events is None:
+            self._check_synth()
         self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
         self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
@@ -222,10 +231,21 @@ class Stream:
                     )
             self._recording = open_source(
                 self.events, self.spec, seed=self.seed, seconds=seconds, calib=self.calib,
-                rectify=self.rectify, fb=self.fb_override,
+                rectify=self.rectify, fb=self.fb_override, synth=self.synth,
             )
             self._owns_recording = True
         return self._recording
+
+    def _check_synth(self) -> None:
+        """The synthetic source's options make a valid ``SynthConfig`` at the model's size (before any
+        generation): a bad one is one line naming the source."""
+        from runtime.synth import SynthConfig
+
+        enc = self.spec.encoding
+        try:
+            SynthConfig(seed=self.seed, height=enc.height, width=enc.width, **self.synth)
+        except (ValueError, TypeError) as exc:
+            raise RuntimeInputError("synthetic source", first_line(exc)) from None
 
     @property
     def fb(self) -> float | None:

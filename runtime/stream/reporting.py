@@ -35,6 +35,8 @@ def stream_report(stream: Stream) -> dict[str, Any]:
         "width": int(rec.width) if rec is not None else spec.encoding.width,
         "fb": stream.fb,
         "crop": stream.crop,
+        # the built-in synthetic source: its seed and the SynthConfig fields given (textures, scene types)
+        "synthetic": {"seed": stream.seed, **stream.synth} if stream.events is None else None,
         **(stream._protocol or _NO_PROTOCOL),
     }
     accuracy = None
