@@ -188,3 +188,28 @@ def test_bad_new_knobs_are_refused():
         SynthConfig(textures="mine")
     with pytest.raises(ValueError, match="hot_pixel"):
         SynthConfig(hot_pixel_fraction=2.0)
+
+
+def test_depth_layout_knobs_of_the_dsec_profile():
+    """``wall_depth_factor``: floors meet the image's bottom row that many times ``min_depth_m`` away;
+    ``object_depth_power``: a larger power puts the objects farther (the DSEC profile sets both; the
+    defaults are the MVSEC world's)."""
+    base = dict(seed=3, motion=0.0, **SMALL)
+    for factor in ((2.0, 2.0), (5.0, 6.0)):
+        scene = StereoScene(SynthConfig(scene_types=("corridor",), wall_depth_factor=factor, **base))
+        # floor and ceiling: y = h, normal (0, -1, 0), c = -h; the floor is below (y down), the ceiling above
+        heights = sorted(-s.c for s in scene.surfaces if isinstance(s, Plane) and s.n[1] < -0.99)
+        assert len(heights) == 2 and heights[0] < 0 < heights[1]
+        for h in (-heights[0], heights[1]):  # seen at the top and bottom rows at h f / cy
+            assert factor[0] - 1e-9 <= h * scene.f / scene.cy / scene.config.min_depth_m <= factor[1] + 1e-9
+    disparity = {}
+    for power in (1.0, 6.0):
+        scene = StereoScene(SynthConfig(scene_types=("clutter",), object_depth_power=power, **base))
+        C, R = scene.camera.pose(0.0)
+        z = [(R.T @ (s.center(0.0) - C))[2] for s in scene.surfaces if not isinstance(s, Plane)]
+        disparity[power] = np.median(scene.fb / np.array(z[1:]))  # the first object is moved to min_depth_m
+    assert disparity[6.0] < 0.6 * disparity[1.0]
+    with pytest.raises(ValueError, match="wall_depth_factor"):
+        SynthConfig(wall_depth_factor=(0.5, 2.0))
+    with pytest.raises(ValueError, match="object_depth_power"):
+        SynthConfig(object_depth_power=0.0)
