@@ -43,6 +43,7 @@ class TrainConfig:
     rectify: bool = True  # real data: False = events as stored (--no-rectify)
     fb: float | None = None  # real data: focal length x baseline override, px*m
     gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.protocol)
+    dsec_split: str = "last20"  # DSEC held-out sequences: last20 | se-cff (training.dsec_data)
     # classification
     timesteps: int | None = None
     augment: bool | None = None

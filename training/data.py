@@ -49,13 +49,15 @@ class StereoSequence:
 
 @dataclass(frozen=True)
 class RealOptions:
-    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``; see
-    ``runtime.sources.open_recording`` and ``runtime.protocol``)."""
+    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``,
+    ``--dsec-split``; see ``runtime.sources.open_recording``, ``runtime.protocol``
+    and ``training.dsec_data``)."""
 
     calib: str | None = None
     rectify: bool = True
     fb: float | None = None
     gt_protocol: str = "full"
+    dsec_split: str = "last20"  # training.dsec_data.DSEC_SPLITS
 
     def describe(self) -> str:
         parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}" if self.rectify
@@ -342,31 +344,6 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
                       f"{real.describe()}", burn_in)
 
 
-def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length: int, stride: int,
-                burn_in: int, val_fraction: float = 0.2, real: RealOptions | None = None) -> StereoData:
-    """DSEC sequence folders under ``root`` (each with events/ and disparity/): the last
-    ``val_fraction`` of the sequences (sorted by name, at least one) are held out. Windows tile each
-    sequence; only every other one has ground truth (10 Hz)."""
-    real = real or RealOptions()
-    if real.calib is not None:
-        raise TrainError("--calib applies to MVSEC: each DSEC sequence folder holds its own "
-                         "events/{left,right}/rectify_map.h5 and calibration/cam_to_cam.yaml")
-    folders = sorted(p.parent.parent.parent for p in root.rglob("events/left/events.h5"))
-    if not folders:
-        raise TrainError(f"{root}: no DSEC sequence (events/left/events.h5) under this folder")
-    seqs = []
-    for f in folders:
-        with _open(f, real) as rec:
-            seqs.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=f.name,
-                                         context=burn_in, gt_protocol=real.gt_protocol))
-    n_val = max(1, round(len(seqs) * val_fraction)) if len(seqs) > 1 else 0
-    train, val = (seqs[:-n_val], seqs[-n_val:]) if n_val else (seqs, seqs)
-    segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
-    return StereoData(train, val, length, stride, segments,
-                      f"DSEC: train {[s.name for s in train]}, held-out {[s.name for s in val]}; {real.describe()}",
-                      burn_in)
-
-
 def stereo_source_kind(source: str) -> str:
     if source == "synthetic":
         return "synthetic"
@@ -397,13 +374,19 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
     kind = stereo_source_kind(source)
     if kind == "synthetic":
         if real is not None and real != RealOptions():
-            raise TrainError("--calib, --no-rectify, --fb and --gt apply to MVSEC and DSEC data, not --data synthetic")
+            raise TrainError("--calib, --no-rectify, --fb, --gt and --dsec-split apply to MVSEC "
+                             "and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if kind == "mvsec":
+        if real is not None and real.dsec_split != RealOptions.dsec_split:
+            raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "
+                             "--split's (DDES)")
         return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, real=real, **common)
+    from .dsec_data import dsec_stereo
+
     return dsec_stereo(Path(source), real=real, **common)
 
 
 __all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "stereo_data",
-           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "dsec_stereo", "encode_recording", "center_crop",
+           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "encode_recording", "center_crop",
            "ddes_held_out", "synthetic_recording", "random_sensor"]

@@ -90,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="ground-truth protocol of MVSEC/DSEC: "
                    "full (default), ddes-full (1/7 px, >= 36.4 px dropped) or ddes (also the 15000-event mask); "
                    "docs/data.md")
+    g.add_argument("--dsec-split", choices=("last20", "se-cff"), help="DSEC held-out sequences: last20 (default: "
+                   "the last 20%% by name) or se-cff (SE-CFF's fixed validation list, all of it required)")
     g = p.add_argument_group("classification")
     g.add_argument("--timesteps", type=int, help="T: steps per image (default: the genotype's input.timesteps)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -303,7 +305,8 @@ def load_data(cfg, g, log=print):
     if g.task == "stereo":
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
-        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt)
+        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt,
+                           dsec_split=cfg.dsec_split)
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "

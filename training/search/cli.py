@@ -31,6 +31,7 @@ def _real_data_options(p: argparse.ArgumentParser) -> None:
                    help="stereo: use real events as stored")
     p.add_argument("--fb", type=float, metavar="PX_M", help="stereo: focal length x baseline override, px*m")
     p.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="stereo: ground-truth protocol")
+    p.add_argument("--dsec-split", choices=("last20", "se-cff"), help="stereo DSEC: held-out sequences")
 
 
 def parser() -> argparse.ArgumentParser:

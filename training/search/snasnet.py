@@ -307,11 +307,11 @@ def _real(args):
     """The real-data options of the command line (``training.data.RealOptions``), or None."""
     from ..data import RealOptions
 
-    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt")}
+    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt", "dsec_split")}
     if all(v is None for v in given.values()):
         return None
     return RealOptions(calib=given["calib"], rectify=given["rectify"] is not False, fb=given["fb"],
-                       gt_protocol=given["gt"] or "full")
+                       gt_protocol=given["gt"] or "full", dsec_split=given["dsec_split"] or "last20")
 
 
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=None):
