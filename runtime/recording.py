@@ -23,7 +23,8 @@ class Recording:
     """A stereo event recording. Subclasses set the attributes and implement ``events``/``disparity``.
 
     Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None) and
-    ``fb_source`` (where it came from); ``rectification`` (how the events were brought into the
+    ``fb_source`` (where it came from) and ``fb_check`` (a calibration file's fB compared with it, or
+    None); ``rectification`` (how the events were brought into the
     rectified view) and ``rectified``; ``gt_timestamps_us`` (int64 [n] or None); ``t_start_us``, ``t_end_us`` (the
     recording spans ``[t_start_us, t_end_us)``); ``stats`` (what was dropped or repaired so far);
     ``name``.
@@ -35,6 +36,7 @@ class Recording:
     fb_source: str | None = None
     rectification: str = "unknown"
     rectified: bool = False  # the events are in the rectified view (maps applied, or stored so)
+    fb_check: dict | None = None  # fB of a calibration file beside, compared (MVSEC's camchain yaml)
     gt_timestamps_us: np.ndarray | None = None
     t_start_us: int = 0
     t_end_us: int = 0

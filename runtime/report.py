@@ -124,9 +124,9 @@ def _protocol_lines(source: dict[str, Any]) -> list[str]:
         f"          windows: {win['count']} x {span}, {win['policy']}; {win['with_gt']} with ground truth, "
         f"scored ({source['ground_truth']} protocol)",
     ]
-    overlap = source.get("gt_overlap")
-    if overlap and overlap.get("warning"):
-        lines.append(f"          warning: {overlap['warning']}")
+    for check in (source.get("fb_check"), source.get("gt_overlap")):
+        if check and check.get("warning"):
+            lines.append(f"          warning: {check['warning']}")
     return lines
 
 

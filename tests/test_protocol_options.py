@@ -106,3 +106,99 @@ def test_dsec_split_is_refused_for_mvsec_and_reaches_search(tmp_path):
     fields = SearchConfig.__dataclass_fields__
     sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     assert sc.dsec_split == "se-cff"
+
+
+# ----------------------------------------------------------------- fB from MVSEC's camchain file
+def write_camchain(folder, family="indoor_flying", fb=19.941772, fx=199.6530123165822, text=None):
+    """MVSEC's ``camchain-imucam-<family>.yaml`` (kalibr layout, rectified projection matrices as
+    nested 3x4 lists, ``cam1``'s ``P[0][3] = -f_x B``), reduced to what is read."""
+    if text is None:
+        text = "\n".join([
+            "cam0:", "  camera_model: pinhole", "  projection_matrix:", f"  - [{fx}, 0.0, 177.0, 0.0]",
+            f"  - [0.0, {fx}, 126.0, 0.0]", "  - [0.0, 0.0, 1.0, 0.0]", "  resolution: [346, 260]",
+            "cam1:", "  camera_model: pinhole", "  projection_matrix:", f"  - [{fx}, 0.0, 177.0, {-fb}]",
+            f"  - [0.0, {fx}, 126.0, 0.0]", "  - [0.0, 0.0, 1.0, 0.0]", "  resolution: [346, 260]", ""])
+    path = folder / f"camchain-imucam-{family}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_camchain_fb_is_compared_with_the_family_constant(tmp_path):
+    from runtime.mvsec import INDOOR_FLYING_FB, fb_from_camchain
+    from runtime.sources import open_recording
+    from tests.test_data_mvsec import write_maps, write_mvsec_like
+
+    calib = write_maps(tmp_path / "calib")
+    path = write_mvsec_like(tmp_path)
+    with open_recording(path, calib=calib) as rec:  # no camchain file: nothing compared
+        assert rec.fb == INDOOR_FLYING_FB and rec.fb_check is None
+    yaml_path = write_camchain(calib)
+    assert fb_from_camchain(str(yaml_path)) == pytest.approx(19.941772)
+    with open_recording(path, calib=calib) as rec:  # DDES's constant is |P[0][3]| of this file
+        assert rec.fb == INDOOR_FLYING_FB and rec.fb_source.startswith("MVSEC indoor_flying")
+        assert rec.fb_check == {"file": str(yaml_path), "fb": pytest.approx(19.941772),
+                                "difference_pct": pytest.approx(0.0, abs=1e-9), "warning": None}
+        assert "camchain-imucam-indoor_flying.yaml gives 19.9418 (+0.00 %)" in rec.fb_source
+    write_camchain(calib, fb=21.0)  # 5 % off: the constant stays, with a warning
+    with open_recording(path, calib=calib) as rec:
+        assert rec.fb == INDOOR_FLYING_FB and rec.fb_check["difference_pct"] == pytest.approx(-5.0392, abs=1e-3)
+        assert rec.fb_check["warning"] == (f"{yaml_path} gives fB 21 px*m, -5.04 % from the 19.9418 in use "
+                                           f"(MVSEC indoor_flying (DDES dataset_constants.py)); pass --fb 21 to "
+                                           "use the file's")
+    write_camchain(calib, fb=20.0)  # 0.29 % off: within 0.5 %, no warning
+    with open_recording(path, calib=calib) as rec:
+        assert rec.fb_check["warning"] is None
+    write_camchain(calib, fb=21.0)
+    with open_recording(path, calib=calib, fb=21.0) as rec:  # --fb: the user's choice, compared silently
+        assert rec.fb == 21.0 and rec.fb_check["difference_pct"] == 0.0 and rec.fb_check["warning"] is None
+    with open_recording(path, calib=calib, rectify=False) as rec:  # --calib still names the folder
+        assert rec.fb_check["fb"] == pytest.approx(21.0)
+
+
+def test_camchain_fb_without_a_family_constant_and_a_bad_file(tmp_path):
+    from runtime.mvsec import INDOOR_FLYING_FB
+    from runtime.sources import open_recording
+    from tests.test_data_mvsec import write_maps, write_mvsec_like
+    from training.data import RealOptions, _open
+
+    calib = write_maps(tmp_path / "calib")
+    yaml_path = write_camchain(calib, fb=18.5)
+    path = write_mvsec_like(tmp_path, name="flight7")  # no family in the name: the maps' family's file
+    with open_recording(path, calib=calib) as rec:
+        assert rec.fb == pytest.approx(18.5) and rec.fb_source == f"{yaml_path} (cam1.projection_matrix)"
+        assert rec.fb_check["warning"] is None
+    write_camchain(calib, text="cam1:\n  projection_matrix: [[1, 2], [3, 4]]\n")
+    path = write_mvsec_like(tmp_path)
+    with open_recording(path, calib=calib) as rec:  # unreadable: said, and the constant stays
+        assert rec.fb == INDOOR_FLYING_FB and rec.fb_check["fb"] is None
+        assert rec.fb_check["warning"] == (f"{yaml_path}: 'cam1.projection_matrix' is not a 3x4 matrix with "
+                                           "P[0][3] != 0: fB not compared")
+    write_camchain(calib, fb=21.0)
+    notes = []
+    with _open(path, RealOptions(), str(calib), notes), _open(path, RealOptions(), str(calib), notes):
+        assert len(notes) == 1 and "gives fB 21 px*m" in notes[0]  # training says it once in its data line
+
+
+def test_stream_reports_the_camchain_check(tmp_path, capsys):
+    import json
+
+    from contract_models import stereo_model
+
+    from runtime.stream import main
+    from tests.test_data_mvsec import H, W, write_maps, write_mvsec_like
+
+    model = tmp_path / "tiny.onnx"
+    stereo_model(model, height=H, width=W)
+    calib = write_maps(tmp_path / "calib")
+    yaml_path = write_camchain(calib, fb=21.0)
+    path = write_mvsec_like(tmp_path)
+    report = tmp_path / "report.json"
+    rc = main(["--onnx", str(model), "--events", str(path), "--calib", str(calib), "--device", "cpu",
+               "--report", str(report)])
+    captured = capsys.readouterr()
+    src = json.loads(report.read_text())["source"]
+    assert rc == 0 and src["fb_check"]["file"] == str(yaml_path) and src["fb_check"]["fb"] == pytest.approx(21.0)
+    assert "camchain-imucam-indoor_flying.yaml gives 21 (-5.04 %)" in src["fb_source"]
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert warned == [f"warning: --events {path}: {src['fb_check']['warning']}"]
+    assert f"warning: {src['fb_check']['warning']}" in captured.out  # and in the summary

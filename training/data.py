@@ -283,13 +283,17 @@ def find_mvsec(root: Path, n: int) -> Path:
     return hits[0]
 
 
-def _open(path: Path, real: RealOptions, calib: str | None = None):
+def _open(path: Path, real: RealOptions, calib: str | None = None, notes: list | None = None):
+    """Open a real recording as ``real`` says; its warnings (fB of a calibration file) go to ``notes``."""
     from runtime.sources import open_recording
 
     try:
-        return open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb)
+        rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb)
     except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
         raise TrainError(f"{path}: {first_line(exc)}") from None
+    if notes is not None and (rec.fb_check or {}).get("warning") and rec.fb_check["warning"] not in notes:
+        notes.append(rec.fb_check["warning"])
+    return rec
 
 
 def _frames(rec, lo: int, hi: int) -> tuple[list[int], list[int]]:
@@ -320,14 +324,14 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
         hit = next(iter(sorted(root.rglob("indoor_flying_left_x_map.txt"))), None)
         calib = str(hit.parent) if hit is not None else None
     common = dict(encoding=encoding, bins=bins, window_us=window_us, gt_protocol=real.gt_protocol)
-
+    notes: list[str] = []  # warnings of the recordings, said in the description
     train = []
     for n in MVSEC_SPLITS[split]["train"]:
-        with _open(find_mvsec(root, n), real, calib) as rec:
+        with _open(find_mvsec(root, n), real, calib, notes) as rec:
             _, gt = _frames(rec, *DDES_TRAIN_FRAMES[n])
             train.append(encode_recording(rec, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}", **common))
     t = MVSEC_SPLITS[split]["test"]
-    with _open(find_mvsec(root, t), real, calib) as rec:
+    with _open(find_mvsec(root, t), real, calib, notes) as rec:
         frames, gt = _frames(rec, *DDES_TEST_FRAMES[t])
         val, test = ddes_held_out(frames)
         chosen = val if part == "val" else test
@@ -341,7 +345,7 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
     return StereoData(train, [held], length, stride, segments,
                       f"MVSEC split {split} (DDES): train indoor_flying{MVSEC_SPLITS[split]['train']} training "
                       f"frames, {part} {len(segments)} frames of indoor_flying{t} frames {a}-{b - 1}{missing}; "
-                      f"{real.describe()}", burn_in)
+                      f"{real.describe()}{''.join(f'; warning: {n}' for n in notes)}", burn_in)
 
 
 def stereo_source_kind(source: str) -> str:

@@ -255,7 +255,8 @@ class Stream:
 
     def _describe(self, rec: Any, start_us: int | None, where: str) -> None:
         """Record the source's protocol (report ``source``) and warn when its ground truth lies
-        outside its events: a run would otherwise score empty windows in silence."""
+        outside its events (a run would otherwise score empty windows in silence) or when its
+        calibration file's fB differs from the one in use."""
         from runtime.protocol import describe
 
         if self._protocol is not None:
@@ -263,11 +264,11 @@ class Stream:
         self._protocol = describe(
             rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol
         )
-        overlap = self._protocol["gt_overlap"]
-        if overlap and overlap["warning"]:
-            message = f"{where}: {overlap['warning']}"
-            self.warnings.append(message)
-            warnings.warn(message, stacklevel=3)
+        for check in (self._protocol["fb_check"], self._protocol["gt_overlap"]):
+            if check and check["warning"]:
+                message = f"{where}: {check['warning']}"
+                self.warnings.append(message)
+                warnings.warn(message, stacklevel=3)
 
     def __iter__(self) -> Iterator[StepResult]:
         windows: Iterable[Window] = self.windows()
