@@ -22,6 +22,7 @@ from runtime.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
+    check_rounding,
     open_h5,
     read_rows,
     rectifier,
@@ -159,7 +160,8 @@ class MvsecRecording(FileRecording):
     family's rectification maps, or ``{side: (x_map, y_map)}``; default: found near the file
     (``find_calib``). Files marked rectified already (our synthetic ones: attribute ``source`` =
     ``runtime.synth``, or a true ``rectified`` attribute) are read as stored; others hold raw
-    events and are refused without maps unless ``rectify=False``. When the calibration folder also
+    events and are refused without maps unless ``rectify=False``. ``rectify_rounding``: how a
+    rectified coordinate becomes a pixel (``runtime.recording.rectifier``). When the calibration folder also
     holds ``camchain-imucam-<family>.yaml``, its fB is compared with the one in use (``fb_check``);
     the one in use stays.
     """
@@ -171,15 +173,17 @@ class MvsecRecording(FileRecording):
         fb: float | None = None,
         calib: str | os.PathLike | dict | None = None,
         rectify: bool = True,
+        rectify_rounding: str = "round",
         gt_path: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        check_rounding(rectify_rounding)
         self.path = os.fspath(path)
         self.name = os.path.basename(self.path)
         self._data = open_h5(self.path)
         self._files.append(self._data)
         try:
-            self._open(fb, calib, rectify, gt_path)
+            self._open(fb, calib, rectify, rectify_rounding, gt_path)
         except BaseException:
             self.close()
             raise
@@ -266,7 +270,7 @@ class MvsecRecording(FileRecording):
         if not self.fb_source.startswith(path):
             self.fb_source += f"; {os.path.basename(path)} gives {file_fb:.6g} ({diff:+.2f} %)"
 
-    def _open(self, fb, calib, rectify, gt_path) -> None:
+    def _open(self, fb, calib, rectify, rounding, gt_path) -> None:
         """Open and check every dataset of the recording in one pass (events of both cameras, gray images,
         ground truth, calibration); long because it is a flat sequence of checks, each with its own
         one-line error."""
@@ -331,10 +335,14 @@ class MvsecRecording(FileRecording):
             )
         maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
         self._check_fb()
+        if maps is None and rounding != "round":
+            raise DataError(f"{path}: --rectify-rounding {rounding} applies to rectification maps and none are "
+                            f"applied here ({self.rectification})")
         if maps is not None:
+            self.rectify_rounding = rounding
             for side in SIDES:
                 x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
-                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width)
+                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width, rounding)
         for side in SIDES:  # the recording spans its events and its gray images
             key = f"davis/{side}/image_raw_ts"
             if key in f and f[key].ndim == 1 and f[key].shape[0]:

@@ -130,6 +130,7 @@ def describe(
     policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
     return {
         "rectification": getattr(recording, "rectification", "unknown"),
+        "rectify_rounding": getattr(recording, "rectify_rounding", None),
         "fb_source": getattr(recording, "fb_source", None),
         "fb_check": getattr(recording, "fb_check", None),
         "windows": {

@@ -82,9 +82,10 @@ def test_cli_refuses_a_missing_validation_sequence(tmp_path, tiny_dsec, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and err.startswith("error: ")
     assert "--dsec-split se-cff holds out 10 sequences and 1 are missing: interlaken_00_f" in err
-    rc = main([*base, "--data", "synthetic", "--dsec-split", "se-cff"])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "apply to MVSEC and DSEC data" in err
+    for option in (["--dsec-split", "se-cff"], ["--rectify-rounding", "floor"]):
+        rc = main([*base, "--data", "synthetic", *option])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "apply to MVSEC and DSEC data" in err
 
 
 def test_dsec_split_is_refused_for_mvsec_and_reaches_search(tmp_path):
@@ -202,3 +203,98 @@ def test_stream_reports_the_camchain_check(tmp_path, capsys):
     warned = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
     assert warned == [f"warning: --events {path}: {src['fb_check']['warning']}"]
     assert f"warning: {src['fb_check']['warning']}" in captured.out  # and in the summary
+
+
+# ----------------------------------------------------------------- rectification rounding
+def test_round_and_floor_put_events_in_different_pixels(tmp_path):
+    import numpy as np
+
+    from runtime.events import make_events
+    from runtime.sources import open_recording
+    from tests.test_data_mvsec import T0, W, write_maps, write_mvsec_like
+
+    calib = write_maps(tmp_path / "calib", dx=0.6, dy=-0.4)  # x_rect = x + 0.6, y_rect = y - 0.4
+    ev = np.array([[3, 5, T0 + 0.01, 1], [W - 1, 5, T0 + 0.02, -1], [4, 0, T0 + 0.03, 1]], dtype=np.float64)
+    path = write_mvsec_like(tmp_path, events=ev, depth=False)
+    t0, t1 = int(T0 * 1e6), int(T0 * 1e6) + 100_000
+    got = {}
+    for rounding in ("round", "floor"):
+        with open_recording(path, calib=calib, rectify_rounding=rounding) as rec:
+            e = rec.events("left", t0, t1)
+            got[rounding] = (e["x"].tolist(), e["y"].tolist(), rec.stats["outside_after_rectify"])
+            assert rec.rectify_rounding == rounding
+    # (3, 5) -> (3.6, 4.6); (15, 5) -> (15.6, 4.6); (4, 0) -> (4.6, -0.4)
+    assert got["round"] == ([4, 5], [5, 0], 1)  # nearest: 15.6 -> 16 leaves the 16-wide image
+    assert got["floor"] == ([3, 15], [4, 4], 1)  # below: -0.4 -> -1 leaves it
+    # DSEC's rectify_map.h5, the same rule
+    dsec = tmp_path / "zurich_city_00_a"
+    ev = make_events([3, 11], [4, 4], [100, 2500], [1, -1])
+    write_sequence(dsec, {"left": ev, "right": ev}, 8, 12, maps=identity_map(8, 12, dx=0.6, dy=-0.4))
+    for rounding, x, y in (("round", [4], [4]), ("floor", [3, 11], [3, 3])):
+        with open_recording(dsec, rectify_rounding=rounding) as rec:
+            e = rec.events("left", T_OFFSET, T_OFFSET + 3000)
+            assert (e["x"].tolist(), e["y"].tolist(), rec.rectify_rounding) == (x, y, rounding)
+
+
+def test_rounding_needs_maps_and_is_checked(tmp_path):
+    import numpy as np
+
+    from runtime.events import DataError
+    from runtime.recording import rectifier
+    from runtime.sources import open_recording
+    from tests.test_data_mvsec import write_mvsec_like
+
+    path = write_mvsec_like(tmp_path)
+    with pytest.raises(DataError, match="--rectify-rounding floor applies to rectification maps and none are applied "
+                                        r"here \(none: events used as stored"):
+        open_recording(path, rectify=False, rectify_rounding="floor")
+    with open_recording(path, rectify=False) as rec:
+        assert rec.rectify_rounding is None
+    with pytest.raises(TypeError, match="apply to recordings read from files"):
+        open_recording(None, rectify_rounding="floor")
+    with pytest.raises(ValueError, match="unknown rectification rounding 'trunc'"):
+        open_recording(path, rectify=False, rectify_rounding="trunc")
+    with pytest.raises(ValueError, match="unknown rectification rounding"):
+        rectifier(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), 2, 2, rounding="ceil")
+
+
+def test_stream_serve_and_training_take_the_rounding(tmp_path, capsys):
+    import json
+
+    from contract_models import stereo_model
+
+    from runtime.serve import main as serve_main
+    from runtime.stream import main
+    from tests.test_data_mvsec import H, W, write_maps, write_mvsec_like
+    from training.data import RealOptions, _open
+    from training.search.cli import parser
+    from training.search.snasnet import _real
+
+    model = tmp_path / "tiny.onnx"
+    stereo_model(model, height=H, width=W)
+    calib = write_maps(tmp_path / "calib", dx=0.6)
+    path = write_mvsec_like(tmp_path)
+    report = tmp_path / "report.json"
+    base = ["--onnx", str(model), "--events", str(path), "--calib", str(calib), "--device", "cpu", "--report",
+            str(report)]
+    for argv, want in (([], "round"), (["--rectify-rounding", "floor"], "floor")):
+        assert main([*base, *argv]) == 0
+        assert json.loads(report.read_text())["source"]["rectify_rounding"] == want
+    out = capsys.readouterr().out
+    assert f"rectification: maps {calib / 'indoor_flying'}_{{left,right}}_{{x,y}}_map.txt (to the nearest pixel)" in out
+    assert "_map.txt (rounded down: floor)" in out
+    for argv, message in ((["--onnx", str(model), "--rectify-rounding", "floor"],
+                           "error: --rectify-rounding: applies to recordings read from files (--events)"),
+                          ([*base[:4], "--no-rectify", "--rectify-rounding", "floor"],
+                           "--rectify-rounding floor applies to rectification maps and none are applied here")):
+        assert main([*argv, "--device", "cpu", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err
+    assert serve_main([*base[:6], "--rectify-rounding", "floor", "--max-steps", "2", "--quiet", "--report",
+                       str(report)]) == 0
+    assert json.loads(report.read_text())["streams"]["cam0"]["source"]["rectify_rounding"] == "floor"
+    with _open(path, RealOptions(rectify_rounding="floor"), str(calib)) as rec:  # training reads as it says
+        assert rec.rectify_rounding == "floor"
+    assert "rectification from C (floor)" in RealOptions(calib="C", rectify_rounding="floor").describe()
+    args = parser().parse_args(["snasnet", "g.yaml", "--cell", "c", "--out", "o", "--rectify-rounding", "floor"])
+    assert _real(args) == RealOptions(rectify_rounding="floor")

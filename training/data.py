@@ -50,7 +50,7 @@ class StereoSequence:
 @dataclass(frozen=True)
 class RealOptions:
     """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``,
-    ``--dsec-split``; see ``runtime.sources.open_recording``, ``runtime.protocol``
+    ``--dsec-split``, ``--rectify-rounding``; see ``runtime.sources.open_recording``, ``runtime.protocol``
     and ``training.dsec_data``)."""
 
     calib: str | None = None
@@ -58,9 +58,11 @@ class RealOptions:
     fb: float | None = None
     gt_protocol: str = "full"
     dsec_split: str = "last20"  # training.dsec_data.DSEC_SPLITS
+    rectify_rounding: str = "round"  # runtime.recording.RECTIFY_ROUNDINGS
 
     def describe(self) -> str:
-        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}" if self.rectify
+        floor = " (floor)" if self.rectify_rounding == "floor" else ""
+        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}{floor}" if self.rectify
                  else "no rectification (--no-rectify)"]
         if self.fb is not None:
             parts.append(f"fB {self.fb:g} px*m (--fb)")
@@ -288,7 +290,8 @@ def _open(path: Path, real: RealOptions, calib: str | None = None, notes: list |
     from runtime.sources import open_recording
 
     try:
-        rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb)
+        rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb,
+                             rectify_rounding=real.rectify_rounding)
     except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
         raise TrainError(f"{path}: {first_line(exc)}") from None
     if notes is not None and (rec.fb_check or {}).get("warning") and rec.fb_check["warning"] not in notes:
@@ -378,7 +381,7 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
     kind = stereo_source_kind(source)
     if kind == "synthetic":
         if real is not None and real != RealOptions():
-            raise TrainError("--calib, --no-rectify, --fb, --gt and --dsec-split apply to MVSEC "
+            raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split and --rectify-rounding apply to MVSEC "
                              "and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if kind == "mvsec":

@@ -67,10 +67,12 @@ def open_source(
     calib: str | Path | None = None,
     rectify: bool = True,
     fb: float | None = None,
+    rectify_rounding: str = "round",
 ) -> Any:
     """Open a recording: None = the built-in synthetic stereo stream at the model's size.
 
-    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``).
+    ``calib``, ``rectify``, ``rectify_rounding`` and ``fb`` apply to recordings read from files
+    (``runtime.sources.open_recording``).
     """
     from runtime import sources
 
@@ -81,14 +83,16 @@ def open_source(
         raise RuntimeInputError(f"--calib {calib}", "no such folder")
     kwargs: dict[str, Any] = {"seed": seed}
     if events is None:
-        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True)):
+        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True),
+                            ("--rectify-rounding", None if rectify_rounding == "round" else rectify_rounding)):
             if value is not None:
                 raise RuntimeInputError(name, "applies to recordings read from files (--events)")
         kwargs.update(height=spec.encoding.height, width=spec.encoding.width)
         if seconds is not None:
             kwargs["seconds"] = seconds
     else:
-        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb)
+        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb,
+                      rectify_rounding=rectify_rounding)
     try:
         return sources.open_recording(None if events is None else str(events), **kwargs)
     except RuntimeInputError:
@@ -157,6 +161,7 @@ class Stream:
         fb: float | None = None,
         gt_protocol: str = "full",
         session: Any = None,
+        rectify_rounding: str = "round",
     ) -> None:
         for name, value, low in (
             ("--burn-in", burn_in, 0),
@@ -176,9 +181,12 @@ class Stream:
         if fb is not None and not (np.isfinite(fb) and fb > 0):
             raise RuntimeInputError("--fb", f"must be a positive number of px*m, got {fb}")
         from runtime.protocol import GT_PROTOCOLS
+        from runtime.recording import RECTIFY_ROUNDINGS
 
         if gt_protocol not in GT_PROTOCOLS:
             raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
+        if rectify_rounding not in RECTIFY_ROUNDINGS:
+            raise RuntimeInputError("--rectify-rounding", f"{rectify_rounding!r} is not one of round, floor")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
@@ -193,6 +201,7 @@ class Stream:
         self.reset_every, self.crop, self.min_disparity, self.seed = reset_every, crop, min_disparity, seed
         self.keep_inputs = keep_inputs
         self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
+        self.rectify_rounding = rectify_rounding
         self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
         self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
@@ -222,7 +231,7 @@ class Stream:
                     )
             self._recording = open_source(
                 self.events, self.spec, seed=self.seed, seconds=seconds, calib=self.calib,
-                rectify=self.rectify, fb=self.fb_override,
+                rectify=self.rectify, fb=self.fb_override, rectify_rounding=self.rectify_rounding,
             )
             self._owns_recording = True
         return self._recording
