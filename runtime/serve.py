@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from runtime.errors import ArgumentParser, RuntimeInputError, run_main
+from runtime.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.protocol import GT_PROTOCOLS
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = serve(args)
         except DataError as exc:
-            raise RuntimeInputError("events", str(exc).splitlines()[0] if str(exc) else "unreadable") from None
+            raise RuntimeInputError("events", first_line(exc)) from None
         if args.report:
             write_report(report, args.report)
         if not args.quiet:
