@@ -27,6 +27,7 @@ from runtime.recording import (
     ColumnReader,
     FileRecording,
     RowIndex,
+    check_rounding,
     open_h5,
     read_rows,
     rectifier,
@@ -89,7 +90,8 @@ class DsecRecording(FileRecording):
     ``calib``: a folder with the rectification maps (``events/{left,right}/rectify_map.h5`` or
     ``{left,right}/rectify_map.h5``) and ``cam_to_cam.yaml`` (or ``calibration/cam_to_cam.yaml``);
     the sequence folder itself is looked in after it. Events are raw: without maps they are refused
-    unless ``rectify=False``. ``fb``: focal length x baseline (default: from ``cam_to_cam.yaml``,
+    unless ``rectify=False``; ``rectify_rounding`` says how a rectified coordinate becomes a pixel
+    (``runtime.recording.rectifier``). ``fb``: focal length x baseline (default: from ``cam_to_cam.yaml``,
     else None). The recording spans the time both cameras have events: from the later ``t_offset``
     (as SE-CFF, yonseivnl/se-cff ``src/components/datasets/dsec/sequence.py``) to the earlier end.
     """
@@ -101,14 +103,16 @@ class DsecRecording(FileRecording):
         fb: float | None = None,
         calib: str | os.PathLike | None = None,
         rectify: bool = True,
+        rectify_rounding: str = "round",
         disparity_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        check_rounding(rectify_rounding)
         self.folder = os.fspath(folder)
         self.name = os.path.basename(os.path.normpath(self.folder))
         self.calib = None if calib is None else os.fspath(calib)
         try:
-            self._open(rectify, disparity_dir)
+            self._open(rectify, rectify_rounding, disparity_dir)
             self._set_fb(fb)
         except BaseException:
             self.close()
@@ -154,7 +158,7 @@ class DsecRecording(FileRecording):
         self.rectified = True
         return maps
 
-    def _open(self, rectify: bool, disparity_dir) -> None:
+    def _open(self, rectify: bool, rounding: str, disparity_dir) -> None:
         """Open and check every file of the sequence in one pass (events of both cameras, ``ms_to_idx``,
         rectification maps, disparity); long because it is a flat sequence of checks, each with its own
         one-line error."""
@@ -198,10 +202,14 @@ class DsecRecording(FileRecording):
         if not t_lo:
             raise DataError(f"{self.folder}: no events in either camera")
         maps = self._rectify_maps(rectify)  # after the checks of the event files themselves
+        if not maps and rounding != "round":
+            raise DataError(f"{self.folder}: --rectify-rounding {rounding} applies to rectification maps and none "
+                            f"are applied here ({self.rectification})")
+        self.rectify_rounding = rounding if maps else None
         for side, m in maps.items():
             reader = self._readers[side]
             reader.height, reader.width = self.height, self.width
-            reader.transform = rectifier(m[..., 0], m[..., 1], self.height, self.width)
+            reader.transform = rectifier(m[..., 0], m[..., 1], self.height, self.width, rounding)
         # both cameras: from the later start (SE-CFF's minimum_timestamp) to the earlier end
         self.t_start_us, self.t_end_us = max(t_lo), min(t_hi)
         if self.t_end_us <= self.t_start_us:

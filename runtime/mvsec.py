@@ -22,6 +22,7 @@ from runtime.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
+    check_rounding,
     open_h5,
     read_rows,
     rectifier,
@@ -39,6 +40,7 @@ INDOOR_FLYING_FB = 19.941772  # px*m; disparity = fb / depth
 MVSEC_FB = {"indoor_flying": INDOOR_FLYING_FB, "outdoor_day": 19.635287, "outdoor_night": 19.651191}
 MVSEC_FAMILIES = ("indoor_flying", "outdoor_day", "outdoor_night", "motorcycle")
 MVSEC_HEIGHT, MVSEC_WIDTH = 260, 346
+FB_TOLERANCE = 0.005  # the calibration file's fB and the one in use may differ this much without a warning
 
 
 def events_key(side: str) -> str:
@@ -101,6 +103,28 @@ def find_calib(data_path: str) -> str | None:
     return None
 
 
+def fb_from_camchain(path: str) -> float:
+    """Focal length x baseline (px*m) from MVSEC's ``camchain-imucam-<family>.yaml``: ``|P[0][3]|`` of
+    the right DAVIS camera's rectified ``cam1.projection_matrix`` (3 x 4, ``P[0][3] = -f_x B``), as DDES
+    computes it (tlkvstepan/event_stereo_ICCV2019 ``tools/convert_mvsec.py``: ``intrinsic_extrinsic
+    ['cam1']['projection_matrix'][0][3]``, used through ``np.abs``; the file is read as MVSEC's
+    ``tools/gt_flow/calibration.py`` reads it from the calibration zip)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
+    try:
+        p = np.asarray(doc["cam1"]["projection_matrix"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: no 3x4 matrix 'cam1.projection_matrix'") from None
+    if p.shape != (3, 4) or not np.isfinite(p).all() or p[0, 3] == 0:
+        raise DataError(f"{path}: 'cam1.projection_matrix' is not a 3x4 matrix with P[0][3] != 0")
+    return float(abs(p[0, 3]))
+
+
 def load_rectify_maps(
     folder: str, height: int, width: int, family: str | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -136,7 +160,10 @@ class MvsecRecording(FileRecording):
     family's rectification maps, or ``{side: (x_map, y_map)}``; default: found near the file
     (``find_calib``). Files marked rectified already (our synthetic ones: attribute ``source`` =
     ``runtime.synth``, or a true ``rectified`` attribute) are read as stored; others hold raw
-    events and are refused without maps unless ``rectify=False``.
+    events and are refused without maps unless ``rectify=False``. ``rectify_rounding``: how a
+    rectified coordinate becomes a pixel (``runtime.recording.rectifier``). When the calibration folder also
+    holds ``camchain-imucam-<family>.yaml``, its fB is compared with the one in use (``fb_check``);
+    the one in use stays.
     """
 
     def __init__(
@@ -146,15 +173,17 @@ class MvsecRecording(FileRecording):
         fb: float | None = None,
         calib: str | os.PathLike | dict | None = None,
         rectify: bool = True,
+        rectify_rounding: str = "round",
         gt_path: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        check_rounding(rectify_rounding)
         self.path = os.fspath(path)
         self.name = os.path.basename(self.path)
         self._data = open_h5(self.path)
         self._files.append(self._data)
         try:
-            self._open(fb, calib, rectify, gt_path)
+            self._open(fb, calib, rectify, rectify_rounding, gt_path)
         except BaseException:
             self.close()
             raise
@@ -188,6 +217,8 @@ class MvsecRecording(FileRecording):
         source = attrs.get("source", "")
         source = source.decode() if isinstance(source, bytes) else str(source)
         marked = source == "runtime.synth" or bool(attrs.get("rectified", False))
+        given = calib is not None and not isinstance(calib, dict)
+        self._calib = (os.fspath(calib), family_of(self.name)) if given else None  # for fb_check
         if not rectify:
             self.rectification = "none: events used as stored (rectify=False, --no-rectify)"
             self.rectified = marked
@@ -209,9 +240,37 @@ class MvsecRecording(FileRecording):
             )
         family = calib_family(folder, family_of(self.name))
         self.rectification = f"maps {os.path.join(folder, family)}_{{left,right}}_{{x,y}}_map.txt"
+        self._calib = (folder, family)
         return load_rectify_maps(folder, self.height, self.width, family)
 
-    def _open(self, fb, calib, rectify, gt_path) -> None:
+    def _check_fb(self) -> None:
+        """Compare the fB in use with the calibration folder's ``camchain-imucam-<family>.yaml``
+        (``fb_from_camchain``), when there is one: ``fb_check`` and a note in ``fb_source``; a warning
+        sentence when they differ by more than ``FB_TOLERANCE`` and the fB was not given (--fb). A
+        recording without any other fB takes the file's."""
+        self.fb_check = None
+        folder, family = self._calib or (None, None)
+        path = None if folder is None or family is None else os.path.join(folder, f"camchain-imucam-{family}.yaml")
+        if path is None or not os.path.isfile(path):
+            return
+        try:
+            file_fb = fb_from_camchain(path)
+        except DataError as exc:
+            self.fb_check = {"file": path, "fb": None, "difference_pct": None,
+                             "warning": f"{first_line(exc)}: fB not compared"}
+            return
+        if self.fb is None:  # no constant for this recording: the calibration file's
+            self.fb, self.fb_source = file_fb, f"{path} (cam1.projection_matrix)"
+        diff = 100.0 * (self.fb - file_fb) / file_fb
+        warning = None
+        if abs(diff) > 100 * FB_TOLERANCE and self.fb_source != "given (--fb)":
+            warning = (f"{path} gives fB {file_fb:.6g} px*m, {diff:+.2f} % from the {self.fb:.6g} in use "
+                       f"({self.fb_source}); pass --fb {file_fb:.6g} to use the file's")
+        self.fb_check = {"file": path, "fb": file_fb, "difference_pct": diff, "warning": warning}
+        if not self.fb_source.startswith(path):
+            self.fb_source += f"; {os.path.basename(path)} gives {file_fb:.6g} ({diff:+.2f} %)"
+
+    def _open(self, fb, calib, rectify, rounding, gt_path) -> None:
         """Open and check every dataset of the recording in one pass (events of both cameras, gray images,
         ground truth, calibration); long because it is a flat sequence of checks, each with its own
         one-line error."""
@@ -275,10 +334,15 @@ class MvsecRecording(FileRecording):
                 f"'{events_key('right')}'"
             )
         maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
+        self._check_fb()
+        if maps is None and rounding != "round":
+            raise DataError(f"{path}: --rectify-rounding {rounding} applies to rectification maps and none are "
+                            f"applied here ({self.rectification})")
         if maps is not None:
+            self.rectify_rounding = rounding
             for side in SIDES:
                 x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
-                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width)
+                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width, rounding)
         for side in SIDES:  # the recording spans its events and its gray images
             key = f"davis/{side}/image_raw_ts"
             if key in f and f[key].ndim == 1 and f[key].shape[0]:

@@ -120,7 +120,8 @@ def gt_overlap(recording: Any, starts: np.ndarray, ends: np.ndarray, gt_idx: np.
 def describe(
     recording: Any, *, window_us: int, start_us: int | None = None, gt_protocol: str = "full"
 ) -> dict[str, Any]:
-    """What a run on ``recording`` uses: rectification, fB (and its source), windows, ground truth."""
+    """What a run on ``recording`` uses: rectification, fB (its source, and a calibration file's fB
+    compared with it), windows, ground truth."""
     from runtime.sources import window_plan
 
     _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us)
@@ -129,7 +130,9 @@ def describe(
     policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
     return {
         "rectification": getattr(recording, "rectification", "unknown"),
+        "rectify_rounding": getattr(recording, "rectify_rounding", None),
         "fb_source": getattr(recording, "fb_source", None),
+        "fb_check": getattr(recording, "fb_check", None),
         "windows": {
             "policy": policy,
             "window_ms": window_us / 1000.0,

@@ -17,16 +17,19 @@ from runtime.errors import first_line
 from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice, usable_time
 
 SIDES = ("left", "right")
+# how a rectified coordinate becomes a pixel (docs/data.md): the nearest one (DDES) or the one below (SE-CFF)
+RECTIFY_ROUNDINGS = ("round", "floor")
 
 
 class Recording:
     """A stereo event recording. Subclasses set the attributes and implement ``events``/``disparity``.
 
-    Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None) and
-    ``fb_source`` (where it came from); ``rectification`` (how the events were brought into the
-    rectified view) and ``rectified``; ``gt_timestamps_us`` (int64 [n] or None); ``t_start_us``, ``t_end_us`` (the
-    recording spans ``[t_start_us, t_end_us)``); ``stats`` (what was dropped or repaired so far);
-    ``name``.
+    Attributes: ``height``, ``width``; ``fb`` (focal length x baseline, px*m, or None),
+    ``fb_source`` (where it came from) and ``fb_check`` (a calibration file's fB compared with it, or
+    None); ``rectification`` (how the events were brought into the rectified view), ``rectified`` and
+    ``rectify_rounding`` (``RECTIFY_ROUNDINGS``; None without maps); ``gt_timestamps_us`` (int64 [n]
+    or None); ``t_start_us``, ``t_end_us`` (the recording spans ``[t_start_us, t_end_us)``);
+    ``stats`` (what was dropped or repaired so far); ``name``.
     """
 
     height: int
@@ -35,6 +38,8 @@ class Recording:
     fb_source: str | None = None
     rectification: str = "unknown"
     rectified: bool = False  # the events are in the rectified view (maps applied, or stored so)
+    fb_check: dict | None = None  # fB of a calibration file beside, compared (MVSEC's camchain yaml)
+    rectify_rounding: str | None = None  # RECTIFY_ROUNDINGS, when rectification maps are applied
     gt_timestamps_us: np.ndarray | None = None
     t_start_us: int = 0
     t_end_us: int = 0
@@ -316,19 +321,28 @@ def read_rows(ds, lo: int, hi: int, path: str, key: str, column: int | None = No
         raise DataError(f"{path}: cannot read '{key}' rows {lo}-{hi} ({first_line(exc)})") from None
 
 
-def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int) -> Transform:
-    """Move raw events to rectified pixels: ``x' = x_map[y, x]``, ``y' = y_map[y, x]`` (rounded).
+def check_rounding(rounding: str) -> None:
+    if rounding not in RECTIFY_ROUNDINGS:
+        raise ValueError(f"unknown rectification rounding {rounding!r}; one of {', '.join(RECTIFY_ROUNDINGS)}")
+
+
+def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int, rounding: str = "round") -> Transform:
+    """Move raw events to rectified pixels: ``x' = x_map[y, x]``, ``y' = y_map[y, x]``, rounded to the
+    nearest pixel (``rounding="round"``, numpy's ``rint``: halves to even) or down (``"floor"``).
 
     Raw pixels outside the maps count as ``out_of_sensor``; rectified pixels outside the
-    ``height x width`` image as ``outside_after_rectify``.
+    ``height x width`` image (after rounding) as ``outside_after_rectify``. With ``floor`` that is
+    exactly the float test ``0 <= x' < width`` of SE-CFF.
     """
+    check_rounding(rounding)
+    snap = np.rint if rounding == "round" else np.floor
     map_h, map_w = x_map.shape
 
     def transform(ev: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
         x, y = ev["x"].astype(np.int64), ev["y"].astype(np.int64)
         inside = (x < map_w) & (y < map_h)
         xs, ys = np.where(inside, x, 0), np.where(inside, y, 0)
-        xr, yr = np.rint(x_map[ys, xs]), np.rint(y_map[ys, xs])
+        xr, yr = snap(x_map[ys, xs]), snap(y_map[ys, xs])
         ok = np.isfinite(xr) & np.isfinite(yr)
         xr, yr = np.where(ok, xr, -1), np.where(ok, yr, -1)
         fits = inside & (xr >= 0) & (xr < width) & (yr >= 0) & (yr < height)

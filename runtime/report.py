@@ -118,15 +118,17 @@ def _protocol_lines(source: dict[str, Any]) -> list[str]:
     )
     lengths = win["length_ms"] or [win["window_ms"]] * 2
     span = f"{lengths[0]:g} ms" if lengths[0] == lengths[1] else f"{lengths[0]:.4g}-{lengths[1]:.4g} ms"
+    rounding = {"round": " (to the nearest pixel)", "floor": " (rounded down: floor)"}.get(
+        source.get("rectify_rounding"), "")
     lines = [
-        f"          rectification: {source['rectification']}",
+        f"          rectification: {source['rectification']}{rounding}",
         f"          {fb}",
         f"          windows: {win['count']} x {span}, {win['policy']}; {win['with_gt']} with ground truth, "
         f"scored ({source['ground_truth']} protocol)",
     ]
-    overlap = source.get("gt_overlap")
-    if overlap and overlap.get("warning"):
-        lines.append(f"          warning: {overlap['warning']}")
+    for check in (source.get("fb_check"), source.get("gt_overlap")):
+        if check and check.get("warning"):
+            lines.append(f"          warning: {check['warning']}")
     return lines
 
 

@@ -15,10 +15,11 @@ import argparse
 import sys
 from typing import Any
 
-from runtime.errors import ArgumentParser, RuntimeInputError, run_main
+from runtime.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.protocol import GT_PROTOCOLS
+from runtime.recording import RECTIFY_ROUNDINGS
 from runtime.session import DEVICES
 
 
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="DIR", help="calibration of real recordings (as runtime.stream --calib)")
     p.add_argument("--no-rectify", dest="rectify", action="store_false",
                    help="use real events as stored (as runtime.stream --no-rectify)")
+    p.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, default="round",
+                   help="rectified coordinates to the nearest pixel or the one below (as runtime.stream)")
     p.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline in px*m (as runtime.stream)")
     p.add_argument("--gt", choices=GT_PROTOCOLS, default="full", help="ground-truth protocol (as runtime.stream)")
     p.add_argument("--report", metavar="JSON", help="write the per-stream and aggregate reports to this file")
@@ -76,7 +79,8 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     server = MultiStream(args.onnx, device=args.device, threads=args.threads, max_streams=args.max_streams,
                          burn_in=args.burn_in, energy_table=energy, crop=args.crop, min_disparity=args.min_disparity,
-                         calib=args.calib, rectify=args.rectify, fb=args.fb, gt_protocol=args.gt)
+                         calib=args.calib, rectify=args.rectify, rectify_rounding=args.rectify_rounding, fb=args.fb,
+                         gt_protocol=args.gt)
     pending = _plan(args)
     bar = None
     if not args.quiet:
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = serve(args)
         except DataError as exc:
-            raise RuntimeInputError("events", str(exc).splitlines()[0] if str(exc) else "unreadable") from None
+            raise RuntimeInputError("events", first_line(exc)) from None
         if args.report:
             write_report(report, args.report)
         if not args.quiet:

@@ -84,6 +84,7 @@ def open_recording(
     fb: float | None = None,
     calib: str | os.PathLike | dict | None = None,
     rectify: bool = True,
+    rectify_rounding: str = "round",
     **synth_options: object,
 ) -> Recording:
     """Open an event recording.
@@ -102,10 +103,13 @@ def open_recording(
     there is none, unless ``rectify=False`` (events used as stored). Files that say they are
     rectified already (our synthetic ones) need nothing. ``fb`` overrides focal length x baseline
     (px*m); the recording's ``rectification`` and ``fb_source`` say what was used.
+    ``rectify_rounding`` (``runtime.recording.RECTIFY_ROUNDINGS``): rectified coordinates go to the
+    nearest pixel (``"round"``, as DDES) or the one below (``"floor"``, as SE-CFF); only where maps
+    are applied.
     """
     if path is None:
-        if calib is not None:
-            raise TypeError("calib applies to recordings read from files (path=...)")
+        if calib is not None or rectify_rounding != "round":
+            raise TypeError("calib and rectify_rounding apply to recordings read from files (path=...)")
         fields = {f.name for f in dataclasses.fields(SynthConfig)}
         for name in sorted(set(synth_options) - fields):
             close = difflib.get_close_matches(name, sorted(fields), n=1)
@@ -121,14 +125,14 @@ def open_recording(
 
         if isinstance(calib, dict):
             raise TypeError("a DSEC sequence takes calib as a folder (rectify_map.h5, cam_to_cam.yaml)")
-        return DsecRecording(path, fb=fb, calib=calib, rectify=rectify)
+        return DsecRecording(path, fb=fb, calib=calib, rectify=rectify, rectify_rounding=rectify_rounding)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder")
     if path.endswith("_gt.hdf5"):
         raise DataError(f"{path}: open the matching *_data.hdf5 file; the ground truth is found beside it")
     from runtime.mvsec import MvsecRecording
 
-    return MvsecRecording(path, fb=fb, calib=calib, rectify=rectify)
+    return MvsecRecording(path, fb=fb, calib=calib, rectify=rectify, rectify_rounding=rectify_rounding)
 
 
 Encoder = Callable[[np.ndarray, int, int, int, int, int], np.ndarray]

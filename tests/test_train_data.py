@@ -236,7 +236,7 @@ def test_mvsec_raw_files_need_their_maps(tmp_path, monkeypatch):
 def test_dsec_folders(tmp_path):
     from runtime.sources import open_recording
     from tests.test_data_dsec import T_OFFSET, identity_map, write_sequence
-    from training.data import dsec_stereo
+    from training.dsec_data import dsec_stereo
 
     for i, seed in enumerate((5, 6)):
         mem = open_recording(seed=seed, seconds=0.4, height=24, width=32)
@@ -253,7 +253,8 @@ def test_dsec_10hz_ground_truth_tiles_and_scores_only_its_windows(tmp_path):
     from runtime.metrics import stereo_errors
     from runtime.sources import open_recording
     from tests.test_data_dsec import T_OFFSET, identity_map, write_sequence
-    from training.data import Segment, StereoData, dsec_stereo
+    from training.data import Segment, StereoData
+    from training.dsec_data import dsec_stereo
 
     for i, seed in enumerate((5, 6)):
         mem = open_recording(seed=seed, seconds=0.6, height=24, width=32)

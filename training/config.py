@@ -41,8 +41,10 @@ class TrainConfig:
     eval_part: str = "val"
     calib: str | None = None  # real data: calibration folder (MVSEC maps)
     rectify: bool = True  # real data: False = events as stored (--no-rectify)
+    rectify_rounding: str = "round"  # real data: rectified coordinates to the nearest pixel or floor
     fb: float | None = None  # real data: focal length x baseline override, px*m
     gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.protocol)
+    dsec_split: str = "last20"  # DSEC held-out sequences: last20 | se-cff (training.dsec_data)
     # classification
     timesteps: int | None = None
     augment: bool | None = None

@@ -49,16 +49,20 @@ class StereoSequence:
 
 @dataclass(frozen=True)
 class RealOptions:
-    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``; see
-    ``runtime.sources.open_recording`` and ``runtime.protocol``)."""
+    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``,
+    ``--dsec-split``, ``--rectify-rounding``; see ``runtime.sources.open_recording``, ``runtime.protocol``
+    and ``training.dsec_data``)."""
 
     calib: str | None = None
     rectify: bool = True
     fb: float | None = None
     gt_protocol: str = "full"
+    dsec_split: str = "last20"  # training.dsec_data.DSEC_SPLITS
+    rectify_rounding: str = "round"  # runtime.recording.RECTIFY_ROUNDINGS
 
     def describe(self) -> str:
-        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}" if self.rectify
+        floor = " (floor)" if self.rectify_rounding == "floor" else ""
+        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}{floor}" if self.rectify
                  else "no rectification (--no-rectify)"]
         if self.fb is not None:
             parts.append(f"fB {self.fb:g} px*m (--fb)")
@@ -281,13 +285,18 @@ def find_mvsec(root: Path, n: int) -> Path:
     return hits[0]
 
 
-def _open(path: Path, real: RealOptions, calib: str | None = None):
+def _open(path: Path, real: RealOptions, calib: str | None = None, notes: list | None = None):
+    """Open a real recording as ``real`` says; its warnings (fB of a calibration file) go to ``notes``."""
     from runtime.sources import open_recording
 
     try:
-        return open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb)
+        rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb,
+                             rectify_rounding=real.rectify_rounding)
     except Exception as exc:  # noqa: BLE001 - the data layer's errors are one line already
         raise TrainError(f"{path}: {first_line(exc)}") from None
+    if notes is not None and (rec.fb_check or {}).get("warning") and rec.fb_check["warning"] not in notes:
+        notes.append(rec.fb_check["warning"])
+    return rec
 
 
 def _frames(rec, lo: int, hi: int) -> tuple[list[int], list[int]]:
@@ -318,14 +327,14 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
         hit = next(iter(sorted(root.rglob("indoor_flying_left_x_map.txt"))), None)
         calib = str(hit.parent) if hit is not None else None
     common = dict(encoding=encoding, bins=bins, window_us=window_us, gt_protocol=real.gt_protocol)
-
+    notes: list[str] = []  # warnings of the recordings, said in the description
     train = []
     for n in MVSEC_SPLITS[split]["train"]:
-        with _open(find_mvsec(root, n), real, calib) as rec:
+        with _open(find_mvsec(root, n), real, calib, notes) as rec:
             _, gt = _frames(rec, *DDES_TRAIN_FRAMES[n])
             train.append(encode_recording(rec, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}", **common))
     t = MVSEC_SPLITS[split]["test"]
-    with _open(find_mvsec(root, t), real, calib) as rec:
+    with _open(find_mvsec(root, t), real, calib, notes) as rec:
         frames, gt = _frames(rec, *DDES_TEST_FRAMES[t])
         val, test = ddes_held_out(frames)
         chosen = val if part == "val" else test
@@ -339,32 +348,7 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
     return StereoData(train, [held], length, stride, segments,
                       f"MVSEC split {split} (DDES): train indoor_flying{MVSEC_SPLITS[split]['train']} training "
                       f"frames, {part} {len(segments)} frames of indoor_flying{t} frames {a}-{b - 1}{missing}; "
-                      f"{real.describe()}", burn_in)
-
-
-def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length: int, stride: int,
-                burn_in: int, val_fraction: float = 0.2, real: RealOptions | None = None) -> StereoData:
-    """DSEC sequence folders under ``root`` (each with events/ and disparity/): the last
-    ``val_fraction`` of the sequences (sorted by name, at least one) are held out. Windows tile each
-    sequence; only every other one has ground truth (10 Hz)."""
-    real = real or RealOptions()
-    if real.calib is not None:
-        raise TrainError("--calib applies to MVSEC: each DSEC sequence folder holds its own "
-                         "events/{left,right}/rectify_map.h5 and calibration/cam_to_cam.yaml")
-    folders = sorted(p.parent.parent.parent for p in root.rglob("events/left/events.h5"))
-    if not folders:
-        raise TrainError(f"{root}: no DSEC sequence (events/left/events.h5) under this folder")
-    seqs = []
-    for f in folders:
-        with _open(f, real) as rec:
-            seqs.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=f.name,
-                                         context=burn_in, gt_protocol=real.gt_protocol))
-    n_val = max(1, round(len(seqs) * val_fraction)) if len(seqs) > 1 else 0
-    train, val = (seqs[:-n_val], seqs[-n_val:]) if n_val else (seqs, seqs)
-    segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
-    return StereoData(train, val, length, stride, segments,
-                      f"DSEC: train {[s.name for s in train]}, held-out {[s.name for s in val]}; {real.describe()}",
-                      burn_in)
+                      f"{real.describe()}{''.join(f'; warning: {n}' for n in notes)}", burn_in)
 
 
 def stereo_source_kind(source: str) -> str:
@@ -397,13 +381,19 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
     kind = stereo_source_kind(source)
     if kind == "synthetic":
         if real is not None and real != RealOptions():
-            raise TrainError("--calib, --no-rectify, --fb and --gt apply to MVSEC and DSEC data, not --data synthetic")
+            raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split and --rectify-rounding apply to MVSEC "
+                             "and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if kind == "mvsec":
+        if real is not None and real.dsec_split != RealOptions.dsec_split:
+            raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "
+                             "--split's (DDES)")
         return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, real=real, **common)
+    from .dsec_data import dsec_stereo
+
     return dsec_stereo(Path(source), real=real, **common)
 
 
 __all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "stereo_data",
-           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "dsec_stereo", "encode_recording", "center_crop",
+           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "encode_recording", "center_crop",
            "ddes_held_out", "synthetic_recording", "random_sensor"]

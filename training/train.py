@@ -85,11 +85,15 @@ def parser() -> argparse.ArgumentParser:
                    "(default: looked for under --data); DSEC sequences hold their own rectify_map.h5")
     g.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
                    help="use real events as stored (raw events are otherwise refused without rectification maps)")
+    g.add_argument("--rectify-rounding", choices=("round", "floor"), help="rectified event coordinates to the "
+                   "nearest pixel (round, default, as DDES) or the one below (floor, as SE-CFF)")
     g.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline override, px*m (default: "
                    "MVSEC's per family, DSEC's calibration/cam_to_cam.yaml)")
     g.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="ground-truth protocol of MVSEC/DSEC: "
                    "full (default), ddes-full (1/7 px, >= 36.4 px dropped) or ddes (also the 15000-event mask); "
                    "docs/data.md")
+    g.add_argument("--dsec-split", choices=("last20", "se-cff"), help="DSEC held-out sequences: last20 (default: "
+                   "the last 20%% by name) or se-cff (SE-CFF's fixed validation list, all of it required)")
     g = p.add_argument_group("classification")
     g.add_argument("--timesteps", type=int, help="T: steps per image (default: the genotype's input.timesteps)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -303,7 +307,8 @@ def load_data(cfg, g, log=print):
     if g.task == "stereo":
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
-        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt)
+        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt,
+                           dsec_split=cfg.dsec_split, rectify_rounding=cfg.rectify_rounding)
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "

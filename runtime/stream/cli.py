@@ -12,6 +12,7 @@ from runtime.errors import ArgumentParser, RuntimeInputError, first_line, quiet_
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.protocol import GT_PROTOCOLS
+from runtime.recording import RECTIFY_ROUNDINGS
 from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
 from runtime.statefile import load_state, save_state
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="rectify",
         action="store_false",
         help="use the events as stored (real raw events are otherwise refused without rectification maps)",
+    )
+    p.add_argument(
+        "--rectify-rounding",
+        choices=RECTIFY_ROUNDINGS,
+        default="round",
+        help="rectified coordinates go to the nearest pixel (round, default, as DDES) or the one below "
+        "(floor, as SE-CFF and StereoSpike); docs/data.md",
     )
     p.add_argument(
         "--fb",
@@ -193,6 +201,7 @@ def _main(args: argparse.Namespace) -> int:
         keep_inputs=save_dir is not None,
         calib=args.calib,
         rectify=args.rectify,
+        rectify_rounding=args.rectify_rounding,
         fb=args.fb,
         gt_protocol=args.gt,
         synth=_synth_options(args),

@@ -67,12 +67,14 @@ def open_source(
     calib: str | Path | None = None,
     rectify: bool = True,
     fb: float | None = None,
+    rectify_rounding: str = "round",
     synth: Mapping[str, Any] | None = None,
 ) -> Any:
     """Open a recording: None = the built-in synthetic stereo stream at the model's size.
 
-    ``calib``, ``rectify`` and ``fb`` apply to recordings read from files (``runtime.sources.open_recording``);
-    ``synth`` (``SynthConfig`` fields, e.g. ``{"textures": "heldout"}``) to the built-in synthetic stream.
+    ``calib``, ``rectify``, ``rectify_rounding`` and ``fb`` apply to recordings read from files
+    (``runtime.sources.open_recording``); ``synth`` (``SynthConfig`` fields, e.g.
+    ``{"textures": "heldout"}``) to the built-in synthetic stream.
     """
     from runtime import sources
 
@@ -83,7 +85,8 @@ def open_source(
         raise RuntimeInputError(f"--calib {calib}", "no such folder")
     kwargs: dict[str, Any] = {"seed": seed}
     if events is None:
-        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True)):
+        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True),
+                            ("--rectify-rounding", None if rectify_rounding == "round" else rectify_rounding)):
             if value is not None:
                 raise RuntimeInputError(name, "applies to recordings read from files (--events)")
         kwargs.update(height=spec.encoding.height, width=spec.encoding.width, **(synth or {}))
@@ -93,7 +96,8 @@ def open_source(
         if synth:  # named as its command-line option
             flag = "--" + next(iter(synth)).replace("_", "-")
             raise RuntimeInputError(flag, "applies to the built-in synthetic source (no --events)")
-        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb)
+        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb,
+                      rectify_rounding=rectify_rounding)
     try:
         return sources.open_recording(None if events is None else str(events), **kwargs)
     except RuntimeInputError:
@@ -103,8 +107,8 @@ def open_source(
         prefix = f"{events}: "  # the data layer names the file itself: say it once
         raise RuntimeInputError(where, message.removeprefix(prefix) if events is not None else message) from None
     except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-        msg = first_line(exc)
-        raise RuntimeInputError(where, f"cannot read it: {msg}") from None
+        msg = first_line(exc)  # the synthetic source's are about its options (SynthConfig's checks)
+        raise RuntimeInputError(where, f"cannot read it: {msg}" if events is not None else msg) from None
 
 
 def _crop_size(
@@ -162,6 +166,7 @@ class Stream:
         fb: float | None = None,
         gt_protocol: str = "full",
         session: Any = None,
+        rectify_rounding: str = "round",
         synth: Mapping[str, Any] | None = None,
     ) -> None:
         for name, value, low in (
@@ -182,9 +187,12 @@ class Stream:
         if fb is not None and not (np.isfinite(fb) and fb > 0):
             raise RuntimeInputError("--fb", f"must be a positive number of px*m, got {fb}")
         from runtime.protocol import GT_PROTOCOLS
+        from runtime.recording import RECTIFY_ROUNDINGS
 
         if gt_protocol not in GT_PROTOCOLS:
             raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
+        if rectify_rounding not in RECTIFY_ROUNDINGS:
+            raise RuntimeInputError("--rectify-rounding", f"{rectify_rounding!r} is not one of round, floor")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
@@ -199,9 +207,8 @@ class Stream:
         self.reset_every, self.crop, self.min_disparity, self.seed = reset_every, crop, min_disparity, seed
         self.keep_inputs = keep_inputs
         self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
+        self.rectify_rounding = rectify_rounding
         self.synth = dict(synth or {})  # SynthConfig fields of the built-in synthetic source
-        if self.synth and events is None:
-            self._check_synth()
         self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
         self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
@@ -231,21 +238,11 @@ class Stream:
                     )
             self._recording = open_source(
                 self.events, self.spec, seed=self.seed, seconds=seconds, calib=self.calib,
-                rectify=self.rectify, fb=self.fb_override, synth=self.synth,
+                rectify=self.rectify, fb=self.fb_override, rectify_rounding=self.rectify_rounding,
+                synth=self.synth,
             )
             self._owns_recording = True
         return self._recording
-
-    def _check_synth(self) -> None:
-        """The synthetic source's options make a valid ``SynthConfig`` at the model's size (before any
-        generation): a bad one is one line naming the source."""
-        from runtime.synth import SynthConfig
-
-        enc = self.spec.encoding
-        try:
-            SynthConfig(seed=self.seed, height=enc.height, width=enc.width, **self.synth)
-        except (ValueError, TypeError) as exc:
-            raise RuntimeInputError("synthetic source", first_line(exc)) from None
 
     @property
     def fb(self) -> float | None:
@@ -275,7 +272,8 @@ class Stream:
 
     def _describe(self, rec: Any, start_us: int | None, where: str) -> None:
         """Record the source's protocol (report ``source``) and warn when its ground truth lies
-        outside its events: a run would otherwise score empty windows in silence."""
+        outside its events (a run would otherwise score empty windows in silence) or when its
+        calibration file's fB differs from the one in use."""
         from runtime.protocol import describe
 
         if self._protocol is not None:
@@ -283,11 +281,11 @@ class Stream:
         self._protocol = describe(
             rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol
         )
-        overlap = self._protocol["gt_overlap"]
-        if overlap and overlap["warning"]:
-            message = f"{where}: {overlap['warning']}"
-            self.warnings.append(message)
-            warnings.warn(message, stacklevel=3)
+        for check in (self._protocol["fb_check"], self._protocol["gt_overlap"]):
+            if check and check["warning"]:
+                message = f"{where}: {check['warning']}"
+                self.warnings.append(message)
+                warnings.warn(message, stacklevel=3)
 
     def __iter__(self) -> Iterator[StepResult]:
         windows: Iterable[Window] = self.windows()

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .core import Stream
 
 # the report's protocol keys (runtime.protocol.describe) when no source was streamed (feed/feed_arrays only)
-_NO_PROTOCOL = {"rectification": None, "fb_source": None, "windows": None, "ground_truth": None, "gt_overlap": None}
+_NO_PROTOCOL = {"rectification": None, "rectify_rounding": None, "fb_source": None, "fb_check": None,
+                "windows": None, "ground_truth": None, "gt_overlap": None}
 
 
 def stream_report(stream: Stream) -> dict[str, Any]:

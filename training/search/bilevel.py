@@ -188,6 +188,8 @@ class SearchConfig:
     rectify: bool = True
     fb: float | None = None
     gt: str = "full"
+    dsec_split: str = "last20"
+    rectify_rounding: str = "round"
 
 
 def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -224,7 +226,8 @@ def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
                       schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
                       quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
-                      rectify=sc.rectify, fb=sc.fb, gt=sc.gt)
+                      rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
+                      rectify_rounding=sc.rectify_rounding)
     cfg = task_defaults(cfg, g)
     dist = setup(sc.device)
     try:

@@ -307,11 +307,12 @@ def _real(args):
     """The real-data options of the command line (``training.data.RealOptions``), or None."""
     from ..data import RealOptions
 
-    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt")}
+    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt", "dsec_split", "rectify_rounding")}
     if all(v is None for v in given.values()):
         return None
     return RealOptions(calib=given["calib"], rectify=given["rectify"] is not False, fb=given["fb"],
-                       gt_protocol=given["gt"] or "full")
+                       gt_protocol=given["gt"] or "full", dsec_split=given["dsec_split"] or "last20",
+                       rectify_rounding=given["rectify_rounding"] or "round")
 
 
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=None):
