@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime import names
+from runtime.atomic import write_bytes_atomic
 
 from .factorize import factorize_cost_volume
 from .fold import fold_batchnorm
@@ -144,20 +143,9 @@ def _trace(export_model: SNNModel, opset: int) -> onnx.ModelProto:
 
 
 def save_onnx(proto: onnx.ModelProto, path: str | Path) -> None:
-    """Write ``proto`` atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``proto`` atomically (``runtime.atomic``: a temporary file in the same folder, fsync, rename
+    over ``path``, fsync the folder; the permissions a new file would get)."""
+    write_bytes_atomic(path, proto.SerializeToString())
 
 
 def export_onnx(model: SNNModel, path: str | Path, *, fold: bool = True, factorize: bool = True,

@@ -43,6 +43,30 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     _fsync_dir(Path(path).parent)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The permissions the finished file gets: those of the file it replaces, else what ``open`` would
+    give a new file (0666 less the umask). ``mkstemp``'s 0600 would otherwise make every file the
+    project writes unreadable to other users (a model server running as another user, a group)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path in ``path``'s folder to write; on success it replaces ``path``.
@@ -55,7 +79,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
         raise IsADirectoryError(21, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _final_mode(path))
+    finally:
+        os.close(fd)
     try:
         yield tmp
         commit(tmp, path)

@@ -124,3 +124,44 @@ def test_checkpoint_strip_on_a_full_disk_is_one_line(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'out.pt'}: cannot write it (No space left") and "\n" not in err
     assert (tmp_path / "out.pt").read_bytes() == b"the old copy" and leftovers(tmp_path) == []
+
+
+def test_atomic_files_get_the_permissions_a_new_file_would(tmp_path):
+    """mkstemp's private 0600 must not leak into the files the project writes (an ONNX model for a
+    server running as another user, a recording shared with a group); a replaced file keeps its mode."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.txt"
+        write_text_atomic(fresh, "x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        os.umask(0o027)
+        other = tmp_path / "group.txt"
+        write_text_atomic(other, "x")
+        assert stat.S_IMODE(other.stat().st_mode) == 0o640
+        os.chmod(fresh, 0o600)
+        write_text_atomic(fresh, "y")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o600 and fresh.read_text() == "y"
+    finally:
+        os.umask(old)
+
+
+def test_exported_onnx_and_triton_model_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from compiler.triton import write_repository
+
+    old = os.umask(0o022)
+    try:
+        from compiler.export import save_onnx
+
+        proto = stereo_model(tmp_path / "m.onnx")
+        save_onnx(proto, tmp_path / "again.onnx")
+        assert stat.S_IMODE((tmp_path / "again.onnx").stat().st_mode) == 0o644
+        folder = write_repository(tmp_path / "repo", "m", lambda p: (save_onnx(proto, p), proto)[1])
+        assert stat.S_IMODE((folder / "1" / "model.onnx").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
