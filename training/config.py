@@ -54,6 +54,7 @@ class TrainConfig:
     max_batches: int | None = None  # per epoch (quick runs)
     best_metric: str | None = None
     stop_after: int | None = None  # end this invocation after N epochs (as if interrupted)
+    init: str | None = None  # start from these weights (a checkpoint or shipped model file's 'model')
     threads: int | None = None
     device: str = "cpu"
     quiet: bool = False

@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     g.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes "
                    "its checkpoints and logs; without it such a folder is refused)")
+    g.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint or shipped model of the "
+                   "same genotype up to its neurons, e.g. a ReLU twin's best.pt (hybrid ANN-to-SNN training; "
+                   "docs/training.md); a fresh optimiser and schedule")
     g.add_argument("--stop-after", type=int, help="end this invocation after N more epochs (resume later)")
     g.add_argument("--max-batches", type=int, help="at most N batches per epoch")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -186,6 +189,29 @@ def _resume(cfg, out: Path, resume_overrides: dict | None):
         raise TrainError(f"{path}: its configuration does not load ({exc})") from None
 
 
+def load_init(model, path: str) -> None:
+    """``--init``: the weights of a checkpoint (or shipped model file) into ``model``; every entry must
+    match in name and shape (a twin differs only in its neurons, which hold no weights), else a
+    ``TrainError`` naming the first that does not."""
+    from . import checkpoint as ckpt_io
+    from .errors import TrainError
+
+    state = ckpt_io.load(path)["model"]
+    ckpt_io.check_weights(state, path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        name, why = (missing[0], "missing") if missing else (extra[0], "not in this model")
+        raise TrainError(f"--init {path}: weight {name!r} {why} ({len(missing)} missing, {len(extra)} extra)",
+                         "start from a checkpoint of the same genotype (neuron kinds may differ)")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise TrainError(f"--init {path}: weight {key!r} has shape {tuple(value.shape)}, this model "
+                             f"{tuple(own[key].shape)}", "start from a checkpoint of the same genotype")
+    model.load_state_dict(state)
+
+
 def _build(g):
     """``build_model(g)``; a model this machine cannot allocate is a ``TrainError``."""
     from compiler import build_model
@@ -255,6 +281,9 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
+        elif cfg.init:
+            load_init(model, cfg.init)
+            log(f"weights from {cfg.init}")
         start_yaml = g.to_yaml()
         metrics_log = None
         if dist.main:
