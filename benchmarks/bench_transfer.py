@@ -43,7 +43,7 @@ def load_model(path: str):
     """(model in eval mode, its genotype, its training config) from a checkpoint."""
     from compiler import build_model, loads_genotype
     from training import checkpoint as ckpt_io
-    from training.loop import TrainConfig, task_defaults
+    from training.config import TrainConfig, task_defaults
 
     ck = ckpt_io.load(path)
     g = loads_genotype(ck["genotype"], file=f"{path} (genotype)")
@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     result.update(seconds=time.perf_counter() - start, snn=args.snn, relu=args.relu, seeds=args.seeds)
     print(f"\n({result['seconds']:.0f} s)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, default=float)
+        from runtime.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=2, default=float))
     return 0
 
 
