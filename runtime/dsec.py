@@ -32,6 +32,7 @@ from runtime.recording import (
     read_rows,
     rectifier,
     require,
+    yaml_matrix,
 )
 
 DSEC_HEIGHT, DSEC_WIDTH = 480, 640
@@ -41,17 +42,7 @@ COLUMNS = ("x", "y", "t", "p")
 def fb_from_cam_to_cam(path: str) -> float:
     """Focal length x baseline (px*m) from DSEC's ``cam_to_cam.yaml``: ``Q[2][3] / Q[3][2]`` of
     ``disparity_to_depth.cams_03`` (OpenCV's Q: depth = Q[2][3] / (d Q[3][2] + Q[3][3]), Q[3][3] = 0)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
-    try:
-        q = np.asarray(doc["disparity_to_depth"]["cams_03"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{path}: no 4x4 matrix 'disparity_to_depth.cams_03'") from None
+    q = yaml_matrix(path, ("disparity_to_depth", "cams_03"), (4, 4))
     if q.shape != (4, 4) or not np.isfinite(q).all() or q[3, 2] == 0:
         raise DataError(f"{path}: 'disparity_to_depth.cams_03' is not a 4x4 Q matrix with Q[3][2] != 0")
     if abs(q[3, 3] / q[3, 2]) > 1e-3:  # a disparity offset fB / depth cannot express

@@ -28,6 +28,7 @@ from runtime.recording import (
     rectifier,
     require,
     scan_index,
+    yaml_matrix,
 )
 
 # MVSEC indoor_flying calibration (left camera fx and the stereo baseline)
@@ -109,17 +110,7 @@ def fb_from_camchain(path: str) -> float:
     computes it (tlkvstepan/event_stereo_ICCV2019 ``tools/convert_mvsec.py``: ``intrinsic_extrinsic
     ['cam1']['projection_matrix'][0][3]``, used through ``np.abs``; the file is read as MVSEC's
     ``tools/gt_flow/calibration.py`` reads it from the calibration zip)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
-    try:
-        p = np.asarray(doc["cam1"]["projection_matrix"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{path}: no 3x4 matrix 'cam1.projection_matrix'") from None
+    p = yaml_matrix(path, ("cam1", "projection_matrix"), (3, 4))
     if p.shape != (3, 4) or not np.isfinite(p).all() or p[0, 3] == 0:
         raise DataError(f"{path}: 'cam1.projection_matrix' is not a 3x4 matrix with P[0][3] != 0")
     return float(abs(p[0, 3]))

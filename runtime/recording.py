@@ -352,3 +352,20 @@ def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int, rou
         return out, counts
 
     return transform
+
+
+def yaml_matrix(path: str, keys: tuple[str, str], shape: tuple[int, int]) -> np.ndarray:
+    """The float64 array at ``doc[keys[0]][keys[1]]`` of a calibration YAML file (MVSEC's camchain, DSEC's
+    cam_to_cam); an unreadable file or a missing key is a ``DataError``. Shape and values are the
+    caller's to check (their messages say what each format needs)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
+    try:
+        return np.asarray(doc[keys[0]][keys[1]], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: no {shape[0]}x{shape[1]} matrix '{keys[0]}.{keys[1]}'") from None
