@@ -104,6 +104,16 @@ def find_calib(data_path: str) -> str | None:
     return None
 
 
+def _check_same_run(data, gt, data_path: str, gt_path: str) -> None:
+    """Files that ``runtime.synth`` wrote carry their generator settings (``synth_config``); a data file
+    and a ground truth from different runs (a crash between the two renames, or files copied in from
+    elsewhere) would score events against another scene's depth, so they are refused."""
+    a, b = data.attrs.get("synth_config"), gt.attrs.get("synth_config")
+    if a is not None and b is not None and a != b:
+        raise DataError(f"{data_path} and {gt_path} come from different runtime.synth runs (their "
+                        "'synth_config' attributes differ): write them again together")
+
+
 def fb_from_camchain(path: str) -> float:
     """Focal length x baseline (px*m) from MVSEC's ``camchain-imucam-<family>.yaml``: ``|P[0][3]|`` of
     the right DAVIS camera's rectified ``cam1.projection_matrix`` (3 x 4, ``P[0][3] = -f_x B``), as DDES
@@ -281,6 +291,7 @@ class MvsecRecording(FileRecording):
         if os.path.exists(self.gt_path):
             g = open_h5(self.gt_path)
             self._files.append(g)
+            _check_same_run(f, g, path, self.gt_path)
             self._depth = require(g, DEPTH_KEY, self.gt_path, ndim=3, tail=(self.height, self.width))
             ts = require(g, DEPTH_TS_KEY, self.gt_path, ndim=1)[:]
             if len(ts) != self._depth.shape[0]:

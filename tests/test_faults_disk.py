@@ -165,3 +165,39 @@ def test_exported_onnx_and_triton_model_are_readable_by_others(tmp_path):
         assert stat.S_IMODE((folder / "1" / "model.onnx").stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_synth_pair_from_two_runs_is_refused_not_mixed(tmp_path, monkeypatch, capsys):
+    """A crash between the ground truth's rename and the data file's leaves a new ground truth beside
+    the old events; reading that pair must be a one-line error, never events scored against another
+    scene's depth."""
+    import runtime.atomic
+    from runtime.events import DataError
+    from runtime.sources import open_recording
+    from runtime.synth import SynthConfig, write_mvsec
+
+    data, gt = write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=0), tmp_path, "rec")
+    commit = runtime.atomic.commit
+    renamed = []
+
+    def crash_after_first_rename(tmp, path):
+        if renamed:
+            raise Crash()
+        commit(tmp, path)
+        renamed.append(str(path))
+
+    monkeypatch.setattr(runtime.atomic, "commit", crash_after_first_rename)
+    with pytest.raises(Crash):
+        write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=1), tmp_path, "rec")
+    monkeypatch.undo()
+    assert renamed == [gt]  # the ground truth is new, the data file old
+    with pytest.raises(DataError, match="come from different runtime.synth runs"):
+        open_recording(data)
+    stereo_model(tmp_path / "m.onnx", height=12, width=16)
+    rc = stream_main(["--onnx", str(tmp_path / "m.onnx"), "--events", data, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "different runtime.synth runs" in err and "\n" not in err
+    # written again together, the pair reads
+    write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=1), tmp_path, "rec")
+    with open_recording(data) as rec:
+        assert rec.fb is not None
