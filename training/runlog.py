@@ -144,7 +144,7 @@ def prepare(out: Path, *, resume: bool, overwrite: bool, resumable: bool = True)
     present = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
         if not (out / "last.pt").exists():
-            hint = "start over with --overwrite" if present else "train without --resume first"
+            hint = "start over with --overwrite" if present else "start the run without --resume first"
             raise TrainError(f"{out}: no last.pt to resume from (the run never finished an epoch)", hint)
         return done
     if not overwrite and not [name for name in present if name not in RESTATED]:
