@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from compiler.errors import unreadable_checkpoint
-from runtime.atomic import write_atomic, write_bytes_atomic
+from runtime import atomic
+from runtime.atomic import write_atomic
 from runtime.errors import ArgumentParser, run_main
 
 from .errors import TrainError
@@ -45,9 +46,14 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 def write_text_atomic(text: str, path: str | Path) -> None:
     """Write text atomically (``runtime.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
+    write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write bytes atomically (``runtime.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
     path = Path(path)
     try:
-        write_bytes_atomic(path, text.encode("utf-8"))
+        atomic.write_bytes_atomic(path, data)
     except OSError as exc:
         raise _unwritable(path, exc) from None
 

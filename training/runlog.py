@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .errors import TrainError
 LOCK = ".run.lock"
 # Files a run writes into its folder (the searchers' logs, the architecture search's too).
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "config.yaml", "genotype.yaml", "searched.yaml",
-             "dgs.jsonl", "tps.jsonl", "hns.jsonl", "arch.jsonl", "architecture.png", "tensorboard")
+             "dgs.jsonl", "tps.jsonl", "hns.jsonl", "arch.jsonl", "architecture.png", "snasnet.jsonl", "tensorboard")
 RESTATED = ("config.yaml", "genotype.yaml")  # written first, from the command line alone
 LOGS = ("metrics.jsonl", "dgs.jsonl", "tps.jsonl", "hns.jsonl", "arch.jsonl")
 
@@ -39,6 +40,16 @@ def append_line(path: Path, text: str) -> None:
         f.write(text + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One JSON row appended to a ``*.jsonl`` log (``append_line``); a failure (a full disk) is a
+    ``TrainError`` that says the checkpoints are intact."""
+    try:
+        append_line(path, json.dumps(row))
+    except OSError as exc:
+        raise TrainError(f"{path}: cannot write it ({exc.strerror or exc}); the checkpoints are intact",
+                         "free disk space, then --resume") from None
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -87,12 +98,7 @@ class MetricsLog:
         return out
 
     def write(self, row: dict) -> None:
-        path = self.out / "metrics.jsonl"
-        try:
-            append_line(path, json.dumps(row))
-        except OSError as exc:
-            raise TrainError(f"{path}: cannot write it ({exc.strerror or exc}); the checkpoints are intact",
-                             "free disk space, then --resume") from None
+        append_row(self.out / "metrics.jsonl", row)
         self.write_csv()
         if self.writer is not None:
             for k, v in self.flat(row).items():
@@ -123,10 +129,11 @@ def repair(out: Path, epochs: int) -> None:
         MetricsLog(out, tensorboard=False).write_csv()
 
 
-def prepare(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
+def prepare(out: Path, *, resume: bool, overwrite: bool, resumable: bool = True) -> list[str]:
     """Check the run folder before a run writes into it (the lock is held): refuse a folder that holds a
     run unless ``resume`` or ``overwrite``; with ``overwrite`` delete the run's files. Temporary files
-    a killed run left are removed. Returns what was done, for the log."""
+    a killed run left are removed. ``resumable``: whether the command has ``--resume`` at all (the
+    refusal's hint). Returns what was done, for the log."""
     if resume and overwrite:
         raise TrainError("--resume and --overwrite exclude each other", "give one of them")
     done = []
@@ -137,21 +144,42 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     present = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
         if not (out / "last.pt").exists():
-            hint = "start over with --overwrite" if present else "train without --resume first"
+            hint = "start over with --overwrite" if present else "start the run without --resume first"
             raise TrainError(f"{out}: no last.pt to resume from (the run never finished an epoch)", hint)
         return done
     if not overwrite and not [name for name in present if name not in RESTATED]:
         return done  # only what a start writes again from its command line: nothing to lose
     if present and not overwrite:
         raise TrainError(f"{out}: holds a run ({', '.join(present)})",
-                         "continue it with --resume, or start over with --overwrite (deletes those files), "
-                         "or choose another --out")
+                         ("continue it with --resume, or start over" if resumable else "start over")
+                         + " with --overwrite (deletes those files), or choose another --out")
     for name in present:
         target = out / name
         shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
     if present:
         done.append(f"--overwrite: deleted {', '.join(present)}")
     return done
+
+
+@contextlib.contextmanager
+def claim(out: Path, *, resume: bool, overwrite: bool, log=print, resumable: bool = True) -> Iterator[None]:
+    """The run folder for the life of a run, the way every command that writes one takes it
+    (``training.train``, both methods of ``training.search``): on the main process (``RANK`` 0, or no
+    ``torchrun``) hold its ``RunLock`` and check it with ``prepare``; the lock is released when the run
+    ends, however it ends. Notes (a stale lock taken over, files deleted by ``overwrite``) go to ``log``."""
+    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        note = lock.acquire()
+        if note:
+            log(f"{out}: {note}")
+    try:
+        if lock is not None:
+            for done in prepare(out, resume=resume, overwrite=overwrite, resumable=resumable):
+                log(f"{out}: {done}")
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class RunLock:

@@ -145,27 +145,15 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
     """Train as ``cfg`` says; returns the final summary (best and last metrics, paths).
 
     The run folder is locked for the run's life (the main process holds ``runlog.RunLock``) and checked
-    first (``runlog.prepare``): a folder that holds a run is refused unless ``resume`` (continue it) or
-    ``overwrite`` (delete its files and start over)."""
+    first (``runlog.prepare``), both through ``runlog.claim``: a folder that holds a run is refused
+    unless ``resume`` (continue it) or ``overwrite`` (delete its files and start over)."""
     from .options import check_options
-    from .runlog import RunLock, prepare
+    from .runlog import claim
 
     if not resume:
         check_options(cfg)  # a typo in an option creates no folder
-    out = Path(cfg.out)
-    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else None
-    if lock is not None:
-        note = lock.acquire()
-        if note:
-            log(f"{out}: {note}")
-    try:
-        if lock is not None:
-            for done in prepare(out, resume=resume, overwrite=overwrite):
-                log(f"{out}: {done}")
+    with claim(Path(cfg.out), resume=resume, overwrite=overwrite, log=log):
         return _run(cfg, resume, resume_overrides, log)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _resume(cfg, out: Path, resume_overrides: dict | None):

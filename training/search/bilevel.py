@@ -12,6 +12,7 @@ final one is written as a genotype YAML that the compiler accepts.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..config import TrainConfig, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
 from ..loop import Trainer, epoch_generators, make_optimizer
-from ..runlog import MetricsLog
+from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
 from .space import load_search_space
@@ -198,19 +199,36 @@ def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[: n // 2]), sorted(order[n // 2:])
 
 
-def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
+def run_search(sc: SearchConfig, resume: bool = False, log=print, overwrite: bool = False) -> dict:
     """Search as ``sc`` says; returns the summary (decoded architecture, genotype path).
 
-    Long because it is the search run in order: config, data, supernet, the epoch loop, decoding."""
+    The run folder is taken as training takes it (``runlog.claim``: locked for the search's life; a
+    folder that holds a run is refused unless ``resume`` continues it or ``overwrite`` deletes its files)."""
+    with claim(Path(sc.out), resume=resume, overwrite=overwrite, log=log):
+        return _search(sc, resume, log)
+
+
+def _resumed_config(out: Path, sc: SearchConfig) -> tuple[dict, SearchConfig]:
+    """The checkpoint ``out/last.pt`` and the configuration it was searched with (this invocation's
+    ``stop_after``); a checkpoint that is not an architecture search's is a ``TrainError``."""
+    ck = ckpt_io.load(out / "last.pt")
+    saved = ck.get("search_config")
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    if not isinstance(saved, dict) or not set(saved) <= names:
+        raise TrainError(f"{out / 'last.pt'}: not a checkpoint of python -m training.search spikedhs",
+                         "resume it with the command that wrote it (python -m training.train for a training run)")
+    return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
+
+
+def _search(sc: SearchConfig, resume: bool, log) -> dict:
+    """The search run in order (long because it is that sequence): config or resume, data, supernet,
+    the epoch loop (``Trainer.fit``), decoding."""
     from ..train import load_data
 
     out = Path(sc.out)
     ck = None
     if resume:
-        ck = ckpt_io.load(out / "last.pt")
-        saved = dict(ck["search_config"])
-        saved["stop_after"] = sc.stop_after
-        sc = SearchConfig(**saved)
+        ck, sc = _resumed_config(out, sc)
     if sc.threads:
         torch.set_num_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
@@ -249,6 +267,8 @@ def run_search(sc: SearchConfig, resume: bool = False, log=print) -> dict:
         metrics = MetricsLog(out, False) if dist.main else None
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
+            if ck is not None:  # metrics.jsonl, arch.jsonl cut back to the checkpoint's epochs, as training does
+                repair(out, trainer.epoch)
             ckpt_io.write_text_atomic(yaml.safe_dump({"search": dataclasses.asdict(sc), "train": cfg.to_dict()},
                                                      sort_keys=False), out / "config.yaml")
         trainer.keep_history = False
@@ -315,6 +335,7 @@ def draw_architecture(decoded: dict, path: Path) -> None:
         ax.invert_yaxis()
         ax.set_title(f"{name}: layer path {d['path']}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
     plt.close(fig)
+    ckpt_io.write_bytes_atomic(png.getvalue(), path)

@@ -9,8 +9,11 @@ and the decoded architecture every ``--decode-every`` epochs), ``architecture.pn
 (``--resume`` continues exactly). ``snasnet``: training-free search (training/search/snasnet.py): random
 cells of the genotype's named cell, scored at initialisation by the sparsity-aware Hamming kernel on
 one mini-batch; writes ``snasnet.jsonl`` (every candidate), ``searched.yaml`` (the best) and prints
-the ranked table. Both run under ``torchrun`` (gloo on CPU): the supernet's gradients are summed over
-processes; SNASNet candidates are scored in parallel and gathered. Bad input: one line, exit code 2.
+the ranked table (no ``--resume``: a search is one deterministic pass, run again to redo it). Both lock
+``--out`` for their run and refuse a folder that holds a run unless ``--overwrite`` (spikedhs: or
+``--resume``), as ``python -m training.train`` does (docs/reliability.md). Both run under ``torchrun``
+(gloo on CPU): the supernet's gradients are summed over processes; SNASNet candidates are scored in
+parallel and gathered. Bad input: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def _real_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fb", type=float, metavar="PX_M", help="stereo: focal length x baseline override, px*m")
     p.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="stereo: ground-truth protocol")
     p.add_argument("--dsec-split", choices=("last20", "se-cff"), help="stereo DSEC: held-out sequences")
+
+
+def _overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes its "
+                   "checkpoints, logs and searched.yaml; without it such a folder is refused)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +69,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--val-seeds", type=int_ranges)
     d.add_argument("--max-batches", type=int, help="per epoch (quick runs)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--resume", action="store_true")
+    d.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly (its logs are cut back "
+                   "to its epochs)")
+    _overwrite_option(d)
     d.add_argument("--stop-after", type=int, help="end after N epochs of this invocation (resume later)")
     d.add_argument("--threads", type=int)
     d.add_argument("--device", default="cpu")
@@ -86,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
     s.add_argument("--quiet", action="store_true")
+    _overwrite_option(s)
     _real_data_options(s)
     return p
 
@@ -100,18 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "snasnet":
             from .snasnet import run_snasnet
 
-            run_snasnet(args, log=print if not args.quiet else (lambda s: None))
+            run_snasnet(args, log=print if not args.quiet else (lambda s: None), overwrite=args.overwrite)
             return 0
         from .bilevel import SearchConfig, run_search
 
         names = {f.name for f in dataclasses.fields(SearchConfig)}
         sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-        summary = run_search(sc, resume=args.resume)
+        summary = run_search(sc, resume=args.resume, overwrite=args.overwrite)
         if "genotype" in summary:
             print(f"searched genotype: {summary['genotype']}")
         return 0
 
-    return run_main(body, (GenotypeError, TrainError))
+    return run_main(body, (GenotypeError, TrainError), "interrupted (spikedhs: resume with --resume)")
 
 
 if __name__ == "__main__":

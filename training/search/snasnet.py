@@ -155,19 +155,31 @@ def score_genotype(genotype, inputs, steps: int, seed: int = 0) -> float:
 
 
 # ------------------------------------------------------------------------------ the search
-def run_snasnet(args, log=print) -> dict:
+def run_snasnet(args, log=print, overwrite: bool = False) -> dict:
     """The SNASNet search as the command line says (``args``): draw, score and rank random cells,
-    write ``snasnet.jsonl`` and the best cell's genotype ``searched.yaml``."""
+    write ``snasnet.jsonl`` and the best cell's genotype ``searched.yaml``.
+
+    ``--out`` is taken as training takes its folder (``runlog.claim``: locked for the search's life; a
+    folder that holds a run is refused unless ``overwrite`` deletes its files). There is no resume: the
+    search is one deterministic pass that writes its results at the end, so running it again redoes it."""
     import torch
 
-    from ..distributed import setup, teardown
     from ..errors import TrainError
+    from ..runlog import claim
 
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ("candidates", "batch", "top", "nodes"):
         if getattr(args, name) < 1:
-            raise TrainError(f"--{name} must be at least 1")
+            raise TrainError(f"--{name} must be at least 1")  # before the folder is touched
+    with claim(Path(args.out), resume=False, overwrite=overwrite, log=log, resumable=False):
+        return _search(args, log)
+
+
+def _search(args, log) -> dict:
+    """Draw, score (on every process), gather, and write the results (main process)."""
+    from ..distributed import setup, teardown
+
     template, base = _base_genotype(args)
     inputs, pick, steps = _scoring_batch(args, base)
     dist = setup("cpu")

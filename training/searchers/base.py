@@ -4,7 +4,6 @@ searchers join (``SEARCHERS``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 from compiler.edit import locate, neuron_layer_names
 from compiler.ir import Genotype
 
+from .. import runlog
 from ..errors import TrainError
 
 
@@ -122,10 +122,11 @@ class Searcher:
         pass
 
     def record(self, row: dict) -> None:
+        """One row of ``NAME.jsonl``, appended as a metrics row is (``runlog.append_row``: one write of a
+        whole line, fsynced); resume cuts the log back to the checkpoint's epochs (``runlog.repair``)."""
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            runlog.append_row(self.log_path, row)
 
 
 # Option name (``cfg.dgs`` ...) -> searcher class; each class registers itself (``@register``) with
