@@ -56,3 +56,50 @@ def check_device(device: str) -> None:
         raise TrainError(f"--device {device}: this torch has no usable CUDA device", "use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise TrainError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
+
+
+def given_options(parser, argv: list[str] | None) -> dict:
+    """The options the command line ``argv`` gives explicitly (dest -> parsed value), defaults left
+    out: ``parser`` parsed once more with every default (sub-commands' too) suppressed."""
+    import argparse
+    import sys
+
+    actions, stack = [], [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            actions.append(action)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    saved = [(a, a.default) for a in actions]
+    for action, _ in saved:
+        action.default = argparse.SUPPRESS
+    try:
+        return vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+# what names the run rather than configures it: the folder may have moved, the genotype file is read
+# from the checkpoint on resume (its path is only a record)
+RESUME_IGNORES = {"out", "genotype", "space", "resume", "overwrite"}
+
+
+def check_resume_options(given: dict, saved: dict, may_change: set[str], where: str) -> None:
+    """``--resume`` continues a run with the configuration it was started with; an option given again
+    with another value would be ignored without a word, so it is a ``TrainError`` naming it. The same
+    value, and the options in ``may_change``, pass."""
+    import json
+
+    def norm(v):
+        return json.loads(json.dumps(v, default=str))
+
+    for dest, value in sorted(given.items()):
+        if dest in may_change or dest in RESUME_IGNORES or dest not in saved or value is None:
+            continue
+        if norm(value) != norm(saved[dest]):
+            option = f"--{dest.replace('_', '-')}"
+            free = ", ".join(sorted("--" + m.replace("_", "-") for m in may_change))
+            raise TrainError(f"{option} {value!r}: the run in {where} was started with {saved[dest]!r}, and "
+                             "--resume keeps the configuration it was started with",
+                             f"resume without it (only {free} may change), or start a new run")

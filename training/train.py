@@ -169,7 +169,14 @@ def _resume(cfg, out: Path, resume_overrides: dict | None):
         raise TrainError(f"{out}: no last.pt to resume from", "train without --resume first")
     ck = ckpt_io.load(path)
     ckpt_io.check_resumable(ck, path, {f.name for f in dc.fields(type(cfg))})
-    saved = {**ck["config"], **(resume_overrides or {})}
+    overrides = dict(resume_overrides or {})
+    given = overrides.pop("given", None)
+    if given is not None:
+        from .options import check_resume_options
+
+        check_resume_options(given, ck["config"], {*overrides, "quiet", "threads", "stop_after", "epochs",
+                                                   "max_batches"}, str(out))
+    saved = {**ck["config"], **overrides}
     saved.setdefault("stop_after", None)
     try:
         return ck, type(cfg)(**saved)
@@ -361,7 +368,8 @@ def _epoch_line(row: dict, cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     from compiler import GenotypeError
 
     from .errors import TrainError
@@ -373,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet:
             keep["quiet"] = True
         keep["stop_after"] = args.stop_after
+        if args.resume:
+            from .options import given_options
+
+            keep["given"] = given_options(p, argv)
         summary = run(cfg, resume=args.resume, resume_overrides=keep, overwrite=args.overwrite)
         best = summary["best"]
         if int(os.environ.get("RANK", "0")) == 0:

@@ -27,6 +27,7 @@ from ..config import TrainConfig, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
 from ..loop import Trainer, epoch_generators, make_optimizer
+from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
@@ -199,16 +200,17 @@ def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[: n // 2]), sorted(order[n // 2:])
 
 
-def run_search(sc: SearchConfig, resume: bool = False, log=print, overwrite: bool = False) -> dict:
+def run_search(sc: SearchConfig, resume: bool = False, log=print, overwrite: bool = False,
+               given: dict | None = None) -> dict:
     """Search as ``sc`` says; returns the summary (decoded architecture, genotype path).
 
     The run folder is taken as training takes it (``runlog.claim``: locked for the search's life; a
     folder that holds a run is refused unless ``resume`` continues it or ``overwrite`` deletes its files)."""
     with claim(Path(sc.out), resume=resume, overwrite=overwrite, log=log):
-        return _search(sc, resume, log)
+        return _search(sc, resume, log, given)
 
 
-def _resumed_config(out: Path, sc: SearchConfig) -> tuple[dict, SearchConfig]:
+def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> tuple[dict, SearchConfig]:
     """The checkpoint ``out/last.pt`` and the configuration it was searched with (this invocation's
     ``stop_after``); a checkpoint that is not an architecture search's is a ``TrainError``."""
     ck = ckpt_io.load(out / "last.pt")
@@ -217,10 +219,12 @@ def _resumed_config(out: Path, sc: SearchConfig) -> tuple[dict, SearchConfig]:
     if not isinstance(saved, dict) or not set(saved) <= names:
         raise TrainError(f"{out / 'last.pt'}: not a checkpoint of python -m training.search spikedhs",
                          "resume it with the command that wrote it (python -m training.train for a training run)")
+    if given is not None:  # options given again must agree with the run's (only --stop-after may change)
+        check_resume_options(given, saved, {"stop_after"}, str(out))
     return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
 
 
-def _search(sc: SearchConfig, resume: bool, log) -> dict:
+def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
     from ..train import load_data
@@ -228,7 +232,7 @@ def _search(sc: SearchConfig, resume: bool, log) -> dict:
     out = Path(sc.out)
     ck = None
     if resume:
-        ck, sc = _resumed_config(out, sc)
+        ck, sc = _resumed_config(out, sc, given)
     if sc.threads:
         torch.set_num_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)

@@ -102,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     from compiler import GenotypeError
 
     from ..errors import TrainError
@@ -117,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
         names = {f.name for f in dataclasses.fields(SearchConfig)}
         sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-        summary = run_search(sc, resume=args.resume, overwrite=args.overwrite)
+        given = None
+        if args.resume:
+            from ..options import given_options
+
+            given = given_options(p, argv)
+        summary = run_search(sc, resume=args.resume, overwrite=args.overwrite, given=given)
         if "genotype" in summary:
             print(f"searched genotype: {summary['genotype']}")
         return 0
