@@ -1,10 +1,10 @@
 """Transfer of the shipped stereo model: held-out synthetic scenes and the Motorcycle pair (not a test).
 
-    python benchmarks/bench_transfer.py --snn models/stereo_small.pt --relu runs/stereo_small_relu/best.pt \
+    python benchmarks/bench_transfer.py --snn models/stereo_small.pt --relu models/stereo_small_relu.pt \
         [--seeds 1000-1023] [--seconds 2] [--threads 1] [--json out.json]
 
-Scores the spiking model, its ReLU twin (same genotype and training command, ``--set
-neuron.kind=relu``) and the constant prediction (the median disparity of the model's training data)
+Scores the spiking model, its ReLU twin (same genotype and training budget, ``--set
+neuron.kind=relu``; docs/training.md) and the constant prediction (the median disparity of the model's training data)
 side by side, streaming each recording from a zero state with the first ``burn_in`` windows unscored.
 Also shown: ``oracle``, the best constant in hindsight (the median of the scored ground truth itself),
 a harder reference than the constant of the issue's targets.
