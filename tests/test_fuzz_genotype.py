@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler import GenotypeError, loads_genotype, plan
-from compiler.genotype import NAME_RE, parse_genotype
+from compiler.genotype import parse_genotype
 from compiler.ir import Genotype
 from compiler.names import RESERVED_NAMES
 from compiler.overrides import apply_overrides
+from compiler.reader import NAME_RE
 
 BASE = {name: yaml.safe_load((GENOTYPES / f"{name}.yaml").read_text()) for name in ("cifar10", "stereo_small")}
 for _name, _data in BASE.items():

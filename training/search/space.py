@@ -11,7 +11,7 @@ per network, how its cells are searched::
       feature: {cell: feature, layers: 2, start_level: 0, end_level: 0}
 
 Errors are the genotype parser's: one line with file, line, key path and a fix
-(``compiler.genotype.Ctx`` / ``MapReader``). The torch modules live in ``supernet.py``.
+(``compiler.reader.Ctx`` / ``MapReader``). The torch modules live in ``supernet.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.errors import GenotypeError, close_match_hint
-from compiler.genotype import Ctx, MapReader, check_type, load_genotype
+from compiler.genotype import load_genotype
 from compiler.ir import CellLayer, Genotype
+from compiler.reader import Ctx, MapReader, check_type
 from compiler.registry import OPS
 from compiler.yamlio import join_path, load_yaml
 
