@@ -54,8 +54,9 @@ def load_model(path: str):
     return model, g, cfg
 
 
-def training_median(cfg, g) -> float:
-    """The median valid disparity of the training data of ``cfg`` (the constant baseline's value).
+def training_disparities(cfg, g) -> np.ndarray:
+    """Every valid ground-truth disparity of the training data of ``cfg`` (its median is the constant
+    baseline's value).
 
     The ground truth of a synthetic recording does not depend on its events, so it is computed from
     the scenes directly, at every ground-truth time of every training recording, as
@@ -76,7 +77,7 @@ def training_median(cfg, g) -> float:
         for k in range(1, int(np.floor(c.seconds * c.gt_hz + 1e-9)) + 1):
             d = c.focal_baseline / scene.ground_truth(int(round(k * 1e6 / c.gt_hz)))
             values.append(d[np.isfinite(d) & (d > 0)])
-    return float(np.median(np.concatenate(values)))
+    return np.concatenate(values)
 
 
 def encode(rec, g):
@@ -178,9 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             print("error: the two checkpoints take different input sizes", file=sys.stderr)
             return 2
         models["relu"] = (relu, cfg_relu)
-    constant = args.constant if args.constant is not None else training_median(cfg, g)
-    print(f"constant: {constant:.3f} px (median disparity of the training data, seeds "
-          f"{cfg.train_seeds[0]}-{cfg.train_seeds[-1]})")
+    if args.constant is not None:
+        constant = args.constant
+        print(f"constant: {constant:.3f} px (given)")
+    else:
+        train = training_disparities(cfg, g)
+        constant = float(np.median(train))
+        top = g.head.max_disparity
+        print(f"constant: {constant:.3f} px (median disparity of the training data, seeds "
+              f"{cfg.train_seeds[0]}-{cfg.train_seeds[-1]}); its largest {train.max():.2f} px, "
+              f"{100 * np.mean(train > top):.2f} % of its valid pixels beyond the model's {top:g} px "
+              "(left out of the loss)")
     held = held_out_sequences(g, args.seeds, args.seconds)
     result = {"held_out": score(models, held, cfg.burn_in, constant), "by_scene_type": {}}
     print_block(f"held-out synthetic scenes, seeds {args.seeds[0]}-{args.seeds[-1]} ({args.seconds:g} s, "

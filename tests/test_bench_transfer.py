@@ -34,3 +34,23 @@ def test_bench_transfer_tiny(tmp_path, capsys):
         assert rows["snn"]["valid_pixels"] == rows["constant"]["valid_pixels"] > 0
         assert 0.0 <= rows["snn"]["one_pixel_accuracy_pct"] <= 100.0
     assert len(result["targets"]) == 3 and "targets" in capsys.readouterr().out
+
+
+def test_training_disparities_are_the_training_ground_truth():
+    """The constant's value comes from the training data's ground truth, as training.data makes it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from compiler import load_genotype
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_transfer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    g = load_genotype(ROOT / "genotypes" / "stereo_small.yaml")
+    d = bench_transfer.training_disparities(SimpleNamespace(train_seeds=[100], seconds=0.2), g)
+    # 0.2 s at the ground-truth rate: 4 maps of the 112 x 144 training recording (96 x 128 + margin 16)
+    assert d.ndim == 1 and 0 < d.size <= 4 * 112 * 144
+    assert np.isfinite(d).all() and (d > 0).all()
