@@ -118,16 +118,20 @@ def gt_overlap(recording: Any, starts: np.ndarray, ends: np.ndarray, gt_idx: np.
 
 
 def describe(
-    recording: Any, *, window_us: int, start_us: int | None = None, gt_protocol: str = "full"
+    recording: Any, *, window_us: int, start_us: int | None = None, gt_protocol: str = "full",
+    anchors_us: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """What a run on ``recording`` uses: rectification, fB (its source, and a calibration file's fB
-    compared with it), windows, ground truth."""
+    compared with it), windows, ground truth. ``anchors_us``: the windows end at these times (DSEC
+    benchmark timestamps) and the ground truth is not read."""
     from runtime.sources import window_plan
 
-    _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us)
+    _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us, anchors_us=anchors_us)
     lengths = (ends - starts) / 1000.0
-    with_gt = 0 if gt_idx is None else int((gt_idx >= 0).sum())
+    with_gt = 0 if gt_idx is None or anchors_us is not None else int((gt_idx >= 0).sum())
     policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
+    if anchors_us is not None:
+        policy, gt_idx = "back to back, ending at the DSEC benchmark timestamps (--dsec-timestamps)", None
     return {
         "rectification": getattr(recording, "rectification", "unknown"),
         "rectify_rounding": getattr(recording, "rectify_rounding", None),
@@ -141,5 +145,5 @@ def describe(
             "length_ms": [float(lengths.min()), float(lengths.max())] if len(ends) else None,
         },
         "ground_truth": gt_protocol,
-        "gt_overlap": gt_overlap(recording, starts, ends, gt_idx),
+        "gt_overlap": None if anchors_us is not None else gt_overlap(recording, starts, ends, gt_idx),
     }

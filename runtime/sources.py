@@ -168,7 +168,8 @@ class Window:
 
 
 def window_ends(
-    recording: Recording, *, window_us: int = 50_000, start_us: int | None = None
+    recording: Recording, *, window_us: int = 50_000, start_us: int | None = None,
+    anchors_us: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The windows that tile a recording back to back: their end times, and the ground truth they end at.
 
@@ -187,12 +188,15 @@ def window_ends(
     DSEC's 10 Hz ground truth with 50 ms windows gives two windows per map, the second with ground
     truth; MVSEC's 20 Hz gives one. Windows between maps that are not a whole number of windows
     apart are longer or shorter than ``window_us`` (3/4 to 3/2 of it).
+
+    ``anchors_us`` (int64 [m], increasing): times the windows end at in place of the ground truth's
+    (DSEC's benchmark timestamps, ``runtime.stream.submission``); ``gt`` then indexes them.
     """
     if window_us <= 0:
         raise ValueError(f"window_us must be positive, got {window_us}")
     begin = recording.t_start_us if start_us is None else int(start_us)
     end = int(recording.t_end_us)
-    gt = recording.gt_timestamps_us
+    gt = recording.gt_timestamps_us if anchors_us is None else anchors_us
     if gt is None or not len(gt):
         n = max(0, (end - begin) // window_us)
         return begin + window_us * np.arange(1, n + 1, dtype=np.int64), None
@@ -243,6 +247,7 @@ def window_plan(
     max_windows: int | None = None,
     gt_indices: Sequence[int] | None = None,
     numbers: Sequence[int] | None = None,
+    anchors_us: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Which windows ``windows`` yields: window numbers, start and end times, ground-truth indices.
 
@@ -251,9 +256,9 @@ def window_plan(
     (in that order); given ``gt_indices``, only those ending at these ground-truth maps (in that
     order; an index without a window is skipped); then at most ``max_windows`` of them. Each array
     is int64 [n]; the ground-truth indices are -1 for a window without ground truth, or None when
-    the recording has none.
+    the recording has none (with ``anchors_us``: indices into the anchors, see ``window_ends``).
     """
-    ends, gt_idx = window_ends(recording, window_us=window_us)
+    ends, gt_idx = window_ends(recording, window_us=window_us, anchors_us=anchors_us)
     starts = np.concatenate([ends[:1] - window_us, ends[:-1]]).astype(np.int64)
     number = np.arange(len(ends), dtype=np.int64)
     if start_us is not None:  # the same windows and numbers whatever the start: chunks equal one run
@@ -283,6 +288,7 @@ def windows(
     crop: tuple[int, int] | None = None,
     encoder: Encoder | None = None,
     gt_protocol: str = "full",
+    anchors_us: np.ndarray | None = None,
 ) -> Iterator[Window]:
     """Read, encode and time consecutive windows of both cameras: the one window pipeline.
 
@@ -291,6 +297,8 @@ def windows(
     ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder`` replaces it); ``crop``
     = (h, w) takes the centre of the encoded frames and of the ground truth; ``gt_protocol``
     (``runtime.protocol.GT_PROTOCOLS``) may quantise, cap or mask the ground truth as DDES does.
+    ``anchors_us``: the windows end at these times instead of at the ground truth's (``window_ends``),
+    and no ground truth is read (each window's ``t1_us`` is its anchor).
     """
     from runtime.protocol import apply_gt_protocol, check_gt_protocol
 
@@ -302,7 +310,10 @@ def windows(
         max_windows=max_windows,
         gt_indices=gt_indices,
         numbers=numbers,
+        anchors_us=anchors_us,
     )
+    if anchors_us is not None:
+        gt_idx = None
     H, W = int(recording.height), int(recording.width)
     box = center_box(H, W, crop)
     if encoder is None:

@@ -125,6 +125,18 @@ def _parser() -> argparse.ArgumentParser:
         help="write predicted disparity maps as .npy and PNG (events | prediction | ground truth)",
     )
     p.add_argument(
+        "--dsec-submission",
+        metavar="DIR",
+        help="DSEC disparity benchmark: write DIR/<sequence>/<file_index>.png (uint16, disparity * 256) for "
+        "each timestamp of the sequence's evaluation CSV, windows ending there (docs/runtime.md)",
+    )
+    p.add_argument(
+        "--dsec-timestamps",
+        metavar="CSV",
+        help="the evaluation timestamps (timestamp_us, file_index), a CSV or the unzipped "
+        "test_disparity_timestamps folder (default: <sequence folder>/<sequence>.csv)",
+    )
+    p.add_argument(
         "--load-state", metavar="NPZ", help="start from a state saved by --save-state (chunked runs)"
     )
     p.add_argument("--save-state", metavar="NPZ", help="save the final state (to continue with --load-state)")
@@ -210,6 +222,16 @@ def _main(args: argparse.Namespace) -> int:
         raise RuntimeInputError(
             args.onnx, f"snn.task is {stream.spec.task!r}; runtime.stream streams stereo models"
         )
+    submission = None
+    if args.dsec_submission:
+        from .submission import prepare
+
+        submission = prepare(stream, args.dsec_submission, args.dsec_timestamps)
+        if stream.recording.gt_timestamps_us is not None:
+            stream.warnings.append(f"--events {args.events}: its ground truth is not scored: the windows end at "
+                                   "the --dsec-timestamps times")
+    elif args.dsec_timestamps:
+        raise RuntimeInputError("--dsec-timestamps", "applies with --dsec-submission DIR")
     if args.load_state:
         stream.set_state(load_state(args.load_state), where=f"--load-state {args.load_state}")
     with stream:
@@ -233,6 +255,8 @@ def _main(args: argparse.Namespace) -> int:
                     gt=result.gt,
                     left=result.left,
                 )
+            if submission is not None:
+                submission.write(result.t1_us, result.disparity)
             if bar is not None:
                 bar.update(1)
                 if result.mean_disparity_error_px is not None:
@@ -245,6 +269,8 @@ def _main(args: argparse.Namespace) -> int:
                 "no window to stream (recording too short, or --start past its end)",
             )
         report = stream.report()
+        if submission is not None:  # present only with --dsec-submission
+            report["dsec_submission"] = submission.section()
         problem = quality_problem(report, args.max_dropped)
         if problem:  # the report, if asked for, says why and withholds the accuracy; nothing else is written
             report.update(error=problem, accuracy=None)
@@ -261,6 +287,13 @@ def _main(args: argparse.Namespace) -> int:
             print(f"report    {args.report}")
         if save_dir is not None:
             print(f"saved     disparity maps in {save_dir}/")
+        if submission is not None:
+            sub = report["dsec_submission"]
+            print(f"dsec      {sub['written']} of {sub['expected']} predictions in {sub['folder']}/"
+                  + ("" if sub["complete"] else " (incomplete: --max-steps or --start stopped it)"))
+    if submission is not None and not report["dsec_submission"]["complete"]:
+        print(f"warning: --dsec-submission: wrote {report['dsec_submission']['written']} of "
+              f"{report['dsec_submission']['expected']} predictions; the submission is incomplete", file=sys.stderr)
     return 0
 
 

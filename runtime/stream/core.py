@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.contract import ModelSpec
-from runtime.errors import RuntimeInputError, first_line
-from runtime.events import DataError
+from runtime.errors import RuntimeInputError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
@@ -27,6 +25,7 @@ from runtime.metrics import (
 from runtime.session import SNNSession, StepOutput
 from runtime.statefile import check_state
 
+from .opening import crop_size, open_source
 from .quality import Quality
 
 MAX_START_S = 10**9  # seconds into a recording (30 years)
@@ -55,82 +54,6 @@ class StepResult:
     window: int = 0  # the window's number in its recording (runtime.sources.window_ends)
     has_events: bool = True  # False when both inputs are all zero (no event, or events that cancel)
     non_finite_pixels: int = 0  # pixels of the output that are NaN or inf (never scored)
-
-
-# --------------------------------------------------------------------------- sources
-def open_source(
-    events: str | Path | None,
-    spec: ModelSpec,
-    *,
-    seed: int = 0,
-    seconds: float | None = None,
-    calib: str | Path | None = None,
-    rectify: bool = True,
-    fb: float | None = None,
-    rectify_rounding: str = "round",
-    synth: Mapping[str, Any] | None = None,
-) -> Any:
-    """Open a recording: None = the built-in synthetic stereo stream at the model's size.
-
-    ``calib``, ``rectify``, ``rectify_rounding`` and ``fb`` apply to recordings read from files
-    (``runtime.sources.open_recording``); ``synth`` (``SynthConfig`` fields, e.g.
-    ``{"textures": "heldout"}``) to the built-in synthetic stream.
-    """
-    from runtime import sources
-
-    where = f"--events {events}" if events is not None else "synthetic source"
-    if events is not None and not Path(events).exists():
-        raise RuntimeInputError(where, "no such file or folder")
-    if calib is not None and not Path(calib).is_dir():
-        raise RuntimeInputError(f"--calib {calib}", "no such folder")
-    kwargs: dict[str, Any] = {"seed": seed}
-    if events is None:
-        for name, value in (("--calib", calib), ("--fb", fb), ("--no-rectify", None if rectify else True),
-                            ("--rectify-rounding", None if rectify_rounding == "round" else rectify_rounding)):
-            if value is not None:
-                raise RuntimeInputError(name, "applies to recordings read from files (--events)")
-        kwargs.update(height=spec.encoding.height, width=spec.encoding.width, **(synth or {}))
-        if seconds is not None:
-            kwargs["seconds"] = seconds
-    else:
-        if synth:  # named as its command-line option
-            flag = "--" + next(iter(synth)).replace("_", "-")
-            raise RuntimeInputError(flag, "applies to the built-in synthetic source (no --events)")
-        kwargs.update(calib=None if calib is None else str(calib), rectify=rectify, fb=fb,
-                      rectify_rounding=rectify_rounding)
-    try:
-        return sources.open_recording(None if events is None else str(events), **kwargs)
-    except RuntimeInputError:
-        raise
-    except DataError as exc:
-        message = first_line(exc)
-        prefix = f"{events}: "  # the data layer names the file itself: say it once
-        raise RuntimeInputError(where, message.removeprefix(prefix) if events is not None else message) from None
-    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-        msg = first_line(exc)  # the synthetic source's are about its options (SynthConfig's checks)
-        raise RuntimeInputError(where, f"cannot read it: {msg}" if events is not None else msg) from None
-
-
-def _crop_size(
-    src_hw: tuple[int, int], dst_hw: tuple[int, int], crop: str, where: str
-) -> tuple[int, int] | None:
-    """The centre crop (h, w) that fits a recording of ``src_hw`` to the model's ``dst_hw``, or None."""
-    if src_hw == dst_hw:
-        return None
-    (sh, sw), (dh, dw) = src_hw, dst_hw
-    if crop != "center":
-        raise RuntimeInputError(
-            where,
-            f"the recording is {sw}x{sh} but the model expects {dw}x{dh} (snn.encoding); "
-            f"pass --crop center to take its centre {dw}x{dh}",
-        )
-    if sh < dh or sw < dw:
-        raise RuntimeInputError(
-            where,
-            f"the recording ({sw}x{sh}) is smaller than the model's input ({dw}x{dh}); "
-            "a centre crop cannot make it fit",
-        )
-    return dh, dw
 
 
 # --------------------------------------------------------------------------- the stream
@@ -221,6 +144,9 @@ class Stream:
         self._had_gt = False
         self._fb: float | None = None
         self._quality = Quality(self._spikes)
+        # times the windows must end at in place of the ground truth's (int64 [n], increasing; set before
+        # streaming): the DSEC benchmark timestamps of runtime.stream.submission; ground truth is then not read
+        self.window_anchors_us: np.ndarray | None = None
 
     # ------------------------------------------------------------ source
     @property
@@ -257,7 +183,7 @@ class Stream:
         rec, enc = self.recording, self.spec.encoding
         start_us = None if self.start_s is None else int(rec.t_start_us) + int(round(self.start_s * 1e6))
         where = f"--events {self.events}" if self.events is not None else "synthetic source"
-        crop = _crop_size((int(rec.height), int(rec.width)), (enc.height, enc.width), self.crop, where)
+        crop = crop_size((int(rec.height), int(rec.width)), (enc.height, enc.width), self.crop, where)
         self._describe(rec, start_us, where)
         return sources.windows(
             rec,
@@ -268,6 +194,7 @@ class Stream:
             crop=crop,
             encoder=self._encoder,
             gt_protocol=self.gt_protocol,
+            anchors_us=self.window_anchors_us,
         )
 
     def _describe(self, rec: Any, start_us: int | None, where: str) -> None:
@@ -279,7 +206,8 @@ class Stream:
         if self._protocol is not None:
             return
         self._protocol = describe(
-            rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol
+            rec, window_us=self.spec.encoding.window_us, start_us=start_us, gt_protocol=self.gt_protocol,
+            anchors_us=self.window_anchors_us,
         )
         for check in (self._protocol["fb_check"], self._protocol["gt_overlap"]):
             if check and check["warning"]:
