@@ -107,3 +107,12 @@ def step_both(model, session, steps: int, seed: int = 0, batch: int = 2):
         res = dict(zip(out_names, session.run(None, {**x, **ort_state}), strict=True))
         ort_state = {f"state_in.{n}": res[f"state_out.{n}"] for n in names}
         yield out, state, res
+
+# A tiny SpikeDHS search space over the CIFAR genotype (2 layers, 3 candidates): the search tests' own.
+TINY_SEARCH_SPACE = f"""search_space: 1
+base: {GENOTYPES / "cifar10.yaml"}
+candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
+nodes: 2
+networks:
+  backbone: {{cell: cell, layers: 2, start_level: 0, end_level: 1}}
+"""

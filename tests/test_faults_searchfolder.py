@@ -17,19 +17,13 @@ import pytest
 import torch
 
 import training.runlog
-from tests.helpers import GENOTYPES
+from tests.helpers import GENOTYPES, TINY_SEARCH_SPACE
 from tests.test_faults_runfolder import Crash, _crash_at
 from training.errors import TrainError
 
 torch.set_num_threads(1)
 TIMING = ("train_s", "eval_s")
-SPACE = f"""search_space: 1
-base: {GENOTYPES / "cifar10.yaml"}
-candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
-nodes: 2
-networks:
-  backbone: {{cell: cell, layers: 2, start_level: 0, end_level: 1}}
-"""
+SPACE = TINY_SEARCH_SPACE
 # The digits at 8x8 on a 2-layer trellis of 4-8 channels, one step: about 0.2 s per search here.
 OVERRIDES = ["input.height=8", "input.width=8", "input.channels=1", "networks.backbone.node_channels=[4,4,8]",
              "networks.backbone.layers[0].channels=4", "input.timesteps=1"]

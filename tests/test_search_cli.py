@@ -12,16 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import GENOTYPES, ROOT
+from helpers import GENOTYPES, ROOT, TINY_SEARCH_SPACE
 
 DIGITS = ["--set", "input.height=8", "--set", "input.width=8", "--set", "input.channels=1"]
-SPACE = f"""search_space: 1
-base: {GENOTYPES / "cifar10.yaml"}
-candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
-nodes: 2
-networks:
-  backbone: {{cell: cell, layers: 2, start_level: 0, end_level: 1}}
-"""
+SPACE = TINY_SEARCH_SPACE
 SMALL_CLA = [*DIGITS, "--set", "networks.backbone.node_channels=[4,4,8]", "--set",
              "networks.backbone.layers[0].channels=4", "--set", "input.timesteps=1"]
 
