@@ -64,3 +64,18 @@ def test_init_cli_bad_file_is_one_line(tmp_path, capsys):
                    "--init", str(path), *sum((["--set", s] for s in SMALL), []), "--quiet", "--no-tensorboard"])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and err.startswith("error: ") and "\n" not in err and str(path) in err, err
+
+
+def test_a_run_refused_before_writing_leaves_no_folder(tmp_path, capsys):
+    """A start that fails before writing anything (here a bad --init) removes the run folder it made;
+    a folder that existed before is kept."""
+    from training.train import main
+
+    args = [str(GENOTYPES / "cifar10.yaml"), "--data", "digits", "--init", str(tmp_path / "absent.pt"),
+            *sum((["--set", s] for s in SMALL), []), "--quiet", "--no-tensorboard"]
+    assert main([*args, "--out", str(tmp_path / "new" / "run")]) == 2
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()
+    assert main([*args, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
+    capsys.readouterr()

@@ -177,6 +177,10 @@ def claim(out: Path, *, resume: bool, overwrite: bool, log=print, resumable: boo
             for done in prepare(out, resume=resume, overwrite=overwrite, resumable=resumable):
                 log(f"{out}: {done}")
         yield
+    except TrainError:  # refused (bad input, nothing to resume): a folder this start made and left
+        if lock is not None:  # empty goes again; after a crash the folder stays as it is
+            lock.release(remove_if_created=True)
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -193,10 +197,12 @@ class RunLock:
         self.out = Path(out)
         self.path = self.out / LOCK
         self.fd: int | None = None
+        self.created = False  # whether acquire made the folder (removed again if a refused start left it empty)
 
     def acquire(self) -> str | None:
         """Take the lock; returns a note when it took over a stale one. Raises ``TrainError`` when a
         live run holds it."""
+        self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -222,13 +228,16 @@ class RunLock:
             return f"took over a stale lock ({stale}): that run ended without releasing it" if stale else None
         raise TrainError(f"{self.path}: cannot take the lock (it keeps changing)")
 
-    def release(self) -> None:
+    def release(self, remove_if_created: bool = False) -> None:
         if self.fd is None:
             return
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
+        if remove_if_created and self.created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only succeeds while the folder is empty
 
 
 def _read(fd: int) -> str:
