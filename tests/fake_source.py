@@ -105,3 +105,14 @@ def install() -> None:
     sys.modules["runtime.encoding"] = encoding
     runtime.sources = sources  # type: ignore[attr-defined]
     runtime.encoding = encoding  # type: ignore[attr-defined]
+
+
+def patch_in(monkeypatch: Any) -> None:
+    """``install`` for one test: the fake modules through pytest's ``monkeypatch`` (undone after it)."""
+    import runtime
+
+    sources, encoding = fake_modules()
+    monkeypatch.setitem(sys.modules, "runtime.sources", sources)
+    monkeypatch.setitem(sys.modules, "runtime.encoding", encoding)
+    monkeypatch.setattr(runtime, "sources", sources, raising=False)
+    monkeypatch.setattr(runtime, "encoding", encoding, raising=False)

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import torch
 from contract_models import stereo_model
-from fake_source import FakeRecording, fake_modules, identity_encoder
+from fake_source import FakeRecording, identity_encoder, patch_in
 from helpers import ROOT, make_exact, small_genotype
 
-import runtime
 from compiler import build_model, export_onnx
 from runtime.errors import RuntimeInputError
 from runtime.multistream import MultiSession, MultiStream
@@ -140,11 +139,7 @@ def test_slots_partial_steps_and_state(model_path):
 
 @pytest.fixture
 def fake_data(monkeypatch):
-    sources, encoding = fake_modules()
-    monkeypatch.setitem(sys.modules, "runtime.sources", sources)
-    monkeypatch.setitem(sys.modules, "runtime.encoding", encoding)
-    monkeypatch.setattr(runtime, "sources", sources, raising=False)
-    monkeypatch.setattr(runtime, "encoding", encoding, raising=False)
+    patch_in(monkeypatch)
 
 
 def test_command_line(tmp_path, fake_data, capsys):

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from contract_models import stereo_model
-from fake_source import fake_modules
+from fake_source import patch_in
 
-import runtime
 from runtime.stream import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +31,7 @@ def model_path(tmp_path_factory):
 @pytest.fixture
 def fake_data(monkeypatch):
     """Replace the data layer by the in-memory fake for in-process runs."""
-    sources, encoding = fake_modules()
-    monkeypatch.setitem(sys.modules, "runtime.sources", sources)
-    monkeypatch.setitem(sys.modules, "runtime.encoding", encoding)
-    monkeypatch.setattr(runtime, "sources", sources, raising=False)
-    monkeypatch.setattr(runtime, "encoding", encoding, raising=False)
+    patch_in(monkeypatch)
 
 
 REPORT_KEYS = {
