@@ -141,7 +141,13 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(**kwargs)
 
 
-def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print, overwrite: bool = False) -> dict:
+# The options a resumed run takes from its new command line; any other given again must agree with the
+# run's own (training.options.check_resume_options).
+MAY_CHANGE_ON_RESUME = ("epochs", "stop_after", "threads", "max_batches", "quiet")
+
+
+def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print, overwrite: bool = False,
+        given: dict | None = None) -> dict:
     """Train as ``cfg`` says; returns the final summary (best and last metrics, paths).
 
     The run folder is locked for the run's life (the main process holds ``runlog.RunLock``) and checked
@@ -153,10 +159,10 @@ def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=pri
     if not resume:
         check_options(cfg)  # a typo in an option creates no folder
     with claim(Path(cfg.out), resume=resume, overwrite=overwrite, log=log):
-        return _run(cfg, resume, resume_overrides, log)
+        return _run(cfg, resume, resume_overrides, log, given)
 
 
-def _resume(cfg, out: Path, resume_overrides: dict | None):
+def _resume(cfg, out: Path, resume_overrides: dict | None, given: dict | None = None):
     """The checkpoint to continue and the configuration it was trained with (plus ``resume_overrides``);
     a checkpoint that cannot be continued exactly is a ``TrainError``."""
     import dataclasses as dc
@@ -169,14 +175,11 @@ def _resume(cfg, out: Path, resume_overrides: dict | None):
         raise TrainError(f"{out}: no last.pt to resume from", "train without --resume first")
     ck = ckpt_io.load(path)
     ckpt_io.check_resumable(ck, path, {f.name for f in dc.fields(type(cfg))})
-    overrides = dict(resume_overrides or {})
-    given = overrides.pop("given", None)
-    if given is not None:
+    if given is not None:  # the options of this command line, which must agree with the run's
         from .options import check_resume_options
 
-        check_resume_options(given, ck["config"], {*overrides, "quiet", "threads", "stop_after", "epochs",
-                                                   "max_batches"}, str(out))
-    saved = {**ck["config"], **overrides}
+        check_resume_options(given, ck["config"], set(MAY_CHANGE_ON_RESUME), str(out))
+    saved = {**ck["config"], **(resume_overrides or {})}
     saved.setdefault("stop_after", None)
     try:
         return ck, type(cfg)(**saved)
@@ -224,7 +227,7 @@ def _build(g):
                          "reduce its size (input, channels, disparities) or --batch-size") from None
 
 
-def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
+def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | None = None) -> dict:
     """The run in order: config or resume, model, data, searchers, the epoch loop (``Trainer.fit``);
     long because it is that sequence."""
     import torch
@@ -243,7 +246,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log) -> dict:
     out = Path(cfg.out)
     ck = None
     if resume:
-        ck, cfg = _resume(cfg, out, resume_overrides)
+        ck, cfg = _resume(cfg, out, resume_overrides, given)
     check_options(cfg)
     check_device(cfg.device)
     if cfg.threads:
@@ -376,16 +379,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
-        keep = {k: getattr(args, k) for k in ("epochs", "stop_after", "threads", "max_batches")}
-        keep = {k: v for k, v in keep.items() if v is not None}
-        if args.quiet:
-            keep["quiet"] = True
+        keep = {k: v for k in MAY_CHANGE_ON_RESUME if (v := getattr(args, k)) is not None and v is not False}
         keep["stop_after"] = args.stop_after
+        given = None
         if args.resume:
             from .options import given_options
 
-            keep["given"] = given_options(p, argv)
-        summary = run(cfg, resume=args.resume, resume_overrides=keep, overwrite=args.overwrite)
+            given = given_options(p, argv)
+        summary = run(cfg, resume=args.resume, resume_overrides=keep, overwrite=args.overwrite, given=given)
         best = summary["best"]
         if int(os.environ.get("RANK", "0")) == 0:
             if best.get("value") is not None:
