@@ -27,6 +27,7 @@ from runtime.recording import (
     ColumnReader,
     FileRecording,
     RowIndex,
+    applied_rounding,
     check_rounding,
     open_h5,
     read_rows,
@@ -193,10 +194,7 @@ class DsecRecording(FileRecording):
         if not t_lo:
             raise DataError(f"{self.folder}: no events in either camera")
         maps = self._rectify_maps(rectify)  # after the checks of the event files themselves
-        if not maps and rounding != "round":
-            raise DataError(f"{self.folder}: --rectify-rounding {rounding} applies to rectification maps and none "
-                            f"are applied here ({self.rectification})")
-        self.rectify_rounding = rounding if maps else None
+        self.rectify_rounding = applied_rounding(rounding, bool(maps), self.folder, self.rectification)
         for side, m in maps.items():
             reader = self._readers[side]
             reader.height, reader.width = self.height, self.width

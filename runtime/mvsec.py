@@ -22,6 +22,7 @@ from runtime.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
+    applied_rounding,
     check_rounding,
     open_h5,
     read_rows,
@@ -337,11 +338,8 @@ class MvsecRecording(FileRecording):
             )
         maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
         self._check_fb()
-        if maps is None and rounding != "round":
-            raise DataError(f"{path}: --rectify-rounding {rounding} applies to rectification maps and none are "
-                            f"applied here ({self.rectification})")
+        self.rectify_rounding = applied_rounding(rounding, maps is not None, path, self.rectification)
         if maps is not None:
-            self.rectify_rounding = rounding
             for side in SIDES:
                 x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
                 self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width, rounding)

@@ -128,10 +128,12 @@ def describe(
 
     _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us, anchors_us=anchors_us)
     lengths = (ends - starts) / 1000.0
-    with_gt = 0 if gt_idx is None or anchors_us is not None else int((gt_idx >= 0).sum())
-    policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
-    if anchors_us is not None:
-        policy, gt_idx = "back to back, ending at the DSEC benchmark timestamps (--dsec-timestamps)", None
+    if anchors_us is not None:  # the windows end at the benchmark timestamps; no ground truth is read
+        policy, with_gt, overlap = "back to back, ending at the DSEC benchmark timestamps (--dsec-timestamps)", 0, None
+    else:
+        policy = "back to back" if gt_idx is None else "back to back, ending at the ground-truth maps"
+        with_gt = 0 if gt_idx is None else int((gt_idx >= 0).sum())
+        overlap = gt_overlap(recording, starts, ends, gt_idx)
     return {
         "rectification": getattr(recording, "rectification", "unknown"),
         "rectify_rounding": getattr(recording, "rectify_rounding", None),
@@ -145,5 +147,5 @@ def describe(
             "length_ms": [float(lengths.min()), float(lengths.max())] if len(ends) else None,
         },
         "ground_truth": gt_protocol,
-        "gt_overlap": None if anchors_us is not None else gt_overlap(recording, starts, ends, gt_idx),
+        "gt_overlap": overlap,
     }

@@ -326,6 +326,15 @@ def check_rounding(rounding: str) -> None:
         raise ValueError(f"unknown rectification rounding {rounding!r}; one of {', '.join(RECTIFY_ROUNDINGS)}")
 
 
+def applied_rounding(rounding: str, maps_applied: bool, where: str, rectification: str) -> str | None:
+    """A reader's ``rectify_rounding``: ``rounding`` where maps are applied, else None; a rounding other
+    than the default asked for where no maps are applied is a ``DataError`` (it would change nothing)."""
+    if not maps_applied and rounding != "round":
+        raise DataError(f"{where}: --rectify-rounding {rounding} applies to rectification maps and none are "
+                        f"applied here ({rectification})")
+    return rounding if maps_applied else None
+
+
 def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int, rounding: str = "round") -> Transform:
     """Move raw events to rectified pixels: ``x' = x_map[y, x]``, ``y' = y_map[y, x]``, rounded to the
     nearest pixel (``rounding="round"``, numpy's ``rint``: halves to even) or down (``"floor"``).
