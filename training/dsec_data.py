@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from .config import DSEC_SPLITS
 from .data import RealOptions, Segment, StereoData, _open, encode_recording
 from .errors import TrainError
-
-DSEC_SPLITS = ("last20", "se-cff")
 
 # SE-CFF's split of DSEC's 41 training sequences (yonseivnl/se-cff,
 # src/components/datasets/dsec/constant.py, DATA_SPLIT['train'] and DATA_SPLIT['validation'], as in

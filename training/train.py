@@ -43,7 +43,9 @@ def _layers(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     """Every option of ``python -m training.train`` (a flat list, long by nature; docs/training.md)."""
-    from .config import TrainConfig
+    from runtime.recording import RECTIFY_ROUNDINGS
+
+    from .config import DSEC_SPLITS, TrainConfig
 
     d = TrainConfig(genotype="", out="")
     p = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[1],
@@ -85,14 +87,14 @@ def parser() -> argparse.ArgumentParser:
                    "(default: looked for under --data); DSEC sequences hold their own rectify_map.h5")
     g.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
                    help="use real events as stored (raw events are otherwise refused without rectification maps)")
-    g.add_argument("--rectify-rounding", choices=("round", "floor"), help="rectified event coordinates to the "
+    g.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, help="rectified event coordinates to the "
                    "nearest pixel (round, default, as DDES) or the one below (floor, as SE-CFF)")
     g.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline override, px*m (default: "
                    "MVSEC's per family, DSEC's calibration/cam_to_cam.yaml)")
     g.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="ground-truth protocol of MVSEC/DSEC: "
                    "full (default), ddes-full (1/7 px, >= 36.4 px dropped) or ddes (also the 15000-event mask); "
                    "docs/data.md")
-    g.add_argument("--dsec-split", choices=("last20", "se-cff"), help="DSEC held-out sequences: last20 (default: "
+    g.add_argument("--dsec-split", choices=DSEC_SPLITS, help="DSEC held-out sequences: last20 (default: "
                    "the last 20%% by name) or se-cff (SE-CFF's fixed validation list, all of it required)")
     g = p.add_argument_group("classification")
     g.add_argument("--timesteps", type=int, help="T: steps per image (default: the genotype's input.timesteps)")

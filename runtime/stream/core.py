@@ -115,7 +115,8 @@ class Stream:
         if gt_protocol not in GT_PROTOCOLS:
             raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
         if rectify_rounding not in RECTIFY_ROUNDINGS:
-            raise RuntimeInputError("--rectify-rounding", f"{rectify_rounding!r} is not one of round, floor")
+            raise RuntimeInputError("--rectify-rounding",
+                                    f"{rectify_rounding!r} is not one of {', '.join(RECTIFY_ROUNDINGS)}")
         if isinstance(energy_table, (str, Path)):
             energy_table = load_energy_table(energy_table)
         self.energy = energy_table or EnergyTable()
