@@ -179,7 +179,9 @@ def _synth_options(args: argparse.Namespace) -> dict:
     if args.textures is not None:
         options["textures"] = args.textures
     if args.scene_types is not None:
-        options["scene_types"] = tuple(n.strip() for n in args.scene_types.split(",") if n.strip())
+        from runtime.synth.config import split_names
+
+        options["scene_types"] = split_names(args.scene_types)
     return options
 
 

@@ -15,16 +15,11 @@ from collections.abc import Callable, Sequence
 
 from runtime.errors import ArgumentParser, run_main
 
-from .config import SCENE_TYPES, TEXTURE_SETS, SynthConfig
+from .config import SCENE_TYPES, TEXTURE_SETS, SynthConfig, split_names
 from .writer import check_name, write_mvsec
 
 CLI_SECONDS = 10.0  # the command line writes longer recordings than SynthConfig's in-memory default
 PROFILES: dict[str, Callable[..., SynthConfig]] = {"mvsec": SynthConfig, "dsec": SynthConfig.dsec_like}
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``room,corridor`` -> ("room", "corridor") (SynthConfig checks the names)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 # option -> (SynthConfig field, parser of its value, help); the default is the profile's field
@@ -32,7 +27,7 @@ KNOBS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--seed": ("seed", int, "everything random derives from it"),
     "--height": ("height", int, "image height, px"),
     "--width": ("width", int, "image width, px (focal length and fB scale with it)"),
-    "--scene-types": ("scene_types", _names, f"comma-separated scene types drawn from ({', '.join(SCENE_TYPES)})"),
+    "--scene-types": ("scene_types", split_names, f"comma-separated scene types drawn from ({', '.join(SCENE_TYPES)})"),
     "--textures": ("textures", str, "photographs used: all, train or heldout (the held-out half)"),
     "--photo-fraction": ("photo_fraction", float, "share of surfaces with a photograph; 0: procedural 1/f only"),
     "--objects": ("n_objects", int, "objects in front of the walls (twice as many in a clutter scene)"),
@@ -54,7 +49,7 @@ KNOBS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--hot-pixel-fraction": ("hot_pixel_fraction", float, "share of hot pixels"),
     "--hot-pixel-hz": ("hot_pixel_hz", float, "ON events per second of each hot pixel"),
 }
-METAVARS: dict[Callable[[str], object], str] = {int: "N", float: "X", _names: "LIST"}
+METAVARS: dict[Callable[[str], object], str] = {int: "N", float: "X", split_names: "LIST"}
 FLAGS = {field: flag for flag, (field, _, _) in KNOBS.items()} | {"seconds": "--seconds"}
 
 # Bounds of the numbers (docs/reliability.md), beyond SynthConfig's own checks: beyond them a run

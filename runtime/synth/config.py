@@ -21,6 +21,12 @@ SCENE_TYPES = ("room", "street", "clutter", "corridor")
 TEXTURE_SETS = ("all", "train", "heldout")
 
 
+def split_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list from a command line, ``room,corridor`` -> ("room", "corridor");
+    ``SynthConfig`` checks the names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Every knob of the generator; the defaults give an MVSEC-like recording.
