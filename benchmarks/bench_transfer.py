@@ -4,10 +4,10 @@
         [--seeds 1000-1023] [--seconds 2] [--threads 1] [--json out.json]
 
 Scores the spiking model, its ReLU twin (same genotype and training budget, ``--set
-neuron.kind=relu``; docs/training.md) and the constant prediction (the median disparity of the model's training data)
-side by side, streaming each recording from a zero state with the first ``burn_in`` windows unscored.
-Also shown: ``oracle``, the best constant in hindsight (the median of the scored ground truth itself),
-a harder reference than the constant of the issue's targets.
+neuron.kind=relu``; docs/training.md) and the constant prediction (the median disparity of the
+model's training data) side by side, streaming each recording from a zero state with the first
+``burn_in`` windows unscored. Also shown: ``oracle``, the best constant in hindsight (the median of
+the scored ground truth itself), a harder reference than the constant of the issue's targets.
 
 1. **Held-out synthetic scenes**: seeds that neither training nor checkpoint selection used (default
    1000-1023), at the model's input size, textured only with the photographs training never saw

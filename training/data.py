@@ -57,7 +57,7 @@ class RealOptions:
     rectify: bool = True
     fb: float | None = None
     gt_protocol: str = "full"
-    dsec_split: str = "last20"  # training.dsec_data.DSEC_SPLITS
+    dsec_split: str = "last20"  # training.config.DSEC_SPLITS
     rectify_rounding: str = "round"  # runtime.recording.RECTIFY_ROUNDINGS
 
     def describe(self) -> str:
