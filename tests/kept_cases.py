@@ -5,7 +5,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-
 from helpers import GENOTYPES, ROOT, SMALL
 
 # name -> how to build it: genotype stem, overrides, weights ("named" or a checkpoint), export options

@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from helpers import ROOT
 from kept_cases import CASES, CHECK_GENOTYPES, NIR_CASES, build_case
 

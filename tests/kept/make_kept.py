@@ -28,7 +28,7 @@ from kept_cases import CASES, CHECK_GENOTYPES, NIR_CASES, build_case  # noqa: E4
 def main() -> int:
     from compiler.build import main as build_main
     from compiler.export import save_onnx, to_onnx
-    from compiler.nir_export import write_nir, to_nir
+    from compiler.nir_export import to_nir, write_nir
 
     for name, case in CASES.items():
         model = build_case(case)
