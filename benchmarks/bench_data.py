@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runtime.encoding import event_count, sbt  # noqa: E402
-from runtime.events import to_tonic  # noqa: E402
-from runtime.synth import SynthConfig, generate, write_mvsec  # noqa: E402
+from runtime.data.encoding import event_count, sbt  # noqa: E402
+from runtime.data.events import to_tonic  # noqa: E402
+from runtime.data.synth import SynthConfig, generate, write_mvsec  # noqa: E402
 
 TONIC_ENV = "/tmp/tonic_env"
 

@@ -83,8 +83,8 @@ def speed_rows(size: str, steps: int, calib_windows: int, log) -> tuple[list[tup
 
 def held_out(proto, seeds=ACCURACY_SEEDS, burn_in: int = 2, seconds: float = 2.0) -> dict:
     """1PA, mean disparity error, firing rates and ms/step of one graph on held-out synthetic seeds."""
+    from runtime.data.sources import open_recording, windows
     from runtime.metrics import stereo_errors, summarize_errors
-    from runtime.sources import open_recording, windows
 
     meta = {p.key: p.value for p in proto.metadata_props}
     layers = json.loads(meta["snn.layers"])

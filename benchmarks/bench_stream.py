@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runtime.errors import RuntimeInputError  # noqa: E402
-from runtime.sources import Window  # noqa: E402
+from runtime.core.errors import RuntimeInputError  # noqa: E402
+from runtime.data.sources import Window  # noqa: E402
 from runtime.stream import Stream  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def _frames(stream: Stream, n: int, seed: int) -> tuple[list[Window], str]:
 
         frames = list(islice(stream.windows(), n))
         if len(frames) == n:
-            return frames, "synthetic (runtime.sources)"
+            return frames, "synthetic (runtime.data.sources)"
     except ImportError:
         pass
     enc = stream.spec.encoding
@@ -50,7 +50,7 @@ def _frames(stream: Stream, n: int, seed: int) -> tuple[list[Window], str]:
         lr = [((rng.random(shape) < 0.05) * rng.choice([-1.0, 1.0], size=shape)).astype(np.float32)
               for _ in range(2)]
         out.append(Window(i, i * enc.window_us, (i + 1) * enc.window_us, lr[0], lr[1]))
-    return out, "random SBT (runtime.sources not available: decode/encode not measured)"
+    return out, "random SBT (runtime.data.sources not available: decode/encode not measured)"
 
 
 def _build(genotype: str, overrides: list[str], out: Path) -> Any:

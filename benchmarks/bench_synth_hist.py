@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runtime.synth import SynthConfig  # noqa: E402
-from runtime.synth.scene import StereoScene  # noqa: E402
+from runtime.data.synth import SynthConfig  # noqa: E402
+from runtime.data.synth.scene import StereoScene  # noqa: E402
 
 PROFILES = {
     "mvsec": {

@@ -11,10 +11,10 @@ the scored ground truth itself), a harder reference than the constant of the iss
 
 1. **Held-out synthetic scenes**: seeds that neither training nor checkpoint selection used (default
    1000-1023), at the model's input size, textured only with the photographs training never saw
-   (``runtime.synth.textures.HELDOUT_PHOTOS``) and including the ``corridor`` scene type that training
+   (``runtime.data.synth.textures.HELDOUT_PHOTOS``) and including the ``corridor`` scene type that training
    never saw; pooled and per scene type.
 2. **Motorcycle**: the Middlebury 2014 pair bundled with scikit-image, turned into event recordings
-   by panning a window of the model's input size over it (``runtime.synth.pairpan``; two pans, 4 s
+   by panning a window of the model's input size over it (``runtime.data.synth.pairpan``; two pans, 4 s
    each). Never used for training or for any choice of the model.
 
 Targets (issue 11): on the held-out synthetic scenes the model's 1PA is at least 25 points above the
@@ -61,8 +61,8 @@ def training_disparities(cfg, g) -> np.ndarray:
     The ground truth of a synthetic recording does not depend on its events, so it is computed from
     the scenes directly, at every ground-truth time of every training recording, as
     ``training.data.synthetic_stereo`` makes them."""
-    from runtime.synth import SynthConfig
-    from runtime.synth.scene import StereoScene
+    from runtime.data.synth import SynthConfig
+    from runtime.data.synth.scene import StereoScene
     from training.data import SyntheticSpec
 
     spec = SyntheticSpec(seconds=cfg.seconds)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from runtime.synth.pairpan import motorcycle_recording
+    from runtime.data.synth.pairpan import motorcycle_recording
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(seconds=time.perf_counter() - start, snn=args.snn, relu=args.relu, seeds=args.seeds)
     print(f"\n({result['seconds']:.0f} s)")
     if args.json:
-        from runtime.atomic import write_text_atomic
+        from runtime.core.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(result, indent=2, default=float))
     return 0

@@ -90,7 +90,7 @@ def graphs(model, calib_windows: int, threads: int = 1, int8: bool = True, plain
 
 def event_windows(model, count: int, seed: int = 7) -> list[dict[str, np.ndarray]]:
     """``count`` consecutive windows of the built-in synthetic stream at the model's size (batch 1)."""
-    from runtime.sources import open_recording, windows
+    from runtime.data.sources import open_recording, windows
 
     inp = model.genotype.input
     seconds = (count + 1) * inp.window_ms / 1000 + 0.05

@@ -55,7 +55,7 @@ def _windows(model, count, seed):
     """(left, right, disparity) stacks of ``count`` consecutive synthetic windows: (T, 1, C, H, W) ..."""
     import torch
 
-    from runtime.sources import open_recording, windows
+    from runtime.data.sources import open_recording, windows
 
     inp = model.genotype.input
     rec = open_recording(seed=seed, height=inp.height, width=inp.width, seconds=(count + 1) * 0.05 + 0.05)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.errors import ArgumentParser, first_line, run_main
+from runtime.core.errors import ArgumentParser, first_line, run_main
 
 from .errors import GenotypeError, out_of_memory, unreadable_checkpoint
 from .genotype import load_genotype

@@ -2,10 +2,10 @@
 
 The fp32 graph runs in ONNX Runtime, with the state carried from window to window, over consecutive
 event windows of the built-in synthetic stereo stream (default) or of a user's recording, read by
-the runtime's one window pipeline (``runtime.sources``) with the model's own encoding. The conv
+the runtime's one window pipeline (``runtime.data.sources``) with the model's own encoding. The conv
 outputs ``compiler.quantize`` will quantise are added as graph outputs and their min/max recorded.
 
-This module is the compiler's one user of ONNX Runtime and of ``runtime.sources`` (neither needs
+This module is the compiler's one user of ONNX Runtime and of ``runtime.data.sources`` (neither needs
 torch); it is imported only for ``--int8``.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from runtime import names
+from runtime.core import names
 
 from .quantize import int8_conv_outputs, quantize_int8
 
@@ -33,8 +33,8 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
                         seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
     """``count`` consecutive encoded windows, as the graph's data inputs (batch 1), from ``events``
     (None: the built-in synthetic stream at the model's size) with the model's ``snn.encoding``."""
-    from runtime import sources
-    from runtime.errors import first_line
+    from runtime.core.errors import first_line
+    from runtime.data import sources
 
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get(names.META_TASK) != "stereo":

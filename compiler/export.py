@@ -18,8 +18,8 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from runtime import names
-from runtime.atomic import write_bytes_atomic
+from runtime.core import names
+from runtime.core.atomic import write_bytes_atomic
 
 from .factorize import factorize_cost_volume
 from .fold import fold_batchnorm
@@ -143,7 +143,7 @@ def _trace(export_model: SNNModel, opset: int) -> onnx.ModelProto:
 
 
 def save_onnx(proto: onnx.ModelProto, path: str | Path) -> None:
-    """Write ``proto`` atomically (``runtime.atomic``: a temporary file in the same folder, fsync, rename
+    """Write ``proto`` atomically (``runtime.core.atomic``: a temporary file in the same folder, fsync, rename
     over ``path``, fsync the folder; the permissions a new file would get)."""
     write_bytes_atomic(path, proto.SerializeToString())
 

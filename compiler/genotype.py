@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.names import WINDOW_MS_MAX, WINDOW_MS_MIN, encoding_problem
+from runtime.core.names import WINDOW_MS_MAX, WINDOW_MS_MIN, encoding_problem
 
 from .errors import GenotypeError, close_match_hint
 from .ir import (

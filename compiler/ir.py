@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from runtime.names import encoding_channels
+from runtime.core.names import encoding_channels
 
 SCHEMA_VERSION = 1
 TASKS = ("stereo", "classification")
@@ -69,7 +69,7 @@ class Input:
     @property
     def in_channels(self) -> int:
         """Channels of one input frame: image channels, or the event encoding's (the contract's rule,
-        ``runtime.names.encoding_channels``)."""
+        ``runtime.core.names.encoding_channels``)."""
         if self.encoding == "image":
             return self.channels
         return encoding_channels(self.encoding, self.bins)

@@ -275,7 +275,7 @@ def aux_head(in_channels: int, head: Classifier) -> nn.Module:
 
 def task_names(g: Genotype) -> tuple[list[str], str]:
     """The model's input names and its data output's name (those of the ONNX contract)."""
-    from runtime.names import data_inputs, data_output
+    from runtime.core.names import data_inputs, data_output
 
     return data_inputs(g.task), data_output(g.task)
 

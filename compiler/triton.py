@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from runtime import names
+from runtime.core import names
 
 # ONNX element type -> Triton data type (model_config.proto DataType)
 TRITON_TYPES = {

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import RuntimeInputError
-from runtime.modelspec import EncodingSpec, LayerSpec, ModelSpec, StateSpec
-from runtime.names import (
+from runtime.core.errors import RuntimeInputError
+from runtime.core.names import (
     MAX_SIDE,
     META_PASSES,
     META_QUANTIZATION,
@@ -31,6 +30,7 @@ from runtime.names import (
     encoding_channels,
     encoding_problem,
 )
+from runtime.modelspec import EncodingSpec, LayerSpec, ModelSpec, StateSpec
 
 _ORT_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from runtime.contract import LayerSpec
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 
 DEFAULT_PJ_PER_AC = 0.9
 DEFAULT_PJ_PER_MAC = 4.6

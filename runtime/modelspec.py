@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.names import SPIKES, STATE_IN, STATE_OUT
+from runtime.core.names import SPIKES, STATE_IN, STATE_OUT
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.errors import RuntimeInputError, first_line
-from runtime.events import DataError
+from runtime.core.errors import RuntimeInputError, first_line
+from runtime.core.names import spikes_output
+from runtime.data.events import DataError
 from runtime.metrics import (
     EnergyTable,
     energy_metrics,
@@ -40,7 +41,6 @@ from runtime.metrics import (
     sparsity_metrics,
     summarize_errors,
 )
-from runtime.names import spikes_output
 from runtime.session import SNNSession, StepOutput
 from runtime.stream.core import StepResult, Stream
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import write_atomic, write_text_atomic
-from runtime.errors import RuntimeInputError
-from runtime.events import DROP_REASONS
+from runtime.core.atomic import write_atomic, write_text_atomic
+from runtime.core.errors import RuntimeInputError
+from runtime.data.events import DROP_REASONS
 
 _BAD = set(DROP_REASONS)
 
 REPORT_SCHEMA = 1
 MAX_LAYERS_SHOWN = 10
-# Refuse a run when more than this share of the event rows read were bad data (runtime.events.DROP_REASONS);
+# Refuse a run when more than this share of the event rows read were bad data (runtime.data.events.DROP_REASONS);
 # --max-dropped overrides it (docs/reliability.md).
 DEFAULT_MAX_DROPPED = 0.01
 
@@ -36,7 +36,7 @@ def _clean(value: Any) -> Any:
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
-    """Write the report as indented JSON (strict: no NaN), atomically (``runtime.atomic``)."""
+    """Write the report as indented JSON (strict: no NaN), atomically (``runtime.core.atomic``)."""
     try:
         write_text_atomic(path, json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
     except OSError as exc:
@@ -109,7 +109,7 @@ def _f(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
 
 
 def _protocol_lines(source: dict[str, Any]) -> list[str]:
-    """How the source was read (``runtime.protocol.describe``): rectification, fB, windows, ground truth."""
+    """How the source was read (``runtime.data.protocol.describe``): rectification, fB, windows, ground truth."""
     if not source.get("windows"):
         return []
     win = source["windows"]

@@ -15,11 +15,11 @@ import argparse
 import sys
 from typing import Any
 
-from runtime.errors import ArgumentParser, RuntimeInputError, first_line, run_main
-from runtime.events import DataError
+from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, run_main
+from runtime.data.events import DataError
+from runtime.data.protocol import GT_PROTOCOLS
+from runtime.data.recording import RECTIFY_ROUNDINGS
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.protocol import GT_PROTOCOLS
-from runtime.recording import RECTIFY_ROUNDINGS
 from runtime.session import DEVICES
 
 

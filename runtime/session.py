@@ -23,8 +23,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.contract import ModelSpec, read_contract
-from runtime.errors import RuntimeInputError, first_line
-from runtime.names import spikes_output
+from runtime.core.errors import RuntimeInputError, first_line
+from runtime.core.names import spikes_output
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 MAX_THREADS = 1024  # intra-op threads

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import write_atomic
 from runtime.contract import ModelSpec
-from runtime.errors import RuntimeInputError, first_line
+from runtime.core.atomic import write_atomic
+from runtime.core.errors import RuntimeInputError, first_line
 
 
 def check_state(
@@ -80,7 +80,7 @@ def load_state(path: str) -> dict[str, np.ndarray]:
 
 
 def save_state(path: str, state: dict[str, np.ndarray]) -> None:
-    """Write the state atomically (``runtime.atomic``); like ``np.savez``, ``.npz`` is added to a name without it."""
+    """Write the state atomically (``runtime.core.atomic``); as ``np.savez``, ``.npz`` is added to a name without it."""
     target = path if path.endswith(".npz") else path + ".npz"
     try:
         write_atomic(target, lambda f: np.savez(f, **state))

@@ -1,8 +1,8 @@
-"""A small in-memory recording with the interface of ``runtime.sources`` (Recording), for runtime tests.
+"""A small in-memory recording with the interface of ``runtime.data.sources`` (Recording), for runtime tests.
 
 ``events(side, t0, t1)`` returns an already encoded SBT-like array; ``identity_encoder`` passes it on
-(the fake ``runtime.sources.windows`` uses it by default).
-``install()`` registers fake ``runtime.sources`` / ``runtime.encoding`` modules (for a subprocess that
+(the fake ``runtime.data.sources.windows`` uses it by default).
+``install()`` registers fake ``runtime.data.sources`` / ``runtime.data.encoding`` modules (for a subprocess that
 must run the command line without the real data layer).
 """
 
@@ -71,8 +71,9 @@ def identity_encoder(events: Any, t0: int, t1: int, bins: int, height: int, widt
 
 
 def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """Stand-ins for ``runtime.sources`` (synthetic only, identity encoder) and ``runtime.encoding`` (identity SBT)."""
-    sources = types.ModuleType("runtime.sources")
+    """Stand-ins for ``runtime.data.sources`` (synthetic only, identity encoder) and ``runtime.data.encoding``
+    (identity SBT)."""
+    sources = types.ModuleType("runtime.data.sources")
 
     def open_recording(
         path: str | None = None, *, seed: int = 0, seconds: float = 1.0, height: int = 260, width: int = 346
@@ -81,8 +82,8 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
             raise OSError(f"fake source reads no files ({path})")
         return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
 
-    from runtime.sources import Window, window_plan
-    from runtime.sources import windows as real_windows
+    from runtime.data.sources import Window, window_plan
+    from runtime.data.sources import windows as real_windows
 
     def windows(recording: Any, *, encoder: Any = None, **options: Any) -> Any:
         return real_windows(recording, encoder=encoder or identity_encoder, **options)
@@ -91,20 +92,20 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
     sources.windows = windows  # type: ignore[attr-defined]
     sources.Window = Window  # type: ignore[attr-defined]
     sources.window_plan = window_plan  # type: ignore[attr-defined]
-    encoding = types.ModuleType("runtime.encoding")
+    encoding = types.ModuleType("runtime.data.encoding")
     encoding.sbt = identity_encoder  # type: ignore[attr-defined]
     return sources, encoding
 
 
 def install() -> None:
-    """Register the fake ``runtime.sources`` and ``runtime.encoding`` for this process."""
+    """Register the fake ``runtime.data.sources`` and ``runtime.data.encoding`` for this process."""
     import runtime
 
     sources, encoding = fake_modules()
-    sys.modules["runtime.sources"] = sources
-    sys.modules["runtime.encoding"] = encoding
-    runtime.sources = sources  # type: ignore[attr-defined]
-    runtime.encoding = encoding  # type: ignore[attr-defined]
+    sys.modules["runtime.data.sources"] = sources
+    sys.modules["runtime.data.encoding"] = encoding
+    runtime.data.sources = sources  # type: ignore[attr-defined]
+    runtime.data.encoding = encoding  # type: ignore[attr-defined]
 
 
 def patch_in(monkeypatch: Any) -> None:
@@ -112,7 +113,7 @@ def patch_in(monkeypatch: Any) -> None:
     import runtime
 
     sources, encoding = fake_modules()
-    monkeypatch.setitem(sys.modules, "runtime.sources", sources)
-    monkeypatch.setitem(sys.modules, "runtime.encoding", encoding)
+    monkeypatch.setitem(sys.modules, "runtime.data.sources", sources)
+    monkeypatch.setitem(sys.modules, "runtime.data.encoding", encoding)
     monkeypatch.setattr(runtime, "sources", sources, raising=False)
     monkeypatch.setattr(runtime, "encoding", encoding, raising=False)

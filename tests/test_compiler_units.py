@@ -263,7 +263,7 @@ def test_structural_shape_rules_agree_with_torch():
 
 
 def test_count_encoding_has_two_channels_per_bin_and_matches_the_runtime():
-    from runtime.encoding import channels
+    from runtime.data.encoding import channels
 
     g = small_genotype("stereo", **{"input.encoding": "count"})
     assert g.input.in_channels == channels("count", g.input.bins) == 2 * g.input.bins

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.dsec import DsecRecording
-from runtime.events import DataError, make_events, to_dsec
-from runtime.sources import open_recording, windows
+from runtime.data.dsec import DsecRecording
+from runtime.data.events import DataError, make_events, to_dsec
+from runtime.data.sources import open_recording, windows
 
 BLOSC = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
 T_OFFSET = 1_627_000_000_000_000  # DSEC clocks: microseconds, large offset

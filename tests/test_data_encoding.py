@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from runtime.encoding import channels, encode, event_count, sbt
-from runtime.events import DataError, make_events
+from runtime.data.encoding import channels, encode, event_count, sbt
+from runtime.data.events import DataError, make_events
 
 
 def events_for_hand_example() -> np.ndarray:

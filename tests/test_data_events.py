@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from runtime.events import (
+from runtime.data.events import (
     EVENT_DTYPE,
     DataError,
     EventStream,

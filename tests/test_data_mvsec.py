@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.events import DataError, make_events, to_mvsec
-from runtime.mvsec import INDOOR_FLYING_FB, MVSEC_FB, MvsecRecording
-from runtime.recording import ColumnReader, scan_index
-from runtime.sources import open_recording, windows
-from runtime.synth import SynthConfig, write_mvsec
+from runtime.data.events import DataError, make_events, to_mvsec
+from runtime.data.mvsec import INDOOR_FLYING_FB, MVSEC_FB, MvsecRecording
+from runtime.data.recording import ColumnReader, scan_index
+from runtime.data.sources import open_recording, windows
+from runtime.data.synth import SynthConfig, write_mvsec
 
 H, W = 12, 16
 T0 = 1_504_645_177.0  # MVSEC clocks are unix time in seconds

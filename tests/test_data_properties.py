@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.encoding import event_count, sbt
-from runtime.events import assemble, empty_counts, make_events, time_slice
-from runtime.recording import ColumnReader, scan_index
+from runtime.data.encoding import event_count, sbt
+from runtime.data.events import assemble, empty_counts, make_events, time_slice
+from runtime.data.recording import ColumnReader, scan_index
 
 
 @st.composite

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from runtime.sources import SyntheticRecording, Window, open_recording, window_ends, windows
+from runtime.data.sources import SyntheticRecording, Window, open_recording, window_ends, windows
 
 SMALL = dict(height=48, width=64)
 

@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.synth import Simulator, SynthConfig, generate, main
+from runtime.data.synth import Simulator, SynthConfig, generate
+from runtime.synth.__main__ import main
 
 SMALL = dict(height=48, width=64)
 

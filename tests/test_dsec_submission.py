@@ -14,8 +14,8 @@ from PIL import Image
 from test_data_dsec import identity_map, write_sequence
 from test_data_mvsec import H, W
 
-import runtime.atomic
-from runtime.sources import open_recording, windows
+import runtime.core.atomic
+from runtime.data.sources import open_recording, windows
 from runtime.stream import Stream, main
 from runtime.stream.submission import encode_png, read_timestamps_csv
 
@@ -126,7 +126,7 @@ def test_writes_are_atomic(model_path, sequence, tmp_path, capsys, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runtime.atomic, "commit", full_disk)
+    monkeypatch.setattr(runtime.core.atomic, "commit", full_disk)
     rc, err, _, _ = run(argv, tmp_path, capsys)
     assert rc == 2 and len(err) == 1
     assert err[0] == f"error: --dsec-submission {target}: cannot write it (No space left on device)"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from contract_models import stereo_model
 
-import runtime.atomic
-from runtime.atomic import write_text_atomic
+import runtime.core.atomic
+from runtime.core.atomic import write_text_atomic
 from runtime.stream import main as stream_main
 
 
@@ -36,9 +36,9 @@ def test_atomic_write_keeps_the_old_file_on_any_failure(tmp_path, monkeypatch):
             raise error
 
         with pytest.raises(type(error)):
-            runtime.atomic.write_atomic(path, failing)
+            runtime.core.atomic.write_atomic(path, failing)
         assert path.read_text() == "old" and leftovers(tmp_path) == []
-    monkeypatch.setattr(runtime.atomic, "commit", full_disk)  # the rename itself fails
+    monkeypatch.setattr(runtime.core.atomic, "commit", full_disk)  # the rename itself fails
     with pytest.raises(OSError):
         write_text_atomic(path, "new")
     assert path.read_text() == "old" and leftovers(tmp_path) == []
@@ -68,7 +68,7 @@ def test_stream_outputs_on_a_full_disk(model, tmp_path, monkeypatch, capsys, opt
     if option == "--save-state":
         monkeypatch.setattr(np, "savez", partial_savez)
     else:
-        monkeypatch.setattr(runtime.atomic, "commit", full_disk)
+        monkeypatch.setattr(runtime.core.atomic, "commit", full_disk)
     capsys.readouterr()
     assert stream_main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -81,8 +81,8 @@ def test_stream_outputs_on_a_full_disk(model, tmp_path, monkeypatch, capsys, opt
 
 @pytest.mark.parametrize("failure", ["full disk", "crash"])
 def test_synth_never_replaces_a_recording_with_a_partial_one(tmp_path, monkeypatch, capsys, failure):
-    import runtime.synth.writer as writer
-    from runtime.synth import SynthConfig, write_mvsec
+    import runtime.data.synth.writer as writer
+    from runtime.data.synth import SynthConfig, write_mvsec
     from runtime.synth.__main__ import main as synth_main
 
     data, gt = write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=0), tmp_path, "rec")
@@ -119,7 +119,7 @@ def test_checkpoint_strip_on_a_full_disk_is_one_line(tmp_path, monkeypatch, caps
     src = tmp_path / "last.pt"
     torch.save({"model": {"w": torch.ones(2)}, "genotype": "", "config": {}}, src)
     (tmp_path / "out.pt").write_bytes(b"the old copy")
-    monkeypatch.setattr(runtime.atomic, "commit", full_disk)
+    monkeypatch.setattr(runtime.core.atomic, "commit", full_disk)
     assert checkpoint_main(["strip", str(src), str(tmp_path / "out.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'out.pt'}: cannot write it (No space left") and "\n" not in err
@@ -171,13 +171,13 @@ def test_synth_pair_from_two_runs_is_refused_not_mixed(tmp_path, monkeypatch, ca
     """A crash between the ground truth's rename and the data file's leaves a new ground truth beside
     the old events; reading that pair must be a one-line error, never events scored against another
     scene's depth."""
-    import runtime.atomic
-    from runtime.events import DataError
-    from runtime.sources import open_recording
-    from runtime.synth import SynthConfig, write_mvsec
+    import runtime.core.atomic
+    from runtime.data.events import DataError
+    from runtime.data.sources import open_recording
+    from runtime.data.synth import SynthConfig, write_mvsec
 
     data, gt = write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=0), tmp_path, "rec")
-    commit = runtime.atomic.commit
+    commit = runtime.core.atomic.commit
     renamed = []
 
     def crash_after_first_rename(tmp, path):
@@ -186,7 +186,7 @@ def test_synth_pair_from_two_runs_is_refused_not_mixed(tmp_path, monkeypatch, ca
         commit(tmp, path)
         renamed.append(str(path))
 
-    monkeypatch.setattr(runtime.atomic, "commit", crash_after_first_rename)
+    monkeypatch.setattr(runtime.core.atomic, "commit", crash_after_first_rename)
     with pytest.raises(Crash):
         write_mvsec(SynthConfig(seconds=0.3, height=12, width=16, seed=1), tmp_path, "rec")
     monkeypatch.undo()

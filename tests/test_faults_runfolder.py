@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import runtime.atomic
+import runtime.core.atomic
 import training.runlog
 from tests.helpers import GENOTYPES, ROOT
 from training.errors import TrainError
@@ -54,7 +54,7 @@ def _crash_at(monkeypatch, k: int | None) -> dict:
 
     A crash at an append leaves half of the line behind (a torn row), as a killed process would."""
     calls = {"n": 0, "names": []}
-    commit, append = runtime.atomic.commit, training.runlog.append_line
+    commit, append = runtime.core.atomic.commit, training.runlog.append_line
 
     def tick(name):
         calls["n"] += 1
@@ -73,7 +73,7 @@ def _crash_at(monkeypatch, k: int | None) -> dict:
             raise Crash
         append(path, text)
 
-    monkeypatch.setattr(runtime.atomic, "commit", crashing_commit)
+    monkeypatch.setattr(runtime.core.atomic, "commit", crashing_commit)
     monkeypatch.setattr(training.runlog, "append_line", crashing_append)
     return calls
 

@@ -17,8 +17,8 @@ import pytest
 from contract_models import stereo_model
 from helpers import ROOT
 
+from runtime.data.synth import SynthConfig, write_mvsec
 from runtime.stream import main
-from runtime.synth import SynthConfig, write_mvsec
 
 H, W = 16, 20
 
@@ -60,7 +60,7 @@ def stream(capsys, model, *args):
 
 
 def one_line(rc, err, *pieces):
-    """Exit status 2 and one error line (after the data's ``warning:`` lines, if any: runtime.protocol)."""
+    """Exit status 2 and one error line (after the data's ``warning:`` lines, if any: runtime.data.protocol)."""
     *warnings, last = err.splitlines() or [""]
     assert rc == 2 and last.startswith("error: ") and "Traceback" not in err, err
     assert all(w.startswith("warning: ") for w in warnings), err

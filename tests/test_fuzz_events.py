@@ -18,16 +18,16 @@ from contract_models import stereo_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.events import DROP_REASONS, MAX_TIME_US, assemble
+from runtime.data.events import DROP_REASONS, MAX_TIME_US, assemble
+from runtime.data.synth import SynthConfig, write_mvsec
 from runtime.stream import main
-from runtime.synth import SynthConfig, write_mvsec
 
 H, W = 6, 8
 SPECIAL = [np.nan, np.inf, -np.inf, 1e18 * 1e6, 2.0**62, 2.0**63, -1.0, 0.5, 1.5, 2.0, 1e30, 65536.0, -0.4]
 
 
 def oracle(x, y, t, p, height=H, width=W):
-    """The policy, one row at a time (runtime/events.py's docstring and docs/reliability.md)."""
+    """The policy, one row at a time (runtime/data/events.py's docstring and docs/reliability.md)."""
     counts = dict.fromkeys(DROP_REASONS, 0)
     kept, running = [], -math.inf
     for xv, yv, tv, pv in zip(x.tolist(), y.tolist(), t.tolist(), p.tolist(), strict=True):

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.contract import read_contract
-from runtime.errors import RuntimeInputError
-from runtime.names import MAX_SIDE, encoding_channels, encoding_problem
+from runtime.core.errors import RuntimeInputError
+from runtime.core.names import MAX_SIDE, encoding_channels, encoding_problem
 
 BINS, H, W, C = 5, 8, 12, 4
 GOOD = metadata(bins=BINS, height=H, width=W, channels=C)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.contract import read_contract
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.statefile import check_state, load_state
 
 BINS, H, W, C = 5, 8, 12, 4

@@ -21,7 +21,7 @@ from fake_source import FakeRecording, identity_encoder, patch_in
 from helpers import ROOT, make_exact, small_genotype
 
 from compiler import build_model, export_onnx
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.multistream import MultiSession, MultiStream
 from runtime.serve import main as serve_main
 from runtime.session import SNNSession

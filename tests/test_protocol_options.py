@@ -14,7 +14,7 @@ from training.errors import TrainError
 @pytest.fixture(scope="module")
 def tiny_dsec():
     """One short synthetic recording as DSEC writes it (events, rectify maps, 10 Hz disparity PNGs)."""
-    from runtime.sources import open_recording
+    from runtime.data.sources import open_recording
 
     mem = open_recording(seed=5, seconds=0.3, height=24, width=32)
     keep = list(range(1, len(mem.gt_timestamps_us), 2))
@@ -125,8 +125,8 @@ def write_camchain(folder, family="indoor_flying", fb=19.941772, fx=199.65301231
 
 
 def test_camchain_fb_is_compared_with_the_family_constant(tmp_path):
-    from runtime.mvsec import INDOOR_FLYING_FB, fb_from_camchain
-    from runtime.sources import open_recording
+    from runtime.data.mvsec import INDOOR_FLYING_FB, fb_from_camchain
+    from runtime.data.sources import open_recording
     from tests.test_data_mvsec import write_maps, write_mvsec_like
 
     calib = write_maps(tmp_path / "calib")
@@ -157,8 +157,8 @@ def test_camchain_fb_is_compared_with_the_family_constant(tmp_path):
 
 
 def test_camchain_fb_without_a_family_constant_and_a_bad_file(tmp_path):
-    from runtime.mvsec import INDOOR_FLYING_FB
-    from runtime.sources import open_recording
+    from runtime.data.mvsec import INDOOR_FLYING_FB
+    from runtime.data.sources import open_recording
     from tests.test_data_mvsec import write_maps, write_mvsec_like
     from training.data import RealOptions, _open
 
@@ -209,8 +209,8 @@ def test_stream_reports_the_camchain_check(tmp_path, capsys):
 def test_round_and_floor_put_events_in_different_pixels(tmp_path):
     import numpy as np
 
-    from runtime.events import make_events
-    from runtime.sources import open_recording
+    from runtime.data.events import make_events
+    from runtime.data.sources import open_recording
     from tests.test_data_mvsec import T0, W, write_maps, write_mvsec_like
 
     calib = write_maps(tmp_path / "calib", dx=0.6, dy=-0.4)  # x_rect = x + 0.6, y_rect = y - 0.4
@@ -239,9 +239,9 @@ def test_round_and_floor_put_events_in_different_pixels(tmp_path):
 def test_rounding_needs_maps_and_is_checked(tmp_path):
     import numpy as np
 
-    from runtime.events import DataError
-    from runtime.recording import rectifier
-    from runtime.sources import open_recording
+    from runtime.data.events import DataError
+    from runtime.data.recording import rectifier
+    from runtime.data.sources import open_recording
     from tests.test_data_mvsec import write_mvsec_like
 
     path = write_mvsec_like(tmp_path)

@@ -124,8 +124,8 @@ def test_runtime_reads_the_int8_graph(stereo_graphs, tmp_path):
 
 
 def test_build_int8_on_the_builtin_stream_and_on_a_recording(tmp_path, capsys):
-    from runtime.synth import SynthConfig
-    from runtime.synth.writer import write_mvsec
+    from runtime.data.synth import SynthConfig
+    from runtime.data.synth.writer import write_mvsec
 
     out = tmp_path / "s.onnx"
     assert build_main([str(ROOT / "genotypes/stereo.yaml"), *STEREO_SET, "--int8", "--calib-windows", "2",
@@ -171,7 +171,7 @@ def test_build_int8_refuses_classification(tmp_path, capsys):
 def test_runtime_checks_the_optimisation_metadata(override, expected, tmp_path):
     from contract_models import stereo_model
 
-    from runtime.errors import RuntimeInputError
+    from runtime.core.errors import RuntimeInputError
     from runtime.session import SNNSession
 
     stereo_model(tmp_path / "m.onnx", metadata_override=override)

@@ -179,7 +179,7 @@ def test_cli_without_torch_fake_source(model_path, tmp_path):
     assert "firing rate" in proc.stdout
 
 
-@pytest.mark.skipif(not HAVE_DATA_LAYER, reason="runtime.sources / runtime.encoding not merged yet")
+@pytest.mark.skipif(not HAVE_DATA_LAYER, reason="runtime.data.sources / runtime.data.encoding not merged yet")
 def test_cli_without_torch_real_synthetic_source(model_path, tmp_path):
     report = tmp_path / "r.json"
     proc = _run_without_torch(

@@ -7,7 +7,7 @@ import json
 import pytest
 from contract_models import stereo_model
 
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.session import SNNSession
 
 

@@ -14,9 +14,9 @@ from contract_models import stereo_model
 from helpers import ROOT
 from test_data_dsec import T_OFFSET, identity_map, write_sequence
 
-from runtime.sources import open_recording
+from runtime.data.sources import open_recording
+from runtime.data.synth import SynthConfig, write_mvsec
 from runtime.stream import Stream
-from runtime.synth import SynthConfig, write_mvsec
 
 H, W = 48, 64
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.contract import LayerSpec
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.metrics import (
     EnergyTable,
     depth_from_disparity,

@@ -12,10 +12,10 @@ from contract_models import stereo_model
 from test_data_dsec import CAM_TO_CAM, T_OFFSET, identity_map, write_sequence
 from test_data_mvsec import T0, H, W, write_maps, write_mvsec_like
 
-from runtime.events import make_events
-from runtime.mvsec import INDOOR_FLYING_FB
-from runtime.protocol import ddes_quantise, recent_event_mask
-from runtime.sources import open_recording, window_ends, windows
+from runtime.data.events import make_events
+from runtime.data.mvsec import INDOOR_FLYING_FB
+from runtime.data.protocol import ddes_quantise, recent_event_mask
+from runtime.data.sources import open_recording, window_ends, windows
 from runtime.stream import main
 
 
@@ -155,7 +155,7 @@ def test_dsec_t_offsets_taken_from_each_camera(tmp_path):
 
 
 def test_a_camera_without_events_is_an_overlap_warning(tmp_path):
-    from runtime.protocol import describe
+    from runtime.data.protocol import describe
 
     ev = make_events(np.arange(40) % 4, np.zeros(40), np.arange(40) * 5000, np.ones(40))
     write_sequence(tmp_path, {"left": ev, "right": ev[:0]}, 4, 4, maps=identity_map(4, 4),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from contract_models import initial_state, random_sbt, reference_step, stereo_model
 
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.session import CPU_EP, CUDA_EP, TRT_EP, SNNSession, check_active, plan_providers
 
 

@@ -9,8 +9,8 @@ import pytest
 from contract_models import initial_state, reference_step, stereo_model
 from fake_source import FakeRecording, identity_encoder
 
-from runtime.errors import RuntimeInputError
-from runtime.sources import Window
+from runtime.core.errors import RuntimeInputError
+from runtime.data.sources import Window
 from runtime.stream import Stream
 
 

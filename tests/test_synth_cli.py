@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from contract_models import stereo_model
 
-from runtime.synth import SynthConfig, generate
+from runtime.data.synth import SynthConfig, generate
 from runtime.synth.__main__ import KNOBS, PROFILES, build_config, main, parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def model(tmp_path_factory):
 
 
 def test_stream_selects_held_out_textures_and_scene_types(model, tmp_path, capsys):
-    from runtime.sources import open_recording, windows
+    from runtime.data.sources import open_recording, windows
     from runtime.stream import Stream
     from runtime.stream import main as stream_main
 

@@ -1,9 +1,9 @@
-"""A real stereo pair with ground truth turned into an event recording (runtime.synth.pairpan)."""
+"""A real stereo pair with ground truth turned into an event recording (runtime.data.synth.pairpan)."""
 
 import numpy as np
 import pytest
 
-from runtime.synth.pairpan import (
+from runtime.data.synth.pairpan import (
     PairPanScene,
     motorcycle_pair,
     motorcycle_recording,

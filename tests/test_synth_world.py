@@ -6,11 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runtime.synth import SynthConfig, generate
-from runtime.synth.esim import _Esim
-from runtime.synth.scene import StereoScene
-from runtime.synth.surfaces import Cylinder, Patch, Plane, Sphere
-from runtime.synth.textures import HELDOUT_PHOTOS, PROCEDURAL, TRAIN_PHOTOS, photo_names
+from runtime.data.synth import SynthConfig, generate
+from runtime.data.synth.esim import _Esim
+from runtime.data.synth.scene import StereoScene
+from runtime.data.synth.surfaces import Cylinder, Patch, Plane, Sphere
+from runtime.data.synth.textures import HELDOUT_PHOTOS, PROCEDURAL, TRAIN_PHOTOS, photo_names
 
 SMALL = dict(height=48, width=64)
 

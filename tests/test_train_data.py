@@ -150,7 +150,7 @@ def test_synthetic_train_and_held_out_differ_and_crop():
     assert b["left"].shape == (3, 3, 5, 24, 32) and b["disparity"].shape == (3, 3, 24, 32)
     # the held-out recording is the runtime's built-in stream at the model size, seed for seed, with
     # the held-out textures and scene types (issue 11: training never sees them)
-    from runtime.sources import open_recording, windows
+    from runtime.data.sources import open_recording, windows
     from training.data import HELDOUT_SCENE_TYPES
 
     w = next(iter(windows(open_recording(seed=0, seconds=0.5, height=24, width=32, textures="heldout",
@@ -179,7 +179,7 @@ def test_mvsec_split_convention(tmp_path, monkeypatch):
     # deliberately changed: one frame range per sequence and numpy's shuffle became DDES's separate
     # training / test ranges and Python's seeded shuffle
     import training.data as d
-    from runtime.synth import SynthConfig, write_mvsec
+    from runtime.data.synth import SynthConfig, write_mvsec
 
     for n in (1, 2, 3):
         write_mvsec(SynthConfig(seed=n, seconds=0.6, height=24, width=32), tmp_path / "mvsec", f"indoor_flying{n}")
@@ -234,7 +234,7 @@ def test_mvsec_raw_files_need_their_maps(tmp_path, monkeypatch):
 
 
 def test_dsec_folders(tmp_path):
-    from runtime.sources import open_recording
+    from runtime.data.sources import open_recording
     from tests.test_data_dsec import T_OFFSET, identity_map, write_sequence
     from training.dsec_data import dsec_stereo
 
@@ -250,8 +250,8 @@ def test_dsec_folders(tmp_path):
 
 
 def test_dsec_10hz_ground_truth_tiles_and_scores_only_its_windows(tmp_path):
+    from runtime.data.sources import open_recording
     from runtime.metrics import stereo_errors
-    from runtime.sources import open_recording
     from tests.test_data_dsec import T_OFFSET, identity_map, write_sequence
     from training.data import Segment, StereoData
     from training.dsec_data import dsec_stereo

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from compiler.errors import unreadable_checkpoint
-from runtime import atomic
-from runtime.atomic import write_atomic
-from runtime.errors import ArgumentParser, run_main
+from runtime.core import atomic
+from runtime.core.atomic import write_atomic
+from runtime.core.errors import ArgumentParser, run_main
 
 from .errors import TrainError
 
@@ -36,7 +36,7 @@ def _unwritable(path: Path, exc: OSError) -> TrainError:
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename it over ``path``
-    (``runtime.atomic``). A failure (a full disk) is a ``TrainError`` and leaves ``path`` as it was."""
+    (``runtime.core.atomic``). A failure (a full disk) is a ``TrainError`` and leaves ``path`` as it was."""
     path = Path(path)
     try:
         write_atomic(path, lambda f: torch.save(obj, f))
@@ -45,12 +45,12 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 
 def write_text_atomic(text: str, path: str | Path) -> None:
-    """Write text atomically (``runtime.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
+    """Write text atomically (``runtime.core.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
     write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
-    """Write bytes atomically (``runtime.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
+    """Write bytes atomically (``runtime.core.atomic``); a failure is a ``TrainError``, ``path`` is left as it was."""
     path = Path(path)
     try:
         atomic.write_bytes_atomic(path, data)

@@ -45,7 +45,7 @@ class TrainConfig:
     rectify: bool = True  # real data: False = events as stored (--no-rectify)
     rectify_rounding: str = "round"  # real data: rectified coordinates to the nearest pixel or floor
     fb: float | None = None  # real data: focal length x baseline override, px*m
-    gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.protocol)
+    gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.data.protocol)
     dsec_split: str = "last20"  # DSEC held-out sequences: last20 | se-cff (training.dsec_data)
     # classification
     timesteps: int | None = None

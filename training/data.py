@@ -1,7 +1,7 @@
 """Stereo training data: event-stereo sequences (synthetic, MVSEC, DSEC); ``stereo_data`` is the entry.
 
 Stereo data is held as encoded windows per sequence (int8 SBT frames, float32 disparity with NaN
-invalid), made by ``runtime.sources.windows`` as the runtime makes them: back to back, every event
+invalid), made by ``runtime.data.sources.windows`` as the runtime makes them: back to back, every event
 used, ending at the ground-truth maps; windows between maps (DSEC's 10 Hz ground truth: every other
 one) have no ground truth (``has_gt`` False, disparity NaN) and carry no loss and no score. A
 training sample is ``burn_in + K`` consecutive windows, randomly cropped to the model's input size.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.errors import first_line
+from runtime.core.errors import first_line
 
 from .errors import TrainError
 
@@ -50,7 +50,7 @@ class StereoSequence:
 @dataclass(frozen=True)
 class RealOptions:
     """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``,
-    ``--dsec-split``, ``--rectify-rounding``; see ``runtime.sources.open_recording``, ``runtime.protocol``
+    ``--dsec-split``, ``--rectify-rounding``; see ``runtime.data.sources.open_recording``, ``runtime.data.protocol``
     and ``training.dsec_data``)."""
 
     calib: str | None = None
@@ -58,7 +58,7 @@ class RealOptions:
     fb: float | None = None
     gt_protocol: str = "full"
     dsec_split: str = "last20"  # training.config.DSEC_SPLITS
-    rectify_rounding: str = "round"  # runtime.recording.RECTIFY_ROUNDINGS
+    rectify_rounding: str = "round"  # runtime.data.recording.RECTIFY_ROUNDINGS
 
     def describe(self) -> str:
         floor = " (floor)" if self.rectify_rounding == "floor" else ""
@@ -139,13 +139,13 @@ def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indice
                      name: str | None = None, context: int = 0, gt_protocol: str = "full") -> StereoSequence:
     """Encode the windows of a recording that run over its ground truth (or over that of ``gt_indices``).
 
-    The windows are ``runtime.sources.windows``, back to back: from ``context`` windows before the
+    The windows are ``runtime.data.sources.windows``, back to back: from ``context`` windows before the
     first window with (wanted) ground truth to the last one; windows without it, or with a map not
     in ``gt_indices``, get NaN disparity and ``has_gt`` False. Frames are stored as int8 (SBT) or
     int16 (counts).
     """
-    from runtime.encoding import channels
-    from runtime.sources import window_plan, windows
+    from runtime.data.encoding import channels
+    from runtime.data.sources import window_plan, windows
 
     number, _, _, gt_idx = window_plan(rec, window_us=window_us)
     if gt_idx is None or not (gt_idx >= 0).any():
@@ -184,7 +184,7 @@ class SyntheticSpec:
     hold-out of textures and of a scene type.
 
     Training scenes use the procedural textures and the ``train`` half of the photographs
-    (``runtime.synth.textures.TRAIN_PHOTOS``) in the scene types ``train_scene_types``; held-out
+    (``runtime.data.synth.textures.TRAIN_PHOTOS``) in the scene types ``train_scene_types``; held-out
     scenes are textured with the other photographs only (``HELDOUT_PHOTOS``, never seen in training)
     and include the ``corridor`` type that training never sees. With ``randomize_sensor`` each
     training recording draws its own sensor (contrast threshold, mismatch, background activity, hot
@@ -214,7 +214,7 @@ def random_sensor(seed: int) -> dict:
 def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, height: int, width: int,
                         seconds: float, fb: float | None = None, focal: float | None = None):
     """One synthetic training (``held_out=False``) or held-out recording of ``spec``."""
-    from runtime.sources import open_recording
+    from runtime.data.sources import open_recording
 
     if held_out:
         options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
@@ -234,7 +234,7 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
     ``SyntheticSpec``); training recordings are ``margin`` pixels larger with the same focal length x
     baseline, so a random crop has the held-out geometry.
     """
-    from runtime.synth import SynthConfig
+    from runtime.data.synth import SynthConfig
 
     fb = SynthConfig(height=height, width=width).focal_baseline
     focal = SynthConfig(height=height, width=width).focal
@@ -287,7 +287,7 @@ def find_mvsec(root: Path, n: int) -> Path:
 
 def _open(path: Path, real: RealOptions, calib: str | None = None, notes: list | None = None):
     """Open a real recording as ``real`` says; its warnings (fB of a calibration file) go to ``notes``."""
-    from runtime.sources import open_recording
+    from runtime.data.sources import open_recording
 
     try:
         rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb,

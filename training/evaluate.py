@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
 
 def main(argv: list[str] | None = None) -> int:
     from compiler import GenotypeError
-    from runtime.errors import ArgumentParser, run_main
+    from runtime.core.errors import ArgumentParser, run_main
 
     from . import checkpoint as ckpt_io
     from .errors import TrainError

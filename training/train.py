@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from runtime.errors import ArgumentParser, run_main
+from runtime.core.errors import ArgumentParser, run_main
 
 
 def int_ranges(text: str) -> list[int]:
@@ -43,7 +43,7 @@ def _layers(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     """Every option of ``python -m training.train`` (a flat list, long by nature; docs/training.md)."""
-    from runtime.recording import RECTIFY_ROUNDINGS
+    from runtime.data.recording import RECTIFY_ROUNDINGS
 
     from .config import DSEC_SPLITS, TrainConfig
 
@@ -216,7 +216,7 @@ def _build(g):
     """``build_model(g)``; a model this machine cannot allocate is a ``TrainError``."""
     from compiler import build_model
     from compiler.errors import out_of_memory
-    from runtime.errors import first_line
+    from runtime.core.errors import first_line
 
     from .errors import TrainError
 

@@ -8,11 +8,11 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from runtime.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
-from runtime.events import DataError
+from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
+from runtime.data.events import DataError
+from runtime.data.protocol import GT_PROTOCOLS
+from runtime.data.recording import RECTIFY_ROUNDINGS
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.protocol import GT_PROTOCOLS
-from runtime.recording import RECTIFY_ROUNDINGS
 from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
 from runtime.statefile import load_state, save_state
@@ -22,7 +22,7 @@ from .core import StepResult, Stream
 
 def _parser() -> argparse.ArgumentParser:
     """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
-    from runtime.synth.config import TEXTURE_SETS, SynthConfig  # the defaults of the synthetic source
+    from runtime.data.synth.config import TEXTURE_SETS, SynthConfig  # the defaults of the synthetic source
 
     p = ArgumentParser(
         prog="python -m runtime.stream",
@@ -179,7 +179,7 @@ def _synth_options(args: argparse.Namespace) -> dict:
     if args.textures is not None:
         options["textures"] = args.textures
     if args.scene_types is not None:
-        from runtime.synth.config import split_names
+        from runtime.data.synth.config import split_names
 
         options["scene_types"] = split_names(args.scene_types)
     return options

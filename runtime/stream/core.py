@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.errors import RuntimeInputError
+from runtime.core.errors import RuntimeInputError
 from runtime.metrics import (
     DEFAULT_MIN_DISPARITY,
     EnergyTable,
@@ -32,7 +32,7 @@ MAX_START_S = 10**9  # seconds into a recording (30 years)
 MAX_SYNTHETIC_S = 3600.0  # the built-in synthetic stream is generated in memory
 
 if TYPE_CHECKING:  # the data layer is imported when a stream first needs it
-    from runtime.sources import Encoder, Window
+    from runtime.data.sources import Encoder, Window
 
 
 @dataclass
@@ -51,7 +51,7 @@ class StepResult:
     valid_pixels: int = 0
     mean_disparity_error_px: float | None = None
     left: np.ndarray | None = None
-    window: int = 0  # the window's number in its recording (runtime.sources.window_ends)
+    window: int = 0  # the window's number in its recording (runtime.data.sources.window_ends)
     has_events: bool = True  # False when both inputs are all zero (no event, or events that cancel)
     non_finite_pixels: int = 0  # pixels of the output that are NaN or inf (never scored)
 
@@ -61,7 +61,7 @@ class Stream:
     """A model, a source and the metrics of the steps run so far.
 
     Iterate over it to stream its source (``events``: None = built-in synthetic stereo, or a path), or
-    call ``feed``/``run`` with windows (``runtime.sources.Window``) of your own. The state carries over
+    call ``feed``/``run`` with windows (``runtime.data.sources.Window``) of your own. The state carries over
     between calls.
     """
 
@@ -109,8 +109,8 @@ class Stream:
             raise RuntimeInputError("--seed", f"must be >= 0, got {seed}")
         if fb is not None and not (np.isfinite(fb) and fb > 0):
             raise RuntimeInputError("--fb", f"must be a positive number of px*m, got {fb}")
-        from runtime.protocol import GT_PROTOCOLS
-        from runtime.recording import RECTIFY_ROUNDINGS
+        from runtime.data.protocol import GT_PROTOCOLS
+        from runtime.data.recording import RECTIFY_ROUNDINGS
 
         if gt_protocol not in GT_PROTOCOLS:
             raise RuntimeInputError("--gt", f"{gt_protocol!r} is not one of {', '.join(GT_PROTOCOLS)}")
@@ -133,7 +133,7 @@ class Stream:
         self.calib, self.rectify, self.fb_override, self.gt_protocol = calib, rectify, fb, gt_protocol
         self.rectify_rounding = rectify_rounding
         self.synth = dict(synth or {})  # SynthConfig fields of the built-in synthetic source
-        self._protocol: dict[str, Any] | None = None  # runtime.protocol.describe of the source
+        self._protocol: dict[str, Any] | None = None  # runtime.data.protocol.describe of the source
         self.warnings: list[str] = []  # what the user should know about the data, one sentence each
         self._recording = recording
         self._owns_recording = False
@@ -178,8 +178,8 @@ class Stream:
         return float(fb) if fb is not None and np.isfinite(fb) and fb > 0 else None
 
     def windows(self) -> Iterator[Window]:
-        """The source's windows (``runtime.sources.windows``) from ``start_s`` on (not limited by ``max_steps``)."""
-        from runtime import sources
+        """The source's windows (``runtime.data.sources.windows``) from ``start_s`` on (not limited by max_steps)."""
+        from runtime.data import sources
 
         rec, enc = self.recording, self.spec.encoding
         start_us = None if self.start_s is None else int(rec.t_start_us) + int(round(self.start_s * 1e6))
@@ -202,7 +202,7 @@ class Stream:
         """Record the source's protocol (report ``source``) and warn when its ground truth lies
         outside its events (a run would otherwise score empty windows in silence) or when its
         calibration file's fB differs from the one in use."""
-        from runtime.protocol import describe
+        from runtime.data.protocol import describe
 
         if self._protocol is not None:
             return
@@ -287,7 +287,7 @@ class Stream:
 
     def feed_arrays(self, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None = None) -> StepResult:
         """Run one step on encoded arrays [bins, H, W] of your own (an application's event pipeline)."""
-        from runtime.sources import Window
+        from runtime.data.sources import Window
 
         return self.feed(Window(self._steps, 0, 0, left, right, gt))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract import ModelSpec
-from runtime.errors import RuntimeInputError, first_line
-from runtime.events import DataError
+from runtime.core.errors import RuntimeInputError, first_line
+from runtime.data.events import DataError
 
 
 def open_source(
@@ -27,10 +27,10 @@ def open_source(
     """Open a recording: None = the built-in synthetic stereo stream at the model's size.
 
     ``calib``, ``rectify``, ``rectify_rounding`` and ``fb`` apply to recordings read from files
-    (``runtime.sources.open_recording``); ``synth`` (``SynthConfig`` fields, e.g.
+    (``runtime.data.sources.open_recording``); ``synth`` (``SynthConfig`` fields, e.g.
     ``{"textures": "heldout"}``) to the built-in synthetic stream.
     """
-    from runtime import sources
+    from runtime.data import sources
 
     where = f"--events {events}" if events is not None else "synthetic source"
     if events is not None and not Path(events).exists():

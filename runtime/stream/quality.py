@@ -3,7 +3,7 @@
 Per counted step: windows whose input was all zero on both cameras (no event, or events that cancel in
 every pixel), outputs with NaN or infinite pixels, spike counts that are not finite (such a step is left
 out of the spike totals, so sparsity and energy average over the others). From the recording: rows
-checked and dropped by cause, and the share of bad-data rows (``runtime.events.DROP_REASONS``; the
+checked and dropped by cause, and the share of bad-data rows (``runtime.data.events.DROP_REASONS``; the
 rectification's and the ground truth's losses are reported but are not bad rows).
 """
 
@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from runtime.events import DROP_REASONS
+from runtime.data.events import DROP_REASONS
 from runtime.metrics import StereoErrors
 
 COUNTS = (

@@ -13,7 +13,7 @@ from runtime.metrics import energy_metrics, fps, percentiles_ms, sparsity_metric
 if TYPE_CHECKING:
     from .core import Stream
 
-# the report's protocol keys (runtime.protocol.describe) when no source was streamed (feed/feed_arrays only)
+# the report's protocol keys (runtime.data.protocol.describe) when no source was streamed (feed/feed_arrays only)
 _NO_PROTOCOL = {"rectification": None, "rectify_rounding": None, "fb_source": None, "fb_check": None,
                 "windows": None, "ground_truth": None, "gt_overlap": None}
 

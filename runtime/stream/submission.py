@@ -22,7 +22,7 @@ The public format, from the official checker and from a published submitter:
   timestamp: yonseivnl/se-cff ``src/components/datasets/dsec/event/sbn/dataset.py``).
 
 Here the windows tile the sequence back to back and end at each listed timestamp
-(``runtime.sources.window_ends`` with ``anchors_us``), the state carried through; the window ending at
+(``runtime.data.sources.window_ends`` with ``anchors_us``), the state carried through; the window ending at
 a timestamp gives its PNG: uint16 round(disparity * 256), clipped to 0..65535, NaN written as 0.
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import write_bytes_atomic
-from runtime.errors import RuntimeInputError
+from runtime.core.atomic import write_bytes_atomic
+from runtime.core.errors import RuntimeInputError
 
 PNG_NAME = "{:06d}.png"  # SE-CFF's str(file_index).zfill(6) + '.png'
 SCALE = 256.0  # disparity = value / 256 (DSEC's encoding, KITTI's convention)
@@ -98,7 +98,7 @@ def timestamps_path(sequence_folder: str, given: str | None) -> str:
 
 def encode_png(disparity: np.ndarray) -> bytes:
     """A disparity map as DSEC's 16-bit PNG: round(disparity * 256) clipped to 0..65535, NaN as 0."""
-    from PIL import Image  # pillow: pinned, also reads DSEC's ground truth (runtime.dsec)
+    from PIL import Image  # pillow: pinned, also reads DSEC's ground truth (runtime.data.dsec)
 
     d = np.nan_to_num(np.asarray(disparity, np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
     raw = np.clip(np.rint(d * SCALE), 0, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -151,7 +151,7 @@ def prepare(stream: Any, out_dir: str, timestamps: str | None) -> Submission:
     not the sensor's (or a crop), a malformed CSV, a timestamp without a whole window of events before
     it or after the events' end, timestamps less than 3/4 of a window apart (``window_ends`` would skip
     one), and PNGs in ``DIR/<sequence>`` that are not in the list (the checker counts files)."""
-    from runtime.dsec import DsecRecording
+    from runtime.data.dsec import DsecRecording
 
     rec, enc = stream.recording, stream.spec.encoding
     if not isinstance(rec, DsecRecording):

@@ -13,10 +13,9 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
-from runtime.errors import ArgumentParser, run_main
-
-from .config import SCENE_TYPES, TEXTURE_SETS, SynthConfig, split_names
-from .writer import check_name, write_mvsec
+from runtime.core.errors import ArgumentParser, run_main
+from runtime.data.synth.config import SCENE_TYPES, TEXTURE_SETS, SynthConfig, split_names
+from runtime.data.synth.writer import check_name, write_mvsec
 
 CLI_SECONDS = 10.0  # the command line writes longer recordings than SynthConfig's in-memory default
 PROFILES: dict[str, Callable[..., SynthConfig]] = {"mvsec": SynthConfig, "dsec": SynthConfig.dsec_like}

@@ -22,14 +22,14 @@ import argparse
 import dataclasses
 import sys
 
-from runtime.errors import ArgumentParser, run_main
+from runtime.core.errors import ArgumentParser, run_main
 
 from ..train import int_ranges
 
 
 def _real_data_options(p: argparse.ArgumentParser) -> None:
     """How MVSEC/DSEC data is read, as in ``python -m training.train`` (docs/data.md)."""
-    from runtime.recording import RECTIFY_ROUNDINGS
+    from runtime.data.recording import RECTIFY_ROUNDINGS
 
     from ..config import DSEC_SPLITS
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import first_line
-from runtime.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice, usable_time
+from runtime.core.errors import first_line
+from runtime.data.events import EVENT_DTYPE, DataError, add_counts, assemble, empty_counts, time_slice, usable_time
 
 SIDES = ("left", "right")
 # how a rectified coordinate becomes a pixel (docs/data.md): the nearest one (DDES) or the one below (SE-CFF)
@@ -159,7 +159,7 @@ Transform = Callable[[np.ndarray], tuple[np.ndarray, dict[str, int]]]
 class ColumnReader:
     """Reads time windows of one camera from an on-disk table through a ``RowIndex``.
 
-    Each read checks the rows (``runtime.events.assemble``) and counts what it drops into
+    Each read checks the rows (``runtime.data.events.assemble``) and counts what it drops into
     ``stats``; a row is counted once, the first time a read reaches it, in whatever order windows
     are read.
     """
@@ -252,7 +252,7 @@ def scan_index(
     """Build a ``RowIndex`` by streaming the time column: every ``block`` rows, the running maximum.
 
     ``read_t(lo, hi)`` returns the times (us, any numeric dtype) of rows ``[lo, hi)``. Non-finite
-    times, and times beyond ``runtime.events.MAX_TIME_US``, are ignored. Memory stays at one ``chunk`` of rows.
+    times, and times beyond ``runtime.data.events.MAX_TIME_US``, are ignored. Memory stays at one ``chunk`` of rows.
     """
     rows = np.arange(0, max(n_rows, 1), block, dtype=np.int64)
     before = np.full(len(rows), -np.inf)

@@ -1,7 +1,7 @@
 """How a recording is scored: the ground-truth protocols, and what a run says about its data.
 
 Ground-truth protocols (``GT_PROTOCOLS``), applied to each window's disparity map by
-``runtime.sources.windows``:
+``runtime.data.sources.windows``:
 
 - ``full`` (default): every valid ground-truth pixel, disparity exactly ``fB / depth`` (MVSEC) or as
   stored (DSEC).
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.recording import SIDES
+from runtime.data.recording import SIDES
 
 GT_PROTOCOLS = ("full", "ddes-full", "ddes")
 DDES_DISPARITY_MULTIPLIER = 7.0  # DDES stores round(7 d) in uint8 PNGs
@@ -124,7 +124,7 @@ def describe(
     """What a run on ``recording`` uses: rectification, fB (its source, and a calibration file's fB
     compared with it), windows, ground truth. ``anchors_us``: the windows end at these times (DSEC
     benchmark timestamps) and the ground truth is not read."""
-    from runtime.sources import window_plan
+    from runtime.data.sources import window_plan
 
     _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us, anchors_us=anchors_us)
     lengths = (ends - starts) / 1000.0

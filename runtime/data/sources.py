@@ -1,7 +1,7 @@
 """Event sources behind one call, and the windows that turn them into network input.
 
 ```python
-from runtime.sources import open_recording, windows
+from runtime.data.sources import open_recording, windows
 with open_recording() as rec:                      # built-in synthetic stereo, in memory
     for w in windows(rec, max_windows=10):
         w.left, w.right                            # float32 [5, 260, 346], SBT of 50 ms
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.encoding import encode
-from runtime.events import DataError, time_slice
-from runtime.recording import SIDES, Recording
-from runtime.synth import SynthConfig, SynthData, generate
+from runtime.data.encoding import encode
+from runtime.data.events import DataError, time_slice
+from runtime.data.recording import SIDES, Recording
+from runtime.data.synth import SynthConfig, SynthData, generate
 
 __all__ = [
     "Encoder",
@@ -42,7 +42,7 @@ __all__ = [
 
 
 class SyntheticRecording(Recording):
-    """A synthetic stereo recording held in memory (``runtime.synth``); exact ground truth."""
+    """A synthetic stereo recording held in memory (``runtime.data.synth``); exact ground truth."""
 
     def __init__(self, data: SynthData) -> None:
         super().__init__()
@@ -103,7 +103,7 @@ def open_recording(
     there is none, unless ``rectify=False`` (events used as stored). Files that say they are
     rectified already (our synthetic ones) need nothing. ``fb`` overrides focal length x baseline
     (px*m); the recording's ``rectification`` and ``fb_source`` say what was used.
-    ``rectify_rounding`` (``runtime.recording.RECTIFY_ROUNDINGS``): rectified coordinates go to the
+    ``rectify_rounding`` (``runtime.data.recording.RECTIFY_ROUNDINGS``): rectified coordinates go to the
     nearest pixel (``"round"``, as DDES) or the one below (``"floor"``, as SE-CFF); only where maps
     are applied.
     """
@@ -113,7 +113,7 @@ def open_recording(
         fields = {f.name for f in dataclasses.fields(SynthConfig)}
         for name in sorted(set(synth_options) - fields):
             close = difflib.get_close_matches(name, sorted(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else "; see runtime.synth.SynthConfig"
+            hint = f" (did you mean {close[0]!r}?)" if close else "; see runtime.data.synth.SynthConfig"
             raise TypeError(f"unknown synthetic option {name!r}{hint}")
         config = SynthConfig(seed=seed, seconds=seconds, height=height, width=width, fb=fb, **synth_options)
         return SyntheticRecording(generate(config, images=False))
@@ -121,7 +121,7 @@ def open_recording(
         raise TypeError(f"options {sorted(synth_options)} apply only to the synthetic source (path=None)")
     path = os.fspath(path)
     if os.path.isdir(path):
-        from runtime.dsec import DsecRecording
+        from runtime.data.dsec import DsecRecording
 
         if isinstance(calib, dict):
             raise TypeError("a DSEC sequence takes calib as a folder (rectify_map.h5, cam_to_cam.yaml)")
@@ -130,13 +130,13 @@ def open_recording(
         raise DataError(f"{path}: no such file or folder")
     if path.endswith("_gt.hdf5"):
         raise DataError(f"{path}: open the matching *_data.hdf5 file; the ground truth is found beside it")
-    from runtime.mvsec import MvsecRecording
+    from runtime.data.mvsec import MvsecRecording
 
     return MvsecRecording(path, fb=fb, calib=calib, rectify=rectify, rectify_rounding=rectify_rounding)
 
 
 Encoder = Callable[[np.ndarray, int, int, int, int, int], np.ndarray]
-"""f(events, t0_us, t1_us, bins, height, width) -> float32 [C, H, W]; the default is ``runtime.encoding.encode``."""
+"""f(events, t0_us, t1_us, bins, height, width) -> float32 [C, H, W]; by default ``runtime.data.encoding.encode``."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Window:
 
     ``index`` counts the windows of ``window_ends`` from 0; ``gt_index`` is the ground-truth map this
     window ends at, or None (``has_gt``); ``left``/``right`` are float32 [C, H, W]
-    (C = ``runtime.encoding.channels(kind, bins)``);
+    (C = ``runtime.data.encoding.channels(kind, bins)``);
     ``disparity`` float32 [H, W] in pixels, NaN-invalid, or None without ground truth.
     ``decode_s``/``encode_s``: seconds spent reading the window's events (and ground truth) and
     encoding (and cropping) them.
@@ -296,11 +296,11 @@ def windows(
     at the ground-truth maps; maybe only ``numbers`` or those of ``gt_indices``, at most
     ``max_windows``); ``encoding`` is ``"sbt"`` or ``"count"`` (``encoder`` replaces it); ``crop``
     = (h, w) takes the centre of the encoded frames and of the ground truth; ``gt_protocol``
-    (``runtime.protocol.GT_PROTOCOLS``) may quantise, cap or mask the ground truth as DDES does.
+    (``runtime.data.protocol.GT_PROTOCOLS``) may quantise, cap or mask the ground truth as DDES does.
     ``anchors_us``: the windows end at these times instead of at the ground truth's (``window_ends``),
     and no ground truth is read (each window's ``t1_us`` is its anchor).
     """
-    from runtime.protocol import apply_gt_protocol, check_gt_protocol
+    from runtime.data.protocol import apply_gt_protocol, check_gt_protocol
 
     check_gt_protocol(gt_protocol)
     number, starts, ends, gt_idx = window_plan(

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.events import EVENT_DTYPE, DataError, time_slice
-from runtime.names import encoding_channels
+from runtime.core.names import encoding_channels
+from runtime.data.events import EVENT_DTYPE, DataError, time_slice
 
 ENCODINGS = ("sbt", "count")
 
 
 def channels(kind: str, bins: int) -> int:
-    """The number of channels ``encode(kind, ...)`` returns (``runtime.names.encoding_channels``)."""
+    """The number of channels ``encode(kind, ...)`` returns (``runtime.core.names.encoding_channels``)."""
     return encoding_channels(kind, bins)
 
 
@@ -37,7 +37,7 @@ def _binned(
     if len(ev) and (x.max() >= width or y.max() >= height):
         raise DataError(
             f"event at x={int(x.max())} or y={int(y.max())} lies outside the {width} x {height} sensor; "
-            "clean the events first (runtime.events.clean)"
+            "clean the events first (runtime.data.events.clean)"
         )
     b = ((ev["t"] - np.int64(t0_us)) * bins) // (np.int64(t1_us) - np.int64(t0_us))  # [M]
     flat = (b * height + y) * width + x  # [M]

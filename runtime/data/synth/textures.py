@@ -4,7 +4,7 @@
 Photographs come from ``skimage.data`` (files inside the scikit-image wheel; nothing downloads).
 They are split once into two disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so that held-out
 scenes can show photographs that training never saw. The Middlebury Motorcycle pair that
-scikit-image also bundles is in neither set: it is the transfer check (``runtime.synth.pairpan``).
+scikit-image also bundles is in neither set: it is the transfer check (``runtime.data.synth.pairpan``).
 
 Procedural textures: ``pink`` (Gaussian noise with an amplitude spectrum ``1 / f^beta``, beta drawn
 around 1, the statistics of natural images) and ``leaves`` (a dead-leaves image: opaque disks of

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.events import EVENT_DTYPE, make_events
+from runtime.data.events import EVENT_DTYPE, make_events
 
 from .config import SynthConfig
 

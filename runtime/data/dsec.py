@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
-from runtime.errors import first_line
-from runtime.events import DataError
-from runtime.recording import (
+from runtime.core.errors import first_line
+from runtime.data.events import DataError
+from runtime.data.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
@@ -83,7 +83,7 @@ class DsecRecording(FileRecording):
     ``{left,right}/rectify_map.h5``) and ``cam_to_cam.yaml`` (or ``calibration/cam_to_cam.yaml``);
     the sequence folder itself is looked in after it. Events are raw: without maps they are refused
     unless ``rectify=False``; ``rectify_rounding`` says how a rectified coordinate becomes a pixel
-    (``runtime.recording.rectifier``). ``fb``: focal length x baseline (default: from ``cam_to_cam.yaml``,
+    (``runtime.data.recording.rectifier``). ``fb``: focal length x baseline (default: from ``cam_to_cam.yaml``,
     else None). The recording spans the time both cameras have events: from the later ``t_offset``
     (as SE-CFF, yonseivnl/se-cff ``src/components/datasets/dsec/sequence.py``) to the earlier end.
     """

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from runtime.mvsec import INDOOR_FLYING_FB
+from runtime.data.mvsec import INDOOR_FLYING_FB
 
 HORIZON_S = 60.0  # scene extents and the fastest image motion are taken over this long
 MVSEC_HEIGHT, MVSEC_WIDTH = 260, 346
@@ -41,8 +41,8 @@ class SynthConfig:
     width: int = MVSEC_WIDTH
     focal_px: float | None = None  # focal length in pixels
     fb: float | None = None  # focal length x baseline in px*m; disparity = fb / depth
-    scene_types: tuple[str, ...] = SCENE_TYPES  # each seed draws its layout from these (runtime.synth.layout)
-    textures: str = "all"  # photographs used: "all", "train" or "heldout" (runtime.synth.textures)
+    scene_types: tuple[str, ...] = SCENE_TYPES  # each seed draws its layout from these (runtime.data.synth.layout)
+    textures: str = "all"  # photographs used: "all", "train" or "heldout" (runtime.data.synth.textures)
     photo_fraction: float = 0.5  # share of surfaces textured with a photograph (others: 1/f procedural)
     n_objects: int = 6  # objects in front of the walls (twice as many in a clutter scene)
     thin_fraction: float = 0.2  # share of objects that are thin: poles and bars 1-5 px across

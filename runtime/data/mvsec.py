@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from runtime.errors import first_line
-from runtime.events import DataError
-from runtime.recording import (
+from runtime.core.errors import first_line
+from runtime.data.events import DataError
+from runtime.data.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
@@ -163,7 +163,7 @@ class MvsecRecording(FileRecording):
     (``find_calib``). Files marked rectified already (our synthetic ones: attribute ``source`` =
     ``runtime.synth``, or a true ``rectified`` attribute) are read as stored; others hold raw
     events and are refused without maps unless ``rectify=False``. ``rectify_rounding``: how a
-    rectified coordinate becomes a pixel (``runtime.recording.rectifier``). When the calibration folder also
+    rectified coordinate becomes a pixel (``runtime.data.recording.rectifier``). When the calibration folder also
     holds ``camchain-imucam-<family>.yaml``, its fB is compared with the one in use (``fb_check``);
     the one in use stays.
     """

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.events import EVENT_DTYPE
-from runtime.recording import SIDES
+from runtime.data.events import EVENT_DTYPE
+from runtime.data.recording import SIDES
 
 from .config import SynthConfig
 from .esim import _Esim
@@ -143,7 +143,7 @@ class SynthData:
     images: dict[str, np.ndarray]  # side -> uint8 [m, H, W]
     duration_us: int
     sim_hz: float
-    kind: str = ""  # the scene type (runtime.synth.layout), or "" for another scene
+    kind: str = ""  # the scene type (runtime.data.synth.layout), or "" for another scene
 
 
 def generate(

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from runtime.atomic import atomic_path
-from runtime.events import to_mvsec
-from runtime.recording import SIDES
+from runtime.core.atomic import atomic_path
+from runtime.data.events import to_mvsec
+from runtime.data.recording import SIDES
 
 from .config import SynthConfig
 from .simulate import Simulator
@@ -24,7 +24,7 @@ def write_mvsec(
     Ground-truth file: ``davis/left/depth_image_rect`` float32 [m, H, W] metres (NaN invalid) and
     ``depth_image_rect_ts`` float64 [m] seconds. Both carry the config as attributes (``fb``,
     ``synth_config``). Streams to disk chunk by chunk, into temporary files in ``out_dir`` that replace
-    the two files only when both are complete (``runtime.atomic``: the ground truth first, then the
+    the two files only when both are complete (``runtime.core.atomic``: the ground truth first, then the
     data); a failure leaves existing files as they were. ``name`` is a file name stem, never a path.
     Returns the two paths.
     """

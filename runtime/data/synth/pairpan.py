@@ -148,8 +148,8 @@ def pan_scene(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, config
 
 def motorcycle_recording(height: int = 96, width: int = 128, seconds: float = 4.0, seed: int = 0,
                          **overrides: object):
-    """The Motorcycle pair as a stereo event recording (``runtime.sources.SyntheticRecording``)."""
-    from runtime.sources import SyntheticRecording
+    """The Motorcycle pair as a stereo event recording (``runtime.data.sources.SyntheticRecording``)."""
+    from runtime.data.sources import SyntheticRecording
 
     from .simulate import generate
 
