@@ -82,8 +82,9 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
             raise OSError(f"fake source reads no files ({path})")
         return FakeRecording(height=height, width=width, seconds=seconds, seed=seed)
 
-    from runtime.data.sources import Window, window_plan
+    from runtime.data.sources import Window
     from runtime.data.sources import windows as real_windows
+    from runtime.data.tiling import window_plan
 
     def windows(recording: Any, *, encoder: Any = None, **options: Any) -> Any:
         return real_windows(recording, encoder=encoder or identity_encoder, **options)

@@ -4,7 +4,8 @@
 import numpy as np
 import pytest
 
-from runtime.data.sources import SyntheticRecording, Window, open_recording, window_ends, windows
+from runtime.data.sources import SyntheticRecording, Window, open_recording, windows
+from runtime.data.tiling import window_ends
 
 SMALL = dict(height=48, width=64)
 

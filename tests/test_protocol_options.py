@@ -90,7 +90,8 @@ def test_cli_refuses_a_missing_validation_sequence(tmp_path, tiny_dsec, capsys):
 
 def test_dsec_split_is_refused_for_mvsec_and_reaches_search(tmp_path):
     from tests.test_data_mvsec import write_mvsec_like
-    from training.data import RealOptions, stereo_data
+    from training.data import RealOptions
+    from training.datasets import stereo_data
     from training.search.bilevel import SearchConfig
     from training.search.cli import parser
     from training.search.snasnet import _real
@@ -160,7 +161,7 @@ def test_camchain_fb_without_a_family_constant_and_a_bad_file(tmp_path):
     from runtime.data.mvsec import INDOOR_FLYING_FB
     from runtime.data.sources import open_recording
     from tests.test_data_mvsec import write_maps, write_mvsec_like
-    from training.data import RealOptions, _open
+    from training.data import RealOptions, open_real
 
     calib = write_maps(tmp_path / "calib")
     yaml_path = write_camchain(calib, fb=18.5)
@@ -176,7 +177,7 @@ def test_camchain_fb_without_a_family_constant_and_a_bad_file(tmp_path):
                                            "P[0][3] != 0: fB not compared")
     write_camchain(calib, fb=21.0)
     notes = []
-    with _open(path, RealOptions(), str(calib), notes), _open(path, RealOptions(), str(calib), notes):
+    with open_real(path, RealOptions(), str(calib), notes), open_real(path, RealOptions(), str(calib), notes):
         assert len(notes) == 1 and "gives fB 21 px*m" in notes[0]  # training says it once in its data line
 
 
@@ -266,7 +267,7 @@ def test_stream_serve_and_training_take_the_rounding(tmp_path, capsys):
     from runtime.serve import main as serve_main
     from runtime.stream import main
     from tests.test_data_mvsec import H, W, write_maps, write_mvsec_like
-    from training.data import RealOptions, _open
+    from training.data import RealOptions, open_real
     from training.search.cli import parser
     from training.search.snasnet import _real
 
@@ -293,7 +294,7 @@ def test_stream_serve_and_training_take_the_rounding(tmp_path, capsys):
     assert serve_main([*base[:6], "--rectify-rounding", "floor", "--max-steps", "2", "--quiet", "--report",
                        str(report)]) == 0
     assert json.loads(report.read_text())["streams"]["cam0"]["source"]["rectify_rounding"] == "floor"
-    with _open(path, RealOptions(rectify_rounding="floor"), str(calib)) as rec:  # training reads as it says
+    with open_real(path, RealOptions(rectify_rounding="floor"), str(calib)) as rec:  # training reads as it says
         assert rec.rectify_rounding == "floor"
     assert "rectification from C (floor)" in RealOptions(calib="C", rectify_rounding="floor").describe()
     args = parser().parse_args(["snasnet", "g.yaml", "--cell", "c", "--out", "o", "--rectify-rounding", "floor"])

@@ -15,7 +15,8 @@ from test_data_mvsec import T0, H, W, write_maps, write_mvsec_like
 from runtime.data.events import make_events
 from runtime.data.mvsec import INDOOR_FLYING_FB
 from runtime.data.protocol import ddes_quantise, recent_event_mask
-from runtime.data.sources import open_recording, window_ends, windows
+from runtime.data.sources import open_recording, windows
+from runtime.data.tiling import window_ends
 from runtime.stream import main
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tests.helpers import GENOTYPES
-from training.data import SyntheticSpec, stereo_source_kind, synthetic_stereo
+from training.data import SyntheticSpec, synthetic_stereo
+from training.datasets import stereo_source_kind
 from training.errors import TrainError
 from training.images import check_image_shape, classification_data, read_idx
 

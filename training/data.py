@@ -1,4 +1,6 @@
-"""Stereo training data: event-stereo sequences (synthetic, MVSEC, DSEC); ``stereo_data`` is the entry.
+"""Stereo training data: event-stereo sequences, synthetic and MVSEC (``training.dsec_data``: DSEC).
+
+``training.datasets.stereo_data`` is the entry.
 
 Stereo data is held as encoded windows per sequence (int8 SBT frames, float32 disparity with NaN
 invalid), made by ``runtime.data.sources.windows`` as the runtime makes them: back to back, every event
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from runtime.core.errors import first_line
+from runtime.data.sources import find_recordings, open_recording
 
 from .errors import TrainError
 
@@ -145,7 +148,8 @@ def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indice
     int16 (counts).
     """
     from runtime.data.encoding import channels
-    from runtime.data.sources import window_plan, windows
+    from runtime.data.sources import windows
+    from runtime.data.tiling import window_plan
 
     number, _, _, gt_idx = window_plan(rec, window_us=window_us)
     if gt_idx is None or not (gt_idx >= 0).any():
@@ -214,8 +218,6 @@ def random_sensor(seed: int) -> dict:
 def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, height: int, width: int,
                         seconds: float, fb: float | None = None, focal: float | None = None):
     """One synthetic training (``held_out=False``) or held-out recording of ``spec``."""
-    from runtime.data.sources import open_recording
-
     if held_out:
         options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
     else:
@@ -278,17 +280,15 @@ def ddes_held_out(frames, val_size: int | None = None) -> tuple[list[int], list[
 
 
 def find_mvsec(root: Path, n: int) -> Path:
-    hits = sorted(root.rglob(f"indoor_flying{n}_data.hdf5"))
+    hits = [p for p in find_recordings(root).mvsec if p.name == f"indoor_flying{n}_data.hdf5"]
     if not hits:
         raise TrainError(f"{root}: no indoor_flying{n}_data.hdf5 under this folder",
                          "give the folder holding MVSEC's indoor_flying*_data.hdf5 and *_gt.hdf5 files")
     return hits[0]
 
 
-def _open(path: Path, real: RealOptions, calib: str | None = None, notes: list | None = None):
+def open_real(path: Path, real: RealOptions, calib: str | None = None, notes: list | None = None):
     """Open a real recording as ``real`` says; its warnings (fB of a calibration file) go to ``notes``."""
-    from runtime.data.sources import open_recording
-
     try:
         rec = open_recording(str(path), calib=calib, rectify=real.rectify, fb=real.fb,
                              rectify_rounding=real.rectify_rounding)
@@ -330,11 +330,11 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
     notes: list[str] = []  # warnings of the recordings, said in the description
     train = []
     for n in MVSEC_SPLITS[split]["train"]:
-        with _open(find_mvsec(root, n), real, calib, notes) as rec:
+        with open_real(find_mvsec(root, n), real, calib, notes) as rec:
             _, gt = _frames(rec, *DDES_TRAIN_FRAMES[n])
             train.append(encode_recording(rec, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}", **common))
     t = MVSEC_SPLITS[split]["test"]
-    with _open(find_mvsec(root, t), real, calib, notes) as rec:
+    with open_real(find_mvsec(root, t), real, calib, notes) as rec:
         frames, gt = _frames(rec, *DDES_TEST_FRAMES[t])
         val, test = ddes_held_out(frames)
         chosen = val if part == "val" else test
@@ -351,49 +351,6 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
                       f"{real.describe()}{''.join(f'; warning: {n}' for n in notes)}", burn_in)
 
 
-def stereo_source_kind(source: str) -> str:
-    if source == "synthetic":
-        return "synthetic"
-    root = Path(source)
-    if not root.exists():
-        raise TrainError(f"{source}: no such file or folder", "give --data synthetic or a dataset folder")
-    if any(root.rglob("indoor_flying*_data.hdf5")) if root.is_dir() else False:
-        return "mvsec"
-    if root.is_dir() and any(root.rglob("events/left/events.h5")):
-        return "dsec"
-    raise TrainError(f"{source}: neither MVSEC (indoor_flying*_data.hdf5) nor DSEC (events/left/events.h5) "
-                     "data under this path", "give the folder that holds the recordings")
-
-
-def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synthetic: SyntheticSpec,
-                split: int = 1, part: str = "val", real: RealOptions | None = None) -> StereoData:
-    """Stereo data for genotype ``g``'s input from ``source``, for training and search alike.
-
-    ``source`` is ``"synthetic"`` (generated as ``synthetic`` says), a folder holding MVSEC's
-    indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC sequence folders, read
-    as ``real`` says (calibration, rectification, fB, ground-truth protocol).
-    Samples are ``length`` consecutive windows every ``stride``; held-out windows before ``burn_in``
-    are not scored.
-    """
-    inp = g.input
-    common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
-                  length=length, stride=stride, burn_in=burn_in)
-    kind = stereo_source_kind(source)
-    if kind == "synthetic":
-        if real is not None and real != RealOptions():
-            raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split and --rectify-rounding apply to MVSEC "
-                             "and DSEC data, not --data synthetic")
-        return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
-    if kind == "mvsec":
-        if real is not None and real.dsec_split != RealOptions.dsec_split:
-            raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "
-                             "--split's (DDES)")
-        return mvsec_stereo(Path(source), split, height=inp.height, width=inp.width, part=part, real=real, **common)
-    from .dsec_data import dsec_stereo
-
-    return dsec_stereo(Path(source), real=real, **common)
-
-
-__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "stereo_data",
-           "stereo_source_kind", "synthetic_stereo", "mvsec_stereo", "encode_recording", "center_crop",
-           "ddes_held_out", "synthetic_recording", "random_sensor"]
+__all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "synthetic_stereo",
+           "mvsec_stereo", "encode_recording", "center_crop", "ddes_held_out", "open_real", "synthetic_recording",
+           "random_sensor"]

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from runtime.data.sources import find_recordings
+
 from .config import DSEC_SPLITS
-from .data import RealOptions, Segment, StereoData, _open, encode_recording
+from .data import RealOptions, Segment, StereoData, encode_recording, open_real
 from .errors import TrainError
 
 # SE-CFF's split of DSEC's 41 training sequences (yonseivnl/se-cff,
@@ -81,13 +83,13 @@ def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length:
     if real.calib is not None:
         raise TrainError("--calib applies to MVSEC: each DSEC sequence folder holds its own "
                          "events/{left,right}/rectify_map.h5 and calibration/cam_to_cam.yaml")
-    folders = sorted(p.parent.parent.parent for p in root.rglob("events/left/events.h5"))
+    folders = find_recordings(root).dsec
     if not folders:
         raise TrainError(f"{root}: no DSEC sequence (events/left/events.h5) under this folder")
     train_at, val_at, unused = dsec_split([f.name for f in folders], real.dsec_split, val_fraction, str(root))
     seqs = {}
     for i in sorted(set(train_at) | set(val_at)):
-        with _open(folders[i], real) as rec:
+        with open_real(folders[i], real) as rec:
             seqs[i] = encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=folders[i].name,
                                        context=burn_in, gt_protocol=real.gt_protocol)
     train, val = [seqs[i] for i in train_at], [seqs[i] for i in val_at]

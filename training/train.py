@@ -327,7 +327,8 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import RealOptions, SyntheticSpec, stereo_data
+    from .data import RealOptions, SyntheticSpec
+    from .datasets import stereo_data
     from .errors import TrainError
     from .images import check_image_shape, classification_data
 

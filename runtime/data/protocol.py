@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from runtime.data.recording import SIDES
+from runtime.data.tiling import window_plan
 
 GT_PROTOCOLS = ("full", "ddes-full", "ddes")
 DDES_DISPARITY_MULTIPLIER = 7.0  # DDES stores round(7 d) in uint8 PNGs
@@ -124,8 +125,6 @@ def describe(
     """What a run on ``recording`` uses: rectification, fB (its source, and a calibration file's fB
     compared with it), windows, ground truth. ``anchors_us``: the windows end at these times (DSEC
     benchmark timestamps) and the ground truth is not read."""
-    from runtime.data.sources import window_plan
-
     _, starts, ends, gt_idx = window_plan(recording, window_us=window_us, start_us=start_us, anchors_us=anchors_us)
     lengths = (ends - starts) / 1000.0
     if anchors_us is not None:  # the windows end at the benchmark timestamps; no ground truth is read

@@ -51,7 +51,7 @@ class StepResult:
     valid_pixels: int = 0
     mean_disparity_error_px: float | None = None
     left: np.ndarray | None = None
-    window: int = 0  # the window's number in its recording (runtime.data.sources.window_ends)
+    window: int = 0  # the window's number in its recording (runtime.data.tiling.window_ends)
     has_events: bool = True  # False when both inputs are all zero (no event, or events that cancel)
     non_finite_pixels: int = 0  # pixels of the output that are NaN or inf (never scored)
 

@@ -22,7 +22,7 @@ The public format, from the official checker and from a published submitter:
   timestamp: yonseivnl/se-cff ``src/components/datasets/dsec/event/sbn/dataset.py``).
 
 Here the windows tile the sequence back to back and end at each listed timestamp
-(``runtime.data.sources.window_ends`` with ``anchors_us``), the state carried through; the window ending at
+(``runtime.data.tiling.window_ends`` with ``anchors_us``), the state carried through; the window ending at
 a timestamp gives its PNG: uint16 round(disparity * 256), clipped to 0..65535, NaN written as 0.
 """
 

@@ -331,7 +331,8 @@ def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=Non
     """``batch`` samples of ``steps`` consecutive SBT windows of a stereo source, as per-step inputs
     (``real``: how MVSEC/DSEC data is read, ``training.data.RealOptions``)."""
 
-    from ..data import SyntheticSpec, stereo_data
+    from ..data import SyntheticSpec
+    from ..datasets import stereo_data
 
     inp = g.input
     seconds = max(1.0, 0.05 * (steps + 2))
