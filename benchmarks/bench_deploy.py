@@ -5,7 +5,7 @@ Speed: per size, the torch model's eager step (eval mode, BatchNorm as trained) 
 graphs in ONNX Runtime (CPU provider, graph optimisation level all): fp32 as exported before the
 compiler's passes (BatchNorm folding only), fp32 with the graph rewrites (compiler.rewrite) but the
 cost volume built (``--no-factorize``), fp32 factorised (compiler.factorize) and int8 factorised
-(compiler.quantize, calibrated on windows of the built-in synthetic stream). One thread on every
+(runtime.quantize, calibrated on windows of the built-in synthetic stream). One thread on every
 side (the machine is shared; say so with the numbers). Each round steps every variant once on the
 same event window with its own carried state; the table gives the median ms/step, steps/s, the
 speed-up over torch eager and the convolution MACs each variant executes per step (from the graph;

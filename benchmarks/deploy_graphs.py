@@ -68,8 +68,8 @@ def graphs(model, calib_windows: int, threads: int = 1, int8: bool = True, plain
     int8 (factorised, calibrated on ``calib_windows`` windows of the built-in synthetic stream), and
     with ``plain`` first the graph as exported before the compiler's passes (BatchNorm folding only);
     with the seconds each took to build."""
-    from compiler.calibrate import to_int8
     from compiler.export import to_onnx
+    from runtime.calibrate import to_int8
 
     out, seconds = {}, {}
     if plain:

@@ -65,7 +65,7 @@ def test_onnx_graph_outputs_and_state_bit_identical(name):
     model = build_case(case)
     proto = to_onnx(model, **case.get("export", {}))
     if case.get("int8"):
-        from compiler.calibrate import to_int8
+        from runtime.calibrate import to_int8
 
         proto = to_int8(proto, None, 2)
     old = onnx.load(str(KEPT / f"{name}.onnx"))

@@ -1,4 +1,4 @@
-"""The int8 graph (compiler.quantize, compiler.calibrate, ``--int8``): which tensors are spike integers,
+"""The int8 graph (runtime.quantize, runtime.calibrate, ``--int8``): which tensors are spike integers,
 the QDQ numerics of one conv, ONNX Runtime's fusion into QLinearConv, an unchanged contract that the
 runtime reads, and the command line with the built-in stream or a user's recording."""
 
@@ -17,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler import build_model
 from compiler.build import main as build_main
-from compiler.calibrate import to_int8
 from compiler.export import to_onnx
-from compiler.quantize import integer_bounds, plan_int8, quantize_int8
+from runtime.calibrate import to_int8
+from runtime.quantize import integer_bounds, plan_int8, quantize_int8
 
 STEREO_SET = [f"--set={k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in SMALL["stereo"].items()]
 

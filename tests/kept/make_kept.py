@@ -34,7 +34,7 @@ def main() -> int:
         model = build_case(case)
         proto = to_onnx(model, **case.get("export", {}))
         if case.get("int8"):
-            from compiler.calibrate import to_int8
+            from runtime.calibrate import to_int8
 
             proto = to_int8(proto, None, 2)
         save_onnx(proto, HERE / f"{name}.onnx")

@@ -111,7 +111,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
     """A copy of ``proto`` with the convs of ``plan_int8`` in QDQ form (module docstring).
 
     ``ranges`` maps each planned conv's output tensor to the (min, max) it took on calibration data
-    (``compiler.calibrate``); ``calibration`` describes that data for ``snn.quantization``.
+    (``runtime.calibrate``); ``calibration`` describes that data for ``snn.quantization``.
     """
     planned, kept = plan_int8(proto)
     missing = [n.output[0] for n in planned if n.output[0] not in ranges]

@@ -3,7 +3,7 @@
 The fp32 graph runs in ONNX Runtime, with the state carried from window to window, over consecutive
 event windows of the built-in synthetic stereo stream (default) or of a user's recording, read by
 the runtime's one window pipeline (``runtime.data.sources``) with the model's own encoding. The conv
-outputs ``compiler.quantize`` will quantise are added as graph outputs and their min/max recorded.
+outputs ``runtime.quantize`` will quantise are added as graph outputs and their min/max recorded.
 
 This module is the compiler's one user of ONNX Runtime and of ``runtime.data.sources`` (neither needs
 torch); it is imported only for ``--int8``.
@@ -19,8 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from runtime.core import names
-
-from .quantize import int8_conv_outputs, quantize_int8
+from runtime.quantize import int8_conv_outputs, quantize_int8
 
 CALIBRATION_SEED = 100  # the built-in stream's seed for calibration (held-out evaluation uses seeds 0-3)
 
