@@ -147,12 +147,12 @@ def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold
             if not out_of_memory(exc):
                 raise
             raise BuildError(f"{out or triton_dir}: ran out of memory while exporting ({first_line(exc)})") from None
-        if int8:  # calibrated on event windows (runtime.calibrate), then quantised (runtime.quantize)
-            from runtime.calibrate import CalibrationError, to_int8
+        if int8:  # calibrated on event windows, then quantised: python -m runtime.calibrate (compiler/int8.py)
+            from .int8 import Int8Error, to_int8
 
             try:
                 proto = to_int8(proto, calib_events, calib_windows)
-            except CalibrationError as exc:
+            except Int8Error as exc:
                 raise BuildError(str(exc)) from None
 
     def export(path: Path):

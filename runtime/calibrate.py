@@ -1,17 +1,20 @@
-"""Calibration for the int8 graph: the range of every quantised conv's output on real input.
+"""``python -m runtime.calibrate MODEL.onnx -o OUT.onnx [--calib-windows N] [--calib-events PATH]``: the
+int8 graph of an exported fp32 graph, calibrated on event windows (``to_int8``).
 
 The fp32 graph runs in ONNX Runtime, with the state carried from window to window, over consecutive
 event windows of the built-in synthetic stereo stream (default) or of a user's recording, read by
 the runtime's one window pipeline (``runtime.data.sources``) with the model's own encoding. The conv
 outputs ``runtime.quantize`` will quantise are added as graph outputs and their min/max recorded.
 
-This module is the compiler's one user of ONNX Runtime and of ``runtime.data.sources`` (neither needs
-torch); it is imported only for ``--int8``.
+A deployment host can quantise a model itself (ONNX and ONNX Runtime, no torch).
+``python -m compiler.build --int8`` runs this command (``compiler/int8.py``): the compiler imports only
+``runtime.core``, and calibration reads event data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +22,9 @@ import onnx
 import onnxruntime as ort
 
 from runtime.core import names
+from runtime.core.atomic import write_bytes_atomic
+from runtime.core.errors import ArgumentParser, first_line, run_main
+from runtime.data import sources
 from runtime.quantize import int8_conv_outputs, quantize_int8
 
 CALIBRATION_SEED = 100  # the built-in stream's seed for calibration (held-out evaluation uses seeds 0-3)
@@ -32,9 +38,6 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
                         seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
     """``count`` consecutive encoded windows, as the graph's data inputs (batch 1), from ``events``
     (None: the built-in synthetic stream at the model's size) with the model's ``snn.encoding``."""
-    from runtime.core.errors import first_line
-    from runtime.data import sources
-
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get(names.META_TASK) != "stereo":
         raise CalibrationError("--int8 calibrates on event windows: only stereo models (event input) are supported")
@@ -97,3 +100,30 @@ def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16
     ranges = output_ranges(proto, int8_conv_outputs(proto), feeds, threads)
     source = events or f"built-in synthetic stream, seed {CALIBRATION_SEED}"
     return quantize_int8(proto, ranges, {"source": source, "windows": windows, "statistic": "min/max"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read ``MODEL``, write its int8 graph to ``-o`` (atomically); bad input: one line ``error: ...``, exit 2."""
+    parser = ArgumentParser(prog="python -m runtime.calibrate", description=main.__doc__)
+    parser.add_argument("model", help="the fp32 ONNX graph (python -m compiler.build)")
+    parser.add_argument("-o", "--out", required=True, help="where to write the int8 graph")
+    parser.add_argument("--calib-windows", type=int, default=16, help="event windows to calibrate on (default 16)")
+    parser.add_argument("--calib-events", default=None,
+                        help="recording to calibrate on (default: the built-in synthetic stream)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: its own)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        try:
+            proto = onnx.load(args.model)
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types for a file that is not a graph
+            raise CalibrationError(f"{args.model}: not a readable ONNX graph: {first_line(exc)}") from None
+        int8 = to_int8(proto, args.calib_events, args.calib_windows, args.threads)
+        write_bytes_atomic(os.fspath(args.out), int8.SerializeToString())
+        return 0
+
+    return run_main(body, (CalibrationError, OSError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
