@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from runtime.core.atomic import write_atomic, write_text_atomic
 from runtime.core.errors import RuntimeInputError
@@ -201,11 +203,20 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- images
-def _colour(values: np.ndarray, vmax: float, cmap: str = "magma") -> np.ndarray:
-    import matplotlib  # lazy: only --save-dir needs it
+# The 'magma' colour map (Nathaniel Smith and Stefan van der Walt, CC0) as matplotlib 3.11 tabulates it:
+# float64 [256, RGB], read by index as a listed colour map is (so PNGs need no matplotlib).
+MAGMA = Path(__file__).resolve().with_name("magma.npy")
 
+
+@functools.cache
+def _magma() -> np.ndarray:
+    return np.load(MAGMA)
+
+
+def _colour(values: np.ndarray, vmax: float) -> np.ndarray:
     scaled = np.clip(np.nan_to_num(values, nan=0.0) / max(vmax, 1e-6), 0.0, 1.0)
-    rgb = matplotlib.colormaps[cmap](scaled)[..., :3]
+    lut = _magma()
+    rgb = lut[np.minimum((scaled * len(lut)).astype(np.intp), len(lut) - 1)]
     rgb[~np.isfinite(values)] = 0.0
     return rgb
 
@@ -228,9 +239,8 @@ def save_step(
     gt: np.ndarray | None = None,
     left: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write ``disparity_<index>.npy`` and a PNG: events | prediction | ground truth (same colour scale)."""
-    import matplotlib.image
-
+    """Write ``disparity_<index>.npy`` and a PNG: events | prediction | ground truth (same colour scale;
+    8-bit RGBA, opaque)."""
     d = Path(directory)
     stem = f"disparity_{index:06d}"
     write_atomic(d / f"{stem}.npy", lambda f: np.save(f, disparity.astype(np.float32)))
@@ -245,6 +255,7 @@ def save_step(
     for p in panels[1:]:
         row += [gap, p]
     png = d / f"{stem}.png"
-    picture = np.clip(np.concatenate(row, axis=1), 0.0, 1.0)
-    write_atomic(png, lambda f: matplotlib.image.imsave(f, picture, format="png"))
+    picture = (np.clip(np.concatenate(row, axis=1), 0.0, 1.0) * 255).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)]), "RGBA")
+    write_atomic(png, lambda f: rgba.save(f, format="png"))
     return [d / f"{stem}.npy", png]

@@ -1,10 +1,12 @@
-"""Surface textures: photographs bundled with scikit-image and procedural textures with natural
+"""Surface textures: photographs shipped with the package and procedural textures with natural
 (1/f) statistics, stored as mip pyramids and sampled with a per-pixel level of detail.
 
-Photographs come from ``skimage.data`` (files inside the scikit-image wheel; nothing downloads).
-They are split once into two disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so that held-out
-scenes can show photographs that training never saw. The Middlebury Motorcycle pair that
-scikit-image also bundles is in neither set: it is the transfer check (``runtime.data.synth.pairpan``).
+Photographs are lossless PNGs in ``photos/`` (package data; nothing downloads): sixteen of the
+sample images scikit-image 0.26.0 bundles (``skimage.data``), the arrays its functions return
+(``photos/README.md`` says where each comes from and its licence). They are split once into two
+disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so that held-out scenes can show
+photographs that training never saw. The Middlebury Motorcycle pair that scikit-image also bundles
+is in neither set: it is the transfer check (``runtime.data.synth.pairpan``).
 
 Procedural textures: ``pink`` (Gaussian noise with an amplitude spectrum ``1 / f^beta``, beta drawn
 around 1, the statistics of natural images) and ``leaves`` (a dead-leaves image: opaque disks of
@@ -15,12 +17,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .config import TEXTURE_SETS
 
-# skimage.data function names; chosen to mix natural and man-made content in both halves
+PHOTOS = Path(__file__).resolve().parent / "photos"
+
+# photos/<name>.png (skimage.data function names); chosen to mix natural and man-made content in both halves
 TRAIN_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hubble_deep_field", "page")
 HELDOUT_PHOTOS = ("coffee", "gravel", "rocket", "text", "clock", "moon", "cell", "immunohistochemistry")
 PROCEDURAL = ("pink", "leaves")
@@ -53,18 +59,16 @@ def _normalize(a: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def photo_pyramid(name: str) -> tuple[np.ndarray, ...]:
-    """The mip pyramid of one bundled photograph, gray in [0, 1], resampled to power-of-two sides and
+    """The mip pyramid of one shipped photograph, gray in [0, 1], resampled to power-of-two sides and
     each level mirrored into a periodic texture twice its size (cached per process)."""
-    import skimage.data  # imported here: only the generator needs scikit-image
-
-    levels = pyramid(_pow2(_normalize(_gray(getattr(skimage.data, name)()))))
+    with Image.open(PHOTOS / f"{name}.png") as image:
+        photo = np.asarray(image)
+    levels = pyramid(_pow2(_normalize(_gray(photo))))
     return tuple(_mirrored(level) for level in levels)
 
 
 def _pow2(a: np.ndarray) -> np.ndarray:
     """Resample to the nearest power-of-two size in each axis (bilinear), so textures tile by masking."""
-    from PIL import Image
-
     h, w = (2 ** int(round(np.log2(n))) for n in a.shape)
     if (h, w) == a.shape:
         return a
