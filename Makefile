@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev,test]'
+	$(PY) -m pip install -q -e '.[compile,train,dev,test]'
 	touch $@
 
 # The shipped trained model (SpikeDHS-Stereo reduced to 96x128, trained on synthetic data; docs/training.md)
