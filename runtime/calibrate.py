@@ -39,7 +39,8 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
     """``count`` consecutive encoded windows, as the graph's data inputs (batch 1), from ``events``
     (None: the built-in synthetic stream at the model's size) with the model's ``snn.encoding``."""
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get(names.META_TASK) != "stereo":
+    task = names.TASKS.get(meta.get(names.META_TASK, ""))
+    if task is None or not task.events:
         raise CalibrationError("--int8 calibrates on event windows: only stereo models (event input) are supported")
     enc = json.loads(meta[names.META_ENCODING])
     height, width, window_us = int(enc["height"]), int(enc["width"]), int(round(enc["window_ms"] * 1000))

@@ -167,7 +167,7 @@ def read_contract(
     encoding = _encoding(where, meta)
     layers = _layers(where, meta)
     dense = _dense_macs(where, meta)
-    data_in_names, data_out_name = TASKS[task]
+    data_in_names, data_out_name = TASKS[task].inputs, TASKS[task].output
     data_shape = _data_inputs(where, task, encoding, inputs)
     states = _states(where, inputs, outputs, data_in_names)
     _data_output(where, task, encoding, outputs, data_out_name)
@@ -205,7 +205,7 @@ def _task(where: str, meta: dict[str, str]) -> tuple[str, float | None]:
     if task not in TASKS:
         raise RuntimeInputError(where, f"snn.task {task!r} is not one of {', '.join(sorted(TASKS))}")
     max_disparity = None
-    if task == "stereo":
+    if TASKS[task].disparity:
         if "snn.max_disparity" not in meta:
             raise RuntimeInputError(where, "metadata snn.max_disparity missing (required for stereo)")
         try:
@@ -221,7 +221,7 @@ def _task(where: str, meta: dict[str, str]) -> tuple[str, float | None]:
 
 def _data_inputs(where: str, task: str, encoding: EncodingSpec, inputs: Sequence[Any]) -> tuple:
     """The data inputs exist, are float [batch, C, H, W] and (stereo) match ``snn.encoding``."""
-    data_in_names = TASKS[task][0]
+    data_in_names = TASKS[task].inputs
     in_by_name = {a.name: a for a in inputs}
     data_shape: tuple[int | str | None, ...] = ()
     for name in data_in_names:
@@ -237,7 +237,7 @@ def _data_inputs(where: str, task: str, encoding: EncodingSpec, inputs: Sequence
             raise RuntimeInputError(
                 where, f"input {name!r} has shape {_fmt(shape)}, expected [batch, C, H, W]"
             )
-        if task == "stereo":
+        if TASKS[task].events:
             want = (encoding_channels(encoding.kind, encoding.bins), encoding.height, encoding.width)
             for got, exp, what in zip(shape[1:], want, ("channels", "height", "width"), strict=True):
                 if isinstance(got, int) and got != exp:
@@ -313,7 +313,7 @@ def _data_output(where: str, task: str, encoding: EncodingSpec, outputs: Sequenc
     if out.type != "tensor(float)":
         raise RuntimeInputError(where, f"output {data_out_name!r} is {out.type}, expected tensor(float)")
     oshape = _dims(out.shape)
-    if task == "stereo" and (
+    if TASKS[task].disparity and (
         len(oshape) != 3
         or not _is_batch(oshape[0])
         or any(

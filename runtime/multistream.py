@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.core.errors import RuntimeInputError, first_line
-from runtime.core.names import spikes_output
+from runtime.core.names import TASKS, spikes_output
 from runtime.data.events import DataError
 from runtime.metrics import (
     EnergyTable,
@@ -184,7 +184,7 @@ class MultiStream:
         self.model = str(model)
         self.multi = MultiSession(model, device=device, threads=threads, max_streams=max_streams)
         self.spec = self.multi.spec
-        if self.spec.task != "stereo":
+        if not TASKS[self.spec.task].events:
             raise RuntimeInputError(self.model, f"snn.task is {self.spec.task!r}; streams are stereo event streams")
         table = options.get("energy_table")
         self.energy = load_energy_table(table) if isinstance(table, (str, Path)) else table or EnergyTable()

@@ -1,18 +1,30 @@
 """The names of the ONNX contract (schema 1), defined once: the compiler writes them
 (``compiler.export``), the runtime reads them (``runtime.contract``), benchmarks and tests use them.
 
-A leaf module with no imports, so that the compiler may import it without pulling in the runtime.
+A leaf module (standard library only), so that the compiler may import it without pulling in the runtime.
 """
+
+from typing import NamedTuple
 
 SCHEMA = "1"
 STATE_IN = "state_in."
 STATE_OUT = "state_out."
 SPIKES = "spikes."
 
-# task -> (data inputs, data output)
-TASKS: dict[str, tuple[tuple[str, ...], str]] = {
-    "stereo": (("left", "right"), "disparity"),
-    "classification": (("image",), "logits"),
+
+
+class Task(NamedTuple):
+    """What a task's graph takes and gives: the one place the runtime decides anything by task."""
+
+    inputs: tuple[str, ...]  # the data inputs, in order
+    output: str  # the data output
+    events: bool  # the inputs are event windows of snn.encoding, one per camera: what streams feed
+    disparity: bool  # the output is a disparity map [batch, H, W] (pixels, snn.max_disparity), scored on disparity
+
+
+TASKS: dict[str, Task] = {
+    "stereo": Task(("left", "right"), "disparity", events=True, disparity=True),
+    "classification": Task(("image",), "logits", events=False, disparity=False),
 }
 
 # metadata_props keys
@@ -31,12 +43,12 @@ REQUIRED_METADATA = (META_SCHEMA, META_TASK, META_GENOTYPE, META_ENCODING, META_
 
 def data_inputs(task: str) -> list[str]:
     """The data inputs of a task's graph, in order."""
-    return list(TASKS[task][0])
+    return list(TASKS[task].inputs)
 
 
 def data_output(task: str) -> str:
     """The data output of a task's graph."""
-    return TASKS[task][1]
+    return TASKS[task].output
 
 
 def state_input(name: str) -> str:
