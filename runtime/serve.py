@@ -18,8 +18,7 @@ from typing import Any
 from runtime.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.protocol import GT_PROTOCOLS
-from runtime.recording import RECTIFY_ROUNDINGS
+from runtime.recording_options import add_recording_arguments
 from runtime.session import DEVICES
 
 
@@ -38,16 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)")
     p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    p.add_argument("--crop", choices=("none", "center"), default="none", help="centre-crop larger recordings")
+    add_recording_arguments(p, "serve", ("crop",))
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",
                    help="floor of predicted disparity for depth (default 1)")
-    p.add_argument("--calib", metavar="DIR", help="calibration of real recordings (as runtime.stream --calib)")
-    p.add_argument("--no-rectify", dest="rectify", action="store_false",
-                   help="use real events as stored (as runtime.stream --no-rectify)")
-    p.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, default="round",
-                   help="rectified coordinates to the nearest pixel or the one below (as runtime.stream)")
-    p.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline in px*m (as runtime.stream)")
-    p.add_argument("--gt", choices=GT_PROTOCOLS, default="full", help="ground-truth protocol (as runtime.stream)")
+    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
     p.add_argument("--report", metavar="JSON", help="write the per-stream and aggregate reports to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .config import DSEC_SPLITS
+from runtime.recording_options import DSEC_SPLITS
+
 from .data import RealOptions, Segment, StereoData, _open, encode_recording
 from .errors import TrainError
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from runtime.errors import ArgumentParser, run_main
+from runtime.recording_options import add_recording_arguments, recording_options
 
 
 def int_ranges(text: str) -> list[int]:
@@ -43,9 +44,7 @@ def _layers(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     """Every option of ``python -m training.train`` (a flat list, long by nature; docs/training.md)."""
-    from runtime.recording import RECTIFY_ROUNDINGS
-
-    from .config import DSEC_SPLITS, TrainConfig
+    from .config import TrainConfig
 
     d = TrainConfig(genotype="", out="")
     p = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[1],
@@ -83,19 +82,7 @@ def parser() -> argparse.ArgumentParser:
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,
                    help="MVSEC held-out part: DDES's 200 validation frames or the rest")
-    g.add_argument("--calib", metavar="DIR", help="MVSEC: the folder of indoor_flying_{left,right}_{x,y}_map.txt "
-                   "(default: looked for under --data); DSEC sequences hold their own rectify_map.h5")
-    g.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
-                   help="use real events as stored (raw events are otherwise refused without rectification maps)")
-    g.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, help="rectified event coordinates to the "
-                   "nearest pixel (round, default, as DDES) or the one below (floor, as SE-CFF)")
-    g.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline override, px*m (default: "
-                   "MVSEC's per family, DSEC's calibration/cam_to_cam.yaml)")
-    g.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="ground-truth protocol of MVSEC/DSEC: "
-                   "full (default), ddes-full (1/7 px, >= 36.4 px dropped) or ddes (also the 15000-event mask); "
-                   "docs/data.md")
-    g.add_argument("--dsec-split", choices=DSEC_SPLITS, help="DSEC held-out sequences: last20 (default: "
-                   "the last 20%% by name) or se-cff (SE-CFF's fixed validation list, all of it required)")
+    add_recording_arguments(g, "train")
     g = p.add_argument_group("classification")
     g.add_argument("--timesteps", type=int, help="T: steps per image (default: the genotype's input.timesteps)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -327,7 +314,7 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import RealOptions, SyntheticSpec, stereo_data
+    from .data import SyntheticSpec, stereo_data
     from .errors import TrainError
     from .images import check_image_shape, classification_data
 
@@ -336,8 +323,7 @@ def load_data(cfg, g, log=print):
     if g.task == "stereo":
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
-        real = RealOptions(calib=cfg.calib, rectify=cfg.rectify, fb=cfg.fb, gt_protocol=cfg.gt,
-                           dsec_split=cfg.dsec_split, rectify_rounding=cfg.rectify_rounding)
+        real = recording_options(cfg.to_dict())
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "

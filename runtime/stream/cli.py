@@ -11,8 +11,7 @@ from pathlib import Path
 from runtime.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.protocol import GT_PROTOCOLS
-from runtime.recording import RECTIFY_ROUNDINGS
+from runtime.recording_options import add_recording_arguments
 from runtime.report import DEFAULT_MAX_DROPPED
 from runtime.session import DEVICES
 from runtime.statefile import load_state, save_state
@@ -36,40 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
         "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
     )
-    p.add_argument(
-        "--calib",
-        metavar="DIR",
-        help="calibration of a real recording: MVSEC: the folder of <family>_{left,right}_{x,y}_map.txt "
-        "(unzipped <family>_calib.zip; default: looked for beside the data file); DSEC: a folder with "
-        "{left,right}/rectify_map.h5 and/or cam_to_cam.yaml (default: the sequence folder)",
-    )
-    p.add_argument(
-        "--no-rectify",
-        dest="rectify",
-        action="store_false",
-        help="use the events as stored (real raw events are otherwise refused without rectification maps)",
-    )
-    p.add_argument(
-        "--rectify-rounding",
-        choices=RECTIFY_ROUNDINGS,
-        default="round",
-        help="rectified coordinates go to the nearest pixel (round, default, as DDES) or the one below "
-        "(floor, as SE-CFF and StereoSpike); docs/data.md",
-    )
-    p.add_argument(
-        "--fb",
-        type=float,
-        metavar="PX_M",
-        help="focal length x baseline in px*m (default: the file's, MVSEC's per family, DSEC's cam_to_cam.yaml)",
-    )
-    p.add_argument(
-        "--gt",
-        choices=GT_PROTOCOLS,
-        default="full",
-        help="ground-truth protocol: full (every valid pixel, exact disparity; default), ddes-full (rounded to "
-        "1/7 px, >= 36.4 px dropped, as DDES) or ddes (also only pixels of the last 15000 left events, DDES's "
-        "default); docs/data.md",
-    )
+    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
     p.add_argument(
         "--device",
         choices=DEVICES,
@@ -91,13 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
     p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    p.add_argument(
-        "--crop",
-        choices=("none", "center"),
-        default="none",
-        help="take the centre of a recording "
-        "larger than the model's input (default: a size mismatch is an error)",
-    )
+    add_recording_arguments(p, "stream", ("crop",))
     p.add_argument(
         "--min-disparity",
         type=float,
