@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -33,17 +32,20 @@ DESTS = {"gt_protocol": "gt"}
 
 
 class OptionError(RuntimeInputError):
-    """A bad option, named by its field (``gt_protocol: 'x' is not one of ...``). ``what`` may name other
-    fields as ``{field}``; ``render(flags)`` writes the message with a command line's flags instead."""
+    """A bad option, named by its field (``gt_protocol: 'x' is not one of ...``), or by what it is about
+    (``value``: the field's value, written after its name). ``what`` may name the fields in ``refs`` as
+    ``{field}``; ``render(names)`` writes the message with a command line's flags (field -> flag) instead."""
 
-    def __init__(self, field: str, what: str, value: object = None) -> None:
-        self.field, self.template, self.value = field, what, value
+    def __init__(self, field: str, what: str, value: object = None, refs: tuple[str, ...] = ()) -> None:
+        self.field, self.template, self.value, self.refs = field, what, value, refs
         super().__init__(*self._parts({}))
 
     def _parts(self, names: Mapping[str, str]) -> tuple[str, str]:
         name = names.get(self.field, self.field)
         where = name if self.value is None else f"{name} {self.value}"
-        what = re.sub(r"\{([a-z_]+)\}", lambda m: names.get(m.group(1), m.group(1)), self.template)
+        what = self.template
+        for ref in self.refs:
+            what = what.replace("{" + ref + "}", names.get(ref, ref))
         return where, what
 
     def render(self, names: Mapping[str, str]) -> str:

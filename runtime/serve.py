@@ -18,7 +18,7 @@ from typing import Any
 from runtime.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.events import DataError
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.recording_options import add_recording_arguments
+from runtime.recording_options import FLAGS, OptionError, add_recording_arguments, recording_options
 from runtime.session import DEVICES
 
 
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 MAX_STREAMS = 4096
+# field -> flag of every option this command line's errors may name (the recording's: FLAGS)
+SERVE_FLAGS = {**FLAGS, "events": "--events", "burn_in": "--burn-in", "max_steps": "--max-steps",
+               "min_disparity": "--min-disparity", "seed": "--seed"}
 
 
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -71,9 +74,8 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
 
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     server = MultiStream(args.onnx, device=args.device, threads=args.threads, max_streams=args.max_streams,
-                         burn_in=args.burn_in, energy_table=energy, crop=args.crop, min_disparity=args.min_disparity,
-                         calib=args.calib, rectify=args.rectify, rectify_rounding=args.rectify_rounding, fb=args.fb,
-                         gt_protocol=args.gt)
+                         burn_in=args.burn_in, energy_table=energy, min_disparity=args.min_disparity,
+                         options=recording_options(args))
     pending = _plan(args)
     bar = None
     if not args.quiet:
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             report = serve(args)
         except DataError as exc:
             raise RuntimeInputError("events", first_line(exc)) from None
+        except OptionError as exc:  # named by its field: said with its flag
+            raise RuntimeInputError(*exc.render(SERVE_FLAGS).split(": ", 1)) from None
         if args.report:
             write_report(report, args.report)
         if not args.quiet:
