@@ -20,52 +20,10 @@ from .result import StepResult
 from .run import RunOptions, StreamRun
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
+def _source_and_output_options(p: argparse.ArgumentParser) -> None:
+    """The synthetic source's options and what a run writes (in --help order)."""
     from runtime.synth.config import TEXTURE_SETS, SynthConfig  # the defaults of the synthetic source
 
-    p = ArgumentParser(
-        prog="python -m runtime.stream",
-        description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
-        "speed, sparsity, energy and accuracy.",
-    )
-    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled model (.onnx)")
-    p.add_argument(
-        "--events",
-        metavar="PATH",
-        help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
-        "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
-    )
-    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
-    p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
-    )
-    p.add_argument(
-        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
-    )
-    p.add_argument(
-        "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
-    )
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps, burn-in included")
-    p.add_argument(
-        "--start",
-        type=float,
-        metavar="SECONDS",
-        help="skip windows starting before this many seconds after the recording's start",
-    )
-    p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
-    p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    add_recording_arguments(p, "stream", ("crop",))
-    p.add_argument(
-        "--min-disparity",
-        type=float,
-        default=DEFAULT_MIN_DISPARITY,
-        metavar="PX",
-        help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
-    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
     p.add_argument(
         "--textures",
@@ -110,6 +68,53 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_MAX_DROPPED:g}; 1 accepts any loss; docs/reliability.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Every option of ``python -m runtime.stream`` (docs/runtime.md)."""
+    p = ArgumentParser(
+        prog="python -m runtime.stream",
+        description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
+        "speed, sparsity, energy and accuracy.",
+    )
+    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled model (.onnx)")
+    p.add_argument(
+        "--events",
+        metavar="PATH",
+        help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
+        "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
+    )
+    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
+    )
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
+    )
+    p.add_argument(
+        "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
+    )
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps, burn-in included")
+    p.add_argument(
+        "--start",
+        type=float,
+        metavar="SECONDS",
+        help="skip windows starting before this many seconds after the recording's start",
+    )
+    p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
+    p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
+    add_recording_arguments(p, "stream", ("crop",))
+    p.add_argument(
+        "--min-disparity",
+        type=float,
+        default=DEFAULT_MIN_DISPARITY,
+        metavar="PX",
+        help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
+    )
+    _source_and_output_options(p)
     return p
 
 
