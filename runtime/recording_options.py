@@ -163,15 +163,20 @@ def add_recording_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup
         p.add_argument(FLAGS[name], **kwargs)
 
 
-def recording_options(args: argparse.Namespace | Mapping[str, object]) -> RecordingOptions:
+def _fields(command: str | None) -> list[str]:
+    return list(FIELDS) if command is None else [f for f in FIELDS if f in HELP[command]]
+
+
+def recording_options(args: argparse.Namespace | Mapping[str, object], command: str | None = None) -> RecordingOptions:
     """The options parsed by ``add_recording_arguments`` (or a mapping of its ``dest`` names, such as a
-    training configuration's); absent and None values take the defaults, --no-rectify is ``rectify=False``."""
+    training configuration's), only ``command``'s fields when it is given (a training configuration's
+    ``crop`` is its own); absent and None values take the defaults, --no-rectify is ``rectify=False``."""
     given = vars(args) if isinstance(args, argparse.Namespace) else args
-    values = {name: given.get(DESTS.get(name, name)) for name in FIELDS}
+    values = {name: given.get(DESTS.get(name, name)) for name in _fields(command)}
     values["rectify"] = values["rectify"] is not False
     return RecordingOptions(**{k: v for k, v in values.items() if v is not None})
 
 
-def given(args: argparse.Namespace) -> bool:
-    """Whether any recording option was given (on a command line whose options default to None)."""
-    return any(getattr(args, DESTS.get(n, n), None) is not None for n in FIELDS)
+def given(args: argparse.Namespace, command: str | None = None) -> bool:
+    """Whether any recording option (of ``command``) was given, on a command line whose options default to None."""
+    return any(getattr(args, DESTS.get(n, n), None) is not None for n in _fields(command))

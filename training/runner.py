@@ -219,7 +219,7 @@ def load_data(cfg, g, log=print):
     if g.task == "stereo":
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
-        real = recording_options(cfg.to_dict())
+        real = recording_options(cfg.to_dict(), "train")
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "

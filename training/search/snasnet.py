@@ -319,7 +319,7 @@ def _write_results(args, template: dict, base, results: list[dict], meta: dict, 
 
 def _real(args):
     """The real-data options of the command line (``runtime.recording_options.RecordingOptions``), or None."""
-    return recording_options(args) if given(args) else None
+    return recording_options(args, "search") if given(args, "search") else None
 
 
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=None):
