@@ -153,6 +153,7 @@ class SlotSession:
     ``step`` runs this stream alone; ``MultiStream`` batches streams through ``MultiSession.step``."""
 
     io_binding = False
+    batch = 1  # one stream per slot
 
     def __init__(self, multi: MultiSession, key: Hashable) -> None:
         self.multi, self.key = multi, key
@@ -177,7 +178,8 @@ class SlotSession:
 class MultiStream:
     """Streams (each a ``Stream``: its source, its metrics) that join, run and leave, stepped together
     through one ``MultiSession``. ``options`` are ``Stream`` options every stream gets (``burn_in``,
-    ``energy_table``, ``crop``, ``min_disparity``, ``reset_every``); ``join`` may override them."""
+    ``energy_table``, ``min_disparity``, ``reset_every``, and ``options``: how recordings are read, a
+    ``RecordingOptions``); ``join`` may override them."""
 
     def __init__(self, model: str | Path, *, device: str = "cpu", threads: int | None = None,
                  max_streams: int | None = None, **options: Any) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.data.events import DataError
-from runtime.data.protocol import GT_PROTOCOLS
-from runtime.data.recording import RECTIFY_ROUNDINGS
+from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.session import DEVICES
 
@@ -38,22 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)")
     p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    p.add_argument("--crop", choices=("none", "center"), default="none", help="centre-crop larger recordings")
+    add_recording_arguments(p, "serve", ("crop",))
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",
                    help="floor of predicted disparity for depth (default 1)")
-    p.add_argument("--calib", metavar="DIR", help="calibration of real recordings (as runtime.stream --calib)")
-    p.add_argument("--no-rectify", dest="rectify", action="store_false",
-                   help="use real events as stored (as runtime.stream --no-rectify)")
-    p.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, default="round",
-                   help="rectified coordinates to the nearest pixel or the one below (as runtime.stream)")
-    p.add_argument("--fb", type=float, metavar="PX_M", help="focal length x baseline in px*m (as runtime.stream)")
-    p.add_argument("--gt", choices=GT_PROTOCOLS, default="full", help="ground-truth protocol (as runtime.stream)")
+    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
     p.add_argument("--report", metavar="JSON", help="write the per-stream and aggregate reports to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
 
 MAX_STREAMS = 4096
+# field -> flag of every option this command line's errors may name (the recording's: FLAGS)
+SERVE_FLAGS = {**FLAGS, "events": "--events", "burn_in": "--burn-in", "max_steps": "--max-steps",
+               "min_disparity": "--min-disparity", "seed": "--seed"}
 
 
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -78,9 +74,8 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
 
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     server = MultiStream(args.onnx, device=args.device, threads=args.threads, max_streams=args.max_streams,
-                         burn_in=args.burn_in, energy_table=energy, crop=args.crop, min_disparity=args.min_disparity,
-                         calib=args.calib, rectify=args.rectify, rectify_rounding=args.rectify_rounding, fb=args.fb,
-                         gt_protocol=args.gt)
+                         burn_in=args.burn_in, energy_table=energy, min_disparity=args.min_disparity,
+                         options=recording_options(args))
     pending = _plan(args)
     bar = None
     if not args.quiet:
@@ -146,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             report = serve(args)
         except DataError as exc:
             raise RuntimeInputError("events", first_line(exc)) from None
+        except OptionError as exc:  # named by its field: said with its flag
+            raise RuntimeInputError(*exc.render(SERVE_FLAGS).split(": ", 1)) from None
         if args.report:
             write_report(report, args.report)
         if not args.quiet:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -146,6 +146,28 @@ class StepOutput:
     output: np.ndarray
     spikes: dict[str, float]
     model_s: float
+
+
+class StepSession(Protocol):
+    """What a ``runtime.stream.Stream`` steps: ``SNNSession``, or one slot of a shared session
+    (``runtime.multistream.SlotSession``)."""
+
+    spec: ModelSpec
+    batch: int
+    device: str
+    requested_device: str
+    providers: list[str]
+    threads: int | None
+    io_binding: bool
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> StepOutput: ...
+
+    def reset(self) -> None: ...
+
+    @property
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None: ...
 
 
 class SNNSession:

@@ -18,7 +18,7 @@ from runtime.stream import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-HAVE_DATA_LAYER = all(importlib.util.find_spec(f"runtime.{m}") is not None for m in ("sources", "encoding"))
+HAVE_DATA_LAYER = all(importlib.util.find_spec(f"runtime.data.{m}") is not None for m in ("sources", "encoding"))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from contract_models import initial_state, reference_step, stereo_model
 from fake_source import FakeRecording, identity_encoder
 
 from runtime.core.errors import RuntimeInputError
+from runtime.data.options import RecordingOptions
 from runtime.data.sources import Window
 from runtime.stream import Stream
 
@@ -170,15 +171,15 @@ def test_no_ground_truth_means_no_accuracy(model_path):
 def test_size_mismatch_needs_crop(model_path):
     big = FakeRecording(height=10, width=16, seconds=0.3)
     with pytest.raises(
-        RuntimeInputError, match="recording is 16x10 but the model expects 12x8.*--crop center"
+        RuntimeInputError, match="recording is 16x10 but the model expects 12x8.*crop center"
     ):
         list(_stream(model_path, big, max_steps=1))
-    results = list(_stream(model_path, big, max_steps=2, crop="center"))
+    results = list(_stream(model_path, big, max_steps=2, options=RecordingOptions(crop="center")))
     assert results[0].disparity.shape == (8, 12) and results[0].gt.shape == (8, 12)
     np.testing.assert_array_equal(results[0].gt, big.disparity(0)[1:9, 2:14])
     small = FakeRecording(height=6, width=12, seconds=0.3)
     with pytest.raises(RuntimeInputError, match="smaller than the model's input"):
-        list(_stream(model_path, small, max_steps=1, crop="center"))
+        list(_stream(model_path, small, max_steps=1, options=RecordingOptions(crop="center")))
 
 
 def test_feed_arrays_for_applications(model_path):
@@ -193,11 +194,11 @@ def test_feed_arrays_for_applications(model_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"burn_in": -1}, "--burn-in: must be at least 0"),
-        ({"max_steps": 0}, "--max-steps: must be at least 1"),
-        ({"reset_every": 0}, "--reset-every: must be at least 1"),
-        ({"crop": "left"}, "--crop"),
-        ({"start_s": -1.0}, "--start"),
+        ({"burn_in": -1}, "burn_in: must be at least 0"),
+        ({"max_steps": 0}, "max_steps: must be at least 1"),
+        ({"reset_every": 0}, "reset_every: must be at least 1"),
+        ({"options": RecordingOptions(crop="left")}, "crop"),
+        ({"start_s": -1.0}, "start_s"),
     ],
 )
 def test_bad_options(model_path, kwargs, message):

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 
 from compiler.ir import Genotype
 
-DSEC_SPLITS = ("last20", "se-cff")  # DSEC held-out sequences (training.dsec_data): the last 20 %, SE-CFF's list
-
 
 @dataclass
 class TrainConfig:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from runtime.core.errors import first_line
+from runtime.data.options import RecordingOptions
 from runtime.data.sources import find_recordings, open_recording
 
 from .errors import TrainError
@@ -50,27 +51,7 @@ class StereoSequence:
         return len(self.left)
 
 
-@dataclass(frozen=True)
-class RealOptions:
-    """How MVSEC and DSEC recordings are read (``--calib``, ``--no-rectify``, ``--fb``, ``--gt``,
-    ``--dsec-split``, ``--rectify-rounding``; see ``runtime.data.sources.open_recording``, ``runtime.data.protocol``
-    and ``training.dsec_data``)."""
-
-    calib: str | None = None
-    rectify: bool = True
-    fb: float | None = None
-    gt_protocol: str = "full"
-    dsec_split: str = "last20"  # training.config.DSEC_SPLITS
-    rectify_rounding: str = "round"  # runtime.data.recording.RECTIFY_ROUNDINGS
-
-    def describe(self) -> str:
-        floor = " (floor)" if self.rectify_rounding == "floor" else ""
-        parts = [f"rectification {'from ' + self.calib if self.calib else 'as found'}{floor}" if self.rectify
-                 else "no rectification (--no-rectify)"]
-        if self.fb is not None:
-            parts.append(f"fB {self.fb:g} px*m (--fb)")
-        parts.append(f"ground truth {self.gt_protocol}")
-        return ", ".join(parts)
+RealOptions = RecordingOptions  # how MVSEC and DSEC recordings are read (runtime.data.options)
 
 
 @dataclass(frozen=True)

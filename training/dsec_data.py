@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from runtime.data.options import DSEC_SPLITS
 from runtime.data.sources import find_recordings
 
-from .config import DSEC_SPLITS
 from .data import RealOptions, Segment, StereoData, encode_recording, open_real
 from .errors import TrainError
 

@@ -43,7 +43,7 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     from . import checkpoint as ckpt_io
     from .config import TrainConfig, task_defaults
     from .errors import TrainError
-    from .train import load_data
+    from .runner import load_data
     from .validation import evaluate_classification, evaluate_stereo
 
     ck = ckpt_io.load(path)

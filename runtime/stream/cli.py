@@ -5,106 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.data.events import DataError
-from runtime.data.protocol import GT_PROTOCOLS
-from runtime.data.recording import RECTIFY_ROUNDINGS
+from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.report import DEFAULT_MAX_DROPPED
+from runtime.report import DEFAULT_MAX_DROPPED, format_summary
 from runtime.session import DEVICES
-from runtime.statefile import load_state, save_state
 
-from .core import StepResult, Stream
+from .core import Stream
+from .result import StepResult
+from .run import RunOptions, StreamRun
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every option of ``python -m runtime.stream`` (a flat list, long by nature; docs/runtime.md)."""
+def _source_and_output_options(p: argparse.ArgumentParser) -> None:
+    """The synthetic source's options and what a run writes (in --help order)."""
     from runtime.data.synth.config import TEXTURE_SETS, SynthConfig  # the defaults of the synthetic source
 
-    p = ArgumentParser(
-        prog="python -m runtime.stream",
-        description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
-        "speed, sparsity, energy and accuracy.",
-    )
-    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled model (.onnx)")
-    p.add_argument(
-        "--events",
-        metavar="PATH",
-        help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
-        "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
-    )
-    p.add_argument(
-        "--calib",
-        metavar="DIR",
-        help="calibration of a real recording: MVSEC: the folder of <family>_{left,right}_{x,y}_map.txt "
-        "(unzipped <family>_calib.zip; default: looked for beside the data file); DSEC: a folder with "
-        "{left,right}/rectify_map.h5 and/or cam_to_cam.yaml (default: the sequence folder)",
-    )
-    p.add_argument(
-        "--no-rectify",
-        dest="rectify",
-        action="store_false",
-        help="use the events as stored (real raw events are otherwise refused without rectification maps)",
-    )
-    p.add_argument(
-        "--rectify-rounding",
-        choices=RECTIFY_ROUNDINGS,
-        default="round",
-        help="rectified coordinates go to the nearest pixel (round, default, as DDES) or the one below "
-        "(floor, as SE-CFF and StereoSpike); docs/data.md",
-    )
-    p.add_argument(
-        "--fb",
-        type=float,
-        metavar="PX_M",
-        help="focal length x baseline in px*m (default: the file's, MVSEC's per family, DSEC's cam_to_cam.yaml)",
-    )
-    p.add_argument(
-        "--gt",
-        choices=GT_PROTOCOLS,
-        default="full",
-        help="ground-truth protocol: full (every valid pixel, exact disparity; default), ddes-full (rounded to "
-        "1/7 px, >= 36.4 px dropped, as DDES) or ddes (also only pixels of the last 15000 left events, DDES's "
-        "default); docs/data.md",
-    )
-    p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
-    )
-    p.add_argument(
-        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
-    )
-    p.add_argument(
-        "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
-    )
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps, burn-in included")
-    p.add_argument(
-        "--start",
-        type=float,
-        metavar="SECONDS",
-        help="skip windows starting before this many seconds after the recording's start",
-    )
-    p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
-    p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
-    p.add_argument(
-        "--crop",
-        choices=("none", "center"),
-        default="none",
-        help="take the centre of a recording "
-        "larger than the model's input (default: a size mismatch is an error)",
-    )
-    p.add_argument(
-        "--min-disparity",
-        type=float,
-        default=DEFAULT_MIN_DISPARITY,
-        metavar="PX",
-        help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
-    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
     p.add_argument(
         "--textures",
@@ -149,7 +68,62 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_MAX_DROPPED:g}; 1 accepts any loss; docs/reliability.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Every option of ``python -m runtime.stream`` (docs/runtime.md)."""
+    p = ArgumentParser(
+        prog="python -m runtime.stream",
+        description="Stream event-camera stereo through a compiled SNN (ONNX contract, schema 1) and report "
+        "speed, sparsity, energy and accuracy.",
+    )
+    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled model (.onnx)")
+    p.add_argument(
+        "--events",
+        metavar="PATH",
+        help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
+        "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
+    )
+    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
+    )
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
+    )
+    p.add_argument(
+        "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
+    )
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps, burn-in included")
+    p.add_argument(
+        "--start",
+        type=float,
+        metavar="SECONDS",
+        help="skip windows starting before this many seconds after the recording's start",
+    )
+    p.add_argument("--reset-every", type=int, metavar="N", help="zero the state every N steps")
+    p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
+    add_recording_arguments(p, "stream", ("crop",))
+    p.add_argument(
+        "--min-disparity",
+        type=float,
+        default=DEFAULT_MIN_DISPARITY,
+        metavar="PX",
+        help="predicted disparities below this count as this for depth = fB / disparity (default 1)",
+    )
+    _source_and_output_options(p)
     return p
+
+
+# field -> flag of every option this command line's errors may name (the recording's: FLAGS)
+STREAM_FLAGS = {**FLAGS, "events": "--events", "burn_in": "--burn-in", "max_steps": "--max-steps", "start_s": "--start",
+                "reset_every": "--reset-every", "min_disparity": "--min-disparity", "seed": "--seed",
+                "textures": "--textures", "scene_types": "--scene-types", "max_dropped": "--max-dropped",
+                "save_dir": "--save-dir", "dsec_submission": "--dsec-submission",
+                "dsec_timestamps": "--dsec-timestamps"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with quiet_warnings():
             return _main(args)
+    except OptionError as exc:  # named by its field: said with its flag
+        print(f"error: {exc.render(STREAM_FLAGS)}", file=sys.stderr)
+        return 2
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -186,117 +163,58 @@ def _synth_options(args: argparse.Namespace) -> dict:
 
 
 def _main(args: argparse.Namespace) -> int:
-    """One run of the command line in order: options checked, stream opened, steps run with the progress
-    bar and per-step files, report printed and written; long because it is that sequence."""
-    from runtime.report import format_summary, quality_problem, save_step, write_report
-
-    if not 0 <= args.max_dropped <= 1:
-        raise RuntimeInputError("--max-dropped", f"must be a fraction from 0 to 1, got {args.max_dropped}")
+    """Parsed options to a ``StreamRun`` (runtime.stream.run), run with a progress bar, then printed."""
+    run_options = RunOptions(save_dir=args.save_dir, dsec_submission=args.dsec_submission,
+                             dsec_timestamps=args.dsec_timestamps, load_state=args.load_state,
+                             save_state=args.save_state, report=args.report, max_dropped=args.max_dropped).check()
     energy = load_energy_table(args.energy_table) if args.energy_table else None
-    save_dir = Path(args.save_dir) if args.save_dir else None
-    if save_dir is not None:
-        try:
-            save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RuntimeInputError(f"--save-dir {save_dir}", f"cannot create it ({exc.strerror})") from None
-    stream = Stream(
-        args.onnx,
-        args.events,
-        device=args.device,
-        threads=args.threads,
-        burn_in=args.burn_in,
-        max_steps=args.max_steps,
-        start_s=args.start,
-        reset_every=args.reset_every,
-        energy_table=energy,
-        crop=args.crop,
-        min_disparity=args.min_disparity,
-        seed=args.seed,
-        keep_inputs=save_dir is not None,
-        calib=args.calib,
-        rectify=args.rectify,
-        rectify_rounding=args.rectify_rounding,
-        fb=args.fb,
-        gt_protocol=args.gt,
-        synth=_synth_options(args),
-    )
-    if stream.spec.task != "stereo":
-        raise RuntimeInputError(
-            args.onnx, f"snn.task is {stream.spec.task!r}; runtime.stream streams stereo models"
-        )
-    submission = None
-    if args.dsec_submission:
-        from .submission import prepare
-
-        submission = prepare(stream, args.dsec_submission, args.dsec_timestamps)
-        if stream.recording.gt_timestamps_us is not None:
-            stream.warnings.append(f"--events {args.events}: its ground truth is not scored: the windows end at "
-                                   "the --dsec-timestamps times")
-    elif args.dsec_timestamps:
-        raise RuntimeInputError("--dsec-timestamps", "applies with --dsec-submission DIR")
-    if args.load_state:
-        stream.set_state(load_state(args.load_state), where=f"--load-state {args.load_state}")
+    stream = Stream(args.onnx, args.events, options=recording_options(args), device=args.device, threads=args.threads,
+                    burn_in=args.burn_in, max_steps=args.max_steps, start_s=args.start, reset_every=args.reset_every,
+                    energy_table=energy, min_disparity=args.min_disparity, seed=args.seed,
+                    keep_inputs=args.save_dir is not None, synth=_synth_options(args))
+    run = StreamRun(stream, run_options)
     with stream:
         with warnings.catch_warnings():  # said once below, as one line each
             warnings.simplefilter("ignore")
-            steps: Iterable[StepResult] = iter(stream)
+            steps = run.steps()
         for message in stream.warnings:
             print(f"warning: {message}", file=sys.stderr)
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=args.max_steps, unit="step", desc="streaming", file=sys.stderr, disable=None)
-        for result in steps:
-            if save_dir is not None:
-                save_step(
-                    save_dir,
-                    result.window,
-                    result.disparity,
-                    max_disparity=stream.spec.max_disparity or 1.0,
-                    gt=result.gt,
-                    left=result.left,
-                )
-            if submission is not None:
-                submission.write(result.t1_us, result.disparity)
-            if bar is not None:
-                bar.update(1)
-                if result.mean_disparity_error_px is not None:
-                    bar.set_postfix(err_px=f"{result.mean_disparity_error_px:.2f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        if stream.report()["steps"]["total"] == 0:
-            raise RuntimeInputError(
-                args.events or "synthetic source",
-                "no window to stream (recording too short, or --start past its end)",
-            )
-        report = stream.report()
-        if submission is not None:  # present only with --dsec-submission
-            report["dsec_submission"] = submission.section()
-        problem = quality_problem(report, args.max_dropped)
-        if problem:  # the report, if asked for, says why and withholds the accuracy; nothing else is written
-            report.update(error=problem, accuracy=None)
-            if args.report:
-                write_report(report, args.report)
-            raise RuntimeInputError(args.events or "synthetic source", problem)
-        if args.save_state:
-            save_state(args.save_state, stream.state)
-    if args.report:
-        write_report(report, args.report)
+        _progress(steps, args)
+        report = run.finish()
     if not args.quiet:
-        print(format_summary(report))
-        if args.report:
-            print(f"report    {args.report}")
-        if save_dir is not None:
-            print(f"saved     disparity maps in {save_dir}/")
-        if submission is not None:
-            sub = report["dsec_submission"]
-            print(f"dsec      {sub['written']} of {sub['expected']} predictions in {sub['folder']}/"
-                  + ("" if sub["complete"] else " (incomplete: --max-steps or --start stopped it)"))
-    if submission is not None and not report["dsec_submission"]["complete"]:
-        print(f"warning: --dsec-submission: wrote {report['dsec_submission']['written']} of "
-              f"{report['dsec_submission']['expected']} predictions; the submission is incomplete", file=sys.stderr)
+        _print_summary(report, args)
+    sub = report.get("dsec_submission")
+    if sub is not None and not sub["complete"]:
+        print(f"warning: --dsec-submission: wrote {sub['written']} of {sub['expected']} predictions; the submission "
+              "is incomplete", file=sys.stderr)
     return 0
+
+
+def _progress(steps: Iterator[StepResult], args: argparse.Namespace) -> None:
+    """Run the steps, with a progress bar unless --quiet."""
+    if args.quiet:
+        for _ in steps:
+            pass
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=args.max_steps, unit="step", desc="streaming", file=sys.stderr, disable=None) as bar:
+        for result in steps:
+            bar.update(1)
+            if result.mean_disparity_error_px is not None:
+                bar.set_postfix(err_px=f"{result.mean_disparity_error_px:.2f}", refresh=False)
+
+
+def _print_summary(report: dict, args: argparse.Namespace) -> None:
+    print(format_summary(report))
+    if args.report:
+        print(f"report    {args.report}")
+    if args.save_dir is not None:
+        print(f"saved     disparity maps in {Path(args.save_dir)}/")
+    sub = report.get("dsec_submission")
+    if sub is not None:
+        print(f"dsec      {sub['written']} of {sub['expected']} predictions in {sub['folder']}/"
+              + ("" if sub["complete"] else " (incomplete: --max-steps or --start stopped it)"))
 
 
 if __name__ == "__main__":

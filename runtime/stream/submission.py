@@ -22,7 +22,7 @@ The public format, from the official checker and from a published submitter:
   timestamp: yonseivnl/se-cff ``src/components/datasets/dsec/event/sbn/dataset.py``).
 
 Here the windows tile the sequence back to back and end at each listed timestamp
-(``runtime.data.tiling.window_ends`` with ``anchors_us``), the state carried through; the window ending at
+(``runtime.data.sources.window_ends`` with ``anchors_us``), the state carried through; the window ending at
 a timestamp gives its PNG: uint16 round(disparity * 256), clipped to 0..65535, NaN written as 0.
 """
 
@@ -37,10 +37,17 @@ from typing import Any
 import numpy as np
 
 from runtime.core.atomic import write_bytes_atomic
-from runtime.core.errors import RuntimeInputError
+from runtime.data.dsec import DsecRecording
+from runtime.data.options import OptionError
+
+from .core import Stream
 
 PNG_NAME = "{:06d}.png"  # SE-CFF's str(file_index).zfill(6) + '.png'
 SCALE = 256.0  # disparity = value / 256 (DSEC's encoding, KITTI's convention)
+
+
+def _bad_csv(path: str | os.PathLike, what: str) -> OptionError:
+    return OptionError("dsec_timestamps", what, value=path)
 
 
 def read_timestamps_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -48,12 +55,11 @@ def read_timestamps_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
 
     Lines starting with ``#`` (the header) and blank lines are skipped; every other line is two
     non-negative integers separated by a comma. Timestamps must increase and file indices must
-    differ; anything else is a ``RuntimeInputError`` naming the file and line."""
-    where = f"--dsec-timestamps {path}"
+    differ; anything else is a ``OptionError`` naming the file and line."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RuntimeInputError(where, f"cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise _bad_csv(path, f"cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     ts, idx = [], []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -61,20 +67,20 @@ def read_timestamps_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise RuntimeInputError(
-                where, f"line {number}: expected 'timestamp_us, file_index' (two non-negative integers), got {line!r}"
+            raise _bad_csv(
+                path, f"line {number}: expected 'timestamp_us, file_index' (two non-negative integers), got {line!r}"
             )
         ts.append(int(parts[0]))
         idx.append(int(parts[1]))
     if not ts:
-        raise RuntimeInputError(where, "no timestamp in it (expected lines 'timestamp_us, file_index')")
+        raise _bad_csv(path, "no timestamp in it (expected lines 'timestamp_us, file_index')")
     t, i = np.asarray(ts, np.int64), np.asarray(idx, np.int64)
     bad = np.flatnonzero(np.diff(t) <= 0)
     if len(bad):
-        raise RuntimeInputError(where, f"timestamps must increase: row {bad[0] + 2} ({t[bad[0] + 1]}) "
+        raise _bad_csv(path, f"timestamps must increase: row {bad[0] + 2} ({t[bad[0] + 1]}) "
                                        f"is not after row {bad[0] + 1} ({t[bad[0]]})")
     if len(np.unique(i)) != len(i):
-        raise RuntimeInputError(where, "file indices repeat (each PNG would be written twice)")
+        raise _bad_csv(path, "file indices repeat (each PNG would be written twice)")
     return t, i
 
 
@@ -85,14 +91,15 @@ def timestamps_path(sequence_folder: str, given: str | None) -> str:
     if given is None:
         path = os.path.join(sequence_folder, f"{name}.csv")
         if not os.path.isfile(path):
-            raise RuntimeInputError(
-                "--dsec-submission",
-                f"no {path}; pass --dsec-timestamps CSV (or the unzipped test_disparity_timestamps folder)",
+            raise OptionError(
+                "dsec_submission",
+                f"no {path}; pass {{dsec_timestamps}} CSV (or the unzipped test_disparity_timestamps folder)",
+                refs=("dsec_timestamps",),
             )
         return path
     path = os.path.join(given, f"{name}.csv") if os.path.isdir(given) else given
     if not os.path.isfile(path):
-        raise RuntimeInputError(f"--dsec-timestamps {given}", f"no such file ({path})")
+        raise OptionError("dsec_timestamps", f"no such file ({path})", value=given)
     return path
 
 
@@ -128,13 +135,13 @@ class Submission:
         if i is None:
             return None
         if disparity.shape != (self.height, self.width):
-            raise RuntimeInputError("--dsec-submission", f"the model's output is {disparity.shape[1]}x"
+            raise OptionError("dsec_submission", f"the model's output is {disparity.shape[1]}x"
                                     f"{disparity.shape[0]}, the benchmark needs {self.width}x{self.height}")
         path = self.folder / PNG_NAME.format(i)
         try:
             write_bytes_atomic(path, encode_png(disparity))
         except OSError as exc:  # the file keeps its old content (or stays absent): never a partial PNG
-            raise RuntimeInputError(f"--dsec-submission {path}", f"cannot write it ({exc.strerror or exc})") from None
+            raise OptionError("dsec_submission", f"cannot write it ({exc.strerror or exc})", value=path) from None
         self.written.append(path.name)
         return path
 
@@ -144,21 +151,19 @@ class Submission:
                 "written": len(self.written), "complete": len(self.written) == len(self.timestamps_us)}
 
 
-def prepare(stream: Any, out_dir: str, timestamps: str | None) -> Submission:
+def prepare(stream: Stream, out_dir: str, timestamps: str | None) -> Submission:
     """Check a stream's source and the timestamps for a submission, then set its windows to end at them.
 
-    Refused (``RuntimeInputError``): a source that is not a DSEC sequence folder, a model whose size is
+    Refused (``OptionError``): a source that is not a DSEC sequence folder, a model whose size is
     not the sensor's (or a crop), a malformed CSV, a timestamp without a whole window of events before
     it or after the events' end, timestamps less than 3/4 of a window apart (``window_ends`` would skip
     one), and PNGs in ``DIR/<sequence>`` that are not in the list (the checker counts files)."""
-    from runtime.data.dsec import DsecRecording
-
     rec, enc = stream.recording, stream.spec.encoding
     if not isinstance(rec, DsecRecording):
-        raise RuntimeInputError("--dsec-submission",
-                                "needs a DSEC sequence folder (--events DIR with events/left/events.h5)")
+        raise OptionError("dsec_submission", "needs a DSEC sequence folder ({events} DIR with events/left/events.h5)",
+                          refs=("events",))
     if (enc.height, enc.width) != (int(rec.height), int(rec.width)) or stream.crop != "none":
-        raise RuntimeInputError("--dsec-submission", f"the model's output is {enc.width}x{enc.height} but the "
+        raise OptionError("dsec_submission", f"the model's output is {enc.width}x{enc.height} but the "
                                 f"sequence is {rec.width}x{rec.height}: predictions must be at the sensor's size")
     csv = timestamps_path(rec.folder, timestamps)
     ts, idx = read_timestamps_csv(csv)
@@ -167,22 +172,22 @@ def prepare(stream: Any, out_dir: str, timestamps: str | None) -> Submission:
     outside = np.flatnonzero((ts < lo) | (ts > hi))
     if len(outside):
         k = int(outside[0])
-        raise RuntimeInputError(f"--dsec-timestamps {csv}", f"timestamp {ts[k]} (row {k + 1}) is outside the events: "
-                                f"a prediction needs a {w / 1000:g} ms window of events before it, from {lo} to {hi}")
+        raise OptionError("dsec_timestamps", value=csv, what=f"timestamp {ts[k]} (row {k + 1}) is outside the events: "
+                          f"a prediction needs a {w / 1000:g} ms window of events before it, from {lo} to {hi}")
     close = np.flatnonzero(4 * np.diff(ts) < 3 * w)
     if len(close):
         k = int(close[0])
-        raise RuntimeInputError(f"--dsec-timestamps {csv}", f"timestamps {ts[k]} and {ts[k + 1]} are less than 3/4 of "
-                                f"a {w / 1000:g} ms window apart")
+        raise OptionError("dsec_timestamps", value=csv, what=f"timestamps {ts[k]} and {ts[k + 1]} are less than 3/4 of "
+                          f"a {w / 1000:g} ms window apart")
     folder = Path(out_dir) / rec.name
     names = {PNG_NAME.format(int(i)) for i in idx}
     stale = sorted(p.name for p in folder.glob("*.png") if p.name not in names) if folder.is_dir() else []
     if stale:
-        raise RuntimeInputError(f"--dsec-submission {out_dir}", f"{folder} holds {len(stale)} PNGs not in {csv} "
+        raise OptionError("dsec_submission", value=out_dir, what=f"{folder} holds {len(stale)} PNGs not in {csv} "
                                 f"(e.g. {stale[0]}); the benchmark counts every file: remove them")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RuntimeInputError(f"--dsec-submission {out_dir}", f"cannot create {folder} ({exc.strerror})") from None
+        raise OptionError("dsec_submission", f"cannot create {folder} ({exc.strerror})", value=out_dir) from None
     stream.window_anchors_us = ts
     return Submission(folder, csv, ts, idx, int(rec.height), int(rec.width))

@@ -227,7 +227,7 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
-    from ..train import load_data
+    from ..runner import load_data
 
     out = Path(sc.out)
     ck = None

@@ -23,25 +23,14 @@ import dataclasses
 import sys
 
 from runtime.core.errors import ArgumentParser, run_main
+from runtime.data.options import add_recording_arguments
 
 from ..train import int_ranges
 
 
 def _real_data_options(p: argparse.ArgumentParser) -> None:
     """How MVSEC/DSEC data is read, as in ``python -m training.train`` (docs/data.md)."""
-    from runtime.data.recording import RECTIFY_ROUNDINGS
-
-    from ..config import DSEC_SPLITS
-
-    p.add_argument("--calib", metavar="DIR", help="stereo MVSEC: the folder of the rectification maps")
-    p.add_argument("--no-rectify", dest="rectify", action="store_false", default=None,
-                   help="stereo: use real events as stored")
-    p.add_argument("--rectify-rounding", choices=RECTIFY_ROUNDINGS, help="stereo: rectified coordinates to the "
-                   "nearest pixel (default) or the one below")
-    p.add_argument("--fb", type=float, metavar="PX_M", help="stereo: focal length x baseline override, px*m")
-    p.add_argument("--gt", choices=("full", "ddes-full", "ddes"), help="stereo: ground-truth protocol")
-    p.add_argument("--dsec-split", choices=DSEC_SPLITS, help="stereo DSEC: held-out sequences")
-
+    add_recording_arguments(p, "search")
 
 def _overwrite_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes its "

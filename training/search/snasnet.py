@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.data.options import given, recording_options
+
 OPS = {1: "skip", 2: "conv1x1", 3: "conv3x3", 4: "avgpool3x3"}
 
 
@@ -316,15 +318,8 @@ def _write_results(args, template: dict, base, results: list[dict], meta: dict, 
 
 
 def _real(args):
-    """The real-data options of the command line (``training.data.RealOptions``), or None."""
-    from ..data import RealOptions
-
-    given = {k: getattr(args, k, None) for k in ("calib", "rectify", "fb", "gt", "dsec_split", "rectify_rounding")}
-    if all(v is None for v in given.values()):
-        return None
-    return RealOptions(calib=given["calib"], rectify=given["rectify"] is not False, fb=given["fb"],
-                       gt_protocol=given["gt"] or "full", dsec_split=given["dsec_split"] or "last20",
-                       rectify_rounding=given["rectify_rounding"] or "round")
+    """The real-data options of the command line (``runtime.data.options.RecordingOptions``), or None."""
+    return recording_options(args, "search") if given(args, "search") else None
 
 
 def stereo_minibatch(g, source: str, batch: int, steps: int, seed: int, real=None):
