@@ -8,6 +8,7 @@ Triton model repository with ``--triton``). Bad input: one line on stderr, exit 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -33,31 +34,25 @@ def _fmt(n: float) -> str:
 
 
 def summary(p: Plan) -> str:
-    """A table of the network: one row per layer of every network (first instance for shared ones)."""
+    """A table of the network: one row per layer of every network (first instance for shared ones), its
+    costs summed over the layer's nodes of the lowered graph."""
     g = p.genotype
     rows = [("layer", "output shape", "params", "state B/step", "dense MACs", "MACs")]
-    state_bytes: dict[str, int] = {}
-    for name, shape in p.states:
-        size = 4
-        for s in shape:
-            size *= s
-        state_bytes[name] = size
+    state_bytes = {name: 4 * math.prod(shape) for name, shape in p.states}
     for net_name, np_ in p.nets.items():
-        instance = f"{net_name}.left" if getattr(g.head, "feature", None) == net_name else net_name
         for lp in np_.layers:
-            prefix = f"{instance}.{lp.layer.name}"
+            prefix = lp.name
+            params, macs = p.layer_cost(prefix)
             sb = sum(v for k, v in state_bytes.items() if k.startswith(prefix + "."))
             dm = sum(v for k, v in p.dense_macs.items() if k == prefix or k.startswith(prefix + "."))
-            rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{lp.params:,}",
-                         _fmt(sb), _fmt(dm), _fmt(lp.macs)))
+            rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{params:,}",
+                         _fmt(sb), _fmt(dm), _fmt(macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     total_state = sum(state_bytes.values())
-    total_macs = sum(lp.macs for np_ in p.nets.values() for lp in np_.layers)
-    if getattr(g.head, "feature", None):
-        total_macs += sum(lp.macs for lp in p.nets[g.head.feature].layers)  # the second view
+    total_macs = sum(n.macs for n in p.graph)  # every instance: the stereo feature network runs twice
     lines.append("-" * len(lines[0]))
     ref = g.meta.get("paper_params") if isinstance(g.meta, dict) else None
     params = f"parameters: {p.params:,}"

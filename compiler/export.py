@@ -23,10 +23,10 @@ from runtime.core.atomic import write_bytes_atomic
 
 from .factorize import factorize_cost_volume
 from .fold import fold_batchnorm
-from .ir import Stereo
 from .model import SNNModel
 from .onnxgraph import BATCH, declare_exact_shapes, fold_constants
 from .rewrite import rewrite as rewrite_graph
+from .tasks import TASKS
 
 OPSET = 17
 
@@ -69,16 +69,15 @@ def metadata(model: SNNModel, passes: list[dict] | None = None) -> dict[str, str
         names.META_PARAMS: str(p.params),
         names.META_PASSES: json.dumps(passes or []),
     }
-    if isinstance(g.head, Stereo):
-        meta[names.META_MAX_DISPARITY] = repr(float(g.head.max_disparity))
+    meta.update(TASKS[g.task].meta(g))
     return meta
 
 
 def declared_outputs(model: SNNModel) -> dict[str, list]:
     """Every graph output's exact shape (``batch`` symbolic): the contract's declarations."""
-    g = model.genotype
-    data = ([BATCH, g.input.height, g.input.width] if isinstance(g.head, Stereo) else [BATCH, g.head.classes])
-    shapes = {model.output_name: data}
+    p = model.plan
+    data = next(n for n in p.graph if n.name == p.outputs[model.output_name])
+    shapes = {model.output_name: [BATCH, *data.shape]}
     shapes.update({names.state_output(n): [BATCH, *s] for n, s in model.state_shapes()})
     shapes.update({names.spikes_output(n.name): [BATCH] for n in model.plan.spiking_layers})
     return shapes

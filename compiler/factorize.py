@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ir import ConvLayer, Stereo
+from .ir import ConvLayer
 from .model import ConvBlock, SNNModel
 
 
@@ -137,9 +137,9 @@ class CostVolumeConv(nn.Module):
 
 def why_not(model: SNNModel) -> str | None:
     """None when the factorisation applies to ``model``, else the reason it does not."""
-    head = model.genotype.head
-    if not isinstance(head, Stereo):
+    if not any(node.kind == "cost_volume" for node in model.plan.graph):
         return "not a stereo model (no cost volume)"
+    head = model.genotype.head
     net = model.plan.nets[head.matching]
     lp = net.layers[0]
     block = model.nets[head.matching].layers[0]

@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .model import ConvBN, FoldedConv
+from .ops import ConvBN, FoldedConv
 
 
 class FoldError(ValueError):

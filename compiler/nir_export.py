@@ -44,10 +44,11 @@ from torch import nn
 
 from .errors import GenotypeError
 from .fold import fold_batchnorm
-from .ir import Classifier, ConvLayer
-from .model import AvgPool, FoldedConv, SNNModel
-from .names import cell_inputs_after, instance_name, layer_name, neuron_name
-from .neurons import ALIF, LI, LIF, NeuronModule
+from .interpret import submodule
+from .model import SNNModel
+from .neurons import NeuronModule
+from .ops import AvgPool, FoldedConv
+from .registry import NEURONS
 
 DT = 1e-4  # the Euler step a reader must use (snnTorch's importer hard-codes it)
 NIR_NEURONS = "LIF, IF or LI with hard reset"
@@ -87,7 +88,7 @@ def threshold_for(v_th: float) -> np.float32:
 
 
 class _Builder:
-    """Walks the folded model in the order its step runs and collects NIR nodes and edges."""
+    """Collects the NIR nodes and edges of a folded model, node by node of its lowered graph."""
 
     def __init__(self, model: SNNModel):
         self.model, self.g, self.plan = model, model.genotype, model.plan
@@ -127,8 +128,9 @@ class _Builder:
                           dilation=conv.dilation, groups=conv.groups, bias=bias)
         return self.add(name, node, x, out)
 
-    def op(self, module: nn.Module, x: _Value, name: str, path: str) -> _Value:
+    def op(self, node, module: nn.Module, args: list[_Value]) -> _Value:
         """An edge or layer op: conv (BN folded), identity (skip) or 3x3 average pooling."""
+        x, name, path = args[0], node.attrs["at"], node.path
         if isinstance(module, FoldedConv):
             return self.conv(module.conv, x, f"{name}.conv", path)
         if isinstance(module, nn.Identity):
@@ -143,117 +145,119 @@ class _Builder:
             return self.add(f"{name}.scale", nir.Scale(scale), summed, x.shape)
         raise self.error(path, f"{type(module).__name__} has no NIR form (NIR has 2-D convolution and pooling)")
 
-    def resample(self, x: _Value, target, name: str, path: str) -> _Value:
+    def resample(self, node, module, args: list[_Value]) -> _Value:
         """Nearest resampling to a trellis level: a whole-factor downsampling is SumPool2d(kernel 1)."""
-        if target is None or tuple(x.shape[1:]) == tuple(target):
-            return x
+        x, target = args[0], node.attrs["size"]
         key = (x.terms, tuple(target))
         if key in self._resampled:
             return self._resampled[key]
         (h, w), (th, tw) = x.shape[1:], target
         size = f"{h}x{w} -> {th}x{tw}"
         if th > h or tw > w:
-            raise self.error(f"{path}.level", f"nearest upsampling {size}: NIR has no upsampling node",
+            raise self.error(f"{node.path}.level", f"nearest upsampling {size}: NIR has no upsampling node",
                              "keep this network's levels from going back up, or export to ONNX")
         if h % th or w % tw:
-            raise self.error(f"{path}.level", f"nearest downsampling {size} is not by a whole factor, so it is "
+            raise self.error(f"{node.path}.level", f"nearest downsampling {size} is not by a whole factor, so it is "
                              "no strided selection NIR can express", "use input sizes divisible by the level rates")
-        node = nir.SumPool2d(kernel_size=np.array([1, 1]), stride=np.array([h // th, w // tw]),
+        part = node.attrs["part"]
+        name = f"{node.attrs['at']}.resample" + (f".{part}" if part else "")
+        pool = nir.SumPool2d(kernel_size=np.array([1, 1]), stride=np.array([h // th, w // tw]),
                              padding=np.array([0, 0]))
-        out = self.add(name, node, x, (x.shape[0], th, tw))
+        out = self.add(name, pool, x, (x.shape[0], th, tw))
         self._resampled[key] = out
         return out
 
     # -- neurons ------------------------------------------------------------------------------
-    def neuron(self, module: NeuronModule, x: _Value, name: str) -> _Value:
-        """A neuron layer: NIR LIF / IF / LI under the mapping of the module docstring."""
+    def neuron(self, node, module: NeuronModule, args: list[_Value]) -> _Value:
+        """A neuron layer: NIR LIF / IF / LI as its kind's ``nir`` form says (module docstring)."""
+        name, x = node.name, args[0]
         layer = self.plan.neurons[name]
         spec, shape = layer.neuron, layer.shape
         where = layer.site.path
-        if isinstance(module, ALIF) or not isinstance(module, (LIF, LI)):
+        form = NEURONS[spec.kind].nir
+        if form is None:
             raise self.error(where, f"neuron kind {spec.kind!r} (in {name}) has no NIR form (NIR has {NIR_NEURONS})",
                              "use kind lif, if or li for a NIR export")
-        if isinstance(module, LIF) and spec.reset != "hard":
+        fires = form == "lif"
+        if fires and spec.reset != "hard":
             raise self.error(where, f"{spec.reset} reset (in {name}): NIR neurons reset to v_reset, there is no "
                              "subtract reset", "use reset: hard for a NIR export")
         decay = float(module.tau)
         meta = {"project_neuron": name, "project_kind": spec.kind, "project_decay": decay, "dt": DT}
-        if isinstance(module, LIF):
+        if fires:
             meta["project_threshold"] = float(spec.threshold)
         if not 0.0 <= decay <= 1.0:
             raise self.error(where, f"decay factor tau = {decay} (in {name}) is outside [0, 1]",
                              "a NIR time constant needs 0 <= tau <= 1")
-        thr = _full(shape, threshold_for(spec.threshold), np.float32) if isinstance(module, LIF) else None
+        thr = _full(shape, threshold_for(spec.threshold), np.float32) if fires else None
         zeros = _full(shape, 0.0, np.float32)
         if decay == 1.0:  # IF (or a LIF whose trained tau reached 1); an LI without leak is an integrator
             r = _full(shape, 1.0 / DT, np.float64)
-            node = (nir.IF(r=r, v_threshold=thr, v_reset=zeros, metadata=meta) if isinstance(module, LIF)
-                    else nir.I(r=r, metadata=meta))
+            nir_node = (nir.IF(r=r, v_threshold=thr, v_reset=zeros, metadata=meta) if fires
+                        else nir.I(r=r, metadata=meta))
         else:
             tau = lif_tau(decay)
             tau_a, r_a = _full(shape, tau, np.float64), _full(shape, tau / np.float64(DT), np.float64)
-            if isinstance(module, LIF):
-                node = nir.LIF(tau=tau_a, r=r_a, v_leak=zeros, v_threshold=thr, v_reset=zeros.copy(), metadata=meta)
+            if fires:
+                nir_node = nir.LIF(tau=tau_a, r=r_a, v_leak=zeros, v_threshold=thr, v_reset=zeros.copy(),
+                                   metadata=meta)
             else:
-                node = nir.LI(tau=tau_a, r=r_a, v_leak=zeros, metadata=meta)
-        return self.add(name, node, x, shape)
+                nir_node = nir.LI(tau=tau_a, r=r_a, v_leak=zeros, metadata=meta)
+        return self.add(name, nir_node, x, shape)
 
-    # -- layers and networks ----------------------------------------------------------------
-    def network(self, net: str, x: _Value, instance: str) -> _Value:
-        np_, module = self.plan.nets[net], self.model.nets[net]
-        prev = prev_prev = x
-        for i, (lp, block) in enumerate(zip(np_.layers, module.layers, strict=True)):
-            name = layer_name(instance, lp.layer.name)
-            if isinstance(lp.layer, ConvLayer):
-                inp = self.resample(prev, lp.target, f"{name}.resample", lp.path)
-                out = self.neuron(block.neuron, self.op(block.op, inp, name, lp.path), name)
-            else:
-                out = self.cell(lp, block, name, prev, prev_prev)
-            prev, prev_prev = cell_inputs_after(i, prev, out)
-        return prev
+    # -- cells and the head --------------------------------------------------------------------
+    def delay_write(self, node, module, args: list[_Value]) -> _Value:
+        """A delayed edge: its op's output through Delay(DT), read by the edge's consumer."""
+        x = args[0]
+        return self.add(f"{node.attrs['at']}.delay", nir.Delay(delay=_full(x.shape, DT, np.float64)), x, x.shape)
 
-    def cell(self, lp, block, name: str, prev: _Value, prev_prev: _Value) -> _Value:
-        """A cell in the order of ``CellBlock.forward``; delayed edges become op -> Delay(DT)."""
-        values = {"c_prev": self.resample(prev, lp.target, f"{name}.resample.c_prev", lp.path),
-                  "c_prev_prev": self.resample(prev_prev, lp.target, f"{name}.resample.c_prev_prev", lp.path)}
-        delayed = []
-        for node_name in block.order:
-            terms: list[_Value] = []
-            for i, edge in enumerate(block.cell.node(node_name).inputs):
-                key, ename = f"{node_name}_{i}", neuron_name(name, node_name, i)
-                epath = f"cells.{block.cell.name}.nodes.{node_name}.inputs[{i}] (in {lp.path})"
-                if edge.delay:
-                    t = _Value((f"{ename}.delay",), (lp.node_channels, *lp.target))
-                    delayed.append((t.terms[0], key, edge.source, ename, epath))
-                else:
-                    t = self.op(block.ops[key], values[edge.source], ename, epath)
-                if key in block.neurons:
-                    t = self.neuron(block.neurons[key], t, ename)
-                terms.append(t)
-            total = _Value(tuple(s for t in terms for s in t.terms), lp.node_shapes[node_name])
-            if not block.spike_mixing:
-                total = self.neuron(block.neurons[node_name], total, neuron_name(name, node_name))
-            values[node_name] = total
-        for delay, key, source, ename, epath in delayed:
-            out = self.op(block.ops[key], values[source], ename, epath)
-            self.add(delay, nir.Delay(delay=_full(out.shape, DT, np.float64)), out, out.shape)
-        outs = [values[o] for o in block.cell.output]
-        return outs[0] if len(outs) == 1 else self.concat(outs, list(block.cell.output), name)
-
-    def concat(self, outs: list[_Value], names: list[str], name: str) -> _Value:
+    def concat(self, node, module, outs: list[_Value]) -> _Value:
         """Channel concatenation: per part a 1x1 Conv2d with 0/1 weights that places its channels."""
         total = sum(v.shape[0] for v in outs)
         spatial = outs[0].shape[1:]
         terms, offset = [], 0
-        for value, part in zip(outs, names, strict=True):
+        for value, part in zip(outs, node.attrs["parts"], strict=True):
             c = value.shape[0]
             weight = np.zeros((total, c, 1, 1), np.float32)
             weight[offset + np.arange(c), np.arange(c), 0, 0] = 1.0
-            node = nir.Conv2d(input_shape=spatial, weight=weight, stride=1, padding=0, dilation=1, groups=1,
+            conv = nir.Conv2d(input_shape=spatial, weight=weight, stride=1, padding=0, dilation=1, groups=1,
                               bias=np.zeros(total, np.float32), metadata={"project_concat_offset": offset})
-            terms += self.add(f"{name}.concat.{part}", node, value, (total, *spatial)).terms
+            terms += self.add(f"{node.attrs['at']}.concat.{part}", conv, value, (total, *spatial)).terms
             offset += c
         return _Value(tuple(terms), (total, *spatial))
+
+    def cost_volume(self, node, module, args: list[_Value]) -> _Value:
+        raise self.error("head.cost_volume", "the stereo cost volume (disparity-shifted concatenation) and the "
+                         "3-D matching network have no NIR form", "export stereo models to ONNX")
+
+    def global_pool(self, node, module, args: list[_Value]) -> _Value:
+        """AvgPool2d over the whole map, then Flatten (NIR dims exclude the batch)."""
+        c, h, w = args[0].shape
+        pooled = self.add("head.avgpool", nir.AvgPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
+                                                        padding=np.array([0, 0])), args[0], (c, 1, 1))
+        return self.add("head.flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0,
+                                                    end_dim=-1), pooled, (c,))
+
+    def linear(self, node, lin: nn.Module, args: list[_Value]) -> _Value:
+        return self.add("head.linear", nir.Affine(weight=lin.weight.detach().cpu().numpy().astype(np.float32),
+                                                  bias=lin.bias.detach().cpu().numpy().astype(np.float32)),
+                        args[0], node.shape)
+
+
+# One handler per node kind of the lowered graph: (builder, node, module, input values) -> value.
+NIR_HANDLERS = {
+    "input": lambda b, n, m, args: b.add(n.name, nir.Input(input_type={"input": np.array(n.shape)}), None, n.shape),
+    "op": _Builder.op,
+    "neuron": _Builder.neuron,
+    "sum": lambda b, n, m, args: _Value(tuple(s for t in args for s in t.terms), n.shape),
+    "delay_read": lambda b, n, m, args: _Value((f"{n.attrs['at']}.delay",), n.shape),
+    "delay_write": _Builder.delay_write,
+    "resample": _Builder.resample,
+    "concat": _Builder.concat,
+    "cost_volume": _Builder.cost_volume,
+    "global_pool": _Builder.global_pool,
+    "linear": _Builder.linear,
+}
 
 
 def to_nir(model: SNNModel) -> nir.NIRGraph:
@@ -267,28 +271,16 @@ def to_nir(model: SNNModel) -> nir.NIRGraph:
     finally:
         model.train(was_training)
     b = _Builder(folded)
+    values: dict[str, _Value] = {}
+    for node in b.plan.graph:
+        if node.attrs.get("training_only"):
+            continue
+        module = submodule(folded, node.module) if node.module is not None else None
+        values[node.name] = NIR_HANDLERS[node.kind](b, node, module, [values[i] for i in node.inputs])
+    out = values[b.plan.outputs[model.output_name]]
+    b.add(model.output_name, nir.Output(output_type={"output": np.array(out.shape)}), out, out.shape)
     g = b.g
-    inp = g.input
-    shape = (inp.in_channels, inp.height, inp.width)
-    names = model.input_names
-    image = b.add(names[0], nir.Input(input_type={"input": np.array(shape)}), None, shape)
-    head = g.head
-    if not isinstance(head, Classifier):
-        b.network(head.feature, image, instance_name(head.feature, "left"))  # raises at its first such layer
-        raise b.error("head.cost_volume", "the stereo cost volume (disparity-shifted concatenation) and the "
-                      "3-D matching network have no NIR form", "export stereo models to ONNX")
-    feats = b.network(head.backbone, image, instance_name(head.backbone))
-    c, h, w = feats.shape
-    pooled = b.add("head.avgpool", nir.AvgPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
-                                                 padding=np.array([0, 0])), feats, (c, 1, 1))
-    flat = b.add("head.flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
-                 pooled, (c,))
-    lin = folded.classifier
-    logits = b.add("head.linear", nir.Affine(weight=lin.weight.detach().cpu().numpy().astype(np.float32),
-                                             bias=lin.bias.detach().cpu().numpy().astype(np.float32)),
-                   flat, (head.classes,))
-    b.add(model.output_name, nir.Output(output_type={"output": np.array([head.classes])}), logits, (head.classes,))
-    meta = {"dt": DT, "producer": "snn-search-toolchain", "genotype": g.name, "time_steps": int(inp.timesteps),
+    meta = {"dt": DT, "producer": "snn-search-toolchain", "genotype": g.name, "time_steps": int(g.input.timesteps),
             "neuron_rule": "u = decay*v + I; spike if u >= threshold; v = u*(1-spike) (hard reset to 0)"}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta)
 

@@ -20,41 +20,19 @@ from dataclasses import dataclass, field
 
 from .cellgraph import cell_order, check_cell
 from .errors import GenotypeError, close_match_hint
-from .ir import Cell, CellLayer, Classifier, ConvLayer, Genotype, Network, Neuron, Stereo
-from .names import (
-    NeuronSite,
-    cell_inputs_after,
-    delayed_state_name,
-    instance_name,
-    layer_name,
-    neuron_name,
-    state_name,
-)
-from .plantypes import LayerPlan, NetPlan, NeuronLayer, Plan
+from .ir import Cell, CellLayer, ConvLayer, Genotype, Network, Neuron
+from .names import NeuronSite, cell_inputs_after, delayed_state_name, layer_name, neuron_name, state_name
+from .plantypes import LayerPlan, NetPlan, NeuronLayer, Node, Part, Plan, Value
 from .registry import NEURONS, OPS, RULES, Shape, ShapeError
+from .tasks import TASKS
 
 # Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
 DEFAULT_MAX_BYTES = int(float(os.environ.get("SNN_MAX_BYTES", 16 * 2**30)))
 
 
-@dataclass(frozen=True)
-class Part:
-    """A channel block of a tensor: who produced it and whether it is binary spikes."""
-
-    producer: str
-    channels: int
-    binary: bool
-
-
-@dataclass
-class Value:
-    shape: Shape
-    parts: tuple[Part, ...]
-
-
 @dataclass
 class _CellWalk:
-    """What the walker knows while it plans one cell layer."""
+    """What the walker knows while it lowers one cell layer."""
 
     net: Network
     layer: CellLayer
@@ -65,11 +43,30 @@ class _CellWalk:
     channels: int
     node_shape: Shape
     first_consumer: int  # the walker's consumers from here on are this cell's
+    module: tuple[str, ...]  # the layer's module in the torch model
+    rank: tuple[int, ...]
+    decl: dict = field(default_factory=dict)  # (node, edge) / node -> its modules' declaration rank
     values: dict[str, Value] = field(default_factory=dict)
     placeholders: dict[str, str] = field(default_factory=dict)  # placeholder producer -> delayed source
     delayed: list[tuple[str, int, str]] = field(default_factory=list)  # (consumer, MACs, source), delayed convs
     params: int = 0
     macs: int = 0
+
+
+def _declaration_ranks(cell: Cell) -> dict:
+    """The order a cell's modules are created in: per node in declaration order, each edge's op and
+    neuron, then the node's neuron."""
+    ranks: dict = {}
+    for node in cell.nodes:
+        for i in range(len(node.inputs)):
+            ranks[(node.name, i)] = len(ranks) * 2
+        ranks[node.name] = len(ranks) * 2
+    return ranks
+
+
+def _op_attrs(op, in_channels: int, out_channels: int, dims: int, stride: int, at: str) -> dict:
+    return {"op": op.name, "kind": op.kind, "kernel": op.kernel, "stride": stride, "dims": dims,
+            "in_channels": in_channels, "out_channels": out_channels, "at": at}
 
 
 class _Walker:
@@ -80,6 +77,10 @@ class _Walker:
         self.states: list[tuple[str, Shape]] = []
         self.consumers: list[tuple[str, int, tuple[Part, ...], int]] = []
         self.activations = 0
+        self.nodes: list[Node] = []
+        self.net_rank: dict[str, int] = {}
+        self.scope: tuple[str, ...] = ()  # the layer container being lowered
+        self.layer_io: dict[str, tuple[str, str, str]] = {}  # layer -> (c_prev, c_prev_prev, output) values
 
     def error(self, path: str, message: str, hint: str | None = None) -> GenotypeError:
         if self.ctx is not None:
@@ -87,15 +88,36 @@ class _Walker:
         return GenotypeError(message, path=path, file=self.g.file or None, hint=hint)
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def neuron(self, name: str, shape: Shape, neuron: Neuron, site: NeuronSite) -> Value:
+    def emit(self, kind: str, name: str, inputs, shape: Shape, **fields) -> str:
+        """Append a node to the lowered graph; returns its value name."""
+        fields.setdefault("scope", self.scope)
+        self.nodes.append(Node(kind, name, tuple(inputs), tuple(shape), **fields))
+        return name
+
+    def neuron(self, name: str, shape: Shape, neuron: Neuron, site: NeuronSite, source: str,
+               **fields) -> Value:
         spec = NEURONS[neuron.kind]
         self.neurons[name] = NeuronLayer(name, shape, neuron, site)
-        self.states.extend((state_name(name, s), shape) for s in spec.state)
+        state = tuple((state_name(name, s), shape) for s in spec.state)
+        self.states.extend(state)
         self.activations += math.prod(shape) * (1 + len(spec.state))
-        return Value(shape, (Part(name, shape[0], spec.spiking),))
+        self.emit("neuron", name, [source], shape, attrs={"neuron": neuron, "site": site}, state=state, **fields)
+        return Value(shape, (Part(name, shape[0], spec.spiking),), name)
 
     def consume(self, consumer: str, macs: int, value: Value) -> None:
         self.consumers.append((consumer, macs, value.parts, value.shape[0]))
+
+    def resample(self, value: Value, target, layer: str, part: str | None, path: str) -> Value:
+        """``value`` at a level's size: a resample node where the size changes."""
+        if target is None:
+            return value
+        shape = RULES["resample"].shape(value.shape, target)
+        if shape == value.shape:
+            return Value(shape, value.parts, value.ref)
+        name = f"{layer}:resample" + (f".{part}" if part else "")
+        self.emit("resample", name, [value.ref], shape, attrs={"size": tuple(target), "at": layer, "part": part},
+                  layer=layer, path=path)
+        return Value(shape, value.parts, name)
 
     # -- walk -------------------------------------------------------------------------------------
     def network(self, net: Network, instance: str, value: Value) -> tuple[NetPlan, Value]:
@@ -111,6 +133,7 @@ class _Walker:
         if len(net.node_channels) < len(net.rates):
             raise self.error(f"{path}.node_channels", f"gives {len(net.node_channels)} channel counts for "
                              f"{len(net.rates)} levels", "give one per level")
+        self.net_rank.setdefault(net.name, len(self.net_rank))
         layers: list[LayerPlan] = []
         prev = prev_prev = value
         for i, layer in enumerate(net.layers):
@@ -123,28 +146,37 @@ class _Walker:
                     raise self.error(f"{lpath}.level", f"level {layer.level} does not exist: the network has "
                                      f"levels 0..{len(sizes) - 1}", "lower the level or add a rate")
                 target = sizes[layer.level]
+            self.scope = ("nets", net.name, "layers", str(i))
             if isinstance(layer, ConvLayer):
                 lp, out = self.conv_layer(net, layer, lpath, name, site, prev, target)
             else:
                 lp, out = self.cell_layer(net, layer, lpath, name, site, prev, prev_prev, target)
+            self.scope = ()
+            lp.name, lp.output = name, out.ref
+            self.layer_io[name] = (prev.ref, prev_prev.ref, out.ref)
             layers.append(lp)
             prev, prev_prev = cell_inputs_after(i, prev, out)
         return NetPlan(net, value.shape, sizes, layers), prev
 
     def conv_layer(self, net, layer: ConvLayer, lpath, name, site, prev: Value, target) -> tuple[LayerPlan, Value]:
         op = OPS[layer.op]
-        x = prev if target is None else Value(RULES["resample"].shape(prev.shape, target), prev.parts)
+        x = self.resample(prev, target, name, None, lpath)
         try:
             out_shape = op.out_shape(x.shape, layer.channels, layer.stride)
         except ShapeError as exc:
             raise self.error(lpath, str(exc), exc.hint) from None
         self._check_size(lpath, out_shape)
         macs = op.macs(x.shape, out_shape)
+        params = op.params(x.shape[0], layer.channels, net.dims)
         self.consume(name, macs, x)
+        module, rank = ("nets", net.name, "layers", str(site.layer_index)), (self.net_rank[net.name], site.layer_index)
+        ref = self.emit("op", f"{name}:op", [x.ref], out_shape, module=(*module, "op"), rank=(*rank, 0),
+                        attrs=_op_attrs(op, x.shape[0], layer.channels, net.dims, layer.stride, name),
+                        layer=name, path=lpath, params=params, macs=macs)
         neuron = self.g.resolve_neuron(layer.neuron)
-        out = self.neuron(name, out_shape, neuron, site)
-        lp = LayerPlan(layer, lpath, {"c_prev": prev.shape}, target, out_shape,
-                       params=op.params(x.shape[0], layer.channels, net.dims), macs=macs)
+        out = self.neuron(name, out_shape, neuron, site, ref, module=(*module, "neuron"), rank=(*rank, 1),
+                          layer=name, path=lpath)
+        lp = LayerPlan(layer, lpath, {"c_prev": prev.shape}, target, out_shape, params=params, macs=macs)
         return lp, out
 
     def cell_layer(self, net, layer: CellLayer, lpath, name, site, prev, prev_prev,
@@ -156,9 +188,11 @@ class _Walker:
         cell = cells[layer.cell]
         channels = net.node_channels[layer.level]
         self._check_size(lpath, (channels, *target))
-        c = _CellWalk(net, layer, cell, lpath, name, site, channels, (channels, *target), len(self.consumers))
-        c.values = {"c_prev": Value(RULES["resample"].shape(prev.shape, target), prev.parts),
-                    "c_prev_prev": Value(RULES["resample"].shape(prev_prev.shape, target), prev_prev.parts)}
+        c = _CellWalk(net, layer, cell, lpath, name, site, channels, (channels, *target), len(self.consumers),
+                      ("nets", net.name, "layers", str(site.layer_index)),
+                      (self.net_rank[net.name], site.layer_index), _declaration_ranks(cell))
+        c.values = {"c_prev": self.resample(prev, target, name, "c_prev", lpath),
+                    "c_prev_prev": self.resample(prev_prev, target, name, "c_prev_prev", lpath)}
         order = cell_order(cell)
         for node_name in order:
             self._node(c, cell.node(node_name))
@@ -168,14 +202,17 @@ class _Walker:
             out_shape = RULES["concat"].shape([v.shape for v in outs], list(cell.output))
         except ShapeError as exc:
             raise self.error(f"cells.{cell.name}.output", str(exc), exc.hint) from None
-        out = Value(out_shape, tuple(p for v in outs for p in v.parts))
+        ref = outs[0].ref if len(outs) == 1 else self.emit(
+            "concat", f"{name}:concat", [v.ref for v in outs], out_shape,
+            attrs={"parts": list(cell.output), "at": name}, layer=name, path=lpath)
+        out = Value(out_shape, tuple(p for v in outs for p in v.parts), ref)
         lp = LayerPlan(layer, lpath, {"c_prev": prev.shape, "c_prev_prev": prev_prev.shape}, target, out_shape,
                        node_channels=channels, node_shapes={n: c.values[n].shape for n in order},
                        params=c.params, macs=c.macs)
         return lp, out
 
     def _node(self, c: _CellWalk, node) -> None:
-        """Plan one node of a cell: its edges, their sum, its neuron (mixing at the membrane)."""
+        """Lower one node of a cell: its edges, their sum, its neuron (mixing at the membrane)."""
         npath = f"cells.{c.cell.name}.nodes.{node.name}"
         edge_values = [self._edge(c, node, e_idx, edge, f"{npath}.inputs[{e_idx}]")
                        for e_idx, edge in enumerate(node.inputs)]
@@ -183,16 +220,21 @@ class _Walker:
             shape = RULES["sum"].shape([v.shape for v in edge_values], [e.source for e in node.inputs])
         except ShapeError as exc:
             raise self.error(f"{npath}.inputs", f"{exc} (in {c.lpath})", exc.hint) from None
+        name = neuron_name(c.name, node.name)
+        total = self.emit("sum", f"{name}:sum", [v.ref for v in edge_values], shape, layer=c.name, path=npath)
         if self.g.mixing == "membrane":
             neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron)
-            c.values[node.name] = self.neuron(neuron_name(c.name, node.name), shape, neuron,
-                                              dataclasses.replace(c.site, node=node.name))
+            c.values[node.name] = self.neuron(name, shape, neuron, dataclasses.replace(c.site, node=node.name), total,
+                                              module=(*c.module, "neurons", node.name),
+                                              rank=(*c.rank, c.decl[node.name]), layer=c.name, path=npath)
         else:
-            c.values[node.name] = Value(shape, tuple(p for v in edge_values for p in v.parts))
+            c.values[node.name] = Value(shape, tuple(p for v in edge_values for p in v.parts), total)
 
     def _edge(self, c: _CellWalk, node, e_idx: int, edge, epath: str) -> Value:
-        """Plan one edge: its op's shape and cost, its consumer's synaptic work, its neuron (spike mixing)."""
-        if edge.delay:  # the source is planned later in the order: a placeholder part, resolved later
+        """Lower one edge: its op (or, delayed, the state it reads), its cost, its consumer's synaptic
+        work, its neuron (spike mixing)."""
+        edge_name = neuron_name(c.name, node.name, e_idx)
+        if edge.delay:  # the source is lowered later in the order: a placeholder part, resolved later
             c.placeholders[f"{c.name}.{edge.source}.delayed"] = edge.source
             src = Value(c.node_shape, (Part(f"{c.name}.{edge.source}.delayed", c.channels, True),))
         else:
@@ -206,18 +248,34 @@ class _Walker:
         e_macs = op.macs(src.shape, shape)
         c.params += op.params(src.shape[0], c.channels, c.net.dims)
         c.macs += e_macs
-        edge_name = neuron_name(c.name, node.name, e_idx)
         consumer = edge_name if self.g.mixing == "spike" else neuron_name(c.name, node.name)
         if op.kind == "conv" and edge.delay:
             c.delayed.append((consumer, e_macs, edge.source))
         elif op.kind == "conv":
             self.consume(consumer, e_macs, src)
+        if edge.delay:
+            state = delayed_state_name(c.name, node.name, e_idx)
+            ref = self.emit("delay_read", f"{edge_name}:delayed", [], shape, attrs={"state": state, "at": edge_name},
+                            state=((state, shape),), layer=c.name, path=epath)
+        else:
+            ref = self._edge_op(c, node.name, e_idx, op, src, shape, epath)
         if self.g.mixing == "spike" and op.has_neuron:
             neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron, edge.neuron)
             edge_site = dataclasses.replace(c.site, node=node.name, edge=e_idx)
-            return self.neuron(edge_name, shape, neuron, edge_site)
+            return self.neuron(edge_name, shape, neuron, edge_site, ref,
+                               module=(*c.module, "neurons", f"{node.name}_{e_idx}"),
+                               rank=(*c.rank, c.decl[(node.name, e_idx)] + 1), layer=c.name, path=epath)
         parts = src.parts if op.binary_preserving else tuple(Part(p.producer, p.channels, False) for p in src.parts)
-        return Value(shape, parts)
+        return Value(shape, parts, ref)
+
+    def _edge_op(self, c: _CellWalk, node: str, e_idx: int, op, src: Value, shape: Shape, epath: str) -> str:
+        """The op node of an edge (on its source now, or for a delayed edge at the end of the step)."""
+        edge_name = neuron_name(c.name, node, e_idx)
+        return self.emit("op", f"{edge_name}:op", [src.ref], shape, module=(*c.module, "ops", f"{node}_{e_idx}"),
+                         rank=(*c.rank, c.decl[(node, e_idx)]),
+                         attrs=_op_attrs(op, src.shape[0], c.channels, c.net.dims, 1, edge_name), layer=c.name,
+                         path=f"{epath} (in {c.lpath})", params=op.params(src.shape[0], c.channels, c.net.dims),
+                         macs=op.macs(src.shape, shape))
 
     def _resolve_delayed(self, c: _CellWalk, order: list[str]) -> None:
         """A delayed edge reads what its source produced (its neuron under membrane mixing, its edges'
@@ -234,7 +292,8 @@ class _Walker:
             return tuple(out)
 
         for node_name in order:
-            c.values[node_name] = Value(c.values[node_name].shape, resolve(c.values[node_name].parts))
+            old = c.values[node_name]
+            c.values[node_name] = Value(old.shape, resolve(old.parts), old.ref)
         self.consumers[c.first_consumer:] = [(k, m, resolve(parts), ch) for k, m, parts, ch
                                              in self.consumers[c.first_consumer:]]
         for consumer, e_macs, source in c.delayed:
@@ -242,9 +301,16 @@ class _Walker:
         for node in c.cell.nodes:
             for e_idx, edge in enumerate(node.inputs):
                 if edge.delay:
-                    shape = OPS[edge.op].out_shape(c.values[edge.source].shape, c.channels)
-                    self.states.append((delayed_state_name(c.name, node.name, e_idx), shape))
+                    src = c.values[edge.source]
+                    shape = OPS[edge.op].out_shape(src.shape, c.channels)
+                    state = delayed_state_name(c.name, node.name, e_idx)
+                    self.states.append((state, shape))
                     self.activations += math.prod(shape)
+                    epath = f"cells.{c.cell.name}.nodes.{node.name}.inputs[{e_idx}]"
+                    ref = self._edge_op(c, node.name, e_idx, OPS[edge.op], src, shape, epath)
+                    at = neuron_name(c.name, node.name, e_idx)
+                    self.emit("delay_write", f"{at}:delayed.write", [ref], shape, attrs={"state": state, "at": at},
+                              state=((state, shape),), layer=c.name, path=epath)
 
     def _check_size(self, path: str, shape: Shape) -> None:
         if any(s < 1 for s in shape):
@@ -272,95 +338,23 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
     for cell in g.cells:
         check_cell(cell, w.error)
     plans: dict[str, NetPlan] = {}
-    used = _plan_stereo(w, plans) if isinstance(g.head, Stereo) else _plan_classifier(w, plans)
+    task = TASKS[g.task]
+    used, outputs = task.lower(w, plans)
     for name in (n.name for n in g.networks):
         if name not in used:
             raise w.error(f"networks.{name}", "network is not used by the head",
                           "remove it or name it in head")
-    params, aux_params = _params(g, plans)
+    head_params, aux_params = task.params(g, plans)
+    params = sum(lp.params for np_ in plans.values() for lp in np_.layers) + head_params
     fan_out, dense = _synaptic_work(w)
-    total = 4 * (params + w.activations + aux_params + _aux_activations(g, plans))  # training holds the aux head
+    total = 4 * (params + w.activations + aux_params + task.aux_activations(g, plans))  # training holds the aux head
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if total > limit:
         raise w.error("input", f"the network would need about {total / 2**30:.1f} GiB for its weights and "
                       f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
                       "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
-    return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params)
-
-
-def _network(w: _Walker, key: str, name: str, dims: int) -> Network:
-    """The network the head names under ``key``, checked to exist and to have ``dims`` dimensions."""
-    nets = {n.name: n for n in w.g.networks}
-    if name not in nets:
-        raise w.error(f"head.{key}", f"unknown network {name!r}", close_match_hint(name, nets, "networks"))
-    if nets[name].dims != dims:
-        raise w.error(f"networks.{name}.dims", f"the {key} network must be {dims}-D")
-    return nets[name]
-
-
-def _input_value(g: Genotype) -> Value:
-    inp = g.input
-    return Value((inp.in_channels, inp.height, inp.width), (Part("input", inp.in_channels, False),))
-
-
-def _plan_stereo(w: _Walker, plans: dict[str, NetPlan]) -> set[str]:
-    """Feature network on both views, cost volume, matching network, estimator; the networks used."""
-    head, inp = w.g.head, w.g.input
-    feat = _network(w, "feature", head.feature, 2)
-    match = _network(w, "matching", head.matching, 3)
-    image = _input_value(w.g)
-    plans[feat.name], left = w.network(feat, instance_name(feat.name, "left"), image)
-    _, right = w.network(feat, instance_name(feat.name, "right"), image)
-    volume = Value(RULES["cost_volume"].shape(left.shape, right.shape, head.disparities), left.parts + right.parts)
-    plans[match.name], cost = w.network(match, instance_name(match.name), volume)
-    if cost.shape[0] != 1:
-        raise w.error(f"networks.{match.name}.layers[{len(match.layers) - 1}].channels",
-                      f"the matching network must end with 1 channel (the matching cost), got {cost.shape[0]}",
-                      "set channels: 1 on its last layer")
-    if cost.shape[1] != head.disparities:
-        raise w.error(f"networks.{match.name}", f"the matching cost has {cost.shape[1]} disparities, "
-                      f"the cost volume {head.disparities}", "end the matching network on level 0")
-    try:
-        RULES[head.estimator].shape(cost.shape, inp.height, inp.width)
-    except ShapeError as exc:
-        raise w.error(f"networks.{match.name}", str(exc), exc.hint) from None
-    w.activations += head.disparities * inp.height * inp.width * 2
-    return {feat.name, match.name}
-
-
-def _plan_classifier(w: _Walker, plans: dict[str, NetPlan]) -> set[str]:
-    """Backbone, global average pooling, linear head (and the auxiliary head's position)."""
-    head = w.g.head
-    back = _network(w, "backbone", head.backbone, 2)
-    plans[back.name], out = w.network(back, instance_name(back.name), _input_value(w.g))
-    pooled = RULES["global_avgpool"].shape(out.shape)
-    RULES["linear"].shape(pooled, head.classes)
-    w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
-        Part(p.producer, p.channels, False) for p in out.parts)))
-    if head.aux_after is not None and head.aux_after >= len(back.layers) - 1:
-        raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
-    return {back.name}
-
-
-def _params(g: Genotype, plans: dict[str, NetPlan]) -> tuple[int, int]:
-    """Parameters of the deployed network, and of the training-only auxiliary head."""
-    head = g.head
-    params = sum(lp.params for np_ in plans.values() for lp in np_.layers)
-    aux_params = 0
-    if isinstance(head, Classifier):
-        params += (plans[head.backbone].out_shape[0] + 1) * head.classes
-        if head.aux_after is not None:  # training only: not part of the exported graph
-            aux_in = plans[head.backbone].layers[head.aux_after].out_shape
-            aux_params = aux_in[0] * head.aux_channels + 2 * head.aux_channels + (head.aux_channels + 1) * head.classes
-    return params, aux_params
-
-
-def _aux_activations(g: Genotype, plans: dict[str, NetPlan]) -> int:
-    """Values of one step of the training-only auxiliary head (its 1x1 convolution's output)."""
-    head = g.head
-    if not isinstance(head, Classifier) or head.aux_after is None:
-        return 0
-    return head.aux_channels * math.prod(plans[head.backbone].layers[head.aux_after].out_shape[1:])
+    return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params,
+                w.nodes, outputs, w.layer_io)
 
 
 def _synaptic_work(w: _Walker) -> tuple[dict[str, float], dict[str, int]]:

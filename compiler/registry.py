@@ -93,18 +93,32 @@ LAYER_OPS = {k: v for k, v in OPS.items() if v.kind == "conv"}  # conv layers of
 
 @dataclass(frozen=True)
 class NeuronSpec:
+    """A neuron kind's facts, written once: its state variables, whether it spikes, the ``Neuron`` fields
+    its step reads, what NIR can express of it (``nir``: ``"lif"`` a thresholded leaky integrator with hard
+    reset, NIR's LIF, or IF at tau = 1; ``"li"`` a leaky integrator, NIR's LI, or I at tau = 1; None: no
+    NIR form) and which neuron searchers may search it (``searchers``: dgs, tps, hns). Its step (charge,
+    fire, reset) is its module class in ``compiler.neurons.NEURON_MODULES``."""
+
     name: str
     spiking: bool
     state: tuple[str, ...]
     doc: str
+    params: tuple[str, ...] = ("tau", "threshold", "reset", "surrogate")
+    nir: str | None = None
+    searchers: tuple[str, ...] = ()
 
 
 NEURONS = Registry("neuron")
-NEURONS.register("lif", NeuronSpec("lif", True, ("v",), "leaky integrate-and-fire"))
-NEURONS.register("if", NeuronSpec("if", True, ("v",), "integrate-and-fire (LIF with tau = 1)"))
-NEURONS.register("alif", NeuronSpec("alif", True, ("v", "a"), "LIF with an adaptive threshold"))
-NEURONS.register("relu", NeuronSpec("relu", False, (), "ReLU, for hybrid ANN/SNN networks"))
-NEURONS.register("li", NeuronSpec("li", False, ("v",), "leaky integrator: outputs its membrane potential"))
+NEURONS.register("lif", NeuronSpec("lif", True, ("v",), "leaky integrate-and-fire", nir="lif",
+                                   searchers=("dgs", "tps", "hns")))
+NEURONS.register("if", NeuronSpec("if", True, ("v",), "integrate-and-fire (LIF with tau = 1)",
+                                  ("threshold", "reset", "surrogate"), nir="lif", searchers=("dgs",)))
+NEURONS.register("alif", NeuronSpec("alif", True, ("v", "a"), "LIF with an adaptive threshold",
+                                    ("tau", "threshold", "reset", "tau_a", "beta", "surrogate"),
+                                    searchers=("dgs", "tps")))
+NEURONS.register("relu", NeuronSpec("relu", False, (), "ReLU, for hybrid ANN/SNN networks", ()))
+NEURONS.register("li", NeuronSpec("li", False, ("v",), "leaky integrator: outputs its membrane potential",
+                                  ("tau",), nir="li"))
 
 SURROGATES = Registry("surrogate")
 for _name, _doc in (("dspike", "b/2 (1 - tanh^2(b (x - 1/2))) / tanh(b/2) on 0 <= x <= 1, x = u - V_th + 1/2"),

@@ -12,8 +12,8 @@ from helpers import GENOTYPES, SMALL, small_genotype
 from compiler import build_model, load_genotype, parse_genotype
 from compiler.fold import FoldError, fold_batchnorm, fold_conv_bn_weights
 from compiler.ir import Neuron, Surrogate
-from compiler.model import BUILDERS, cost_volume, estimate_disparity
 from compiler.neurons import ALIF, IF, LI, LIF, SURROGATE_GRADS, ReLU, spike
+from compiler.ops import BUILDERS, cost_volume, estimate_disparity
 from compiler.registry import OPS, SURROGATES
 
 SHIPPED = sorted(p.stem for p in GENOTYPES.glob("*.yaml"))
@@ -244,7 +244,7 @@ def test_state_is_explicit_and_complete():
 
 
 def test_structural_shape_rules_agree_with_torch():
-    from compiler.model import resample
+    from compiler.ops import resample
     from compiler.registry import RULES
 
     left = torch.zeros(2, 6, 5, 7)

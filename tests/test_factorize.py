@@ -17,8 +17,8 @@ from compiler import build_model
 from compiler.export import to_onnx
 from compiler.factorize import CostVolumeConv, Views, factorize_cost_volume, why_not
 from compiler.fold import fold_batchnorm
-from compiler.model import cost_volume
 from compiler.onnxgraph import conv_macs
+from compiler.ops import cost_volume
 
 # (C, C_out, D, h, w, shift, kernel): interior, shifts beyond the width, D = 1 and 2, kernels 1 and 5
 CASES = [(3, 4, 5, 6, 7, 1, 3), (3, 4, 6, 5, 9, 2, 3), (2, 3, 9, 4, 5, 1, 3), (2, 3, 4, 4, 6, 3, 3),

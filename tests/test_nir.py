@@ -14,7 +14,7 @@ from nir_reference import NIRStepper
 
 from compiler import build_model
 from compiler.build import main as build_main
-from compiler.model import Step
+from compiler.interpret import Step
 from compiler.nir_export import DT, export_nir, lif_tau, threshold_for
 
 STEPS = 25

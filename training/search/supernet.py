@@ -25,12 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from compiler.errors import GenotypeError
-from compiler.ir import CellLayer, ConvLayer, Genotype, Network, Stereo
-from compiler.model import BUILDERS, ConvBlock, Step, classifier_head, resample, run_layers, stereo_head
-from compiler.names import neuron_name, state_name
+from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
+from compiler.ir import CellLayer, ConvLayer, Genotype, Network
+from compiler.model import ConvBlock, task_names
+from compiler.names import layer_name, neuron_name, state_name
 from compiler.neurons import build_neuron
+from compiler.ops import BUILDERS, cost_volume, resample
 from compiler.planner import plan
-from compiler.plantypes import NetPlan
+from compiler.plantypes import NetPlan, Node
 from compiler.registry import OPS, ShapeError
 
 from .decode import cell_sources, decode_cell, decode_path
@@ -190,8 +192,12 @@ class FixedPath(nn.Module):
 class Supernet(nn.Module):
     """The whole searchable network: base layers around the trellises, the base head.
 
+    It runs the base genotype's lowered graph with the compiler's handlers (``compiler.interpret``), each
+    searched network's cell layers replaced by one ``trellis`` node (its own handler, ``_run_trellis``).
     ``weights()`` are the ordinary parameters, ``arch_parameters()`` the alphas and betas.
     """
+
+    volume = staticmethod(cost_volume)
 
     def __init__(self, space: SearchSpace):
         super().__init__()
@@ -204,39 +210,28 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict()
         self.betas = nn.ParameterDict()
         self.layout: dict[str, list[tuple[str, str]]] = {}  # per network: (layer name, key in blocks)
+        graph = _remap_modules(p)
         for net in g.networks:
-            self.blocks[net.name], self.layout[net.name] = self._network(space, g, net, p.nets[net.name])
-        head = g.head
-        if not isinstance(head, Stereo):
-            self.classifier = nn.Linear(self._net_out_channels(head.backbone), head.classes)
+            self.blocks[net.name], self.layout[net.name] = self._network(space, g, net, p.nets[net.name], graph)
+        self.graph = _searched_graph(self, p, graph)
+        build_modules(self, [n for n in self.graph if n.kind == "linear"])
 
-    def _network(self, space: SearchSpace, g: Genotype, net: Network, np_: NetPlan):
+    def _network(self, space: SearchSpace, g: Genotype, net: Network, np_: NetPlan, graph: list[Node]):
         """The modules of one network and their order: base layers, and a trellis for the cell layers."""
         mods = nn.ModuleDict()
-        layout = []
+        self.blocks[net.name] = mods
         s = space.searched(net.name)
-        if s is None:
-            for lp in np_.layers:
-                mods[lp.layer.name] = _base_layer(lp, g, net)
-                layout.append((lp.layer.name, lp.layer.name))
-            return mods, layout
         cells = [i for i, layer in enumerate(net.layers) if isinstance(layer, CellLayer)]
-        first, last = cells[0], cells[-1]
-        for lp in np_.layers[:first]:
-            mods[lp.layer.name] = _base_layer(lp, g, net)
-            layout.append((lp.layer.name, lp.layer.name))
+        first, last = (cells[0], cells[-1]) if s is not None else (len(net.layers), len(net.layers))
+        layout = self._base_layers(g, net, np_.layers[:first], graph)
+        if s is None:
+            return mods, layout
         before = np_.layers[first].inputs
         block = FixedPath if s.fixed else Trellis
-        trellis = block(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], np_.level_sizes,
-                        g.resolve_neuron(net.layers[first].neuron))
-        mods["trellis"] = trellis
+        mods["trellis"] = block(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], np_.level_sizes,
+                                g.resolve_neuron(net.layers[first].neuron))
         layout.append(("searched" if s.fixed else "trellis", "trellis"))
-        c = trellis.out_channels
-        for lp in np_.layers[last + 1:]:
-            lp = dataclasses.replace(lp, inputs={"c_prev": (c, *lp.inputs["c_prev"][1:])})
-            mods[lp.layer.name] = _base_layer(lp, g, net)
-            layout.append((lp.layer.name, lp.layer.name))
-            c = lp.out_shape[0]
+        layout += self._base_layers(g, net, np_.layers[last + 1:], graph)
         n_sources = sum(len(x) for x in cell_sources(space.nodes))
         self.alphas[net.name] = nn.Parameter(1e-3 * torch.randn(n_sources, len(space.candidates)))
         if s.fixed:
@@ -244,6 +239,20 @@ class Supernet(nn.Module):
         else:
             self.betas[net.name] = nn.Parameter(1e-3 * torch.randn(s.layers, len(net.rates), 3))
         return mods, layout
+
+    def _base_layers(self, g: Genotype, net: Network, lps: list, graph: list[Node]) -> list[tuple[str, str]]:
+        """Containers of base conv layers, their modules made by the graph's handlers (in the channels the
+        searched graph gives them)."""
+        for lp in lps:
+            if not isinstance(lp.layer, ConvLayer):
+                raise GenotypeError("only conv layers may stand outside the searched cells of a network",
+                                    path=f"networks.{net.name}.layers", file=g.file or None)
+            self.blocks[net.name][lp.layer.name] = ConvBlock(lp, g)
+        names = {lp.layer.name for lp in lps}
+        mine = [n for n in graph if n.module is not None and n.module[:2] == ("blocks", net.name)
+                and n.module[2] in names]  # (both views of a shared network: built once)
+        build_modules(self, _searched_graph(self, plan(g), mine, partial=True))
+        return [(lp.layer.name, lp.layer.name) for lp in lps]
 
     def _net_out_channels(self, name: str) -> int:
         last = self.blocks[name][self.layout[name][-1][1]]
@@ -269,27 +278,13 @@ class Supernet(nn.Module):
             start += n
         return out
 
-    def _blocks(self, network: str):
-        """(layer name, block) pairs in order for ``compiler.model.run_layers``; the trellis gets this
-        network's architecture weights bound."""
-        for name, key in self.layout[network]:
-            module = self.blocks[network][key]
-            if isinstance(module, FixedPath):
-                alphas, reduce = self.node_alphas(network), self.node_alphas(network, True)
-                yield name, (lambda n, step, p, pp, m=module, a=alphas, r=reduce: m(p, pp, a, r, step, n))
-            elif isinstance(module, Trellis):
-                alphas, betas = self.node_alphas(network), self.betas[network]
-                yield name, (lambda n, step, p, pp, m=module, a=alphas, b=betas: m(p, pp, a, b, step, n))
-            else:
-                yield name, module
-
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape of every state tensor, found once by a step from the empty state."""
         if self._state_shapes is None:
             inp = self.genotype.input
             device = next(self.parameters()).device
             x = torch.zeros(1, inp.in_channels, inp.height, inp.width, device=device)
-            names = ["left", "right"] if self.genotype.task == "stereo" else ["image"]
+            names = task_names(self.genotype)[0]
             was_training = self.training
             self.eval()
             try:
@@ -307,15 +302,8 @@ class Supernet(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
         step = _ZeroStep(state)
-        head = self.genotype.head
-
-        def run(net: str, x: Tensor, instance: str, taps: dict[int, Tensor] | None = None) -> Tensor:
-            return run_layers(self._blocks(net), x, step, instance, taps)
-
-        if isinstance(head, Stereo):
-            out = stereo_head(head, self.genotype.input, run, inputs)
-        else:
-            out = classifier_head(head, run, inputs["image"], self.classifier)
+        values = run_graph(self, self.graph, inputs, step, SUPERNET_HANDLERS)
+        out = {key: values[name] for key, name in plan(self.genotype).outputs.items() if name in values}
         out["spikes"] = step.spikes
         return out, step.state_out
 
@@ -369,10 +357,95 @@ class _ZeroStep(Step):
         return super().neuron(name, module, current)
 
 
-def _base_layer(lp, g: Genotype, net: Network) -> nn.Module:
-    if not isinstance(lp.layer, ConvLayer):
-        raise GenotypeError("only conv layers may stand outside the searched cells of a network",
-                            path=f"networks.{net.name}.layers", file=g.file or None)
-    return ConvBlock(lp, g, net.dims)
+def _remap_modules(p) -> list[Node]:
+    """The base graph with its layers' modules where the supernet keeps them: ``blocks.NET.LAYER.op``."""
+    out = []
+    for node in p.graph:
+        if node.module is not None and node.module[0] == "nets":
+            layer = p.genotype.network(node.module[1]).layers[int(node.module[3])].name
+            node = dataclasses.replace(node, module=("blocks", node.module[1], layer, *node.module[4:]))
+        out.append(node)
+    return out
 
 
+def _searched_graph(net: Supernet, p, graph: list[Node], partial: bool = False) -> list[Node]:
+    """``graph`` with every searched network's cell layers replaced by one trellis node per instance; the
+    layer after it reads the trellis (resampled to its level, in the trellis's channels). The training-only
+    auxiliary head is left out; the classifier reads the network's (possibly searched) width."""
+    out: list[Node] = []
+    replaced: dict[str, str] = {}  # value name -> the value that replaces it
+    for node in graph:
+        if node.kind == "aux_head":
+            continue
+        where = _searched_layer(net, p, node)
+        if where == "cells":
+            first_cell = int(node.scope[3]) == _cell_span(p.genotype, node.scope[1])[0]
+            if not partial and first_cell and node.layer not in replaced:
+                replaced[node.layer] = node.name
+                out.append(_trellis_node(net, p, node))
+            continue
+        node = dataclasses.replace(node, inputs=tuple(replaced.get(i, i) for i in node.inputs))
+        if where == "after" and node.kind == "resample":
+            replaced[node.name] = node.inputs[0]
+            continue
+        if where == "after" and node.kind == "op":
+            node = _after_trellis(net, p, node, out)
+        if node.kind == "linear":
+            node = dataclasses.replace(node, attrs={**node.attrs, "in_features": net._net_out_channels(
+                net.genotype.head.backbone)})
+        out.append(node)
+    return out
+
+
+def _cell_span(g: Genotype, network: str) -> tuple[int, int]:
+    """Indices of the first and last cell layer of a network."""
+    cells = [i for i, layer in enumerate(g.network(network).layers) if isinstance(layer, CellLayer)]
+    return cells[0], cells[-1]
+
+
+def _searched_layer(net: Supernet, p, node: Node) -> str | None:
+    """'cells' for a node of a searched network's cell layers, 'after' for one of the layer right after."""
+    if not node.scope or net.space.searched(node.scope[1]) is None:
+        return None
+    first, last = _cell_span(p.genotype, node.scope[1])
+    index = int(node.scope[3])
+    return "cells" if first <= index <= last else "after" if index == last + 1 else None
+
+
+def _trellis_node(net: Supernet, p, node: Node) -> Node:
+    """The trellis of a searched network's instance: reads the first cell layer's c_prev and c_prev_prev,
+    stands for the last cell layer's output."""
+    network = node.scope[1]
+    layers = p.genotype.network(network).layers
+    first, last = _cell_span(p.genotype, network)
+    instance = node.layer[: -len(layers[first].name) - 1]
+    c_prev, c_prev_prev, _ = p.layer_io[node.layer]
+    output = p.layer_io[layer_name(instance, layers[last].name)][2]
+    key = layer_name(instance, "searched" if net.space.searched(network).fixed else "trellis")
+    return Node("trellis", output, (c_prev, c_prev_prev), (), attrs={"network": network, "at": key},
+                module=("blocks", network, "trellis"))
+
+
+def _after_trellis(net: Supernet, p, node: Node, out: list[Node]) -> Node:
+    """The op of the layer after a trellis: on the trellis's output resampled to its level, in its width."""
+    network = node.module[1]
+    lp = next(lp for lp in p.nets[network].layers if lp.layer.name == node.module[2])
+    x = node.inputs[0]
+    if lp.target is not None:
+        x = f"{node.attrs['at']}:resample"
+        out.append(Node("resample", x, node.inputs, (), attrs={"size": tuple(lp.target), "at": node.attrs["at"],
+                                                                "part": None}, layer=node.layer))
+    channels = net.blocks[network]["trellis"].out_channels
+    return dataclasses.replace(node, inputs=(x,), attrs={**node.attrs, "in_channels": channels})
+
+
+def _run_trellis(node: Node, module: nn.Module, args: list[Tensor], ctx) -> Tensor:
+    """A trellis (or fixed path) with its network's architecture weights bound."""
+    net, network = ctx.model, node.attrs["network"]
+    if isinstance(module, FixedPath):
+        return module(args[0], args[1], net.node_alphas(network), net.node_alphas(network, True), ctx.step,
+                      node.attrs["at"])
+    return module(args[0], args[1], net.node_alphas(network), net.betas[network], ctx.step, node.attrs["at"])
+
+
+SUPERNET_HANDLERS = {**HANDLERS, "trellis": Handler(_run_trellis)}

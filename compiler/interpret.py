@@ -1,0 +1,159 @@
+"""The torch interpreter of a lowered graph (``Plan.graph``, see ``compiler.plantypes``): one handler per
+node kind, a module factory (``build``, for the kinds that own weights or buffers) and a step function
+(``run``). ``build_modules`` creates a model's modules where the nodes say they live, in declaration
+order; ``run_graph`` runs one time step over the nodes in order. The compiled model (``compiler.model``)
+and the SpikeDHS supernet (which adds its own kinds) are both this interpreter over their graphs.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .names import state_name
+from .neurons import NeuronModule, build_neuron
+from .ops import BUILDERS, aux_head, estimate_disparity, resample
+from .plantypes import Node
+
+
+class Step:
+    """The state going in and out of one time step, and the spike counts, as the model runs."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        self.state_in = state
+        self.state_out: dict[str, Tensor] = {}
+        self.spikes: dict[str, Tensor] = {}
+
+    def neuron(self, name: str, module: NeuronModule, current: Tensor) -> Tensor:
+        mine = {s: self.state_in[state_name(name, s)] for s in module.state_names}
+        y, new = module(current, mine)
+        for s, t in new.items():
+            self.state_out[state_name(name, s)] = t
+        if module.spiking:
+            self.spikes[name] = y.flatten(1).sum(1)
+        return y
+
+
+@dataclass
+class Context:
+    """What a step function may use besides its node, module and inputs."""
+
+    model: nn.Module
+    step: Step
+    inputs: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Handler:
+    run: Callable  # (node, module or None, input values, Context) -> output value
+    build: Callable | None = None  # node -> nn.Module
+
+
+def _sum(node: Node, module, args: list[Tensor], ctx: Context) -> Tensor:
+    total = args[0]
+    for t in args[1:]:
+        total = total + t
+    return total
+
+
+def _delay_write(node: Node, module, args: list[Tensor], ctx: Context) -> Tensor:
+    ctx.step.state_out[node.attrs["state"]] = args[0]
+    return args[0]
+
+
+def _cost(node: Node, module, args: list[Tensor], ctx: Context) -> Tensor:
+    """The matching network's 1-channel output (B, 1, D, h, w) -> cost (B, D, H, W)."""
+    return F.interpolate(args[0][:, 0], size=tuple(node.attrs["size"]), mode="bilinear", align_corners=False)
+
+
+def _build_op(node: Node) -> nn.Module:
+    a = node.attrs
+    return BUILDERS[a["op"]](a["in_channels"], a["out_channels"], a["dims"], a["stride"])
+
+
+def _aux(node: Node) -> nn.Module:
+    return aux_head(node.attrs["in_channels"], node.attrs["head"])
+
+
+HANDLERS: dict[str, Handler] = {
+    "input": Handler(lambda n, m, args, ctx: ctx.inputs[n.attrs["input"]]),
+    "op": Handler(lambda n, m, args, ctx: m(args[0]), _build_op),
+    "neuron": Handler(lambda n, m, args, ctx: ctx.step.neuron(n.name, m, args[0]),
+                      lambda n: build_neuron(n.attrs["neuron"])),
+    "sum": Handler(_sum),
+    "delay_read": Handler(lambda n, m, args, ctx: ctx.step.state_in[n.attrs["state"]]),
+    "delay_write": Handler(_delay_write),
+    "resample": Handler(lambda n, m, args, ctx: resample(args[0], n.attrs["size"])),
+    "concat": Handler(lambda n, m, args, ctx: torch.cat(args, dim=1)),
+    "cost_volume": Handler(lambda n, m, args, ctx: ctx.model.volume(args[0], args[1], n.attrs["disparities"],
+                                                                     n.attrs["shift"])),
+    "cost": Handler(_cost),
+    "estimator": Handler(lambda n, m, args, ctx: estimate_disparity(args[0], n.attrs["estimator"],
+                                                                    n.attrs["support"], n.attrs["step"])),
+    "global_pool": Handler(lambda n, m, args, ctx: args[0].flatten(2).mean(2)),
+    "linear": Handler(lambda n, m, args, ctx: m(args[0]),
+                      lambda n: nn.Linear(n.attrs["in_features"], n.attrs["out_features"])),
+    "aux_head": Handler(lambda n, m, args, ctx: m(args[0]), _aux),
+}
+
+
+def submodule(root: nn.Module, path: tuple[str, ...]) -> nn.Module | None:
+    """The module at ``path`` under ``root`` (looked up at every step: passes and searchers replace
+    modules in place), or None if there is none."""
+    m = root
+    for key in path:
+        m = m._modules.get(key)
+        if m is None:
+            return None
+    return m
+
+
+def build_modules(root: nn.Module, nodes: list[Node], handlers: dict[str, Handler] = HANDLERS) -> None:
+    """Create every node's module where it says it lives (containers must exist), in ``rank`` order; a
+    module two nodes share (the stereo feature network's two views) is created once."""
+    for node in sorted((n for n in nodes if n.module is not None), key=lambda n: n.rank):
+        if submodule(root, node.module) is not None:
+            continue
+        parent = submodule(root, node.module[:-1])
+        module = handlers[node.kind].build(node)
+        if isinstance(parent, nn.ModuleDict):
+            parent[node.module[-1]] = module
+        else:
+            setattr(parent, node.module[-1], module)
+
+
+class Scope(nn.Module):
+    """A container the nodes of its scope run inside (``forward(thunk)`` calls it), so that a traced
+    graph names their operators after it (``/model/NET/layers.I/...``)."""
+
+    def forward(self, thunk: Callable[[], None]) -> None:
+        thunk()
+
+
+def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], step: Step,
+              handlers: dict[str, Handler] = HANDLERS) -> dict[str, Tensor]:
+    """One time step over ``nodes`` in order; returns every value by name. A run of nodes with the same
+    ``scope`` runs inside the ``Scope`` modules on that path; training-only nodes run in training mode only."""
+    ctx = Context(root, step, inputs)
+    env: dict[str, Tensor] = {}
+
+    def run(group: list[Node]) -> None:
+        for node in group:
+            if node.attrs.get("training_only") and not root.training:
+                continue
+            module = submodule(root, node.module) if node.module is not None else None
+            env[node.name] = handlers[node.kind].run(node, module, [env[i] for i in node.inputs], ctx)
+
+    for scope, group in itertools.groupby(nodes, key=lambda n: n.scope):
+        thunk = functools.partial(run, list(group))
+        scopes = [m for m in (submodule(root, scope[:k]) for k in range(1, len(scope) + 1)) if isinstance(m, Scope)]
+        for module in reversed(scopes):
+            thunk = functools.partial(module, thunk)
+        thunk()
+    return env
