@@ -1,6 +1,6 @@
 """The SpikeDHS supernet: searched cells whose edges mix every candidate op (at the spike), on a
 trellis of resolution levels weighted by beta, built from the compiler's registry and neurons and
-run by the compiler's network runner and heads (``compiler.model``).
+run by the compiler's graph interpreter (``compiler.interpret``).
 
 The search space (``space.py``) names a base genotype and, per network, how its cells are searched.
 In a searched network the base's cell layers are replaced by ``layers`` trellis layers. At layer l,
@@ -10,10 +10,10 @@ a cell is ``sum_o softmax(alpha[edge])_o * y_o`` with ``y_o`` the spikes of cand
 neuron and surrogate temperature), i.e. mixed at the spike; a candidate whose shape rule cannot
 hold on an edge (skip between different channel counts) is masked out there. Alphas are shared by
 every cell of a network (one searched cell per network, as in the paper); betas are per network.
-State is explicit, as in the compiled model. The base network's layers before and after the cells
-are the compiler's ``ConvBlock``s; the trellis stands where the cells were, and the network runs
-through ``compiler.model.run_layers`` (the c_{k-1} / c_{k-2} rule) into ``stereo_head`` or
-``classifier_head``. Level sizes are the plan's. Decoding to a genotype is ``decode.py``'s.
+State is explicit, as in the compiled model. The supernet runs the base genotype's lowered graph with
+the compiler's handlers: the base layers before and after the cells, the heads; a ``trellis`` node
+(``searchgraph.py``) stands where the cells were, with its own handler. Level sizes are the plan's.
+Decoding to a genotype is ``decode.py``'s.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from compiler.errors import GenotypeError
 from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
 from compiler.ir import CellLayer, ConvLayer, Genotype, Network
 from compiler.model import ConvBlock, task_names
-from compiler.names import layer_name, neuron_name, state_name
+from compiler.names import neuron_name, state_name
 from compiler.neurons import build_neuron
 from compiler.ops import BUILDERS, cost_volume, resample
 from compiler.planner import plan
@@ -36,6 +36,7 @@ from compiler.plantypes import NetPlan, Node
 from compiler.registry import OPS, ShapeError
 
 from .decode import cell_sources, decode_cell, decode_path
+from .searchgraph import remap_modules, searched_graph
 from .space import SearchedNetwork, SearchSpace
 
 
@@ -210,10 +211,10 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict()
         self.betas = nn.ParameterDict()
         self.layout: dict[str, list[tuple[str, str]]] = {}  # per network: (layer name, key in blocks)
-        graph = _remap_modules(p)
+        graph = remap_modules(p)
         for net in g.networks:
             self.blocks[net.name], self.layout[net.name] = self._network(space, g, net, p.nets[net.name], graph)
-        self.graph = _searched_graph(self, p, graph)
+        self.graph = searched_graph(self, p, graph)
         build_modules(self, [n for n in self.graph if n.kind == "linear"])
 
     def _network(self, space: SearchSpace, g: Genotype, net: Network, np_: NetPlan, graph: list[Node]):
@@ -251,7 +252,7 @@ class Supernet(nn.Module):
         names = {lp.layer.name for lp in lps}
         mine = [n for n in graph if n.module is not None and n.module[:2] == ("blocks", net.name)
                 and n.module[2] in names]  # (both views of a shared network: built once)
-        build_modules(self, _searched_graph(self, plan(g), mine, partial=True))
+        build_modules(self, searched_graph(self, plan(g), mine, partial=True))
         return [(lp.layer.name, lp.layer.name) for lp in lps]
 
     def _net_out_channels(self, name: str) -> int:
@@ -355,88 +356,6 @@ class _ZeroStep(Step):
         for s in module.state_names:
             self.state_in.setdefault(state_name(name, s), torch.zeros_like(current))
         return super().neuron(name, module, current)
-
-
-def _remap_modules(p) -> list[Node]:
-    """The base graph with its layers' modules where the supernet keeps them: ``blocks.NET.LAYER.op``."""
-    out = []
-    for node in p.graph:
-        if node.module is not None and node.module[0] == "nets":
-            layer = p.genotype.network(node.module[1]).layers[int(node.module[3])].name
-            node = dataclasses.replace(node, module=("blocks", node.module[1], layer, *node.module[4:]))
-        out.append(node)
-    return out
-
-
-def _searched_graph(net: Supernet, p, graph: list[Node], partial: bool = False) -> list[Node]:
-    """``graph`` with every searched network's cell layers replaced by one trellis node per instance; the
-    layer after it reads the trellis (resampled to its level, in the trellis's channels). The training-only
-    auxiliary head is left out; the classifier reads the network's (possibly searched) width."""
-    out: list[Node] = []
-    replaced: dict[str, str] = {}  # value name -> the value that replaces it
-    for node in graph:
-        if node.kind == "aux_head":
-            continue
-        where = _searched_layer(net, p, node)
-        if where == "cells":
-            first_cell = int(node.scope[3]) == _cell_span(p.genotype, node.scope[1])[0]
-            if not partial and first_cell and node.layer not in replaced:
-                replaced[node.layer] = node.name
-                out.append(_trellis_node(net, p, node))
-            continue
-        node = dataclasses.replace(node, inputs=tuple(replaced.get(i, i) for i in node.inputs))
-        if where == "after" and node.kind == "resample":
-            replaced[node.name] = node.inputs[0]
-            continue
-        if where == "after" and node.kind == "op":
-            node = _after_trellis(net, p, node, out)
-        if node.kind == "linear":
-            node = dataclasses.replace(node, attrs={**node.attrs, "in_features": net._net_out_channels(
-                net.genotype.head.backbone)})
-        out.append(node)
-    return out
-
-
-def _cell_span(g: Genotype, network: str) -> tuple[int, int]:
-    """Indices of the first and last cell layer of a network."""
-    cells = [i for i, layer in enumerate(g.network(network).layers) if isinstance(layer, CellLayer)]
-    return cells[0], cells[-1]
-
-
-def _searched_layer(net: Supernet, p, node: Node) -> str | None:
-    """'cells' for a node of a searched network's cell layers, 'after' for one of the layer right after."""
-    if not node.scope or net.space.searched(node.scope[1]) is None:
-        return None
-    first, last = _cell_span(p.genotype, node.scope[1])
-    index = int(node.scope[3])
-    return "cells" if first <= index <= last else "after" if index == last + 1 else None
-
-
-def _trellis_node(net: Supernet, p, node: Node) -> Node:
-    """The trellis of a searched network's instance: reads the first cell layer's c_prev and c_prev_prev,
-    stands for the last cell layer's output."""
-    network = node.scope[1]
-    layers = p.genotype.network(network).layers
-    first, last = _cell_span(p.genotype, network)
-    instance = node.layer[: -len(layers[first].name) - 1]
-    c_prev, c_prev_prev, _ = p.layer_io[node.layer]
-    output = p.layer_io[layer_name(instance, layers[last].name)][2]
-    key = layer_name(instance, "searched" if net.space.searched(network).fixed else "trellis")
-    return Node("trellis", output, (c_prev, c_prev_prev), (), attrs={"network": network, "at": key},
-                module=("blocks", network, "trellis"))
-
-
-def _after_trellis(net: Supernet, p, node: Node, out: list[Node]) -> Node:
-    """The op of the layer after a trellis: on the trellis's output resampled to its level, in its width."""
-    network = node.module[1]
-    lp = next(lp for lp in p.nets[network].layers if lp.layer.name == node.module[2])
-    x = node.inputs[0]
-    if lp.target is not None:
-        x = f"{node.attrs['at']}:resample"
-        out.append(Node("resample", x, node.inputs, (), attrs={"size": tuple(lp.target), "at": node.attrs["at"],
-                                                                "part": None}, layer=node.layer))
-    channels = net.blocks[network]["trellis"].out_channels
-    return dataclasses.replace(node, inputs=(x,), attrs={**node.attrs, "in_channels": channels})
 
 
 def _run_trellis(node: Node, module: nn.Module, args: list[Tensor], ctx) -> Tensor:
