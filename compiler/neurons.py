@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .ir import Neuron
+from .registry import NEURONS, Registry
 
 # ---------------------------------------------------------------------------------------- surrogates
 # Each takes v = u - V_th (distance to the threshold) and the temperature b, returns dy/du.
@@ -76,10 +77,10 @@ def spike(v: Tensor, kind: str = "dspike", b: float = 3.0) -> Tensor:
 
 # ------------------------------------------------------------------------------------------- neurons
 class NeuronModule(nn.Module):
-    """One neuron layer. ``forward(I, state) -> (y, new_state)``; ``state_names`` lists its state."""
-
-    state_names: tuple[str, ...] = ()
-    spiking = True
+    """One neuron layer: ``forward(I, state) -> (y, new_state)``, split as in SpikingJelly's ``BaseNode``
+    into ``charge`` (the membrane potential u from the input and the carried state), ``fire`` (the output
+    from u) and ``reset`` (the state carried to the next step). A kind's facts (state names, whether it
+    spikes, its NIR form, which searchers may search it) are its ``compiler.registry.NEURONS`` entry."""
 
     def __init__(self, spec: Neuron):
         super().__init__()
@@ -88,8 +89,32 @@ class NeuronModule(nn.Module):
         self.register_buffer("tau", torch.tensor(float(spec.tau)))
         self.register_buffer("b", torch.tensor(float(spec.surrogate.b)))
 
-    def fire(self, v: Tensor) -> Tensor:
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return NEURONS[self.spec.kind].state
+
+    @property
+    def spiking(self) -> bool:
+        return NEURONS[self.spec.kind].spiking
+
+    def spike(self, v: Tensor) -> Tensor:
+        """H(v) with this layer's surrogate gradient and temperature."""
         return spike(v, self.spec.surrogate.kind, float(self.b))
+
+    def charge(self, current: Tensor, state: dict[str, Tensor], tau: Tensor | None = None) -> Tensor:
+        """u[t] = tau * v[t-1] + I[t] (``tau``: this layer's, unless a searcher tries another)."""
+        return (self.tau if tau is None else tau) * state["v"] + current
+
+    def fire(self, u: Tensor, state: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        u = self.charge(current, state)
+        y = self.fire(u, state)
+        return y, self.reset(u, y, state)
 
     def extra_repr(self) -> str:
         s = self.spec
@@ -97,17 +122,16 @@ class NeuronModule(nn.Module):
 
 
 class LIF(NeuronModule):
-    state_names = ("v",)
+    def threshold(self, state: dict[str, Tensor]) -> Tensor | float:
+        return self.spec.threshold
 
-    def reset(self, u: Tensor, y: Tensor) -> Tensor:
+    def fire(self, u: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return self.spike(u - self.threshold(state))
+
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.spec.reset == "hard":
-            return u * (1 - y)
-        return u - self.spec.threshold * y
-
-    def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        u = self.tau * state["v"] + current
-        y = self.fire(u - self.spec.threshold)
-        return y, {"v": self.reset(u, y)}
+            return {"v": u * (1 - y)}
+        return {"v": u - self.threshold(state) * y}
 
 
 class IF(LIF):
@@ -117,33 +141,36 @@ class IF(LIF):
 
 
 class ALIF(LIF):
-    state_names = ("v", "a")
+    def threshold(self, state: dict[str, Tensor]) -> Tensor:
+        return self.spec.threshold + self.spec.beta * state["a"]
 
-    def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        u = self.tau * state["v"] + current
-        threshold = self.spec.threshold + self.spec.beta * state["a"]
-        y = self.fire(u - threshold)
-        v = u * (1 - y) if self.spec.reset == "hard" else u - threshold * y
-        return y, {"v": v, "a": self.spec.tau_a * state["a"] + y}
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**super().reset(u, y, state), "a": self.spec.tau_a * state["a"] + y}
 
 
 class LI(NeuronModule):
-    state_names = ("v",)
-    spiking = False
+    def fire(self, u: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return u
 
-    def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        u = self.tau * state["v"] + current
-        return u, {"v": u}
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"v": u}
 
 
 class ReLU(NeuronModule):
-    spiking = False
+    def charge(self, current: Tensor, state: dict[str, Tensor], tau: Tensor | None = None) -> Tensor:
+        return current
 
-    def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        return torch.relu(current), {}
+    def fire(self, u: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return torch.relu(u)
+
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {}
 
 
-NEURON_MODULES: dict[str, type[NeuronModule]] = {"lif": LIF, "if": IF, "alif": ALIF, "li": LI, "relu": ReLU}
+# Kind -> its step definition; a new kind is one ``NEURONS.register`` and one ``NEURON_MODULES.register``.
+NEURON_MODULES = Registry("neuron module")
+for _kind, _cls in (("lif", LIF), ("if", IF), ("alif", ALIF), ("li", LI), ("relu", ReLU)):
+    NEURON_MODULES.register(_kind, _cls)
 
 
 def build_neuron(spec: Neuron) -> NeuronModule:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from compiler.edit import locate, neuron_layer_names
 from compiler.ir import Genotype
+from compiler.registry import NEURONS
 
 from .. import runlog
 from ..errors import TrainError
@@ -88,7 +89,11 @@ class Searcher:
     """Hooks the training loop calls; subclasses implement the ones they need."""
 
     name = "search"
-    search_kinds: tuple[str, ...] = ()  # the neuron kinds this searcher can search
+
+    @classmethod
+    def search_kinds(cls) -> tuple[str, ...]:
+        """The neuron kinds this searcher may search: those whose registry entry names it."""
+        return tuple(kind for kind, spec in NEURONS.items() if cls.name in spec.searchers)
 
     def __init__(self, out: str | None, main: bool = True):
         self.log_path = Path(out) / f"{self.name}.jsonl" if out and main else None
@@ -130,7 +135,8 @@ class Searcher:
 
 
 # Option name (``cfg.dgs`` ...) -> searcher class; each class registers itself (``@register``) with
-# its ``name`` and the neuron kinds it can search (``kinds``). ``training.searchers`` imports them all.
+# its ``name``; the neuron kinds it can search are those whose registry entry names it
+# (``compiler.registry.NEURONS``). ``training.searchers`` imports them all.
 SEARCHERS: dict[str, type[Searcher]] = {}
 
 
@@ -148,7 +154,7 @@ def make_searchers(cfg, model, genotype) -> list[Searcher]:
     for name, cls in SEARCHERS.items():
         layers = getattr(cfg, name)
         if layers:
-            out.append(cls(model, genotype, resolve_layers(genotype, layers, cls.search_kinds), cfg, main))
+            out.append(cls(model, genotype, resolve_layers(genotype, layers, cls.search_kinds()), cfg, main))
     return out
 
 

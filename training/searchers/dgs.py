@@ -45,7 +45,6 @@ class MixedOp(nn.Module):
 @register
 class DGS(Searcher):
     name = "dgs"
-    search_kinds = ("lif", "if", "alif")
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

@@ -6,11 +6,13 @@ kind with the larger alpha is written back (``kind: relu`` where ReLU wins)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
 from compiler.edit import set_meta, set_neuron
-from compiler.neurons import NeuronModule
+from compiler.neurons import NeuronModule, build_neuron
 
 from ..losses import energy_loss
 from .base import Searcher, Slot, find_slot, register, softmax_list
@@ -25,24 +27,23 @@ class HybridNeuron(NeuronModule):
 
     def __init__(self, inner: NeuronModule, alpha: Tensor):
         super().__init__(inner.spec)
-        self.state_names = inner.state_names
         self.tau.copy_(inner.tau)
         self.b.copy_(inner.b)
         inner._buffers["tau"] = self.tau  # one tensor: what TPS or DGS set here, the LIF uses
         inner._buffers["b"] = self.b
-        self.holder = [alpha, inner]  # a list: neither is registered in the model
+        relu = build_neuron(dataclasses.replace(inner.spec, kind="relu"))  # the ReLU kind's own step
+        self.holder = [alpha, inner, relu]  # a list: none is registered in the model
 
     def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        alpha, inner = self.holder
+        alpha, inner, relu = self.holder
         w = torch.softmax(alpha, 0)
         y, new = inner(current, state)
-        return w[0] * y + w[1] * torch.relu(current), new
+        return w[0] * y + w[1] * relu(current, {})[0], new
 
 
 @register
 class HNS(Searcher):
     name = "hns"
-    search_kinds = ("lif",)
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

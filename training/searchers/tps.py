@@ -18,44 +18,37 @@ EPS = 1e-3
 
 
 class TPSNeuron(NeuronModule):
-    """y = sum_k softmax(alpha)_k y_k with y_k the LIF (or ALIF) output under tau_k = tau + delta_k,
-    all candidates starting from the same carried state (journal eqs. 19-21); the carried state is
-    the same mixture of the candidates' post-reset states. Same buffers (tau, b) as the neuron it
-    replaces, so the state dict is unchanged; alpha is held outside the module tree."""
+    """y = sum_k softmax(alpha)_k y_k with y_k the replaced neuron's step (its kind's charge, fire, reset)
+    under tau_k = tau + delta_k, all candidates starting from the same carried state (journal eqs. 19-21);
+    the carried state is the same mixture of the candidates' post-reset states. Same buffers (tau, b) as
+    the neuron it replaces, which uses them too, so the state dict is unchanged; alpha is held outside the
+    module tree."""
 
     def __init__(self, inner: NeuronModule, alpha: Tensor, deltas: Tensor):
         super().__init__(inner.spec)
-        self.state_names = inner.state_names
         self.tau.copy_(inner.tau)
         self.b.copy_(inner.b)
-        self.holder = [alpha, deltas]  # a list: not registered as parameters of the model
+        inner._buffers["tau"] = self.tau  # one tensor: what TPS or DGS set here, the inner step uses
+        inner._buffers["b"] = self.b
+        self.holder = [alpha, deltas, inner]  # a list: not registered in the model
 
     def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        alpha, deltas = self.holder
+        alpha, deltas, inner = self.holder
         w = torch.softmax(alpha, 0)
-        spec = self.spec
         y_mix: Tensor | float = 0.0
         new: dict[str, Tensor | float] = {k: 0.0 for k in self.state_names}
         for k in range(len(deltas)):
-            tau = torch.clamp(self.tau + deltas[k], 0.0, 1.0)
-            u = tau * state["v"] + current
-            if "a" in state:
-                th = spec.threshold + spec.beta * state["a"]
-                y = self.fire(u - th)
-                v = u * (1 - y) if spec.reset == "hard" else u - th * y
-                new["a"] = new["a"] + w[k] * (spec.tau_a * state["a"] + y)
-            else:
-                y = self.fire(u - spec.threshold)
-                v = u * (1 - y) if spec.reset == "hard" else u - spec.threshold * y
+            u = inner.charge(current, state, torch.clamp(self.tau + deltas[k], 0.0, 1.0))
+            y = inner.fire(u, state)
+            for name, t in inner.reset(u, y, state).items():
+                new[name] = new[name] + w[k] * t
             y_mix = y_mix + w[k] * y
-            new["v"] = new["v"] + w[k] * v
         return y_mix, new
 
 
 @register
 class TPS(Searcher):
     name = "tps"
-    search_kinds = ("lif", "alif")
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)
