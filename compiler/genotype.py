@@ -195,21 +195,23 @@ def _parse_network(ctx: Ctx, name: str, data: Any, path: str) -> Network:
                    layers=layers)
 
 
-def _parse_head(ctx: Ctx, task: str, data: Any, path: str) -> Stereo | Classifier:
+def _parse_stereo_head(ctx: Ctx, data: Any, path: str) -> Stereo:
     from .registry import ESTIMATORS
 
-    if task == "stereo":
-        m = MapReader(ctx, data, path, ("feature", "matching", "cost_volume", "estimator"))
-        cv = MapReader(ctx, m.get("cost_volume", dict, {}), join_path(path, "cost_volume"), ("disparities", "shift"))
-        est = MapReader(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
-                   ("kind", "support", "disparity_step"))
-        return Stereo(feature=m.get("feature", str), matching=m.get("matching", str),
-                      disparities=cv.get("disparities", int, default(Stereo, "disparities"), low=2),
-                      shift=cv.get("shift", int, default(Stereo, "shift"), low=1),
-                      estimator=est.get("kind", str, default(Stereo, "estimator"), choices=tuple(ESTIMATORS)),
-                      support=est.get("support", int, default(Stereo, "support"), low=1),
-                      disparity_step=est.get("disparity_step", float, default(Stereo, "disparity_step"),
-                                             low=0.0, low_open=True))
+    m = MapReader(ctx, data, path, ("feature", "matching", "cost_volume", "estimator"))
+    cv = MapReader(ctx, m.get("cost_volume", dict, {}), join_path(path, "cost_volume"), ("disparities", "shift"))
+    est = MapReader(ctx, m.get("estimator", dict, {}), join_path(path, "estimator"),
+                    ("kind", "support", "disparity_step"))
+    return Stereo(feature=m.get("feature", str), matching=m.get("matching", str),
+                  disparities=cv.get("disparities", int, default(Stereo, "disparities"), low=2),
+                  shift=cv.get("shift", int, default(Stereo, "shift"), low=1),
+                  estimator=est.get("kind", str, default(Stereo, "estimator"), choices=tuple(ESTIMATORS)),
+                  support=est.get("support", int, default(Stereo, "support"), low=1),
+                  disparity_step=est.get("disparity_step", float, default(Stereo, "disparity_step"),
+                                         low=0.0, low_open=True))
+
+
+def _parse_classifier_head(ctx: Ctx, data: Any, path: str) -> Classifier:
     m = MapReader(ctx, data, path, ("backbone", "classes", "aux"))
     aux: dict[str, Any] = {}
     if m.has("aux"):
@@ -219,6 +221,10 @@ def _parse_head(ctx: Ctx, task: str, data: Any, path: str) -> Stereo | Classifie
                "aux_channels": am.get("channels", int, default(Classifier, "aux_channels"), low=1)}
     return Classifier(backbone=m.get("backbone", str),
                       classes=m.get("classes", int, default(Classifier, "classes"), low=1), **aux)
+
+
+# The head of each task (``compiler.ir.TASKS``): its parser.
+HEAD_PARSERS = {"stereo": _parse_stereo_head, "classification": _parse_classifier_head}
 
 
 def _unused_input_keys(ctx: Ctx, im: MapReader, encoding: str) -> None:
@@ -273,7 +279,7 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
     if not nets_data:
         raise ctx.error("networks", "at least one network is needed")
     networks = tuple(_parse_network(ctx, k, v, join_path("networks", k)) for k, v in nets_data.items())
-    head = _parse_head(ctx, task, m.get("head", dict), "head")
+    head = HEAD_PARSERS[task](ctx, m.get("head", dict), "head")
     meta = m.get("meta", dict, {})
     g = Genotype(name=m.get("name", str), task=task, input=inp, neuron=neuron,
                  mixing=m.get("mixing", str, DEFAULT_MIXING, choices=MIXINGS), cells=cells, networks=networks,

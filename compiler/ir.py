@@ -150,6 +150,12 @@ class Stereo:
     def max_disparity(self) -> float:
         return (self.disparities - 1) * self.disparity_step
 
+    def to_dict(self) -> dict[str, Any]:
+        """The head's canonical plain-data form (the genotype's ``head:``)."""
+        return {"feature": self.feature, "matching": self.matching,
+                "cost_volume": {"disparities": self.disparities, "shift": self.shift},
+                "estimator": {"kind": self.estimator, "support": self.support, "disparity_step": self.disparity_step}}
+
 
 @dataclass(frozen=True)
 class Classifier:
@@ -158,6 +164,13 @@ class Classifier:
     aux_after: int | None = None
     aux_weight: float = 0.4
     aux_channels: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        """The head's canonical plain-data form (the genotype's ``head:``)."""
+        hd: dict[str, Any] = {"backbone": self.backbone, "classes": self.classes}
+        if self.aux_after is not None:
+            hd["aux"] = {"after": self.aux_after, "weight": self.aux_weight, "channels": self.aux_channels}
+        return hd
 
 
 @dataclass(frozen=True)
@@ -241,17 +254,6 @@ def _cell_dict(c: Cell) -> dict[str, Any]:
     return cd
 
 
-def _head_dict(h: Stereo | Classifier) -> dict[str, Any]:
-    if isinstance(h, Stereo):
-        return {"feature": h.feature, "matching": h.matching,
-                "cost_volume": {"disparities": h.disparities, "shift": h.shift},
-                "estimator": {"kind": h.estimator, "support": h.support, "disparity_step": h.disparity_step}}
-    hd: dict[str, Any] = {"backbone": h.backbone, "classes": h.classes}
-    if h.aux_after is not None:
-        hd["aux"] = {"after": h.aux_after, "weight": h.aux_weight, "channels": h.aux_channels}
-    return hd
-
-
 def to_dict(g: Genotype) -> dict:
     """The canonical plain-data form; ``parse_genotype(to_dict(g)) == g``."""
     out: dict[str, Any] = {"schema": g.schema, "name": g.name, "task": g.task}
@@ -272,7 +274,7 @@ def to_dict(g: Genotype) -> dict:
                                   "node_channels": list(net.node_channels),
                                   "layers": [_layer_dict(layer) for layer in net.layers]}
                        for net in g.networks}
-    out["head"] = _head_dict(g.head)
+    out["head"] = g.head.to_dict()
     if g.meta:
         out["meta"] = g.meta
     return out

@@ -15,7 +15,9 @@ from helpers import make_exact, small_genotype, step_both
 
 from compiler import build_model
 from compiler.export import to_onnx
+from compiler.genotype import HEAD_PARSERS
 from compiler.ir import ENCODINGS, Neuron
+from compiler.ir import TASKS as IR_TASKS
 from compiler.neurons import NEURON_MODULES, SURROGATE_GRADS, NeuronModule, build_neuron
 from compiler.ops import BUILDERS
 from compiler.registry import NEURONS, OPS, SURROGATES, NeuronSpec, OpSpec
@@ -93,6 +95,7 @@ def test_every_encoding_gives_a_model_of_its_channels(encoding):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_task_lowers_to_its_contract_output(task):
+    assert set(TASKS) == set(IR_TASKS) == set(HEAD_PARSERS)
     model = build_model(small_genotype(SMALL_OF_TASK[task]))
     assert model.genotype.task == task and data_output(task) in model.plan.outputs
     assert model.output_name in model.plan.outputs
