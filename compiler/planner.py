@@ -1,9 +1,12 @@
-"""The planner: graph checks (networkx) and shape inference in topological order, before any tensor exists.
+"""The planner: graph checks (networkx), shape inference and lowering, before any tensor exists.
 
 ``plan(genotype)`` walks every network in order and every cell in the topological order of its
-DAG (delayed edges removed), applying each op's shape rule from the registry. The result, a
-``Plan``, is what the torch builder, the summary table and the ONNX metadata (neuron counts,
-fan-out for SynOps, dense MACs) all read, so the three can never disagree. A genotype is planned
+DAG (delayed edges removed), applying each op's shape rule from the registry, and lowers the
+genotype to one flat graph of typed nodes in execution order (``Plan.graph``; node kinds in
+``compiler.plantypes``; the heads per task in ``compiler.tasks``). How a cell node mixes (membrane or
+spike) and what a delayed edge reads are decided here and nowhere else. The ``Plan`` is what the torch
+model, the NIR export, the supernet, the summary table and the ONNX metadata (neuron counts, fan-out
+for SynOps, dense MACs) all read, so they can never disagree. A genotype is planned
 once: ``parse_genotype`` plans it to validate it and the plan is kept with the (immutable)
 genotype, so ``plan(g)`` afterwards returns that same object.
 
