@@ -2,7 +2,7 @@
 the two views' features, without building the cost volume.
 
 The volume is ``V[:, :C, d, y, x] = L[y, x]`` and ``V[:, C:, d, y, x] = R[y, x - d*s]`` (zero where
-``x - d*s < 0``), for ``d = 0..D-1`` (``compiler.model.cost_volume``). The first layer convolves it
+``x - d*s < 0``), for ``d = 0..D-1`` (``compiler.ops.cost_volume``). The first layer convolves it
 with a ``k x k x k`` kernel ``W`` (padding ``r = k // 2``, stride 1). Convolution is linear, so with
 ``W_L = W[:, :C]`` and ``W_R = W[:, C:]`` and tap ``t`` of the disparity axis reading slice
 ``d + t - r``::

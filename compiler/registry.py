@@ -1,7 +1,7 @@
 """The registry of ops, neurons, surrogates and estimators: names, shape rules and costs (no torch).
 
 Every op is an ``OpSpec``; its shape rule and cost formulas are what validation, the summary
-table and the energy model use. The torch side (``compiler.model.BUILDERS``) builds each op with one
+table and the energy model use. The torch side (``compiler.ops.BUILDERS``) builds each op with one
 factory signature ``BUILDERS[name](in_channels, out_channels, dims, stride)``; a test checks that both
 registries name the same ops.
 """
