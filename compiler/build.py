@@ -42,9 +42,8 @@ def summary(p: Plan) -> str:
     for net_name, np_ in p.nets.items():
         for lp in np_.layers:
             prefix = lp.name
-            params, macs = p.layer_cost(prefix)
+            params, macs, dm = p.layer_cost(prefix)
             sb = sum(v for k, v in state_bytes.items() if k.startswith(prefix + "."))
-            dm = sum(v for k, v in p.dense_macs.items() if k == prefix or k.startswith(prefix + "."))
             rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{params:,}",
                          _fmt(sb), _fmt(dm), _fmt(macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -65,7 +64,7 @@ def summary(p: Plan) -> str:
                  f"{sum(n.size for n in p.spiking_layers):,}")
     lines.append(f"state per sample: {len(p.states)} tensors, {_fmt(total_state)}B; "
                  f"MACs per step if dense: {_fmt(total_macs)}; dense (non-spike input) MACs: "
-                 f"{_fmt(sum(p.dense_macs.values()))}")
+                 f"{_fmt(sum(n.dense_macs for n in p.graph))}")
     return "\n".join(lines)
 
 

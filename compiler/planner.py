@@ -356,8 +356,10 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
         raise w.error("input", f"the network would need about {total / 2**30:.1f} GiB for its weights and "
                       f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
                       "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
+    graph = [dataclasses.replace(n, fan_out=fan_out.get(n.name, 0.0), dense_macs=dense.get(n.attrs.get(
+        "consumer", n.name), 0)) if n.kind in ("neuron", "linear") else n for n in w.nodes]
     return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params,
-                w.nodes, outputs, w.layer_io)
+                graph, outputs, w.layer_io)
 
 
 def _synaptic_work(w: _Walker) -> tuple[dict[str, float], dict[str, int]]:

@@ -54,6 +54,8 @@ class Node:
     path: str = ""  # genotype key path, for messages
     params: int = 0
     macs: int = 0
+    fan_out: float = 0.0  # a spiking neuron: synapses one of its spikes reaches
+    dense_macs: int = 0  # a consumer (neuron, linear): MACs per step on non-binary input
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,10 @@ class Plan:
     outputs: dict[str, str] = field(default_factory=dict)  # task output -> value name
     layer_io: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # layer -> c_prev, c_prev_prev, output
 
-    def layer_cost(self, layer: str) -> tuple[int, int]:
-        """(parameters, MACs) of one flattened layer, summed over its nodes."""
+    def layer_cost(self, layer: str) -> tuple[int, int, int]:
+        """(parameters, MACs, dense MACs) of one flattened layer, summed over its nodes."""
         nodes = [n for n in self.graph if n.layer == layer]
-        return sum(n.params for n in nodes), sum(n.macs for n in nodes)
+        return sum(n.params for n in nodes), sum(n.macs for n in nodes), sum(n.dense_macs for n in nodes)
 
     @property
     def spiking_layers(self) -> list[NeuronLayer]:

@@ -21,6 +21,8 @@ from .names import instance_name
 from .plantypes import NetPlan, Part, Value
 from .registry import RULES, Registry, ShapeError
 
+LINEAR = "head.linear"  # the classifier's name as a consumer of synaptic work (snn.dense_macs)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -86,14 +88,14 @@ def _lower_classifier(w, plans: dict[str, NetPlan]) -> tuple[set[str], dict[str,
     plans[back.name], out = w.network(back, instance_name(back.name), _input(w, data_inputs(w.g.task)[0]))
     pooled = RULES["global_avgpool"].shape(out.shape)
     logits = RULES["linear"].shape(pooled, head.classes)
-    w.consume("head.linear", pooled[0] * head.classes, Value(out.shape, tuple(
+    w.consume(LINEAR, pooled[0] * head.classes, Value(out.shape, tuple(
         Part(p.producer, p.channels, False) for p in out.parts)))
     if head.aux_after is not None and head.aux_after >= len(back.layers) - 1:
         raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
     rank = len(plans)
     w.emit("global_pool", "head:pool", [out.ref], pooled, path="head")
     w.emit("linear", "head:linear", ["head:pool"], logits, module=("classifier",), rank=(rank, 0), path="head",
-           attrs={"in_features": pooled[0], "out_features": head.classes})
+           attrs={"in_features": pooled[0], "out_features": head.classes, "consumer": LINEAR})
     outputs = {"logits": "head:linear"}
     if head.aux_after is not None:
         tap = plans[back.name].layers[head.aux_after]

@@ -99,6 +99,9 @@ def test_every_task_lowers_to_its_contract_output(task):
     model = build_model(small_genotype(SMALL_OF_TASK[task]))
     assert model.genotype.task == task and data_output(task) in model.plan.outputs
     assert model.output_name in model.plan.outputs
+    p = model.plan  # the graph's nodes carry the synaptic work the ONNX metadata lists
+    assert {n.name: n.fan_out for n in p.graph if n.kind == "neuron" and n.name in p.fan_out} == p.fan_out
+    assert sum(n.dense_macs for n in p.graph) == sum(p.dense_macs.values())
 
 
 # ---------------------------------------------------------------------- a new neuron kind, a new op kind
