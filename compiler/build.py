@@ -114,7 +114,8 @@ def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold
           triton_max_batch: int = 8) -> list[Path]:
     """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
     The ONNX graph (factorised, int8 as asked) and the NIR graph are made before anything is written, so
-    a genotype NIR cannot express, or a failed calibration, writes nothing."""
+    a genotype NIR cannot express, or a failed calibration, writes nothing. (Long because it is that
+    sequence: build, load, make every graph, then write each output with its own one-line error.)"""
     from .export import save_onnx, to_onnx
     from .model import build_model
 

@@ -135,7 +135,8 @@ def _protocol_lines(source: dict[str, Any]) -> list[str]:
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    """A short, readable summary of a report for people."""
+    """A short, readable summary of a report for people (long because it is one line per report section,
+    in the order people read them)."""
     m, rt, steps = report["model"], report["runtime"], report["steps"]
     sp, sparse, en, acc = report["speed"], report["sparsity"], report["energy"], report.get("accuracy")
     enc = m["encoding"]

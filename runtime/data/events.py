@@ -103,7 +103,8 @@ def assemble(
     prev_t_us: float = -np.inf,
     polarity: str = "auto",
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Check raw columns and pack the valid events; return ``(events, counts)``.
+    """Check raw columns and pack the valid events; return ``(events, counts)``. (Long because it is one
+    flat sequence of row checks in the order their drop reasons are counted.)
 
     ``x``, ``y``, ``t_us`` (microseconds, any numeric dtype) and ``p`` are 1-D columns of equal
     length. Coordinates and times are rounded to the nearest integer; polarities must match

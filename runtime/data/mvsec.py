@@ -274,8 +274,7 @@ class MvsecRecording(FileRecording):
 
     def _open(self, fb, calib, rectify, rounding, gt_path) -> None:
         """Open and check every dataset of the recording in one pass (events of both cameras, gray images,
-        ground truth, calibration); long because it is a flat sequence of checks, each with its own
-        one-line error."""
+        ground truth, calibration), each check with its own one-line error."""
         f, path = self._data, self.path
         dsets = {side: require(f, events_key(side), path, ndim=2, tail=(4,)) for side in SIDES}
         for side, ds in dsets.items():
@@ -284,35 +283,57 @@ class MvsecRecording(FileRecording):
                     f"{path}: dataset '{events_key(side)}' has dtype {ds.dtype}, expected numbers"
                 )
         self.height, self.width = self._size(f)
+        self._open_ground_truth(gt_path)
+        self._set_fb(fb)
+        t_lo, t_hi = self._open_readers(dsets)
+        maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
+        self._check_fb()
+        self.rectify_rounding = applied_rounding(rounding, maps is not None, path, self.rectification)
+        if maps is not None:
+            for side in SIDES:
+                x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
+                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width, rounding)
+        for side in SIDES:  # the recording spans its events and its gray images
+            key = f"davis/{side}/image_raw_ts"
+            if key in f and f[key].ndim == 1 and f[key].shape[0]:
+                n = f[key].shape[0]
+                ts = np.array([f[key][0], f[key][n - 1]], dtype=np.float64) * 1e6
+                ts = ts[np.isfinite(ts)]
+                t_lo.extend(ts.tolist())
+                t_hi.extend((ts - 1).tolist())
+        self.t_start_us = int(np.floor(min(t_lo)))
+        self.t_end_us = int(np.floor(max(t_hi))) + 1
 
-        # ground truth
+    def _open_ground_truth(self, gt_path) -> None:
+        """The depth maps beside the data file (if any) and which of them are usable: finite timestamps
+        that move forward in time."""
+        f, path = self._data, self.path
         self.gt_path = os.fspath(gt_path) if gt_path is not None else gt_path_for(path)
         self._depth = None
         self._gt_rows = np.zeros(0, np.int64)
-        if os.path.exists(self.gt_path):
-            g = open_h5(self.gt_path)
-            self._files.append(g)
-            _check_same_run(f, g, path, self.gt_path)
-            self._depth = require(g, DEPTH_KEY, self.gt_path, ndim=3, tail=(self.height, self.width))
-            ts = require(g, DEPTH_TS_KEY, self.gt_path, ndim=1)[:]
-            if len(ts) != self._depth.shape[0]:
-                raise DataError(
-                    f"{self.gt_path}: '{DEPTH_TS_KEY}' has {len(ts)} timestamps for "
-                    f"{self._depth.shape[0]} depth maps in '{DEPTH_KEY}'"
-                )
-            ts_us = ts * 1e6
-            finite = np.isfinite(ts_us)  # keep maps with finite timestamps that move forward in time
-            prev_max = np.maximum.accumulate(np.concatenate(([-np.inf], np.where(finite, ts_us, -np.inf))))[
-                :-1
-            ]
-            usable = finite & (ts_us > prev_max)
-            self.stats["gt_dropped"] = int((~usable).sum())
-            self._gt_rows = np.flatnonzero(usable)
-            self.gt_timestamps_us = np.rint(ts_us[usable]).astype(np.int64)
+        if not os.path.exists(self.gt_path):
+            return
+        g = open_h5(self.gt_path)
+        self._files.append(g)
+        _check_same_run(f, g, path, self.gt_path)
+        self._depth = require(g, DEPTH_KEY, self.gt_path, ndim=3, tail=(self.height, self.width))
+        ts = require(g, DEPTH_TS_KEY, self.gt_path, ndim=1)[:]
+        if len(ts) != self._depth.shape[0]:
+            raise DataError(
+                f"{self.gt_path}: '{DEPTH_TS_KEY}' has {len(ts)} timestamps for "
+                f"{self._depth.shape[0]} depth maps in '{DEPTH_KEY}'"
+            )
+        ts_us = ts * 1e6
+        finite = np.isfinite(ts_us)  # keep maps with finite timestamps that move forward in time
+        prev_max = np.maximum.accumulate(np.concatenate(([-np.inf], np.where(finite, ts_us, -np.inf))))[:-1]
+        usable = finite & (ts_us > prev_max)
+        self.stats["gt_dropped"] = int((~usable).sum())
+        self._gt_rows = np.flatnonzero(usable)
+        self.gt_timestamps_us = np.rint(ts_us[usable]).astype(np.int64)
 
-        self._set_fb(fb)
-
-        # per-camera readers with a coarse time index
+    def _open_readers(self, dsets) -> tuple[list[float], list[float]]:
+        """Per-camera readers with a coarse time index; the first and last event times found."""
+        path = self.path
         t_lo, t_hi = [], []
         for side, ds in dsets.items():
             key = events_key(side)
@@ -336,23 +357,7 @@ class MvsecRecording(FileRecording):
                 f"{path}: no events with a finite timestamp in '{events_key('left')}' or "
                 f"'{events_key('right')}'"
             )
-        maps = self._rectify_maps(calib, rectify)  # after the checks of the file itself
-        self._check_fb()
-        self.rectify_rounding = applied_rounding(rounding, maps is not None, path, self.rectification)
-        if maps is not None:
-            for side in SIDES:
-                x_map, y_map = (np.asarray(m, dtype=np.float32) for m in maps[side])
-                self._readers[side].transform = rectifier(x_map, y_map, self.height, self.width, rounding)
-        for side in SIDES:  # the recording spans its events and its gray images
-            key = f"davis/{side}/image_raw_ts"
-            if key in f and f[key].ndim == 1 and f[key].shape[0]:
-                n = f[key].shape[0]
-                ts = np.array([f[key][0], f[key][n - 1]], dtype=np.float64) * 1e6
-                ts = ts[np.isfinite(ts)]
-                t_lo.extend(ts.tolist())
-                t_hi.extend((ts - 1).tolist())
-        self.t_start_us = int(np.floor(min(t_lo)))
-        self.t_end_us = int(np.floor(max(t_hi))) + 1
+        return t_lo, t_hi
 
     def _size(self, f) -> tuple[int, int]:
         """Sensor size from the gray images, else the file's attributes, else MVSEC's 260 x 346."""
