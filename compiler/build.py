@@ -68,6 +68,16 @@ def summary(p: Plan) -> str:
     return "\n".join(lines)
 
 
+def _node_function_buffers(model) -> set[str]:
+    """The buffers (tau, b) of the nodes' spiking functions under ``mixing: spike``: a checkpoint trained
+    before issue 19 (the plain sum, ``spike_sum``) has none, and they are the genotype's values, not
+    trained ones, so such a checkpoint loads with the genotype's (docs/training.md)."""
+    if model.genotype.mixing != "spike":
+        return set()
+    return {".".join((*n.module, leaf)) for n in model.plan.graph for leaf in ("tau", "b")
+            if n.kind == "neuron" and n.attrs["site"].node is not None and n.attrs["site"].edge is None}
+
+
 def load_weights(model, path: str) -> None:
     """Load a checkpoint (a state_dict, or a training checkpoint with a 'model' entry) into ``model``.
 
@@ -88,6 +98,7 @@ def load_weights(model, path: str) -> None:
         raise BuildError(f"{path}: expected a state_dict or a checkpoint with a 'model' entry")
     mismatch = f"{path}: checkpoint does not match the genotype"
     own = model.state_dict()
+    state = {**{k: v for k, v in own.items() if k in _node_function_buffers(model) and k not in state}, **state}
     for key, tensor in own.items():
         if key not in state:
             raise BuildError(f"{mismatch}: missing tensor {key!r}")

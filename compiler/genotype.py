@@ -223,6 +223,16 @@ def _parse_classifier_head(ctx: Ctx, data: Any, path: str) -> Classifier:
                       classes=m.get("classes", int, default(Classifier, "classes"), low=1), **aux)
 
 
+def _node_neuron(ctx: Ctx, m: MapReader, mixing: str) -> dict:
+    """``node_neuron``: the nodes' spiking function, a sparse override; only ``mixing: spike`` has one."""
+    if not m.has("node_neuron"):
+        return {}
+    if mixing != "spike":
+        raise ctx.error("node_neuron", f"only mixing 'spike' gives a node a spiking function (this genotype "
+                        f"mixes by {mixing!r})", "remove node_neuron, or use mixing: spike")
+    return _neuron_override(ctx, m.data["node_neuron"], "node_neuron")
+
+
 # The head of each task (``compiler.ir.TASKS``): its parser.
 HEAD_PARSERS = {"stereo": _parse_stereo_head, "classification": _parse_classifier_head}
 
@@ -237,7 +247,8 @@ def _unused_input_keys(ctx: Ctx, im: MapReader, encoding: str) -> None:
             raise ctx.error(f"input.{key}", f"applies to {what}, not to encoding {encoding!r}", "remove it")
 
 
-TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "cells", "networks", "head", "meta")
+TOP_KEYS = ("schema", "name", "task", "source", "input", "neuron", "mixing", "node_neuron", "cells", "networks",
+            "head", "meta")
 
 
 def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "<genotype>",
@@ -281,10 +292,10 @@ def parse_genotype(data: Any, lines: dict[str, int] | None = None, file: str = "
     networks = tuple(_parse_network(ctx, k, v, join_path("networks", k)) for k, v in nets_data.items())
     head = HEAD_PARSERS[task](ctx, m.get("head", dict), "head")
     meta = m.get("meta", dict, {})
-    g = Genotype(name=m.get("name", str), task=task, input=inp, neuron=neuron,
-                 mixing=m.get("mixing", str, DEFAULT_MIXING, choices=MIXINGS), cells=cells, networks=networks,
-                 head=head, source=m.get("source", str, default(Genotype, "source")), schema=schema, meta=meta,
-                 file=file)
+    mixing = m.get("mixing", str, DEFAULT_MIXING, choices=MIXINGS)
+    g = Genotype(name=m.get("name", str), task=task, input=inp, neuron=neuron, mixing=mixing, cells=cells,
+                 networks=networks, head=head, source=m.get("source", str, default(Genotype, "source")),
+                 schema=schema, meta=meta, file=file, node_neuron=_node_neuron(ctx, m, mixing))
     plan(g, ctx)  # graph checks and shapes; the plan is kept with g (planner.plan)
     return g
 

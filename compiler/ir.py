@@ -18,7 +18,16 @@ from runtime.core.names import encoding_channels
 
 SCHEMA_VERSION = 1
 TASKS = ("stereo", "classification")
-MIXINGS = ("membrane", "spike")
+# How a cell node mixes its edges: ``membrane`` sums the edges' currents into the node's neuron; ``spike``
+# gives each edge (op) its own neuron and passes the sum of their spikes through the node's spiking
+# function (SpikeDHS eq. 3, ``node_neuron``); ``spike_sum`` is ``spike`` without the node's function (the
+# node passes the count of its edges' spikes; the semantics before issue 19, kept for old checkpoints).
+MIXINGS = ("membrane", "spike", "spike_sum")
+EDGE_FIRES = ("spike", "spike_sum")  # mixings in which an edge's op has its own neuron
+NODE_FIRES = ("membrane", "spike")  # mixings in which a node has a neuron
+# The node's spiking function under ``mixing: spike`` unless ``node_neuron`` says otherwise: the
+# genotype's neuron with the paper's g(b = 3), Dspike ("For the sign function we use g(b=3)").
+NODE_NEURON_DEFAULT = {"surrogate": {"kind": "dspike", "b": 3.0}}
 ENCODINGS = ("sbt", "count", "image")
 RESETS = ("hard", "soft")
 CELL_INPUTS = ("c_prev", "c_prev_prev")
@@ -87,7 +96,7 @@ class Edge:
 class Node:
     name: str
     inputs: tuple[Edge, ...]
-    neuron: dict = field(default_factory=dict)  # sparse override (membrane mixing)
+    neuron: dict = field(default_factory=dict)  # sparse override of the node's neuron (spike_sum: the edges')
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,7 @@ class Genotype:
     schema: int = SCHEMA_VERSION
     meta: dict = field(default_factory=dict)  # free-form provenance (search results, notes)
     file: str = field(default="", compare=False)
+    node_neuron: dict = field(default_factory=dict)  # sparse override of the nodes' spiking function (spike)
 
     def cell(self, name: str) -> Cell:
         return next(c for c in self.cells if c.name == name)
@@ -203,6 +213,19 @@ class Genotype:
     def resolve_neuron(self, *overrides: dict) -> Neuron:
         """The default neuron with sparse overrides applied in order (later wins)."""
         return resolve_neuron(self.neuron, *overrides)
+
+    def node_neuron_of(self, layer: dict, node: dict) -> Neuron:
+        """A cell node's neuron: under ``mixing: spike`` its spiking function (the genotype's neuron, the
+        paper's Dspike b = 3, ``node_neuron``, the layer's and the node's overrides); under ``membrane``
+        the genotype's neuron with the layer's and the node's overrides."""
+        if self.mixing == "spike":
+            return resolve_neuron(self.neuron, NODE_NEURON_DEFAULT, self.node_neuron, layer, node)
+        return resolve_neuron(self.neuron, layer, node)
+
+    def edge_neuron_of(self, layer: dict, node: dict, edge: dict) -> Neuron:
+        """An edge's neuron (mixing at the spike): the node's override is the edges' default only under
+        ``spike_sum``, where a node has no neuron of its own."""
+        return resolve_neuron(self.neuron, layer, node if self.mixing == "spike_sum" else {}, edge)
 
 
 def resolve_neuron(base: Neuron, *overrides: dict) -> Neuron:
@@ -269,6 +292,8 @@ def to_dict(g: Genotype) -> dict:
     out["input"] = inp
     out["neuron"] = dataclasses.asdict(g.neuron)
     out["mixing"] = g.mixing
+    if g.node_neuron:
+        out["node_neuron"] = g.node_neuron
     out["cells"] = {c.name: _cell_dict(c) for c in g.cells}
     out["networks"] = {net.name: {"dims": net.dims, "rates": list(net.rates),
                                   "node_channels": list(net.node_channels),

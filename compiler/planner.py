@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .cellgraph import cell_order, check_cell
 from .errors import GenotypeError, close_match_hint
-from .ir import Cell, CellLayer, ConvLayer, Genotype, Network, Neuron
+from .ir import EDGE_FIRES, NODE_FIRES, Cell, CellLayer, ConvLayer, Genotype, Network, Neuron
 from .names import NeuronSite, cell_inputs_after, delayed_state_name, layer_name, neuron_name, state_name
 from .plantypes import LayerPlan, NetPlan, NeuronLayer, Node, Part, Plan, Value
 from .registry import NEURONS, OPS, RULES, Shape, ShapeError
@@ -215,7 +215,9 @@ class _Walker:
         return lp, out
 
     def _node(self, c: _CellWalk, node) -> None:
-        """Lower one node of a cell: its edges, their sum, its neuron (mixing at the membrane)."""
+        """Lower one node of a cell: its edges, their sum and, unless the genotype mixes by ``spike_sum``,
+        the node's neuron (at the membrane: its only neuron; at the spike: its spiking function, the
+        paper's sign function f of eq. 3, after the edges' own neurons)."""
         npath = f"cells.{c.cell.name}.nodes.{node.name}"
         edge_values = [self._edge(c, node, e_idx, edge, f"{npath}.inputs[{e_idx}]")
                        for e_idx, edge in enumerate(node.inputs)]
@@ -225,12 +227,15 @@ class _Walker:
             raise self.error(f"{npath}.inputs", f"{exc} (in {c.lpath})", exc.hint) from None
         name = neuron_name(c.name, node.name)
         total = self.emit("sum", f"{name}:sum", [v.ref for v in edge_values], shape, layer=c.name, path=npath)
-        if self.g.mixing == "membrane":
-            neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron)
+        if self.g.mixing == "spike":  # each edge's spike reaches one synapse of weight 1: the node's neuron
+            for v in edge_values:
+                self.consume(name, math.prod(shape), v)
+        if self.g.mixing in NODE_FIRES:  # membrane: the node's neuron; spike: its spiking function
+            neuron = self.g.node_neuron_of(c.layer.neuron, node.neuron)
             c.values[node.name] = self.neuron(name, shape, neuron, dataclasses.replace(c.site, node=node.name), total,
                                               module=(*c.module, "neurons", node.name),
                                               rank=(*c.rank, c.decl[node.name]), layer=c.name, path=npath)
-        else:
+        else:  # spike_sum: the plain sum of the edges' spikes (counts, not spikes)
             c.values[node.name] = Value(shape, tuple(p for v in edge_values for p in v.parts), total)
 
     def _edge(self, c: _CellWalk, node, e_idx: int, edge, epath: str) -> Value:
@@ -251,7 +256,7 @@ class _Walker:
         e_macs = op.macs(src.shape, shape)
         c.params += op.params(src.shape[0], c.channels, c.net.dims)
         c.macs += e_macs
-        consumer = edge_name if self.g.mixing == "spike" else neuron_name(c.name, node.name)
+        consumer = edge_name if self.g.mixing in EDGE_FIRES else neuron_name(c.name, node.name)
         if op.kind == "conv" and edge.delay:
             c.delayed.append((consumer, e_macs, edge.source))
         elif op.kind == "conv":
@@ -262,8 +267,8 @@ class _Walker:
                             state=((state, shape),), layer=c.name, path=epath)
         else:
             ref = self._edge_op(c, node.name, e_idx, op, src, shape, epath)
-        if self.g.mixing == "spike" and op.has_neuron:
-            neuron = self.g.resolve_neuron(c.layer.neuron, node.neuron, edge.neuron)
+        if self.g.mixing in EDGE_FIRES and op.has_neuron:
+            neuron = self.g.edge_neuron_of(c.layer.neuron, node.neuron, edge.neuron)
             edge_site = dataclasses.replace(c.site, node=node.name, edge=e_idx)
             return self.neuron(edge_name, shape, neuron, edge_site, ref,
                                module=(*c.module, "neurons", f"{node.name}_{e_idx}"),

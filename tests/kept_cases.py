@@ -7,21 +7,25 @@ import zlib
 import numpy as np
 from helpers import GENOTYPES, ROOT, SMALL
 
-# name -> how to build it: genotype stem, overrides, weights ("named" or a checkpoint), export options
+# name -> how to build it: genotype stem, overrides, weights ("named" or a checkpoint), export options.
+# The golden files were exported before issue 19 gave a node under mixing at the spike its spiking function:
+# every case pins the semantics they hold, the plain sum of spikes (``mixing: spike_sum``).
+OLD_NODES = {"mixing": "spike_sum"}
 CASES = {
-    "stereo_small_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt"},
+    "stereo_small_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
+                             "overrides": OLD_NODES},
     "stereo_small_trained_nofold": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
-                                    "export": {"fold": False, "factorize": False}},
+                                    "overrides": OLD_NODES, "export": {"fold": False, "factorize": False}},
     "stereo_small_trained_int8": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
-                                  "int8": True},
+                                  "overrides": OLD_NODES, "int8": True},
     "stereo_relu_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small_relu.pt",
-                            "overrides": {"neuron.kind": "relu"}},
-    "stereo": {"stem": "stereo", "overrides": SMALL["stereo"]},
-    "cifar10": {"stem": "cifar10", "overrides": SMALL["cifar10"]},
-    "snasnet_cifar10_bw": {"stem": "snasnet_cifar10_bw", "overrides": SMALL["snasnet_cifar10_bw"]},
+                            "overrides": {"neuron.kind": "relu", **OLD_NODES}},
+    "stereo": {"stem": "stereo", "overrides": {**SMALL["stereo"], **OLD_NODES}},
+    "cifar10": {"stem": "cifar10", "overrides": {**SMALL["cifar10"], **OLD_NODES}},
+    "snasnet_cifar10_bw": {"stem": "snasnet_cifar10_bw", "overrides": {**SMALL["snasnet_cifar10_bw"], **OLD_NODES}},
 }
 NIR_CASES = {"cifar10_nir": CASES["cifar10"], "snasnet_cifar10_bw_nir": CASES["snasnet_cifar10_bw"]}
-CHECK_GENOTYPES = ["stereo", "stereo_small", "cifar10", "snasnet_cifar10_bw"]
+CHECK_GENOTYPES = ["stereo", "stereo_small", "cifar10", "snasnet_cifar10_bw"]  # checked with OLD_NODES
 
 
 def named_weights(model) -> None:

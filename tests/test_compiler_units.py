@@ -314,7 +314,7 @@ def test_delayed_edge_contributes_nothing_at_the_first_step_in_inference():
     assert not torch.equal(s1[key], s1b[key])
 
 
-@pytest.mark.parametrize("mixing", ["spike", "membrane"])
+@pytest.mark.parametrize("mixing", ["spike", "spike_sum", "membrane"])
 def test_delayed_edges_count_as_synaptic_work_of_their_source(mixing):
     """A delayed conv edge is driven by its source's spikes of the step before: SynOps through the
     source's fan-out, never dense MACs (the source is planned after the edge's node)."""
@@ -324,7 +324,7 @@ def test_delayed_edges_count_as_synaptic_work_of_their_source(mixing):
     p = plan(g)
     assert set(p.dense_macs) == {"backbone.stem", "head.linear"}, p.dense_macs
     channels = g.network("backbone").node_channels[0]
-    n2 = "backbone.cell0.n2.0" if mixing == "spike" else "backbone.cell0.n2"
+    n2 = "backbone.cell0.n2.0" if mixing == "spike_sum" else "backbone.cell0.n2"  # spike: the node's own neuron
     # n2 feeds n3 through conv1x1 and n0 through the delayed conv1x1: channels synapses per spike each
     assert p.fan_out[n2] == pytest.approx(2 * channels)
     # the classifier reads the pooled cell output once, however many spiking parts are summed into it

@@ -59,7 +59,7 @@ def test_edit_clones_a_shared_cell_and_rejects_bad_names():
     from compiler import GenotypeError
     from compiler.edit import set_neuron
 
-    g = small_genotype("cifar10")  # one cell shared by 8 layers, mixing at the spike
+    g = small_genotype("cifar10", mixing="spike_sum")  # one cell shared by 8 layers; nodes without a neuron
     g2 = set_neuron(g, "backbone.cell2.n1.0", {"surrogate": {"b": 4.2}})
     assert _resolved(g2, "backbone.cell2.n1.0").surrogate.b == pytest.approx(4.2)
     assert _resolved(g2, "backbone.cell3.n1.0").surrogate.b == pytest.approx(5.0)  # b5 edge
