@@ -55,8 +55,9 @@ def find_slot(model: nn.Module, g: Genotype, name: str) -> Slot:
         return Slot(name, layer, "neuron", [(layer, "op")])
     cell = layer.cell  # the CellLayer keeps its (possibly cloned) Cell
     node = cell.node(site.node)
-    if site.edge is None:
-        return Slot(name, layer.neurons, site.node, [(layer.ops, f"{site.node}_{i}") for i in range(len(node.inputs))])
+    if site.edge is None:  # a node's neuron: fed by its edges' ops, or under spike mixing by their spikes
+        ops = [] if g.mixing == "spike" else [(layer.ops, f"{site.node}_{i}") for i in range(len(node.inputs))]
+        return Slot(name, layer.neurons, site.node, ops)
     key = f"{site.node}_{site.edge}"
     return Slot(name, layer.neurons, key, [(layer.ops, key)])
 

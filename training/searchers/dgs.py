@@ -19,6 +19,7 @@ from torch.func import functional_call
 from compiler.edit import set_meta, set_neuron
 
 from ..distributed import all_sum
+from ..errors import TrainError
 from .base import Searcher, Slot, _get, _set, find_slot, register
 
 OFFSETS = (-0.4, -0.2, 0.0, 0.2, 0.4)
@@ -50,7 +51,14 @@ class DGS(Searcher):
         super().__init__(cfg.out, main)
         self.cfg = cfg
         self.model = model
-        self.slots: list[Slot] = [find_slot(model, genotype, n) for n in layers]
+        slots = [find_slot(model, genotype, n) for n in layers]
+        # A node's spiking function under spike mixing has no op of its own to probe; the paper keeps its
+        # surrogate fixed (SpikeDHS supplement: "for df/dy we apply a fixed SG function"), so DGS skips it.
+        self.fixed = [s.name for s in slots if not s.ops]  # logged in every row
+        self.slots: list[Slot] = [s for s in slots if s.ops]
+        if not self.slots:
+            raise TrainError(f"DGS: {', '.join(self.fixed[:3])} are nodes' spiking functions (fixed surrogate, "
+                             "no op of their own); name layers fed by convolutions")
         self.runs = 0
         self.history: list[dict] = []
 
@@ -71,7 +79,7 @@ class DGS(Searcher):
         row = {"epoch": epoch + 1, "run": self.runs, "iterations": self.cfg.dgs_iters,
                "mean_softmax_alpha": {s.name: [round(float(v), 6) for v in m]
                                       for s, m in zip(self.slots, means, strict=True)},
-               "b_before": before, "b_after": after}
+               "b_before": before, "b_after": after, "fixed_node_functions": self.fixed}
         self.history.append(row)
         self.record(row)
         moved = sum(before[k] != after[k] for k in before)
