@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -137,7 +139,8 @@ def test_schema_errors_are_located(sets, words):
 
 
 def test_node_neuron_is_located_at_its_line(tmp_path):
-    text = (GENOTYPES / "cifar10.yaml").read_text().replace("mixing: spike\n", "mixing: membrane\nnode_neuron: {}\n")
+    text = re.sub(r"(?m)^mixing: spike\b.*$", "mixing: membrane\nnode_neuron: {}",
+                  (GENOTYPES / "cifar10.yaml").read_text(), count=1)
     path = tmp_path / "g.yaml"
     path.write_text(text)
     line = text.splitlines().index("node_neuron: {}") + 1
