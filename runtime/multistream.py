@@ -33,6 +33,7 @@ import onnxruntime as ort
 from runtime.core.errors import RuntimeInputError, first_line
 from runtime.core.names import TASKS, spikes_output
 from runtime.data.events import DataError
+from runtime.data.options import OptionError
 from runtime.metrics import (
     EnergyTable,
     energy_metrics,
@@ -41,6 +42,7 @@ from runtime.metrics import (
     sparsity_metrics,
     summarize_errors,
 )
+from runtime.report import DEFAULT_MAX_DROPPED, quality_problem
 from runtime.session import SNNSession, StepOutput
 from runtime.stream.core import StepResult, Stream
 
@@ -179,11 +181,17 @@ class MultiStream:
     """Streams (each a ``Stream``: its source, its metrics) that join, run and leave, stepped together
     through one ``MultiSession``. ``options`` are ``Stream`` options every stream gets (``burn_in``,
     ``energy_table``, ``min_disparity``, ``reset_every``, and ``options``: how recordings are read, a
-    ``RecordingOptions``); ``join`` may override them."""
+    ``RecordingOptions``); ``join`` may override them.
+
+    Streams are isolated: a stream whose source or step fails is removed with ``status`` ``failed``
+    (``error``: why, ``failed_at``: where) and the others go on; a stream that leaves with data that
+    ``runtime.stream`` would refuse (``runtime.report.quality_problem`` with ``max_dropped``) is
+    ``refused``, its accuracy withheld; only the ``ok`` streams are pooled into the aggregate."""
 
     def __init__(self, model: str | Path, *, device: str = "cpu", threads: int | None = None,
-                 max_streams: int | None = None, **options: Any) -> None:
+                 max_streams: int | None = None, max_dropped: float = DEFAULT_MAX_DROPPED, **options: Any) -> None:
         self.model = str(model)
+        self.max_dropped = max_dropped
         self.multi = MultiSession(model, device=device, threads=threads, max_streams=max_streams)
         self.spec = self.multi.spec
         if not TASKS[self.spec.task].events:
@@ -237,37 +245,82 @@ class MultiStream:
         del self._windows[name], self._next[name]
         self.multi.close(name)
         self._serve[name]["left_at_tick"] = self.ticks
-        self.finished[name] = {**stream.report(), "serve": dict(self._serve[name])}
-        self._totals.append(stream.totals())
+        report = {**stream.report(), "serve": dict(self._serve[name]), "status": "ok", "error": None}
+        problem = quality_problem(report, self.max_dropped)
+        if problem:  # what runtime.stream refuses is not pooled: the report says why, without accuracy
+            report.update(status="refused", error=problem, accuracy=None)
+        else:
+            self._totals.append(stream.totals())
+        self.finished[name] = report
         stream.close()
+        return report
+
+    def fail(self, name: str, exc: BaseException, *, events: str | Path | None = None, seed: int = 0) -> dict:
+        """Remove a stream that failed (or record one that failed to join): its report says why and where."""
+        where = {"tick": self.ticks, "step": None}
+        if name in self.streams:
+            stream = self.streams.pop(name)
+            where["step"] = stream.tally.steps
+            self._windows.pop(name, None), self._next.pop(name, None)
+            self.multi.close(name)
+            report = stream.report()
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - a broken source may fail to close too; it is removed all the same
+                pass
+        else:
+            self._serve[name] = {"joined_at_tick": None, "left_at_tick": None,
+                                 "events": None if events is None else str(events),
+                                 "seed": seed if events is None else None}
+            report = {}
+        self._serve[name]["left_at_tick"] = self.ticks
+        kind = "" if isinstance(exc, (RuntimeInputError, DataError, OSError)) else f"{type(exc).__name__}: "
+        message = exc.render(self.flags) if isinstance(exc, OptionError) else first_line(exc)
+        self.finished[name] = {**report, "serve": dict(self._serve[name]), "status": "failed",
+                               "error": kind + message, "failed_at": where, "accuracy": None}
         return self.finished[name]
+
+    flags: dict[str, str] = {}  # field -> name used for OptionError messages (a command line sets its flags)
 
     def _pull(self, name: str) -> Any:
         """The stream's next window, or None at the end of its source (or of its max_steps)."""
-        try:
-            return next(self._windows[name], None)
-        except DataError as exc:
-            raise RuntimeInputError(f"stream {name} ({self._serve[name]['events']})", first_line(exc)) from None
+        return next(self._windows[name], None)
 
     def step(self) -> dict[str, StepResult]:
         """One window of every active stream through one run; a stream whose source has no next window
         leaves right after its last step (the next window is read ahead)."""
         t0 = time.perf_counter()
         inputs, windows, starts = {}, {}, {}
-        for name, stream in self.streams.items():
+        for name, stream in list(self.streams.items()):
             starts[name] = time.perf_counter()
             windows[name] = self._next[name]
-            inputs[name] = stream.inputs(windows[name])
+            self._isolated(name, lambda s=stream, n=name: inputs.__setitem__(n, s.inputs(windows[n])))
         outs = self.multi.step(inputs)
-        results = {name: self.streams[name].record(windows[name], outs[name], starts[name]) for name in outs}
+        results: dict[str, StepResult] = {}
+        for name in outs:
+            self._isolated(name, lambda n=name: results.__setitem__(
+                n, self.streams[n].record(windows[n], outs[n], starts[n])))
         self.ticks += 1
         self.steps += len(results)
         for name in list(self.streams):
-            self._next[name] = self._pull(name)
-            if self._next[name] is None:
+            if self._isolated(name, lambda n=name: self._next.__setitem__(n, self._pull(n))) and \
+                    self._next[name] is None:
                 self.leave(name)
         self.wall_s += time.perf_counter() - t0
         return results
+
+    def _isolated(self, name: str, call: Any) -> bool:
+        """Run one stream's part of a step; a stream whose part fails is removed as failed (False)."""
+        if name not in self.streams:
+            return False
+        try:
+            call()
+            return True
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one stream's failure, whatever it is, must not stop the others
+            self.fail(name, exc)
+            return False
 
     def close(self) -> None:
         for name in list(self.streams):
@@ -278,7 +331,7 @@ class MultiStream:
         streams = dict(self.finished)
         totals = list(self._totals)
         for name, stream in self.streams.items():
-            streams[name] = {**stream.report(), "serve": dict(self._serve[name])}
+            streams[name] = {**stream.report(), "serve": dict(self._serve[name]), "status": "active", "error": None}
             totals.append(stream.totals())
         return {"schema": 1, "model": self.model, "aggregate": self._aggregate(streams, totals), "streams": streams}
 
@@ -293,8 +346,10 @@ class MultiStream:
                 spikes[k] += v
         run_s, sizes = multi.run_s, multi.batch_sizes
         had_gt = any(r["accuracy"] is not None for r in streams.values())
+        status = [r["status"] for r in streams.values()]
         return {
             "streams": len(streams), "active": len(self.streams), "max_streams": multi.max_streams,
+            **{s: status.count(s) for s in ("ok", "refused", "failed")},
             "ticks": self.ticks, "steps": self.steps, "counted_steps": counted,
             "runs": len(run_s), "batch_size": {"mean": float(np.mean(sizes)) if sizes else None,
                                                 "max": max(sizes, default=None)},

@@ -17,8 +17,10 @@ from typing import Any
 
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.data.events import DataError
-from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
-from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
+from runtime.data.options import OptionError, add_recording_arguments, recording_options
+from runtime.metrics import DEFAULT_MIN_DISPARITY
+from runtime.report import DEFAULT_MAX_DROPPED, write_report
+from runtime.serving import MAX_STREAMS, SERVE_FLAGS, ServeOptions, failures, serve
 from runtime.session import DEVICES
 
 
@@ -28,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events", action="append", default=[], metavar="PATH",
                    help="a recording (MVSEC/our *_data.hdf5 or a DSEC folder) to serve as one stream (repeatable)")
     p.add_argument("--streams", type=int, metavar="N",
-                   help="built-in synthetic streams to add (default 4 without --events, else 0)")
+                   help=f"built-in synthetic streams to add (default 4 without --events, else 0; at most "
+                   f"{MAX_STREAMS})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first synthetic stream (default 0)")
     p.add_argument("--max-steps", type=int, metavar="N", help="windows per stream, burn-in included")
     p.add_argument("--stagger", type=int, default=0, metavar="K", help="stream i joins at step i*K (default 0)")
@@ -41,66 +44,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",
                    help="floor of predicted disparity for depth (default 1)")
     add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    p.add_argument("--max-dropped", type=float, default=DEFAULT_MAX_DROPPED, metavar="FRACTION",
+                   help=f"refuse a stream when more than this share of its event rows are bad data (default "
+                   f"{DEFAULT_MAX_DROPPED:g}; as runtime.stream; the others are scored alone)")
+    p.add_argument("--memory-mb", type=float, metavar="MB",
+                   help="memory budget of the open streams: streams open when they join, at most as many at once "
+                   "as fit (default a quarter of the available memory; the report's aggregate.memory)")
     p.add_argument("--report", metavar="JSON", help="write the per-stream and aggregate reports to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
 
-MAX_STREAMS = 4096
-# field -> flag of every option this command line's errors may name (the recording's: FLAGS)
-SERVE_FLAGS = {**FLAGS, "events": "--events", "burn_in": "--burn-in", "max_steps": "--max-steps",
-               "min_disparity": "--min-disparity", "seed": "--seed"}
-
-
-def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The streams to serve, in join order: name, source and the step at which each joins."""
-    for flag, value, low in (("--streams", args.streams, 0), ("--max-steps", args.max_steps, 1),
-                             ("--stagger", args.stagger, 0), ("--threads", args.threads, 1)):
-        if value is not None and value < low:
-            raise RuntimeInputError(flag, f"must be at least {low}, got {value}")
-    for flag, value in (("--streams", args.streams), ("--max-streams", args.max_streams)):
-        if value is not None and value > MAX_STREAMS:  # a million streams is a hang, not a server (issue 12)
-            raise RuntimeInputError(flag, f"must be at most {MAX_STREAMS}, got {value}")
-    synthetic = args.streams if args.streams is not None else (0 if args.events else 4)
-    sources = [{"events": e} for e in args.events] + [{"seed": args.seed + k} for k in range(synthetic)]
-    if not sources:
-        raise RuntimeInputError("--streams", "nothing to serve: give --events PATH or --streams N >= 1")
-    return [{"name": f"cam{i}", "at": i * args.stagger, **src} for i, src in enumerate(sources)]
-
-
-def serve(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the plan to its end and return the report (the loop of the command line)."""
-    from runtime.multistream import MultiStream
-
-    energy = load_energy_table(args.energy_table) if args.energy_table else None
-    server = MultiStream(args.onnx, device=args.device, threads=args.threads, max_streams=args.max_streams,
-                         burn_in=args.burn_in, energy_table=energy, min_disparity=args.min_disparity,
-                         options=recording_options(args))
-    pending = _plan(args)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="step", desc="serving", file=sys.stderr, disable=None)
-    tick = 0
-    try:
-        while pending or server.active:
-            while pending and pending[0]["at"] <= tick and (args.max_streams is None
-                                                            or len(server.active) < args.max_streams):
-                s = pending.pop(0)
-                server.join(s["name"], s.get("events"), seed=s.get("seed", 0), max_steps=args.max_steps)
-            if not server.active:  # nobody to serve until the next stream joins
-                tick = pending[0]["at"]
-                continue
-            results = server.step()
-            tick += 1
-            if bar is not None:
-                bar.update(len(results))
-    finally:
-        if bar is not None:
-            bar.close()
-        server.close()
-    return server.report()
+def options_of(args: argparse.Namespace) -> ServeOptions:
+    """The parsed command line as ``ServeOptions``."""
+    return ServeOptions(args.onnx, events=tuple(args.events), streams=args.streams, seed=args.seed,
+                        max_steps=args.max_steps, stagger=args.stagger, max_streams=args.max_streams,
+                        burn_in=args.burn_in, device=args.device, threads=args.threads,
+                        energy_table=args.energy_table, min_disparity=args.min_disparity,
+                        max_dropped=args.max_dropped, memory_mb=args.memory_mb)
 
 
 def format_serve(report: dict[str, Any]) -> str:
@@ -108,13 +69,14 @@ def format_serve(report: dict[str, Any]) -> str:
     def f(v, fmt=".1f"):
         return "n/a" if v is None else format(v, fmt)
 
-    rows = [("stream", "source", "joined", "left", "steps", "steps/s model", "1PA %", "disp. err px")]
+    rows = [("stream", "source", "joined", "left", "steps", "steps/s model", "1PA %", "disp. err px", "status")]
     for name, r in report["streams"].items():
         sv, acc = r["serve"], r["accuracy"] or {}
         source = sv["events"] or f"synthetic seed {sv['seed']}"
-        rows.append((name, source, str(sv["joined_at_tick"]), str(sv["left_at_tick"]), str(r["steps"]["total"]),
-                     f(r["speed"]["fps_model"]), f(acc.get("one_pixel_accuracy_pct"), ".2f"),
-                     f(acc.get("mean_disparity_error_px"), ".3f")))
+        steps, speed = r.get("steps", {}).get("total", 0), r.get("speed", {}).get("fps_model")
+        rows.append((name, source, str(sv["joined_at_tick"]), str(sv["left_at_tick"]), str(steps),
+                     f(speed), f(acc.get("one_pixel_accuracy_pct"), ".2f"),
+                     f(acc.get("mean_disparity_error_px"), ".3f"), r.get("status", "ok")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     a = report["aggregate"]
@@ -131,27 +93,44 @@ def format_serve(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; 2 with a one-line ``error: ...`` for bad input."""
+    """The command line: 0 when every stream was served; 1 when some failed or were refused (the others'
+    report and summary written, one ``error: ...`` line naming them); 2 with a one-line ``error: ...`` for
+    bad input or when no stream could be served."""
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        from runtime.report import write_report
-
         try:
-            report = serve(args)
+            report = _serve(args)
         except DataError as exc:
-            raise RuntimeInputError("events", first_line(exc)) from None
+            raise RuntimeInputError("--onnx", first_line(exc)) from None
         except OptionError as exc:  # named by its field: said with its flag
             raise RuntimeInputError(*exc.render(SERVE_FLAGS).split(": ", 1)) from None
         if args.report:
             write_report(report, args.report)
+        bad = failures(report)
+        if bad and len(bad) == len(report["streams"]):
+            raise RuntimeInputError(f"no stream served ({len(bad)} failed or refused)", "; ".join(bad))
         if not args.quiet:
             print(format_serve(report))
             if args.report:
                 print(f"report    {args.report}")
+        if bad:
+            print(f"error: {len(bad)} of {len(report['streams'])} streams not served: {'; '.join(bad)}",
+                  file=sys.stderr)
+            return 1
         return 0
 
     return run_main(body, (RuntimeInputError,))
+
+
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    """``serving.serve`` with a progress bar unless --quiet."""
+    if args.quiet:
+        return serve(options_of(args), recording_options(args))
+    from tqdm import tqdm
+
+    with tqdm(unit="step", desc="serving", file=sys.stderr, disable=None) as bar:
+        return serve(options_of(args), recording_options(args), on_step=bar.update)
 
 
 if __name__ == "__main__":

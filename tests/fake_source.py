@@ -100,7 +100,7 @@ def fake_modules() -> tuple[types.ModuleType, types.ModuleType]:
 
 def install() -> None:
     """Register the fake ``runtime.data.sources`` and ``runtime.data.encoding`` for this process."""
-    import runtime
+    import runtime.data
 
     sources, encoding = fake_modules()
     sys.modules["runtime.data.sources"] = sources
@@ -111,10 +111,10 @@ def install() -> None:
 
 def patch_in(monkeypatch: Any) -> None:
     """``install`` for one test: the fake modules through pytest's ``monkeypatch`` (undone after it)."""
-    import runtime
+    import runtime.data
 
     sources, encoding = fake_modules()
     monkeypatch.setitem(sys.modules, "runtime.data.sources", sources)
     monkeypatch.setitem(sys.modules, "runtime.data.encoding", encoding)
-    monkeypatch.setattr(runtime, "sources", sources, raising=False)
-    monkeypatch.setattr(runtime, "encoding", encoding, raising=False)
+    monkeypatch.setattr(runtime.data, "sources", sources, raising=False)  # the package's name, looked up at each use
+    monkeypatch.setattr(runtime.data, "encoding", encoding, raising=False)
