@@ -28,6 +28,7 @@ from runtime.data.recording import (
     FileRecording,
     RowIndex,
     applied_rounding,
+    check_map,
     check_rounding,
     open_h5,
     read_rows,
@@ -146,6 +147,8 @@ class DsecRecording(FileRecording):
         if len(shapes) > 1:
             raise DataError(f"{self.folder}: left and right rectify maps differ in size {sorted(shapes)}")
         self.height, self.width = shapes.pop()
+        for mp, m in zip(used, maps.values(), strict=True):
+            check_map(m, mp, "rectify_map", (self.width, self.height))
         self.rectification = "rectify_map.h5 " + ", ".join(used)
         self.rectified = True
         return maps
@@ -183,7 +186,7 @@ class DsecRecording(FileRecording):
 
             self._readers[side] = ColumnReader(
                 read, index, height=self.height, width=self.width, stats=self.stats, polarity="binary",
-                seed_prev=seed_prev,
+                seed_prev=seed_prev, index_name=f"{path}: 'ms_to_idx'",
             )
             if n:  # the camera starts at t_offset and lasts as long as its ms_to_idx or its events
                 first = int(read_rows(cols["t"], 0, 1, path, "events/t")[0])

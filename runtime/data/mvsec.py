@@ -23,6 +23,7 @@ from runtime.data.recording import (
     ColumnReader,
     FileRecording,
     applied_rounding,
+    check_map,
     check_rounding,
     open_h5,
     read_rows,
@@ -149,6 +150,7 @@ def load_rectify_maps(
                 raise DataError(f"{path}: not a text map of numbers ({first_line(exc)})") from None
             if m.shape != (height, width):
                 raise DataError(f"{path}: map has shape {m.shape}, expected ({height}, {width})")
+            check_map(m, path, "the map", (width if axis == "x" else height,))
             pair.append(m)
         maps[side] = (pair[0], pair[1])
     return maps

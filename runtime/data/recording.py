@@ -175,8 +175,10 @@ class ColumnReader:
         polarity: str = "auto",
         transform: Transform | None = None,
         seed_prev: Callable[[int], float] | None = None,
+        index_name: str | None = None,
     ) -> None:
         self.read, self.index = read, index
+        self.index_name = index_name  # an index read from the file (DSEC's ms_to_idx): checked at every read
         self.height, self.width = height, width
         self.stats, self.polarity, self.transform = stats, polarity, transform
         self.seed_prev = seed_prev
@@ -216,6 +218,8 @@ class ColumnReader:
         if self.seed_prev is not None and lo > 0:
             prev = self.seed_prev(lo)
         x, y, t, p = self.read(lo, hi)
+        if self.index_name is not None:
+            self._check_index(t, lo, hi)
         parts = []
         for a, b, counted in self._pieces(lo, hi):
             if b <= a:
@@ -244,6 +248,21 @@ class ColumnReader:
             parts.append(ev)
         ev = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return time_slice(ev, t0_us, t1_us)
+
+
+    def _check_index(self, t: np.ndarray, lo: int, hi: int) -> None:
+        """An index read from the file must hold for the rows read: none before row ``rows[k]`` is later
+        than ``before[k]`` (else its events would fall between windows, lost and uncounted)."""
+        rows = self.index.rows
+        k1 = int(np.searchsorted(rows, hi, side="left"))
+        if hi >= self.index.n_rows or k1 >= len(rows) or rows[k1] != hi or not len(t):
+            return
+        times = np.asarray(t, dtype=np.float64)
+        late = np.flatnonzero(usable_time(times) & (np.rint(times) > self.index.before[k1]))
+        if len(late):
+            raise DataError(f"{self.index_name}[{k1}] = {hi} does not match the event times: row {lo + late[0]} "
+                            f"before it is later ({times[late[0]]:.0f} us > {self.index.before[k1]:.0f} us); "
+                            f"{len(late):,} events would be lost between windows")
 
 
 def scan_index(
@@ -333,6 +352,29 @@ def applied_rounding(rounding: str, maps_applied: bool, where: str, rectificatio
         raise DataError(f"{where}: --rectify-rounding {rounding} applies to rectification maps and none are "
                         f"applied here ({rectification})")
     return rounding if maps_applied else None
+
+
+MAP_MARGIN = 1.0  # a map value may lie this many image sizes outside the image (the rest is a broken map)
+
+
+def check_map(values: np.ndarray, path: str, what: str, limits: tuple[float, float] | None) -> None:
+    """Refuse a rectification map with non-finite values, or (``limits``: the image's width or height,
+    per axis) values more than ``MAP_MARGIN`` image sizes outside the image; the ``DataError`` names the
+    file and the count (such a map would drop or misplace events in silence)."""
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DataError(f"{path}: {bad:,} of {values.size:,} values of {what} are NaN or infinite: a "
+                        "rectification map must be finite everywhere")
+    if limits is None:
+        return
+    for axis, size in enumerate(limits):
+        v = values[..., axis] if values.ndim == 3 else values
+        far = int(np.count_nonzero((v < -MAP_MARGIN * size) | (v > (1 + MAP_MARGIN) * size)))
+        if far:
+            raise DataError(f"{path}: {far:,} of {v.size:,} values of {what} lie more than {MAP_MARGIN:g} image "
+                            f"sizes outside the image ({size} px): not a rectification map of this sensor")
+        if values.ndim != 3:
+            return
 
 
 def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int, rounding: str = "round") -> Transform:
