@@ -122,7 +122,7 @@ def load_weights(model, path: str) -> None:
 def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold: bool = True, *,
           factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
           nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
-          triton_max_batch: int = 8) -> list[Path]:
+          triton_max_batch: int = 8, triton_version: int = 1, overwrite: bool = False) -> list[Path]:
     """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
     The ONNX graph (factorised, int8 as asked) and the NIR graph are made before anything is written, so
     a genotype NIR cannot express, or a failed calibration, writes nothing. (Long because it is that
@@ -182,7 +182,8 @@ def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold
 
             target = triton_dir
             try:
-                written.append(write_repository(triton_dir, triton_name, export, triton_max_batch))
+                written.append(write_repository(triton_dir, triton_name, export, triton_max_batch,
+                                                version=triton_version, overwrite=overwrite))
             except TritonError as exc:
                 raise BuildError(f"--triton {triton_dir}: {exc}") from None
     except OSError as exc:
@@ -206,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
     parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
                         help="max_batch_size of the Triton config: streams batched per run (default 8)")
+    parser.add_argument("--triton-version", type=int, default=1, metavar="V",
+                        help="the model version folder to write (default 1); other versions are kept")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a Triton config.pbtxt or version folder that this tool did not write")
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
     parser.add_argument("--int8", action="store_true",
@@ -237,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                         int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
                         calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
                         triton_dir=Path(args.triton) if args.triton else None,
-                        triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch)
+                        triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch,
+                        triton_version=args.triton_version, overwrite=args.overwrite)
         for path in written:
-            print(f"wrote {path}")
+            print(f"wrote {path}" + (f" (Triton model version {path.name}, config.pbtxt beside it)"
+                                     if args.triton and path.parent.parent == Path(args.triton) else ""))
         return 0
 
     return run_main(body, (GenotypeError, BuildError))

@@ -128,33 +128,83 @@ def _fmt(v: onnx.ValueInfoProto) -> tuple[str, str]:
     return dtype, _dims(dims)
 
 
+MARK = "# written by python -m compiler.build --triton"  # first line of our config.pbtxt (a text-format comment)
+
+
+class RepositoryError(TritonError):
+    """The model folder holds files this tool did not write where it would write; the message says which."""
+
+
+def _ours(folder: Path, version: str) -> list[str]:
+    """What in an existing model folder this write would replace that is not ours: a config.pbtxt
+    without our first line, a version folder holding more than model.onnx (or any, beside a foreign config)."""
+    foreign = []
+    config = folder / "config.pbtxt"
+    mine = False
+    if config.is_file():
+        with open(config, encoding="utf-8", errors="replace") as fh:
+            mine = fh.readline().rstrip("\n") == MARK
+        if not mine:
+            foreign.append("config.pbtxt")
+    elif config.exists():
+        foreign.append("config.pbtxt (not a file)")
+    target = folder / version
+    if target.exists() or target.is_symlink():
+        inside = sorted(p.name for p in target.iterdir()) if target.is_dir() else ["(a file)"]
+        if not (mine and target.is_dir() and inside in ([], ["model.onnx"])):
+            foreign.append(f"{version}/ ({', '.join(inside) or 'empty'})")
+    return foreign
+
+
+def _private_to_shared(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)  # mkdtemp makes it private; the server may run as another user
+
+
 def write_repository(directory: str | Path, name: str, export: Callable[[Path], onnx.ModelProto],
-                     max_batch_size: int = DEFAULT_MAX_BATCH) -> Path:
-    """Write ``directory/name/{config.pbtxt, 1/model.onnx}``; ``export(path)`` writes the ONNX graph and
-    returns it. Built in a temporary folder beside it and moved into place, so a failure leaves the
-    repository as it was. Returns the model's folder."""
+                     max_batch_size: int = DEFAULT_MAX_BATCH, version: int = 1, overwrite: bool = False) -> Path:
+    """Write ``directory/name/{config.pbtxt, <version>/model.onnx}``; ``export(path)`` writes the ONNX graph
+    and returns it. Everything is built in temporary places first and moved in only when complete, so a
+    failure leaves the repository as it was. Other versions and files of the model folder are kept; a
+    config.pbtxt or version folder there that this tool did not write is a ``RepositoryError`` unless
+    ``overwrite``. Returns the version's folder."""
+    if not 1 <= version <= 2**31 - 1:
+        raise TritonError(f"the version must be from 1 to {2**31 - 1}, got {version}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the server may run as another user
+    if final.exists() and not final.is_dir():
+        raise RepositoryError(f"{final} is a file, not a model folder")
+    foreign = _ours(final, str(version)) if final.is_dir() else []
+    if foreign and not overwrite:
+        raise RepositoryError(f"{final} holds {', '.join(foreign)} not written by this tool: give --overwrite to "
+                              "replace them (other versions and files there are kept)")
+    parent = final if final.is_dir() else directory
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    _private_to_shared(stage)
+    old = None
     try:
-        proto = export(stage / "1" / "model.onnx")
-        config = stage / "config.pbtxt"
-        with open(config, "w") as fh:
-            fh.write(config_text(proto, name, max_batch_size))
+        proto = export(stage / str(version) / "model.onnx")
+        with open(stage / "config.pbtxt", "w", encoding="utf-8") as fh:
+            fh.write(MARK + "\n" + config_text(proto, name, max_batch_size))
             fh.flush()
             os.fsync(fh.fileno())
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=directory))
-            os.replace(final, old / name)
-        os.replace(stage, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if parent is directory:  # a new model folder: the whole of it moves in
+            os.replace(stage, final)
+            return final / str(version)
+        target = final / str(version)
+        if target.exists() or target.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=final))
+            os.replace(target, old / str(version))
+        os.replace(stage / str(version), target)
+        os.replace(stage / "config.pbtxt", final / "config.pbtxt")
+    except BaseException:
+        if old is not None and not (final / str(version)).exists():
+            os.replace(old / str(version), final / str(version))  # put the old version back
+        raise
     finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-    return final
+        for tmp in (stage, old):
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final / str(version)
