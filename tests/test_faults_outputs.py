@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+import pytest
 from helpers import ROOT
+from test_dsec_submission import model_path as dsec_model_fixture
+from test_dsec_submission import sequence as dsec_sequence_fixture
 
 from compiler.build import main as build_main
 
 GENOTYPE = str(Path(ROOT) / "genotypes" / "cifar10.yaml")
 SMALL = ["--set", "input.height=8", "--set", "input.width=8", "--quiet"]
+
+
+dsec_model = pytest.fixture(scope="module", name="dsec_model")(dsec_model_fixture.__wrapped__)
+dsec_sequence = pytest.fixture(scope="module", name="dsec_sequence")(dsec_sequence_fixture.__wrapped__)
 
 
 def _build(*argv):
@@ -64,3 +72,35 @@ def test_triton_bad_version_and_a_file_in_the_way(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file" in err and err.count("\n") == 1
     assert (tmp_path / "cifar10").read_text() == "a file"
+
+
+def test_a_refused_or_crashed_submission_leaves_no_png(dsec_model, dsec_sequence, tmp_path, capsys, monkeypatch):
+    from test_dsec_submission import NAME, run, write_csv
+
+    import runtime.stream.core
+
+    folder, start, _ = dsec_sequence
+    csv = write_csv(tmp_path / "ts.csv", start + np.array([100_000, 200_000]), [0, 1])
+    sub = tmp_path / "sub"
+    argv = ["--onnx", str(dsec_model), "--events", str(folder), "--dsec-submission", str(sub),
+            "--dsec-timestamps", str(csv), "--quiet"]
+    rc, err, _, _ = run([*argv, "--burn-in", "50"], tmp_path, capsys)  # refused: no counted window
+    assert rc == 2 and len(err) == 1 and "burn-in" in err[0], err
+    assert list(sub.iterdir()) == []  # no PNG, no hidden stage
+
+    real, calls = runtime.stream.core.Stream.record, [0]
+
+    def crash_at_the_second_step(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(runtime.stream.core.Stream, "record", crash_at_the_second_step)
+    rc, err, _, _ = run(argv, tmp_path, capsys)
+    assert rc == 130 and err == ["error: interrupted"]
+    assert list(sub.iterdir()) == []
+    monkeypatch.undo()
+    assert run(argv, tmp_path, capsys)[0] == 0
+    assert sorted(p.name for p in sub.iterdir()) == [NAME]
+    assert sorted(p.name for p in (sub / NAME).iterdir()) == ["000000.png", "000001.png"]

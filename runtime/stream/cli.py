@@ -173,7 +173,7 @@ def _main(args: argparse.Namespace) -> int:
                     energy_table=energy, min_disparity=args.min_disparity, seed=args.seed,
                     keep_inputs=args.save_dir is not None, synth=_synth_options(args))
     run = StreamRun(stream, run_options)
-    with stream:
+    with stream, run:
         with warnings.catch_warnings():  # said once below, as one line each
             warnings.simplefilter("ignore")
             steps = run.steps()

@@ -4,7 +4,7 @@ and the report file.
 
     stream = Stream("model.onnx", "seq_folder", options=RecordingOptions(gt_protocol="ddes"))
     run = StreamRun(stream, RunOptions(dsec_submission="submission", report="report.json").check())
-    with stream:
+    with stream, run:                                     # a run that does not finish leaves no submission
         for step in run.steps():
             ...
         report = run.finish()
@@ -77,7 +77,22 @@ class StreamRun:
         elif options.dsec_timestamps:
             raise OptionError("dsec_timestamps", "applies with {dsec_submission} DIR", refs=("dsec_submission",))
         if options.load_state:
-            stream.set_state(load_state(options.load_state), where=f"--load-state {options.load_state}")
+            try:
+                stream.set_state(load_state(options.load_state), where=f"--load-state {options.load_state}")
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Drop what a run that does not finish wrote to its stage (the DSEC submission's PNGs)."""
+        if self.submission is not None:
+            self.submission.discard()
+
+    def __enter__(self) -> StreamRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def steps(self) -> Iterator[StepResult]:
         """The stream's steps, each one's files written (``save_dir``, ``dsec_submission``) before it is
@@ -107,10 +122,14 @@ class StreamRun:
             report["dsec_submission"] = self.submission.section()
         problem = quality_problem(report, options.max_dropped)
         if problem:  # the report, if asked for, says why and withholds the accuracy; nothing else is written
+            self.close()
             report.update(error=problem, accuracy=None)
             if options.report:
                 write_report(report, options.report)
             raise RuntimeInputError(source, problem)
+        if self.submission is not None:  # accepted: the PNGs move in
+            self.submission.commit()
+            self.submission = None
         if options.save_state:
             save_state(options.save_state, stream.state)
         if options.report:

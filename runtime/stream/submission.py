@@ -21,6 +21,10 @@ The public format, from the official checker and from a published submitter:
 - The prediction for a timestamp uses the events before it (SE-CFF slices its events ending at the
   timestamp: yonseivnl/se-cff ``src/components/datasets/dsec/event/sbn/dataset.py``).
 
+The PNGs are written to a hidden folder beside it, ``DIR/.<sequence>.partial.XXXX``, and moved into
+``DIR/<sequence>`` only when the run is accepted (``Submission.commit``): a refused, failed or interrupted
+run leaves no PNG there (``discard``), so what is there is a finished submission.
+
 Here the windows tile the sequence back to back and end at each listed timestamp
 (``runtime.data.sources.window_ends`` with ``anchors_us``), the state carried through; the window ending at
 a timestamp gives its PNG: uint16 round(disparity * 256), clipped to 0..65535, NaN written as 0.
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +125,7 @@ class Submission:
     """Where and what to write: one PNG per listed timestamp of one sequence."""
 
     folder: Path  # DIR/<sequence>
+    stage: Path  # DIR/.<sequence>.partial.XXXX: the PNGs until the run is accepted
     csv: str
     timestamps_us: np.ndarray
     file_index: np.ndarray
@@ -139,11 +146,29 @@ class Submission:
                                     f"{disparity.shape[0]}, the benchmark needs {self.width}x{self.height}")
         path = self.folder / PNG_NAME.format(i)
         try:
-            write_bytes_atomic(path, encode_png(disparity))
+            write_bytes_atomic(self.stage / path.name, encode_png(disparity))
         except OSError as exc:  # the file keeps its old content (or stays absent): never a partial PNG
             raise OptionError("dsec_submission", f"cannot write it ({exc.strerror or exc})", value=path) from None
         self.written.append(path.name)
         return path
+
+    def commit(self) -> None:
+        """Move the PNGs into ``folder`` (the whole folder at once when it is new); the stage is removed."""
+        try:
+            if not self.folder.exists():
+                os.replace(self.stage, self.folder)
+            else:
+                for name in self.written:
+                    os.replace(self.stage / name, self.folder / name)
+        except OSError as exc:
+            self.discard()
+            raise OptionError("dsec_submission", f"cannot move the predictions into it ({exc.strerror or exc})",
+                              value=self.folder) from None
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the stage and what it holds (a run refused, failed or interrupted)."""
+        shutil.rmtree(self.stage, ignore_errors=True)
 
     def section(self) -> dict[str, Any]:
         """The report's ``dsec_submission``."""
@@ -185,9 +210,13 @@ def prepare(stream: Stream, out_dir: str, timestamps: str | None) -> Submission:
     if stale:
         raise OptionError("dsec_submission", value=out_dir, what=f"{folder} holds {len(stale)} PNGs not in {csv} "
                                 f"(e.g. {stale[0]}); the benchmark counts every file: remove them")
+    if folder.exists() and not folder.is_dir():
+        raise OptionError("dsec_submission", value=out_dir, what=f"{folder} is a file, not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{rec.name}.partial.", dir=out_dir))
     except OSError as exc:
-        raise OptionError("dsec_submission", f"cannot create {folder} ({exc.strerror})", value=out_dir) from None
+        raise OptionError("dsec_submission", f"cannot create {folder} ({exc.strerror or exc})",
+                          value=out_dir) from None
     stream.window_anchors_us = ts
-    return Submission(folder, csv, ts, idx, int(rec.height), int(rec.width))
+    return Submission(folder, stage, csv, ts, idx, int(rec.height), int(rec.width))
