@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                         triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch,
                         triton_version=args.triton_version, overwrite=args.overwrite)
         for path in written:
-            print(f"wrote {path}" + (f" (Triton model version {path.name}, config.pbtxt beside it)"
-                                     if args.triton and path.parent.parent == Path(args.triton) else ""))
+            triton = args.triton and path.parent == Path(args.triton)
+            print(f"wrote {path}" + (f" (Triton model version {args.triton_version}: {path / str(args.triton_version)}"
+                                     "/model.onnx and config.pbtxt; other versions kept)" if triton else ""))
         return 0
 
     return run_main(body, (GenotypeError, BuildError))

@@ -168,7 +168,7 @@ def write_repository(directory: str | Path, name: str, export: Callable[[Path], 
     and returns it. Everything is built in temporary places first and moved in only when complete, so a
     failure leaves the repository as it was. Other versions and files of the model folder are kept; a
     config.pbtxt or version folder there that this tool did not write is a ``RepositoryError`` unless
-    ``overwrite``. Returns the version's folder."""
+    ``overwrite``. Returns the model's folder."""
     if not 1 <= version <= 2**31 - 1:
         raise TritonError(f"the version must be from 1 to {2**31 - 1}, got {version}")
     directory = Path(directory)
@@ -192,7 +192,7 @@ def write_repository(directory: str | Path, name: str, export: Callable[[Path], 
             os.fsync(fh.fileno())
         if parent is directory:  # a new model folder: the whole of it moves in
             os.replace(stage, final)
-            return final / str(version)
+            return final
         target = final / str(version)
         if target.exists() or target.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=final))
@@ -207,4 +207,4 @@ def write_repository(directory: str | Path, name: str, export: Callable[[Path], 
         for tmp in (stage, old):
             if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    return final / str(version)
+    return final

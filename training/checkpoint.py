@@ -34,14 +34,26 @@ def _unwritable(path: Path, exc: OSError) -> TrainError:
                       "free disk space or fix the folder's permissions, then --resume")
 
 
+# what torch.save's zip writer (caffe2's PyTorchStreamWriter) says when a write fails (a full disk): a
+# RuntimeError, not an OSError
+ZIP_WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "PyTorchStreamWriter", "file write failed",
+                       "unexpected pos")
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename it over ``path``
-    (``runtime.core.atomic``). A failure (a full disk) is a ``TrainError`` and leaves ``path`` as it was."""
+    (``runtime.core.atomic``). A failure (a full disk, also when torch's zip writer says so with a
+    ``RuntimeError``) is a ``TrainError`` and leaves ``path`` as it was, with no temporary file."""
     path = Path(path)
     try:
         write_atomic(path, lambda f: torch.save(obj, f))
     except OSError as exc:
         raise _unwritable(path, exc) from None
+    except RuntimeError as exc:
+        if not any(marker in str(exc) for marker in ZIP_WRITER_FAILURES):
+            raise
+        raise _unwritable(path, OSError(f"torch's zip writer failed, the disk may be full: "
+                                        f"{' '.join(str(exc).split())[:160]}")) from None
 
 
 def write_text_atomic(text: str, path: str | Path) -> None:

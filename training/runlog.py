@@ -148,6 +148,10 @@ def prepare(out: Path, *, resume: bool, overwrite: bool, resumable: bool = True)
             raise TrainError(f"{out}: no last.pt to resume from (the run never finished an epoch)", hint)
         return done
     if not overwrite and not [name for name in present if name not in RESTATED]:
+        foreign = not_ours(out, present)
+        if foreign:  # a user's own file of that name: never overwritten in silence
+            raise TrainError(f"{out}: holds {' and '.join(foreign)} that no run wrote (a run restates both at its "
+                             "start)", "choose another --out, or --overwrite to replace them")
         return done  # only what a start writes again from its command line: nothing to lose
     if present and not overwrite:
         raise TrainError(f"{out}: holds a run ({', '.join(present)})",
@@ -159,6 +163,25 @@ def prepare(out: Path, *, resume: bool, overwrite: bool, resumable: bool = True)
     if present:
         done.append(f"--overwrite: deleted {', '.join(present)}")
     return done
+
+
+CONFIG_KEYS = ({"config", "data", "world_size"}, {"search", "train"})  # config.yaml of training.train, search
+
+
+def not_ours(out: Path, present: list[str]) -> list[str]:
+    """Which of the restated files in ``out`` a run did not write: a config.yaml that is not a run's
+    (its top-level keys), a genotype.yaml without a run's config.yaml beside it."""
+    import yaml
+
+    config = out / "config.yaml"
+    ours = False
+    if "config.yaml" in present:
+        try:
+            doc = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            doc = None
+        ours = isinstance(doc, dict) and set(doc) in CONFIG_KEYS
+    return [name for name in RESTATED if name in present and not ours]
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ def _resume(cfg, out: Path, resume_overrides: dict | None, given: dict | None = 
         from .options import check_resume_options
 
         check_resume_options(given, ck["config"], set(MAY_CHANGE_ON_RESUME), str(out))
+        _check_genotype(given, ck, out)
     saved = {**ck["config"], **(resume_overrides or {})}
     saved.setdefault("stop_after", None)
     try:
@@ -96,6 +97,50 @@ def _build(g):
             raise
         raise TrainError(f"{g.file or g.name}: this machine cannot allocate the model ({first_line(exc)})",
                          "reduce its size (input, channels, disparities) or --batch-size") from None
+
+
+def _check_genotype(given: dict, ck: dict, out: Path) -> None:
+    """The genotype file given again with ``--resume`` must be the one the run started with (read with
+    its overrides); another one would be ignored without a word."""
+    from compiler import load_genotype, loads_genotype
+
+    from .errors import TrainError
+
+    if not given.get("genotype") or not isinstance(ck.get("genotype_start"), str):
+        return
+    overrides = given.get("overrides", ck["config"].get("overrides") or [])
+    mine = load_genotype(given["genotype"], overrides=overrides).to_yaml().splitlines()
+    theirs = loads_genotype(ck["genotype_start"], file=str(out / "genotype.yaml")).to_yaml().splitlines()
+    if mine != theirs:
+        pairs = enumerate(zip(mine, theirs, strict=False))
+        line = next((i for i, (a, b) in pairs if a != b), min(len(mine), len(theirs)))
+        raise TrainError(f"{given['genotype']}: differs from the genotype the run in {out} was started with "
+                         f"(its genotype.yaml; line {line + 1}), and --resume keeps the run's genotype",
+                         "resume without it or with the same file, or start a new run")
+
+
+def extend_schedule(trainer, saved_epochs: int, log) -> None:
+    """Say what a changed ``--epochs`` does to the learning-rate schedule on resume. Cosine: recomputed
+    for the new length (the epochs still to train follow the new curve from the epoch reached); the
+    others keep their steps (multistep: its milestones; constant: its rate)."""
+    import math
+
+    cfg, sched = trainer.cfg, trainer.scheduler
+    if cfg.epochs == saved_epochs:
+        return
+    if cfg.schedule == "cosine" and trainer.epoch < cfg.epochs:
+        sched.T_max = max(1, cfg.epochs)
+        for group, base in zip(trainer.optimizer.param_groups, sched.base_lrs, strict=True):
+            cos = (1 + math.cos(math.pi * trainer.epoch / sched.T_max)) / 2
+            group["lr"] = sched.eta_min + (base - sched.eta_min) * cos
+        sched._last_lr = [g["lr"] for g in trainer.optimizer.param_groups]
+        what = f"the cosine schedule is recomputed for {cfg.epochs} epochs (it was {saved_epochs})"
+    elif cfg.schedule == "multistep":
+        what = f"the multistep schedule keeps its milestones {list(cfg.milestones)}"
+    else:
+        what = f"the {cfg.schedule} schedule goes on"
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    log(f"--epochs {cfg.epochs} (the run had {saved_epochs}): {what}; epoch {trainer.epoch + 1} trains at lr {lr:.4g}")
 
 
 def _genotypes(cfg, ck, out: Path):
@@ -173,6 +218,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
+            extend_schedule(trainer, int(ck["config"]["epochs"]), log)
         elif cfg.init:
             load_init(model, cfg.init)
             log(f"weights from {cfg.init}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
@@ -37,8 +38,27 @@ def write_mvsec(
     gt_path = os.path.join(out_dir, f"{name}_gt.hdf5")
     with atomic_path(data_path) as data_tmp, atomic_path(gt_path) as gt_tmp:
         with h5py.File(data_tmp, "w") as fd, h5py.File(gt_tmp, "w") as fg:
-            _write(config, fd, fg, progress)
+            _write(config, fd, fg, progress, lambda nbytes: check_room(out_dir, nbytes))
     return data_path, gt_path
+
+
+ROOM_MARGIN = 4 << 20  # bytes kept free for HDF5's own metadata and for closing the files cleanly
+
+
+def check_room(folder: str | os.PathLike, nbytes: int) -> None:
+    """Refuse (``OSError`` ENOSPC) to write ``nbytes`` more into ``folder`` when the disk lacks them plus
+    ``ROOM_MARGIN``: HDF5 that runs out of disk mid-write crashes the process on closing its files
+    (a segfault, its temporary files left behind), so the writer stops before."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return  # no statistics (some file systems): HDF5's own errors are all there is
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + ROOM_MARGIN:
+        exc = OSError(f"{folder}: No space left on device: {free / 2**20:.1f} MB free, the next chunk needs "
+                      f"{(nbytes + ROOM_MARGIN) / 2**20:.1f} MB (nothing was written)")
+        exc.errno = errno.ENOSPC
+        raise exc
 
 
 def check_name(name: str) -> None:
@@ -47,8 +67,9 @@ def check_name(name: str) -> None:
         raise ValueError(f"--name {name!r} must be a plain file name stem (no folders, not starting with '.')")
 
 
-def _write(config: SynthConfig, fd, fg, progress: bool) -> None:
-    """Simulate ``config`` into the open data file ``fd`` and ground-truth file ``fg``."""
+def _write(config: SynthConfig, fd, fg, progress: bool, room=lambda nbytes: None) -> None:
+    """Simulate ``config`` into the open data file ``fd`` and ground-truth file ``fg`` (``room(nbytes)``
+    is asked before each chunk is appended)."""
     H, W = config.height, config.width
     sim = Simulator(config)
     for fh in (fd, fg):
@@ -77,6 +98,8 @@ def _write(config: SynthConfig, fd, fg, progress: bool) -> None:
         "depth_image_rect_ts", (0,), np.float64, maxshape=(None,), chunks=(1024,)
     )
     for chunk in sim.run(progress=progress):
+        room(sum(chunk.events[side].size * 32 + chunk.images[side].nbytes for side in SIDES)
+             + chunk.depth.nbytes + 8 * (2 * len(chunk.image_ts_us) + len(chunk.gt_ts_us)))
         for side in SIDES:
             _append(dsets[side, "events"], to_mvsec(chunk.events[side]))
             _append(dsets[side, "image_raw"], chunk.images[side])

@@ -1,0 +1,59 @@
+"""Full disks (issue 23, class 5): every writer ends in one line, the old files intact and no temporary
+file left. ``runtime.synth`` on a full disk used to crash in HDF5 (a segfault, its temporary files left
+to fill the disk). Where this process may mount a small tmpfs (root), the disk is really full; else the
+free space the writer sees is made small."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+import runtime.data.synth.writer as writer
+from runtime.synth.__main__ import main as synth_main
+
+ARGS = ["--seconds", "0.3", "--height", "32", "--width", "48", "--quiet"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs (root only; skipped elsewhere)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_synth_on_a_really_full_disk_is_one_line_and_leaves_nothing(tiny_disk):
+    (tiny_disk / "synth_seed0_data.hdf5").write_bytes(b"old data")
+    proc = subprocess.run([sys.executable, "-m", "runtime.synth", "-o", str(tiny_disk), *ARGS], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "No space" in proc.stderr
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["synth_seed0_data.hdf5"]
+    assert (tiny_disk / "synth_seed0_data.hdf5").read_bytes() == b"old data"
+
+
+def test_synth_stops_before_the_disk_is_full(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert synth_main(["-o", str(out), *ARGS]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, st):
+            self.f_frsize, self.f_bavail = st.f_frsize, 10
+
+    monkeypatch.setattr(writer.os, "statvfs", lambda path: Full(real(path)))
+    assert synth_main(["-o", str(out), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left" in err and str(out) in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporary file
+    assert Path(out).is_dir()
