@@ -57,3 +57,31 @@ def test_synth_stops_before_the_disk_is_full(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "No space left" in err and str(out) in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporary file
     assert Path(out).is_dir()
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "lock_is_a_folder"])
+def test_odd_run_folders_are_one_line(tmp_path, capsys, where):
+    from tests.test_resume_options import FIRST
+    from training.train import main
+
+    out = {"file": tmp_path / "afile", "proc": Path("/proc/w23-no-such-run"),
+           "lock_is_a_folder": tmp_path / "run"}[where]
+    if where == "file":
+        out.write_text("mine")
+    if where == "lock_is_a_folder":
+        (out / ".run.lock").mkdir(parents=True)
+    assert main([*FIRST, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(out) in err, err
+    if where == "file":
+        assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_odd_synth_folders_are_one_line(tmp_path, capsys, where):
+    out = tmp_path / "afile" if where == "file" else Path("/proc/w23-no-such-folder")
+    if where == "file":
+        out.write_text("mine")
+    assert synth_main(["-o", str(out), *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: -o {out}: ") and "\n" not in err and "Errno" not in err, err

@@ -226,9 +226,19 @@ class RunLock:
         """Take the lock; returns a note when it took over a stale one. Raises ``TrainError`` when a
         live run holds it."""
         self.created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainError(f"--out {self.out}: is a file, not a folder", "choose a folder for the run")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainError(f"--out {self.out}: cannot create the run folder ({exc.strerror or exc})",
+                             "choose a folder you can write") from None
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise TrainError(f"{self.path}: cannot open the run's lock file ({exc.strerror or exc})",
+                                 "remove what is at that path, or choose another --out") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -33,7 +33,12 @@ def write_mvsec(
 
     name = name or f"synth_seed{config.seed}"
     check_name(name)
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"-o {out_dir}: is a file, not a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"-o {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
     data_path = os.path.join(out_dir, f"{name}_data.hdf5")
     gt_path = os.path.join(out_dir, f"{name}_gt.hdf5")
     with atomic_path(data_path) as data_tmp, atomic_path(gt_path) as gt_tmp:
