@@ -117,7 +117,7 @@ def check_name(ctx: Ctx, path: str, name: Any, what: str) -> str:
     flattened namespace, so a dot would make two names collide) that torch's module API does not use."""
     check_type(ctx, path, name, str)
     if not NAME_RE.fullmatch(name):
-        fixed = re.sub(r"\W", "_", name)[:64]
+        fixed = re.sub(r"[^A-Za-z0-9_]", "_", name)[:64]  # \W would keep letters like ö, which are refused
         fixed = fixed if re.match(r"[A-Za-z_]", fixed) else f"{what}_{fixed}".rstrip("_")
         raise ctx.error(path, f"bad {what} name {name!r}: names are letters, digits and '_' (at most 64, "
                         "not starting with a digit)", f"rename it, e.g. {fixed[:64]}")

@@ -12,6 +12,7 @@ x_map[y, x]`` (daniilidis-group/mvsec ``tools/gt_flow/calibration.py``; MVSEC's 
 from __future__ import annotations
 
 import glob
+import math
 import os
 
 import numpy as np
@@ -209,7 +210,14 @@ class MvsecRecording(FileRecording):
         if fb is not None:
             self.fb, self.fb_source = float(fb), "given (--fb)"
         elif "fb" in attrs:
-            self.fb, self.fb_source = float(attrs["fb"]), f"the file's 'fb' attribute ({self.name})"
+            try:
+                value = float(np.asarray(attrs["fb"]).reshape(-1)[0])
+            except (TypeError, ValueError, IndexError):
+                value = math.nan
+            if not (math.isfinite(value) and value > 0):  # it would make every ground-truth pixel invalid
+                raise DataError(f"{self.path}: its 'fb' attribute (focal length x baseline) is {attrs['fb']!r}, not a "
+                                "positive number of px*m; give the right one with --fb")
+            self.fb, self.fb_source = value, f"the file's 'fb' attribute ({self.name})"
         elif family in MVSEC_FB:
             self.fb, self.fb_source = MVSEC_FB[family], f"MVSEC {family} (DDES dataset_constants.py)"
         else:

@@ -174,13 +174,20 @@ def _main(args: argparse.Namespace) -> int:
                     keep_inputs=args.save_dir is not None, synth=_synth_options(args))
     run = StreamRun(stream, run_options)
     with stream, run:
-        with warnings.catch_warnings():  # said once below, as one line each
+        with warnings.catch_warnings():  # said once, after the run, as one line each
             warnings.simplefilter("ignore")
             steps = run.steps()
-        for message in stream.warnings:
-            print(f"warning: {message}", file=sys.stderr)
-        _progress(steps, args)
-        report = run.finish()
+        try:
+            _progress(steps, args)
+            report = run.finish()
+        except RuntimeInputError as exc:  # one line: the error, then what the warnings said
+            if not stream.warnings:
+                raise
+            text = exc.render(STREAM_FLAGS) if isinstance(exc, OptionError) else str(exc)
+            where, what = text.split(": ", 1) if ": " in text else ("error", text)
+            raise RuntimeInputError(where, what + "".join(f" (warning: {w})" for w in stream.warnings)) from None
+    for message in stream.warnings:  # after the run: a refused run says one line, its error
+        print(f"warning: {message}", file=sys.stderr)
     if not args.quiet:
         _print_summary(report, args)
     sub = report.get("dsec_submission")

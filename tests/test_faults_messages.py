@@ -1,0 +1,34 @@
+"""Messages name the cause, in one line, and a suggestion is something the tool accepts (issue 23,
+class 6): a genotype name with letters outside ASCII was told to rename itself to itself (``e.g. nö``);
+a file's NaN or negative fB ended as "no valid ground-truth pixel", never naming fB."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from test_data_mvsec import write_mvsec_like
+
+from compiler.errors import GenotypeError
+from compiler.reader import NAME_RE, RESERVED_NAMES, Ctx, check_name
+from runtime.data.events import DataError
+from runtime.data.sources import open_recording
+
+
+@pytest.mark.parametrize("name", ["nö", "Zürich", "1st", "a.b", "日本", "x" * 70 + "é", "-", "keys", "training"])
+def test_the_suggested_name_is_accepted(name):
+    with pytest.raises(GenotypeError) as info:
+        check_name(Ctx("g.yaml", {}, {}), "cells[0].name", name, "cell")
+    suggestion = str(info.value).rsplit("e.g. ", 1)[1].rstrip(")")
+    assert NAME_RE.fullmatch(suggestion) and suggestion not in RESERVED_NAMES, (name, str(info.value))
+    assert check_name(Ctx("g.yaml", {}, {}), "cells[0].name", suggestion, "cell") == suggestion
+
+
+@pytest.mark.parametrize("fb", [np.nan, -3.0, 0.0, np.inf])
+def test_a_files_bad_fb_is_refused_naming_fb(tmp_path, fb):
+    path = write_mvsec_like(str(tmp_path), maps=True)
+    with h5py.File(path, "a") as f:
+        f.attrs["fb"] = fb
+    with pytest.raises(DataError, match=r"'fb' attribute \(focal length x baseline\).*--fb"):
+        open_recording(path)
+    open_recording(path, fb=20.0).close()  # --fb given: the file's is not used
