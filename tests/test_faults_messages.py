@@ -32,3 +32,16 @@ def test_a_files_bad_fb_is_refused_naming_fb(tmp_path, fb):
     with pytest.raises(DataError, match=r"'fb' attribute \(focal length x baseline\).*--fb"):
         open_recording(path)
     open_recording(path, fb=20.0).close()  # --fb given: the file's is not used
+
+
+@pytest.mark.parametrize("line, words", [("1²0, 1", "two non-negative integers"),
+                                         ("12345678901234567890123, 1", "18 digits"),
+                                         ("100, ٣", "two non-negative integers")])
+def test_odd_numbers_in_a_timestamps_csv_are_one_error(tmp_path, line, words):
+    from runtime.data.options import OptionError
+    from runtime.stream.submission import read_timestamps_csv
+
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"# timestamp_us, file_index\n{line}\n", encoding="utf-8")
+    with pytest.raises(OptionError, match=words):
+        read_timestamps_csv(csv)

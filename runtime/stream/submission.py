@@ -72,10 +72,13 @@ def read_timestamps_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         if not line or line.startswith("#"):
             continue
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):  # not '²' (isdigit says yes)
             raise _bad_csv(
                 path, f"line {number}: expected 'timestamp_us, file_index' (two non-negative integers), got {line!r}"
             )
+        if any(len(p.lstrip("0")) > 18 for p in parts):  # int64 holds 18 digits; a time of 10^18 us is 31,000 years
+            raise _bad_csv(path, f"line {number}: a number of more than 18 digits ({line!r}); timestamps are "
+                                 "microseconds")
         ts.append(int(parts[0]))
         idx.append(int(parts[1]))
     if not ts:
