@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true",
                         help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
     parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
-                        help="event windows to calibrate --int8 on (default 16)")
+                        help="event windows to calibrate --int8 on (default 16; at most as many as fit a quarter "
+                        "of the memory available)")
     parser.add_argument("--calib-events", metavar="PATH",
                         help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
     args = parser.parse_args(argv)

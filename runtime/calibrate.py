@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from runtime.core import names
+from runtime.core import memory, names
 from runtime.core.atomic import write_bytes_atomic
 from runtime.core.errors import ArgumentParser, first_line, run_main
 from runtime.data import sources
@@ -32,6 +32,25 @@ CALIBRATION_SEED = 100  # the built-in stream's seed for calibration (held-out e
 
 class CalibrationError(ValueError):
     """The calibration data cannot be read or does not fit the model; the message says why."""
+
+
+MAX_SYNTHETIC_S = 3600.0  # the built-in stream is generated in memory (as runtime.stream's)
+
+
+def check_windows(count: int, window_bytes: int, window_us: int, synthetic: bool) -> None:
+    """Refuse a ``--calib-windows`` whose windows (held in memory together) exceed the memory budget
+    (``runtime.core.memory``), or, on the built-in stream, its length limit; the message says the most."""
+    if count < 1:
+        raise CalibrationError(f"--calib-windows must be at least 1, got {count}")
+    budget = memory.default_budget()
+    most = max(1, budget // max(window_bytes, 1))
+    if synthetic:
+        most = min(most, int(MAX_SYNTHETIC_S * 1e6 // window_us) - 1)
+    if count > most:
+        raise CalibrationError(f"--calib-windows {count}: {count:,} windows of {window_bytes:,} bytes need "
+                               f"{memory.gb(count * window_bytes)}; at most {most:,} fit (a quarter of the memory "
+                               f"available, {memory.gb(budget)}" + (f", and {MAX_SYNTHETIC_S:g} s of the built-in "
+                               "stream" if synthetic else "") + ")")
 
 
 def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count: int = 16,
@@ -45,6 +64,7 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
     enc = json.loads(meta[names.META_ENCODING])
     height, width, window_us = int(enc["height"]), int(enc["width"]), int(round(enc["window_ms"] * 1000))
     where = "--calib-events" if events else "the built-in synthetic stream"
+    check_windows(count, 2 * int(enc["bins"]) * height * width * 4, window_us, synthetic=events is None)
     try:
         if events is None:
             rec = sources.open_recording(seed=seed, height=height, width=width,
@@ -108,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m runtime.calibrate", description=main.__doc__)
     parser.add_argument("model", help="the fp32 ONNX graph (python -m compiler.build)")
     parser.add_argument("-o", "--out", required=True, help="where to write the int8 graph")
-    parser.add_argument("--calib-windows", type=int, default=16, help="event windows to calibrate on (default 16)")
+    parser.add_argument("--calib-windows", type=int, default=16,
+                        help="event windows to calibrate on (default 16; at most as many as fit a quarter of the "
+                        "memory available, and 3600 s of the built-in stream)")
     parser.add_argument("--calib-events", default=None,
                         help="recording to calibrate on (default: the built-in synthetic stream)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: its own)")

@@ -16,13 +16,13 @@ fit the memory budget (``memory_mb``, default a quarter of the memory available;
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from runtime.core.memory import default_budget
 from runtime.core.names import TASKS
 from runtime.data.options import FLAGS, OptionError, RecordingOptions
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
@@ -87,21 +87,6 @@ class ServeOptions:
         return [{"name": f"cam{i}", "at": i * self.stagger, **src} for i, src in enumerate(sources)]
 
 
-def available_bytes() -> int:
-    """The memory available to this process now (MemAvailable; else the physical memory)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError):
-        return 8 << 30
-
-
 def memory_plan(server: MultiStream, options: ServeOptions, streams: int) -> dict[str, Any]:
     """How many streams may be open at once: the budget, one stream's estimated bytes and the slots."""
     spec = server.spec
@@ -109,7 +94,7 @@ def memory_plan(server: MultiStream, options: ServeOptions, streams: int) -> dic
     enc = spec.encoding
     windows = 3 * 2 * enc.bins * enc.height * enc.width * 4  # the window read ahead, the batch and its copy
     per_stream = state + windows + STREAM_OVERHEAD_BYTES
-    budget = int(options.memory_mb * (1 << 20)) if options.memory_mb is not None else available_bytes() // 4
+    budget = int(options.memory_mb * (1 << 20)) if options.memory_mb is not None else default_budget()
     fit = max(1, budget // per_stream)
     slots = min(streams, options.max_streams or fit, fit)
     if options.max_streams is not None and options.max_streams > fit:

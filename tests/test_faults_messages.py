@@ -45,3 +45,17 @@ def test_odd_numbers_in_a_timestamps_csv_are_one_error(tmp_path, line, words):
     csv.write_text(f"# timestamp_us, file_index\n{line}\n", encoding="utf-8")
     with pytest.raises(OptionError, match=words):
         read_timestamps_csv(csv)
+
+
+def test_calibration_windows_are_limited_by_memory(tmp_path, capsys):
+    """--calib-windows 1000000000 asked for 37 GB; now refused in one line before a window is read."""
+    from contract_models import stereo_model
+
+    from runtime.calibrate import main as calibrate_main
+
+    model = tmp_path / "m.onnx"
+    stereo_model(model)
+    assert calibrate_main([str(model), "-o", str(tmp_path / "q.onnx"), "--calib-windows", "1000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --calib-windows 1000000000: ") and "at most" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "q.onnx").exists()

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from runtime.core.errors import first_line
+from runtime.data.calibration import check_map
 from runtime.data.events import DataError
 from runtime.data.recording import (
     SIDES,
@@ -28,7 +29,6 @@ from runtime.data.recording import (
     FileRecording,
     RowIndex,
     applied_rounding,
-    check_map,
     check_rounding,
     open_h5,
     read_rows,

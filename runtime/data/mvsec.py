@@ -12,19 +12,18 @@ x_map[y, x]`` (daniilidis-group/mvsec ``tools/gt_flow/calibration.py``; MVSEC's 
 from __future__ import annotations
 
 import glob
-import math
 import os
 
 import numpy as np
 
 from runtime.core.errors import first_line
+from runtime.data.calibration import check_map, file_fb
 from runtime.data.events import DataError
 from runtime.data.recording import (
     SIDES,
     ColumnReader,
     FileRecording,
     applied_rounding,
-    check_map,
     check_rounding,
     open_h5,
     read_rows,
@@ -210,14 +209,7 @@ class MvsecRecording(FileRecording):
         if fb is not None:
             self.fb, self.fb_source = float(fb), "given (--fb)"
         elif "fb" in attrs:
-            try:
-                value = float(np.asarray(attrs["fb"]).reshape(-1)[0])
-            except (TypeError, ValueError, IndexError):
-                value = math.nan
-            if not (math.isfinite(value) and value > 0):  # it would make every ground-truth pixel invalid
-                raise DataError(f"{self.path}: its 'fb' attribute (focal length x baseline) is {attrs['fb']!r}, not a "
-                                "positive number of px*m; give the right one with --fb")
-            self.fb, self.fb_source = value, f"the file's 'fb' attribute ({self.name})"
+            self.fb, self.fb_source = file_fb(attrs["fb"], self.path), f"the file's 'fb' attribute ({self.name})"
         elif family in MVSEC_FB:
             self.fb, self.fb_source = MVSEC_FB[family], f"MVSEC {family} (DDES dataset_constants.py)"
         else:

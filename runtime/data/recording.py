@@ -354,29 +354,6 @@ def applied_rounding(rounding: str, maps_applied: bool, where: str, rectificatio
     return rounding if maps_applied else None
 
 
-MAP_MARGIN = 1.0  # a map value may lie this many image sizes outside the image (the rest is a broken map)
-
-
-def check_map(values: np.ndarray, path: str, what: str, limits: tuple[float, float] | None) -> None:
-    """Refuse a rectification map with non-finite values, or (``limits``: the image's width or height,
-    per axis) values more than ``MAP_MARGIN`` image sizes outside the image; the ``DataError`` names the
-    file and the count (such a map would drop or misplace events in silence)."""
-    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-    if bad:
-        raise DataError(f"{path}: {bad:,} of {values.size:,} values of {what} are NaN or infinite: a "
-                        "rectification map must be finite everywhere")
-    if limits is None:
-        return
-    for axis, size in enumerate(limits):
-        v = values[..., axis] if values.ndim == 3 else values
-        far = int(np.count_nonzero((v < -MAP_MARGIN * size) | (v > (1 + MAP_MARGIN) * size)))
-        if far:
-            raise DataError(f"{path}: {far:,} of {v.size:,} values of {what} lie more than {MAP_MARGIN:g} image "
-                            f"sizes outside the image ({size} px): not a rectification map of this sensor")
-        if values.ndim != 3:
-            return
-
-
 def rectifier(x_map: np.ndarray, y_map: np.ndarray, height: int, width: int, rounding: str = "round") -> Transform:
     """Move raw events to rectified pixels: ``x' = x_map[y, x]``, ``y' = y_map[y, x]``, rounded to the
     nearest pixel (``rounding="round"``, numpy's ``rint``: halves to even) or down (``"floor"``).
