@@ -202,14 +202,16 @@ def _fuzz(command: str, examples: int, model: Path, space: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_fuzz_command_lines(command, model, space, tmp_path):
+def test_fuzz_command_lines(command, model, space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _fuzz(command, EXAMPLES, model, space, tmp_path, seed=0)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SNN_SLOW"), reason="a long fuzz run: SNN_SLOW=1")
 @pytest.mark.parametrize("command", COMMANDS)
-def test_fuzz_command_lines_long(command, model, space, tmp_path):
+def test_fuzz_command_lines_long(command, model, space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _fuzz(command, 40, model, space, tmp_path, seed=1)
 
 

@@ -225,10 +225,10 @@ class RunLock:
     def acquire(self) -> str | None:
         """Take the lock; returns a note when it took over a stale one. Raises ``TrainError`` when a
         live run holds it."""
-        self.created = not self.out.exists()
-        if self.out.exists() and not self.out.is_dir():
-            raise TrainError(f"--out {self.out}: is a file, not a folder", "choose a folder for the run")
         try:
+            self.created = not self.out.exists()
+            if self.out.exists() and not self.out.is_dir():
+                raise TrainError(f"--out {self.out}: is a file, not a folder", "choose a folder for the run")
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrainError(f"--out {self.out}: cannot create the run folder ({exc.strerror or exc})",
