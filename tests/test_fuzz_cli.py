@@ -217,3 +217,20 @@ def test_fuzz_command_lines_long(command, model, space, tmp_path, monkeypatch):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_what_the_fuzz_found_is_one_line(space, tmp_path, monkeypatch, capsys):
+    """An --out name the file system refuses (too long) and a negative --threads for a search were
+    tracebacks."""
+    from training.search.cli import main as search_main
+    from training.train import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    base, _, _ = _base("training.search", tmp_path, tmp_path, space)
+    for argv in ([*base, "--out", "a" * 300], [*base, "--threads", "-1"]):
+        assert search_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    base, _, _ = _base("training.train", tmp_path, tmp_path, space)
+    assert train_main([*base, "--out", "a" * 300]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

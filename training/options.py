@@ -23,6 +23,19 @@ OPTION_RANGES = {
 }
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` after the range check of ``--threads`` (torch's own error for
+    0 or a negative count is a traceback); None leaves torch's choice."""
+    if threads is None:
+        return
+    low, high, _ = OPTION_RANGES["threads"]
+    if not low <= threads <= high:
+        raise TrainError(f"--threads must be from {low} to {high}, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def check_options(cfg) -> None:
     """Every numeric option finite and within ``OPTION_RANGES``, seeds and milestones non-negative
     (before anything runs: a NaN --lr used to train NaN weights without a word). Raises TrainError."""

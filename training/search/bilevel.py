@@ -227,14 +227,14 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
+    from ..options import set_threads
     from ..runner import load_data
 
     out = Path(sc.out)
     ck = None
     if resume:
         ck, sc = _resumed_config(out, sc, given)
-    if sc.threads:
-        torch.set_num_threads(sc.threads)
+    set_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
     stereo = g.task == "stereo"

@@ -164,13 +164,12 @@ def run_snasnet(args, log=print, overwrite: bool = False) -> dict:
     ``--out`` is taken as training takes its folder (``runlog.claim``: locked for the search's life; a
     folder that holds a run is refused unless ``overwrite`` deletes its files). There is no resume: the
     search is one deterministic pass that writes its results at the end, so running it again redoes it."""
-    import torch
 
     from ..errors import TrainError
+    from ..options import set_threads
     from ..runlog import claim
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     for name in ("candidates", "batch", "top", "nodes"):
         if getattr(args, name) < 1:
             raise TrainError(f"--{name} must be at least 1")  # before the folder is touched
