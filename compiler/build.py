@@ -178,17 +178,32 @@ def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold
             write_nir(graph, nir_out)
             written.append(nir_out)
         if triton_dir is not None:
-            from .triton import TritonError, write_repository
-
             target = triton_dir
-            try:
-                written.append(write_repository(triton_dir, triton_name, export, triton_max_batch,
-                                                version=triton_version, overwrite=overwrite))
-            except TritonError as exc:
-                raise BuildError(f"--triton {triton_dir}: {exc}") from None
+            written.append(_write_triton(triton_dir, triton_name, export, triton_max_batch, triton_version, overwrite))
     except OSError as exc:
         raise BuildError(f"{target}: cannot write ({exc.strerror or exc})") from None
     return written
+
+
+def _write_triton(directory: Path, name: str, export, max_batch: int, version: int, overwrite: bool) -> Path:
+    """``compiler.triton.write_repository``; what it refuses is a ``BuildError``."""
+    from .triton import TritonError, write_repository
+
+    try:
+        return write_repository(directory, name, export, max_batch, version=version, overwrite=overwrite)
+    except TritonError as exc:
+        raise BuildError(f"--triton {directory}: {exc}") from None
+
+
+def _triton_arguments(parser) -> None:
+    parser.add_argument("--triton", metavar="DIR", help="write a Triton model repository DIR/<genotype>/ "
+                        "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
+    parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
+                        help="max_batch_size of the Triton config: streams batched per run (default 8)")
+    parser.add_argument("--triton-version", type=int, default=1, metavar="V",
+                        help="the model version folder to write (default 1); other versions are kept")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a Triton config.pbtxt or version folder that this tool did not write")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,14 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
     parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
                         "can express; docs/deploy.md); without -o no ONNX file is written")
-    parser.add_argument("--triton", metavar="DIR", help="write a Triton model repository DIR/<genotype>/ "
-                        "(config.pbtxt, 1/model.onnx); without -o no other ONNX file is written")
-    parser.add_argument("--triton-max-batch", type=int, default=8, metavar="N",
-                        help="max_batch_size of the Triton config: streams batched per run (default 8)")
-    parser.add_argument("--triton-version", type=int, default=1, metavar="V",
-                        help="the model version folder to write (default 1); other versions are kept")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a Triton config.pbtxt or version folder that this tool did not write")
+    _triton_arguments(parser)
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
     parser.add_argument("--int8", action="store_true",

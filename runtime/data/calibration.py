@@ -1,5 +1,5 @@
 """Checks of a recording's calibration when it is read: rectification maps (``check_map``) and a
-file's own fB (``file_fb``). What they refuse would otherwise drop or misplace events, or make every
+file's own fB (``attribute_fb``). What they refuse would otherwise drop or misplace events, or make every
 ground-truth pixel invalid, without a word (docs/reliability.md)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def check_map(values: np.ndarray, path: str, what: str, limits: tuple[float, flo
             return
 
 
-def file_fb(value: object, path: str) -> float:
+def attribute_fb(value: object, path: str) -> float:
     """A file's ``fb`` attribute as a positive finite float; anything else is a ``DataError`` naming fB."""
     try:
         fb = float(np.asarray(value).reshape(-1)[0])

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from runtime.core.errors import first_line
-from runtime.data.calibration import check_map, file_fb
+from runtime.data.calibration import attribute_fb, check_map
 from runtime.data.events import DataError
 from runtime.data.recording import (
     SIDES,
@@ -209,7 +209,7 @@ class MvsecRecording(FileRecording):
         if fb is not None:
             self.fb, self.fb_source = float(fb), "given (--fb)"
         elif "fb" in attrs:
-            self.fb, self.fb_source = file_fb(attrs["fb"], self.path), f"the file's 'fb' attribute ({self.name})"
+            self.fb, self.fb_source = attribute_fb(attrs["fb"], self.path), f"the file's 'fb' attribute ({self.name})"
         elif family in MVSEC_FB:
             self.fb, self.fb_source = MVSEC_FB[family], f"MVSEC {family} (DDES dataset_constants.py)"
         else:
