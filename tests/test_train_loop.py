@@ -72,8 +72,12 @@ def test_digits_reach_90_percent_within_a_minute(tmp_path):
     from training.config import TrainConfig
     from training.train import run
 
-    cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"), overrides=DIGITS,
-                      data="digits", epochs=3, timesteps=2, quiet=True, tensorboard=False)
+    # The training loop's budget check, on the plain sum of spikes at a node (mixing: spike_sum). Under the
+    # paper's node semantics (mixing: spike, a LIF after each node's sum) this tiny net at T=2 reaches only
+    # 18.9 % after the same 3 epochs (measured; docs/fidelity.md), so it would test the semantics, not the loop.
+    cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"),
+                      overrides=[*DIGITS, "mixing=spike_sum"], data="digits", epochs=3, timesteps=2, quiet=True,
+                      tensorboard=False)
     t = time.perf_counter()
     summary = run(cfg, log=lambda s: None)
     elapsed = time.perf_counter() - t
