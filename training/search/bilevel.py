@@ -32,7 +32,7 @@ from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
 from .space import load_search_space
-from .supernet import FixedPath, Supernet
+from .supernet import FixedPath, Supernet, transition_weights
 
 PJ_PER_AC = 0.9
 
@@ -69,10 +69,10 @@ def expected_energy(net: Supernet) -> Tensor:
             for cell, j, red in zip(block.cells, s.path, block.reduction, strict=True):
                 total = total + _cell_energy(cell, net.node_alphas(s.network, red), block.sizes[j], cands)
             continue
-        betas = torch.softmax(net.betas[s.network], dim=-1)
+        betas = transition_weights(net.betas[s.network], block.allowed())
         for key, cell in block.cells.items():
             layer, j, k = (int(v) for v in key.split("_"))
-            total = total + betas[layer, j, k - j + 1] * _cell_energy(cell, net.node_alphas(s.network),
+            total = total + betas[layer, k, j - k + 1] * _cell_energy(cell, net.node_alphas(s.network),
                                                                       block.sizes[j], cands)
     return total
 
@@ -127,7 +127,8 @@ class ArchStep(Searcher):
         row = {"epoch": epoch, "decoded": {k: {"cell": {n: [list(e) for e in es] for n, es in v["cell"].items()},
                                                "path": v["path"]} for k, v in decoded.items()}}
         row["alpha"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.alphas.items()}
-        row["beta"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.betas.items()}
+        row["beta"] = {k: transition_weights(v.detach().cpu(), self.net.blocks[k]["trellis"].allowed()).numpy()
+                       .round(4).tolist() for k, v in self.net.betas.items()}  # [layer][from level][to -1/0/+1]
         if self.cost_lambda > 0:
             row["expected_energy_uj"] = round(float(expected_energy(self.net)) / 1e6, 4)
         return row

@@ -5,7 +5,11 @@ run by the compiler's graph interpreter (``compiler.interpret``).
 The search space (``space.py``) names a base genotype and, per network, how its cells are searched.
 In a searched network the base's cell layers are replaced by ``layers`` trellis layers. At layer l,
 level j, one cell per incoming level k in {j-1, j, j+1} runs on the previous layer's output at
-level k (resampled), and the level's output is the softmax(beta[l, j])-weighted sum. Every edge of
+level k (resampled), and the level's output is the sum of those cells, each weighted by the
+probability of its transition k -> j: as in Auto-DeepLab (Liu et al. 2019, sec. 3.2; its
+model_search.py), ``beta[l, k]`` is normalised over the OUTGOING transitions of level k at layer l
+(to k - 1, k, k + 1: ``transition_weights``), so a level's choices compete with each other and the
+maximum-probability path (``decode.decode_path``, Viterbi) is a real choice. Every edge of
 a cell is ``sum_o softmax(alpha[edge])_o * y_o`` with ``y_o`` the spikes of candidate o (its own
 neuron and surrogate temperature), i.e. mixed at the spike; a candidate whose shape rule cannot
 hold on an edge (skip between different channel counts) is masked out there. Alphas are shared by
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -103,6 +106,15 @@ class SuperCell(nn.Module):
         return torch.cat([values[f"n{i}"] for i in range(len(self.sources))], dim=1)
 
 
+def transition_weights(betas: Tensor, allowed: Tensor) -> Tensor:
+    """Probabilities of the trellis transitions: ``betas[l, k]`` (logits of level k's moves at layer l to
+    k - 1, k, k + 1) softmaxed over the moves ``allowed`` has, 0 elsewhere (a level with no move: all 0).
+    Auto-DeepLab's normalisation over a cell's outgoing transitions."""
+    allowed = allowed.to(betas.device)
+    w = torch.softmax(betas.masked_fill(~allowed, -1e9), dim=-1)  # finite: no NaN gradient on empty rows
+    return torch.where(allowed, w, torch.zeros_like(w))
+
+
 def _prev_prev(outputs: dict, j: int, k: int):
     """c_{k-2} of the cell on level j fed from level k: the output two layers back on level j, else on
     level k, else on the lowest level it has (the same rule builds the cells and runs them)."""
@@ -141,18 +153,28 @@ class Trellis(nn.Module):
             prev_levels = here
         self.out_channels = self.channels[s.end_level]
 
+    def allowed(self) -> Tensor:
+        """(layers, levels, 3) bool, indexed as beta: [layer, k, d] is True where the trellis has the
+        transition from level k (the previous layer's, or the start level) to level k + d - 1."""
+        out = torch.zeros(self.s.layers, self.levels, 3, dtype=torch.bool)
+        for key in self.cells:
+            layer, j, k = (int(v) for v in key.split("_"))
+            out[layer, k, j - k + 1] = True
+        return out
+
     def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], betas: Tensor, step: Step,
                 name: str) -> Tensor:
         prev = {self.s.start_level: x}
         prev_prev = {self.s.start_level: x_prev}
+        weights = transition_weights(betas, self.allowed())
         for layer, levels in enumerate(self.reach):
             here = {}
             for j in levels:
-                ks = [k for k in (j - 1, j, j + 1) if f"{layer}_{j}_{k}" in self.cells]
-                logits = torch.stack([betas[layer, j, k - j + 1] for k in ks])
-                w = torch.softmax(logits, dim=0)
                 total = 0
-                for w_k, k in zip(w, ks, strict=True):
+                for k in (j - 1, j, j + 1):
+                    if f"{layer}_{j}_{k}" not in self.cells:
+                        continue
+                    w_k = weights[layer, k, j - k + 1]
                     pp = _prev_prev(prev_prev, j, k)
                     cell = self.cells[f"{layer}_{j}_{k}"]
                     y = cell(resample(prev[k], self.sizes[j]), resample(pp, self.sizes[j]), alphas, step,
@@ -325,13 +347,9 @@ class Supernet(nn.Module):
                     result[s.network]["reduction_cell"] = self._decode_cell(s.network, True, reduce, names)
                 continue
             cell = self._decode_cell(s.network, False, list(block.cells.values()), names)
-            betas = self.betas[s.network].detach().numpy()
-            allowed = np.zeros(betas.shape, dtype=bool)  # the transitions the trellis has
-            for layer in range(s.layers):
-                for j in range(block.levels):
-                    for k in (j - 1, j, j + 1):
-                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in block.cells
-            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, allowed)}
+            betas = self.betas[s.network].detach().cpu().numpy()
+            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, block.allowed().numpy(),
+                                                                   s.end_level)}
         return result
 
     def _decode_cell(self, network: str, reduce: bool, cells: list[SuperCell], names: list[str]) -> dict:
