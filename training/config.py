@@ -64,12 +64,15 @@ class TrainConfig:
     dgs_every: int = 5
     dgs_iters: int = 100
     dgs_lr: float | None = None
+    dgs_mode: str = "per-layer"  # per-layer (the paper's) | coupled (every chosen layer's b probed together)
     tps: list[str] | None = None
     tps_every: int = 100
     tps_delta: float = 0.05
     tps_warmup: int = 5
     hns: list[str] | None = None
     hns_lambda: float = 0.01
+    hns_every: int = 100
+    hns_warmup: int = 5
     arch_lr: float = 0.01
 
     def to_dict(self) -> dict:

@@ -71,14 +71,19 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--dgs-every", type=int, default=d.dgs_every, help="e_D: run DGS every N epochs")
     g.add_argument("--dgs-iters", type=int, default=d.dgs_iters, help="I_g: DGS iterations per run")
     g.add_argument("--dgs-lr", type=float, help="SGD step of each candidate's weight copy (default: current lr)")
+    g.add_argument("--dgs-mode", choices=("per-layer", "coupled"), default=d.dgs_mode,
+                   help="per-layer: each chosen layer's b probed and updated on its own (the paper's); coupled: "
+                   "all chosen layers' b probed together (this project's earlier rule)")
     g.add_argument("--tps", type=_layers, nargs="?", const=["all"], metavar="LAYERS",
                    help="search time constants tau (all LIF/ALIF layers, or a list)")
     g.add_argument("--tps-every", type=int, default=d.tps_every, help="s: iterations between tau updates")
     g.add_argument("--tps-delta", type=float, default=d.tps_delta, help="candidates tau - delta, tau, tau + delta")
     g.add_argument("--tps-warmup", type=int, default=d.tps_warmup, help="epochs before TPS starts")
     g.add_argument("--hns", type=_layers, nargs="?", const=["all"], metavar="LAYERS",
-                   help="search LIF vs ReLU per layer with the energy loss (all spiking layers, or a list)")
+                   help="search LIF vs ALIF vs ReLU per layer with the energy loss (all LIF layers, or a list)")
     g.add_argument("--hns-lambda", type=float, default=d.hns_lambda, help="weight of the energy loss")
+    g.add_argument("--hns-every", type=int, default=d.hns_every, help="iterations per HNS step (kind set, alpha reset)")
+    g.add_argument("--hns-warmup", type=int, default=d.hns_warmup, help="epochs before HNS starts")
     g.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of the architecture weights alpha")
 
 
