@@ -23,7 +23,7 @@ from torch import Tensor
 from compiler.registry import OPS
 
 from .. import checkpoint as ckpt_io
-from ..config import TrainConfig, task_defaults
+from ..config import TrainConfig, search_recipe, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
 from ..loop import Trainer, epoch_generators, make_optimizer
@@ -169,10 +169,13 @@ class SearchConfig:
     out: str
     overrides: list[str] = dataclasses.field(default_factory=list)
     data: str | None = None
+    recipe: str = "cpu-quick"  # cpu-quick | paper: the values below left None (config.SEARCH_RECIPES)
     epochs: int | None = None
     warmup: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    crop_prob: float | None = None  # stereo: chance that a sample is cropped at a random place (else centred)
+    stems: str | None = None  # ann (ReLU stems during search, the paper's) | spiking
     arch_lr: float = 3e-4
     cost_lambda: float = 0.0
     decode_every: int = 3
@@ -238,10 +241,10 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         torch.set_num_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
-    stereo = g.task == "stereo"
-    defaults = {"epochs": 12 if stereo else 50, "warmup": 3 if stereo else 15,
-                "lr": 0.002 if stereo else 0.025}
+    defaults = search_recipe(sc.recipe, g.task)
     sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
+    if not 0.0 <= sc.crop_prob <= 1.0:
+        raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
     if sc.warmup >= sc.epochs:
         raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
     cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, epochs=sc.epochs,
@@ -255,12 +258,14 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     dist = setup(sc.device)
     try:
         torch.manual_seed(sc.seed)
-        net = Supernet(space).to(sc.device)
+        net = Supernet(space, ann_stems=sc.stems == "ann").to(sc.device)
         if dist.enabled:
             from ..distributed import broadcast_module, convert_batchnorm
             convert_batchnorm(net)
             broadcast_module(net, dist)
         train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))
+        if hasattr(train_data, "crop_prob"):  # stereo: the supplement's crops "with 50% probability"
+            train_data.crop_prob = sc.crop_prob
         n = len(train_data)
         a_idx, b_idx = split_halves(n, sc.seed)
         arch = ArchStep(net, cfg, b_idx, sc.warmup, sc.arch_lr, sc.cost_lambda, sc.decode_every, dist.main)

@@ -32,7 +32,7 @@ from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
 from compiler.ir import CellLayer, ConvLayer, Genotype, Network
 from compiler.model import ConvBlock, task_names
 from compiler.names import neuron_name, state_name
-from compiler.neurons import build_neuron
+from compiler.neurons import NeuronModule, build_neuron
 from compiler.ops import BUILDERS, cost_volume, resample
 from compiler.planner import plan
 from compiler.plantypes import NetPlan, Node
@@ -222,7 +222,7 @@ class Supernet(nn.Module):
 
     volume = staticmethod(cost_volume)
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, ann_stems: bool = False):
         super().__init__()
         self.space = space
         g = space.base
@@ -238,6 +238,22 @@ class Supernet(nn.Module):
             self.blocks[net.name], self.layout[net.name] = self._network(space, g, net, p.nets[net.name], graph)
         self.graph = searched_graph(self, p, graph)
         build_modules(self, [n for n in self.graph if n.kind == "linear"])
+        if ann_stems:
+            self._ann_stems()
+
+    def _ann_stems(self) -> None:
+        """"ANN stem layers in the search phase" (SpikeDHS sec. 3.2): the base layers before each searched
+        network's cells get a ReLU in place of their neuron. Decoding keeps the base genotype's spiking
+        stems ("converted to SNN by replacing the Relu function with spike function" and retrained)."""
+        for net, layout in self.layout.items():
+            if not any(kind in ("trellis", "searched") for kind, _ in layout):
+                continue
+            for name, key in layout:
+                if name in ("trellis", "searched"):
+                    break
+                block = self.blocks[net][key]
+                if isinstance(getattr(block, "neuron", None), NeuronModule):
+                    block.neuron = build_neuron(dataclasses.replace(block.neuron.spec, kind="relu"))
 
     def _network(self, space: SearchSpace, g: Genotype, net: Network, np_: NetPlan, graph: list[Node]):
         """The modules of one network and their order: base layers, and a trellis for the cell layers."""
