@@ -228,6 +228,17 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
 
 
+def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
+    """``sc`` with what it leaves open from its recipe (``config.SEARCH_RECIPES``), checked."""
+    defaults = search_recipe(sc.recipe, task)
+    sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
+    if not 0.0 <= sc.crop_prob <= 1.0:
+        raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
+    if sc.warmup >= sc.epochs:
+        raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
+    return sc
+
+
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
@@ -241,12 +252,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         torch.set_num_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
-    defaults = search_recipe(sc.recipe, g.task)
-    sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
-    if not 0.0 <= sc.crop_prob <= 1.0:
-        raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
-    if sc.warmup >= sc.epochs:
-        raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
+    sc = _with_recipe(sc, g.task)
     cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, epochs=sc.epochs,
                       batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
                       schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
