@@ -253,7 +253,8 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
     sc = _with_recipe(sc, g.task)
-    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, epochs=sc.epochs,
+    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, recipe=sc.recipe,
+                      epochs=sc.epochs,
                       batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
                       schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
