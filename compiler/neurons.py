@@ -144,8 +144,10 @@ class ALIF(LIF):
     def threshold(self, state: dict[str, Tensor]) -> Tensor:
         return self.spec.threshold + self.spec.beta * state["a"]
 
-    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {**super().reset(u, y, state), "a": self.spec.tau_a * state["a"] + y}
+    def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor], tau_a: Tensor | None = None) -> dict[str, Tensor]:
+        """a[t+1] = tau_a * a[t] + y[t] (``tau_a``: this layer's, unless a searcher tries another)."""
+        tau_a = self.spec.tau_a if tau_a is None else tau_a
+        return {**super().reset(u, y, state), "a": tau_a * state["a"] + y}
 
 
 class LI(NeuronModule):

@@ -52,21 +52,21 @@ def test_decode_path_viterbi_known_answer():
     # 4 layers, 3 levels; from level 0: strongly prefer down, down, same, up
     lo, hi = -5.0, 5.0
     betas = np.full((4, 3, 3), lo)
-    betas[0, 1, 0] = hi   # layer 0 reaches level 1 from level 0
-    betas[1, 2, 0] = hi   # layer 1 reaches level 2 from 1
+    betas[0, 0, 2] = hi   # layer 0: level 0 moves down to level 1 (beta: [layer, from level, move])
+    betas[1, 1, 2] = hi   # layer 1: level 1 moves down to 2
     betas[2, 2, 1] = hi   # stay on 2
-    betas[3, 1, 2] = hi   # up to 1
+    betas[3, 2, 0] = hi   # up to 1
     assert decode_path(betas, start_level=0) == [1, 2, 2, 1]
 
 
 def test_decode_path_beats_greedy():
     # greedy would take the locally best first step (stay on 0) and then be stuck with poor choices
     betas = np.zeros((2, 2, 3))
-    betas[0, 0, 1] = 1.0      # stay on 0: weight e/(e+2) at layer 0
-    betas[0, 1, 0] = 0.9      # go to 1: slightly less likely
+    betas[0, 0, 1] = 1.0      # stay on 0 at layer 0 (level 0's moves: same, down)
+    betas[0, 0, 2] = 0.9      # go to 1: slightly less likely
     betas[1, 1, 1] = 10.0     # but staying on 1 at layer 1 is near certain
-    betas[1, 0, 1] = -10.0
-    betas[1, 1, 0] = -10.0
+    betas[1, 0, 1] = -10.0    # while level 0's two moves stay even (1/2 each)
+    betas[1, 0, 2] = -10.0
     assert decode_path(betas, 0) == [1, 1]
 
 
@@ -109,9 +109,9 @@ def test_random_cells_validate_and_score(seed):
 
 def test_decode_path_respects_allowed_transitions():
     betas = np.zeros((2, 3, 3))
-    betas[1, 2, 0] = 5.0  # attractive, but the trellis must end on level 1
+    betas[1, 1, 2] = 5.0  # attractive, but the trellis must end on level 1
     allowed = np.ones_like(betas, dtype=bool)
-    allowed[1, 0] = allowed[1, 2] = False
+    allowed[1, 0, 1] = allowed[1, 1, 0] = allowed[1, 1, 2] = allowed[1, 2, 1] = False  # only moves onto 1
     assert decode_path(betas, 0, allowed)[-1] == 1
     allowed[:] = False
     with pytest.raises(ValueError, match="no path"):

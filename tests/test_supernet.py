@@ -68,7 +68,7 @@ def test_decode_hand_set_weights_to_a_genotype_that_compiles_and_exports(space, 
         a[4, 2] = 4.0   # n1 <- n0: skip
         b = net.betas["backbone"]
         b.zero_()
-        b[0, 1, 0] = 5.0  # layer 0: down to level 1
+        b[0, 0, 2] = 5.0  # layer 0: from level 0 down to level 1 (beta: [layer, from level, move])
         b[1, 1, 1] = 5.0  # layer 1: stay
         b[2, 1, 1] = 5.0  # layer 2: stay (must end on level 1)
     decoded = net.decode()["backbone"]

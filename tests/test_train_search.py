@@ -112,32 +112,39 @@ def test_tps_moves_time_constants_and_writes_them_back(tmp_path):
 
 
 def test_hns_mixes_lif_and_relu_with_the_energy_loss(tmp_path):
-    searched, ck, rows = _run(tmp_path, hns=["all"], hns_lambda=0.0, arch_lr=0.2)
+    # HNS now has three candidates (lif, alif, relu), a warm-up and a step every --hns-every iterations
+    # (issue 19): no warm-up and one step at the run's third and last iteration here
+    from training.searchers.hns import KINDS
+
+    searched, ck, rows = _run(tmp_path, hns=["all"], hns_lambda=0.0, arch_lr=0.2, hns_warmup=0, hns_every=3)
     probs = rows[-1]["softmax_alpha"]
-    assert any(abs(p[0] - 0.5) > 1e-3 for p in probs.values()), "HNS alphas did not move"
+    assert any(abs(p[0] - 1 / 3) > 1e-3 for p in probs.values()), "HNS alphas did not move"
     kinds = rows[-1]["kind"]
     for k, kind in kinds.items():
         assert _resolved(searched, k).kind == kind
-        assert kind == ("lif" if probs[k][0] >= probs[k][1] else "relu")
+        assert kind == KINDS[max(range(3), key=lambda i: (probs[k][i], -i))]
     assert "relu" in kinds.values(), "with no energy cost some layer should prefer ReLU"
-    # a strong energy weight pushes every layer to LIF
-    searched2, _, rows2 = _run(tmp_path / "e", hns=["all"], hns_lambda=50.0, arch_lr=0.2)
-    assert set(rows2[-1]["kind"].values()) == {"lif"}
-    assert all(p[0] > 0.5 for p in rows2[-1]["softmax_alpha"].values())
+    # a strong energy weight pushes every layer to a spiking kind (LIF and ALIF cost the same)
+    searched2, _, rows2 = _run(tmp_path / "e", hns=["all"], hns_lambda=50.0, arch_lr=0.2, hns_warmup=0,
+                               hns_every=3)
+    assert "relu" not in set(rows2[-1]["kind"].values())
+    assert all(p[2] < min(p[0], p[1]) for p in rows2[-1]["softmax_alpha"].values())
 
 
 def test_hybrid_neuron_is_relu_or_lif_at_the_extremes():
     from compiler.ir import Neuron
-    from compiler.neurons import LIF
+    from compiler.neurons import ALIF, LIF
     from training.searchers.hns import HybridNeuron
 
     x = torch.randn(3, 4)
-    state = {"v": torch.zeros(3, 4)}
+    state = {"v": torch.zeros(3, 4), "a": torch.zeros(3, 4)}
     lif = LIF(Neuron())
-    y_relu, _ = HybridNeuron(lif, torch.tensor([-50.0, 50.0]))(x, state)
-    y_lif, new = HybridNeuron(lif, torch.tensor([50.0, -50.0]))(x, state)
+    y_relu, _ = HybridNeuron(lif, torch.tensor([-50.0, -50.0, 50.0]))(x, state)
+    y_lif, new = HybridNeuron(lif, torch.tensor([50.0, -50.0, -50.0]))(x, state)
+    y_alif, _ = HybridNeuron(lif, torch.tensor([-50.0, 50.0, -50.0]))(x, state)
     assert torch.allclose(y_relu, torch.relu(x))
-    assert torch.allclose(y_lif, lif(x, state)[0]) and set(new) == {"v"}
+    assert torch.allclose(y_lif, lif(x, {"v": state["v"]})[0]) and set(new) == {"v", "a"}
+    assert torch.allclose(y_alif, ALIF(Neuron(kind="alif"))(x, state)[0])
 
 
 def test_search_options_reject_bad_layers(tmp_path):

@@ -75,6 +75,7 @@ class StereoData:
     val_segments: list[Segment] = field(default_factory=list)
     description: str = ""
     burn_in: int = 0  # windows of a sample without loss: a sample needs ground truth after them
+    crop_prob: float = 1.0  # chance a sample is cropped at a random place; else at the centre (no draw at 1)
 
     def __post_init__(self) -> None:
         self.samples = [(i, s) for i, seq in enumerate(self.train)
@@ -100,8 +101,11 @@ class StereoData:
             H, W = seq.left.shape[2:]
             if H < h or W < w:
                 raise TrainError(f"training sequence {seq.name} is {W}x{H}, smaller than the model input {w}x{h}")
-            y0 = int(rng.integers(0, H - h + 1))
-            x0 = int(rng.integers(0, W - w + 1))
+            if self.crop_prob < 1.0 and rng.random() >= self.crop_prob:  # the paper's crops "with 50% probability"
+                y0, x0 = (H - h) // 2, (W - w) // 2
+            else:
+                y0 = int(rng.integers(0, H - h + 1))
+                x0 = int(rng.integers(0, W - w + 1))
             sl = (slice(s, s + self.length), slice(None), slice(y0, y0 + h), slice(x0, x0 + w))
             lefts.append(seq.left[sl])
             rights.append(seq.right[sl])

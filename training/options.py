@@ -18,7 +18,8 @@ OPTION_RANGES = {
     "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
-    "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "arch_lr": (0.0, 1e3, False),
+    "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "hns_every": (1, None, True),
+    "hns_warmup": (0, None, True), "arch_lr": (0.0, 1e3, False),
     "fb": (0.0, 1e6, False),
 }
 

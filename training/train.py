@@ -19,6 +19,7 @@ import sys
 from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
+from .config import RECIPES
 from .runner import MAY_CHANGE_ON_RESUME, run
 
 __all__ = ["config_from_args", "int_ranges", "main", "parser", "run"]  # run: training.runner's, for callers of old
@@ -71,14 +72,19 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--dgs-every", type=int, default=d.dgs_every, help="e_D: run DGS every N epochs")
     g.add_argument("--dgs-iters", type=int, default=d.dgs_iters, help="I_g: DGS iterations per run")
     g.add_argument("--dgs-lr", type=float, help="SGD step of each candidate's weight copy (default: current lr)")
+    g.add_argument("--dgs-mode", choices=("per-layer", "coupled"), default=d.dgs_mode,
+                   help="per-layer: each chosen layer's b probed and updated on its own (the paper's); coupled: "
+                   "all chosen layers' b probed together (this project's earlier rule)")
     g.add_argument("--tps", type=_layers, nargs="?", const=["all"], metavar="LAYERS",
                    help="search time constants tau (all LIF/ALIF layers, or a list)")
     g.add_argument("--tps-every", type=int, default=d.tps_every, help="s: iterations between tau updates")
     g.add_argument("--tps-delta", type=float, default=d.tps_delta, help="candidates tau - delta, tau, tau + delta")
     g.add_argument("--tps-warmup", type=int, default=d.tps_warmup, help="epochs before TPS starts")
     g.add_argument("--hns", type=_layers, nargs="?", const=["all"], metavar="LAYERS",
-                   help="search LIF vs ReLU per layer with the energy loss (all spiking layers, or a list)")
+                   help="search LIF vs ALIF vs ReLU per layer with the energy loss (all LIF layers, or a list)")
     g.add_argument("--hns-lambda", type=float, default=d.hns_lambda, help="weight of the energy loss")
+    g.add_argument("--hns-every", type=int, default=d.hns_every, help="iterations per HNS step (kind set, alpha reset)")
+    g.add_argument("--hns-warmup", type=int, default=d.hns_warmup, help="epochs before HNS starts")
     g.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of the architecture weights alpha")
 
 
@@ -95,8 +101,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder for checkpoints, config and metrics")
     p.add_argument("--data", help="stereo: synthetic (default) or an MVSEC/DSEC folder; "
                    "classification: digits (default) or a CIFAR / IDX / image-folder path")
-    p.add_argument("--epochs", type=int, help=f"epochs (default {d.epochs})")
-    p.add_argument("--batch-size", type=int, help="global batch size (default: stereo 4, classification 64)")
+    p.add_argument("--recipe", choices=RECIPES, default=d.recipe,
+                   help="the schedule values left open: cpu-quick (short CPU runs, not the papers') or paper (every "
+                   "value the SpikeDHS papers give: stereo 200 epochs, batch 2, Adam 1e-3 halved at 50/100/150; "
+                   "classification 100 epochs, batch 50, SGD 0.025 cosine); docs/training.md, Recipes")
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, cpu-quick 10, paper 200 / 100)")
+    p.add_argument("--batch-size", type=int,
+                   help="global batch size (default: the recipe's, cpu-quick 4 / 64, paper 2 / 50)")
     p.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, sgd 0.025)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), help="default: stereo adam, classification sgd")
     p.add_argument("--momentum", type=float, default=d.momentum)
@@ -104,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("multistep", "cosine", "constant"),
                    help="default: stereo multistep (x gamma at milestones), classification cosine")
     p.add_argument("--milestones", type=int_ranges, help="epochs at which multistep multiplies the lr by gamma "
-                   "(default 60%% and 80%% of --epochs)")
+                   "(default: paper 50,100,150 (stereo); cpu-quick 60%% and 80%% of --epochs)")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--seed", type=int, default=d.seed)
     g = p.add_argument_group("stereo")

@@ -23,7 +23,7 @@ from torch import Tensor
 from compiler.registry import OPS
 
 from .. import checkpoint as ckpt_io
-from ..config import TrainConfig, task_defaults
+from ..config import TrainConfig, search_recipe, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
 from ..loop import Trainer, epoch_generators, make_optimizer
@@ -32,7 +32,7 @@ from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
 from .space import load_search_space
-from .supernet import FixedPath, Supernet
+from .supernet import FixedPath, Supernet, transition_weights
 
 PJ_PER_AC = 0.9
 
@@ -69,10 +69,10 @@ def expected_energy(net: Supernet) -> Tensor:
             for cell, j, red in zip(block.cells, s.path, block.reduction, strict=True):
                 total = total + _cell_energy(cell, net.node_alphas(s.network, red), block.sizes[j], cands)
             continue
-        betas = torch.softmax(net.betas[s.network], dim=-1)
+        betas = transition_weights(net.betas[s.network], block.allowed())
         for key, cell in block.cells.items():
             layer, j, k = (int(v) for v in key.split("_"))
-            total = total + betas[layer, j, k - j + 1] * _cell_energy(cell, net.node_alphas(s.network),
+            total = total + betas[layer, k, j - k + 1] * _cell_energy(cell, net.node_alphas(s.network),
                                                                       block.sizes[j], cands)
     return total
 
@@ -127,7 +127,8 @@ class ArchStep(Searcher):
         row = {"epoch": epoch, "decoded": {k: {"cell": {n: [list(e) for e in es] for n, es in v["cell"].items()},
                                                "path": v["path"]} for k, v in decoded.items()}}
         row["alpha"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.alphas.items()}
-        row["beta"] = {k: softmax(v.detach().numpy()).round(4).tolist() for k, v in self.net.betas.items()}
+        row["beta"] = {k: transition_weights(v.detach().cpu(), self.net.blocks[k]["trellis"].allowed()).numpy()
+                       .round(4).tolist() for k, v in self.net.betas.items()}  # [layer][from level][to -1/0/+1]
         if self.cost_lambda > 0:
             row["expected_energy_uj"] = round(float(expected_energy(self.net)) / 1e6, 4)
         return row
@@ -168,10 +169,13 @@ class SearchConfig:
     out: str
     overrides: list[str] = dataclasses.field(default_factory=list)
     data: str | None = None
+    recipe: str = "cpu-quick"  # cpu-quick | paper: the values below left None (config.SEARCH_RECIPES)
     epochs: int | None = None
     warmup: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    crop_prob: float | None = None  # stereo: chance that a sample is cropped at a random place (else centred)
+    stems: str | None = None  # ann (ReLU stems during search, the paper's) | spiking
     arch_lr: float = 3e-4
     cost_lambda: float = 0.0
     decode_every: int = 3
@@ -224,6 +228,17 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
 
 
+def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
+    """``sc`` with what it leaves open from its recipe (``config.SEARCH_RECIPES``), checked."""
+    defaults = search_recipe(sc.recipe, task)
+    sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
+    if not 0.0 <= sc.crop_prob <= 1.0:
+        raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
+    if sc.warmup >= sc.epochs:
+        raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
+    return sc
+
+
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
@@ -237,13 +252,9 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     set_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
-    stereo = g.task == "stereo"
-    defaults = {"epochs": 12 if stereo else 50, "warmup": 3 if stereo else 15,
-                "lr": 0.002 if stereo else 0.025}
-    sc = dataclasses.replace(sc, **{k: v for k, v in defaults.items() if getattr(sc, k) is None})
-    if sc.warmup >= sc.epochs:
-        raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
-    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, epochs=sc.epochs,
+    sc = _with_recipe(sc, g.task)
+    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, recipe=sc.recipe,
+                      epochs=sc.epochs,
                       batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
                       schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
@@ -254,12 +265,14 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     dist = setup(sc.device)
     try:
         torch.manual_seed(sc.seed)
-        net = Supernet(space).to(sc.device)
+        net = Supernet(space, ann_stems=sc.stems == "ann").to(sc.device)
         if dist.enabled:
             from ..distributed import broadcast_module, convert_batchnorm
             convert_batchnorm(net)
             broadcast_module(net, dist)
         train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))
+        if hasattr(train_data, "crop_prob"):  # stereo: the supplement's crops "with 50% probability"
+            train_data.crop_prob = sc.crop_prob
         n = len(train_data)
         a_idx, b_idx = split_halves(n, sc.seed)
         arch = ArchStep(net, cfg, b_idx, sc.warmup, sc.arch_lr, sc.cost_lambda, sc.decode_every, dist.main)

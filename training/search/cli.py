@@ -25,12 +25,27 @@ import sys
 from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
+from ..config import RECIPES
 from ..train import int_ranges
 
 
 def _real_data_options(p: argparse.ArgumentParser) -> None:
     """How MVSEC/DSEC data is read, as in ``python -m training.train`` (docs/data.md)."""
     add_recording_arguments(p, "search")
+
+
+def _protocol_options(d: argparse.ArgumentParser) -> None:
+    """The search phase's protocol: the recipe, crops, stems (docs/search.md, Protocol and recipes)."""
+    d.add_argument("--recipe", choices=RECIPES, default="cpu-quick",
+                   help="values left open: cpu-quick (default; batch 4 / 64, every sample cropped, spiking stems) or "
+                   "paper (batch 1 / 50, crops with probability 0.5, ReLU stems); both search 12 / 50 epochs "
+                   "with a 3 / 15-epoch warm-up and SGD 0.002 / 0.025 (docs/search.md, Protocol)")
+    d.add_argument("--crop-prob", type=float, help="stereo: chance a sample is cropped at a random place, else at the "
+                   "centre (default: the recipe's, cpu-quick 1, paper 0.5)")
+    d.add_argument("--stems", choices=("ann", "spiking"), help="the base layers before the searched cells during "
+                   "search: ann (ReLU, the paper's; searched.yaml keeps them spiking) or spiking (default: the "
+                   "recipe's, cpu-quick spiking, paper ann)")
+
 
 def _overwrite_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes its "
@@ -49,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
                                   "(default), a CIFAR/IDX/image-folder path")
     d.add_argument("--epochs", type=int, help="default 12 (stereo) or 50 (classification), as the paper")
     d.add_argument("--warmup", type=int, help="epochs on the weights only (default 3 / 15)")
-    d.add_argument("--batch-size", type=int)
+    d.add_argument("--batch-size", type=int, help="default: the recipe's (cpu-quick 4 / 64, paper 1 / 50)")
+    _protocol_options(d)
     d.add_argument("--lr", type=float, help="weights: SGD momentum 0.9 (default 0.002 / 0.025)")
     d.add_argument("--arch-lr", type=float, default=3e-4, help="alpha and beta: Adam")
     d.add_argument("--cost-lambda", type=float, default=0.0,

@@ -4,7 +4,8 @@ genotypes of a search space: the decoded one (``to_genotype``) and random ones (
 - A cell: per node the ``keep`` strongest incoming edges (strength = the largest softmax weight of a
   non-``zero`` candidate on that edge), each with its arg-max candidate.
 - A layer path: the maximum-probability path through the trellis of resolution levels (Viterbi on
-  the log of the beta weights), as in the paper's "maximum probability path between layers".
+  the log of the beta weights, each level's beta normalised over its outgoing transitions), as in the
+  paper's "maximum probability path between layers" after Auto-DeepLab.
 """
 
 from __future__ import annotations
@@ -57,39 +58,42 @@ def decode_cell(alphas: Sequence[np.ndarray], candidates: Sequence[str],
     return out
 
 
-def decode_path(betas: np.ndarray, start_level: int = 0, allowed: np.ndarray | None = None) -> list[int]:
-    """Maximum-probability level path through the trellis.
-
-    ``betas``: (layers, levels, 3) logits; ``softmax(betas[l, j])`` weighs how layer ``l`` reaches level
-    ``j``: index 0 from level ``j - 1`` (downsampling), 1 from ``j`` (same level), 2 from ``j + 1``
-    (upsampling). The path starts from ``start_level`` before layer 0 and moves at most one level a
-    layer. ``allowed`` (same shape, bool) marks the transitions the trellis has; the softmax is taken
-    over those alone and the others are impossible. Returns the level of each layer.
+def decode_path(betas: np.ndarray, start_level: int = 0, allowed: np.ndarray | None = None,
+                end_level: int | None = None) -> list[int]:
+    """Maximum-probability level path through the trellis (Auto-DeepLab's Viterbi decoding, its
+    decoding_formulas.py): ``betas``: (layers, levels, 3) logits; ``softmax(betas[l, k])`` is the
+    probability that, at layer ``l``, level ``k`` moves to level ``k - 1`` (index 0, upsampling), ``k``
+    (1) or ``k + 1`` (2, downsampling): normalised over the OUTGOING transitions of each level, the
+    moves off the grid and those ``allowed`` (same shape, bool) lacks excluded. The path starts from
+    ``start_level`` before layer 0 and ends on ``end_level`` or, if None, on the most probable level
+    of the last layer. Returns the level of each layer.
     """
     betas = np.asarray(betas, dtype=np.float64)
     n_layers, n_levels, three = betas.shape
     if three != 3:
         raise ValueError(f"betas must be (layers, levels, 3), got {betas.shape}")
-    if allowed is None:
-        allowed = np.ones(betas.shape, dtype=bool)
-    masked = np.where(allowed, betas, -np.inf)
-    top = np.max(masked, axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    e = np.where(allowed, np.exp(masked - top), 0.0)
-    total = e.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logp = np.where(allowed, np.log(e / np.where(total > 0, total, 1.0)), -np.inf)
+    ok = np.ones(betas.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool).copy()
+    ok[:, 0, 0] = False  # no level below the finest
+    ok[:, n_levels - 1, 2] = False  # none above the coarsest
+    logp = np.full(betas.shape, -np.inf)
+    for layer in range(n_layers):
+        for k in range(n_levels):
+            if ok[layer, k].any():
+                z = betas[layer, k][ok[layer, k]]
+                logp[layer, k][ok[layer, k]] = z - z.max() - np.log(np.exp(z - z.max()).sum())
     score = np.full(n_levels, -np.inf)
     score[start_level] = 0.0
     back = np.zeros((n_layers, n_levels), dtype=int)
     for layer in range(n_layers):
         new = np.full(n_levels, -np.inf)
         for j in range(n_levels):
-            for k, prev in enumerate((j - 1, j, j + 1)):
-                if 0 <= prev < n_levels and score[prev] + logp[layer, j, k] > new[j]:
-                    new[j] = score[prev] + logp[layer, j, k]
-                    back[layer, j] = prev
+            for k in (j - 1, j, j + 1):
+                if 0 <= k < n_levels and score[k] + logp[layer, k, j - k + 1] > new[j]:
+                    new[j] = score[k] + logp[layer, k, j - k + 1]
+                    back[layer, j] = k
         score = new
+    if end_level is not None:
+        score = np.where(np.arange(n_levels) == end_level, score, -np.inf)
     if not np.isfinite(score).any():
         raise ValueError("no path through the allowed transitions")
     level = int(np.argmax(score))

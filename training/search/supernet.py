@@ -4,32 +4,32 @@ run by the compiler's graph interpreter (``compiler.interpret``).
 
 The search space (``space.py``) names a base genotype and, per network, how its cells are searched.
 In a searched network the base's cell layers are replaced by ``layers`` trellis layers. At layer l,
-level j, one cell per incoming level k in {j-1, j, j+1} runs on the previous layer's output at
-level k (resampled), and the level's output is the softmax(beta[l, j])-weighted sum. Every edge of
-a cell is ``sum_o softmax(alpha[edge])_o * y_o`` with ``y_o`` the spikes of candidate o (its own
-neuron and surrogate temperature), i.e. mixed at the spike; a candidate whose shape rule cannot
-hold on an edge (skip between different channel counts) is masked out there. Alphas are shared by
-every cell of a network (one searched cell per network, as in the paper); betas are per network.
-State is explicit, as in the compiled model. The supernet runs the base genotype's lowered graph with
-the compiler's handlers: the base layers before and after the cells, the heads; a ``trellis`` node
-(``searchgraph.py``) stands where the cells were, with its own handler. Level sizes are the plan's.
-Decoding to a genotype is ``decode.py``'s.
+level j, one cell per incoming level k in {j-1, j, j+1} runs on the previous layer's output at level k
+(resampled); the level's output is their sum, each weighted by its transition's probability: as in
+Auto-DeepLab (sec. 3.2, its model_search.py) ``beta[l, k]`` is normalised over level k's OUTGOING moves
+(``transition_weights``), so the Viterbi path (``decode.decode_path``) is a real choice. Every edge of
+a cell is ``sum_o softmax(alpha[edge])_o * y_o``, ``y_o`` the spikes of candidate o (its own neuron and
+b), and each node's sum passes the node's spiking function (``mixing: spike``, the paper's g(b = 3)),
+as the decoded genotype compiles it; a candidate whose shape rule cannot hold on an edge (skip between
+different channel counts) is masked out there. Alphas are shared by every cell of a network; betas are
+per network. State is explicit. The supernet runs the base genotype's lowered graph with the
+compiler's handlers; a ``trellis`` node (``searchgraph.py``) stands where the cells were, with its own
+handler. Level sizes are the plan's. Decoding to a genotype is ``decode.py``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from compiler.errors import GenotypeError
 from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
-from compiler.ir import CellLayer, ConvLayer, Genotype, Network
+from compiler.ir import NODE_NEURON_DEFAULT, CellLayer, ConvLayer, Genotype, Network, resolve_neuron
 from compiler.model import ConvBlock, task_names
 from compiler.names import neuron_name, state_name
-from compiler.neurons import build_neuron
+from compiler.neurons import NeuronModule, build_neuron
 from compiler.ops import BUILDERS, cost_volume, resample
 from compiler.planner import plan
 from compiler.plantypes import NetPlan, Node
@@ -79,14 +79,17 @@ class MixedEdge(nn.Module):
 class SuperCell(nn.Module):
     """A cell whose every possible edge (c_prev_prev, c_prev, earlier nodes -> node) is mixed."""
 
-    def __init__(self, space: SearchSpace, c_prev: int, c_prev_prev: int, channels: int, dims: int, neuron):
+    def __init__(self, space: SearchSpace, c_prev: int, c_prev_prev: int, channels: int, dims: int, neurons):
         super().__init__()
+        edge_neuron, node_neuron = neurons
         self.sources = cell_sources(space.nodes)
         width = {"c_prev": c_prev, "c_prev_prev": c_prev_prev}
         self.edges = nn.ModuleDict()
         for i, sources in enumerate(self.sources):
             for src in sources:
-                self.edges[f"n{i}_{src}"] = MixedEdge(space, width.get(src, channels), channels, dims, neuron)
+                self.edges[f"n{i}_{src}"] = MixedEdge(space, width.get(src, channels), channels, dims, edge_neuron)
+        # each node's spiking function ("operations are summed ... and filtered by a sign function", g(b=3))
+        self.node_neurons = nn.ModuleList([build_neuron(node_neuron) for _ in self.sources])
 
     def mask(self, i: int) -> Tensor:
         return torch.stack([self.edges[f"n{i}_{s}"].mask for s in self.sources[i]])  # (sources, candidates)
@@ -99,8 +102,24 @@ class SuperCell(nn.Module):
             total = 0
             for s_idx, src in enumerate(sources):
                 total = total + self.edges[f"n{i}_{src}"](values[src], w[s_idx], step, f"{name}.n{i}.{src}")
-            values[f"n{i}"] = total
+            values[f"n{i}"] = step.neuron(f"{name}.n{i}", self.node_neurons[i], total)
         return torch.cat([values[f"n{i}"] for i in range(len(self.sources))], dim=1)
+
+
+def transition_weights(betas: Tensor, allowed: Tensor) -> Tensor:
+    """``betas[l, k]`` (level k's moves at layer l to k - 1, k, k + 1) softmaxed over the moves ``allowed``
+    has, 0 elsewhere: Auto-DeepLab's normalisation over a cell's outgoing transitions."""
+    allowed = allowed.to(betas.device)  # -1e9, not -inf: no NaN gradient on a level with no move
+    w = torch.softmax(betas.masked_fill(~allowed, -1e9), dim=-1)
+    return torch.where(allowed, w, torch.zeros_like(w))
+
+
+def _to_relu(mods: nn.ModuleDict, layout: list[tuple[str, str]]) -> None:
+    """The stems (base layers before the cells) with a ReLU for their neuron during search; the decoded
+    genotype keeps the base's spiking stems ("converted to SNN ... and retrain", SpikeDHS sec. 3.2)."""
+    for _, key in layout:
+        if isinstance(getattr(mods[key], "neuron", None), NeuronModule):
+            mods[key].neuron = build_neuron(dataclasses.replace(mods[key].neuron.spec, kind="relu"))
 
 
 def _prev_prev(outputs: dict, j: int, k: int):
@@ -115,7 +134,7 @@ class Trellis(nn.Module):
     """``layers`` layers over the network's levels; see the module docstring."""
 
     def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
-                 sizes: list[tuple[int, ...]], neuron):
+                 sizes: list[tuple[int, ...]], neurons):
         super().__init__()
         self.s = s
         self.levels = len(net.rates)
@@ -134,25 +153,34 @@ class Trellis(nn.Module):
                     if k in prev_levels:
                         cpp = _prev_prev(prev_prev_channels, j, k)
                         self.cells[f"{layer}_{j}_{k}"] = SuperCell(space, prev_levels[k], cpp,
-                                                                    net.node_channels[j], net.dims, neuron)
+                                                                    net.node_channels[j], net.dims, neurons)
                         here[j] = self.channels[j]
             self.reach.append(sorted(here))
             prev_prev_channels = dict(prev_levels)
             prev_levels = here
         self.out_channels = self.channels[s.end_level]
 
+    def allowed(self) -> Tensor:
+        """(layers, levels, 3) bool, as beta: [layer, k, d] where the trellis has the move k -> k + d - 1."""
+        out = torch.zeros(self.s.layers, self.levels, 3, dtype=torch.bool)
+        for key in self.cells:
+            layer, j, k = (int(v) for v in key.split("_"))
+            out[layer, k, j - k + 1] = True
+        return out
+
     def forward(self, x: Tensor, x_prev: Tensor, alphas: list[Tensor], betas: Tensor, step: Step,
                 name: str) -> Tensor:
         prev = {self.s.start_level: x}
         prev_prev = {self.s.start_level: x_prev}
+        weights = transition_weights(betas, self.allowed())
         for layer, levels in enumerate(self.reach):
             here = {}
             for j in levels:
-                ks = [k for k in (j - 1, j, j + 1) if f"{layer}_{j}_{k}" in self.cells]
-                logits = torch.stack([betas[layer, j, k - j + 1] for k in ks])
-                w = torch.softmax(logits, dim=0)
                 total = 0
-                for w_k, k in zip(w, ks, strict=True):
+                for k in (j - 1, j, j + 1):
+                    if f"{layer}_{j}_{k}" not in self.cells:
+                        continue
+                    w_k = weights[layer, k, j - k + 1]
                     pp = _prev_prev(prev_prev, j, k)
                     cell = self.cells[f"{layer}_{j}_{k}"]
                     y = cell(resample(prev[k], self.sizes[j]), resample(pp, self.sizes[j]), alphas, step,
@@ -167,7 +195,7 @@ class FixedPath(nn.Module):
     """Searched cells on a fixed level path; a cell that changes level is a reduction cell."""
 
     def __init__(self, space: SearchSpace, s: SearchedNetwork, net: Network, c_in: int, c_in_prev: int,
-                 sizes: list[tuple[int, ...]], neuron):
+                 sizes: list[tuple[int, ...]], neurons):
         super().__init__()
         self.s = s
         self.sizes = sizes  # spatial size of each level (the plan's)
@@ -176,7 +204,7 @@ class FixedPath(nn.Module):
         prev_c, prev_prev_c, level = c_in, c_in_prev, s.start_level
         for j in s.path:
             self.reduction.append(j != level)
-            self.cells.append(SuperCell(space, prev_c, prev_prev_c, net.node_channels[j], net.dims, neuron))
+            self.cells.append(SuperCell(space, prev_c, prev_prev_c, net.node_channels[j], net.dims, neurons))
             prev_prev_c, prev_c, level = prev_c, space.nodes * net.node_channels[j], j
         self.out_channels = prev_c
 
@@ -200,9 +228,10 @@ class Supernet(nn.Module):
 
     volume = staticmethod(cost_volume)
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, ann_stems: bool = False):
         super().__init__()
         self.space = space
+        self.ann_stems = ann_stems  # "ANN stem layers in the search phase": ReLU stems (``_to_relu``)
         g = space.base
         p = plan(g)
         self.genotype = g
@@ -227,10 +256,15 @@ class Supernet(nn.Module):
         layout = self._base_layers(g, net, np_.layers[:first], graph)
         if s is None:
             return mods, layout
+        if self.ann_stems:
+            _to_relu(mods, layout)
         before = np_.layers[first].inputs
         block = FixedPath if s.fixed else Trellis
+        layer_neuron = net.layers[first].neuron  # the edges' neurons and the nodes' spiking functions (the
+        neurons = (g.resolve_neuron(layer_neuron),  # decoded genotype mixes at the spike: compiler.ir)
+                   resolve_neuron(g.neuron, NODE_NEURON_DEFAULT, g.node_neuron, layer_neuron))
         mods["trellis"] = block(space, s, net, before["c_prev"][0], before["c_prev_prev"][0], np_.level_sizes,
-                                g.resolve_neuron(net.layers[first].neuron))
+                                neurons)
         layout.append(("searched" if s.fixed else "trellis", "trellis"))
         layout += self._base_layers(g, net, np_.layers[last + 1:], graph)
         n_sources = sum(len(x) for x in cell_sources(space.nodes))
@@ -325,13 +359,9 @@ class Supernet(nn.Module):
                     result[s.network]["reduction_cell"] = self._decode_cell(s.network, True, reduce, names)
                 continue
             cell = self._decode_cell(s.network, False, list(block.cells.values()), names)
-            betas = self.betas[s.network].detach().numpy()
-            allowed = np.zeros(betas.shape, dtype=bool)  # the transitions the trellis has
-            for layer in range(s.layers):
-                for j in range(block.levels):
-                    for k in (j - 1, j, j + 1):
-                        allowed[layer, j, k - j + 1] = f"{layer}_{j}_{k}" in block.cells
-            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, allowed)}
+            betas = self.betas[s.network].detach().cpu().numpy()
+            result[s.network] = {"cell": cell, "path": decode_path(betas, s.start_level, block.allowed().numpy(),
+                                                                   s.end_level)}
         return result
 
     def _decode_cell(self, network: str, reduce: bool, cells: list[SuperCell], names: list[str]) -> dict:

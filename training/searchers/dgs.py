@@ -1,13 +1,19 @@
 """DGS, differentiable surrogate gradient search (paper Algorithm 1, with the authors' details).
 
-Every ``e_D`` epochs, for ``I_g`` iterations: the chosen layers' local weights (the ops feeding
-each layer's neuron) are copied once per candidate temperature b + {-0.4, -0.2, 0, +0.2, +0.4},
-each copy taking one SGD step with its own b; the copies' currents are mixed by softmax(alpha)
-(alpha reset to 1e-3 each iteration) at the membrane and alpha takes one Adam step (lr 0.01) on
-the loss of the mixed network. After the I_g iterations each layer's b moves to the candidate with
-the largest mean softmax(alpha), clamped to [1, 6]. The network's own weights, BatchNorm
-statistics and optimiser are left as they were. Logs per run and layer the mean softmax(alpha) and
-b before and after (dgs.jsonl); writes ``surrogate.b`` back into the genotype.
+Every ``e_D`` epochs, for ``I_g`` iterations, each chosen layer ON ITS OWN (the paper searches b "for
+each layer"; ``--dgs-mode per-layer``, the default): the layer's local weights (the ops feeding its
+neuron) are copied once per candidate temperature b + {-0.4, -0.2, 0, +0.2, +0.4}, each copy taking
+one SGD step with the gradient under its own b while every other layer keeps its b; the copies'
+currents are mixed by softmax(alpha) at the membrane and alpha, set to its initial value 1e-3 first
+(Algorithm 1 line 6), takes one Adam step (lr ``--arch-lr``) on the loss of the mixed network. One
+Adam serves every iteration and run (its moments carry across iterations; a fresh Adam every
+iteration would make each update the sign of one gradient). After the I_g iterations each layer's b
+moves to the candidate with the largest mean softmax(alpha), clamped to [1, 6]. ``--dgs-mode
+coupled`` probes and mixes every chosen layer's b together (this project's earlier rule). The
+network's own weights, BatchNorm statistics and optimiser are left as they were. Logs per run and
+layer the mean softmax(alpha) and b before and after (dgs.jsonl); writes ``surrogate.b`` back into
+the genotype. Because alpha's gradient is, to first order, linear in the b offset times the
+surrogate's sensitivity to b, the rule follows the surrogate's gradient scale (docs/training.md).
 """
 
 from __future__ import annotations
@@ -59,11 +65,18 @@ class DGS(Searcher):
         if not self.slots:
             raise TrainError(f"DGS: {', '.join(self.fixed[:3])} are nodes' spiking functions (fixed surrogate, "
                              "no op of their own); name layers fed by convolutions")
+        self.alphas = [torch.full((len(OFFSETS),), EPS, requires_grad=True) for _ in self.slots]
+        self.optimizer = torch.optim.Adam(self.alphas, lr=cfg.arch_lr)  # one, for every iteration and run
         self.runs = 0
         self.history: list[dict] = []
 
     def temperatures(self) -> dict[str, float]:
         return {s.name: round(float(s.neuron.b), 6) for s in self.slots}
+
+    def groups(self) -> list[list[int]]:
+        """The layers probed together: each on its own (per-layer) or all at once (coupled)."""
+        n = len(self.slots)
+        return [list(range(n))] if getattr(self.cfg, "dgs_mode", "per-layer") == "coupled" else [[i] for i in range(n)]
 
     def end_epoch(self, trainer, epoch, batches, gen, rng) -> dict | None:
         if (epoch + 1) % self.cfg.dgs_every:
@@ -77,6 +90,7 @@ class DGS(Searcher):
         after = self.temperatures()
         self.runs += 1
         row = {"epoch": epoch + 1, "run": self.runs, "iterations": self.cfg.dgs_iters,
+               "mode": getattr(self.cfg, "dgs_mode", "per-layer"),
                "mean_softmax_alpha": {s.name: [round(float(v), 6) for v in m]
                                       for s, m in zip(self.slots, means, strict=True)},
                "b_before": before, "b_after": after, "fixed_node_functions": self.fixed}
@@ -92,51 +106,20 @@ class DGS(Searcher):
         base_b = [float(s.neuron.b) for s in self.slots]
         lr = self.cfg.dgs_lr or trainer.optimizer.param_groups[0]["lr"]
         ops = [[(c, k, _get(c, k)) for c, k in s.ops] for s in self.slots]
-        local = [[(name, p) for _, _, op in layer_ops for name, p in op.named_parameters()] for layer_ops in ops]
         sums = [torch.zeros(len(OFFSETS)) for _ in self.slots]
         model.train()
         try:
             for j in range(self.cfg.dgs_iters):
                 batch = trainer.make_batch(batches[j % len(batches)], gen, rng)
-                # each candidate: one SGD step of the local weights with its own b (line 6)
-                cand: list[list[list[dict[str, Tensor]]]] = [[[] for _ in layer_ops] for layer_ops in ops]
-                for off in OFFSETS:
-                    for s, b in zip(self.slots, base_b, strict=True):
-                        s.neuron.b.fill_(b + off)
-                    loss, _ = trainer.batch_loss(batch)
-                    params = [p for layer in local for _, p in layer]
-                    grads = torch.autograd.grad(loss, params, allow_unused=True)
-                    grads = [torch.zeros_like(p) if g is None else all_sum(g, trainer.dist)
-                             for p, g in zip(params, grads, strict=True)]
-                    k = 0
-                    for li, layer_ops in enumerate(ops):
-                        for oi, (_, _, op) in enumerate(layer_ops):
-                            w = {}
-                            for name, p in op.named_parameters():
-                                w[name] = (p - lr * grads[k]).detach()
-                                k += 1
-                            cand[li][oi].append(w)
-                    model.load_state_dict(saved)  # undo BN statistics the pass updated
-                for s, b in zip(self.slots, base_b, strict=True):
-                    s.neuron.b.fill_(b)
-                # the mixed network: alpha from its initial value, one Adam step (lines 6-8)
-                alphas = [torch.full((len(OFFSETS),), EPS, requires_grad=True) for _ in self.slots]
-                for li, layer_ops in enumerate(ops):
-                    for oi, (c, key, op) in enumerate(layer_ops):
-                        _set(c, key, MixedOp(op, cand[li][oi], alphas[li]))
-                try:
-                    loss, _ = trainer.batch_loss(batch)
-                    grads = torch.autograd.grad(loss, alphas)
-                finally:
-                    for layer_ops in ops:
-                        for c, key, op in layer_ops:
-                            _set(c, key, op)
-                    model.load_state_dict(saved)
-                opt = torch.optim.Adam(alphas, lr=self.cfg.arch_lr)
-                for a, g in zip(alphas, grads, strict=True):
-                    a.grad = all_sum(g, trainer.dist)
-                opt.step()
-                for li, a in enumerate(alphas):
+                with torch.no_grad():
+                    for a in self.alphas:
+                        a.fill_(EPS)  # line 6: alpha from its initial value
+                self.optimizer.zero_grad(set_to_none=True)
+                for group in self.groups():
+                    cand = self._candidates(trainer, batch, group, ops, base_b, lr, saved)
+                    self._alpha_grads(trainer, batch, group, ops, cand, saved)
+                self.optimizer.step()
+                for li, a in enumerate(self.alphas):
                     sums[li] += torch.softmax(a.detach(), 0)
         finally:
             with torch.no_grad():
@@ -144,14 +127,59 @@ class DGS(Searcher):
                     s.neuron.b.fill_(b)
         return [s / self.cfg.dgs_iters for s in sums]
 
+    def _candidates(self, trainer, batch, group, ops, base_b, lr, saved) -> dict:
+        """Per layer of ``group``, per op feeding it, one weight copy per offset: one SGD step of the local
+        weights with that layer's b offset (the others' b as they are), line 6."""
+        local = [p for li in group for _, _, op in ops[li] for p in op.parameters()]
+        cand: dict = {(li, oi): [] for li in group for oi in range(len(ops[li]))}
+        for off in OFFSETS:
+            for li in group:
+                self.slots[li].neuron.b.fill_(base_b[li] + off)
+            loss, _ = trainer.batch_loss(batch)
+            grads = torch.autograd.grad(loss, local, allow_unused=True)
+            grads = iter([torch.zeros_like(p) if g is None else all_sum(g, trainer.dist)
+                          for p, g in zip(local, grads, strict=True)])
+            for li in group:
+                for oi, (_, _, op) in enumerate(ops[li]):
+                    cand[(li, oi)].append({name: (p - lr * next(grads)).detach() for name, p in op.named_parameters()})
+            model_reset(self, saved, group, base_b)
+        return cand
+
+    def _alpha_grads(self, trainer, batch, group, ops, cand, saved) -> None:
+        """The mixed network (the group's ops replaced by their softmax(alpha)-mixed copies): alpha's
+        gradient of its loss, into ``.grad`` (line 8)."""
+        for li in group:
+            for oi, (c, key, op) in enumerate(ops[li]):
+                _set(c, key, MixedOp(op, cand[(li, oi)], self.alphas[li]))
+        try:
+            loss, _ = trainer.batch_loss(batch)
+            grads = torch.autograd.grad(loss, [self.alphas[li] for li in group])
+        finally:
+            for li in group:
+                for c, key, op in ops[li]:
+                    _set(c, key, op)
+            self.model.load_state_dict(saved)
+        for li, g in zip(group, grads, strict=True):
+            self.alphas[li].grad = all_sum(g, trainer.dist)
+
     def write_back(self, g):
         for name, b in self.temperatures().items():
             g = set_neuron(g, name, {"surrogate": {"b": b}})
-        return set_meta(g, "dgs", {"runs": self.runs, "every": self.cfg.dgs_every, "iterations": self.cfg.dgs_iters})
+        return set_meta(g, "dgs", {"runs": self.runs, "every": self.cfg.dgs_every, "iterations": self.cfg.dgs_iters,
+                                   "mode": getattr(self.cfg, "dgs_mode", "per-layer")})
 
     def state_dict(self) -> dict:
-        return {"runs": self.runs, "history": self.history}
+        return {"runs": self.runs, "history": self.history, "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.runs = int(state["runs"])
         self.history = list(state["history"])
+        if "optimizer" in state:  # (runs before the one optimiser had none)
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def model_reset(dgs: DGS, saved: dict, group: list[int], base_b: list[float]) -> None:
+    """Undo what a probe pass changed: the BatchNorm statistics, the group's b."""
+    dgs.model.load_state_dict(saved)
+    for li in group:
+        dgs.slots[li].neuron.b.fill_(base_b[li])
