@@ -7,10 +7,20 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
+
+
+def _bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_transfer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_transfer
 
 
 def test_bench_transfer_tiny(tmp_path, capsys):
@@ -23,7 +33,7 @@ def test_bench_transfer_tiny(tmp_path, capsys):
     model = str(ROOT / "models" / "stereo_small.pt")
     rc = bench_transfer.main(["--snn", model, "--relu", model, "--seeds", "1000", "--seconds", "0.4",
                               "--moto-seeds", "0", "--moto-seconds", "0.4", "--constant", "3.0",
-                              "--json", str(out)])
+                              "--json", str(out), "--pictures", str(tmp_path / "pics")])
     assert rc == 0
     result = json.loads(out.read_text())
     for part in ("held_out", "motorcycle"):
@@ -33,7 +43,48 @@ def test_bench_transfer_tiny(tmp_path, capsys):
         assert rows["snn"]["one_pixel_accuracy_pct"] == rows["relu"]["one_pixel_accuracy_pct"]
         assert rows["snn"]["valid_pixels"] == rows["constant"]["valid_pixels"] > 0
         assert 0.0 <= rows["snn"]["one_pixel_accuracy_pct"] <= 100.0
-    assert len(result["targets"]) == 3 and "targets" in capsys.readouterr().out
+    # issue 22's targets: one per scene type seen (seed 1000 is a room), Motorcycle, pooled over the best
+    # constant, the twin pooled and per type, the mean disparity error
+    assert len(result["targets"]) == 6 and "targets" in capsys.readouterr().out
+    assert [r["judged"] for r in result["targets"]] == [False] + [True] * 5  # one room seed: too few to judge
+    for part in ("held_out", "motorcycle"):
+        rows = result[part]
+        # the best constant is scored on the same pixels; the distances are model minus reference
+        assert rows["best_constant"]["valid_pixels"] == rows["snn"]["valid_pixels"]
+        d = rows["distance"]["snn"]["best_constant"]
+        assert d["one_pixel_accuracy_points"] == pytest.approx(
+            rows["snn"]["one_pixel_accuracy_pct"] - rows["best_constant"]["one_pixel_accuracy_pct"])
+        assert rows["distance"]["relu"]["constant"]["mean_disparity_error_px"] == pytest.approx(
+            rows["relu"]["mean_disparity_error_px"] - rows["constant"]["mean_disparity_error_px"])
+    assert set(result["by_scene_type"]) == {"room"} and result["seeds_per_type"] == {"room": 1}
+    # one recording: its own best constant is the set's median
+    rec = result["recordings"][0]
+    assert rec["seed"] == 1000 and rec["kind"] == "room"
+    assert rec["best_constant_px"] == pytest.approx(result["held_out"]["oracle"]["constant_px"])
+    assert rec["one_pixel_accuracy_pct"]["best_constant"] == pytest.approx(
+        result["held_out"]["best_constant"]["one_pixel_accuracy_pct"])
+    from PIL import Image
+
+    for name in ("room", "motorcycle"):
+        with Image.open(tmp_path / "pics" / f"{name}.png") as im:
+            assert im.mode == "RGB" and im.size == (2 * (4 * 128 + 12), 2 * 96)
+
+
+def test_default_seeds_hold_six_of_every_scene_type():
+    """The default held-out seeds: at least 6 of every scene type, none used by training or selection."""
+    from collections import Counter
+
+    bench_transfer = _bench()
+    seeds = bench_transfer.balanced_seeds()
+    kinds = Counter(bench_transfer.scene_type(s) for s in seeds)
+    assert set(kinds) == {"room", "street", "clutter", "corridor"} and min(kinds.values()) >= 6
+    assert not set(seeds) & (set(range(0, 4)) | set(range(100, 164)))
+    # the type drawn is the held-out recording's
+    from compiler import load_genotype
+
+    g = load_genotype(ROOT / "genotypes" / "stereo_small.yaml")
+    seq = bench_transfer.held_out_sequences(g, [seeds[0]], 0.1)[0]
+    assert seq.kind == bench_transfer.scene_type(seeds[0])
 
 
 def test_training_disparities_are_the_training_ground_truth():
