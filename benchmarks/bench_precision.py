@@ -14,6 +14,8 @@ from 1000 on), per scene type and pooled, for each model:
   the interior without any event of the window within 2 px (nothing to match) or with events;
 - **resolution**: the same for the ground truth itself at the cost volume's 1/3 resolution, upsampled
   bilinearly as the model's cost is (``gt 1/3``): the precision that resolution alone allows;
+- **the data on the grid**: the scored ground truth's shares below 1.5, 3 and 6 px (the cost volume's
+  candidates are 0, 3, 6, ... px) and its percentiles;
 - **state**: 1PA by window index since the zero state (training samples are 2 + 4 windows long);
 - **input size**: the model built at its training crop (``config.crop``, 48 x 64) on the centre crop
   of every window, against the full-size model scored on the same centre pixels.
@@ -129,12 +131,23 @@ def diagnose(preds: dict, sequences: list, burn_in: int, top: float) -> dict:
                     tallies.setdefault((m, kind), Tally()).add(preds[m][i][t], seq.disparity[t], masks)
                 valid = np.isfinite(seq.disparity[t]) & (seq.disparity[t] > 0)
                 by_t[m].setdefault(t, []).append(np.abs(preds[m][i][t][valid] - seq.disparity[t][valid]) <= 1)
-    out: dict = {"by_scene_type": {}, "by_window": {}}
+    out: dict = {"by_scene_type": {}, "by_window": {}, "ground_truth": {}}
+    for kind in sorted({s.kind for s in sequences}) + ["pooled"]:
+        out["ground_truth"][kind] = disparities([s for s in sequences if kind in (s.kind, "pooled")], burn_in)
     for (m, kind), tally in tallies.items():
         out["by_scene_type"].setdefault(kind, {})[m] = tally.summary()
     for m, rows in by_t.items():
         out["by_window"][m] = {t: float(np.mean(np.concatenate(v)) * 100) for t, v in sorted(rows.items())}
     return out
+
+
+def disparities(sequences: list, burn_in: int) -> dict:
+    """How the scored ground truth lies on the cost volume's grid: shares below 1.5, 3 and 6 px, percentiles."""
+    v = np.concatenate([d[np.isfinite(d) & (d > 0)] for s in sequences
+                        for d, has in zip(s.disparity[burn_in:], s.has_gt[burn_in:], strict=True) if has])
+    p5, p50, p95 = np.percentile(v, [5, 50, 95])
+    return {**{f"below_{x:g}_px_pct": float(np.mean(v < x) * 100) for x in (1.5, 3.0, 6.0)},
+            "p5_px": float(p5), "median_px": float(p50), "p95_px": float(p95), "max_px": float(v.max())}
 
 
 def crop_test(path: str, sequences: list, full_preds: list, burn_in: int, batch: int) -> dict:
@@ -184,6 +197,10 @@ def print_report(result: dict) -> None:
                 pa = "-" if x["one_pixel_accuracy_pct"] is None else f"{x['one_pixel_accuracy_pct']:.2f} %"
                 me = "-" if x["mean_disparity_error_px"] is None else f"{x['mean_disparity_error_px']:.3f} px"
                 print(f"         {name:>24}: {x['share_pct']:5.1f} % of pixels, 1PA {pa}, mean error {me}")
+    print("\nscored ground truth: % below 1.5 / 3 / 6 px; p5, median, p95, largest px")
+    for kind, r in result["ground_truth"].items():
+        print(f"  {kind:>9}: {r['below_1.5_px_pct']:5.1f} / {r['below_3_px_pct']:5.1f} / {r['below_6_px_pct']:5.1f} %;"
+              f" {r['p5_px']:.2f}, {r['median_px']:.2f}, {r['p95_px']:.2f}, {r['max_px']:.2f}")
     for m, rows in result["by_window"].items():
         print(f"\n1PA by window index ({m}): " + ", ".join(f"{t}: {v:.1f}" for t, v in rows.items()))
     for m, r in result.get("crop", {}).items():

@@ -2,7 +2,7 @@
 
 Pictures: one PNG per scene type (and one of Motorcycle), four panels side
 by side: the left camera's events, the ground truth, the SNN's prediction (the same colour scale,
-0 to the model's largest disparity) and the absolute error (0 to 3 px; black where there is no
+0 to the model's largest disparity) and the absolute error (0 to 3 px; grey where there is no
 ground truth). The window shown is the last of the first recording of the type."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TARGET_RELU_GAP_TYPE = 5.0  # points of 1PA behind the ReLU twin, on any scene t
 TARGET_MEAN_ERROR_PX = 0.8  # mean disparity error, pooled
 MIN_SEEDS_PER_TYPE = 6
 ERROR_SCALE_PX = 3.0  # the error panel's white end
+NO_GROUND_TRUTH = 0.5  # grey where the ground truth has no value
 SCALE = 2  # nearest-neighbour enlargement of every panel
 
 
@@ -33,6 +34,8 @@ def panels(events: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_disparity: 
     error = np.where(valid, np.abs(pred - np.where(valid, gt, 0.0)), np.nan)
     parts = [events_image(events), _colour(truth, max_disparity), _colour(pred, max_disparity),
              _colour(error, ERROR_SCALE_PX)]
+    for k in (1, 3):
+        parts[k][~valid] = NO_GROUND_TRUTH
     gap = np.ones((gt.shape[0], 4, 3), np.float32)
     row = [parts[0]]
     for p in parts[1:]:

@@ -105,3 +105,35 @@ def test_training_disparities_are_the_training_ground_truth():
     # 0.2 s at the ground-truth rate: 4 maps of the 112 x 144 training recording (96 x 128 + margin 16)
     assert d.ndim == 1 and 0 < d.size <= 4 * 112 * 144
     assert np.isfinite(d).all() and (d > 0).all()
+
+
+def test_precision_diagnostics_on_known_maps():
+    """bench_precision's regions and resolution ceiling on hand-made maps."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_precision
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    gt = np.full((12, 12), 2.0, np.float32)
+    gt[:, 6:] = 8.0  # a depth edge between columns 5 and 6
+    gt[0, 0] = np.nan  # no ground truth
+    gt[11, 11] = 20.0  # beyond a 15 px model
+    events = np.zeros((2, 12, 12), np.float32)
+    events[0, 9, 2] = 1.0
+    masks = bench_precision.regions(gt, events, top=15.0)
+    assert masks["beyond range"].sum() == 1 and masks["beyond range"][11, 11]
+    edge = masks["near a depth edge"]
+    assert edge[5, 3:9].all() and not edge[5, :3].any() and not edge[5, 9].any()  # columns 5, 6 +- 2
+    assert masks["interior, events near"][9, 0] and masks["interior, events near"][11, 0]
+    assert masks["near a depth edge"][1, 1]  # next to a pixel without ground truth
+    assert not masks["interior, events near"][6, 0] and masks["interior, no event near"][6, 0]
+    valid = np.isfinite(gt) & (gt > 0)
+    total = sum(m.astype(int) for m in masks.values())
+    assert (total[valid] == 1).all() and (total[~valid] == 0).all()  # a partition of the valid pixels
+    # a map constant on 3 x 3 blocks survives the 1/3 resolution exactly; a block without ground truth is 0
+    blocks = np.kron(np.arange(16, dtype=np.float32).reshape(4, 4) + 1, np.ones((3, 3), np.float32))[None]
+    low = bench_precision.low_resolution(blocks, 3)
+    assert low.shape == blocks.shape and np.allclose(low[0, 4, 4], blocks[0, 4, 4])
+    assert np.allclose(bench_precision.low_resolution(np.full((1, 6, 6), np.nan, np.float32), 3), 0.0)
