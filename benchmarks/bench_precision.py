@@ -1,7 +1,7 @@
 """What limits the shipped stereo model's precision, measured by evaluation only (not a test).
 
     python benchmarks/bench_precision.py --snn models/stereo_small.pt --relu models/stereo_small_relu.pt \
-        [--per-type 6 | --seeds ...] [--seconds 1] [--threads 1] [--json out.json]
+        [--per-type 6 | --seeds ...] [--seconds 1] [--set KEY=VALUE] [--threads 1] [--json out.json]
 
 On the held-out synthetic scenes of ``bench_transfer.py`` (its default seeds: 6 of every scene type
 from 1000 on), per scene type and pooled, for each model:
@@ -150,17 +150,18 @@ def disparities(sequences: list, burn_in: int) -> dict:
             "p5_px": float(p5), "median_px": float(p50), "p95_px": float(p95), "max_px": float(v.max())}
 
 
-def crop_test(path: str, sequences: list, full_preds: list, burn_in: int, batch: int) -> dict:
+def crop_test(path: str, sequences: list, full_preds: list, burn_in: int, batch: int, overrides: list[str]) -> dict:
     """The model at its training crop on the centre crops, against the full-size model on those pixels."""
     from compiler import build_model, loads_genotype
+    from compiler.build import load_weights
     from training import checkpoint as ckpt_io
     from training.data import center_crop
 
     ck = ckpt_io.load(path)
     crop = ck["config"].get("crop") or [48, 64]
-    g = loads_genotype(ck["genotype"], overrides={"input.height": crop[0], "input.width": crop[1]})
+    g = loads_genotype(ck["genotype"], overrides=[*overrides, f"input.height={crop[0]}", f"input.width={crop[1]}"])
     model = build_model(g)
-    model.load_state_dict(ck["model"])
+    load_weights(model, path)
     model.eval()
     small = [_cropped(s, crop) for s in sequences]
     preds, _ = stream(model, small, batch)
@@ -220,19 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int_ranges)
     ap.add_argument("--per-type", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as bench_transfer.py's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     paths = {"snn": args.snn, **({"relu": args.relu} if args.relu else {})}
-    models = {m: load_model(p) for m, p in paths.items()}
+    models = {m: load_model(p, args.set) for m, p in paths.items()}
     _, g, cfg = models["snn"]
     seqs = held_out_sequences(g, args.seeds or balanced_seeds(args.per_type), args.seconds)
     preds = {m: stream(model, seqs, c.eval_batch_size)[0] for m, (model, _, c) in models.items()}
     preds["gt 1/3"] = [low_resolution(s.disparity, 3) for s in seqs]
     result = diagnose(preds, seqs, cfg.burn_in, g.head.max_disparity)
-    result["crop"] = {m: crop_test(paths[m], seqs, preds[m], cfg.burn_in, c.eval_batch_size)
+    result["crop"] = {m: crop_test(paths[m], seqs, preds[m], cfg.burn_in, c.eval_batch_size, args.set)
                       for m, (_, _, c) in models.items()}
     print_report(result)
     result["seconds"] = time.perf_counter() - start

@@ -1,7 +1,8 @@
 """Transfer of the shipped stereo model: held-out synthetic scenes and the Motorcycle pair (not a test).
 
     python benchmarks/bench_transfer.py --snn models/stereo_small.pt --relu models/stereo_small_relu.pt \
-        [--seeds 1000-1023 | --per-type 6] [--seconds 2] [--threads 1] [--json out.json] [--pictures DIR]
+        [--seeds 1000-1023 | --per-type 6] [--seconds 2] [--set KEY=VALUE] [--threads 1] [--json out.json] \
+        [--pictures DIR]
 
 Scores the spiking model and its ReLU twin (same genotype and training budget, ``--set
 neuron.kind=relu``; docs/training.md) side by side, streaming each recording from a zero state with
@@ -47,17 +48,20 @@ FIRST_HELD_OUT_SEED = 1000  # above training's 100-163 and selection's 0-3
 MODELS = ("snn", "relu")
 
 
-def load_model(path: str):
-    """(model in eval mode, its genotype, its training config) from a checkpoint."""
+def load_model(path: str, overrides: list[str] | None = None):
+    """(model in eval mode, its genotype, its training config) from a checkpoint; ``overrides``
+    (``KEY=VALUE``, as ``--set``) edit the genotype the checkpoint stores, e.g. ``mixing=spike_sum`` for
+    a model trained before issue 19's node semantics."""
     from compiler import build_model, loads_genotype
+    from compiler.build import load_weights
     from training import checkpoint as ckpt_io
     from training.config import TrainConfig, task_defaults
 
     ck = ckpt_io.load(path)
-    g = loads_genotype(ck["genotype"], file=f"{path} (genotype)")
+    g = loads_genotype(ck["genotype"], file=f"{path} (genotype)", overrides=list(overrides or []))
     cfg = task_defaults(TrainConfig(**ck["config"]), g)
     model = build_model(g)
-    model.load_state_dict(ck["model"])
+    load_weights(model, path)  # a checkpoint from before issue 19 lacks the node functions' tau/b: the genotype's
     model.eval()
     return model, g, cfg
 
@@ -265,6 +269,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--moto-seeds", type=int_ranges, default=[0, 1], help="pans over the Motorcycle pair")
     ap.add_argument("--moto-seconds", type=float, default=4.0)
     ap.add_argument("--constant", type=float, help="the constant's value (default: the training median)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="edit both checkpoints' genotypes (e.g. mixing=spike_sum: trained before issue 19)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write the numbers to this file")
     ap.add_argument("--pictures", metavar="DIR", help="write a PNG per scene type and of Motorcycle here")
@@ -294,10 +300,10 @@ def run(args) -> dict:
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    snn, g, cfg = load_model(args.snn)
+    snn, g, cfg = load_model(args.snn, args.set)
     models = {"snn": (snn, cfg)}
     if args.relu:
-        relu, g_relu, cfg_relu = load_model(args.relu)
+        relu, g_relu, cfg_relu = load_model(args.relu, args.set)
         if (g_relu.input.height, g_relu.input.width) != (g.input.height, g.input.width):
             raise ValueError("the two checkpoints take different input sizes")
         models["relu"] = (relu, cfg_relu)
@@ -328,7 +334,7 @@ def run(args) -> dict:
         shown["motorcycle"] = moto[0]["shown"]
         written = write_pictures(args.pictures, shown, g.head.max_disparity)
         print(f"\npictures (left events | ground truth | SNN | |error| 0-3 px): {', '.join(map(str, written))}")
-    result.update(seconds=time.perf_counter() - start, snn=args.snn, relu=args.relu, seeds=seeds)
+    result.update(seconds=time.perf_counter() - start, snn=args.snn, relu=args.relu, seeds=seeds, set=args.set)
     return result
 
 
@@ -343,10 +349,13 @@ def _ranges(seeds: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from compiler import GenotypeError
+    from compiler.build import BuildError
+
     args = parse(argv)
     try:
         result = run(args)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, GenotypeError, BuildError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"\n({result['seconds']:.0f} s)")

@@ -137,3 +137,12 @@ def test_precision_diagnostics_on_known_maps():
     low = bench_precision.low_resolution(blocks, 3)
     assert low.shape == blocks.shape and np.allclose(low[0, 4, 4], blocks[0, 4, 4])
     assert np.allclose(bench_precision.low_resolution(np.full((1, 6, 6), np.nan, np.float32), 3), 0.0)
+
+
+def test_bad_genotype_edit_is_one_line(capsys):
+    """--set edits the checkpoints' genotypes; a bad edit is one line on stderr and exit status 2."""
+    bench_transfer = _bench()
+    model = str(ROOT / "models" / "stereo_small.pt")
+    assert bench_transfer.main(["--snn", model, "--set", "mixing=sideways", "--constant", "3.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
