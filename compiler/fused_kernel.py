@@ -1,0 +1,157 @@
+"""The C++ kernel of the fused threshold neuron (``compiler.fused``): the forward recurrence over T steps and
+the reverse recurrence of its backward (given the surrogate gradients, which the caller computes vectorised
+in torch, the reference's own functions), in blocks of elements, parallel over blocks.
+
+Built lazily, on first use, with the machine's C++ compiler through ``torch.utils.cpp_extension.load_inline``
+and cached by torch (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions): the first build takes
+about a minute, later processes load the cached library. If there is no compiler or the build fails,
+``load()`` returns None once, logs the reason, and the fused function runs its PyTorch version.
+The arithmetic is that of the PyTorch version, operation for operation in the tensor's dtype (no fused
+multiply-add: -ffp-contract=off), so forward values are bit-identical to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+// Elements are independent: each thread takes a block of them and runs the T steps over the block, the
+// innermost loop over contiguous elements (vectorised by the compiler; branch-free selects).
+static constexpr int64_t BLOCK = 4096;
+
+template <typename S, bool HARD, bool ADAPTIVE>
+static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* I, S* v, S* a, S* y, S* u, S* as,
+                      S tau, S th, S beta, S tau_a) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t o = t * N;
+    for (int64_t i = lo; i < hi; ++i) {
+      S uu = tau * v[i];
+      uu = uu + I[o + i];
+      S thr = th;
+      if (ADAPTIVE) { S ba = beta * a[i]; thr = th + ba; as[o + i] = a[i]; }
+      const S z = uu - thr;
+      const S yy = z >= S(0) ? S(1) : S(0);
+      if (HARD) { v[i] = uu * (S(1) - yy); } else { S ty = thr * yy; v[i] = uu - ty; }
+      if (ADAPTIVE) { S ta = tau_a * a[i]; a[i] = ta + yy; }
+      u[o + i] = uu;
+      y[o + i] = yy;
+    }
+  }
+}
+
+template <typename S, bool HARD, bool ADAPTIVE>
+static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* gy, const S* g, const S* u,
+                      const S* as, S* gv, S* ga, S* gi, S tau, S th, S beta, S tau_a) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * N;
+    for (int64_t i = lo; i < hi; ++i) {
+      S thr = th;
+      if (ADAPTIVE) { S ba = beta * as[o + i]; thr = th + ba; }
+      const S uu = u[o + i];
+      const S z = uu - thr;
+      const S yy = z >= S(0) ? S(1) : S(0);
+      const S gg = g[o + i];
+      S gyt = gy[o + i];
+      if (ADAPTIVE) gyt = gyt + ga[i];
+      if (HARD) { S ug = uu * gv[i]; gyt = gyt - ug; } else { S tg = thr * gv[i]; gyt = gyt - tg; }
+      S du = gyt * gg;
+      if (HARD) { S r = gv[i] * (S(1) - yy); du = du + r; } else { du = du + gv[i]; }
+      if (ADAPTIVE) {
+        S dthr = -gyt * gg;
+        if (!HARD) { S yg = yy * gv[i]; dthr = dthr - yg; }
+        S ta = tau_a * ga[i]; S bd = beta * dthr; ga[i] = ta + bd;
+      }
+      gi[o + i] = du;
+      gv[i] = tau * du;
+    }
+  }
+}
+
+#define DISPATCH_FLAGS(HARD, ADAPTIVE, ...)                                             \
+  if (HARD && ADAPTIVE) { constexpr bool H = true, A = true; __VA_ARGS__; }             \
+  else if (HARD) { constexpr bool H = true, A = false; __VA_ARGS__; }                   \
+  else if (ADAPTIVE) { constexpr bool H = false, A = true; __VA_ARGS__; }               \
+  else { constexpr bool H = false, A = false; __VA_ARGS__; }
+
+// I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y, u, a before each step, v_T, a_T.
+std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
+                               double beta_, double tau_a_, bool hard, bool adaptive) {
+  const int64_t T = I.size(0), N = v0.numel();
+  auto y = torch::empty_like(I), u = torch::empty_like(I);
+  auto vT = v0.clone();
+  auto aseq = adaptive ? torch::empty_like(I) : torch::empty({0}, I.options());
+  auto aT = adaptive ? a0.clone() : torch::empty({0}, I.options());
+  AT_DISPATCH_FLOATING_TYPES(I.scalar_type(), "fused_threshold_fwd", [&] {
+    using S = scalar_t;
+    S* a = adaptive ? aT.data_ptr<S>() : nullptr;
+    S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+        const int64_t hi = std::min(hi0, lo + BLOCK);
+        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, H, A>(lo, hi, T, N, I.data_ptr<S>(), vT.data_ptr<S>(), a,
+                       y.data_ptr<S>(), u.data_ptr<S>(), as, S(tau_), S(th_), S(beta_), S(tau_a_)))
+      }
+    });
+  });
+  return {y, u, aseq, vT, aT};
+}
+
+// The reverse recurrence; g (T, N...) is the surrogate gradient at each step, computed by the caller.
+std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor g, torch::Tensor gvT, torch::Tensor gaT,
+                               torch::Tensor u, torch::Tensor aseq, double tau_, double th_, double beta_,
+                               double tau_a_, bool hard, bool adaptive) {
+  const int64_t T = u.size(0), N = gvT.numel();
+  auto gi = torch::empty_like(u);
+  auto gv = gvT.clone();
+  auto ga = adaptive ? gaT.clone() : torch::empty({0}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fused_threshold_bwd", [&] {
+    using S = scalar_t;
+    const S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+    S* gap = adaptive ? ga.data_ptr<S>() : nullptr;
+    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+        const int64_t hi = std::min(hi0, lo + BLOCK);
+        DISPATCH_FLAGS(hard, adaptive, bwd_block<S, H, A>(lo, hi, T, N, gy.data_ptr<S>(), g.data_ptr<S>(),
+                       u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<S>(), S(tau_), S(th_), S(beta_),
+                       S(tau_a_)))
+      }
+    });
+  });
+  return {gi, gv, ga};
+}
+"""
+
+_state: dict = {}
+
+
+def load():
+    """The built kernel, or None (with the reason logged once) where it cannot be built."""
+    if "kernel" in _state:
+        return _state["kernel"]
+    kernel = None
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        _state["reason"] = "no C++ compiler (g++ or c++) on PATH"
+    else:
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            module = load_inline("snn_fused_threshold", cpp_sources=[_SOURCE], functions=["fwd", "bwd"],
+                                 extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+            kernel = module
+        except Exception as exc:  # noqa: BLE001 - any build failure means: use the torch version
+            _state["reason"] = f"building the C++ kernel failed: {' '.join(str(exc).split())[:300]}"
+    if kernel is None:
+        log.warning("fused neurons: %s; using the PyTorch version", _state["reason"])
+    _state["kernel"] = kernel
+    return kernel
+
+
+def reason() -> str | None:
+    """Why the kernel is not in use (None while it is, or before ``load``)."""
+    return _state.get("reason")
