@@ -29,6 +29,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def cpu_flags() -> str:
     return " ".join(flags) or "none of amx*, avx512_bf16"
 
 
-def _class_setup(cfg_kw: dict):
+def _class_setup(cfg_kw: dict, data_path: str | None = None):
     import torch
     import torch.nn.functional as F
 
@@ -93,20 +94,37 @@ def _class_setup(cfg_kw: dict):
     return g, cfg, build_model(g), up[0], up[1]
 
 
-def _stereo_setup(cfg_kw: dict):
-    import torch
-
-    from compiler import build_model, load_genotype
-    from training.config import TrainConfig, task_defaults
-    from training.data import SyntheticSpec, synthetic_stereo
+def _stereo_genotype():
+    from compiler import load_genotype
 
     h, w = STEREO_CROP
-    g = load_genotype(ROOT / "genotypes" / "stereo_small.yaml", overrides={"input.height": h, "input.width": w})
-    cfg = task_defaults(TrainConfig(genotype="stereo_small", out="", quiet=True, tensorboard=False, windows=4,
-                                    burn_in=2, **cfg_kw), g)
-    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=2.0, val_seconds=0.6),
+    return load_genotype(ROOT / "genotypes" / "stereo_small.yaml", overrides={"input.height": h, "input.width": w})
+
+
+def stereo_data(path: Path) -> None:
+    """The synthetic recordings every stereo configuration trains on, generated once, saved to ``path``."""
+    import torch
+
+    from training.data import SyntheticSpec, synthetic_stereo
+
+    g = _stereo_genotype()
+    h, w = STEREO_CROP
+    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=1.2, val_seconds=0.4),
                             height=h, width=w, encoding=g.input.encoding, bins=g.input.bins,
                             window_us=int(g.input.window_ms * 1000), length=6, stride=2, burn_in=2)
+    torch.save(data, path)
+
+
+def _stereo_setup(cfg_kw: dict, data_path: str):
+    import torch
+
+    from compiler import build_model
+    from training.config import TrainConfig, task_defaults
+
+    g = _stereo_genotype()
+    cfg = task_defaults(TrainConfig(genotype="stereo_small", out="", quiet=True, tensorboard=False, windows=4,
+                                    burn_in=2, **cfg_kw), g)
+    data = torch.load(data_path, weights_only=False)
     torch.manual_seed(0)
     return g, cfg, build_model(g), data, None
 
@@ -123,7 +141,7 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": 0}
-    g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw)
+    g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw, spec.get("data"))
     trainer = Trainer(cfg, g, model, train, test, Dist(), log=lambda s: None)
     need = spec["warmup"] + spec["batches"]
     batches = []
@@ -142,6 +160,7 @@ def child(spec: dict) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     per_batch = float(np.median(times))
     samples = cfg.batch_size * (cfg.windows if spec["task"] == "stereo" else 1)
+    spec.pop("data", None)
     row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch, "peak_mb": peak / 1024,
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
@@ -195,16 +214,22 @@ def main(argv=None) -> int:
     print(f"CPU flags: {cpu_flags()}; cores available: {len(os.sched_getaffinity(0))}; "
           f"load average at start: {os.getloadavg()[0]:.2f}")
     rows = []
+    tmp = tempfile.TemporaryDirectory()
     for task in args.tasks.split(","):
+        data = None
+        if task == "stereo":
+            data = str(Path(tmp.name) / "stereo.pt")
+            stereo_data(Path(data))
         for c in args.configs.split(","):
             mode, precision, threads = c.split(":")
             if precision == "bf16" and not cpu_has_bf16():
                 continue
             spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
-                    "batches": args.batches, "warmup": args.warmup}
+                    "batches": args.batches, "warmup": args.warmup, "data": data}
             t0 = time.perf_counter()
             rows.append(run_child(spec))
             print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    tmp.cleanup()
     print(table(rows))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:

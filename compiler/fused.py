@@ -28,6 +28,7 @@ from .fused_kernel import reason as kernel_reason  # noqa: F401 - why the C++ ke
 from .surrogates import SURROGATE_GRADS
 
 IMPLS = ("plain", "torch", "cpp", "auto")
+SURROGATE_CODES = {"dspike": 0, "triangle": 1, "superspike": 2, "arctan": 3}  # the C++ kernel's
 _impl = {"name": "auto"}
 
 
@@ -141,13 +142,12 @@ class ThresholdSteps(torch.autograd.Function):
         if p.adaptive and ga is None:
             ga = torch.zeros_like(u[0])
         gy = torch.zeros_like(u) if gy is None else gy
-        g = surrogate_grads(p, u, a_seq)
         if ctx.kernel is not None:
-            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), g, gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
-                                          *_scalars(p))
+            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
+                                          *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
             ga0 = ga0 if p.adaptive else None
         else:
-            gi, gv0, ga0 = torch_backward(p, gy, g, gv, ga, u, a_seq)
+            gi, gv0, ga0 = torch_backward(p, gy, surrogate_grads(p, u, a_seq), gv, ga, u, a_seq)
         return gi, gv0, ga0, None, None
 
 
@@ -167,5 +167,5 @@ def threshold_steps(p: ThresholdParams, current: Tensor, state: dict[str, Tensor
     dtype = torch.promote_types(current.dtype, v.dtype)  # float32 membranes under bfloat16 autocast
     current, v = current.to(dtype), v.to(dtype)
     a = state["a"] if p.adaptive else None
-    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, name == "cpp")
+    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, name == "cpp" and p.surrogate in SURROGATE_CODES)
     return y, ({"v": v_t, "a": a_t} if p.adaptive else {"v": v_t})
