@@ -11,7 +11,9 @@ trained to.
 Every configuration runs in its own process (``--child``), so that its peak resident memory
 (``resource.getrusage``) is its own: ``MB/sample`` is (peak - resident before the first batch) / batch.
 Each trains ``--warmup`` untimed batches (the fused kernel loads, the allocator warms), then ``--batches``
-timed ones (median time per batch); the weights, data order and seeds are the same in every configuration.
+timed ones (median time per batch, wall clock and this process's CPU time: on a shared machine the CPU-time
+rate of a one-thread configuration is the steadier number, the wall-clock one the only one for two threads);
+the weights, data order and seeds are the same in every configuration.
 
     python benchmarks/bench_train.py                  # short defaults, about 3 minutes on 2 cores
     python benchmarks/bench_train.py --full           # more batches, and accuracy worth reading
@@ -151,17 +153,19 @@ def child(spec: dict) -> dict:
         batches += [trainer.make_batch(i, gen, rng) for i in idx]
         epoch += 1
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for k, batch in enumerate(batches[:need]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses.append(trainer.train_step(batch)["task_loss"])
         if k >= spec["warmup"]:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     per_batch = float(np.median(times))
     samples = cfg.batch_size * (cfg.windows if spec["task"] == "stereo" else 1)
     spec.pop("data", None)
-    row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch, "peak_mb": peak / 1024,
+    row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch,
+           "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
            "params": sum(p.numel() for p in model.parameters())}
@@ -179,17 +183,21 @@ def run_child(spec: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | --exec | --precision | threads | rate/s | x eager 1 thread | s/batch | peak MB | MB/sample "
-             "| loss | accuracy % | neurons | load avg |", "|" + "---|" * 13]
-    base = {r["task"]: r["rate"] for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and "rate" in r}
+    lines = ["| task | --exec | --precision | threads | rate/s (wall) | x eager 1 thread | rate/s (CPU time) | "
+             "x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |", "|" + "---|" * 15]
+    ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and "rate" in r]
+    base = {r["task"]: r["rate"] for r in ones}
+    base_cpu = {r["task"]: r["cpu_rate"] for r in ones}
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | error: {r['error']} |")
             continue
         speedup = r["rate"] / base[r["task"]] if r["task"] in base else float("nan")
+        cpu_up = r["cpu_rate"] / base_cpu[r["task"]] if r["task"] in base_cpu else float("nan")
         acc = f"{r['accuracy']:.1f}" if "accuracy" in r else "-"
         lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | {r['rate']:.1f} | "
-                     f"{speedup:.2f} | {r['s_per_batch']:.3f} | {r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
+                     f"{speedup:.2f} | {r['cpu_rate']:.1f} | {cpu_up:.2f} | {r['s_per_batch']:.3f} | "
+                     f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
                      f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r['load']:.2f} |")
     return "\n".join(lines)
 
