@@ -2,9 +2,10 @@
 the reverse recurrence of its backward with the surrogate gradient computed in the same pass, in blocks of
 elements, parallel over blocks, the loops over elements vectorised by the compiler.
 
-Built lazily, on first use, with the machine's C++ compiler through ``torch.utils.cpp_extension.load_inline``
-and cached by torch (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions): the first build takes
-about a minute, later processes load the cached library. If there is no compiler or the build fails,
+Built lazily, on first use (or ahead by ``python -m compiler.fused_kernel``, which ``make setup`` runs), with
+the machine's C++ compiler through ``torch.utils.cpp_extension.load_inline`` and cached by torch
+(``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions): the first build takes about a minute, later
+processes load the cached library. If there is no compiler or the build fails,
 ``load()`` returns None once, logs the reason, and the fused function runs its PyTorch version.
 The forward arithmetic is that of the PyTorch version, operation for operation in the tensor's dtype (no
 fused multiply-add: -ffp-contract=off), so forward values are bit-identical to it; in float32 the Dspike
@@ -204,3 +205,7 @@ def load():
 def reason() -> str | None:
     """Why the kernel is not in use (None while it is, or before ``load``)."""
     return _state.get("reason")
+
+
+if __name__ == "__main__":  # ``python -m compiler.fused_kernel``: build (or find) the cached kernel now
+    print("fused neuron kernel:", "built" if load() is not None else f"not built ({reason()})")

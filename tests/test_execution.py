@@ -111,3 +111,17 @@ def test_fused_neurons_match_the_plain_step_for_every_kind_and_surrogate(kind):
         assert torch.equal(y0, y1), (kind, reset, sur, impl)
         for a, b in zip(g0, g1, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{kind} {reset} {sur}")
+
+
+def test_without_a_compiler_the_fused_neurons_run_in_torch_and_say_why(monkeypatch):
+    from compiler import fused_kernel
+
+    monkeypatch.setattr(fused_kernel, "_state", {})
+    monkeypatch.setattr(fused_kernel.shutil, "which", lambda name: None)
+    assert fused_kernel.load() is None and "no C++ compiler" in fused_kernel.reason()
+    assert fused.impl() == "torch"
+    m = build_neuron(Neuron(kind="lif"))
+    current = torch.randn(3, 2, 4, requires_grad=True)
+    y, _ = m.run_steps(current, {"v": torch.zeros(2, 4)})
+    y.sum().backward()
+    assert current.grad is not None
