@@ -236,7 +236,8 @@ def main(argv=None) -> int:
                     "batches": args.batches, "warmup": args.warmup, "data": data}
             t0 = time.perf_counter()
             rows.append(run_child(spec))
-            print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr,
+                  flush=True)
     tmp.cleanup()
     print(table(rows))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
