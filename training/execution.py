@@ -138,3 +138,11 @@ def neuron_impl() -> str:
     """The fused neurons' implementation in use: cpp, or torch with the reason the C++ kernel is not."""
     name = fused.impl()
     return name if name == "cpp" else f"{name} ({fused.kernel_reason()})"
+
+
+def set_up_execution(cfg) -> str:
+    """Check ``--precision`` and set the threads of a run; returns what was chosen and why, for its log."""
+    check_precision(cfg.precision, cfg.device)
+    threads, why = choose_threads(cfg.threads)
+    torch.set_num_threads(threads)
+    return f"{threads} thread(s) ({why})"
