@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[compile,train,dev,test]'
+	$(PY) -m compiler.fused_kernel   # build the fused neurons' C++ kernel now (cached; training falls back without it)
 	touch $@
 
 # The shipped trained model (SpikeDHS-Stereo reduced to 96x128, trained on synthetic data; docs/training.md)

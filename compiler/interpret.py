@@ -25,19 +25,35 @@ from .plantypes import Node
 class Step:
     """The state going in and out of one time step, and the spike counts, as the model runs."""
 
-    def __init__(self, state: dict[str, Tensor]):
+    def __init__(self, state: dict[str, Tensor], steps: int = 1):
+        self.steps = steps  # > 1: every value holds this many time steps stacked in the batch (time-major)
         self.state_in = state
         self.state_out: dict[str, Tensor] = {}
         self.spikes: dict[str, Tensor] = {}
 
     def neuron(self, name: str, module: NeuronModule, current: Tensor) -> Tensor:
         mine = {s: self.state_in[state_name(name, s)] for s in module.state_names}
-        y, new = module(current, mine)
+        if self.steps == 1:
+            y, new = module(current, mine)
+        else:
+            y, new = run_steps(module, current.unflatten(0, (self.steps, -1)), mine)
         for s, t in new.items():
             self.state_out[state_name(name, s)] = t
         if module.spiking:
-            self.spikes[name] = y.flatten(1).sum(1)
-        return y
+            self.spikes[name] = y.flatten(1).sum(1) if self.steps == 1 else y.flatten(2).sum(2)
+        return y if self.steps == 1 else y.flatten(0, 1)
+
+
+def run_steps(module: nn.Module, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """A neuron module over T steps (current (T, B, ...)): its own ``run_steps`` where it has one (the fused
+    update), else its step T times (a searcher's wrapper)."""
+    if isinstance(module, NeuronModule):
+        return module.run_steps(current, state)
+    ys = []
+    for t in range(current.shape[0]):
+        y, state = module(current[t], state)
+        ys.append(y)
+    return torch.stack(ys), state
 
 
 @dataclass

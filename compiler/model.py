@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .interpret import Scope, Step, build_modules, run_graph
+from .interpret import Scope, Step, build_modules, run_graph, submodule
 from .ir import ConvLayer, Genotype
-from .ops import cost_volume
+from .ops import cost_volume, time_steps
 from .planner import plan
 from .plantypes import LayerPlan, NetPlan, Plan
 
@@ -103,15 +103,58 @@ class SNNModel(nn.Module):
         return {name: torch.zeros((batch_size, *shape), device=device, dtype=dtype)
                 for name, shape in self.plan.states}
 
-    def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+    def _check_inputs(self, inputs: dict[str, Tensor]) -> None:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise KeyError(f"missing model input(s) {missing}; this model takes {self.input_names}")
+
+    def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+        self._check_inputs(inputs)
         step = Step(state)
         values = run_graph(self, self.plan.graph, inputs, step)
         out = {key: values[name] for key, name in self.plan.outputs.items() if name in values}
         out["spikes"] = step.spikes
         return out, step.state_out
+
+    @property
+    def multistep_exact(self) -> bool:
+        """Whether ``forward_steps`` runs all T steps stacked (no delayed edge: no step reads what the same
+        step of another node wrote), rather than step by step."""
+        return not any(n.kind in ("delay_read", "delay_write") for n in self.plan.graph)
+
+    def _shared_modules(self) -> frozenset[int]:
+        """id() of every module under a node module that more than one node runs (the stereo feature net)."""
+        paths = [n.module for n in self.plan.graph if n.module is not None]
+        shared = {p for p in paths if paths.count(p) > 1}
+        return frozenset(id(m) for p in shared if (top := submodule(self, p)) is not None for m in top.modules())
+
+    def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+        """T time steps in one call: ``inputs`` (T, B, ...) each -> outputs (T, B, ...) (``spikes``: per layer
+        (T, B)) and the state after the last step; the same values as T calls of ``forward``. Where exact
+        (``multistep_exact``) every layer's convolution runs once over the T steps stacked in the batch
+        and each neuron layer's recurrence over T at once; otherwise it steps."""
+        steps = next(iter(inputs.values())).shape[0]
+        if not self.multistep_exact:
+            outs = []
+            for t in range(steps):
+                out, state = self({k: v[t] for k, v in inputs.items()}, state)
+                outs.append(out)
+            return _stack(outs), state
+        self._check_inputs(inputs)
+        step = Step(state, steps)
+        with time_steps(steps, self._shared_modules()):
+            values = run_graph(self, self.plan.graph, {k: v.flatten(0, 1) for k, v in inputs.items()}, step)
+        out = {key: values[name].unflatten(0, (steps, -1)) for key, name in self.plan.outputs.items()
+               if name in values}
+        out["spikes"] = step.spikes
+        return out, step.state_out
+
+
+def _stack(outs: list[dict]) -> dict:
+    """Per-step outputs -> one dict of (T, B, ...) tensors (spikes: per layer (T, B))."""
+    out = {k: torch.stack([o[k] for o in outs]) for k in outs[0] if k != "spikes"}
+    out["spikes"] = {k: torch.stack([o["spikes"][k] for o in outs]) for k in outs[0]["spikes"]}
+    return out
 
 
 def build_model(source: Genotype | Plan) -> SNNModel:

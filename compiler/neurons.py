@@ -15,65 +15,16 @@ of the input's shape, zero at t = 0. Equations (Che et al., journal version, eqs
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from .fused import ThresholdParams, threshold_steps
+from .fused import impl as fused_impl
 from .ir import Neuron
 from .registry import NEURONS, Registry
+from .surrogates import SURROGATE_GRADS, arctan_grad, dspike_grad, spike, superspike_grad, triangle_grad
 
-# ---------------------------------------------------------------------------------------- surrogates
-# Each takes v = u - V_th (distance to the threshold) and the temperature b, returns dy/du.
-
-
-def dspike_grad(v: Tensor, b: float) -> Tensor:
-    """Dspike (supplement eq. 7): b/2 (1 - tanh^2(b (x - 1/2))) / tanh(b/2) for 0 <= x <= 1, x = v + 1/2."""
-    x = v + 0.5
-    g = (b / 2) * (1 - torch.tanh(b * (x - 0.5)) ** 2) / math.tanh(b / 2)
-    return torch.where((x >= 0) & (x <= 1), g, torch.zeros_like(g))
-
-
-def triangle_grad(v: Tensor, b: float) -> Tensor:
-    """Triangle (supplement eq. 8): b max(0, 1 - |x - 1/2|), x = v + 1/2."""
-    return b * torch.clamp(1 - torch.abs(v), min=0)
-
-
-def superspike_grad(v: Tensor, b: float) -> Tensor:
-    """SuperSpike (supplement eq. 9): 1 / (b |x| + 1)^2, x = v."""
-    return 1.0 / (b * torch.abs(v) + 1) ** 2
-
-
-def arctan_grad(v: Tensor, b: float) -> Tensor:
-    """ArcTan (supplement eq. 10): (b/3) / (1 + (pi x)^2), x = v."""
-    return (b / 3) / (1 + (math.pi * v) ** 2)
-
-
-SURROGATE_GRADS = {"dspike": dspike_grad, "triangle": triangle_grad,
-                   "superspike": superspike_grad, "arctan": arctan_grad}
-
-
-class _Spike(torch.autograd.Function):
-    """Heaviside forward, surrogate backward."""
-
-    @staticmethod
-    def forward(ctx, v: Tensor, kind: str, b: float) -> Tensor:
-        ctx.save_for_backward(v)
-        ctx.kind, ctx.b = kind, b
-        return (v >= 0).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (v,) = ctx.saved_tensors
-        return grad * SURROGATE_GRADS[ctx.kind](v, ctx.b), None, None
-
-
-def spike(v: Tensor, kind: str = "dspike", b: float = 3.0) -> Tensor:
-    """y = H(v) with the named surrogate gradient. Exported to ONNX as a comparison."""
-    if torch.onnx.is_in_onnx_export() or not v.requires_grad:
-        return (v >= 0).to(v.dtype)
-    return _Spike.apply(v, kind, b)
-
+__all__ = ["SURROGATE_GRADS", "arctan_grad", "dspike_grad", "spike", "superspike_grad", "triangle_grad"]
 
 # ------------------------------------------------------------------------------------------- neurons
 class NeuronModule(nn.Module):
@@ -111,10 +62,37 @@ class NeuronModule(nn.Module):
     def reset(self, u: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def fused_params(self) -> ThresholdParams | None:
+        """This layer as a fused threshold neuron (``compiler.fused``), or None: a kind without a fused
+        update runs its plain step."""
+        return None
+
+    def _fused(self) -> ThresholdParams | None:
+        """The fused form to use now: while gradients are recorded (training), outside ONNX export."""
+        if not torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or fused_impl() == "plain":
+            return None
+        return self.fused_params()
+
     def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self._fused()
+        if p is not None:
+            y, new = threshold_steps(p, current.unsqueeze(0), state)
+            return y[0], new
         u = self.charge(current, state)
         y = self.fire(u, state)
         return y, self.reset(u, y, state)
+
+    def run_steps(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """T steps at once: ``current`` (T, B, ...) -> outputs (T, B, ...) and the state after the last step
+        (the fused update where there is one, else the step T times)."""
+        p = self._fused()
+        if p is not None:
+            return threshold_steps(p, current, state)
+        ys = []
+        for t in range(current.shape[0]):
+            y, state = self(current[t], state)
+            ys.append(y)
+        return torch.stack(ys), state
 
     def extra_repr(self) -> str:
         s = self.spec
@@ -122,6 +100,11 @@ class NeuronModule(nn.Module):
 
 
 class LIF(NeuronModule):
+    def fused_params(self) -> ThresholdParams:
+        s = self.spec
+        return ThresholdParams(float(self.tau), float(s.threshold), s.reset == "hard", s.surrogate.kind,
+                                     float(self.b))
+
     def threshold(self, state: dict[str, Tensor]) -> Tensor | float:
         return self.spec.threshold
 
@@ -141,6 +124,11 @@ class IF(LIF):
 
 
 class ALIF(LIF):
+    def fused_params(self) -> ThresholdParams:
+        s = self.spec
+        return ThresholdParams(float(self.tau), float(s.threshold), s.reset == "hard", s.surrogate.kind,
+                                     float(self.b), True, float(s.beta), float(s.tau_a))
+
     def threshold(self, state: dict[str, Tensor]) -> Tensor:
         return self.spec.threshold + self.spec.beta * state["a"]
 

@@ -6,6 +6,9 @@ holds each op's shape rule and cost; a test checks that both name the same ops, 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,8 +17,56 @@ from .ir import Classifier
 from .registry import OPS, Registry
 
 
+class Stacked:
+    """T time steps stacked in the batch (time-major) while ``SNNModel.forward_steps`` runs, and the
+    BatchNorm running-average updates its layers owe, applied at the end in step order."""
+
+    def __init__(self, steps: int, shared: frozenset[int] = frozenset()):
+        self.steps = steps
+        self.shared = shared  # id() of the modules more than one node runs (their BatchNorm updates defer)
+        self.updates: list[tuple[int, int, nn.Module, Tensor]] = []  # (step, call order, BatchNorm, input)
+
+    def defer(self, t: int, bn: nn.Module, x: Tensor) -> None:
+        self.updates.append((t, len(self.updates), bn, x.detach()))
+
+    def apply(self) -> None:
+        """The running averages as T separate steps update them: step by step, in graph order within a step
+        (a module shared by two nodes, the stereo feature network, sees its inputs interleaved as then)."""
+        with torch.no_grad():
+            for _, _, bn, x in sorted(self.updates, key=lambda u: u[:2]):
+                bn.num_batches_tracked.add_(1)
+                factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+                F.batch_norm(x, bn.running_mean, bn.running_var, None, None, True, factor, bn.eps)
+        self.updates.clear()
+
+
+STACKED: contextvars.ContextVar[Stacked | None] = contextvars.ContextVar("stacked", default=None)
+
+
+@contextlib.contextmanager
+def time_steps(steps: int, shared: frozenset[int] = frozenset()):
+    """Run the ops inside as ``steps`` time steps stacked in the batch: BatchNorm normalises each step with
+    its own batch statistics, and updates its running averages in step order (those of modules in
+    ``shared``, which several nodes run, at the end)."""
+    stacked = Stacked(steps, shared)
+    token = STACKED.set(stacked)
+    try:
+        yield
+        stacked.apply()
+    finally:
+        STACKED.reset(token)
+
+
+def _plain_batchnorm(bn: nn.Module) -> bool:
+    return type(bn) in (nn.BatchNorm2d, nn.BatchNorm3d) and bn.track_running_stats and bn.running_mean is not None
+
+
 class ConvBN(nn.Module):
-    """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current."""
+    """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current.
+
+    Under ``time_steps(T)`` in training mode the input holds T steps stacked in the batch: the convolution
+    runs once over all of them and BatchNorm once per step, with that step's batch statistics; the running
+    averages are updated as T separate calls would (``Stacked.apply``)."""
 
     def __init__(self, in_channels: int, out_channels: int, dims: int, kernel: int, stride: int = 1):
         super().__init__()
@@ -25,7 +76,17 @@ class ConvBN(nn.Module):
         self.bn = bn(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn(self.conv(x))
+        stacked = STACKED.get()
+        if stacked is None or not self.bn.training:
+            return self.bn(self.conv(x))
+        chunks = self.conv(x).chunk(stacked.steps)
+        if id(self) not in stacked.shared or not _plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
+            return torch.cat([self.bn(y) for y in chunks])
+        bn, out = self.bn, []
+        for t, y in enumerate(chunks):
+            stacked.defer(t, bn, y)
+            out.append(F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps))
+        return torch.cat(out)
 
 
 class FoldedConv(nn.Module):

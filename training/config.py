@@ -61,6 +61,8 @@ class TrainConfig:
     stop_after: int | None = None  # end this invocation after N epochs (as if interrupted)
     init: str | None = None  # start from these weights (a checkpoint or shipped model file's 'model')
     threads: int | None = None
+    exec: str | None = None  # eager | step | multistep (default: multistep where it runs, else step)
+    precision: str = "fp32"  # fp32 | bf16 (convolutions under bfloat16 autocast)
     device: str = "cpu"
     quiet: bool = False
     tensorboard: bool = True

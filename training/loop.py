@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .errors import TrainError
+from .execution import autocast, class_logits, neurons, resolve_exec, stereo_costs
 from .images import ClassData, augment
 from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
@@ -83,6 +84,7 @@ class Trainer:
         if cfg.batch_size % dist.world:
             raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
+        self.exec = resolve_exec(cfg.exec, model, self.searchers)  # how the model runs over time
 
     # ---------------------------------------------------------------------------- batches
     def num_samples(self) -> int:
@@ -118,10 +120,11 @@ class Trainer:
     def batch_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """The normalised loss of this process's slice (gradients summed over processes give the
         gradient of the global batch's mean loss), plus the searchers' extra terms."""
-        if self.stereo:
-            total, count = self.stereo_loss_sum(batch)
-        else:
-            total, count = self.class_loss_sum(batch)
+        with neurons(self.exec), autocast(self.cfg.precision, self.cfg.device):
+            if self.stereo:
+                total, count = self.stereo_loss_sum(batch)
+            else:
+                total, count = self.class_loss_sum(batch)
         count = all_sum(torch.as_tensor(count, dtype=torch.float64), self.dist).clamp(min=1)
         loss = total / count.to(total.dtype)
         info = {"task_loss": float(all_sum(loss.detach(), self.dist))}
@@ -139,28 +142,16 @@ class Trainer:
         left, right, disp = batch["left"], batch["right"], batch["disparity"]  # (L, B, C, H, W), (L, B, H, W)
         burn = self.cfg.burn_in
         count = sum(valid_disparity(disp[t], limit).sum() for t in range(burn, len(disp)))
-        state = self.model.initial_state(left.shape[1])
-        if burn:
-            with torch.no_grad():
-                for t in range(burn):
-                    _, state = self.model({"left": left[t], "right": right[t]}, state)
         total = torch.zeros(())
-        for t in range(burn, len(left)):
-            out, state = self.model({"left": left[t], "right": right[t]}, state)
-            s, _ = subpixel_cross_entropy(out["cost"], disp[t], step, self.cfg.diversity, limit)
+        for t, cost in enumerate(stereo_costs(self.model, left, right, burn, self.exec), start=burn):
+            s, _ = subpixel_cross_entropy(cost, disp[t], step, self.cfg.diversity, limit)
             total = total + s
         return total, count
 
     def class_loss_sum(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = batch["image"], batch["label"]
-        state = self.model.initial_state(x.shape[0])
-        logits = aux = None
-        for _ in range(self.cfg.timesteps):
-            out, state = self.model({"image": x}, state)
-            logits = out["logits"] if logits is None else logits + out["logits"]
-            if "aux_logits" in out:
-                aux = out["aux_logits"] if aux is None else aux + out["aux_logits"]
         T = self.cfg.timesteps
+        logits, aux = class_logits(self.model, x, T, self.exec)
         head = self.genotype.head
         return classification_loss(logits / T, y, None if aux is None else aux / T, head.aux_weight)
 

@@ -14,7 +14,7 @@ from runtime.data.options import recording_options
 
 # The options a resumed run takes from its new command line; any other given again must agree with the
 # run's own (training.options.check_resume_options).
-MAY_CHANGE_ON_RESUME = ("epochs", "stop_after", "threads", "max_batches", "quiet")
+MAY_CHANGE_ON_RESUME = ("epochs", "stop_after", "threads", "max_batches", "quiet", "exec")
 
 
 def run(cfg, resume: bool = False, resume_overrides: dict | None = None, log=print, overwrite: bool = False,
@@ -188,6 +188,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
 
     from . import checkpoint as ckpt_io
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
+    from .execution import neuron_impl, set_up_execution
     from .loop import Trainer
     from .options import check_device, check_options
     from .runlog import MetricsLog
@@ -199,8 +200,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         ck, cfg = _resume(cfg, out, resume_overrides, given)
     check_options(cfg)
     check_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = set_up_execution(cfg)
     dist = setup(cfg.device)
     try:
         cfg, g, train_g = _genotypes(cfg, ck, out)
@@ -215,6 +215,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         eval_model = _build(g) if train_g is not g else None
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
+        log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {threads}, neurons {neuron_impl()}")
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")

@@ -20,6 +20,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
 from .config import RECIPES
+from .execution import EXEC_MODES, PRECISIONS
 from .runner import MAY_CHANGE_ON_RESUME, run
 
 __all__ = ["config_from_args", "int_ranges", "main", "parser", "run"]  # run: training.runner's, for callers of old
@@ -63,6 +64,11 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--best-metric", help="validation metric of best.pt (default: stereo one_pixel_accuracy_pct, "
                    "classification accuracy_pct)")
     g.add_argument("--threads", type=int, help="torch intra-op threads")
+    g.add_argument("--exec", choices=EXEC_MODES, help="how the model runs over time: eager (plain steps), step "
+                   "(fused neurons), multistep (convolutions over all steps at once); default multistep, or "
+                   "step with searchers")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="fp32, or bf16: convolutions under bfloat16 autocast (AMX / AVX512-BF16 CPUs, CUDA)")
     g.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")

@@ -1,0 +1,252 @@
+"""Training throughput, side by side in one run: images/s (classification) and windows/s (stereo) per
+execution mode (``--exec``), precision and thread count, with peak memory and what the same batches
+trained to.
+
+- classification: a hand-written 242k-parameter genotype (a 48-channel stem and four cells of the SpikeDHS
+  feature cell at 16x16 and 8x8), T = 4, batch 64, on scikit-learn's digits upsampled to 16x16; the test
+  accuracy after the fixed batches;
+- stereo: genotypes/stereo_small.yaml on 48x64 crops, 2 burn-in + 4 windows per sample, batch 4, on
+  synthetic recordings; the training loss of the last batches.
+
+Every configuration runs in its own process (``--child``), so that its peak resident memory
+(``resource.getrusage``) is its own: ``MB/sample`` is (peak - resident before the first batch) / batch.
+Each trains ``--warmup`` untimed batches (the fused kernel loads, the allocator warms), then ``--batches``
+timed ones (median time per batch, wall clock and this process's CPU time: on a shared machine the CPU-time
+rate of a one-thread configuration is the steadier number, the wall-clock one the only one for two threads);
+the weights, data order and seeds are the same in every configuration.
+
+    python benchmarks/bench_train.py                  # short defaults, about 3 minutes on 2 cores
+    python benchmarks/bench_train.py --full           # more batches, and accuracy worth reading
+    python benchmarks/bench_train.py --tasks class --configs eager:fp32:1,multistep:bf16:1
+
+The 1-minute load average is printed beside every row: the machine may be shared, and two threads beside
+a busy neighbour run slower than one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLASS_GENOTYPE = """schema: 1
+name: bench-cla
+task: classification
+input: {height: 16, width: 16, encoding: image, channels: 1, timesteps: 4}
+neuron: {kind: lif, tau: 0.2, threshold: 0.5, reset: hard, surrogate: {kind: dspike, b: 3}}
+mixing: spike
+cells:
+  cell:
+    nodes:
+      n0: {inputs: [{from: c_prev, op: conv3x3}, {from: c_prev_prev, op: conv3x3}]}
+      n1: {inputs: [{from: c_prev, op: conv3x3, b: 5}, {from: c_prev_prev, op: conv3x3}]}
+      n2: {inputs: [{from: n0, op: conv3x3}, {from: n1, op: conv3x3}]}
+networks:
+  backbone:
+    dims: 2
+    rates: [1, 2]
+    node_channels: [16, 32]
+    layers:
+      - {conv: conv3x3, channels: 48, name: stem}
+      - {cell: cell, level: 0}
+      - {cell: cell, level: 0}
+      - {cell: cell, level: 1}
+      - {cell: cell, level: 1}
+head:
+  backbone: backbone
+  classes: 10
+"""
+STEREO_CROP = (48, 64)
+DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1,eager:fp32:2,multistep:fp32:2," \
+                  "multistep:bf16:2"
+
+
+def cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = sorted({w for w in text.split() if w.startswith("amx") or w == "avx512_bf16"})
+    return " ".join(flags) or "none of amx*, avx512_bf16"
+
+
+def _class_setup(cfg_kw: dict, data_path: str | None = None):
+    import torch
+    import torch.nn.functional as F
+
+    from compiler import build_model, loads_genotype
+    from training.config import TrainConfig, task_defaults
+    from training.images import ClassData, digits
+
+    g = loads_genotype(CLASS_GENOTYPE, file="bench-cla.yaml")
+    train, test = digits()
+    up = [ClassData(F.interpolate(d.x, size=(16, 16), mode="bilinear", align_corners=False), d.y, d.classes, d.name)
+          for d in (train, test)]
+    cfg = task_defaults(TrainConfig(genotype="bench", out="", quiet=True, tensorboard=False, **cfg_kw), g)
+    torch.manual_seed(0)
+    return g, cfg, build_model(g), up[0], up[1]
+
+
+def _stereo_genotype():
+    from compiler import load_genotype
+
+    h, w = STEREO_CROP
+    return load_genotype(ROOT / "genotypes" / "stereo_small.yaml", overrides={"input.height": h, "input.width": w})
+
+
+def stereo_data(path: Path) -> None:
+    """The synthetic recordings every stereo configuration trains on, generated once, saved to ``path``."""
+    import torch
+
+    from training.data import SyntheticSpec, synthetic_stereo
+
+    g = _stereo_genotype()
+    h, w = STEREO_CROP
+    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=1.2, val_seconds=0.4),
+                            height=h, width=w, encoding=g.input.encoding, bins=g.input.bins,
+                            window_us=int(g.input.window_ms * 1000), length=6, stride=2, burn_in=2)
+    torch.save(data, path)
+
+
+def _stereo_setup(cfg_kw: dict, data_path: str):
+    import torch
+
+    from compiler import build_model
+    from training.config import TrainConfig, task_defaults
+
+    g = _stereo_genotype()
+    cfg = task_defaults(TrainConfig(genotype="stereo_small", out="", quiet=True, tensorboard=False, windows=4,
+                                    burn_in=2, **cfg_kw), g)
+    data = torch.load(data_path, weights_only=False)
+    torch.manual_seed(0)
+    return g, cfg, build_model(g), data, None
+
+
+def child(spec: dict) -> dict:
+    """One configuration: train warmup + timed batches; returns its row."""
+    import numpy as np
+    import torch
+
+    from training.distributed import Dist
+    from training.execution import neuron_impl
+    from training.loop import Trainer
+    from training.validation import evaluate_classification
+
+    torch.set_num_threads(spec["threads"])
+    kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": 0}
+    g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw, spec.get("data"))
+    trainer = Trainer(cfg, g, model, train, test, Dist(), log=lambda s: None)
+    need = spec["warmup"] + spec["batches"]
+    batches = []
+    epoch = 0
+    while len(batches) < need:
+        idx, gen, rng = trainer.batches(epoch)
+        batches += [trainer.make_batch(i, gen, rng) for i in idx]
+        epoch += 1
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, cpu, losses = [], [], []
+    for k, batch in enumerate(batches[:need]):
+        t0, c0 = time.perf_counter(), time.process_time()
+        losses.append(trainer.train_step(batch)["task_loss"])
+        if k >= spec["warmup"]:
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    per_batch = float(np.median(times))
+    samples = cfg.batch_size * (cfg.windows if spec["task"] == "stereo" else 1)
+    spec.pop("data", None)
+    row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch,
+           "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
+           "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
+           "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
+           "params": sum(p.numel() for p in model.parameters())}
+    if spec["task"] == "class":
+        row["accuracy"] = evaluate_classification(model, test, cfg.timesteps, 256)["accuracy_pct"]
+    return row
+
+
+def run_child(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        return {**spec, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| task | --exec | --precision | threads | rate/s (wall) | x eager 1 thread | rate/s (CPU time) | "
+             "x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |", "|" + "---|" * 15]
+    ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and "rate" in r]
+    base = {r["task"]: r["rate"] for r in ones}
+    base_cpu = {r["task"]: r["cpu_rate"] for r in ones}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | error: {r['error']} |")
+            continue
+        speedup = r["rate"] / base[r["task"]] if r["task"] in base else float("nan")
+        cpu_up = r["cpu_rate"] / base_cpu[r["task"]] if r["task"] in base_cpu else float("nan")
+        acc = f"{r['accuracy']:.1f}" if "accuracy" in r else "-"
+        lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | {r['rate']:.1f} | "
+                     f"{speedup:.2f} | {r['cpu_rate']:.1f} | {cpu_up:.2f} | {r['s_per_batch']:.3f} | "
+                     f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
+                     f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r['load']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="class,stereo", help="class, stereo or both (default)")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated EXEC:PRECISION:THREADS")
+    p.add_argument("--batches", type=int, default=3, help="timed batches per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="untimed batches before them")
+    p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
+    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+    if args.full and args.batches == 3:
+        args.batches, args.warmup = 12, 2
+    from training.execution import cpu_has_bf16
+
+    print(f"CPU flags: {cpu_flags()}; cores available: {len(os.sched_getaffinity(0))}; "
+          f"load average at start: {os.getloadavg()[0]:.2f}")
+    rows = []
+    tmp = tempfile.TemporaryDirectory()
+    for task in args.tasks.split(","):
+        data = None
+        if task == "stereo":
+            data = str(Path(tmp.name) / "stereo.pt")
+            stereo_data(Path(data))
+        for c in args.configs.split(","):
+            mode, precision, threads = c.split(":")
+            if precision == "bf16" and not cpu_has_bf16():
+                continue
+            spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
+                    "batches": args.batches, "warmup": args.warmup, "data": data}
+            t0 = time.perf_counter()
+            rows.append(run_child(spec))
+            print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr,
+                  flush=True)
+    tmp.cleanup()
+    print(table(rows))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        from runtime.core.atomic import write_text_atomic
+
+        write_text_atomic(Path(args.json), json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

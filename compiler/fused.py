@@ -1,0 +1,171 @@
+"""Fused spiking neurons for training: a threshold neuron's update over T steps (charge, fire, reset and the
+surrogate gradient) as ONE autograd function whose forward keeps only the membrane potentials (and, for an
+adaptive threshold, the adaptation state) that its backward needs.
+
+The family covers every spiking kind of ``compiler.neurons`` (LIF, IF = LIF at tau = 1, ALIF): a kind says
+what it is through ``NeuronModule.fused_params()`` (its definition, once); a kind without one (LI, ReLU, a
+kind registered later) runs its plain step. The equations, with ``thr = V_th + beta * a`` (beta = 0 but for
+ALIF):
+
+    u[t] = tau * v[t-1] + I[t];  y[t] = H(u[t] - thr[t]);  v[t] = u[t] (1 - y[t])  or  u[t] - thr[t] y[t];
+    a[t+1] = tau_a * a[t] + y[t]
+
+Two implementations compute the same thing: ``torch_steps`` / ``torch_backward`` in PyTorch operations (the
+reference and the fallback) and a C++ kernel (``compiler.fused_kernel``), built lazily and used when it
+compiled. ``set_impl`` chooses ("plain" switches fusion off: the unfused per-step graph of today).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .fused_kernel import load as load_kernel
+from .fused_kernel import reason as kernel_reason  # noqa: F401 - why the C++ kernel is not in use
+from .surrogates import SURROGATE_GRADS
+
+IMPLS = ("plain", "torch", "cpp", "auto")
+SURROGATE_CODES = {"dspike": 0, "triangle": 1, "superspike": 2, "arctan": 3}  # the C++ kernel's
+_impl = {"name": "auto"}
+
+
+@dataclass(frozen=True)
+class ThresholdParams:
+    """What the fused update of one threshold neuron layer needs (plain floats, read at each call)."""
+
+    tau: float
+    threshold: float
+    hard: bool
+    surrogate: str
+    b: float
+    adaptive: bool = False  # ALIF: threshold + beta * a, a carried as state
+    beta: float = 0.0
+    tau_a: float = 0.0
+
+
+def set_impl(name: str) -> None:
+    """``plain`` (no fusion), ``torch`` (the fused function in torch ops), ``cpp`` (the C++ kernel; falls back
+    to ``torch`` with a logged reason when it cannot be built) or ``auto`` (the C++ kernel where it builds)."""
+    if name not in IMPLS:
+        raise ValueError(f"unknown neuron implementation {name!r}; use one of {', '.join(IMPLS)}")
+    _impl["name"] = name
+
+
+@contextlib.contextmanager
+def using(name: str):
+    """``set_impl(name)`` for the code inside, then the previous choice again."""
+    old = _impl["name"]
+    set_impl(name)
+    try:
+        yield
+    finally:
+        _impl["name"] = old
+
+
+def impl() -> str:
+    """The implementation in use now: plain, torch or cpp."""
+    name = _impl["name"]
+    if name in ("cpp", "auto"):
+        return "cpp" if load_kernel() is not None else "torch"
+    return name
+
+
+# ------------------------------------------------------------------------------ the reference (torch ops)
+def torch_steps(p: ThresholdParams, current: Tensor, v: Tensor, a: Tensor | None):
+    """Forward over T = current.shape[0] steps without autograd: (y, u, a_seq, v_T, a_T)."""
+    us, ys, a_seq = [], [], []
+    for t in range(current.shape[0]):
+        u = p.tau * v + current[t]
+        thr = p.threshold + p.beta * a if p.adaptive else p.threshold
+        y = (u - thr >= 0).to(u.dtype)
+        v = u * (1 - y) if p.hard else u - thr * y
+        if p.adaptive:
+            a_seq.append(a)
+            a = p.tau_a * a + y
+        us.append(u)
+        ys.append(y)
+    a_stack = torch.stack(a_seq) if p.adaptive else None
+    return torch.stack(ys), torch.stack(us), a_stack, v, a
+
+
+def surrogate_grads(p: ThresholdParams, u: Tensor, a_seq: Tensor | None) -> Tensor:
+    """dy/du at every step, (T, ...), with the surrogate's own (vectorised) function."""
+    thr = p.threshold + p.beta * a_seq if p.adaptive else p.threshold
+    return SURROGATE_GRADS[p.surrogate](u - thr, p.b)
+
+
+def torch_backward(p: ThresholdParams, gy: Tensor, g: Tensor, gv: Tensor, ga: Tensor | None, u: Tensor,
+                   a_seq: Tensor | None):
+    """Gradients (d current, d v[-1], d a[0]) from those of (y, v_T, a_T), the reverse recurrence; ``g`` the
+    surrogate gradients (``surrogate_grads``)."""
+    gi = torch.empty_like(u)
+    for t in range(u.shape[0] - 1, -1, -1):
+        thr = p.threshold + p.beta * a_seq[t] if p.adaptive else p.threshold
+        y = (u[t] - thr >= 0).to(u.dtype)
+        gy_t = gy[t] + ga if p.adaptive else gy[t]
+        gy_t = gy_t - u[t] * gv if p.hard else gy_t - thr * gv
+        du = gy_t * g[t] + (gv * (1 - y) if p.hard else gv)
+        if p.adaptive:
+            dthr = -gy_t * g[t] if p.hard else -gy_t * g[t] - y * gv
+            ga = p.tau_a * ga + p.beta * dthr
+        gi[t] = du
+        gv = p.tau * du
+    return gi, gv, ga
+
+
+# ------------------------------------------------------------------------------------- autograd function
+class ThresholdSteps(torch.autograd.Function):
+    """(current (T, ...), v, a) -> (y (T, ...), v_T, a_T) in one function; saves u (and a) only."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, v: Tensor, a: Tensor | None, p: ThresholdParams, use_cpp: bool):
+        kernel = load_kernel() if use_cpp else None
+        if kernel is not None:
+            y, u, a_seq, v_t, a_t = kernel.fwd(current.contiguous(), v.contiguous(), _or_empty(a),
+                                                   *_scalars(p))
+            a_seq = a_seq if p.adaptive else None
+            a_t = a_t if p.adaptive else None
+        else:
+            y, u, a_seq, v_t, a_t = torch_steps(p, current, v, a)
+        ctx.p, ctx.kernel = p, kernel
+        ctx.save_for_backward(u, a_seq)
+        return y, v_t, a_t
+
+    @staticmethod
+    def backward(ctx, gy: Tensor, gv: Tensor, ga: Tensor | None):
+        u, a_seq = ctx.saved_tensors
+        p = ctx.p
+        gv = torch.zeros_like(u[0]) if gv is None else gv
+        if p.adaptive and ga is None:
+            ga = torch.zeros_like(u[0])
+        gy = torch.zeros_like(u) if gy is None else gy
+        if ctx.kernel is not None:
+            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
+                                          *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
+            ga0 = ga0 if p.adaptive else None
+        else:
+            gi, gv0, ga0 = torch_backward(p, gy, surrogate_grads(p, u, a_seq), gv, ga, u, a_seq)
+        return gi, gv0, ga0, None, None
+
+
+def _or_empty(t: Tensor | None) -> Tensor:
+    return torch.empty(0) if t is None else t.contiguous()
+
+
+def _scalars(p: ThresholdParams) -> tuple:
+    return p.tau, p.threshold, p.beta, p.tau_a, p.hard, p.adaptive
+
+
+def threshold_steps(p: ThresholdParams, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    """The fused update of a threshold neuron over ``current``'s leading T axis from ``state``: the outputs
+    (T, ...) and the state after the last step."""
+    name = impl()
+    v = state["v"]
+    dtype = torch.promote_types(current.dtype, v.dtype)  # float32 membranes under bfloat16 autocast
+    current, v = current.to(dtype), v.to(dtype)
+    a = state["a"] if p.adaptive else None
+    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, name == "cpp" and p.surrogate in SURROGATE_CODES)
+    return y, ({"v": v_t, "a": a_t} if p.adaptive else {"v": v_t})

@@ -1,0 +1,212 @@
+"""The C++ kernel of the fused threshold neuron (``compiler.fused``): the forward recurrence over T steps and
+the reverse recurrence of its backward with the surrogate gradient computed in the same pass, in blocks of
+elements, parallel over blocks, the loops over elements vectorised by the compiler.
+
+Built lazily, on first use (or ahead by ``python -m compiler.fused_kernel``, which ``make setup`` runs), with
+the machine's C++ compiler through ``torch.utils.cpp_extension.load_inline`` and cached by torch
+(``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions): the first build takes about a minute, later
+processes load the cached library. If there is no compiler or the build fails,
+``load()`` returns None once, logs the reason, and the fused function runs its PyTorch version.
+The forward arithmetic is that of the PyTorch version, operation for operation in the tensor's dtype (no
+fused multiply-add: -ffp-contract=off), so forward values are bit-identical to it; in float32 the Dspike
+surrogate's tanh is a rational approximation (absolute error below 4e-7; gradients within the 1e-5
+relative that tests/test_execution.py checks).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+// Elements are independent: each thread takes a block of them and runs the T steps over the block, the
+// innermost loop over contiguous elements (vectorised by the compiler; branch-free selects).
+static constexpr int64_t BLOCK = 4096;
+
+// tanh: the library's in double; in float a rational approximation (absolute error below 4e-7) that the
+// compiler vectorises, where a call to tanhf per element would cost more than the whole recurrence.
+static inline double fast_tanh(double x) { return std::tanh(x); }
+static inline float fast_tanh(float x) {
+  const float c = 7.90531110763549805f;
+  x = x > c ? c : (x < -c ? -c : x);
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * x;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p / q;
+}
+
+// The surrogate gradients of compiler.surrogates at z = u - threshold (kind: dspike, triangle, superspike,
+// arctan); ``k`` is tanh(b / 2) for dspike.
+template <typename S, int KIND>
+static inline S surrogate(S z, S b, S k) {
+  if (KIND == 0) {
+    const S x = z + S(0.5);
+    const S t = fast_tanh(b * (x - S(0.5)));
+    const S g = (b / S(2)) * (S(1) - t * t) / k;
+    return (x >= S(0) && x <= S(1)) ? g : S(0);
+  }
+  if (KIND == 1) { const S r = S(1) - std::abs(z); return b * (r > S(0) ? r : S(0)); }
+  if (KIND == 2) { const S d = b * std::abs(z) + S(1); return S(1) / (d * d); }
+  const S pz = S(3.14159265358979323846) * z;
+  return (b / S(3)) / (S(1) + pz * pz);
+}
+
+template <typename S, bool HARD, bool ADAPTIVE>
+static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __restrict__ I, S* __restrict__ v,
+                      S* __restrict__ a, S* __restrict__ y, S* __restrict__ u, S* __restrict__ as, S tau, S th,
+                      S beta, S tau_a) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t o = t * N;
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) {
+      S uu = tau * v[i];
+      uu = uu + I[o + i];
+      S thr = th;
+      if (ADAPTIVE) { S ba = beta * a[i]; thr = th + ba; as[o + i] = a[i]; }
+      const S z = uu - thr;
+      const S yy = z >= S(0) ? S(1) : S(0);
+      if (HARD) { v[i] = uu * (S(1) - yy); } else { S ty = thr * yy; v[i] = uu - ty; }
+      if (ADAPTIVE) { S ta = tau_a * a[i]; a[i] = ta + yy; }
+      u[o + i] = uu;
+      y[o + i] = yy;
+    }
+  }
+}
+
+template <typename S, bool HARD, bool ADAPTIVE, int KIND>
+static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __restrict__ gy,
+                      const S* __restrict__ u, const S* __restrict__ as, S* __restrict__ gv, S* __restrict__ ga,
+                      S* __restrict__ gi, S tau, S th, S beta, S tau_a, S b, S k) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * N;
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) {
+      S thr = th;
+      if (ADAPTIVE) { S ba = beta * as[o + i]; thr = th + ba; }
+      const S uu = u[o + i];
+      const S z = uu - thr;
+      const S yy = z >= S(0) ? S(1) : S(0);
+      const S gg = surrogate<S, KIND>(z, b, k);
+      S gyt = gy[o + i];
+      if (ADAPTIVE) gyt = gyt + ga[i];
+      if (HARD) { S ug = uu * gv[i]; gyt = gyt - ug; } else { S tg = thr * gv[i]; gyt = gyt - tg; }
+      S du = gyt * gg;
+      if (HARD) { S r = gv[i] * (S(1) - yy); du = du + r; } else { du = du + gv[i]; }
+      if (ADAPTIVE) {
+        S dthr = -gyt * gg;
+        if (!HARD) { S yg = yy * gv[i]; dthr = dthr - yg; }
+        S ta = tau_a * ga[i]; S bd = beta * dthr; ga[i] = ta + bd;
+      }
+      gi[o + i] = du;
+      gv[i] = tau * du;
+    }
+  }
+}
+
+#define DISPATCH_FLAGS(HARD, ADAPTIVE, ...)                                             \
+  if (HARD && ADAPTIVE) { constexpr bool H = true, A = true; __VA_ARGS__; }             \
+  else if (HARD) { constexpr bool H = true, A = false; __VA_ARGS__; }                   \
+  else if (ADAPTIVE) { constexpr bool H = false, A = true; __VA_ARGS__; }               \
+  else { constexpr bool H = false, A = false; __VA_ARGS__; }
+
+// I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y, u, a before each step, v_T, a_T.
+std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
+                               double beta_, double tau_a_, bool hard, bool adaptive) {
+  const int64_t T = I.size(0), N = v0.numel();
+  auto y = torch::empty_like(I), u = torch::empty_like(I);
+  auto vT = v0.clone();
+  auto aseq = adaptive ? torch::empty_like(I) : torch::empty({0}, I.options());
+  auto aT = adaptive ? a0.clone() : torch::empty({0}, I.options());
+  AT_DISPATCH_FLOATING_TYPES(I.scalar_type(), "fused_threshold_fwd", [&] {
+    using S = scalar_t;
+    S* a = adaptive ? aT.data_ptr<S>() : nullptr;
+    S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+        const int64_t hi = std::min(hi0, lo + BLOCK);
+        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, H, A>(lo, hi, T, N, I.data_ptr<S>(), vT.data_ptr<S>(), a,
+                       y.data_ptr<S>(), u.data_ptr<S>(), as, S(tau_), S(th_), S(beta_), S(tau_a_)))
+      }
+    });
+  });
+  return {y, u, aseq, vT, aT};
+}
+
+#define DISPATCH_KIND(KIND, ...)                                                        \
+  if (KIND == 0) { constexpr int K = 0; __VA_ARGS__; }                                  \
+  else if (KIND == 1) { constexpr int K = 1; __VA_ARGS__; }                             \
+  else if (KIND == 2) { constexpr int K = 2; __VA_ARGS__; }                             \
+  else { constexpr int K = 3; __VA_ARGS__; }
+
+// The reverse recurrence with the surrogate gradient (kind, temperature b) computed in place.
+std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tensor gaT, torch::Tensor u,
+                               torch::Tensor aseq, double tau_, double th_, double beta_, double tau_a_,
+                               bool hard, bool adaptive, int64_t kind, double b_) {
+  const int64_t T = u.size(0), N = gvT.numel();
+  auto gi = torch::empty_like(u);
+  auto gv = gvT.clone();
+  auto ga = adaptive ? gaT.clone() : torch::empty({0}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fused_threshold_bwd", [&] {
+    using S = scalar_t;
+    const S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+    S* gap = adaptive ? ga.data_ptr<S>() : nullptr;
+    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+        const int64_t hi = std::min(hi0, lo + BLOCK);
+        DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, H, A, K>(lo, hi, T, N,
+                       gy.data_ptr<S>(), u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<S>(), S(tau_),
+                       S(th_), S(beta_), S(tau_a_), S(b_), S(std::tanh(b_ / 2.0)))))
+      }
+    });
+  });
+  return {gi, gv, ga};
+}
+"""
+
+_state: dict = {}
+
+
+def load():
+    """The built kernel, or None (with the reason logged once) where it cannot be built."""
+    if "kernel" in _state:
+        return _state["kernel"]
+    kernel = None
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        _state["reason"] = "no C++ compiler (g++ or c++) on PATH"
+    else:
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            module = load_inline("snn_fused_threshold", cpp_sources=[_SOURCE], functions=["fwd", "bwd"],
+                                 extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+            kernel = module
+        except Exception as exc:  # noqa: BLE001 - any build failure means: use the torch version
+            _state["reason"] = f"building the C++ kernel failed: {' '.join(str(exc).split())[:300]}"
+    if kernel is None:
+        log.warning("fused neurons: %s; using the PyTorch version", _state["reason"])
+    _state["kernel"] = kernel
+    return kernel
+
+
+def reason() -> str | None:
+    """Why the kernel is not in use (None while it is, or before ``load``)."""
+    return _state.get("reason")
+
+
+if __name__ == "__main__":  # ``python -m compiler.fused_kernel``: build (or find) the cached kernel now
+    print("fused neuron kernel:", "built" if load() is not None else f"not built ({reason()})")

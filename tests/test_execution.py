@@ -1,0 +1,127 @@
+"""Execution modes of the training loop (training.execution): the fused neurons (torch and C++ versions) and
+the multi-step model give the loss and gradients of today's eager step-by-step model, float32 within 1e-5
+relative and float64 within 1e-12, on every shipped genotype (reduced) and on random genotypes."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from test_property import genotypes
+
+from compiler import build_model, fused, parse_genotype
+from compiler.ir import Neuron, Surrogate
+from compiler.neurons import NEURON_MODULES, SURROGATE_GRADS, build_neuron
+from tests.helpers import SMALL, small_genotype
+from training.config import TrainConfig, task_defaults
+from training.distributed import Dist
+from training.loop import Trainer
+
+torch.set_num_threads(1)
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _batch(g, dtype, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    inp = g.input
+    if g.task == "stereo":
+        shape = (3, 2, inp.in_channels, inp.height, inp.width)  # 1 burn-in + 2 windows, batch 2
+        views = {k: (torch.rand(shape, generator=gen) < 0.3).to(dtype) * 2 for k in ("left", "right")}
+        disp = torch.rand((3, 2, inp.height, inp.width), generator=gen, dtype=dtype) * 8
+        return {**views, "disparity": disp}
+    x = torch.randn((4, inp.in_channels, inp.height, inp.width), generator=gen, dtype=dtype)
+    return {"image": x, "label": torch.arange(4) % g.head.classes}
+
+
+def _loss_and_grads(g, model, batch, mode: str, dtype, impl: str = "auto"):
+    size = len(batch["label"]) if "label" in batch else batch["left"].shape[1]
+    cfg = task_defaults(TrainConfig(genotype="", out="", windows=2, burn_in=1, batch_size=size, timesteps=3,
+                                    exec=mode), g)
+    model = copy.deepcopy(model)
+    model.initial_state = _typed(model.initial_state, dtype)
+    trainer = Trainer(cfg, g, model, None, None, Dist(), log=lambda s: None)
+    with fused.using(impl):
+        model.train()
+        loss, _ = trainer.batch_loss(batch)
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    stats = [b for n, b in model.named_buffers() if "running" in n]
+    return loss.detach(), grads, stats
+
+
+def _typed(initial_state, dtype):
+    return lambda batch_size=1, device=None, dtype_=dtype: initial_state(batch_size, device, dtype_)
+
+
+def _compare(g, dtype, modes=(("step", "auto"), ("step", "torch"), ("multistep", "auto"), ("multistep", "torch"))):
+    torch.manual_seed(0)
+    model = build_model(g).to(dtype)
+    batch = _batch(g, dtype)
+    ref_loss, ref_grads, ref_stats = _loss_and_grads(g, model, batch, "eager", dtype)
+    tol = TOL[dtype]
+    for mode, impl in modes:
+        loss, grads, stats = _loss_and_grads(g, model, batch, mode, dtype, impl)
+        what = f"{g.name} {mode}/{impl} {dtype}"
+        assert abs(float(loss - ref_loss)) <= tol * abs(float(ref_loss)), what
+        for a, b in zip(grads, ref_grads, strict=True):
+            if b is None:
+                assert a is None or not a.any(), what
+                continue
+            scale = float(b.abs().max())
+            assert float((a - b).abs().max()) <= tol * max(scale, 1e-30), (what, float((a - b).abs().max()), scale)
+        for a, b in zip(stats, ref_stats, strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-3, msg=what)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_modes_match_eager_on_shipped_genotypes(name, dtype):
+    _compare(small_genotype(name), dtype)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=genotypes())
+def test_modes_match_eager_on_random_genotypes(data):
+    g = parse_genotype(data)
+    _compare(g, torch.float64, (("step", "auto"), ("multistep", "auto")))
+
+
+@pytest.mark.parametrize("kind", list(NEURON_MODULES))
+def test_fused_neurons_match_the_plain_step_for_every_kind_and_surrogate(kind):
+    gen = torch.Generator().manual_seed(1)
+    for reset, sur, impl in itertools.product(("hard", "soft"), SURROGATE_GRADS, ("torch", "cpp")):
+        m = build_neuron(Neuron(kind=kind, reset=reset, surrogate=Surrogate(kind=sur, b=3.0))).double()
+        shape = (2, 3, 5, 5)
+        current = torch.randn((4, *shape), generator=gen, dtype=torch.float64) * 0.6 + 0.3
+        state = {s: torch.rand(shape, generator=gen, dtype=torch.float64) * 0.3 for s in m.state_names}
+        weights = torch.randn((4, *shape), generator=gen, dtype=torch.float64)
+        results = []
+        for how in ("plain", impl):
+            with fused.using(how):
+                cur = current.clone().requires_grad_()
+                s0 = {k: v.clone().requires_grad_() for k, v in state.items()}
+                y, s = m.run_steps(cur, s0)
+                loss = (y * weights).sum() + sum(t.sum() * 0.7 for t in s.values())
+                results.append((y.detach(), torch.autograd.grad(loss, [cur, *s0.values()])))
+        (y0, g0), (y1, g1) = results
+        assert torch.equal(y0, y1), (kind, reset, sur, impl)
+        for a, b in zip(g0, g1, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{kind} {reset} {sur}")
+
+
+def test_without_a_compiler_the_fused_neurons_run_in_torch_and_say_why(monkeypatch):
+    from compiler import fused_kernel
+
+    monkeypatch.setattr(fused_kernel, "_state", {})
+    monkeypatch.setattr(fused_kernel.shutil, "which", lambda name: None)
+    assert fused_kernel.load() is None and "no C++ compiler" in fused_kernel.reason()
+    assert fused.impl() == "torch"
+    m = build_neuron(Neuron(kind="lif"))
+    current = torch.randn(3, 2, 4, requires_grad=True)
+    y, _ = m.run_steps(current, {"v": torch.zeros(2, 4)})
+    y.sum().backward()
+    assert current.grad is not None

@@ -1,0 +1,148 @@
+"""How the training loop runs the model over time: the execution mode and the precision.
+
+Execution modes (``--exec``), all giving the same losses and gradients (float32 within 1e-5 relative,
+float64 within 1e-12; tests/test_execution.py):
+
+- ``eager``      today's step-by-step model with the plain (unfused) neuron step: the reference;
+- ``step``       step by step, each spiking neuron layer's update one fused autograd function
+                 (``compiler.fused``; its C++ kernel where it builds);
+- ``multistep``  ``SNNModel.forward_steps``: every convolution once over the T steps stacked in the batch
+                 (BatchNorm with per-step statistics), each neuron layer's fused recurrence over T at once.
+                 Models with delayed edges step inside it; searchers that replace modules run ``step``.
+
+Precision (``--precision``): ``fp32``, or ``bf16``: convolutions under bfloat16 autocast where the hardware
+runs it natively (AMX / AVX512-BF16 CPUs, CUDA), membranes and state in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from compiler import fused
+
+from .errors import TrainError
+
+EXEC_MODES = ("eager", "step", "multistep")
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_exec(requested: str | None, model, searchers: list) -> str:
+    """The mode a run uses: the one asked for, else multistep where the model offers it and no searcher
+    replaces its modules (then step). An explicit multistep that cannot run is an error."""
+    can_multi = hasattr(model, "forward_steps") and not searchers
+    if requested is None:
+        return "multistep" if can_multi else "step"
+    if requested not in EXEC_MODES:
+        raise TrainError(f"unknown --exec {requested!r}", f"use one of {', '.join(EXEC_MODES)}")
+    if requested == "multistep" and not can_multi:
+        raise TrainError("--exec multistep runs the compiled model without searchers",
+                         "use --exec step with --dgs/--tps/--hns or in a search")
+    return requested
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def check_precision(precision: str, device: str) -> None:
+    if precision not in PRECISIONS:
+        raise TrainError(f"unknown --precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not device.startswith("cuda") and not cpu_has_bf16():
+        raise TrainError("--precision bf16 needs a CPU with AMX or AVX512-BF16 (or CUDA); this one has neither",
+                         "use --precision fp32")
+
+
+def autocast(precision: str, device: str):
+    """The context the forward runs in: bfloat16 autocast for bf16, nothing for fp32."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def neurons(mode: str):
+    """The fused-neuron choice of a mode (eager: plain steps)."""
+    return fused.using("plain" if mode == "eager" else "auto")
+
+
+def _running_sum(values) -> Tensor | None:
+    total = None
+    for v in values:
+        v = v.float()  # float32 sums of bfloat16 outputs (a no-op in float32 and float64)
+        total = v if total is None else total + v
+    return total
+
+
+def class_logits(model, x: Tensor, steps: int, mode: str) -> tuple[Tensor, Tensor | None]:
+    """The image fed for ``steps`` steps: logits and auxiliary logits (None without) summed over the steps,
+    added step after step in every mode."""
+    state = model.initial_state(x.shape[0])
+    if mode == "multistep":
+        out, _ = model.forward_steps({"image": x.unsqueeze(0).expand(steps, *x.shape)}, state)
+        aux = out["aux_logits"].unbind(0) if "aux_logits" in out else ()
+        return _running_sum(out["logits"].unbind(0)), _running_sum(aux)
+    logits, aux = [], []
+    for _ in range(steps):
+        out, state = model({"image": x}, state)
+        logits.append(out["logits"])
+        if "aux_logits" in out:
+            aux.append(out["aux_logits"])
+    return _running_sum(logits), _running_sum(aux)
+
+
+def stereo_costs(model, left: Tensor, right: Tensor, burn: int, mode: str) -> list[Tensor]:
+    """Windows (L, B, ...): the burn-in windows without gradient, then the matching cost of each later one."""
+    state = model.initial_state(left.shape[1])
+    if mode == "multistep":
+        if burn:
+            with torch.no_grad():
+                _, state = model.forward_steps({"left": left[:burn], "right": right[:burn]}, state)
+        out, _ = model.forward_steps({"left": left[burn:], "right": right[burn:]}, state)
+        return [c.float() for c in out["cost"].unbind(0)]
+    if burn:
+        with torch.no_grad():
+            for t in range(burn):
+                _, state = model({"left": left[t], "right": right[t]}, state)
+    costs = []
+    for t in range(burn, len(left)):
+        out, state = model({"left": left[t], "right": right[t]}, state)
+        costs.append(out["cost"].float())
+    return costs
+
+
+def choose_threads(requested: int | None) -> tuple[int, str]:
+    """Intra-op threads for a run and why: ``requested`` (``--threads``), else the cores this process may use
+    (``os.sched_getaffinity``) less those other processes keep busy (the 1-minute load average, rounded):
+    two threads beside a busy neighbour run slower than one."""
+    if requested:
+        return requested, "--threads"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    threads = max(1, min(cores, cores - busy))
+    return threads, f"{cores} core(s), load average {os.getloadavg()[0]:.2f}"
+
+
+def neuron_impl() -> str:
+    """The fused neurons' implementation in use: cpp, or torch with the reason the C++ kernel is not."""
+    name = fused.impl()
+    return name if name == "cpp" else f"{name} ({fused.kernel_reason()})"
+
+
+def set_up_execution(cfg) -> str:
+    """Check ``--precision`` and set the threads of a run; returns what was chosen and why, for its log."""
+    check_precision(cfg.precision, cfg.device)
+    threads, why = choose_threads(cfg.threads)
+    torch.set_num_threads(threads)
+    return f"{threads} thread(s) ({why})"
