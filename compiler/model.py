@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .interpret import Scope, Step, build_modules, run_graph
+from .interpret import HANDLERS, Scope, Step, build_modules, run_graph
 from .ir import ConvLayer, Genotype
 from .ops import cost_volume
 from .planner import plan
@@ -73,13 +73,14 @@ class SNNModel(nn.Module):
     volume; a factorised copy replaces it, see compiler.factorize)."""
 
     volume = staticmethod(cost_volume)
+    handlers = HANDLERS  # node kind -> its handler (compiler.interpret); an imported NIR graph adds kinds
 
     def __init__(self, p: Plan):
         super().__init__()
         self.genotype = p.genotype
         self.plan = p
         self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
-        build_modules(self, p.graph)
+        build_modules(self, p.graph, self.handlers)
 
     @property
     def input_names(self) -> list[str]:
@@ -108,7 +109,7 @@ class SNNModel(nn.Module):
         if missing:
             raise KeyError(f"missing model input(s) {missing}; this model takes {self.input_names}")
         step = Step(state)
-        values = run_graph(self, self.plan.graph, inputs, step)
+        values = run_graph(self, self.plan.graph, inputs, step, self.handlers)
         out = {key: values[name] for key, name in self.plan.outputs.items() if name in values}
         out["spikes"] = step.spikes
         return out, step.state_out
