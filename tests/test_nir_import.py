@@ -5,6 +5,8 @@ outputs; what cannot be expressed is one located error."""
 
 from __future__ import annotations
 
+import json
+
 import nir
 import numpy as np
 import onnx
@@ -180,3 +182,24 @@ def test_int8_of_an_imported_graph(tmp_path):
     assert "uniform [0, 1) tensors" in meta["snn.quantization"]
     session = SNNSession(tmp_path / "q.onnx", device="cpu", threads=1)
     assert session.step({"image": np.zeros((2, 6, 6), np.float32)}).output.shape == (5,)
+
+
+def test_runtime_stream_streams_tensors_through_an_imported_graph(tmp_path, capsys):
+    from runtime.stream.cli import main as stream_main
+
+    torch.manual_seed(0)
+    net, shape = _recurrent()
+    nir.write(tmp_path / "rec.nir", export_to_nir(net, torch.zeros(shape)))
+    assert build_main([str(tmp_path / "rec.nir"), "-o", str(tmp_path / "rec.onnx"), "--quiet"]) == 0
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.random((STEPS, 8), dtype=np.float32) * 1.5)
+    np.save(tmp_path / "y.npy", rng.integers(0, 4, STEPS))
+    argv = ["--onnx", str(tmp_path / "rec.onnx"), "--tensors", str(tmp_path / "x.npy"), "--threads", "1"]
+    assert stream_main([*argv, "--labels", str(tmp_path / "y.npy"), "--report", str(tmp_path / "r.json")]) == 0
+    assert "steps/s" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["steps"] == STEPS and set(report["firing_rate"]) == {"nir.1", "nir.3.lif"}
+    assert 0 <= report["classification"]["accuracy"] <= 1
+    assert stream_main([*argv[:2], "--tensors", str(tmp_path / "y.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "8 values per step" in err
