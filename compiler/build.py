@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
                         "can express; docs/deploy.md); without -o no ONNX file is written")
     _triton_arguments(parser)
+    parser.add_argument("--draw", metavar="OUT.svg", help="draw the cells and the networks' trellises (.svg, .png, "
+                        ".pdf with graphviz's dot; .dot without); without -o no ONNX file is written")
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
     parser.add_argument("--int8", action="store_true",
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{g.name} (NIR graph, {nir_meta['nodes']} nodes, Euler step dt = {nir_meta['dt']:g} s)" if nir_meta
                   else f"{g.name} ({g.task}, {g.input.height}x{g.input.width}, mixing at the {g.mixing})")
             print(summary(p))
+        if args.draw:
+            _draw(p, args.draw)
         if args.check:
             print(f"{args.genotype}: valid")
             return 0
@@ -261,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
         if args.calib_windows is not None and args.calib_windows < 1:
             raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
-        if not args.output and (args.nir or args.triton):
+        if not args.output and (args.nir or args.triton or args.draw):
             out = None
+            if not (args.nir or args.triton):
+                return 0
         written = build(p, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
                         int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
                         calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
@@ -276,6 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main(body, (GenotypeError, BuildError))
+
+
+def _draw(p: Plan, path: str) -> None:
+    from .draw import DrawError, write_drawing
+    from .nir_import import is_imported
+
+    if is_imported(p):
+        raise BuildError(f"--draw {path}: draws genotypes (cells and trellises); an imported NIR graph has none")
+    try:
+        print(f"wrote {write_drawing(p, path)}")
+    except DrawError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _load(args) -> Plan:
