@@ -218,11 +218,20 @@ def _triton_arguments(parser) -> None:
                         help="replace a Triton config.pbtxt or version folder that this tool did not write")
 
 
+def _output_arguments(parser) -> None:
+    """The other outputs (NIR, Triton, drawing) and a NIR input's Euler step."""
+    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
+                        "can express; docs/deploy.md); without -o no ONNX file is written")
+    _triton_arguments(parser)
+    parser.add_argument("--draw", metavar="OUT.svg", help="draw the cells and the networks' trellises (.svg, .png, "
+                        ".pdf with graphviz's dot; .dot without); without -o no ONNX file is written")
+    parser.add_argument("--dt", type=float, default=None, metavar="SECONDS",
+                        help="a NIR graph's Euler step (default: its metadata's dt, else 1e-4 as snnTorch writes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
     parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml, or a NIR graph (.nir)")
-    parser.add_argument("--dt", type=float, default=None, metavar="SECONDS",
-                        help="a NIR graph's Euler step (default: its metadata's dt, else 1e-4 as snnTorch writes)")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: build/<genotype name>.onnx)")
     parser.add_argument("--weights", help="checkpoint to export (state_dict or training checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -230,11 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate and print the summary only")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
-    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
-                        "can express; docs/deploy.md); without -o no ONNX file is written")
-    _triton_arguments(parser)
-    parser.add_argument("--draw", metavar="OUT.svg", help="draw the cells and the networks' trellises (.svg, .png, "
-                        ".pdf with graphviz's dot; .dot without); without -o no ONNX file is written")
+    _output_arguments(parser)
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
     parser.add_argument("--int8", action="store_true",

@@ -32,7 +32,7 @@ from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
-from .drawings import draw_decoded, draw_genotype
+from .drawings import decode_drawer, draw_genotype
 from .space import load_search_space
 from .supernet import FixedPath, Supernet, transition_weights
 
@@ -281,9 +281,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         n = len(train_data)
         a_idx, b_idx = split_halves(n, sc.seed)
         arch = ArchStep(net, cfg, b_idx, sc.warmup, sc.arch_lr, sc.cost_lambda, sc.decode_every, dist.main)
-        if dist.main:
-            arch.on_decode = lambda epoch, decoded: draw_decoded(space, decoded, out / f"decoded_epoch{epoch:03d}",
-                                                                 log)
+        arch.on_decode = decode_drawer(space, out, log) if dist.main else None
         trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
                                 log if dist.main else (lambda s: None))
         if ck is not None:

@@ -33,3 +33,8 @@ def draw_genotype(g: Genotype, stem: Path, log: Callable[[str], None]) -> Path |
     except (DrawError, GenotypeError, OSError) as exc:
         log(f"warning: no drawing of the decoded genotype at {path}: {exc}")
         return None
+
+
+def decode_drawer(space, out: Path, log: Callable[[str], None]) -> Callable[[int, dict], Path | None]:
+    """The search's hook at each decode: ``decoded_epochNNN`` in the run folder ``out``."""
+    return lambda epoch, decoded: draw_decoded(space, decoded, Path(out) / f"decoded_epoch{epoch:03d}", log)
