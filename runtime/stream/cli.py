@@ -11,6 +11,7 @@ from pathlib import Path
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.data.events import DataError
 from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
+from runtime.htmlreport import write_html
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
 from runtime.report import DEFAULT_MAX_DROPPED, format_summary, write_report
 from runtime.session import DEVICES
@@ -18,7 +19,7 @@ from runtime.session import DEVICES
 from .core import Stream
 from .result import StepResult
 from .run import RunOptions, StreamRun
-from .tensors import stream_tensors
+from .tensors import html_view, stream_tensors, tensor_series
 
 
 def _source_and_output_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,8 @@ def _source_and_output_options(p: argparse.ArgumentParser) -> None:
         f"{','.join(SynthConfig.scene_types)}; training never sees corridor)",
     )
     p.add_argument("--report", metavar="JSON", help="write every number to this JSON file")
+    p.add_argument("--report-html", metavar="HTML", help="write a self-contained HTML page of the run: summary, "
+                   "firing rates, latency, accuracy and sparsity over time, a few frames")
     p.add_argument(
         "--save-dir",
         metavar="DIR",
@@ -172,12 +175,13 @@ def _main(args: argparse.Namespace) -> int:
         return _main_tensors(args)
     run_options = RunOptions(save_dir=args.save_dir, dsec_submission=args.dsec_submission,
                              dsec_timestamps=args.dsec_timestamps, load_state=args.load_state,
-                             save_state=args.save_state, report=args.report, max_dropped=args.max_dropped).check()
+                             save_state=args.save_state, report=args.report, max_dropped=args.max_dropped,
+                             report_html=args.report_html).check()
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     stream = Stream(args.onnx, args.events, options=recording_options(args), device=args.device, threads=args.threads,
                     burn_in=args.burn_in, max_steps=args.max_steps, start_s=args.start, reset_every=args.reset_every,
                     energy_table=energy, min_disparity=args.min_disparity, seed=args.seed,
-                    keep_inputs=args.save_dir is not None, synth=_synth_options(args))
+                    keep_inputs=args.save_dir is not None or args.report_html is not None, synth=_synth_options(args))
     run = StreamRun(stream, run_options)
     with stream, run:
         with warnings.catch_warnings():  # said once, after the run, as one line each
@@ -213,6 +217,9 @@ def _main_tensors(args: argparse.Namespace) -> int:
                             max_steps=args.max_steps)
     if args.report:
         write_report(report, args.report)
+    if args.report_html:
+        write_html(html_view(report), args.report_html, tensor_series(report),
+                   title=f"runtime.stream --tensors: {Path(args.onnx).name}")
     if not args.quiet:
         acc = report.get("classification", {}).get("accuracy")
         print(f"model     {report['model']} ({report['task']}, {report['device']})\n"

@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.core.errors import RuntimeInputError
 from runtime.core.names import TASKS
+from runtime.htmlreport import Series
 from runtime.session import SNNSession
 
 
@@ -75,3 +76,22 @@ def stream_tensors(model: str | Path, tensors: str, labels: str | None = None, *
     if truth is not None:
         report["classification"] = {"accuracy": float(np.mean(correct)), "correct_per_step": correct}
     return report
+
+
+def tensor_series(report: dict[str, Any]) -> Series:
+    """The HTML report's series of a tensor stream: latency, running accuracy (with labels), sparsity."""
+    steps = list(range(report["steps"]))
+    correct = (report.get("classification") or {}).get("correct_per_step")
+    running = ([float(np.mean(correct[:t + 1])) for t in steps] if correct else [None] * len(steps))
+    return Series(steps, report["latency_ms"]["per_step"], running, report["sparsity_per_step"],
+                  quality=("running accuracy (share of steps whose largest output is the label)", "accuracy"))
+
+
+def html_view(report: dict[str, Any]) -> dict[str, Any]:
+    """The tensor report under the keys the HTML page reads (``runtime.htmlreport.SUMMARY``)."""
+    lat = report["latency_ms"]
+    return {"model": {"path": report["model"], "task": report["task"]}, "runtime": {"device": report["device"]},
+            "source": {"kind": f"tensors {report['source']['tensors']}"}, "steps": {"total": report["steps"]},
+            "speed": {"fps_model": report["steps_per_s"],
+                      "latency_ms": {"model": {"p50": lat["p50"], "p99": lat["p99"]}}},
+            "sparsity": {"firing_rate": report["firing_rate"]}}
