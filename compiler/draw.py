@@ -30,9 +30,11 @@ class DrawError(ValueError):
 
 
 def _edge_label(g: Genotype, layer_neuron: dict, node, edge) -> str:
-    """``op``, the surrogate kind and temperature of the neuron the edge feeds (its own under spike mixing)."""
-    overrides = (layer_neuron, node.neuron, edge.neuron) if g.mixing == "spike" else (layer_neuron, node.neuron)
-    s = g.resolve_neuron(*overrides).surrogate
+    """``op``, the surrogate kind and temperature of the neuron the edge feeds: its own under mixing at the
+    spike (``spike``, ``spike_sum``), its node's at the membrane."""
+    n = (g.node_neuron_of(layer_neuron, node.neuron) if g.mixing == "membrane"
+         else g.edge_neuron_of(layer_neuron, node.neuron, edge.neuron))
+    s = n.surrogate
     label = f"{edge.op}\\n{s.kind} b={s.b:g}"
     return label + (f"\\ndelay {edge.delay}" if edge.delay else "")
 
@@ -44,7 +46,11 @@ def _cell(dot: graphviz.Digraph, g: Genotype, cell, layer_neuron: dict) -> None:
         for src in ("c_prev_prev", "c_prev"):
             sub.node(p + src, src, shape="box", style="filled", fillcolor="lightgray")
         for node in cell.nodes:
-            sub.node(p + node.name, node.name, shape="circle", style="filled", fillcolor="lightblue")
+            text = node.name
+            if g.mixing != "spike_sum":  # the node's own neuron (spiking function under spike)
+                s = g.node_neuron_of(layer_neuron, node.neuron).surrogate
+                text += f"\\n{s.kind} b={s.b:g}"
+            sub.node(p + node.name, text, shape="circle", style="filled", fillcolor="lightblue")
             for edge in node.inputs:
                 sub.edge(p + edge.source, p + node.name, label=_edge_label(g, layer_neuron, node, edge),
                          style="dashed" if edge.delay else "solid", constraint="false" if edge.delay else "true")
