@@ -1,8 +1,8 @@
-"""``python -m compiler.build GENOTYPE [-o OUT.onnx] [--weights CKPT] [--set KEY=VALUE ...] [--check]``
+"""``python -m compiler.build GENOTYPE|MODEL.nir [-o OUT.onnx] [--weights CKPT] [--set KEY=VALUE ...] [--check]``
 
-Validates a genotype, prints a summary table (layers, output shapes, parameters, state bytes,
-dense MACs) and, unless ``--check``, builds the torch model, loads weights if given, folds
-BatchNorm and writes the one-step ONNX graph (and, on request, a NIR graph with ``--nir`` and a
+Validates a genotype (or reads a NIR graph, ``compiler.nir_import``), prints a summary table (layers, output
+shapes, parameters, state bytes, dense MACs) and, unless ``--check``, builds the torch model, loads weights if
+given, folds BatchNorm and writes the one-step ONNX graph (and, on request, a NIR graph with ``--nir`` and a
 Triton model repository with ``--triton``). Bad input: one line on stderr, exit code 2.
 """
 
@@ -46,6 +46,12 @@ def summary(p: Plan) -> str:
             sb = sum(v for k, v in state_bytes.items() if k.startswith(prefix + "."))
             rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{params:,}",
                          _fmt(sb), _fmt(dm), _fmt(macs)))
+    if not p.nets:  # an imported NIR graph: a row per node with weights or state
+        for n in p.graph:
+            if n.params or (n.state and n.kind not in ("delay_read", "delay_write")):
+                sb = sum(4 * math.prod(shape) for _, shape in n.state)
+                rows.append((n.name, "x".join(map(str, n.shape)), f"{n.params:,}", _fmt(sb), _fmt(n.dense_macs),
+                             _fmt(n.macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
@@ -119,27 +125,33 @@ def load_weights(model, path: str) -> None:
     model.load_state_dict(state)
 
 
-def build(genotype: Genotype, out: Path | None, weights: str | None = None, fold: bool = True, *,
-          factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
-          nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
-          triton_max_batch: int = 8, triton_version: int = 1, overwrite: bool = False) -> list[Path]:
-    """Write the requested outputs (ONNX at ``out``, NIR, Triton repository); returns what was written.
-    The ONNX graph (factorised, int8 as asked) and the NIR graph are made before anything is written, so
-    a genotype NIR cannot express, or a failed calibration, writes nothing. (Long because it is that
-    sequence: build, load, make every graph, then write each output with its own one-line error.)"""
-    from .export import save_onnx, to_onnx
+def _make_model(source: Plan):
+    """The torch model of a plan (a genotype's, or an imported NIR graph's)."""
     from .model import build_model
+    from .nir_import import NIRModel, is_imported
 
     try:
-        model = build_model(genotype)
+        return (NIRModel(source) if is_imported(source) else build_model(source)).eval()
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             raise
-        raise BuildError(f"{genotype.file or genotype.name}: this machine cannot allocate the model "
+        g = source.genotype
+        raise BuildError(f"{g.file or g.name}: this machine cannot allocate the model "
                          f"({first_line(exc)}); reduce its size (input, channels, disparities)") from None
+
+
+def build(genotype: Genotype | Plan, out: Path | None, weights: str | None = None, fold: bool = True, *,
+          factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
+          nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
+          triton_max_batch: int = 8, triton_version: int = 1, overwrite: bool = False) -> list[Path]:
+    """Write the requested outputs (ONNX at ``out``, NIR, Triton repository) of a genotype or of a plan (an
+    imported NIR graph's); returns what was written. The ONNX graph (factorised, int8 as asked) and the NIR
+    graph are made before anything is written, so what NIR cannot express, or a failed calibration, writes nothing."""
+    from .export import save_onnx, to_onnx
+
+    model = _make_model(genotype if isinstance(genotype, Plan) else plan(genotype))
     if weights:
         load_weights(model, weights)
-    model.eval()
     graph = None
     if nir_out is not None:
         from .nir_export import to_nir
@@ -206,9 +218,20 @@ def _triton_arguments(parser) -> None:
                         help="replace a Triton config.pbtxt or version folder that this tool did not write")
 
 
+def _output_arguments(parser) -> None:
+    """The other outputs (NIR, Triton, drawing) and a NIR input's Euler step."""
+    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
+                        "can express; docs/deploy.md); without -o no ONNX file is written")
+    _triton_arguments(parser)
+    parser.add_argument("--draw", metavar="OUT.svg", help="draw the cells and the networks' trellises (.svg, .png, "
+                        ".pdf with graphviz's dot; .dot without); without -o no ONNX file is written")
+    parser.add_argument("--dt", type=float, default=None, metavar="SECONDS",
+                        help="a NIR graph's Euler step (default: its metadata's dt, else 1e-4 as snnTorch writes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
-    parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml")
+    parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml, or a NIR graph (.nir)")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: build/<genotype name>.onnx)")
     parser.add_argument("--weights", help="checkpoint to export (state_dict or training checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -216,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate and print the summary only")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm as separate nodes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary table")
-    parser.add_argument("--nir", metavar="OUT.nir", help="write a NIR graph (classification genotypes that NIR "
-                        "can express; docs/deploy.md); without -o no ONNX file is written")
-    _triton_arguments(parser)
+    _output_arguments(parser)
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
     parser.add_argument("--int8", action="store_true",
@@ -230,11 +251,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
     args = parser.parse_args(argv)
     def body() -> int:
-        g = load_genotype(args.genotype, overrides=args.overrides)
-        p = plan(g)
+        p = _load(args)
+        g = p.genotype
         if not args.quiet:
-            print(f"{g.name} ({g.task}, {g.input.height}x{g.input.width}, mixing at the {g.mixing})")
+            nir_meta = g.meta.get("nir") if isinstance(g.meta, dict) else None
+            print(f"{g.name} (NIR graph, {nir_meta['nodes']} nodes, Euler step dt = {nir_meta['dt']:g} s)" if nir_meta
+                  else f"{g.name} ({g.task}, {g.input.height}x{g.input.width}, mixing at the {g.mixing})")
             print(summary(p))
+        if args.draw:
+            _draw(p, args.draw)
         if args.check:
             print(f"{args.genotype}: valid")
             return 0
@@ -245,9 +270,11 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
         if args.calib_windows is not None and args.calib_windows < 1:
             raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
-        if not args.output and (args.nir or args.triton):
+        if not args.output and (args.nir or args.triton or args.draw):
             out = None
-        written = build(g, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
+            if not (args.nir or args.triton):
+                return 0
+        written = build(p, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
                         int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
                         calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
                         triton_dir=Path(args.triton) if args.triton else None,
@@ -260,6 +287,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main(body, (GenotypeError, BuildError))
+
+
+def _draw(p: Plan, path: str) -> None:
+    from .draw import DrawError, write_drawing
+    from .nir_import import is_imported
+
+    if is_imported(p):
+        raise BuildError(f"--draw {path}: draws genotypes (cells and trellises); an imported NIR graph has none")
+    try:
+        print(f"wrote {write_drawing(p, path)}")
+    except DrawError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _load(args) -> Plan:
+    """The plan of the genotype, or of the NIR graph, the command line names."""
+    from .nir_import import is_nir_file, load_nir
+
+    if not is_nir_file(args.genotype):
+        if args.dt is not None:
+            raise BuildError("--dt: it is the Euler step of a NIR graph; a genotype's neurons are discrete already")
+        return plan(load_genotype(args.genotype, overrides=args.overrides))
+    for flag, given in (("--set", args.overrides), ("--weights", args.weights), ("--nir", args.nir)):
+        if given:
+            raise BuildError(f"{flag}: a NIR graph carries its own weights and is NIR already; {flag} applies to "
+                             "genotypes")
+    return load_nir(args.genotype, args.dt)
 
 
 if __name__ == "__main__":

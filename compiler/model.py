@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .interpret import Scope, Step, build_modules, run_graph, submodule
+from .interpret import HANDLERS, Scope, Step, build_modules, run_graph, submodule
 from .ir import ConvLayer, Genotype
 from .ops import cost_volume, time_steps
 from .planner import plan
@@ -73,13 +73,14 @@ class SNNModel(nn.Module):
     volume; a factorised copy replaces it, see compiler.factorize)."""
 
     volume = staticmethod(cost_volume)
+    handlers = HANDLERS  # node kind -> its handler (compiler.interpret); an imported NIR graph adds kinds
 
     def __init__(self, p: Plan):
         super().__init__()
         self.genotype = p.genotype
         self.plan = p
         self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
-        build_modules(self, p.graph)
+        build_modules(self, p.graph, self.handlers)
 
     @property
     def input_names(self) -> list[str]:
@@ -111,7 +112,7 @@ class SNNModel(nn.Module):
     def forward(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
         self._check_inputs(inputs)
         step = Step(state)
-        values = run_graph(self, self.plan.graph, inputs, step)
+        values = run_graph(self, self.plan.graph, inputs, step, self.handlers)
         out = {key: values[name] for key, name in self.plan.outputs.items() if name in values}
         out["spikes"] = step.spikes
         return out, step.state_out
@@ -143,7 +144,8 @@ class SNNModel(nn.Module):
         self._check_inputs(inputs)
         step = Step(state, steps)
         with time_steps(steps, self._shared_modules()):
-            values = run_graph(self, self.plan.graph, {k: v.flatten(0, 1) for k, v in inputs.items()}, step)
+            values = run_graph(self, self.plan.graph, {k: v.flatten(0, 1) for k, v in inputs.items()}, step,
+                               self.handlers)
         out = {key: values[name].unflatten(0, (steps, -1)) for key, name in self.plan.outputs.items()
                if name in values}
         out["spikes"] = step.spikes

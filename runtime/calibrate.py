@@ -1,5 +1,6 @@
 """``python -m runtime.calibrate MODEL.onnx -o OUT.onnx [--calib-windows N] [--calib-events PATH]``: the
-int8 graph of an exported fp32 graph, calibrated on event windows (``to_int8``).
+int8 graph of an exported fp32 graph, calibrated on event windows (``to_int8``), or, for a model of tensors
+(classification, an imported NIR graph), on a ``.npy`` array of inputs or seeded uniform tensors.
 
 The fp32 graph runs in ONNX Runtime, with the state carried from window to window, over consecutive
 event windows of the built-in synthetic stereo stream (default) or of a user's recording, read by
@@ -59,8 +60,10 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
     (None: the built-in synthetic stream at the model's size) with the model's ``snn.encoding``."""
     meta = {p.key: p.value for p in proto.metadata_props}
     task = names.TASKS.get(meta.get(names.META_TASK, ""))
-    if task is None or not task.events:
-        raise CalibrationError("--int8 calibrates on event windows: only stereo models (event input) are supported")
+    if task is None:
+        raise CalibrationError(f"snn.task {meta.get(names.META_TASK)!r}: not a model of this contract")
+    if not task.events:
+        return tensor_feeds(proto, task.inputs[0], events, count, seed)
     enc = json.loads(meta[names.META_ENCODING])
     height, width, window_us = int(enc["height"]), int(enc["width"]), int(round(enc["window_ms"] * 1000))
     where = "--calib-events" if events else "the built-in synthetic stream"
@@ -81,6 +84,28 @@ def calibration_windows(proto: onnx.ModelProto, events: str | None = None, count
         raise CalibrationError(f"{where}: has {len(feeds)} windows of {window_us // 1000} ms, "
                                f"--calib-windows asks for {count}")
     return feeds
+
+
+def tensor_feeds(proto: onnx.ModelProto, name: str, path: str | None, count: int,
+                 seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
+    """``count`` inputs of a model of tensors (images, an imported NIR graph): the first ``count`` of the
+    ``.npy`` array at ``path`` ([N, C, H, W] or [N, *the input's shape without batch]), else seeded
+    uniform values in [0, 1)."""
+    shape = [d.dim_value for d in next(i for i in proto.graph.input if i.name == name).type.tensor_type.shape.dim[1:]]
+    if path is None:
+        rng = np.random.default_rng(seed)
+        return [{name: rng.random((1, *shape), dtype=np.float32)} for _ in range(count)]
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"--calib-events {path}: not a readable .npy array of inputs: "
+                               f"{first_line(exc)}") from None
+    if data.ndim < 1 or data.shape[0] < count or int(np.prod(data.shape[1:])) != int(np.prod(shape)):
+        raise CalibrationError(f"--calib-events {path}: holds {data.shape}, calibration needs {count} inputs of "
+                               f"{int(np.prod(shape))} values each ({shape})")
+    if not np.all(np.isfinite(data[:count])):
+        raise CalibrationError(f"--calib-events {path}: holds non-finite values")
+    return [{name: np.asarray(x, np.float32).reshape(1, *shape)} for x in data[:count]]
 
 
 def output_ranges(proto: onnx.ModelProto, tensors: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
@@ -119,7 +144,9 @@ def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16
         raise CalibrationError(f"--calib-windows must be at least 1, got {windows}")
     feeds = calibration_windows(proto, events, windows)
     ranges = output_ranges(proto, int8_conv_outputs(proto), feeds, threads)
-    source = events or f"built-in synthetic stream, seed {CALIBRATION_SEED}"
+    tensors = not names.TASKS[{p.key: p.value for p in proto.metadata_props}[names.META_TASK]].events
+    source = events or (f"uniform [0, 1) tensors, seed {CALIBRATION_SEED}" if tensors
+                        else f"built-in synthetic stream, seed {CALIBRATION_SEED}")
     return quantize_int8(proto, ranges, {"source": source, "windows": windows, "statistic": "min/max"})
 
 
@@ -132,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="event windows to calibrate on (default 16; at most as many as fit a quarter of the "
                         "memory available, and 3600 s of the built-in stream)")
     parser.add_argument("--calib-events", default=None,
-                        help="recording to calibrate on (default: the built-in synthetic stream)")
+                        help="recording to calibrate on (default: the built-in synthetic stream); for a model of "
+                        "tensors (classification) a .npy array of inputs (default: uniform [0, 1) tensors)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: its own)")
     args = parser.parse_args(argv)
 

@@ -83,10 +83,16 @@ def _number(where: str, key: str, value: Any, *, integer: bool = False, positive
     return int(value) if integer else float(value)
 
 
-def _encoding(where: str, meta: Mapping[str, str]) -> EncodingSpec:
+def _encoding(where: str, meta: Mapping[str, str], events: bool = True) -> EncodingSpec:
     raw = _json(where, meta, "snn.encoding")
     if not isinstance(raw, dict):
         raise RuntimeInputError(where, "metadata snn.encoding must be a JSON object")
+    if not events and raw.get("kind") == "image":  # a model of tensors (images): no window, no bins
+        missing = [k for k in ("height", "width") if k not in raw]
+        if missing:
+            raise RuntimeInputError(where, f"metadata snn.encoding lacks {', '.join(missing)}")
+        return EncodingSpec("image", 0.0, 0, int(_number(where, "snn.encoding.height", raw["height"], integer=True)),
+                            int(_number(where, "snn.encoding.width", raw["width"], integer=True)))
     missing = [k for k in ("kind", "window_ms", "bins", "height", "width") if k not in raw]
     if missing:
         raise RuntimeInputError(where, f"metadata snn.encoding lacks {', '.join(missing)}")
@@ -164,7 +170,7 @@ def read_contract(
     """
     meta = dict(metadata)
     task, max_disparity = _task(where, meta)
-    encoding = _encoding(where, meta)
+    encoding = _encoding(where, meta, TASKS[task].events)
     layers = _layers(where, meta)
     dense = _dense_macs(where, meta)
     data_in_names, data_out_name = TASKS[task].inputs, TASKS[task].output

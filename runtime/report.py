@@ -245,6 +245,16 @@ def save_step(
     d = Path(directory)
     stem = f"disparity_{index:06d}"
     write_atomic(d / f"{stem}.npy", lambda f: np.save(f, disparity.astype(np.float32)))
+    png = d / f"{stem}.png"
+    picture = step_picture(disparity, max_disparity=max_disparity, gt=gt, left=left)
+    rgba = Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)]), "RGBA")
+    write_atomic(png, lambda f: rgba.save(f, format="png"))
+    return [d / f"{stem}.npy", png]
+
+
+def step_picture(disparity: np.ndarray, *, max_disparity: float, gt: np.ndarray | None = None,
+                 left: np.ndarray | None = None) -> np.ndarray:
+    """events | prediction | ground truth (those given), side by side on one colour scale: uint8 [H, W', 3]."""
     panels = []
     if left is not None:
         panels.append(events_image(left))
@@ -255,8 +265,4 @@ def save_step(
     row = [panels[0]]
     for p in panels[1:]:
         row += [gap, p]
-    png = d / f"{stem}.png"
-    picture = (np.clip(np.concatenate(row, axis=1), 0.0, 1.0) * 255).astype(np.uint8)
-    rgba = Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)]), "RGBA")
-    write_atomic(png, lambda f: rgba.save(f, format="png"))
-    return [d / f"{stem}.npy", png]
+    return (np.clip(np.concatenate(row, axis=1), 0.0, 1.0) * 255).astype(np.uint8)

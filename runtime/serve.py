@@ -18,6 +18,7 @@ from typing import Any
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.data.events import DataError
 from runtime.data.options import OptionError, add_recording_arguments, recording_options
+from runtime.htmlreport import write_html
 from runtime.metrics import DEFAULT_MIN_DISPARITY
 from runtime.report import DEFAULT_MAX_DROPPED, write_report
 from runtime.serving import MAX_STREAMS, SERVE_FLAGS, ServeOptions, failures, serve
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory budget of the open streams: streams open when they join, at most as many at once "
                    "as fit (default a quarter of the available memory; the report's aggregate.memory)")
     p.add_argument("--report", metavar="JSON", help="write the per-stream and aggregate reports to this file")
+    p.add_argument("--report-html", metavar="HTML", help="write them as one self-contained HTML page")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeInputError(*exc.render(SERVE_FLAGS).split(": ", 1)) from None
         if args.report:
             write_report(report, args.report)
+        if args.report_html:
+            write_html(report, args.report_html, title=f"runtime.serve: {args.onnx}")
         bad = failures(report)
         if bad and len(bad) == len(report["streams"]):
             raise RuntimeInputError(f"no stream served ({len(bad)} failed or refused)", "; ".join(bad))

@@ -20,6 +20,7 @@ import training.runlog
 from tests.helpers import GENOTYPES, TINY_SEARCH_SPACE
 from tests.test_faults_runfolder import Crash, _crash_at
 from training.errors import TrainError
+from training.search import drawings
 
 torch.set_num_threads(1)
 TIMING = ("train_s", "eval_s")
@@ -92,9 +93,12 @@ def reference(space, tmp_path_factory):
 
 def test_a_crash_at_every_search_write_resumes_to_the_same_search(space, reference, tmp_path):
     ref, writes = reference
-    # config.yaml, then per epoch: architecture row, metrics row, metrics.csv, last.pt; then the results
-    assert writes == ["config.yaml"] + ["arch.jsonl", "metrics.jsonl", "metrics.csv", "last.pt"] * 2 + [
-        "searched.yaml", "architecture.png"]
+    # config.yaml, then per epoch: architecture row, its drawing, metrics row, metrics.csv, last.pt; then the
+    # results (issue 24 added the drawings: .svg with graphviz's dot program, else .dot)
+    ext = drawings.suffix()
+    assert writes == ["config.yaml"] + [w for e in (1, 2) for w in (
+        "arch.jsonl", f"decoded_epoch{e:03d}{ext}", "metrics.jsonl", "metrics.csv", "last.pt")] + [
+        "searched.yaml", f"searched{ext}", "architecture.png"]
     for k in range(1, len(writes) + 1):
         out = tmp_path / f"crash{k}"
         mp = pytest.MonkeyPatch()

@@ -156,11 +156,19 @@ def test_build_int8_bad_input_is_one_line(args, message, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_build_int8_refuses_classification(tmp_path, capsys):
+def test_build_int8_classification_calibrates_on_tensors(tmp_path, capsys):
+    # Was test_build_int8_refuses_classification: issue 24 makes --int8 work for models of tensors (classification
+    # genotypes and imported NIR graphs), calibrated on a .npy array of inputs or on seeded uniform tensors.
     args = [f"--set={k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in SMALL["cifar10"].items()]
-    assert build_main([str(ROOT / "genotypes/cifar10.yaml"), *args, "--int8", "-o", str(tmp_path / "c.onnx"),
-                       "--quiet"]) == 2
-    assert "only stereo models" in capsys.readouterr().err
+    out = tmp_path / "c.onnx"
+    assert build_main([str(ROOT / "genotypes/cifar10.yaml"), *args, "--int8", "-o", str(out), "--quiet"]) == 0
+    quant = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["snn.quantization"])
+    assert quant["int8_convs"] > 0 and quant["calibration"]["source"].startswith("uniform [0, 1) tensors")
+    np.save(tmp_path / "few.npy", np.zeros((2, 3, 8, 8), np.float32))
+    assert build_main([str(ROOT / "genotypes/cifar10.yaml"), *args, "--int8", "--calib-events",
+                       str(tmp_path / "few.npy"), "-o", str(tmp_path / "d.onnx"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibration needs 16 inputs" in err
 
 
 @pytest.mark.parametrize("override, expected", [

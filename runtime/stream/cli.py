@@ -11,13 +11,15 @@ from pathlib import Path
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, quiet_warnings
 from runtime.data.events import DataError
 from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
+from runtime.htmlreport import write_html
 from runtime.metrics import DEFAULT_MIN_DISPARITY, load_energy_table
-from runtime.report import DEFAULT_MAX_DROPPED, format_summary
+from runtime.report import DEFAULT_MAX_DROPPED, format_summary, write_report
 from runtime.session import DEVICES
 
 from .core import Stream
 from .result import StepResult
 from .run import RunOptions, StreamRun
+from .tensors import html_view, stream_tensors, tensor_series
 
 
 def _source_and_output_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +40,8 @@ def _source_and_output_options(p: argparse.ArgumentParser) -> None:
         f"{','.join(SynthConfig.scene_types)}; training never sees corridor)",
     )
     p.add_argument("--report", metavar="JSON", help="write every number to this JSON file")
+    p.add_argument("--report-html", metavar="HTML", help="write a self-contained HTML page of the run: summary, "
+                   "firing rates, latency, accuracy and sparsity over time, a few frames")
     p.add_argument(
         "--save-dir",
         metavar="DIR",
@@ -84,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         help="MVSEC *_data.hdf5 (ground truth found beside it), our synthetic "
         "*_data.hdf5, or a DSEC sequence folder; default: the built-in synthetic stereo stream",
     )
+    p.add_argument("--tensors", metavar="NPY", help="a model of tensors (classification, an imported NIR graph): "
+                   "stream this [T, *input shape] array, one input per step, instead of events")
+    p.add_argument("--labels", metavar="NPY", help="with --tensors: one integer label per step, to score outputs")
     add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
     p.add_argument(
         "--device",
@@ -164,14 +171,17 @@ def _synth_options(args: argparse.Namespace) -> dict:
 
 def _main(args: argparse.Namespace) -> int:
     """Parsed options to a ``StreamRun`` (runtime.stream.run), run with a progress bar, then printed."""
+    if args.tensors is not None or args.labels is not None:
+        return _main_tensors(args)
     run_options = RunOptions(save_dir=args.save_dir, dsec_submission=args.dsec_submission,
                              dsec_timestamps=args.dsec_timestamps, load_state=args.load_state,
-                             save_state=args.save_state, report=args.report, max_dropped=args.max_dropped).check()
+                             save_state=args.save_state, report=args.report, max_dropped=args.max_dropped,
+                             report_html=args.report_html).check()
     energy = load_energy_table(args.energy_table) if args.energy_table else None
     stream = Stream(args.onnx, args.events, options=recording_options(args), device=args.device, threads=args.threads,
                     burn_in=args.burn_in, max_steps=args.max_steps, start_s=args.start, reset_every=args.reset_every,
                     energy_table=energy, min_disparity=args.min_disparity, seed=args.seed,
-                    keep_inputs=args.save_dir is not None, synth=_synth_options(args))
+                    keep_inputs=args.save_dir is not None or args.report_html is not None, synth=_synth_options(args))
     run = StreamRun(stream, run_options)
     with stream, run:
         with warnings.catch_warnings():  # said once, after the run, as one line each
@@ -194,6 +204,28 @@ def _main(args: argparse.Namespace) -> int:
     if sub is not None and not sub["complete"]:
         print(f"warning: --dsec-submission: wrote {sub['written']} of {sub['expected']} predictions; the submission "
               "is incomplete", file=sys.stderr)
+    return 0
+
+
+def _main_tensors(args: argparse.Namespace) -> int:
+    """``--tensors``: a model of tensors stepped through its inputs (runtime.stream.tensors)."""
+    if args.tensors is None:
+        raise RuntimeInputError("--labels", "scores --tensors; give --tensors too")
+    if args.events is not None:
+        raise RuntimeInputError("--tensors", "streams tensors instead of --events; give one of them")
+    report = stream_tensors(args.onnx, args.tensors, args.labels, device=args.device, threads=args.threads,
+                            max_steps=args.max_steps)
+    if args.report:
+        write_report(report, args.report)
+    if args.report_html:
+        write_html(html_view(report), args.report_html, tensor_series(report),
+                   title=f"runtime.stream --tensors: {Path(args.onnx).name}")
+    if not args.quiet:
+        acc = report.get("classification", {}).get("accuracy")
+        print(f"model     {report['model']} ({report['task']}, {report['device']})\n"
+              f"steps     {report['steps']} at {report['steps_per_s']:.1f} steps/s; latency p50 "
+              f"{report['latency_ms']['p50']:.3f} ms, p99 {report['latency_ms']['p99']:.3f} ms"
+              + ("" if acc is None else f"\naccuracy  {acc:.1%} of steps"))
     return 0
 
 

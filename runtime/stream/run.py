@@ -24,7 +24,8 @@ from typing import Any
 from runtime.core.errors import RuntimeInputError
 from runtime.core.names import TASKS
 from runtime.data.options import OptionError
-from runtime.report import DEFAULT_MAX_DROPPED, quality_problem, save_step, write_report
+from runtime.htmlreport import MAX_FRAMES, Series, write_html
+from runtime.report import DEFAULT_MAX_DROPPED, quality_problem, save_step, step_picture, write_report
 from runtime.statefile import load_state, save_state
 
 from .core import Stream
@@ -43,6 +44,7 @@ class RunOptions:
     load_state: str | None = None  # start from a saved state (.npz)
     save_state: str | None = None  # save the final state (.npz)
     report: str | None = None  # the report as JSON
+    report_html: str | None = None  # the report as one self-contained HTML page (runtime.htmlreport)
     max_dropped: float = DEFAULT_MAX_DROPPED  # refuse the run above this share of bad event rows
 
     def check(self) -> RunOptions:
@@ -82,6 +84,7 @@ class StreamRun:
             except BaseException:
                 self.close()
                 raise
+        self.series = Series() if options.report_html else None
 
     def close(self) -> None:
         """Drop what a run that does not finish wrote to its stage (the DSEC submission's PNGs)."""
@@ -107,7 +110,19 @@ class StreamRun:
                           gt=result.gt, left=result.left)
             if self.submission is not None:
                 self.submission.write(result.t1_us, result.disparity)
+            if self.series is not None:
+                self._record(result)
             yield result
+
+    def _record(self, result: StepResult) -> None:
+        """A step in the HTML report's series; a few of its frames (spread over ``max_steps``, if known)."""
+        series, stream = self.series, self.stream
+        series.add(result.step, result.timings_s.get("model", 0.0), result.mean_disparity_error_px,
+                   sum(result.spikes.values()), stream.spec.total_neurons)
+        every = max(1, (stream.max_steps or 4 * MAX_FRAMES) // MAX_FRAMES)
+        if len(series.frames) < MAX_FRAMES and result.step % every == 0:
+            series.frames.append((result.step, step_picture(result.disparity, max_disparity=stream.spec.max_disparity
+                                                            or 1.0, gt=result.gt, left=result.left)))
 
     def finish(self) -> dict[str, Any]:
         """The report (with ``dsec_submission`` when one was written), written to ``report``; the final
@@ -134,4 +149,7 @@ class StreamRun:
             save_state(options.save_state, stream.state)
         if options.report:
             write_report(report, options.report)
+        if options.report_html:
+            write_html(report, options.report_html, self.series,
+                       title=f"runtime.stream: {Path(stream.model_path).name}")
         return report

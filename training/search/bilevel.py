@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
+from .drawings import decode_drawer, draw_genotype
 from .space import load_search_space
 from .supernet import FixedPath, Supernet, transition_weights
 
@@ -93,6 +95,7 @@ class ArchStep(Searcher):
         self.decode_every = decode_every
         self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
         self.active = False
+        self.on_decode: Callable[[int, dict], object] | None = None  # (epoch, decoded): the search's drawings
 
     def parameters(self) -> list[Tensor]:
         return self.net.arch_parameters()
@@ -138,6 +141,8 @@ class ArchStep(Searcher):
             return None
         row = self.snapshot(epoch + 1)
         self.record(row)
+        if self.on_decode is not None:
+            self.on_decode(epoch + 1, self.net.decode())
         return {"arch": {k: v["path"] for k, v in row["decoded"].items()}}
 
     def state_dict(self) -> dict:
@@ -276,6 +281,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         n = len(train_data)
         a_idx, b_idx = split_halves(n, sc.seed)
         arch = ArchStep(net, cfg, b_idx, sc.warmup, sc.arch_lr, sc.cost_lambda, sc.decode_every, dist.main)
+        arch.on_decode = decode_drawer(space, out, log) if dist.main else None
         trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
                                 log if dist.main else (lambda s: None))
         if ck is not None:
@@ -306,6 +312,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
                                            source=f"SpikeDHS search over {sc.space} (seed {sc.seed})")
             text = searched.to_yaml()
             ckpt_io.write_text_atomic(text, out / "searched.yaml")
+            draw_genotype(searched, out / "searched", log)
             draw_architecture(decoded, out / "architecture.png")
             summary.update(genotype=str(out / "searched.yaml"), decoded=final["decoded"])
             log(f"wrote {out / 'searched.yaml'} and {out / 'architecture.png'}")
