@@ -46,6 +46,11 @@ def summary(p: Plan) -> str:
             sb = sum(v for k, v in state_bytes.items() if k.startswith(prefix + "."))
             rows.append((f"{net_name}.{lp.layer.name}", "x".join(map(str, lp.out_shape)), f"{params:,}",
                          _fmt(sb), _fmt(dm), _fmt(macs)))
+    if any(n.layer == "head" for n in p.graph):  # a head with layers of its own (SNASNet's vectorize block)
+        params, macs, dm = p.layer_cost("head")
+        sb = sum(v for k, v in state_bytes.items() if k.startswith("head."))
+        out = p.graph[-1].shape if g.task == "classification" else ()
+        rows.append(("head", "x".join(map(str, out)), f"{params:,}", _fmt(sb), _fmt(dm), _fmt(macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
