@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import GENOTYPES, SMALL, small_genotype
+from helpers import GENOTYPES, ROOT, SMALL, small_genotype
 
 from compiler import build_model, load_genotype, parse_genotype
 from compiler.fold import FoldError, fold_batchnorm, fold_conv_bn_weights
