@@ -91,7 +91,8 @@ def _lower_classifier(w, plans: dict[str, NetPlan]) -> tuple[set[str], dict[str,
         raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
     rank = len(plans)
     if head.vectorize is not None:
-        outputs = {"logits": _lower_vectorize(w, head, NeuronSite(back.name, "head", len(back.layers)), out, rank)}
+        site = NeuronSite(back.name, "head", len(back.layers), head=True)
+        outputs = {"logits": _lower_vectorize(w, head, site, out, rank)}
     else:
         pooled = RULES["global_avgpool"].shape(out.shape)
         w.consume(LINEAR, pooled[0] * head.classes, Value(out.shape, tuple(

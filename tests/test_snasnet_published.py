@@ -124,3 +124,14 @@ def test_vectorize_errors_are_located(sets):
     with pytest.raises(GenotypeError) as err:
         small_genotype(STEM, **sets)
     assert "head.vectorize" in str(err.value)
+
+
+def test_searchers_see_the_backbones_neurons_and_a_head_neuron_is_refused_by_name():
+    from compiler.edit import locate, neuron_layer_names
+    from compiler.errors import GenotypeError
+
+    g = small_genotype(STEM)
+    names = neuron_layer_names(g)
+    assert "backbone.reduce" in names and not any(n.startswith("head.") for n in names)
+    with pytest.raises(GenotypeError, match="top-level neuron"):
+        locate(g, "head.hidden")
