@@ -52,6 +52,11 @@ def summary(p: Plan) -> str:
                 sb = sum(4 * math.prod(shape) for _, shape in n.state)
                 rows.append((n.name, "x".join(map(str, n.shape)), f"{n.params:,}", _fmt(sb), _fmt(n.dense_macs),
                              _fmt(n.macs)))
+    elif any(n.layer == "head" for n in p.graph):  # a head with layers of its own (SNASNet's vectorize block)
+        params, macs, dm = p.layer_cost("head")
+        sb = sum(v for k, v in state_bytes.items() if k.startswith("head."))
+        out = p.graph[-1].shape if g.task == "classification" else ()
+        rows.append(("head", "x".join(map(str, out)), f"{params:,}", _fmt(sb), _fmt(dm), _fmt(macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]

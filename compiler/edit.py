@@ -31,6 +31,9 @@ def locate(g: Genotype, name: str) -> NeuronSite:
     layer = plan(g).neurons.get(name)
     if layer is None:
         raise _unknown(g, name)
+    if layer.site.head:
+        raise _err(name, "the vectorize head's neurons are the genotype's top-level neuron, not a layer's",
+                   "edit the genotype's neuron")
     return layer.site
 
 
@@ -126,7 +129,7 @@ def neuron_layer_names(g: Genotype, spiking_only: bool = True) -> list[str]:
     seen: set[NeuronSite] = set()
     names = []
     for name, layer in plan(g).neurons.items():
-        if spiking_only and not layer.spiking:
+        if (spiking_only and not layer.spiking) or layer.site.head:  # the head's: no location of their own
             continue
         if layer.site not in seen:
             seen.add(layer.site)

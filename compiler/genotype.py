@@ -38,6 +38,7 @@ from .ir import (
     Node,
     Stereo,
     Surrogate,
+    Vectorize,
     default,
 )
 from .overrides import apply_overrides
@@ -212,13 +213,17 @@ def _parse_stereo_head(ctx: Ctx, data: Any, path: str) -> Stereo:
 
 
 def _parse_classifier_head(ctx: Ctx, data: Any, path: str) -> Classifier:
-    m = MapReader(ctx, data, path, ("backbone", "classes", "aux"))
+    m = MapReader(ctx, data, path, ("backbone", "classes", "aux", "vectorize"))
     aux: dict[str, Any] = {}
     if m.has("aux"):
         am = MapReader(ctx, m.data["aux"], join_path(path, "aux"), ("after", "weight", "channels"))
         aux = {"aux_after": am.get("after", int, low=0),
                "aux_weight": am.get("weight", float, default(Classifier, "aux_weight"), low=0.0),
                "aux_channels": am.get("channels", int, default(Classifier, "aux_channels"), low=1)}
+    if m.has("vectorize"):
+        vm = MapReader(ctx, m.data["vectorize"], join_path(path, "vectorize"), ("pool", "hidden", "groups"))
+        aux["vectorize"] = Vectorize(**{k: vm.get(k, int, default(Vectorize, k), low=1)
+                                        for k in ("pool", "hidden", "groups")})
     return Classifier(backbone=m.get("backbone", str),
                       classes=m.get("classes", int, default(Classifier, "classes"), low=1), **aux)
 

@@ -113,8 +113,12 @@ HANDLERS: dict[str, Handler] = {
     "estimator": Handler(lambda n, m, args, ctx: estimate_disparity(args[0], n.attrs["estimator"],
                                                                     n.attrs["support"], n.attrs["step"])),
     "global_pool": Handler(lambda n, m, args, ctx: args[0].flatten(2).mean(2)),
-    "linear": Handler(lambda n, m, args, ctx: m(args[0]),
-                      lambda n: nn.Linear(n.attrs["in_features"], n.attrs["out_features"])),
+    "avgpool": Handler(lambda n, m, args, ctx: F.avg_pool2d(args[0], n.attrs["kernel"])),
+    "linear": Handler(lambda n, m, args, ctx: m(args[0].flatten(1) if n.attrs.get("flatten") else args[0]),
+                      lambda n: nn.Linear(n.attrs["in_features"], n.attrs["out_features"],
+                                          bias=n.attrs.get("bias", True))),
+    "group_mean": Handler(lambda n, m, args, ctx: args[0].unflatten(1, (n.attrs["classes"],
+                                                                         n.attrs["groups"])).mean(2)),
     "aux_head": Handler(lambda n, m, args, ctx: m(args[0]), _aux),
 }
 

@@ -21,8 +21,10 @@ TASKS = ("stereo", "classification")
 # How a cell node mixes its edges: ``membrane`` sums the edges' currents into the node's neuron; ``spike``
 # gives each edge (op) its own neuron and passes the sum of their spikes through the node's spiking
 # function (SpikeDHS eq. 3, ``node_neuron``); ``spike_sum`` is ``spike`` without the node's function (the
-# node passes the count of its edges' spikes; the semantics before issue 19, kept for old checkpoints).
-MIXINGS = ("membrane", "spike", "spike_sum")
+# node passes the count of its edges' spikes; the semantics before issue 19, kept for old checkpoints);
+# ``current`` is SNASNet's LIF-conv-BN: a node is the sum of its edges' currents, a conv edge reads the
+# spikes of the neuron on its source's current, a skip or pool passes the current itself.
+MIXINGS = ("membrane", "spike", "spike_sum", "current")
 EDGE_FIRES = ("spike", "spike_sum")  # mixings in which an edge's op has its own neuron
 NODE_FIRES = ("membrane", "spike")  # mixings in which a node has a neuron
 # The node's spiking function under ``mixing: spike`` unless ``node_neuron`` says otherwise: the
@@ -167,18 +169,32 @@ class Stereo:
 
 
 @dataclass(frozen=True)
+class Vectorize:
+    """SNASNet's classifier (the authors' code): average pooling by ``pool``, flatten, a linear layer without
+    bias to ``hidden`` neurons, their spikes, a linear layer to ``groups`` x classes, the mean of each
+    class's group of outputs."""
+
+    pool: int = 2
+    hidden: int = 1024
+    groups: int = 10
+
+
+@dataclass(frozen=True)
 class Classifier:
     backbone: str
     classes: int = 10
     aux_after: int | None = None
     aux_weight: float = 0.4
     aux_channels: int = 128
+    vectorize: Vectorize | None = None  # SNASNet's vectorize block instead of the global pool
 
     def to_dict(self) -> dict[str, Any]:
         """The head's canonical plain-data form (the genotype's ``head:``)."""
         hd: dict[str, Any] = {"backbone": self.backbone, "classes": self.classes}
         if self.aux_after is not None:
             hd["aux"] = {"after": self.aux_after, "weight": self.aux_weight, "channels": self.aux_channels}
+        if self.vectorize is not None:
+            hd["vectorize"] = dataclasses.asdict(self.vectorize)
         return hd
 
 

@@ -23,10 +23,13 @@ class NeuronSite:
     layer_index: int
     node: str | None = None
     edge: int | None = None
+    head: bool = False  # a neuron of the classification head's vectorize block: the genotype's ``neuron``
 
     @property
     def path(self) -> str:
         """The genotype key path of the neuron override."""
+        if self.head:
+            return "neuron (the vectorize head's neurons)"
         base = f"networks.{self.network}.layers[{self.layer_index}]"
         return base if self.node is None else f"{base} (node {self.node}" + (
             f", edge {self.edge})" if self.edge is not None else ")")

@@ -238,10 +238,29 @@ class _Builder:
         return self.add("head.flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0,
                                                     end_dim=-1), pooled, (c,))
 
+    def avgpool(self, node, module, args: list[_Value]) -> _Value:
+        """SNASNet's vectorize block: average pooling by ``kernel``."""
+        k = node.attrs["kernel"]
+        return self.add("head.pool", nir.AvgPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]),
+                                                   padding=np.array([0, 0])), args[0], node.shape)
+
     def linear(self, node, lin: nn.Module, args: list[_Value]) -> _Value:
-        return self.add("head.linear", nir.Affine(weight=lin.weight.detach().cpu().numpy().astype(np.float32),
-                                                  bias=lin.bias.detach().cpu().numpy().astype(np.float32)),
-                        args[0], node.shape)
+        """The classifier (Affine), or the vectorize block's Flatten and Linear without bias."""
+        x, weight = args[0], lin.weight.detach().cpu().numpy().astype(np.float32)
+        name = "head.linear" if node.name == "head:linear" else "head.vectorize"
+        if node.attrs.get("flatten"):
+            x = self.add(f"{name}.flatten", nir.Flatten(input_type={"input": np.array(x.shape)}, start_dim=0,
+                                                        end_dim=-1), x, (int(np.prod(x.shape)),))
+        if lin.bias is None:
+            return self.add(name, nir.Linear(weight=weight), x, node.shape)
+        return self.add(name, nir.Affine(weight=weight, bias=lin.bias.detach().cpu().numpy().astype(np.float32)),
+                        x, node.shape)
+
+    def group_mean(self, node, module, args: list[_Value]) -> _Value:
+        """The mean of each class's group of outputs: a fixed Linear (1/groups on each class's block)."""
+        classes, groups = node.attrs["classes"], node.attrs["groups"]
+        weight = np.kron(np.eye(classes), np.full((1, groups), 1.0 / groups)).astype(np.float32)
+        return self.add("head.group_mean", nir.Linear(weight=weight), args[0], node.shape)
 
 
 # One handler per node kind of the lowered graph: (builder, node, module, input values) -> value.
@@ -257,6 +276,8 @@ NIR_HANDLERS = {
     "cost_volume": _Builder.cost_volume,
     "global_pool": _Builder.global_pool,
     "linear": _Builder.linear,
+    "avgpool": _Builder.avgpool,
+    "group_mean": _Builder.group_mean,
 }
 
 

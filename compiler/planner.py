@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 from .cellgraph import cell_order, check_cell
 from .errors import GenotypeError, close_match_hint
-from .ir import EDGE_FIRES, NODE_FIRES, Cell, CellLayer, ConvLayer, Genotype, Network, Neuron
+from .ir import CELL_INPUTS, EDGE_FIRES, NODE_FIRES, Cell, CellLayer, ConvLayer, Genotype, Network, Neuron
 from .names import NeuronSite, cell_inputs_after, delayed_state_name, layer_name, neuron_name, state_name
 from .plantypes import LayerPlan, NetPlan, NeuronLayer, Node, Part, Plan, Value
 from .registry import NEURONS, OPS, RULES, Shape, ShapeError
+from .synaptic import synaptic_work
 from .tasks import TASKS
 
 # Refuse genotypes whose weights + one step of activations (batch 1, float32) exceed this.
@@ -51,6 +52,7 @@ class _CellWalk:
     decl: dict = field(default_factory=dict)  # (node, edge) / node -> its modules' declaration rank
     values: dict[str, Value] = field(default_factory=dict)
     placeholders: dict[str, str] = field(default_factory=dict)  # placeholder producer -> delayed source
+    spikes: dict[str, Value] = field(default_factory=dict)  # current mixing: source -> its neuron's spikes
     delayed: list[tuple[str, int, str]] = field(default_factory=list)  # (consumer, MACs, source), delayed convs
     params: int = 0
     macs: int = 0
@@ -171,14 +173,22 @@ class _Walker:
         self._check_size(lpath, out_shape)
         macs = op.macs(x.shape, out_shape)
         params = op.params(x.shape[0], layer.channels, net.dims)
-        self.consume(name, macs, x)
         module, rank = ("nets", net.name, "layers", str(site.layer_index)), (self.net_rank[net.name], site.layer_index)
+        neuron = self.g.resolve_neuron(layer.neuron)
+        # current mixing (SNASNet): LIF-conv-BN, the neuron on the incoming current; none on the network input
+        first = self.g.mixing == "current" and any(p.producer != "input" for p in x.parts)
+        if first:
+            x = self.neuron(name, x.shape, neuron, site, x.ref, module=(*module, "neuron"), rank=(*rank, 0),
+                            layer=name, path=lpath)
+        self.consume(f"{name}:op" if self.g.mixing == "current" else name, macs, x)  # the op holds its dense MACs
         ref = self.emit("op", f"{name}:op", [x.ref], out_shape, module=(*module, "op"), rank=(*rank, 0),
                         attrs=_op_attrs(op, x.shape[0], layer.channels, net.dims, layer.stride, name),
                         layer=name, path=lpath, params=params, macs=macs)
-        neuron = self.g.resolve_neuron(layer.neuron)
-        out = self.neuron(name, out_shape, neuron, site, ref, module=(*module, "neuron"), rank=(*rank, 1),
-                          layer=name, path=lpath)
+        if self.g.mixing == "current":
+            out = Value(out_shape, (Part(ref, layer.channels, False),), ref)
+        else:
+            out = self.neuron(name, out_shape, neuron, site, ref, module=(*module, "neuron"), rank=(*rank, 1),
+                              layer=name, path=lpath)
         lp = LayerPlan(layer, lpath, {"c_prev": prev.shape}, target, out_shape, params=params, macs=macs)
         return lp, out
 
@@ -230,7 +240,9 @@ class _Walker:
         if self.g.mixing == "spike":  # each edge's spike reaches one synapse of weight 1: the node's neuron
             for v in edge_values:
                 self.consume(name, math.prod(shape), v)
-        if self.g.mixing in NODE_FIRES:  # membrane: the node's neuron; spike: its spiking function
+        if self.g.mixing == "current":  # the node is its current; a conv reading it makes its neuron
+            c.values[node.name] = Value(shape, (Part(total, shape[0], False),), total)
+        elif self.g.mixing in NODE_FIRES:  # membrane: the node's neuron; spike: its spiking function
             neuron = self.g.node_neuron_of(c.layer.neuron, node.neuron)
             c.values[node.name] = self.neuron(name, shape, neuron, dataclasses.replace(c.site, node=node.name), total,
                                               module=(*c.module, "neurons", node.name),
@@ -246,7 +258,7 @@ class _Walker:
             c.placeholders[f"{c.name}.{edge.source}.delayed"] = edge.source
             src = Value(c.node_shape, (Part(f"{c.name}.{edge.source}.delayed", c.channels, True),))
         else:
-            src = c.values[edge.source]
+            src = self._source(c, edge)
         op = OPS[edge.op]
         try:
             shape = op.out_shape(src.shape, c.channels)
@@ -275,6 +287,22 @@ class _Walker:
                                rank=(*c.rank, c.decl[(node.name, e_idx)] + 1), layer=c.name, path=epath)
         parts = src.parts if op.binary_preserving else tuple(Part(p.producer, p.channels, False) for p in src.parts)
         return Value(shape, parts, ref)
+
+    def _source(self, c: _CellWalk, edge) -> Value:
+        """What an edge (or a delayed conv's source name) reads: the source's value, or under current
+        mixing for a conv the spikes of the neuron on the source's current (made at its first reader)."""
+        source = edge if isinstance(edge, str) else edge.source
+        if self.g.mixing != "current" or (not isinstance(edge, str) and OPS[edge.op].kind != "conv"):
+            return c.values[source]
+        if source not in c.spikes:
+            node = next((n for n in c.cell.nodes if n.name == source), None)
+            site = dataclasses.replace(c.site, node=source) if node else c.site
+            rank = c.decl[source] if node else -1 - CELL_INPUTS.index(source)
+            c.spikes[source] = self.neuron(
+                neuron_name(c.name, source), c.values[source].shape,
+                self.g.node_neuron_of(c.layer.neuron, node.neuron if node else {}), site, c.values[source].ref,
+                module=(*c.module, "neurons", source), rank=(*c.rank, rank), layer=c.name, path=c.lpath)
+        return c.spikes[source]
 
     def _edge_op(self, c: _CellWalk, node: str, e_idx: int, op, src: Value, shape: Shape, epath: str) -> str:
         """The op node of an edge (on its source now, or for a delayed edge at the end of the step)."""
@@ -305,11 +333,11 @@ class _Walker:
         self.consumers[c.first_consumer:] = [(k, m, resolve(parts), ch) for k, m, parts, ch
                                              in self.consumers[c.first_consumer:]]
         for consumer, e_macs, source in c.delayed:
-            self.consume(consumer, e_macs, c.values[source])
+            self.consume(consumer, e_macs, self._source(c, source))
         for node in c.cell.nodes:
             for e_idx, edge in enumerate(node.inputs):
                 if edge.delay:
-                    src = c.values[edge.source]
+                    src = self._source(c, edge)
                     shape = OPS[edge.op].out_shape(src.shape, c.channels)
                     state = delayed_state_name(c.name, node.name, e_idx)
                     self.states.append((state, shape))
@@ -354,7 +382,7 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
                           "remove it or name it in head")
     head_params, aux_params = task.params(g, plans)
     params = sum(lp.params for np_ in plans.values() for lp in np_.layers) + head_params
-    fan_out, dense = _synaptic_work(w)
+    fan_out, dense = synaptic_work(w.neurons, w.consumers)
     total = 4 * (params + w.activations + aux_params + task.aux_activations(g, plans))  # training holds the aux head
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if total > limit:
@@ -362,25 +390,6 @@ def _plan(g: Genotype, ctx, max_bytes: int | None) -> Plan:
                       f"one step of activations at batch 1 (limit {limit / 2**30:.1f} GiB)",
                       "reduce input size, channels or disparities (or raise SNN_MAX_BYTES)")
     graph = [dataclasses.replace(n, fan_out=fan_out.get(n.name, 0.0), dense_macs=dense.get(n.attrs.get(
-        "consumer", n.name), 0)) if n.kind in ("neuron", "linear") else n for n in w.nodes]
+        "consumer", n.name), 0)) if n.kind in ("neuron", "linear", "op") else n for n in w.nodes]
     return Plan(g, plans, w.neurons, w.states, fan_out, dense, params, 4 * w.activations, aux_params,
                 graph, outputs, w.layer_io)
-
-
-def _synaptic_work(w: _Walker) -> tuple[dict[str, float], dict[str, int]]:
-    """Fan-out per spiking layer (synapses one spike reaches) and dense MACs per consumer.
-
-    Parts are channel blocks; under spike mixing several parts are summed into the same channels.
-    Every spike of every part reaches the consumer's synapses (fan-out per channel share); the dense
-    work is the consumer's MACs once, split over the parts that are not spikes."""
-    fan_out: dict[str, float] = {n.name: 0.0 for n in w.neurons.values() if n.spiking}
-    dense: dict[str, int] = {}
-    for consumer, macs, parts, channels in w.consumers:
-        stacked = sum(part.channels for part in parts)
-        for part in parts:
-            producer = w.neurons.get(part.producer)
-            if part.binary and producer is not None and producer.spiking:
-                fan_out[part.producer] += macs * part.channels / channels / producer.size
-            else:
-                dense[consumer] = dense.get(consumer, 0) + round(macs * part.channels / stacked)
-    return fan_out, dense

@@ -18,10 +18,13 @@ one of these kinds (``attrs`` per kind):
 - ``cost_volume``  the stereo cost volume (``disparities``, ``shift``)
 - ``cost``         the matching cost at input resolution (``size``)
 - ``estimator``    the disparity estimator (``estimator``, ``support``, ``step``)
-- ``global_pool``  mean over every position;  ``linear``  the classifier;  ``aux_head``  the training-only
-                   auxiliary classifier (``training_only``)
+- ``global_pool``  mean over every position;  ``linear``  the classifier (``in_features``, ``out_features``,
+                   ``bias`` default true, ``flatten``: flattens its input first);  ``aux_head``  the
+                   training-only auxiliary classifier (``training_only``)
+- ``avgpool``      average pooling by ``kernel`` (SNASNet's vectorize block)
+- ``group_mean``   the mean of each class's ``groups`` consecutive outputs (``classes``, ``groups``)
 
-How a cell node mixes (membrane or spike) and what a delayed edge reads are decided in lowering only:
+How a cell node mixes (membrane, spike, spike_sum, current) and what a delayed edge reads are decided in lowering only:
 the backends run the nodes. ``module`` is where a node's torch module lives in the model
 (``nets.NET.layers.I.op`` ...) and ``rank`` the order modules are created in (the genotype's declaration
 order, which fixes the seeded initialisation and the parameter order); ``scope`` the layer container it

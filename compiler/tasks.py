@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from runtime.core.names import META_MAX_DISPARITY, data_inputs
 
 from .errors import close_match_hint
-from .ir import Genotype, Network
-from .names import instance_name
+from .ir import Classifier, Genotype, Network
+from .names import NeuronSite, instance_name
 from .plantypes import NetPlan, Part, Value
 from .registry import RULES, Registry, ShapeError
 
@@ -86,17 +86,21 @@ def _lower_classifier(w, plans: dict[str, NetPlan]) -> tuple[set[str], dict[str,
     head = w.g.head
     back = _network(w, "backbone", head.backbone, 2)
     plans[back.name], out = w.network(back, instance_name(back.name), _input(w, data_inputs(w.g.task)[0]))
-    pooled = RULES["global_avgpool"].shape(out.shape)
-    logits = RULES["linear"].shape(pooled, head.classes)
-    w.consume(LINEAR, pooled[0] * head.classes, Value(out.shape, tuple(
-        Part(p.producer, p.channels, False) for p in out.parts)))
+    logits = (head.classes,)
     if head.aux_after is not None and head.aux_after >= len(back.layers) - 1:
         raise w.error("head.aux.after", f"must name a layer before the last (0..{len(back.layers) - 2})")
     rank = len(plans)
-    w.emit("global_pool", "head:pool", [out.ref], pooled, path="head")
-    w.emit("linear", "head:linear", ["head:pool"], logits, module=("classifier",), rank=(rank, 0), path="head",
-           attrs={"in_features": pooled[0], "out_features": head.classes, "consumer": LINEAR})
-    outputs = {"logits": "head:linear"}
+    if head.vectorize is not None:
+        site = NeuronSite(back.name, "head", len(back.layers), head=True)
+        outputs = {"logits": _lower_vectorize(w, head, site, out, rank)}
+    else:
+        pooled = RULES["global_avgpool"].shape(out.shape)
+        w.consume(LINEAR, pooled[0] * head.classes, Value(out.shape, tuple(
+            Part(p.producer, p.channels, False) for p in out.parts)))
+        w.emit("global_pool", "head:pool", [out.ref], pooled, path="head")
+        w.emit("linear", "head:linear", ["head:pool"], logits, module=("classifier",), rank=(rank, 0), path="head",
+               attrs={"in_features": pooled[0], "out_features": head.classes, "consumer": LINEAR})
+        outputs = {"logits": "head:linear"}
     if head.aux_after is not None:
         tap = plans[back.name].layers[head.aux_after]
         w.emit("aux_head", "head:aux", [tap.output], logits, module=("aux",), rank=(rank, 1), path="head.aux",
@@ -105,9 +109,41 @@ def _lower_classifier(w, plans: dict[str, NetPlan]) -> tuple[set[str], dict[str,
     return {back.name}, outputs
 
 
+def _lower_vectorize(w, head: Classifier, site: NeuronSite, out: Value, rank: int) -> str:
+    """SNASNet's vectorize block (the authors' code): the backbone's output through a neuron unless it is
+    spikes already, average pooling, a linear layer without bias, its neurons, the classifier to
+    ``groups`` outputs per class and their mean per class."""
+    v, path = head.vectorize, "head.vectorize"
+    if not all(p.binary for p in out.parts):
+        out = w.neuron("head.spikes", out.shape, w.g.resolve_neuron(), site, out.ref, module=("head_spikes",),
+                       rank=(rank, 0), path=path, layer="head")
+    pooled = (out.shape[0], *(s // v.pool for s in out.shape[1:]))
+    if min(pooled[1:]) < 1:
+        raise w.error(f"{path}.pool", f"pooling by {v.pool} empties the backbone's {out.shape} output",
+                      "pool by less")
+    w.emit("avgpool", "head:pool", [out.ref], pooled, attrs={"kernel": v.pool}, path=path, layer="head")
+    features, outs = math.prod(pooled), head.classes * v.groups
+    w.consume("head.vectorize", features * v.hidden, Value(pooled, (Part("head:pool", pooled[0], False),)))
+    w.emit("linear", "head:hidden", ["head:pool"], (v.hidden,), module=("vectorize",), rank=(rank, 1), path=path,
+           layer="head", params=features * v.hidden, macs=features * v.hidden,
+           attrs={"in_features": features, "out_features": v.hidden, "bias": False, "flatten": True,
+                  "consumer": "head.vectorize"})
+    hidden = w.neuron("head.hidden", (v.hidden,), w.g.resolve_neuron(), site, "head:hidden",
+                      module=("hidden_spikes",), rank=(rank, 2), path=path, layer="head")
+    w.consume(LINEAR, v.hidden * outs, hidden)
+    w.emit("linear", "head:linear", [hidden.ref], (outs,), module=("classifier",), rank=(rank, 3), path=path,
+           layer="head", params=(v.hidden + 1) * outs, macs=v.hidden * outs,
+           attrs={"in_features": v.hidden, "out_features": outs, "consumer": LINEAR})
+    return w.emit("group_mean", "head:logits", ["head:linear"], (head.classes,), path=path, layer="head",
+                  attrs={"classes": head.classes, "groups": v.groups})
+
+
 def _classifier_params(g: Genotype, plans: dict[str, NetPlan]) -> tuple[int, int]:
-    head = g.head
-    params = (plans[head.backbone].out_shape[0] + 1) * head.classes
+    head, out = g.head, plans[g.head.backbone].out_shape
+    params = (out[0] + 1) * head.classes
+    if head.vectorize is not None:
+        v = head.vectorize
+        params = out[0] * math.prod(s // v.pool for s in out[1:]) * v.hidden + (v.hidden + 1) * head.classes * v.groups
     if head.aux_after is None:
         return params, 0
     aux_in = plans[head.backbone].layers[head.aux_after].out_shape  # training only: not in the exported graph

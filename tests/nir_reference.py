@@ -85,6 +85,8 @@ class NIRStepper:
             return x.flatten(int(node.start_dim) + 1, int(end))  # NIR dims exclude the batch
         if isinstance(node, nir.Affine):
             return F.linear(x, _t(node.weight), _t(node.bias))
+        if isinstance(node, nir.Linear):
+            return F.linear(x, _t(node.weight))
         return self._neuron(name, node, x)
 
     def _neuron(self, name: str, node, x: torch.Tensor) -> torch.Tensor:

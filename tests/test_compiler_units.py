@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import GENOTYPES, SMALL, small_genotype
+from helpers import GENOTYPES, ROOT, SMALL, small_genotype
 
 from compiler import build_model, load_genotype, parse_genotype
 from compiler.fold import FoldError, fold_batchnorm, fold_conv_bn_weights
@@ -320,7 +320,9 @@ def test_delayed_edges_count_as_synaptic_work_of_their_source(mixing):
     source's fan-out, never dense MACs (the source is planned after the edge's node)."""
     from compiler import plan
 
-    g = small_genotype("snasnet_cifar10_bw", mixing=mixing)  # n0 <- delayed conv1x1(n2), n1 <- delayed conv1x1(n3)
+    # the SNASNet genotype before issue 19 (global-pool head), kept verbatim under tests/kept/genotypes/
+    g = load_genotype(ROOT / "tests/kept/genotypes/snasnet_cifar10_bw.yaml",  # n0 <- delayed conv1x1(n2), ...
+                      overrides={**SMALL["snasnet_cifar10_bw"], "mixing": mixing})
     p = plan(g)
     assert set(p.dense_macs) == {"backbone.stem", "head.linear"}, p.dense_macs
     channels = g.network("backbone").node_channels[0]

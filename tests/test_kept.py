@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from helpers import ROOT
-from kept_cases import CASES, CHECK_GENOTYPES, NIR_CASES, OLD_NODES, build_case
+from kept_cases import CASES, CHECK_GENOTYPES, GENOTYPE_ROOTS, NIR_CASES, OLD_NODES, build_case
 
 KEPT = ROOT / "tests" / "kept"
 STEPS = 20
@@ -128,7 +128,7 @@ def test_nir_graph_equal_node_for_node(name):
 def test_check_table_identical(stem, monkeypatch):
     from compiler.build import main
 
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(GENOTYPE_ROOTS.get(stem, ROOT))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main([f"genotypes/{stem}.yaml", "--check", *(f"--set={k}={v}" for k, v in OLD_NODES.items())]) == 0

@@ -124,7 +124,12 @@ def test_our_export_read_back_gives_the_same_onnx_outputs(tmp_path, name):
     assert sum(a[names.spikes_output(n)].sum() for n in spiking) > 0
     for n in spiking:  # the imported layers keep the exported node names (prefixed nir.)
         np.testing.assert_array_equal(b[names.spikes_output("nir." + n)], a[names.spikes_output(n)], err_msg=n)
-    np.testing.assert_array_equal(b["logits"], a["logits"])
+    if any(n.kind == "group_mean" for n in model.plan.graph):
+        # SNASNet's vectorize head: its mean over each class's group is a NIR Linear of weights 1/groups,
+        # a matrix product where the ONNX graph takes a mean: the same sum in another float order
+        np.testing.assert_allclose(b["logits"], a["logits"], rtol=1e-6, atol=1e-8)
+    else:
+        np.testing.assert_array_equal(b["logits"], a["logits"])
 
 
 def test_a_node_that_cannot_be_expressed_is_one_located_error(tmp_path, capsys):
