@@ -29,7 +29,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
+
+from runtime import conv2d
 
 # A conv with fewer output channels stays float: ONNX Runtime's QLinearConv is slower than its float
 # Conv there (the 1-channel matching cost at the paper's width, full size: 709 ms against 311 ms).
@@ -128,7 +130,13 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
         numpy_helper.from_array(np.array(1.0, np.float32), "qdq.one"),
         numpy_helper.from_array(np.array(0, np.uint8), "qdq.zero_u8"),
     ]
+    few = _few_channel_3d_convs(out, kept, spikes.bounds)
     for node in g.node:
+        if node.output[0] in few:
+            qnodes, qinits = conv2d.as_2d(node, spikes.uint8(node.input[0]), *few[node.output[0]])
+            nodes += qnodes
+            new_inits += qinits
+            continue
         if node.output[0] not in targets:
             nodes.append(node)
             continue
@@ -146,7 +154,8 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
                   "weights": "int8, symmetric, per output channel",
                   "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
                   "outputs": "uint8, asymmetric over the calibrated range of each conv's output",
-                  "int8_convs": len(planned), "float_convs": kept, "calibration": dict(calibration or {})})
+                  "int8_convs": len(planned), "float_convs": kept,
+                  "float_3d_convs_as_2d": sorted(few), "calibration": dict(calibration or {})})
     onnx.checker.check_model(out, full_check=True)
     return out
 
@@ -202,6 +211,27 @@ class _Uint8Spikes:
             if a.name in override:
                 a.i = override[a.name]
         self.nodes.append(twin)
+
+
+def _few_channel_3d_convs(proto: onnx.ModelProto, kept: Mapping[str, str], bounds) -> dict[str, tuple]:
+    """The float 3-D convs over spikes kept float for their few output channels (the stereo cost conv)
+    that ``runtime.conv2d`` computes as 2-D: output name -> (weight, bias, input shape)."""
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    weights = {t.name: t for t in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        name = node.name or node.output[0]
+        if node.op_type != "Conv" or "output channels" not in kept.get(name, "") \
+                or bounds.get(node.input[0], (0, 256))[1] > 255 \
+                or not all(i in weights for i in node.input[1:] if i):
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        bias = numpy_helper.to_array(weights[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+        if conv2d.applies(node, weight, shapes.get(node.input[0])):
+            out[node.output[0]] = (weight, bias, shapes[node.input[0]])
+    return out
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
