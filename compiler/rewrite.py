@@ -17,7 +17,7 @@ slow kernels.
   ``ReduceSum`` over the non-batch axes (bit-identical: sums of 0/1 below 2**24).
 
 The neurons' reset stays arithmetic (``u * (1 - y)``): ``Where(u >= th, 0, u)`` is one op less but was
-slower in ONNX Runtime (a LIF step on 1x8x130x173, 1 thread: 0.67 ms against 0.59 ms; docs/deploy.md).
+slower in ONNX Runtime (``benchmarks/bench_neuron.py``; numbers in docs/deploy.md).
 """
 
 from __future__ import annotations
