@@ -34,7 +34,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
-	$(PY) benchmarks/bench_deploy.py --steps 5
+	$(PY) benchmarks/bench_deploy.py --sizes full,demo --paper --steps 5
 	$(PY) benchmarks/bench_stream.py --steps 3
 
 clean:

@@ -10,9 +10,16 @@
    disparity by more than 1e-3 px on at most 1 % of the pixels that are not near ties of the arg-min.
 3. speed: full-size steps/s of the torch model on the device: eager, CUDA graphs (one captured step
    that also copies the new state into the captured state buffers) and ``torch.compile``.
+4. onnx: the exported graph (``compiler.export``, factorised) in this project's runtime
+   (``runtime.session.SNNSession``) on the CUDA and TensorRT execution providers (``--device cpu``: the
+   CPU provider), at the paper's width (C = 12) and full width (C = 24), full resolution: steps/s, and
+   the spike counts of 3 steps against the CPU provider's (a difference is reported, never failing:
+   float sums in another order can flip a potential at the threshold). Needs ``onnx`` and
+   ``onnxruntime-gpu`` in the image; without them the row says so.
 
 Prints one table (check, result, detail) row by row, then PASS/FAIL; exit status 1 if a check failed.
-Only torch, numpy, networkx, yaml (and h5py-free parts of the runtime) are imported: nothing to install.
+Only torch, numpy, networkx, yaml (and h5py-free parts of the runtime) are needed for checks 1-3:
+nothing to install.
 """
 
 from __future__ import annotations
@@ -199,6 +206,58 @@ def check_speed(device, overrides, n, compile_model, row):
             row("speed torch.compile", True, f"not available: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
 
 
+PAPER_WIDTH = ["networks.feature.node_channels=[8,16,32,64]", "networks.matching.node_channels=[8,16,32,64]",
+               "networks.feature.layers[0].channels=12", "networks.feature.layers[1].channels=24",
+               "networks.feature.layers[4].channels=24", "networks.matching.layers[0].channels=24",
+               "networks.matching.layers[1].channels=24"]  # = benchmarks/deploy_graphs.PAPER_WIDTH (tested)
+
+
+def _onnx_steps(path, device, feeds):
+    """(seconds per step after 2 warm-ups, spike counts per step) of the graph at ``path`` on ``device``."""
+    from runtime.session import SNNSession
+
+    session = SNNSession(path, device=device)
+    counts, times = [], []
+    for k, feed in enumerate(feeds):
+        out = session.step(feed)
+        counts.append(out.spikes)
+        if k >= 2:
+            times.append(out.model_s)
+    return float(np.median(times)), counts[:3]
+
+
+def check_onnx(device, sizes, n, row):
+    """The exported graph on the ONNX Runtime providers of ``device`` (reported, never failing)."""
+    import importlib.util
+    import tempfile
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        row("onnx", True, f"not available: this python3 lacks {', '.join(missing)}")
+        return
+    from compiler.export import export_onnx
+
+    providers = ["cpu"] if device == "cpu" else ["cuda", "tensorrt"]
+    for label, overrides in sizes:
+        model = _model(overrides, "cpu").eval()
+        left, right, _ = _windows(model, 1, seed=9)
+        feeds = [{"left": left[0].numpy()[0], "right": right[0].numpy()[0]}] * (n + 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/model.onnx"
+            export_onnx(model, path)
+            _, want = _onnx_steps(path, "cpu", feeds[:3])
+            for provider in providers:
+                try:
+                    dt, got = _onnx_steps(path, provider, feeds)
+                except Exception as exc:  # noqa: BLE001 - report whatever stops the provider
+                    row(f"onnx {provider}", True, f"{label}: not available: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]}")
+                    continue
+                diff = max(abs(a[k] - b[k]) for a, b in zip(got, want, strict=True) for k in a)
+                row(f"onnx {provider}", True, f"{label}: {1 / dt:.2f} steps/s ({dt * 1000:.1f} ms/step); spike counts "
+                    f"vs CPU provider, 3 steps: largest difference {diff:g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 benchmarks/gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -230,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     check_training(args.device, SMALL if small else TRAIN_SIZE, args.train_steps, row)
     check_agreement(args.device, SMALL if small else [], args.agree_steps, row)
     check_speed(args.device, SMALL if small else [], args.speed_steps, not args.no_compile, row)
+    check_onnx(args.device, [("small", SMALL)] if small else [("paper width", PAPER_WIDTH), ("full width", [])],
+               args.speed_steps, row)
     print(f"{'PASS' if all(results) else 'FAIL'} ({time.perf_counter() - t0:.0f} s)")
     return 0 if all(results) else 1
 

@@ -12,6 +12,12 @@ slow kernels.
 - ``softmax_to_elementwise``: ``Softmax`` over an axis other than the last (the disparity axis of the
   matching cost) becomes ``exp(x - max) / sum`` with ``ReduceMax``, ``Sub``, ``Exp``, ``ReduceSum``,
   ``Div`` over that axis: the same function, rounding aside.
+- ``fold_threshold_compare``: a neuron's fire ``(u - th) >= 0`` becomes ``u >= th`` (bit-identical).
+- ``spike_counts_as_one_reduce``: a layer's spike count ``ReduceSum(Flatten(y))`` becomes one
+  ``ReduceSum`` over the non-batch axes (bit-identical: sums of 0/1 below 2**24).
+
+The neurons' reset stays arithmetic (``u * (1 - y)``): ``Where(u >= th, 0, u)`` is one op less but was
+slower in ONNX Runtime (``benchmarks/bench_neuron.py``; numbers in docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -111,6 +117,72 @@ def softmax_to_elementwise(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int
     return out, replaced
 
 
+def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
+    """How many node inputs and graph outputs read each tensor."""
+    count: dict[str, int] = {}
+    for name in [i for n in graph.node for i in n.input if i] + [o.name for o in graph.output]:
+        count[name] = count.get(name, 0) + 1
+    return count
+
+
+def fold_threshold_compare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The neurons' fire ``(u - th) >= 0`` as ``u >= th``: one op less per neuron, exactly the same
+    result (a rounded difference of floats has the sign of the exact one, and is 0 only when they are
+    equal), for a finite constant ``th`` and a difference nothing else reads; how many were folded."""
+    out = _copy(proto)
+    consts = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    producer = {o: n for n in out.graph.node for o in n.output}
+    readers = _consumers(out.graph)
+    folded: set[int] = set()
+    for node in out.graph.node:
+        diff = producer.get(node.input[0]) if node.op_type == "GreaterOrEqual" else None
+        zero = consts.get(node.input[1]) if diff is not None else None
+        if (diff is None or diff.op_type != "Sub" or zero is None or zero.size != 1 or zero.ndim > 1
+                or np.any(zero != 0) or readers.get(diff.output[0]) != 1 or diff.input[1] not in consts
+                or not np.all(np.isfinite(consts[diff.input[1]]))):
+            continue
+        del node.input[:]
+        node.input.extend(diff.input)
+        folded.add(id(diff))
+    kept = [n for n in out.graph.node if id(n) not in folded]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return _drop_unused(out), len(folded)
+
+
+def spike_counts_as_one_reduce(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``ReduceSum(Flatten(y, 1), axes=[1])`` of a spike tensor (a cast comparison: 0 or 1) as one
+    ``ReduceSum`` over every axis but the batch; exact (integers below 2**24 in any order); how many."""
+    out = _copy(proto)
+    inferred = shape_inference.infer_shapes(out, strict_mode=True, data_prop=True)
+    shapes = {v.name: dims(v) for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    consts = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    producer = {o: n for n in out.graph.node for o in n.output}
+    readers = _consumers(out.graph)
+    folded: set[int] = set()
+    for node in out.graph.node:
+        flat = producer.get(node.input[0]) if node.op_type == "ReduceSum" and len(node.input) > 1 else None
+        if flat is None or flat.op_type != "Flatten" or _attr(flat, "axis", 1) != 1 \
+                or readers.get(flat.output[0]) != 1 or _attr(node, "keepdims", 1) != 0 \
+                or node.input[1] not in consts or consts[node.input[1]].tolist() != [1]:
+            continue
+        cast, shape = producer.get(flat.input[0]), shapes.get(flat.input[0])
+        spiking = cast is not None and cast.op_type == "Cast" and producer.get(cast.input[0]) is not None \
+            and producer[cast.input[0]].op_type in ("GreaterOrEqual", "Greater")
+        if not spiking or not shape or not all(isinstance(d, int) for d in shape[1:]) \
+                or int(np.prod(shape[1:])) >= 1 << 24:
+            continue
+        axes = f"{node.output[0]}.axes"
+        out.graph.initializer.append(numpy_helper.from_array(np.arange(1, len(shape), dtype=np.int64), axes))
+        del node.input[:]
+        node.input.extend([flat.input[0], axes])
+        folded.add(id(flat))
+    kept = [n for n in out.graph.node if id(n) not in folded]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return _drop_unused(out), len(folded)
+
+
 def _drop_unused(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Remove nodes whose outputs nothing reads (the replaced Resize's size arithmetic), then unread initializers."""
     graph = proto.graph
@@ -129,7 +201,8 @@ def _drop_unused(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def rewrite(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[dict]]:
-    """Both rewrites; the records of those that changed something (for ``snn.passes``)."""
+    """Every rewrite; the records of the resampling and softmax ones that changed something (for
+    ``snn.passes``; the neurons' rewrites are exact op for op and not listed)."""
     records = []
     proto, n = nearest_resize_to_gather(proto)
     if n:
@@ -137,4 +210,8 @@ def rewrite(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[dict]]:
     proto, n = softmax_to_elementwise(proto)
     if n:
         records.append({"pass": "softmax_to_elementwise", "nodes": n})
+    # exact op-level rewrites of the neurons' step: the same bits, so not listed in ``snn.passes`` (the
+    # metadata of every shipped graph stays as it was; tests/test_kept.py pins it)
+    proto, _ = fold_threshold_compare(proto)
+    proto, _ = spike_counts_as_one_reduce(proto)
     return proto, records

@@ -29,7 +29,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
+
+from runtime import conv2d
 
 # A conv with fewer output channels stays float: ONNX Runtime's QLinearConv is slower than its float
 # Conv there (the 1-channel matching cost at the paper's width, full size: 709 ms against 311 ms).
@@ -123,25 +125,26 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
     weights = {t.name: t for t in g.initializer}
     targets = {n.output[0] for n in planned}
     nodes: list[onnx.NodeProto] = []
-    quantized_inputs: dict[str, str] = {}
+    spikes = _Uint8Spikes(g, nodes)
     new_inits: list[onnx.TensorProto] = [
         numpy_helper.from_array(np.array(1.0, np.float32), "qdq.one"),
         numpy_helper.from_array(np.array(0, np.uint8), "qdq.zero_u8"),
     ]
+    few = _few_channel_3d_convs(out, kept, spikes.bounds)
     for node in g.node:
+        if node.output[0] in few:
+            qnodes, qinits = conv2d.as_2d(node, spikes.uint8(node.input[0]), *few[node.output[0]])
+            nodes += qnodes
+            new_inits += qinits
+            continue
         if node.output[0] not in targets:
             nodes.append(node)
             continue
-        x = node.input[0]
-        if x not in quantized_inputs:  # one QuantizeLinear per spike tensor, however many convs read it
-            quantized_inputs[x] = f"{x}.u8"
-            nodes.append(helper.make_node("QuantizeLinear", [x, "qdq.one", "qdq.zero_u8"], [f"{x}.u8"],
-                                          name=f"{x}.quantize"))
-        qnodes, qinits = _qdq_conv(node, quantized_inputs[x], weights, ranges[node.output[0]])
+        qnodes, qinits = _qdq_conv(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]])
         nodes += qnodes
         new_inits += qinits
     del g.node[:]
-    g.node.extend(nodes)
+    g.node.extend(_live(nodes, {o.name for o in g.output}))
     g.initializer.extend(new_inits)
     used = {i for n in g.node for i in n.input}
     keep = [t for t in g.initializer if t.name in used]
@@ -151,9 +154,94 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
                   "weights": "int8, symmetric, per output channel",
                   "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
                   "outputs": "uint8, asymmetric over the calibrated range of each conv's output",
-                  "int8_convs": len(planned), "float_convs": kept, "calibration": dict(calibration or {})})
+                  "int8_convs": len(planned), "float_convs": kept,
+                  "float_3d_convs_as_2d": sorted(few), "calibration": dict(calibration or {})})
     onnx.checker.check_model(out, full_check=True)
     return out
+
+
+class _Uint8Spikes:
+    """The uint8 twin of a spike-integer tensor, built where its float form was: a neuron's comparison
+    is cast straight to uint8, and the sums, concatenations, zero pads and moves of spikes between it
+    and a quantised conv run on uint8 (exact: every value is an integer in [0, 255], ``plan_int8``).
+    Only a tensor made some other way is quantised from float (QuantizeLinear, scale 1, zero point 0).
+    The twins are appended to ``nodes`` (the new graph's node list) when first asked for, after their
+    inputs, so the order stays topological; the float forms stay where anything else reads them."""
+
+    def __init__(self, graph: onnx.GraphProto, nodes: list[onnx.NodeProto]):
+        self.nodes = nodes
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.bounds = integer_bounds(graph)
+        self.consts = {t.name for t in graph.initializer} | {
+            o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        self.twin: dict[str, str] = {}
+
+    def uint8(self, name: str) -> str:
+        if name not in self.twin:
+            self.twin[name] = self._make(name)
+        return self.twin[name]
+
+    def _make(self, name: str) -> str:
+        node, out = self.producer.get(name), f"{name}.u8"
+        op = node.op_type if node is not None else None
+        ins = [i for i in node.input if i] if node is not None else []
+        if op == "Cast" and self.producer.get(ins[0]) is not None \
+                and self.producer[ins[0]].op_type in COMPARISONS:
+            self._emit(node, [ins[0]], out, to=onnx.TensorProto.UINT8)
+        elif op in ("Add", "Concat") and all(i in self.bounds and i not in self.consts for i in ins):
+            self._emit(node, [self.uint8(i) for i in ins], out)
+        elif op == "Pad" and ins[0] in self.bounds and all(i in self.consts for i in ins[1:2]):
+            self._emit(node, [self.uint8(ins[0]), ins[1], "qdq.zero_u8", *node.input[3:]], out)
+        elif op in MOVERS and len(node.output) == 1 and ins[0] in self.bounds \
+                and all(i in self.consts for i in ins[1:]):
+            self._emit(node, [self.uint8(ins[0]), *node.input[1:]], out)
+        else:
+            self.nodes.append(helper.make_node("QuantizeLinear", [name, "qdq.one", "qdq.zero_u8"], [out],
+                                               name=f"{name}.quantize"))
+        return out
+
+    def _emit(self, node: onnx.NodeProto, inputs: list[str], out: str, **override) -> None:
+        twin = onnx.NodeProto()
+        twin.CopyFrom(node)
+        del twin.input[:], twin.output[:]
+        twin.input.extend(inputs)
+        twin.output.append(out)
+        twin.name = f"{node.name or node.output[0]}.u8"
+        for a in twin.attribute:
+            if a.name in override:
+                a.i = override[a.name]
+        self.nodes.append(twin)
+
+
+def _few_channel_3d_convs(proto: onnx.ModelProto, kept: Mapping[str, str], bounds) -> dict[str, tuple]:
+    """The float 3-D convs over spikes kept float for their few output channels (the stereo cost conv)
+    that ``runtime.conv2d`` computes as 2-D: output name -> (weight, bias, input shape)."""
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    weights = {t.name: t for t in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        name = node.name or node.output[0]
+        if node.op_type != "Conv" or "output channels" not in kept.get(name, "") \
+                or bounds.get(node.input[0], (0, 256))[1] > 255 \
+                or not all(i in weights for i in node.input[1:] if i):
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        bias = numpy_helper.to_array(weights[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+        if conv2d.applies(node, weight, shapes.get(node.input[0])):
+            out[node.output[0]] = (weight, bias, shapes[node.input[0]])
+    return out
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` less those whose outputs nothing reads (float spike moves only quantised convs read)."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    return kept[::-1]
 
 
 def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float]):

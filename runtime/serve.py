@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-streams", type=int, metavar="M", help="slots in the batch; later streams wait")
     p.add_argument("--burn-in", type=int, default=0, metavar="N", help="steps per stream before metrics count")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)")
-    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: the cores available)")
     p.add_argument("--energy-table", metavar="JSON", help='cost table {"pj_per_ac": 0.9, "pj_per_mac": 4.6}')
     add_recording_arguments(p, "serve", ("crop",))
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",

@@ -28,6 +28,15 @@ from runtime.core.names import spikes_output
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 MAX_THREADS = 1024  # intra-op threads
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none):
+    the session's intra-op threads when ``--threads`` is not given."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
@@ -194,8 +203,8 @@ class SNNSession:
         self.path = path
         self.batch = batch
         self.requested_device = device
-        self.threads = threads
-        opts = session_options(threads)
+        self.threads = available_cores() if threads is None else threads  # what is used, for the report
+        opts = session_options(self.threads)
         available = ort.get_available_providers()
         # TensorRT needs an optimisation profile for the symbolic batch: read the shapes on the CPU first
         spec = self._probe_spec(where, opts) if device == "tensorrt" else None

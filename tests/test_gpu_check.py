@@ -51,3 +51,13 @@ def test_shell_script_runs_the_check_on_cuda_with_the_images_python():
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")]).returncode == 0
     assert "PYTHONPATH=." in script and "python3 benchmarks/gpu_check.py --device cuda" in script
     assert "pip install" not in script
+
+
+def test_dry_run_steps_the_exported_graph_and_paper_width_is_the_benchmarks():
+    from deploy_graphs import PAPER_WIDTH
+
+    assert gpu_check.PAPER_WIDTH == PAPER_WIDTH
+    rows = []
+    gpu_check.check_onnx("cpu", [("small", gpu_check.SMALL)], 2, lambda check, ok, detail: rows.append((check, detail)))
+    assert [c for c, _ in rows] == ["onnx cpu"]
+    assert "steps/s" in rows[0][1] and "largest difference 0" in rows[0][1]  # the CPU provider against itself

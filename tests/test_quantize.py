@@ -189,3 +189,27 @@ def test_runtime_checks_the_optimisation_metadata(override, expected, tmp_path):
                                                           "snn.quantization": '{"int8_convs": 3}'})
     spec = SNNSession(tmp_path / "ok.onnx", device="cpu").spec
     assert spec.passes == ("fold_batchnorm",) and spec.quantization == {"int8_convs": 3}
+
+
+@pytest.mark.parametrize("co, bias", [(1, True), (2, False)])
+def test_few_channel_3d_conv_over_spikes_as_2d_equals_the_3d_conv(co, bias):
+    from runtime import conv2d
+
+    rng = np.random.default_rng(co)
+    shape, w = [1, 6, 5, 7, 9], rng.standard_normal((co, 6, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32) if bias else None
+    node = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["y"], kernel_shape=[3, 3, 3],
+                            pads=[1, 1, 1, 1, 1, 1])
+    assert conv2d.applies(node, w, shape)
+    assert not conv2d.applies(helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 1, 1]), w, shape)
+    nodes, inits = conv2d.as_2d(node, "x_u8", w, b, shape)
+    x = (rng.random(shape) < 0.3).astype(np.float32)
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x_u8", TensorProto.UINT8, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x_u8": x.astype(np.uint8)})[0]
+    want = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w),
+                                      None if b is None else torch.from_numpy(b), padding=1).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # the same sums in another order

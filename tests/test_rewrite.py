@@ -56,3 +56,47 @@ def test_softmax_over_a_middle_axis_is_written_out():
     np.testing.assert_allclose(_run(rewritten, x), _run(proto, x), rtol=1e-5, atol=1e-7)
     last = _model(helper.make_node("Softmax", ["x"], ["y"], axis=-1), (2, 7), (2, 7))
     assert softmax_to_elementwise(last)[1] == 0
+
+
+def _neuron(shape, th=0.7):
+    """A LIF neuron's fire and spike count as the exporter writes them."""
+    inits = [numpy_helper.from_array(np.float32(th), "th"), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = [helper.make_node("Sub", ["x", "th"], ["d"]), helper.make_node("GreaterOrEqual", ["d", "zero"], ["ge"]),
+             helper.make_node("Cast", ["ge"], ["y"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["y"], ["flat"], axis=1),
+             helper.make_node("ReduceSum", ["flat", "axis1"], ["count"], keepdims=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
+                           helper.make_tensor_value_info("count", TensorProto.FLOAT, shape[:1])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_neuron_fire_and_spike_count_rewrites_give_the_same_bits():
+    from compiler.rewrite import fold_threshold_compare, spike_counts_as_one_reduce
+
+    proto = _neuron([2, 3, 5, 7])
+    folded, n = fold_threshold_compare(proto)
+    assert n == 1 and "Sub" not in {nd.op_type for nd in folded.graph.node}
+    counted, n = spike_counts_as_one_reduce(folded)
+    assert n == 1 and "Flatten" not in {nd.op_type for nd in counted.graph.node}
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    x[0, 0, 0, :3] = [0.7, np.nextafter(np.float32(0.7), np.float32(0)), np.inf]  # at, just below, far above
+    x[1, 0, 0, :2] = [-np.inf, np.nan]
+    got_all, want_all = (ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"])
+                         .run(None, {"x": x}) for p in (counted, proto))
+    for got, want in zip(got_all, want_all, strict=True):
+        assert got.tobytes() == want.tobytes()
+
+
+def test_neuron_rewrites_leave_other_graphs_alone():
+    from compiler.rewrite import fold_threshold_compare, spike_counts_as_one_reduce
+
+    proto = _neuron([2, 3, 5, 7])
+    proto.graph.output.append(helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 5, 7]))
+    assert fold_threshold_compare(proto)[1] == 0  # the difference is read elsewhere: kept
+    proto = _neuron([2, 3, 5, 7])
+    proto.graph.node[2].input[0] = "d"  # counting a float tensor, not spikes: the order of the sum matters
+    proto.graph.node[2].op_type = "Identity"
+    del proto.graph.node[2].attribute[:]
+    assert spike_counts_as_one_reduce(proto)[1] == 0

@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="execution provider (default auto: CUDA if it can start, else CPU; TensorRT only on request)",
     )
     p.add_argument(
-        "--threads", type=int, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)"
+        "--threads", type=int, metavar="N", help="intra-op threads (default: the cores available)"
     )
     p.add_argument(
         "--burn-in", type=int, default=0, metavar="N", help="steps run before metrics count (default 0)"
