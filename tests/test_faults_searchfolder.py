@@ -192,3 +192,23 @@ def test_spikedhs_resume_of_a_training_folder_is_one_line(space, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {Path(out) / 'last.pt'}: not a checkpoint of python -m training.search spikedhs")
     assert "\n" not in err
+
+
+def test_resume_refuses_a_search_space_that_changed(space, tmp_path, capsys):
+    """--resume reads the search space again: an edited file (here another candidate), the run's own or
+    another given on the command line, is refused in one line instead of being searched on without a word;
+    a comment alone changes nothing."""
+    mine = tmp_path / "space.yaml"
+    mine.write_text(space.read_text())
+    out = tmp_path / "search"
+    assert _cli(mine, out, "--stop-after", "1") == 0
+    capsys.readouterr()
+    mine.write_text("# a comment\n" + space.read_text())
+    assert _cli(mine, out, "--resume", "--stop-after", "1") == 0  # same content: resumes
+    capsys.readouterr()
+    edited = SPACE.replace("{op: skip}", "{op: conv1x1}")
+    assert edited != SPACE
+    mine.write_text(edited)
+    assert _cli(mine, out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "differs from the one the run" in err and "\n" not in err, err

@@ -233,6 +233,28 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
 
 
+def space_text(path: str, overrides: list[str]) -> str:
+    """What a search is over, as read (comments and layout aside): its candidates, nodes, kept edges,
+    searched networks and the base genotype they resolve to."""
+    sp = load_search_space(path, overrides=overrides)
+    return repr((sp.candidates, sp.nodes, sp.keep, sp.networks)) + "\n" + sp.base.to_yaml()
+
+
+def _check_space(ck: dict, paths: list, overrides: list[str], out: Path) -> None:
+    """On ``--resume`` the search space read now (the run's file, and one given again) must be the one the
+    run started with: an edited file (or base genotype) would be searched on without a word."""
+    if not isinstance(ck.get("space_text"), str):
+        return  # a checkpoint from before the check
+    for path in dict.fromkeys(p for p in paths if p):
+        try:
+            same = space_text(str(path), overrides) == ck["space_text"]
+        except OSError as exc:
+            raise TrainError(f"{path}: cannot read the search space ({exc.strerror or exc})") from None
+        if not same:
+            raise TrainError(f"{path}: the search space (or its base genotype) differs from the one the run in "
+                             f"{out} was started with", "resume with the same files, or start a new run")
+
+
 def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
     """``sc`` with what it leaves open from its recipe (``config.SEARCH_RECIPES``), checked."""
     defaults = search_recipe(sc.recipe, task)
@@ -254,6 +276,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     ck = None
     if resume:
         ck, sc = _resumed_config(out, sc, given)
+        _check_space(ck, [sc.space, (given or {}).get("space")], sc.overrides, out)
     set_threads(sc.threads)
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
@@ -296,7 +319,8 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
                                                      sort_keys=False), out / "config.yaml")
         trainer.keep_history = False
         trainer.fit(out, metrics, stop_after=sc.stop_after, evaluate=False,
-                    extra_state={"search_config": dataclasses.asdict(sc)},
+                    extra_state={"search_config": dataclasses.asdict(sc),
+                                 "space_text": space_text(sc.space, sc.overrides)},
                     epoch_fields=lambda epoch: {"searching": epoch >= sc.warmup}, line=lambda row: (
                         f"epoch {row['epoch']}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
                         f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
