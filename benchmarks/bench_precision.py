@@ -24,7 +24,6 @@ from 1000 on), per scene type and pooled, for each model:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_transfer import balanced_seeds, held_out_sequences, load_model, stream  # noqa: E402
+from transfer_report import finish  # noqa: E402
 
 NEAR_PX = 2  # the neighbourhood of an edge or of an event
 
@@ -238,12 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                       for m, (_, _, c) in models.items()}
     print_report(result)
     result["seconds"] = time.perf_counter() - start
-    print(f"\n({result['seconds']:.0f} s)")
-    if args.json:
-        from runtime.core.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(result, indent=2, default=float))
-    return 0
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

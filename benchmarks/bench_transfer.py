@@ -32,7 +32,6 @@ most 0.8 px. Each is reported with its measured distance; the benchmark does not
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -42,7 +41,15 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from transfer_report import MIN_SEEDS_PER_TYPE, print_block, print_recordings, print_targets, targets, write_pictures  # noqa: E402
+from transfer_report import (  # noqa: E402
+    MIN_SEEDS_PER_TYPE,
+    finish,
+    print_block,
+    print_recordings,
+    print_targets,
+    targets,
+    write_pictures,
+)
 
 FIRST_HELD_OUT_SEED = 1000  # above training's 100-163 and selection's 0-3
 MODELS = ("snn", "relu")
@@ -358,12 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, GenotypeError, BuildError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\n({result['seconds']:.0f} s)")
-    if args.json:
-        from runtime.core.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(result, indent=2, default=float))
-    return 0
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,15 @@ def targets(held: dict, by_type: dict, counts: dict, moto: dict) -> list[dict]:
     rows.append(_row(f"pooled: SNN mean disparity error <= {TARGET_MEAN_ERROR_PX:g} px", f"{err:.3f} px",
                      TARGET_MEAN_ERROR_PX - err, unit="px"))
     return rows
+
+
+def finish(result: dict, json_path: str | None) -> int:
+    """The benchmark's last lines: its wall time, and the result as JSON (written atomically) if asked."""
+    import json
+
+    from runtime.core.atomic import write_text_atomic
+
+    print(f"\n({result['seconds']:.0f} s)")
+    if json_path:
+        write_text_atomic(json_path, json.dumps(result, indent=2, default=float))
+    return 0

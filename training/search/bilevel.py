@@ -33,7 +33,7 @@ from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
 from .drawings import decode_drawer, draw_genotype
-from .space import load_search_space
+from .space import SearchSpace, load_search_space
 from .supernet import FixedPath, Supernet, transition_weights
 
 PJ_PER_AC = 0.9
@@ -233,10 +233,9 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
 
 
-def space_text(path: str, overrides: list[str]) -> str:
+def space_text(sp: SearchSpace) -> str:
     """What a search is over, as read (comments and layout aside): its candidates, nodes, kept edges,
     searched networks and the base genotype they resolve to."""
-    sp = load_search_space(path, overrides=overrides)
     return repr((sp.candidates, sp.nodes, sp.keep, sp.networks)) + "\n" + sp.base.to_yaml()
 
 
@@ -247,7 +246,7 @@ def _check_space(ck: dict, paths: list, overrides: list[str], out: Path) -> None
         return  # a checkpoint from before the check
     for path in dict.fromkeys(p for p in paths if p):
         try:
-            same = space_text(str(path), overrides) == ck["space_text"]
+            same = space_text(load_search_space(str(path), overrides=overrides)) == ck["space_text"]
         except OSError as exc:
             raise TrainError(f"{path}: cannot read the search space ({exc.strerror or exc})") from None
         if not same:
@@ -320,7 +319,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         trainer.keep_history = False
         trainer.fit(out, metrics, stop_after=sc.stop_after, evaluate=False,
                     extra_state={"search_config": dataclasses.asdict(sc),
-                                 "space_text": space_text(sc.space, sc.overrides)},
+                                 "space_text": space_text(space)},
                     epoch_fields=lambda epoch: {"searching": epoch >= sc.warmup}, line=lambda row: (
                         f"epoch {row['epoch']}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
                         f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
