@@ -1,0 +1,71 @@
+"""The fused neuron kernel alone (``compiler.fused_kernel``), side by side in one run: its forward and
+backward over T steps of one layer, built for this CPU (``-march=native``, what training uses) and for the
+baseline x86-64 target, against the memory-bound floor of one element-wise torch addition over the same
+tensor (read twice, write once).
+
+    python benchmarks/bench_neuron_kernel.py                    # T=4, 64 x 48 x 16 x 16 (a training layer)
+    python benchmarks/bench_neuron_kernel.py --shape 4,786432 --threads 1
+
+Prints milliseconds per call (median of ``--repeats``) and the effective bandwidth of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1e3 * times[len(times) // 2]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default="4,786432", help="T,N: time steps and elements per step")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args(argv)
+    import torch
+    from torch.utils.cpp_extension import load_inline
+
+    from compiler import fused_kernel
+
+    torch.set_num_threads(args.threads)
+    steps, n = (int(x) for x in args.shape.split(","))
+    current, v, empty = torch.randn(steps, n), torch.zeros(n), torch.empty(0)
+    grad_y = torch.randn(steps, n)
+    builds = {"native (used)": fused_kernel.load()}
+    builds["baseline x86-64"] = load_inline("snn_fused_threshold_bench_baseline", cpp_sources=[fused_kernel._SOURCE],
+                                            functions=["fwd", "bwd"], extra_cflags=["-O3", "-ffp-contract=off"])
+    mb = steps * n * 4 / 1e6
+    floor = median_ms(lambda: current + current, args.repeats)
+    print(f"T={steps}, N={n}, {args.threads} thread(s); one (T, N) float32 tensor = {mb:.1f} MB")
+    print(f"| what | ms | GB/s moved |\n|---|---|---|\n| torch add (read 2, write 1) | {floor:.2f} | "
+          f"{3 * mb / floor:.1f} |")
+    for name, k in builds.items():
+        if k is None:
+            print(f"| {name} | not built: {fused_kernel.reason()} | |")
+            continue
+        fwd = median_ms(lambda k=k: k.fwd(current, v, empty, 0.2, 0.5, 0.0, 0.0, True, False), args.repeats)
+        _, u, _, _, _ = k.fwd(current, v, empty, 0.2, 0.5, 0.0, 0.0, True, False)
+        bwd = median_ms(lambda k=k, u=u: k.bwd(grad_y, v, empty, u, empty, 0.2, 0.5, 0.0, 0.0, True, False, 0, 3.0),
+                        args.repeats)
+        print(f"| {name}: forward (read 1, write 2) | {fwd:.2f} | {3 * mb / fwd:.1f} |")
+        print(f"| {name}: backward, Dspike (read 2, write 1) | {bwd:.2f} | {3 * mb / bwd:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
