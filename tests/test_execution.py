@@ -125,3 +125,49 @@ def test_without_a_compiler_the_fused_neurons_run_in_torch_and_say_why(monkeypat
     y, _ = m.run_steps(current, {"v": torch.zeros(2, 4)})
     y.sum().backward()
     assert current.grad is not None
+
+
+def test_evaluation_modes_agree(monkeypatch):
+    """Held-out evaluation (training.validation) stepping with plain neurons (eager), with fused neurons (step)
+    and in spans of steps (multistep; whole segments and spans shorter than a segment, the state carried
+    between them): the same windows, 1PA, disparity error and firing rate (float32)."""
+    from types import SimpleNamespace
+
+    from tests.helpers import randomize_bn
+    from training import validation
+    from training.data import SyntheticSpec, synthetic_stereo
+    from training.images import ClassData
+    from training.validation import evaluate_classification, evaluate_stereo
+
+    g = small_genotype("stereo_small")
+    model = build_model(g)
+    randomize_bn(model)
+    model.eval()
+    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0, 1), seconds=0.5, val_seconds=0.5),
+                            height=24, width=32, encoding=g.input.encoding, bins=g.input.bins,
+                            window_us=int(g.input.window_ms * 1000), length=3, stride=2, burn_in=1)
+    cfg = SimpleNamespace(eval_batch_size=2)
+    with torch.no_grad():
+        got = {m: evaluate_stereo(model, data, cfg, m) for m in ("eager", "step", "multistep")}
+        monkeypatch.setattr(validation, "MULTISTEP_SAMPLES", 4)  # spans of 2 steps over segments of 3
+        got["spans"] = evaluate_stereo(model, data, cfg, "multistep")
+    ref = got["eager"]
+    assert ref["windows"] > 4 and ref["firing_rate"] > 0
+    for m in ("step", "multistep", "spans"):
+        assert got[m]["windows"] == ref["windows"] and got[m]["valid_pixels"] == ref["valid_pixels"]
+        assert got[m]["mean_disparity_error_px"] == pytest.approx(ref["mean_disparity_error_px"], rel=1e-4)
+        assert got[m]["one_pixel_accuracy_pct"] == pytest.approx(ref["one_pixel_accuracy_pct"], abs=0.05)
+        assert got[m]["firing_rate"] == pytest.approx(ref["firing_rate"], rel=1e-4)
+
+    gc = small_genotype("cifar10")
+    cmodel = build_model(gc)
+    randomize_bn(cmodel, seed=1)
+    cmodel.eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((12, gc.input.in_channels, gc.input.height, gc.input.width), generator=gen)
+    cdata = ClassData(x, torch.arange(12) % gc.head.classes, gc.head.classes, "random")
+    with torch.no_grad():
+        res = {m: evaluate_classification(cmodel, cdata, 3, 5, m) for m in ("eager", "step", "multistep")}
+    for m in ("step", "multistep"):
+        assert res[m]["accuracy_pct"] == res["eager"]["accuracy_pct"]
+        assert res[m]["loss"] == pytest.approx(res["eager"]["loss"], rel=1e-5)

@@ -43,6 +43,7 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     from . import checkpoint as ckpt_io
     from .config import TrainConfig, task_defaults
     from .errors import TrainError
+    from .execution import resolve_exec
     from .runner import load_data
     from .validation import evaluate_classification, evaluate_stereo
 
@@ -67,13 +68,14 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
         raise TrainError(f"{path}: the weights do not fit its genotype ({what})") from None
     model.eval()
     train, val = load_data(cfg, g, log=lambda s: None)
+    mode = resolve_exec(cfg.exec, model, [])
     with torch.no_grad():
         if g.task == "stereo":
-            out = {"model": evaluate_stereo(model, val, cfg)}
+            out = {"model": evaluate_stereo(model, val, cfg, mode)}
             if constant:
                 out["constant"] = constant_baseline(train)
         else:
-            out = {"model": evaluate_classification(model, val, cfg.timesteps, cfg.eval_batch_size)}
+            out = {"model": evaluate_classification(model, val, cfg.timesteps, cfg.eval_batch_size, mode)}
     out["data"] = getattr(val, "description", "")
     out["epoch"] = ck.get("epoch")
     return out

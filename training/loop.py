@@ -211,8 +211,9 @@ class Trainer:
             model = self.eval_model
         model.eval()
         try:
-            return evaluate_stereo(model, self.val_data, self.cfg) if self.stereo \
-                else evaluate_classification(model, self.val_data, self.cfg.timesteps, self.cfg.eval_batch_size)
+            return evaluate_stereo(model, self.val_data, self.cfg, self.exec) if self.stereo \
+                else evaluate_classification(model, self.val_data, self.cfg.timesteps, self.cfg.eval_batch_size,
+                                             self.exec)
         finally:
             self.model.train()
 
