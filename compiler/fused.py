@@ -118,7 +118,9 @@ def torch_backward(p: ThresholdParams, gy: Tensor, g: Tensor, gv: Tensor, ga: Te
 
 # ------------------------------------------------------------------------------------- autograd function
 class ThresholdSteps(torch.autograd.Function):
-    """(current (T, ...), v, a) -> (y (T, ...), v_T, a_T) in one function; saves u (and a) only."""
+    """(current (T, ...), v, a) -> (y (T, ...), v_T, a_T) in one function; saves u (and a) only. The C++ kernel
+    takes a bfloat16 current (autocast) beside float32 state: spikes bfloat16 (0 and 1 are exact), membranes
+    float32, the current's gradient bfloat16; the torch version works in one type."""
 
     @staticmethod
     def forward(ctx, current: Tensor, v: Tensor, a: Tensor | None, p: ThresholdParams, use_cpp: bool):
@@ -130,7 +132,7 @@ class ThresholdSteps(torch.autograd.Function):
             a_t = a_t if p.adaptive else None
         else:
             y, u, a_seq, v_t, a_t = torch_steps(p, current, v, a)
-        ctx.p, ctx.kernel = p, kernel
+        ctx.p, ctx.kernel, ctx.y_dtype = p, kernel, y.dtype
         ctx.save_for_backward(u, a_seq)
         return y, v_t, a_t
 
@@ -141,7 +143,7 @@ class ThresholdSteps(torch.autograd.Function):
         gv = torch.zeros_like(u[0]) if gv is None else gv
         if p.adaptive and ga is None:
             ga = torch.zeros_like(u[0])
-        gy = torch.zeros_like(u) if gy is None else gy
+        gy = torch.zeros(u.shape, dtype=ctx.y_dtype) if gy is None else gy
         if ctx.kernel is not None:
             gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
                                           *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
@@ -162,10 +164,12 @@ def _scalars(p: ThresholdParams) -> tuple:
 def threshold_steps(p: ThresholdParams, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict]:
     """The fused update of a threshold neuron over ``current``'s leading T axis from ``state``: the outputs
     (T, ...) and the state after the last step."""
-    name = impl()
+    use_cpp = impl() == "cpp" and p.surrogate in SURROGATE_CODES
     v = state["v"]
     dtype = torch.promote_types(current.dtype, v.dtype)  # float32 membranes under bfloat16 autocast
-    current, v = current.to(dtype), v.to(dtype)
+    v = v.to(dtype)
+    if not (use_cpp and current.dtype == torch.bfloat16):
+        current = current.to(dtype)  # the C++ kernel reads a bfloat16 current itself and writes bfloat16 spikes
     a = state["a"] if p.adaptive else None
-    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, name == "cpp" and p.surrogate in SURROGATE_CODES)
+    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, use_cpp)
     return y, ({"v": v_t, "a": a_t} if p.adaptive else {"v": v_t})

@@ -18,6 +18,7 @@ relative that tests/test_execution.py checks).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 
@@ -69,16 +70,17 @@ static inline S surrogate(S z, S b, S k) {
   return (b / S(3)) / (S(1) + pz * pz);
 }
 
-template <typename S, bool HARD, bool ADAPTIVE>
-static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __restrict__ I, S* __restrict__ v,
-                      S* __restrict__ a, S* __restrict__ y, S* __restrict__ u, S* __restrict__ as, S tau, S th,
+// TI: the type of the input current and of the spikes (S, or bfloat16 under autocast: read as S, spikes 0/1 exact).
+template <typename S, typename TI, bool HARD, bool ADAPTIVE>
+static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ I, S* __restrict__ v,
+                      S* __restrict__ a, TI* __restrict__ y, S* __restrict__ u, S* __restrict__ as, S tau, S th,
                       S beta, S tau_a) {
   for (int64_t t = 0; t < T; ++t) {
     const int64_t o = t * N;
 #pragma GCC ivdep
     for (int64_t i = lo; i < hi; ++i) {
       S uu = tau * v[i];
-      uu = uu + I[o + i];
+      uu = uu + static_cast<S>(I[o + i]);
       S thr = th;
       if (ADAPTIVE) { S ba = beta * a[i]; thr = th + ba; as[o + i] = a[i]; }
       const S z = uu - thr;
@@ -86,15 +88,15 @@ static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __r
       if (HARD) { v[i] = uu * (S(1) - yy); } else { S ty = thr * yy; v[i] = uu - ty; }
       if (ADAPTIVE) { S ta = tau_a * a[i]; a[i] = ta + yy; }
       u[o + i] = uu;
-      y[o + i] = yy;
+      y[o + i] = static_cast<TI>(yy);
     }
   }
 }
 
-template <typename S, bool HARD, bool ADAPTIVE, int KIND>
-static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __restrict__ gy,
+template <typename S, typename TI, bool HARD, bool ADAPTIVE, int KIND>
+static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ gy,
                       const S* __restrict__ u, const S* __restrict__ as, S* __restrict__ gv, S* __restrict__ ga,
-                      S* __restrict__ gi, S tau, S th, S beta, S tau_a, S b, S k) {
+                      TI* __restrict__ gi, S tau, S th, S beta, S tau_a, S b, S k) {
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t o = t * N;
 #pragma GCC ivdep
@@ -105,7 +107,7 @@ static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __r
       const S z = uu - thr;
       const S yy = z >= S(0) ? S(1) : S(0);
       const S gg = surrogate<S, KIND>(z, b, k);
-      S gyt = gy[o + i];
+      S gyt = static_cast<S>(gy[o + i]);
       if (ADAPTIVE) gyt = gyt + ga[i];
       if (HARD) { S ug = uu * gv[i]; gyt = gyt - ug; } else { S tg = thr * gv[i]; gyt = gyt - tg; }
       S du = gyt * gg;
@@ -115,7 +117,7 @@ static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __r
         if (!HARD) { S yg = yy * gv[i]; dthr = dthr - yg; }
         S ta = tau_a * ga[i]; S bd = beta * dthr; ga[i] = ta + bd;
       }
-      gi[o + i] = du;
+      gi[o + i] = static_cast<TI>(du);
       gv[i] = tau * du;
     }
   }
@@ -127,25 +129,42 @@ static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const S* __r
   else if (ADAPTIVE) { constexpr bool H = false, A = true; __VA_ARGS__; }               \
   else { constexpr bool H = false, A = false; __VA_ARGS__; }
 
-// I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y, u, a before each step, v_T, a_T.
+// Whether the current is bfloat16 read into a wider state (the spikes then bfloat16 too), else one type.
+static bool mixed(const torch::Tensor& I, const torch::Tensor& state) {
+  if (I.scalar_type() == state.scalar_type()) return false;
+  TORCH_CHECK(I.scalar_type() == at::kBFloat16, "fused neuron: current ", I.scalar_type(), " with state ",
+              state.scalar_type(), ": the current is the state's type or bfloat16");
+  return true;
+}
+
+template <typename S, typename TI>
+static void fwd_typed(const torch::Tensor& I, torch::Tensor& y, torch::Tensor& u, torch::Tensor& vT,
+                      torch::Tensor& aT, torch::Tensor& aseq, double tau_, double th_, double beta_,
+                      double tau_a_, bool hard, bool adaptive) {
+  const int64_t T = I.size(0), N = vT.numel();
+  S* a = adaptive ? aT.data_ptr<S>() : nullptr;
+  S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+  at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+    for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+      const int64_t hi = std::min(hi0, lo + BLOCK);
+      DISPATCH_FLAGS(hard, adaptive, fwd_block<S, TI, H, A>(lo, hi, T, N, I.data_ptr<TI>(), vT.data_ptr<S>(), a,
+                     y.data_ptr<TI>(), u.data_ptr<S>(), as, S(tau_), S(th_), S(beta_), S(tau_a_)))
+    }
+  });
+}
+
+// I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y (I's type), u, a before each step, v_T, a_T
+// (the state's type).
 std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
                                double beta_, double tau_a_, bool hard, bool adaptive) {
-  const int64_t T = I.size(0), N = v0.numel();
-  auto y = torch::empty_like(I), u = torch::empty_like(I);
+  auto y = torch::empty_like(I), u = torch::empty(I.sizes(), v0.options());
   auto vT = v0.clone();
-  auto aseq = adaptive ? torch::empty_like(I) : torch::empty({0}, I.options());
-  auto aT = adaptive ? a0.clone() : torch::empty({0}, I.options());
-  AT_DISPATCH_FLOATING_TYPES(I.scalar_type(), "fused_threshold_fwd", [&] {
-    using S = scalar_t;
-    S* a = adaptive ? aT.data_ptr<S>() : nullptr;
-    S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
-    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
-      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
-        const int64_t hi = std::min(hi0, lo + BLOCK);
-        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, H, A>(lo, hi, T, N, I.data_ptr<S>(), vT.data_ptr<S>(), a,
-                       y.data_ptr<S>(), u.data_ptr<S>(), as, S(tau_), S(th_), S(beta_), S(tau_a_)))
-      }
-    });
+  auto aseq = adaptive ? torch::empty(I.sizes(), v0.options()) : torch::empty({0}, v0.options());
+  auto aT = adaptive ? a0.clone() : torch::empty({0}, v0.options());
+  const bool bf16 = mixed(I, v0);
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "fused_threshold_fwd", [&] {
+    if (bf16) fwd_typed<scalar_t, c10::BFloat16>(I, y, u, vT, aT, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
+    else fwd_typed<scalar_t, scalar_t>(I, y, u, vT, aT, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
   });
   return {y, u, aseq, vT, aT};
 }
@@ -156,26 +175,36 @@ std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor 
   else if (KIND == 2) { constexpr int K = 2; __VA_ARGS__; }                             \
   else { constexpr int K = 3; __VA_ARGS__; }
 
-// The reverse recurrence with the surrogate gradient (kind, temperature b) computed in place.
+template <typename S, typename TI>
+static void bwd_typed(const torch::Tensor& gy, const torch::Tensor& u, const torch::Tensor& aseq, torch::Tensor& gv,
+                      torch::Tensor& ga, torch::Tensor& gi, double tau_, double th_, double beta_, double tau_a_,
+                      bool hard, bool adaptive, int64_t kind, double b_) {
+  const int64_t T = u.size(0), N = gv.numel();
+  const S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+  S* gap = adaptive ? ga.data_ptr<S>() : nullptr;
+  at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+    for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
+      const int64_t hi = std::min(hi0, lo + BLOCK);
+      DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, TI, H, A, K>(lo, hi, T, N,
+                     gy.data_ptr<TI>(), u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<TI>(), S(tau_),
+                     S(th_), S(beta_), S(tau_a_), S(b_), S(std::tanh(b_ / 2.0)))))
+    }
+  });
+}
+
+// The reverse recurrence with the surrogate gradient (kind, temperature b) computed in place; gy and the
+// current's gradient in the spikes' type (bfloat16 under autocast), the rest in the state's.
 std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tensor gaT, torch::Tensor u,
                                torch::Tensor aseq, double tau_, double th_, double beta_, double tau_a_,
                                bool hard, bool adaptive, int64_t kind, double b_) {
-  const int64_t T = u.size(0), N = gvT.numel();
-  auto gi = torch::empty_like(u);
+  auto gi = torch::empty(u.sizes(), gy.options());
   auto gv = gvT.clone();
   auto ga = adaptive ? gaT.clone() : torch::empty({0}, u.options());
+  const bool bf16 = mixed(gy, u);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fused_threshold_bwd", [&] {
-    using S = scalar_t;
-    const S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
-    S* gap = adaptive ? ga.data_ptr<S>() : nullptr;
-    at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
-      for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
-        const int64_t hi = std::min(hi0, lo + BLOCK);
-        DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, H, A, K>(lo, hi, T, N,
-                       gy.data_ptr<S>(), u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<S>(), S(tau_),
-                       S(th_), S(beta_), S(tau_a_), S(b_), S(std::tanh(b_ / 2.0)))))
-      }
-    });
+    if (bf16) bwd_typed<scalar_t, c10::BFloat16>(gy, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard, adaptive,
+                                                 kind, b_);
+    else bwd_typed<scalar_t, scalar_t>(gy, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard, adaptive, kind, b_);
   });
   return {gi, gv, ga};
 }
@@ -188,7 +217,6 @@ def cpu_key() -> str:
     """A short hash of this CPU's model and instruction-set flags: the kernel is compiled for the CPU it runs
     on (``-march=native``), and the cache (often a home folder shared by several machines) keeps one build
     per CPU kind, so that a build for another CPU is never loaded here."""
-    import hashlib
     try:
         text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
     except OSError:
@@ -209,7 +237,9 @@ def load():
         try:
             from torch.utils.cpp_extension import load_inline
 
-            module = load_inline(f"snn_fused_threshold_{cpu_key()}", cpp_sources=[_SOURCE], functions=["fwd", "bwd"],
+            source_key = hashlib.sha256(_SOURCE.encode()).hexdigest()[:8]  # one cached build per source
+            module = load_inline(f"snn_fused_threshold_{cpu_key()}_{source_key}", cpp_sources=[_SOURCE],
+                                 functions=["fwd", "bwd"],
                                  extra_cflags=["-O3", "-ffp-contract=off", "-march=native"], verbose=False)
             kernel = module
         except Exception as exc:  # noqa: BLE001 - any build failure means: use the torch version

@@ -40,7 +40,8 @@ class Step:
         for s, t in new.items():
             self.state_out[state_name(name, s)] = t
         if module.spiking:
-            self.spikes[name] = y.flatten(1).sum(1) if self.steps == 1 else y.flatten(2).sum(2)
+            wide = torch.float32 if y.dtype in (torch.bfloat16, torch.float16) else None  # exact counts
+            self.spikes[name] = y.flatten(1).sum(1, dtype=wide) if self.steps == 1 else y.flatten(2).sum(2, dtype=wide)
         return y if self.steps == 1 else y.flatten(0, 1)
 
 

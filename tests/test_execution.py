@@ -113,6 +113,51 @@ def test_fused_neurons_match_the_plain_step_for_every_kind_and_surrogate(kind):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{kind} {reset} {sur}")
 
 
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_cpp_kernel_reads_bfloat16_currents_as_the_float32_path_did(kind):
+    """Under bfloat16 autocast the C++ kernel reads the bfloat16 current itself and writes bfloat16 spikes:
+    spikes, membranes, state and every gradient bit-identical to casting the current to float32 first (the path
+    before), the current's gradient rounded to bfloat16 as that cast's backward rounded it."""
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    gen = torch.Generator().manual_seed(2)
+    for reset, sur in itertools.product(("hard", "soft"), ("dspike", "superspike")):
+        m = build_neuron(Neuron(kind=kind, reset=reset, surrogate=Surrogate(kind=sur, b=3.0)))
+        shape = (3, 4, 6, 6)
+        current = (torch.randn((4, *shape), generator=gen) * 0.6 + 0.3).to(torch.bfloat16)
+        state = {s: torch.rand(shape, generator=gen) * 0.3 for s in m.state_names}
+        gy = torch.randn((4, *shape), generator=gen).to(torch.bfloat16)
+        results = []
+        for wide in (True, False):
+            cur = current.clone().requires_grad_()
+            s0 = {k: v.clone().requires_grad_() for k, v in state.items()}
+            with fused.using("cpp"):
+                y, s = m.run_steps(cur.float() if wide else cur, s0)
+            loss = (y * gy.to(y.dtype)).sum() + sum(t.sum() * 0.7 for t in s.values())
+            results.append((y, s, torch.autograd.grad(loss, [cur, *s0.values()])))
+        (y0, s0_, g0), (y1, s1, g1) = results
+        assert y1.dtype == torch.bfloat16 and torch.equal(y0, y1.float()), (kind, reset, sur)
+        assert all(torch.equal(s0_[k], s1[k]) for k in s0_)
+        assert g0[0].dtype == g1[0].dtype == torch.bfloat16
+        for a, b in zip(g0, g1, strict=True):
+            assert torch.equal(a, b), (kind, reset, sur)
+
+
+def test_spike_counts_are_exact_under_bfloat16():
+    """A layer's spike count (the model's ``spikes`` output) sums bfloat16 spikes in float32: 1001 spikes count
+    1001 (a bfloat16 sum says 1000)."""
+    from compiler.interpret import Step
+
+    m = build_neuron(Neuron(kind="lif"))
+    current = torch.ones((2, 1, 1001), dtype=torch.bfloat16, requires_grad=True)  # T = 2 steps, all firing
+    for steps, cur in ((1, current[0]), (2, current.flatten(0, 1))):
+        step = Step({"n.v": torch.zeros(1, 1001)}, steps)
+        with fused.using("auto"):
+            y = step.neuron("n", m, cur)
+        assert y.dtype == (torch.bfloat16 if fused.impl() == "cpp" else torch.float32)
+        assert step.spikes["n"].flatten().tolist() == [1001.0] * steps
+
+
 def test_without_a_compiler_the_fused_neurons_run_in_torch_and_say_why(monkeypatch):
     from compiler import fused_kernel
 
