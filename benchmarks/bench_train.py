@@ -67,7 +67,7 @@ head:
 """
 STEREO_CROP = (48, 64)
 DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1,eager:fp32:2,multistep:fp32:2," \
-                  "multistep:bf16:2"
+                  "multistep:bf16:2,multistep:fp32:1x2,multistep:bf16:1x2"
 
 
 def cpu_flags() -> str:
@@ -136,7 +136,7 @@ def child(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from training.distributed import Dist
+    from training.distributed import broadcast_module, convert_batchnorm, setup, teardown
     from training.execution import neuron_impl
     from training.loop import Trainer
     from training.validation import evaluate_classification
@@ -144,7 +144,11 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": 0}
     g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw, spec.get("data"))
-    trainer = Trainer(cfg, g, model, train, test, Dist(), log=lambda s: None)
+    dist = setup()  # under torchrun: this process's rank; the batch is the global one, each takes its slice
+    if dist.enabled:
+        convert_batchnorm(model)
+        broadcast_module(model, dist)
+    trainer = Trainer(cfg, g, model, train, test, dist, log=lambda s: None)
     need = spec["warmup"] + spec["batches"]
     batches = []
     epoch = 0
@@ -161,6 +165,10 @@ def child(spec: dict) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if dist.enabled:
+        teardown(dist)
+        if not dist.main:
+            return None
     per_batch = float(np.median(times))
     samples = cfg.batch_size * (cfg.windows if spec["task"] == "stereo" else 1)
     spec.pop("data", None)
@@ -175,28 +183,40 @@ def child(spec: dict) -> dict:
 
 
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         cwd=ROOT)
+    """One configuration in its own process; ``procs`` > 1: that many processes under torchrun (gloo), the
+    global batch split between them, the row from rank 0 (its memory, its CPU time: per process)."""
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    if spec.get("procs", 1) > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={spec['procs']}",
+               __file__, "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         return {**spec, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _workers(r: dict) -> str:
+    return f"{r['threads']}" + (f" x {r['procs']}" if r.get("procs", 1) > 1 else "")
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| task | --exec | --precision | threads | rate/s (wall) | x eager 1 thread | rate/s (CPU time) | "
-             "x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |", "|" + "---|" * 15]
-    ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and "rate" in r]
+    lines = ["| task | --exec | --precision | threads x processes | rate/s (wall) | x eager 1 thread | "
+             "rate/s (CPU time) | x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |",
+             "|" + "---|" * 15]
+    ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and r.get("procs", 1) == 1
+            and "rate" in r]
     base = {r["task"]: r["rate"] for r in ones}
     base_cpu = {r["task"]: r["cpu_rate"] for r in ones}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | error: {r['error']} |")
+            lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {_workers(r)} | error: {r['error']} |")
             continue
         speedup = r["rate"] / base[r["task"]] if r["task"] in base else float("nan")
         cpu_up = r["cpu_rate"] / base_cpu[r["task"]] if r["task"] in base_cpu else float("nan")
         acc = f"{r['accuracy']:.1f}" if "accuracy" in r else "-"
-        lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['threads']} | {r['rate']:.1f} | "
-                     f"{speedup:.2f} | {r['cpu_rate']:.1f} | {cpu_up:.2f} | {r['s_per_batch']:.3f} | "
+        cpu = "- | -" if r.get("procs", 1) > 1 else f"{r['cpu_rate']:.1f} | {cpu_up:.2f}"  # rank 0's CPU alone
+        lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {_workers(r)} | {r['rate']:.1f} | "
+                     f"{speedup:.2f} | {cpu} | {r['s_per_batch']:.3f} | "
                      f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
                      f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r['load']:.2f} |")
     return "\n".join(lines)
@@ -205,7 +225,9 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="class,stereo", help="class, stereo or both (default)")
-    p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated EXEC:PRECISION:THREADS")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS,
+                   help="comma-separated EXEC:PRECISION:THREADS, or EXEC:PRECISION:THREADSxPROCS for PROCS processes "
+                        "under torchrun (e.g. multistep:fp32:1x2)")
     p.add_argument("--batches", type=int, default=3, help="timed batches per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed batches before them")
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
@@ -213,7 +235,9 @@ def main(argv=None) -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        row = child(json.loads(args.child))
+        if row is not None:
+            print(json.dumps(row))
         return 0
     if args.full and args.batches == 3:
         args.batches, args.warmup = 12, 2
@@ -230,10 +254,11 @@ def main(argv=None) -> int:
             stereo_data(Path(data))
         for c in args.configs.split(","):
             mode, precision, threads = c.split(":")
+            threads, _, procs = threads.partition("x")
             if precision == "bf16" and not cpu_has_bf16():
                 continue
             spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
-                    "batches": args.batches, "warmup": args.warmup, "data": data}
+                    "procs": int(procs or 1), "batches": args.batches, "warmup": args.warmup, "data": data}
             t0 = time.perf_counter()
             rows.append(run_child(spec))
             print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr,
