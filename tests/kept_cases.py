@@ -17,11 +17,11 @@ OLD_NODES = {"mixing": "spike_sum"}
 KEPT_ROOT = ROOT / "tests" / "kept"
 GENOTYPE_ROOTS = {"snasnet_cifar10_bw": KEPT_ROOT}  # stem -> the folder holding genotypes/STEM.yaml
 CASES = {
-    "stereo_small_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
+    "stereo_small_trained": {"stem": "stereo_small", "weights": KEPT_ROOT / "stereo_small_spike_sum.pt",
                              "overrides": OLD_NODES},
-    "stereo_small_trained_nofold": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
+    "stereo_small_trained_nofold": {"stem": "stereo_small", "weights": KEPT_ROOT / "stereo_small_spike_sum.pt",
                                     "overrides": OLD_NODES, "export": {"fold": False, "factorize": False}},
-    "stereo_small_trained_int8": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small.pt",
+    "stereo_small_trained_int8": {"stem": "stereo_small", "weights": KEPT_ROOT / "stereo_small_spike_sum.pt",
                                   "overrides": OLD_NODES, "int8": True},
     "stereo_relu_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small_relu.pt",
                             "overrides": {"neuron.kind": "relu", **OLD_NODES}},

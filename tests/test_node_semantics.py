@@ -20,6 +20,8 @@ from compiler.interpret import submodule
 from compiler.ir import NODE_NEURON_DEFAULT, Neuron, resolve_neuron
 from compiler.registry import NEURONS
 
+OLD_WEIGHTS = ROOT / "tests/kept/stereo_small_spike_sum.pt"  # the demo model as trained under spike_sum (kept)
+
 SPIKEDHS = ["stereo", "stereo_small", "cifar10"]  # the shipped spiking SpikeDHS genotypes
 PASS_THROUGH = ("resample", "concat", "cost_volume")  # keep 0/1 values 0/1
 
@@ -81,7 +83,7 @@ def test_every_conv_inside_reads_binary_spikes_trained_weights():
 def test_spike_sum_keeps_the_plain_sum_of_spikes():
     """The old semantics, explicit: a node passes counts (the check above would fail with it)."""
     model = build_model(small_genotype("stereo_small", mixing="spike_sum"))
-    load_weights(model, str(ROOT / "models/stereo_small.pt"))
+    load_weights(model, str(OLD_WEIGHTS))
     assert any(2.0 in v for v in _conv_inputs(model.eval(), steps=10).values())
 
 
@@ -110,7 +112,7 @@ def test_node_neurons_count_as_spiking_layers_with_fan_out():
 
 def test_old_checkpoint_loads_into_the_new_semantics_with_the_genotype_values():
     model = build_model(small_genotype("stereo_small"))
-    load_weights(model, str(ROOT / "models/stereo_small.pt"))
+    load_weights(model, str(OLD_WEIGHTS))
     node = model.nets["feature"].layers[2].neurons["n0"]
     assert float(node.b) == 3.0 and float(node.tau) == pytest.approx(0.2)
 
