@@ -246,7 +246,7 @@ class MultiStream:
         self.multi.close(name)
         self._serve[name]["left_at_tick"] = self.ticks
         report = {**stream.report(), "serve": dict(self._serve[name]), "status": "ok", "error": None}
-        problem = quality_problem(report, self.max_dropped)
+        problem = quality_problem(report, self.max_dropped, stream.options.max_outside_rectify)
         if problem:  # what runtime.stream refuses is not pooled: the report says why, without accuracy
             report.update(status="refused", error=problem, accuracy=None)
         else:

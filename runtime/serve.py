@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     add_recording_arguments(p, "serve", ("crop",))
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",
                    help="floor of predicted disparity for depth (default 1)")
-    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol",
+                                         "max_outside_rectify"))
     p.add_argument("--max-dropped", type=float, default=DEFAULT_MAX_DROPPED, metavar="FRACTION",
                    help=f"refuse a stream when more than this share of its event rows are bad data (default "
                    f"{DEFAULT_MAX_DROPPED:g}; as runtime.stream; the others are scored alone)")

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from compiler.ir import Genotype
+from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY
 
 from .errors import TrainError
 
@@ -50,6 +51,7 @@ class TrainConfig:
     fb: float | None = None  # real data: focal length x baseline override, px*m
     gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.data.protocol)
     dsec_split: str = "last20"  # DSEC held-out sequences: last20 | se-cff (training.dsec_data)
+    max_outside_rectify: float = DEFAULT_MAX_OUTSIDE_RECTIFY  # real data: refuse above this share lost to the maps
     # classification
     timesteps: int | None = None
     augment: bool | None = None

@@ -20,7 +20,7 @@ OPTION_RANGES = {
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
     "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "hns_every": (1, None, True),
     "hns_warmup": (0, None, True), "arch_lr": (0.0, 1e3, False),
-    "fb": (0.0, 1e6, False),
+    "fb": (0.0, 1e6, False), "max_outside_rectify": (0.0, 1.0, True),
 }
 
 
