@@ -6,11 +6,13 @@ report. The model is a small classification genotype, compiled."""
 from __future__ import annotations
 
 import json
+import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from helpers import small_genotype
+from test_htmlreport import CHROMIUM
 
 from compiler import build_model, export_onnx
 from runtime.serve import main as serve_main
@@ -208,3 +210,17 @@ def test_report_html_of_event_streams_with_one_that_cannot_open(tmp_path, monkey
     assert serve_main(["--onnx", str(stereo), "--events", str(tmp_path / "missing_data.hdf5"), "--streams", "1",
                        "--max-steps", "2", "--threads", "1", "--quiet", "--report-html", str(page)]) == 1
     assert "cam0" in page.read_text() and "n/a" in page.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_tensor_serve_page_loads_in_headless_chromium(model, files, tmp_path):
+    page = tmp_path / "serve.html"
+    assert serve_main(["--onnx", str(model), "--tensors", f"{files['a']},{files['b']}", "--labels",
+                       f"{files['a_labels']},-", "--threads", "1", "--quiet", "--report-html", str(page)]) == 0
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line] == []
+    assert 'id="streams"' in done.stdout and "<th>stream1</th>" in done.stdout and 'class="chart"' in done.stdout
