@@ -148,23 +148,24 @@ SUMMARY = (  # label, key path in the report, format (None: the p50 / p99 of a l
     ("mean disparity error px", ("accuracy", "mean_disparity_error_px"), "{:.3f}"),
     ("streams", ("aggregate", "streams"), "{}"), ("steps/s (all streams)", ("aggregate", "steps_per_s"), "{:.2f}"),
     ("network sparsity (all streams)", ("aggregate", "sparsity", "network_sparsity"), "{:.4f}"),
+    ("accuracy % (all streams)", ("aggregate", "accuracy_pct"), "{:.2f}"),
 )
+
+
+def _get(d: Any, keys: Sequence[str]) -> Any:
+    """``d[k0][k1]...``, or None where a key is missing."""
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return d
 
 
 def _summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Label, value of the report's headline numbers, whichever it has (a stream's or a server's)."""
     rows: list[tuple[str, str]] = []
-
-    def get(*keys):
-        d: Any = report
-        for k in keys:
-            if not isinstance(d, Mapping) or k not in d:
-                return None
-            d = d[k]
-        return d
-
     for label, keys, fmt in SUMMARY:
-        v = get(*keys)
+        v = _get(report, keys)
         if v is None:
             continue
         text = f"{v['p50']:.2f} / {v['p99']:.2f}" if fmt is None else fmt.format(v)
@@ -172,23 +173,36 @@ def _summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def page(report: Mapping[str, Any], series: Series | None = None, title: str = "SNN run report") -> str:
-    """The HTML page of a run's ``report`` (and its steps' ``series``, if recorded)."""
+# a server's table of streams: header, keys into each stream's report
+STREAM_COLUMNS = (("steps", ("steps", "total")), ("steps/s model", ("speed", "fps_model")),
+                  ("1-pixel accuracy %", ("accuracy", "one_pixel_accuracy_pct")),
+                  ("mean disparity error px", ("accuracy", "mean_disparity_error_px")))
+
+
+def _stream_table(streams: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, tuple[str, ...]]]) -> str:
+    """One row per stream; a value a stream lacks (one that failed before its first step) is n/a."""
+    def cell(value: Any) -> str:
+        text = "n/a" if value is None else value if isinstance(value, str) else f"{value:.4g}"
+        return f"<td>{_esc(text)}</td>"
+
+    rows = ['<h2 id="streams">Streams</h2><table><tr><th>stream</th>'
+            + "".join(f"<th>{_esc(h)}</th>" for h, _ in columns) + "</tr>"]
+    for name, r in streams.items():
+        rows.append(f"<tr><th>{_esc(name)}</th>" + "".join(cell(_get(r, keys)) for _, keys in columns) + "</tr>")
+    return "".join(rows) + "</table>"
+
+
+def page(report: Mapping[str, Any], series: Series | None = None, title: str = "SNN run report",
+         columns: Sequence[tuple[str, tuple[str, ...]]] = STREAM_COLUMNS) -> str:
+    """The HTML page of a run's ``report`` (and its steps' ``series``, if recorded); a server's report has a
+    table of its streams with ``columns``."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{_esc(title)}</h1>", '<h2 id="summary">Summary</h2><table>']
     parts += [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _summary_rows(report)]
     parts.append("</table>")
     streams = report.get("streams") or {}
     if streams:  # a server's report: one row per stream
-        parts.append('<h2 id="streams">Streams</h2><table><tr><th>stream</th><th>steps</th><th>steps/s model</th>'
-                     '<th>1-pixel accuracy %</th><th>mean disparity error px</th></tr>')
-        for name, r in streams.items():
-            acc = r.get("accuracy") or {}
-            cells = [r["steps"]["total"], r["speed"]["fps_model"], acc.get("one_pixel_accuracy_pct"),
-                     acc.get("mean_disparity_error_px")]
-            parts.append(f"<tr><th>{_esc(name)}</th>" + "".join(
-                f"<td>{'n/a' if c is None else _esc(f'{c:.4g}')}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
+        parts.append(_stream_table(streams, columns))
     rates = (report.get("sparsity") or {}).get("firing_rate") or next(
         ((r.get("sparsity") or {}).get("firing_rate") for r in streams.values()), None) or {}
     parts += ['<h2 id="firing">Firing rate per layer' + (" (first stream)" if streams and not report.get("sparsity")
@@ -208,9 +222,9 @@ def page(report: Mapping[str, Any], series: Series | None = None, title: str = "
 
 
 def write_html(report: Mapping[str, Any], path: str | Path, series: Series | None = None,
-               title: str = "SNN run report") -> None:
+               columns: Sequence[tuple[str, tuple[str, ...]]] = STREAM_COLUMNS, title: str = "SNN run report") -> None:
     """Write ``page(...)`` to ``path`` atomically; a path that cannot be written is a ``RuntimeInputError``."""
     try:
-        write_text_atomic(path, page(report, series, title))
+        write_text_atomic(path, page(report, series, title, columns))
     except OSError as exc:
         raise RuntimeInputError(f"--report-html {path}", f"cannot write it ({exc.strerror or exc})") from None

@@ -61,6 +61,7 @@ class MultiSession:
         self._state = {st.name: np.zeros((0, *st.shape), st.dtype) for st in self.spec.states}
         self._outputs = [self.spec.data_output, *(st.output_name for st in self.spec.states),
                          *self.spec.spike_outputs]
+        self._ndim = len(self.spec.data_input_shape) - 1  # dimensions of one sample
         self.run_s: list[float] = []  # time of each ONNX Runtime run
         self.batch_sizes: list[int] = []
 
@@ -126,7 +127,7 @@ class MultiSession:
         index = None if full else np.asarray(rows)
         feeds: dict[str, np.ndarray] = {}
         for name in self.spec.data_inputs:
-            feeds[name] = np.stack([_sample(inputs[k][name]) for k in keys])
+            feeds[name] = np.stack([_sample(inputs[k][name], self._ndim) for k in keys])
         for st in self.spec.states:
             feeds[st.input_name] = self._state[st.name] if full else self._state[st.name][index]
         t0 = time.perf_counter()
@@ -195,7 +196,8 @@ class MultiStream:
         self.multi = MultiSession(model, device=device, threads=threads, max_streams=max_streams)
         self.spec = self.multi.spec
         if not TASKS[self.spec.task].events:
-            raise RuntimeInputError(self.model, f"snn.task is {self.spec.task!r}; streams are stereo event streams")
+            raise RuntimeInputError(self.model, f"snn.task is {self.spec.task!r}; these streams are stereo event "
+                                    "streams (a model of tensors is served with --tensors: runtime.tensorserve)")
         table = options.get("energy_table")
         self.energy = load_energy_table(table) if isinstance(table, (str, Path)) else table or EnergyTable()
         self.options = {**options, "energy_table": self.energy}
@@ -246,7 +248,7 @@ class MultiStream:
         self.multi.close(name)
         self._serve[name]["left_at_tick"] = self.ticks
         report = {**stream.report(), "serve": dict(self._serve[name]), "status": "ok", "error": None}
-        problem = quality_problem(report, self.max_dropped)
+        problem = quality_problem(report, self.max_dropped, stream.options.max_outside_rectify)
         if problem:  # what runtime.stream refuses is not pooled: the report says why, without accuracy
             report.update(status="refused", error=problem, accuracy=None)
         else:
@@ -366,11 +368,12 @@ class MultiStream:
 
 
 
-def _sample(x: np.ndarray) -> np.ndarray:
-    """One stream's data input as [C, H, W] float32 (a leading batch of 1 is dropped)."""
+def _sample(x: np.ndarray, ndim: int = 3) -> np.ndarray:
+    """One stream's data input as float32 of ``ndim`` dimensions ([C, H, W] for event windows; a leading
+    batch of 1 is dropped)."""
     arr = np.asarray(x, dtype=np.float32)
-    if arr.ndim == 4 and arr.shape[0] == 1:
+    if arr.ndim == ndim + 1 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 3:
-        raise RuntimeInputError("input", f"expected one sample [C, H, W], got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise RuntimeInputError("input", f"expected one sample of {ndim} dimensions, got shape {arr.shape}")
     return arr

@@ -14,6 +14,7 @@ from PIL import Image
 from runtime.core.atomic import write_atomic, write_text_atomic
 from runtime.core.errors import RuntimeInputError
 from runtime.data.events import DROP_REASONS
+from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY, rectify_loss_problem
 
 _BAD = set(DROP_REASONS)
 
@@ -49,10 +50,12 @@ def _causes(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {k}" for k, n in counts.items() if n) or "none"
 
 
-def quality_problem(report: dict[str, Any], max_dropped: float = DEFAULT_MAX_DROPPED) -> str | None:
+def quality_problem(report: dict[str, Any], max_dropped: float = DEFAULT_MAX_DROPPED,
+                    max_outside_rectify: float = DEFAULT_MAX_OUTSIDE_RECTIFY) -> str | None:
     """Why the report's numbers would be meaningless, or None: more than ``max_dropped`` of the event
-    rows were bad data, or no counted window had events, a finite output or (with ground truth) a pixel
-    that could be scored."""
+    rows were bad data, the rectification maps moved more than ``max_outside_rectify`` of them out of the
+    image, or no counted window had events, a finite output or (with ground truth) a pixel that could be
+    scored."""
     dq = report["data_quality"]
     bad = {k: v for k, v in dq["rows_dropped"].items() if k in _BAD and v}
     frac = dq["bad_row_fraction"]
@@ -60,6 +63,9 @@ def quality_problem(report: dict[str, Any], max_dropped: float = DEFAULT_MAX_DRO
         return (f"{frac:.1%} of the {dq['rows_checked']:,} event rows read are bad data ({_causes(bad)}), more "
                 f"than --max-dropped {max_dropped:g}: check the file's columns, units and sensor size "
                 "(or accept the loss with a higher --max-dropped)")
+    outside = rectify_loss_problem(dq["rows_dropped"], dq["rows_checked"], max_outside_rectify)
+    if outside:
+        return outside
     n = dq["windows"]
     if n == 0:
         return f"no window was counted (all {report['steps']['total']} steps were burn-in): lower --burn-in"

@@ -1,7 +1,9 @@
-"""``python -m runtime.serve``: many stereo event streams through one ONNX Runtime session
-(``runtime.multistream``), each stream in its own batch slot, with per-stream and aggregate reports.
+"""``python -m runtime.serve``: many streams through one ONNX Runtime session (``runtime.multistream``), each
+stream in its own batch slot, with per-stream and aggregate reports: stereo event streams, or streams of
+tensors for a model of tensors (``--tensors``, ``runtime.tensorserve``).
 
     python -m runtime.serve --onnx build/stereo_small.onnx --streams 4 --max-steps 20 --stagger 5 --report serve.json
+    python -m runtime.serve --onnx build/cifar10.onnx --tensors a.npy,b.npy --labels la.npy,lb.npy
 
 Streams: every ``--events PATH`` (one stream each), then ``--streams N`` built-in synthetic streams (seeds
 ``--seed``, ``--seed`` + 1, ...); named cam0, cam1, ... in that order. Stream i joins at step
@@ -17,19 +19,29 @@ from typing import Any
 
 from runtime.core.errors import ArgumentParser, RuntimeInputError, first_line, run_main
 from runtime.data.events import DataError
-from runtime.data.options import OptionError, add_recording_arguments, recording_options
+from runtime.data.options import FLAGS, OptionError, add_recording_arguments, recording_options
 from runtime.htmlreport import write_html
 from runtime.metrics import DEFAULT_MIN_DISPARITY
 from runtime.report import DEFAULT_MAX_DROPPED, write_report
-from runtime.serving import MAX_STREAMS, SERVE_FLAGS, ServeOptions, failures, serve
+from runtime.serving import MAX_STREAMS, ServeOptions, failures, serve
 from runtime.session import DEVICES
+from runtime.tensorserve import FLAGS as TENSOR_FLAGS
+from runtime.tensorserve import HTML_COLUMNS, TensorServeOptions, format_tensor_serve, serve_tensors, tensor_html
 
 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--onnx", required=True, metavar="MODEL", help="the compiled stereo model (.onnx)")
+    p.add_argument("--onnx", required=True, metavar="MODEL",
+                   help="the compiled model (.onnx): stereo (event streams) or of tensors (--tensors)")
     p.add_argument("--events", action="append", default=[], metavar="PATH",
                    help="a recording (MVSEC/our *_data.hdf5 or a DSEC folder) to serve as one stream (repeatable)")
+    p.add_argument("--tensors", action="append", default=[], metavar="NPY",
+                   help="a model of tensors (classification, an imported NIR graph): serve each [T, *input] array "
+                   "as one stream (repeatable; a comma-separated list, or a folder: its *.npy by name), instead of "
+                   "events")
+    p.add_argument("--labels", action="append", default=[], metavar="NPY",
+                   help="with --tensors: one integer label per step, a file per stream in the same order ('-' for "
+                   "none), or a folder holding the labels of X.npy as X.npy")
     p.add_argument("--streams", type=int, metavar="N",
                    help=f"built-in synthetic streams to add (default 4 without --events, else 0; at most "
                    f"{MAX_STREAMS})")
@@ -44,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     add_recording_arguments(p, "serve", ("crop",))
     p.add_argument("--min-disparity", type=float, default=DEFAULT_MIN_DISPARITY, metavar="PX",
                    help="floor of predicted disparity for depth (default 1)")
-    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    add_recording_arguments(p, "serve", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol",
+                                         "max_outside_rectify"))
     p.add_argument("--max-dropped", type=float, default=DEFAULT_MAX_DROPPED, metavar="FRACTION",
                    help=f"refuse a stream when more than this share of its event rows are bad data (default "
                    f"{DEFAULT_MAX_DROPPED:g}; as runtime.stream; the others are scored alone)")
@@ -101,21 +114,26 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
+        tensors = bool(args.tensors or args.labels)
         try:
-            report = _serve(args)
+            report = _serve_tensors(args) if tensors else _serve(args)
         except DataError as exc:
             raise RuntimeInputError("--onnx", first_line(exc)) from None
         except OptionError as exc:  # named by its field: said with its flag
-            raise RuntimeInputError(*exc.render(SERVE_FLAGS).split(": ", 1)) from None
+            raise RuntimeInputError(*exc.render(TENSOR_FLAGS).split(": ", 1)) from None
         if args.report:
             write_report(report, args.report)
         if args.report_html:
-            write_html(report, args.report_html, title=f"runtime.serve: {args.onnx}")
+            if tensors:
+                write_html(tensor_html(report), args.report_html, columns=HTML_COLUMNS,
+                           title=f"runtime.serve --tensors: {args.onnx}")
+            else:
+                write_html(report, args.report_html, title=f"runtime.serve: {args.onnx}")
         bad = failures(report)
         if bad and len(bad) == len(report["streams"]):
             raise RuntimeInputError(f"no stream served ({len(bad)} failed or refused)", "; ".join(bad))
         if not args.quiet:
-            print(format_serve(report))
+            print(format_tensor_serve(report) if tensors else format_serve(report))
             if args.report:
                 print(f"report    {args.report}")
         if bad:
@@ -125,6 +143,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main(body, (RuntimeInputError,))
+
+
+def _serve_tensors(args: argparse.Namespace) -> dict[str, Any]:
+    """``tensorserve.serve_tensors`` of the command line; the event streams' own options are refused."""
+    if not args.tensors:
+        raise OptionError("labels", "scores {tensors}; give {tensors} too", refs=("tensors",))
+    given = [flag for flag, value, default in (
+        ("--events", args.events, []), ("--streams", args.streams, None), ("--burn-in", args.burn_in, 0),
+        ("--max-dropped", args.max_dropped, DEFAULT_MAX_DROPPED), ("--energy-table", args.energy_table, None),
+        ("--min-disparity", args.min_disparity, DEFAULT_MIN_DISPARITY), ("--gt", args.gt, "full")) if value != default]
+    given += [FLAGS[f] for f in recording_options(args).file_only() + (["crop"] if args.crop != "none" else [])]
+    if given:
+        raise OptionError("tensors", f"serves tensors; {', '.join(given)} applies to event streams")
+    options = TensorServeOptions(args.onnx, tuple(args.tensors), tuple(args.labels), max_steps=args.max_steps,
+                                 stagger=args.stagger, max_streams=args.max_streams, device=args.device,
+                                 threads=args.threads, memory_mb=args.memory_mb)
+    if args.quiet:
+        return serve_tensors(options)
+    from tqdm import tqdm
+
+    with tqdm(unit="step", desc="serving", file=sys.stderr, disable=None) as bar:
+        return serve_tensors(options, on_step=bar.update)
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:

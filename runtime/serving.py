@@ -119,8 +119,8 @@ def serve(options: ServeOptions, recording: RecordingOptions | None = None,
     server.flags = SERVE_FLAGS
     if not TASKS[server.spec.task].disparity:
         server.close()
-        raise OptionError("onnx", f"snn.task is {server.spec.task!r}; runtime.serve serves stereo models",
-                          value=options.onnx)
+        raise OptionError("onnx", f"snn.task is {server.spec.task!r}; serve stereo models as event streams, "
+                          "models of tensors with --tensors", value=options.onnx)
     memory = memory_plan(server, options, len(pending))
     tick = 0
     pending.reverse()  # popped from the end
@@ -155,6 +155,6 @@ def failures(report: dict[str, Any]) -> list[str]:
     for name, r in report["streams"].items():
         if r.get("status") in ("failed", "refused"):
             sv = r["serve"]
-            source = sv["events"] or f"synthetic seed {sv['seed']}"
+            source = sv.get("events") or sv.get("tensors") or f"synthetic seed {sv.get('seed')}"
             lines.append(f"{name} ({source}) {r['status']}: {r['error']}")
     return lines

@@ -194,7 +194,11 @@ class SNNSession:
     ) -> None:
         path = Path(model)
         where = str(model)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a name the file system refuses (too long): a traceback before
+            raise RuntimeInputError(where, f"cannot read it ({exc.strerror or exc})") from None
+        if not found:
             raise RuntimeInputError(where, "no such model file")
         if threads is not None and threads < 1:
             raise RuntimeInputError("--threads", f"must be at least 1, got {threads}")

@@ -85,3 +85,25 @@ def test_odd_synth_folders_are_one_line(tmp_path, capsys, where):
     assert synth_main(["-o", str(out), *ARGS]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: -o {out}: ") and "\n" not in err and "Errno" not in err, err
+
+
+def test_synth_stops_when_the_disk_fills_during_the_run(tmp_path, monkeypatch, capsys):
+    """Another process fills the disk while the recording is written: the check before each chunk sees it
+    (not only the one before writing starts), so the run ends in one line, the old files as they were and
+    no temporary file left (h5py's own ENOSPC mid-write crashed the process)."""
+    out, args = tmp_path / "out", [*ARGS[2:], "--seconds", "1.6"]  # 4 chunks of 0.5 s simulated
+    assert synth_main(["-o", str(out), *args]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = os.statvfs, []
+
+    class Filling:  # plenty of room for the first two chunks, then the other writer has taken it all
+        def __init__(self, st):
+            calls.append(1)
+            self.f_frsize, self.f_bavail = st.f_frsize, (st.f_bavail if len(calls) <= 2 else 10)
+
+    monkeypatch.setattr(writer.os, "statvfs", lambda path: Filling(real(path)))
+    assert synth_main(["-o", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert len(calls) == 3, "the free space is checked again before every chunk"
+    assert err.startswith("error: ") and err.count("\n") == 1 and "No space left" in err and str(out) in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporary file

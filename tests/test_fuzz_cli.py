@@ -220,17 +220,25 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def test_what_the_fuzz_found_is_one_line(space, tmp_path, monkeypatch, capsys):
-    """An --out name the file system refuses (too long) and a negative --threads for a search were
-    tracebacks."""
+    """An --out name the file system refuses (too long), a negative --threads or an infinite --arch-lr for
+    a search, and an --onnx name too long for the file system were tracebacks."""
     from training.search.cli import main as search_main
     from training.train import main as train_main
 
     monkeypatch.chdir(tmp_path)
     base, _, _ = _base("training.search", tmp_path, tmp_path, space)
-    for argv in ([*base, "--out", "a" * 300], [*base, "--threads", "-1"]):
+    for argv in ([*base, "--out", "a" * 300], [*base, "--threads", "-1"], [*base, "--arch-lr", "inf"],
+                 [*base, "--crop-prob", "2"]):
         assert search_main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
     base, _, _ = _base("training.train", tmp_path, tmp_path, space)
     assert train_main([*base, "--out", "a" * 300]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    from runtime.serve import main as serve_main
+    from runtime.stream import main as stream_main
+
+    for main in (stream_main, serve_main):  # an --onnx name too long for the file system was a traceback
+        assert main(["--onnx", "a" * 300, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {'a' * 300}: cannot read it (File name too long)\n", err

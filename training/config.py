@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from compiler.ir import Genotype
+from runtime.core.names import TASKS
+from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY
 
 from .errors import TrainError
 
@@ -50,6 +52,7 @@ class TrainConfig:
     fb: float | None = None  # real data: focal length x baseline override, px*m
     gt: str = "full"  # ground-truth protocol: full | ddes-full | ddes (runtime.data.protocol)
     dsec_split: str = "last20"  # DSEC held-out sequences: last20 | se-cff (training.dsec_data)
+    max_outside_rectify: float = DEFAULT_MAX_OUTSIDE_RECTIFY  # real data: refuse above this share lost to the maps
     # classification
     timesteps: int | None = None
     augment: bool | None = None
@@ -130,17 +133,23 @@ SEARCH_RECIPES = {
 }
 
 
+def _family(task: str) -> str:
+    """The recipes' key of a task (the task table, ``runtime.core.names.TASKS``): stereo for a disparity
+    output, classification for every other task."""
+    return "stereo" if TASKS[task].disparity else "classification"
+
+
 def recipe_values(recipe: str, task: str) -> dict:
     """The schedule values of ``recipe`` for ``task`` (stereo, or classification for every other task)."""
     if recipe not in TRAIN_RECIPES:
         raise TrainError(f"unknown recipe {recipe!r}", f"use one of {', '.join(RECIPES)}")
-    return TRAIN_RECIPES[recipe]["stereo" if task == "stereo" else "classification"]
+    return TRAIN_RECIPES[recipe][_family(task)]
 
 
 def search_recipe(recipe: str, task: str) -> dict:
     """The SpikeDHS search's values of ``recipe`` for ``task`` (``SEARCH_RECIPES``; None: left to training's)."""
     recipe_values(recipe, task)  # the same error for an unknown recipe
-    values = SEARCH_RECIPES[recipe]["stereo" if task == "stereo" else "classification"]
+    values = SEARCH_RECIPES[recipe][_family(task)]
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -149,7 +158,7 @@ def task_defaults(cfg: TrainConfig, g: Genotype) -> TrainConfig:
     1e-3 halved at 60 % and 80 % of 10 epochs, batch 4; classification SGD 0.025 momentum 0.9 weight decay
     3e-4 cosine, batch 64) or paper (stereo 200 epochs, batch 2, Adam 1e-3 halved at 50/100/150;
     classification 100 epochs, batch 50, SGD 0.025 cosine). An adam/sgd choice the user made picks its lr."""
-    stereo = g.task == "stereo"
+    stereo = TASKS[g.task].disparity
     r = recipe_values(cfg.recipe, g.task)
     d = {}
     if cfg.epochs is None:

@@ -284,6 +284,16 @@ def open_real(path: Path, real: RealOptions, calib: str | None = None, notes: li
     return rec
 
 
+def encode_real(rec, path: Path, real: RealOptions, **kwargs) -> StereoSequence:
+    """``encode_recording`` of a real recording, refused (``TrainError``) when its rectification maps moved
+    more than ``real.max_outside_rectify`` of the event rows read out of the image (as ``runtime.stream``)."""
+    seq = encode_recording(rec, **kwargs)
+    problem = real.rectify_loss(getattr(rec, "stats", None) or {}, getattr(rec, "rows_checked", None))
+    if problem:
+        raise TrainError(f"{path}: {problem}")
+    return seq
+
+
 def _frames(rec, lo: int, hi: int) -> tuple[list[int], list[int]]:
     """DDES's frames ``[lo, hi)`` that the ground-truth file has (rows), and their ground-truth indices
     (rows with an unusable timestamp have none)."""
@@ -315,16 +325,19 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
     notes: list[str] = []  # warnings of the recordings, said in the description
     train = []
     for n in MVSEC_SPLITS[split]["train"]:
-        with open_real(find_mvsec(root, n), real, calib, notes) as rec:
+        path = find_mvsec(root, n)
+        with open_real(path, real, calib, notes) as rec:
             _, gt = _frames(rec, *DDES_TRAIN_FRAMES[n])
-            train.append(encode_recording(rec, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}", **common))
+            train.append(encode_real(rec, path, real, gt_indices=gt, context=burn_in, name=f"indoor_flying{n}",
+                                     **common))
     t = MVSEC_SPLITS[split]["test"]
-    with open_real(find_mvsec(root, t), real, calib, notes) as rec:
+    path = find_mvsec(root, t)
+    with open_real(path, real, calib, notes) as rec:
         frames, gt = _frames(rec, *DDES_TEST_FRAMES[t])
         val, test = ddes_held_out(frames)
         chosen = val if part == "val" else test
         rows = np.asarray(getattr(rec, "gt_rows", np.arange(len(rec.gt_timestamps_us))))
-        held = encode_recording(rec, gt_indices=gt, context=length - 1, name=f"indoor_flying{t}", **common)
+        held = encode_real(rec, path, real, gt_indices=gt, context=length - 1, name=f"indoor_flying{t}", **common)
     at = {int(rows[g]): k for k, g in enumerate(held.gt_index) if g >= 0}  # frame (row) -> window
     ks = sorted(at[f] for f in chosen if f in at and at[f] - length + 1 >= 0)
     segments = [Segment(0, k - length + 1, k + 1, k) for k in ks]
@@ -337,5 +350,5 @@ def mvsec_stereo(root: Path, split: int, *, height: int, width: int, encoding: s
 
 
 __all__ = ["StereoSequence", "StereoData", "Segment", "SyntheticSpec", "RealOptions", "synthetic_stereo",
-           "mvsec_stereo", "encode_recording", "center_crop", "ddes_held_out", "open_real", "synthetic_recording",
-           "random_sensor"]
+           "mvsec_stereo", "encode_recording", "encode_real", "center_crop", "ddes_held_out", "open_real",
+           "synthetic_recording", "random_sensor"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.data.options import FLAGS, OptionError
 from runtime.data.sources import DSEC_EVENTS, MVSEC_DATA, find_recordings
 
 from .data import RealOptions, StereoData, SyntheticSpec, mvsec_stereo, synthetic_stereo
@@ -48,10 +49,15 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
     common = dict(encoding=inp.encoding, bins=inp.bins, window_us=int(round(inp.window_ms * 1000)),
                   length=length, stride=stride, burn_in=burn_in)
     kind = stereo_source_kind(source)
+    if real is not None:
+        try:
+            real.check()
+        except OptionError as exc:
+            raise TrainError(exc.render(FLAGS)) from None
     if kind == "synthetic":
         if real is not None and real != RealOptions():
-            raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split and --rectify-rounding apply to MVSEC "
-                             "and DSEC data, not --data synthetic")
+            raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split, --rectify-rounding and "
+                             "--max-outside-rectify apply to MVSEC and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:

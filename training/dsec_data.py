@@ -18,7 +18,7 @@ from pathlib import Path
 from runtime.data.options import DSEC_SPLITS
 from runtime.data.sources import find_recordings
 
-from .data import RealOptions, Segment, StereoData, encode_recording, open_real
+from .data import RealOptions, Segment, StereoData, encode_real, open_real
 from .errors import TrainError
 
 # SE-CFF's split of DSEC's 41 training sequences (yonseivnl/se-cff,
@@ -90,8 +90,8 @@ def dsec_stereo(root: Path, *, encoding: str, bins: int, window_us: int, length:
     seqs = {}
     for i in sorted(set(train_at) | set(val_at)):
         with open_real(folders[i], real) as rec:
-            seqs[i] = encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us, name=folders[i].name,
-                                       context=burn_in, gt_protocol=real.gt_protocol)
+            seqs[i] = encode_real(rec, folders[i], real, encoding=encoding, bins=bins, window_us=window_us,
+                                  name=folders[i].name, context=burn_in, gt_protocol=real.gt_protocol)
     train, val = [seqs[i] for i in train_at], [seqs[i] for i in val_at]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     split = "SE-CFF's validation list" if real.dsec_split == "se-cff" else "the last 20 % by name"

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from runtime.core.names import TASKS
+
 
 def constant_baseline(data, value: float | None = None) -> dict:
     """Held-out metrics of predicting one disparity everywhere (default: the training median)."""
@@ -70,7 +72,7 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
     train, val = load_data(cfg, g, log=lambda s: None)
     mode = resolve_exec(cfg.exec, model, [])
     with torch.no_grad():
-        if g.task == "stereo":
+        if TASKS[g.task].disparity:
             out = {"model": evaluate_stereo(model, val, cfg, mode)}
             if constant:
                 out["constant"] = constant_baseline(train)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from compiler.ir import Genotype, Stereo
+from runtime.core.names import TASKS
 
 from . import checkpoint as ckpt_io
 from .config import TrainConfig
@@ -74,7 +75,7 @@ class Trainer:
         self.dist = dist
         self.searchers = searchers or []
         self.log = log
-        self.stereo = genotype.task == "stereo"
+        self.stereo = TASKS[genotype.task].disparity  # disparity loss and metrics (the task table)
         self.optimizer, self.scheduler = make_optimizer(cfg, model.parameters())
         self.epoch = 0
         self.iteration = 0

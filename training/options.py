@@ -20,7 +20,10 @@ OPTION_RANGES = {
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
     "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "hns_every": (1, None, True),
     "hns_warmup": (0, None, True), "arch_lr": (0.0, 1e3, False),
-    "fb": (0.0, 1e6, False),
+    "fb": (0.0, 1e6, False), "max_outside_rectify": (0.0, 1.0, True),
+    # the SpikeDHS search's own (training.search.bilevel.SearchConfig)
+    "warmup": (0, None, True), "crop_prob": (0.0, 1.0, True), "cost_lambda": (0.0, 1e6, True),
+    "decode_every": (1, None, True),
 }
 
 
@@ -38,10 +41,11 @@ def set_threads(threads: int | None) -> None:
 
 
 def check_options(cfg) -> None:
-    """Every numeric option finite and within ``OPTION_RANGES``, seeds and milestones non-negative
-    (before anything runs: a NaN --lr used to train NaN weights without a word). Raises TrainError."""
+    """Every numeric option of ``cfg`` (a ``TrainConfig`` or the search's ``SearchConfig``) finite and within
+    ``OPTION_RANGES``, seeds and milestones non-negative (before anything runs: a NaN --lr used to train NaN
+    weights without a word; an infinite --arch-lr of a search ended in a traceback). Raises TrainError."""
     for name, (low, high, closed) in OPTION_RANGES.items():
-        v = getattr(cfg, name)
+        v = getattr(cfg, name, None)
         if v is None:
             continue
         option = f"--{name.replace('_', '-')}"
@@ -53,7 +57,7 @@ def check_options(cfg) -> None:
         if high is not None and v > high:
             raise TrainError(f"{option} must be at most {high:g}, got {v}")
     for name in ("milestones", "train_seeds", "val_seeds"):
-        values = getattr(cfg, name) or []
+        values = getattr(cfg, name, None) or []
         if any(v < 0 for v in values):
             raise TrainError(f"--{name.replace('_', '-')} must be non-negative, got {values}")
 

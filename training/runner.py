@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from runtime.core.names import TASKS
 from runtime.data.options import recording_options
 
 # The options a resumed run takes from its new command line; any other given again must agree with the
@@ -159,7 +160,7 @@ def _genotypes(cfg, ck, out: Path):
     _check(cfg, g)
     train_g = g
     if cfg.crop:
-        if len(cfg.crop) != 2 or g.task != "stereo":
+        if len(cfg.crop) != 2 or not TASKS[g.task].events:
             raise TrainError("--crop takes H,W and applies to stereo genotypes", "e.g. --crop 48,64")
         train_g = loads_genotype(g.to_yaml(), file=f"{cfg.genotype} (cropped)",
                                  overrides={"input.height": cfg.crop[0], "input.width": cfg.crop[1]})
@@ -264,7 +265,7 @@ def load_data(cfg, g, log=print):
 
     inp = g.input
     t = time.perf_counter()
-    if g.task == "stereo":
+    if TASKS[g.task].events:
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds)
         real = recording_options(cfg.to_dict(), "train")

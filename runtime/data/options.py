@@ -24,10 +24,18 @@ from runtime.data.recording import RECTIFY_ROUNDINGS
 DSEC_SPLITS = ("last20", "se-cff")  # DSEC held-out sequences (training.dsec_data): the last 20 %, SE-CFF's list
 CROPS = ("none", "center")  # a recording larger than the model: an error, or its centre
 
-FIELDS = ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol", "dsec_split", "crop")
+# Refuse a recording when its rectification maps move more than this share of the event rows read out of the
+# image (``outside_after_rectify``): a sound map loses the few per cent its lens distortion pushes past the
+# image's edges (the maps of MVSEC and DSEC), a broken one (shifted, swapped, half NaN) a large part of them.
+# Not under --max-dropped (1 %), which is for broken rows: a sound map would be refused by it
+# (docs/reliability.md, "Rectification losses").
+DEFAULT_MAX_OUTSIDE_RECTIFY = 0.2
+
+FIELDS = ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol", "dsec_split", "crop", "max_outside_rectify")
 # field -> command-line flag; ``dest`` of the flag where it is not the field's name
 FLAGS = {"calib": "--calib", "rectify": "--no-rectify", "rectify_rounding": "--rectify-rounding", "fb": "--fb",
-         "gt_protocol": "--gt", "dsec_split": "--dsec-split", "crop": "--crop"}
+         "gt_protocol": "--gt", "dsec_split": "--dsec-split", "crop": "--crop",
+         "max_outside_rectify": "--max-outside-rectify"}
 DESTS = {"gt_protocol": "gt"}
 
 
@@ -65,6 +73,7 @@ class RecordingOptions:
     dsec_split: str = "last20"  # DSEC_SPLITS (training: held-out sequences)
     rectify_rounding: str = "round"  # RECTIFY_ROUNDINGS
     crop: str = "none"  # CROPS (streaming: a recording larger than the model)
+    max_outside_rectify: float = DEFAULT_MAX_OUTSIDE_RECTIFY  # refuse above this share lost to the maps
 
     def check(self) -> RecordingOptions:
         """Itself, or an ``OptionError`` naming the first bad field."""
@@ -75,12 +84,19 @@ class RecordingOptions:
                 raise OptionError(name, f"{value!r} is not one of {', '.join(choices)}")
         if self.fb is not None and not (math.isfinite(self.fb) and self.fb > 0):
             raise OptionError("fb", f"must be a positive number of px*m, got {self.fb}")
+        if not 0 <= self.max_outside_rectify <= 1:  # NaN fails too
+            raise OptionError("max_outside_rectify", f"must be a fraction from 0 to 1, got {self.max_outside_rectify}")
         return self
+
+    def rectify_loss(self, stats: Mapping[str, int], rows_checked: int | None) -> str | None:
+        """Why a recording is refused for what its rectification maps moved out of the image, or None."""
+        return rectify_loss_problem(stats, rows_checked, self.max_outside_rectify)
 
     def file_only(self) -> list[str]:
         """The fields set away from their defaults that apply to recordings read from files only."""
         d = RecordingOptions()
-        return [n for n in ("calib", "fb", "rectify", "rectify_rounding") if getattr(self, n) != getattr(d, n)]
+        return [n for n in ("calib", "fb", "rectify", "rectify_rounding", "max_outside_rectify")
+                if getattr(self, n) != getattr(d, n)]
 
     def describe(self) -> str:
         """One line for a training log: rectification, fB, ground truth."""
@@ -93,7 +109,21 @@ class RecordingOptions:
         return ", ".join(parts)
 
 
+def rectify_loss_problem(stats: Mapping[str, int], rows_checked: int | None, limit: float) -> str | None:
+    """One line when the rectification maps moved more than ``limit`` of the ``rows_checked`` event rows
+    out of the image (``stats["outside_after_rectify"]``), else None."""
+    outside = int(stats.get("outside_after_rectify", 0) or 0)
+    if not rows_checked or not outside or outside / rows_checked <= limit:
+        return None
+    return (f"the rectification maps moved {outside / rows_checked:.1%} of the {rows_checked:,} event rows read out "
+            f"of the image ({outside:,} outside_after_rectify), more than --max-outside-rectify {limit:g}: check "
+            "the calibration maps (--calib) or accept the loss with a higher --max-outside-rectify")
+
+
 _D = RecordingOptions()
+_LIMIT_HELP = ("refuse a recording when its rectification maps move more than this share of the event rows out of "
+               f"the image (default {DEFAULT_MAX_OUTSIDE_RECTIFY:g}: sound maps lose a few %% at the image's "
+               "edges, a broken map far more; not part of --max-dropped)")
 # each command's help text per field (their wording predates this module and is kept as it was)
 _AS_STREAM = "(as runtime.stream {})"
 HELP = {
@@ -109,6 +139,7 @@ HELP = {
         "(rounded to 1/7 px, >= 36.4 px dropped, as DDES) or ddes (also only pixels of the last 15000 left "
         "events, DDES's default); docs/data.md",
         "crop": "take the centre of a recording larger than the model's input (default: a size mismatch is an error)",
+        "max_outside_rectify": _LIMIT_HELP,
     },
     "serve": {
         "crop": "centre-crop larger recordings",
@@ -117,6 +148,9 @@ HELP = {
         "rectify_rounding": "rectified coordinates to the nearest pixel or the one below (as runtime.stream)",
         "fb": "focal length x baseline in px*m (as runtime.stream)",
         "gt_protocol": "ground-truth protocol (as runtime.stream)",
+        "max_outside_rectify": "refuse a stream whose rectification maps move more than this share of its event "
+        f"rows out of the image (default {DEFAULT_MAX_OUTSIDE_RECTIFY:g}; as runtime.stream; the others are scored "
+        "alone)",
     },
     "train": {
         "calib": "MVSEC: the folder of indoor_flying_{left,right}_{x,y}_map.txt (default: looked for under --data); "
@@ -130,6 +164,7 @@ HELP = {
         "or ddes (also the 15000-event mask); docs/data.md",
         "dsec_split": "DSEC held-out sequences: last20 (default: the last 20%% by name) or se-cff (SE-CFF's fixed "
         "validation list, all of it required)",
+        "max_outside_rectify": _LIMIT_HELP,
     },
     "search": {
         "calib": "stereo MVSEC: the folder of the rectification maps",
@@ -138,6 +173,7 @@ HELP = {
         "fb": "stereo: focal length x baseline override, px*m",
         "gt_protocol": "stereo: ground-truth protocol",
         "dsec_split": "stereo DSEC: held-out sequences",
+        "max_outside_rectify": "stereo real data: " + _LIMIT_HELP,
     },
 }
 # the command lines whose options default to None: a training run tells given from default (resume checks)
@@ -158,6 +194,8 @@ def add_recording_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup
             kwargs.update(action="store_false", default=None if unset else True)
         elif name in _CHOICES:
             kwargs.update(choices=_CHOICES[name], default=None if unset else getattr(_D, name))
+        elif name == "max_outside_rectify":
+            kwargs.update(type=float, metavar="FRACTION", default=None if unset else _D.max_outside_rectify)
         else:
             kwargs.update(type=float if name == "fb" else str, metavar="PX_M" if name == "fb" else "DIR")
         p.add_argument(FLAGS[name], **kwargs)

@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensors", metavar="NPY", help="a model of tensors (classification, an imported NIR graph): "
                    "stream this [T, *input shape] array, one input per step, instead of events")
     p.add_argument("--labels", metavar="NPY", help="with --tensors: one integer label per step, to score outputs")
-    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol"))
+    add_recording_arguments(p, "stream", ("calib", "rectify", "rectify_rounding", "fb", "gt_protocol",
+                                          "max_outside_rectify"))
     p.add_argument(
         "--device",
         choices=DEVICES,

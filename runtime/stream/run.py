@@ -135,7 +135,7 @@ class StreamRun:
         report = stream.report()
         if self.submission is not None:
             report["dsec_submission"] = self.submission.section()
-        problem = quality_problem(report, options.max_dropped)
+        problem = quality_problem(report, options.max_dropped, stream.options.max_outside_rectify)
         if problem:  # the report, if asked for, says why and withholds the accuracy; nothing else is written
             self.close()
             report.update(error=problem, accuracy=None)

@@ -22,6 +22,7 @@ import yaml
 from torch import Tensor
 
 from compiler.registry import OPS
+from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY
 
 from .. import checkpoint as ckpt_io
 from ..config import TrainConfig, search_recipe, task_defaults
@@ -201,6 +202,7 @@ class SearchConfig:
     gt: str = "full"
     dsec_split: str = "last20"
     rectify_rounding: str = "round"
+    max_outside_rectify: float = DEFAULT_MAX_OUTSIDE_RECTIFY
 
 
 def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -287,7 +289,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
                       quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
                       rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
-                      rectify_rounding=sc.rectify_rounding)
+                      rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify)
     cfg = task_defaults(cfg, g)
     dist = setup(sc.device)
     try:

@@ -26,6 +26,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
 from ..config import RECIPES
+from ..options import check_options
 from ..train import int_ranges
 
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
         names = {f.name for f in dataclasses.fields(SearchConfig)}
         sc = SearchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+        check_options(sc)  # before a folder is made (an infinite --arch-lr was a traceback)
         given = None
         if args.resume:
             from ..options import given_options

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.core.names import TASKS
 from runtime.data.options import given, recording_options
 
 OPS = {1: "skip", 2: "conv1x1", 3: "conv3x3", 4: "avgpool3x3"}
@@ -230,7 +231,7 @@ def _scoring_batch(args, base):
     """The one mini-batch every candidate is scored on: (inputs, sample indices, time steps)."""
     from ..images import check_image_shape, classification_data
 
-    if base.task == "classification":
+    if not TASKS[base.task].events:  # images
         train, _ = classification_data(args.data or "digits")
         check_image_shape(train, base.input.in_channels, base.input.height, base.input.width)
         pick = np.random.default_rng(args.seed).permutation(len(train))[: args.batch]
