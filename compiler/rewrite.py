@@ -9,6 +9,8 @@ slow kernels.
   resampling of spikes between levels) becomes one ``Gather`` per resized axis with constant source
   indices. The indices are those of the torch model's ``F.interpolate(mode=
   "nearest")`` (computed with it), so the graph follows the model it came from exactly.
+  ``rewrite`` then writes each chain of these Gathers as strided ``Slice``s, 4-D nearest ``Resize``s
+  and the Gathers left (``compiler.resample``): the same bits, in ops ONNX Runtime runs cheaply.
 - ``softmax_to_elementwise``: ``Softmax`` over an axis other than the last (the disparity axis of the
   matching cost) becomes ``exp(x - max) / sum`` with ``ReduceMax``, ``Sub``, ``Exp``, ``ReduceSum``,
   ``Div`` over that axis: the same function, rounding aside.
@@ -27,6 +29,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from .onnxgraph import dims
+from .resample import nearest_gathers_as_slices_and_resizes
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -207,6 +210,8 @@ def rewrite(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[dict]]:
     proto, n = nearest_resize_to_gather(proto)
     if n:
         records.append({"pass": "nearest_resize_to_gather", "nodes": n})
+    # exact data movement (compiler.resample), not listed: the resampling's record stays the one above
+    proto, _ = nearest_gathers_as_slices_and_resizes(proto)
     proto, n = softmax_to_elementwise(proto)
     if n:
         records.append({"pass": "softmax_to_elementwise", "nodes": n})

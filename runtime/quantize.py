@@ -192,8 +192,8 @@ class _Uint8Spikes:
             self._emit(node, [self.uint8(i) for i in ins], out)
         elif op == "Pad" and ins[0] in self.bounds and all(i in self.consts for i in ins[1:2]):
             self._emit(node, [self.uint8(ins[0]), ins[1], "qdq.zero_u8", *node.input[3:]], out)
-        elif op in MOVERS and len(node.output) == 1 and ins[0] in self.bounds \
-                and all(i in self.consts for i in ins[1:]):
+        elif (op in MOVERS or op == "Resize" and _attr(node, "mode", b"nearest") == b"nearest") \
+                and len(node.output) == 1 and ins[0] in self.bounds and all(i in self.consts for i in ins[1:]):
             self._emit(node, [self.uint8(ins[0]), *node.input[1:]], out)
         else:
             self.nodes.append(helper.make_node("QuantizeLinear", [name, "qdq.one", "qdq.zero_u8"], [out],
