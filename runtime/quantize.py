@@ -16,6 +16,10 @@ Per quantised conv (``X`` its input, ``Y`` its output, both float tensors of the
     W: int8, symmetric per output channel, DequantizeLinear(axis 0)     -> DequantizeLinear -> Y
     B: int32 with scale s_w (the input scale is 1)
 
+A quantised 3-D conv (the matching network's) becomes a 2-D one with its disparity taps stacked on the
+input channels (``runtime.conv2d``; ONNX Runtime's 3-D QLinearConv is several times slower): the same
+int32 sums and requantisation, so the same uint8 output bit for bit.
+
 The output QuantizeLinear is what makes the pattern fusable (ONNX Runtime has no QLinearConv with a
 float output; a float-output ``DQ -> Conv`` runs as float, and ``ConvInteger`` is slower than float on
 CPU). It rounds each conv's output current to 256 levels over its calibrated range ``[lo, hi]``:
@@ -24,6 +28,7 @@ the one lossy step. ``s_y = (hi - lo) / 255`` with 0 exactly representable.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 
@@ -131,6 +136,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
         numpy_helper.from_array(np.array(0, np.uint8), "qdq.zero_u8"),
     ]
     few = _few_channel_3d_convs(out, kept, spikes.bounds)
+    stacked = _stackable_3d_convs(out, planned, weights)
     for node in g.node:
         if node.output[0] in few:
             qnodes, qinits = conv2d.as_2d(node, spikes.uint8(node.input[0]), *few[node.output[0]])
@@ -140,7 +146,9 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
         if node.output[0] not in targets:
             nodes.append(node)
             continue
-        qnodes, qinits = _qdq_conv(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]])
+        make = functools.partial(_qdq_conv_stacked, shape=stacked[node.output[0]]) \
+            if node.output[0] in stacked else _qdq_conv
+        qnodes, qinits = make(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]])
         nodes += qnodes
         new_inits += qinits
     del g.node[:]
@@ -232,6 +240,32 @@ def _few_channel_3d_convs(proto: onnx.ModelProto, kept: Mapping[str, str], bound
         if conv2d.applies(node, weight, shapes.get(node.input[0])):
             out[node.output[0]] = (weight, bias, shapes[node.input[0]])
     return out
+
+
+def _stackable_3d_convs(proto: onnx.ModelProto, planned: list[onnx.NodeProto], weights: dict) -> dict[str, list]:
+    """The quantised 3-D convs ``runtime.conv2d`` runs as 2-D with the taps on the channels: output
+    name -> input shape."""
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    return {n.output[0]: shapes[n.input[0]] for n in planned
+            if conv2d.int8_applies(n, numpy_helper.to_array(weights[n.input[1]]), shapes.get(n.input[0]))}
+
+
+def _qdq_conv_stacked(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float], shape):
+    """A 3-D conv in QDQ form as a 2-D one over its taps stacked on the channels (``runtime.conv2d``):
+    the same int8 weights (permuted), scales and uint8 output; the output keeps the conv's name."""
+    tag = node.output[0]
+    weight = numpy_helper.to_array(weights[node.input[1]])
+    move_in, inits, x2d = conv2d.taps_on_channels(tag, x_u8, shape, weight.shape[2])
+    w2d = f"{tag}.taps.w"
+    local = {**weights, w2d: numpy_helper.from_array(conv2d.stacked_weight(weight), w2d)}
+    nodes, qinits = _qdq_conv(conv2d.conv_2d_of(node, x2d, w2d), x2d, local, y_range)
+    dequantize = nodes[-1]  # reads the 2-D conv's uint8 output
+    move_out, out_inits = conv2d.back_to_3d(tag, dequantize.input[0], f"{tag}.taps.y", shape, node,
+                                            weight.shape[0], weight.shape[2:])
+    dequantize.input[0] = f"{tag}.taps.y"
+    return move_in + nodes[:-1] + move_out + [dequantize], inits + qinits + out_inits
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:

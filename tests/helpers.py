@@ -108,6 +108,34 @@ def step_both(model, session, steps: int, seed: int = 0, batch: int = 2):
         ort_state = {f"state_in.{n}": res[f"state_out.{n}"] for n in names}
         yield out, state, res
 
+def assert_graphs_step_alike(first, second, steps: int = 30, seed: int = 0, batch: int = 2) -> dict:
+    """Step two stereo graphs (ONNX protos) side by side with their own carried state on the same random
+    event frames; every output (data, every state, every spike count) must be the same bits at every
+    step. Returns the last step's outputs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                for p in (first, second)]
+    inputs = {i.name: i for i in sessions[0].get_inputs()}
+    state = [{k: np.zeros([batch, *i.shape[1:]], np.float32) for k, i in inputs.items() if k.startswith("state_in.")}
+             for _ in sessions]
+    rng = np.random.default_rng(seed)
+    outs: list[dict] = []
+    for t in range(steps):
+        feed = {k: rng.choice(np.array([-1, 0, 1], np.float32), size=[batch, *i.shape[1:]], p=[0.1, 0.8, 0.1])
+                for k, i in inputs.items() if not k.startswith("state_in.")}
+        outs = []
+        for k, s in enumerate(sessions):
+            names = [o.name for o in s.get_outputs()]
+            outs.append(dict(zip(names, s.run(None, {**feed, **state[k]}), strict=True)))
+            state[k] = {n.replace("state_out.", "state_in.", 1): v for n, v in outs[k].items()
+                        if n.startswith("state_out.")}
+        for key, want in outs[1].items():
+            assert outs[0][key].tobytes() == want.tobytes(), f"step {t}: {key}"
+    return outs[1]
+
 # A tiny SpikeDHS search space over the CIFAR genotype (2 layers, 3 candidates): the search tests' own.
 TINY_SEARCH_SPACE = f"""search_space: 1
 base: {GENOTYPES / "cifar10.yaml"}

@@ -1,0 +1,87 @@
+"""The int8 graph's 3-D convs as 2-D convs over their disparity taps stacked on the channels
+(runtime.conv2d, runtime.quantize): bit for bit the 3-D QLinearConv's output, on single convs of several
+shapes (strides and uneven pads in h, w; k_d 1, 3, 5) and on the demo stereo graph stepped 30 times with its
+state carried."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import ROOT, assert_graphs_step_alike
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler import build_model, load_genotype
+from compiler.build import load_weights
+from compiler.export import to_onnx
+from runtime import quantize
+from runtime.calibrate import to_int8
+
+
+def _session(proto):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _both(proto, build, monkeypatch):
+    """``build(proto)`` with the 3-D convs stacked (as shipped) and without (the plain 3-D QDQ conv)."""
+    stacked = build(proto)
+    with monkeypatch.context() as m:
+        m.setattr(quantize, "_stackable_3d_convs", lambda *a: {})
+        plain = build(proto)
+    return stacked, plain
+
+
+def _spiking_conv3d(shape, weight, **attrs):
+    """``y = conv3d(x >= 0.5)`` with a bias: the pattern quantize_int8 puts in QDQ form."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.float32(0.5), "th"), numpy_helper.from_array(weight, "w"),
+             numpy_helper.from_array(rng.standard_normal(weight.shape[0]).astype(np.float32), "b")]
+    nodes = [helper.make_node("GreaterOrEqual", ["x", "th"], ["ge"]),
+             helper.make_node("Cast", ["ge"], ["s"], to=TensorProto.FLOAT),
+             helper.make_node("Conv", ["s", "w", "b"], ["y"], **attrs)]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", weight.shape[0], "d", "h", "w"])
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape[1:]])],
+                          [y], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("shape, kernel, attrs", [
+    ((1, 12, 6, 32, 43), (12, 12, 3, 3, 3), {"pads": [1] * 6}),
+    ((1, 8, 5, 9, 11), (6, 8, 5, 3, 3), {"pads": [2, 1, 0, 2, 1, 2], "strides": [1, 2, 2]}),
+    ((1, 4, 3, 10, 7), (5, 4, 1, 3, 1), {"pads": [0, 1, 0, 0, 1, 0]}),
+])
+def test_one_conv_gives_the_3d_convs_bits(shape, kernel, attrs, monkeypatch):
+    weight = np.random.default_rng(1).standard_normal(kernel).astype(np.float32)
+    proto = _spiking_conv3d(shape, weight, **attrs)
+    stacked, plain = _both(proto, lambda p: quantize.quantize_int8(p, {"y": (-6.0, 9.0)}), monkeypatch)
+    ops = {n.op_type for n in stacked.graph.node}
+    assert "Concat" in ops and "Transpose" in ops and len(numpy_helper.to_array(
+        next(t for t in stacked.graph.initializer if t.name == "y.w.q")).shape) == 4
+    x = np.random.default_rng(2).random((2, *shape[1:])).astype(np.float32)
+    got, want = _session(stacked).run(None, {"x": x})[0], _session(plain).run(None, {"x": x})[0]
+    assert got.shape == want.shape and got.tobytes() == want.tobytes()
+    assert np.ptp(want) > 0
+
+
+def test_other_convs_are_not_stacked():
+    conv = helper.make_node("Conv", ["s", "w"], ["y"], pads=[0, 1, 1, 0, 1, 1])  # no 'same' padding along D
+    weight = np.zeros((4, 2, 3, 3, 3), np.float32)
+    from runtime.conv2d import int8_applies
+
+    assert not int8_applies(conv, weight, [None, 2, 5, 6, 6])
+    assert not int8_applies(helper.make_node("Conv", ["s", "w"], ["y"], pads=[1] * 6, group=2), weight,
+                            [None, 4, 5, 6, 6])
+    assert int8_applies(helper.make_node("Conv", ["s", "w"], ["y"], pads=[1] * 6), weight, [None, 2, 5, 6, 6])
+
+
+def test_demo_int8_graph_steps_bit_identical(monkeypatch):
+    """The trained demo model's int8 graph with and without the stacking: 30 steps, state carried,
+    every output (disparity, every state, every spike count) the same bits."""
+    model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml", overrides=["mixing=spike_sum"]))
+    load_weights(model, str(ROOT / "models/stereo_small.pt"))
+    stacked, plain = _both(to_onnx(model.eval()), lambda p: to_int8(p, None, 2), monkeypatch)
+    assert sum(n.output[0].endswith(".taps.dfirst") for n in stacked.graph.node) >= 10
+    last = assert_graphs_step_alike(stacked, plain, seed=4)
+    assert sum(float(v.sum()) for k, v in last.items() if k.startswith("spikes.")) > 0
