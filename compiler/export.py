@@ -84,13 +84,15 @@ def declared_outputs(model: SNNModel) -> dict[str, list]:
 
 
 def to_onnx(model: SNNModel, *, fold: bool = True, factorize: bool = True, rewrite: bool = True,
-            opset: int = OPSET) -> onnx.ModelProto:
+            opset: int = OPSET, resample: bool = True) -> onnx.ModelProto:
     """The one-step ONNX graph of ``model`` (in memory), with the contract's metadata.
 
     Passes, each on a copy (``model`` is left as it was, in its own train/eval mode): BatchNorm
     folding (``fold``), the cost-volume factorisation (``factorize``, stereo; compiler.factorize),
     then tracing in eval mode, constant folding and the exact output declarations (compiler.onnxgraph). The applied
     passes are listed in ``snn.passes``. Inputs, outputs and state are the same with or without them.
+    ``resample=False`` keeps the nearest resampling as the Gathers ``compiler.resample`` would rewrite
+    (the same values; only for measuring that pass).
     """
     was_training = model.training
     model.eval()
@@ -109,7 +111,7 @@ def to_onnx(model: SNNModel, *, fold: bool = True, factorize: bool = True, rewri
         model.train(was_training)
     proto = fold_constants(proto)
     if rewrite:
-        proto, records = rewrite_graph(proto)
+        proto, records = rewrite_graph(proto, resample=resample)
         passes += records
     proto = declare_exact_shapes(proto, declared_outputs(model))
     proto.producer_name = "snn-search-toolchain"

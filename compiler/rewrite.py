@@ -203,15 +203,17 @@ def _drop_unused(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def rewrite(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[dict]]:
+def rewrite(proto: onnx.ModelProto, resample: bool = True) -> tuple[onnx.ModelProto, list[dict]]:
     """Every rewrite; the records of the resampling and softmax ones that changed something (for
-    ``snn.passes``; the neurons' rewrites are exact op for op and not listed)."""
+    ``snn.passes``; the neurons' rewrites and ``compiler.resample``'s are exact op for op and not listed).
+    ``resample=False`` leaves the resampling as Gathers (only to measure ``compiler.resample``)."""
     records = []
     proto, n = nearest_resize_to_gather(proto)
     if n:
         records.append({"pass": "nearest_resize_to_gather", "nodes": n})
     # exact data movement (compiler.resample), not listed: the resampling's record stays the one above
-    proto, _ = nearest_gathers_as_slices_and_resizes(proto)
+    if resample:
+        proto, _ = nearest_gathers_as_slices_and_resizes(proto)
     proto, n = softmax_to_elementwise(proto)
     if n:
         records.append({"pass": "softmax_to_elementwise", "nodes": n})

@@ -114,11 +114,12 @@ def plan_int8(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, s
 
 
 def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
-                  calibration: Mapping | None = None) -> onnx.ModelProto:
+                  calibration: Mapping | None = None, stack_3d: bool = True) -> onnx.ModelProto:
     """A copy of ``proto`` with the convs of ``plan_int8`` in QDQ form (module docstring).
 
     ``ranges`` maps each planned conv's output tensor to the (min, max) it took on calibration data
     (``runtime.calibrate``); ``calibration`` describes that data for ``snn.quantization``.
+    ``stack_3d=False`` keeps the 3-D convs 3-D (the same values; only for measuring the 2-D form).
     """
     planned, kept = plan_int8(proto)
     missing = [n.output[0] for n in planned if n.output[0] not in ranges]
@@ -136,7 +137,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
         numpy_helper.from_array(np.array(0, np.uint8), "qdq.zero_u8"),
     ]
     few = _few_channel_3d_convs(out, kept, spikes.bounds)
-    stacked = _stackable_3d_convs(out, planned, weights)
+    stacked = _stackable_3d_convs(out, planned, weights) if stack_3d else {}
     for node in g.node:
         if node.output[0] in few:
             qnodes, qinits = conv2d.as_2d(node, spikes.uint8(node.input[0]), *few[node.output[0]])

@@ -15,22 +15,13 @@ from compiler import build_model, load_genotype
 from compiler.build import load_weights
 from compiler.export import to_onnx
 from runtime import quantize
-from runtime.calibrate import to_int8
+from runtime.calibrate import calibration_windows, output_ranges
 
 
 def _session(proto):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _both(proto, build, monkeypatch):
-    """``build(proto)`` with the 3-D convs stacked (as shipped) and without (the plain 3-D QDQ conv)."""
-    stacked = build(proto)
-    with monkeypatch.context() as m:
-        m.setattr(quantize, "_stackable_3d_convs", lambda *a: {})
-        plain = build(proto)
-    return stacked, plain
 
 
 def _spiking_conv3d(shape, weight, **attrs):
@@ -52,10 +43,11 @@ def _spiking_conv3d(shape, weight, **attrs):
     ((1, 8, 5, 9, 11), (6, 8, 5, 3, 3), {"pads": [2, 1, 0, 2, 1, 2], "strides": [1, 2, 2]}),
     ((1, 4, 3, 10, 7), (5, 4, 1, 3, 1), {"pads": [0, 1, 0, 0, 1, 0]}),
 ])
-def test_one_conv_gives_the_3d_convs_bits(shape, kernel, attrs, monkeypatch):
+def test_one_conv_gives_the_3d_convs_bits(shape, kernel, attrs):
     weight = np.random.default_rng(1).standard_normal(kernel).astype(np.float32)
     proto = _spiking_conv3d(shape, weight, **attrs)
-    stacked, plain = _both(proto, lambda p: quantize.quantize_int8(p, {"y": (-6.0, 9.0)}), monkeypatch)
+    stacked = quantize.quantize_int8(proto, {"y": (-6.0, 9.0)})
+    plain = quantize.quantize_int8(proto, {"y": (-6.0, 9.0)}, stack_3d=False)
     ops = {n.op_type for n in stacked.graph.node}
     assert "Concat" in ops and "Transpose" in ops and len(numpy_helper.to_array(
         next(t for t in stacked.graph.initializer if t.name == "y.w.q")).shape) == 4
@@ -76,12 +68,14 @@ def test_other_convs_are_not_stacked():
     assert int8_applies(helper.make_node("Conv", ["s", "w"], ["y"], pads=[1] * 6), weight, [None, 2, 5, 6, 6])
 
 
-def test_demo_int8_graph_steps_bit_identical(monkeypatch):
+def test_demo_int8_graph_steps_bit_identical():
     """The trained demo model's int8 graph with and without the stacking: 30 steps, state carried,
     every output (disparity, every state, every spike count) the same bits."""
     model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml", overrides=["mixing=spike_sum"]))
     load_weights(model, str(ROOT / "models/stereo_small.pt"))
-    stacked, plain = _both(to_onnx(model.eval()), lambda p: to_int8(p, None, 2), monkeypatch)
+    fp32 = to_onnx(model.eval())
+    ranges = output_ranges(fp32, quantize.int8_conv_outputs(fp32), calibration_windows(fp32, None, 2), None)
+    stacked, plain = quantize.quantize_int8(fp32, ranges), quantize.quantize_int8(fp32, ranges, stack_3d=False)
     assert sum(n.output[0].endswith(".taps.dfirst") for n in stacked.graph.node) >= 10
     last = assert_graphs_step_alike(stacked, plain, seed=4)
     assert sum(float(v.sum()) for k, v in last.items() if k.startswith("spikes.")) > 0
