@@ -111,23 +111,20 @@ def int8_applies(node: onnx.NodeProto, weight: np.ndarray | None, shape: Sequenc
 
 def taps_on_channels(tag: str, x_u8: str, shape: Sequence[int], kd: int):
     """Nodes and initializers making ``(B*D, k_d*C, h, w)`` (uint8) from ``x_u8`` ``(B, C, D, h, w)``;
-    the name of the result."""
+    the name of the result. Channels ``t*C..(t+1)*C`` of slice ``d`` are input slice ``d + t - p``
+    (zeros outside): one Gather of whole ``(C, h, w)`` blocks from the zero-padded D slices."""
     _, c, big_d, h, w = shape
     p = kd // 2
+    index = np.arange(big_d)[:, None] + np.arange(kd)[None, :]  # (D, k_d): padded slice d + t
     inits = [numpy_helper.from_array(np.array([0, p, 0, 0, 0, 0, p, 0, 0, 0], np.int64), f"{tag}.taps.pad"),
              numpy_helper.from_array(np.array(0, np.uint8), f"{tag}.taps.zero"),
-             numpy_helper.from_array(np.array([1], np.int64), f"{tag}.taps.axis"),
+             numpy_helper.from_array(index.astype(np.int64), f"{tag}.taps.index"),
              numpy_helper.from_array(np.array([-1, kd * c, h, w], np.int64), f"{tag}.taps.shape")]
     nodes = [helper.make_node("Transpose", [x_u8], [f"{tag}.taps.dfirst"], perm=[0, 2, 1, 3, 4]),
              helper.make_node("Pad", [f"{tag}.taps.dfirst", f"{tag}.taps.pad", f"{tag}.taps.zero"],
-                              [f"{tag}.taps.padded"])]
-    for t in range(kd):  # channels t*C..(t+1)*C of slice d: input slice d + t - p (zeros outside)
-        inits += [numpy_helper.from_array(np.array([t], np.int64), f"{tag}.taps.start{t}"),
-                  numpy_helper.from_array(np.array([t + big_d], np.int64), f"{tag}.taps.end{t}")]
-        nodes.append(helper.make_node("Slice", [f"{tag}.taps.padded", f"{tag}.taps.start{t}", f"{tag}.taps.end{t}",
-                                                f"{tag}.taps.axis"], [f"{tag}.taps.{t}"]))
-    nodes += [helper.make_node("Concat", [f"{tag}.taps.{t}" for t in range(kd)], [f"{tag}.taps.stacked"], axis=2),
-              helper.make_node("Reshape", [f"{tag}.taps.stacked", f"{tag}.taps.shape"], [f"{tag}.taps.2d"])]
+                              [f"{tag}.taps.padded"]),
+             helper.make_node("Gather", [f"{tag}.taps.padded", f"{tag}.taps.index"], [f"{tag}.taps.stacked"], axis=1),
+             helper.make_node("Reshape", [f"{tag}.taps.stacked", f"{tag}.taps.shape"], [f"{tag}.taps.2d"])]
     return nodes, inits, f"{tag}.taps.2d"
 
 
