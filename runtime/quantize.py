@@ -138,6 +138,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
     ]
     few = _few_channel_3d_convs(out, kept, spikes.bounds)
     stacked = _stackable_3d_convs(out, planned, weights) if stack_3d else {}
+    taps: dict[tuple[str, int], str] = {}  # (uint8 input, k_d) -> its stacked taps, built once
     for node in g.node:
         if node.output[0] in few:
             qnodes, qinits = conv2d.as_2d(node, spikes.uint8(node.input[0]), *few[node.output[0]])
@@ -147,7 +148,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
         if node.output[0] not in targets:
             nodes.append(node)
             continue
-        make = functools.partial(_qdq_conv_stacked, shape=stacked[node.output[0]]) \
+        make = functools.partial(_qdq_conv_stacked, shape=stacked[node.output[0]], built=taps) \
             if node.output[0] in stacked else _qdq_conv
         qnodes, qinits = make(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]])
         nodes += qnodes
@@ -253,12 +254,17 @@ def _stackable_3d_convs(proto: onnx.ModelProto, planned: list[onnx.NodeProto], w
             if conv2d.int8_applies(n, numpy_helper.to_array(weights[n.input[1]]), shapes.get(n.input[0]))}
 
 
-def _qdq_conv_stacked(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float], shape):
+def _qdq_conv_stacked(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float], shape,
+                      built: dict[tuple[str, int], str]):
     """A 3-D conv in QDQ form as a 2-D one over its taps stacked on the channels (``runtime.conv2d``):
-    the same int8 weights (permuted), scales and uint8 output; the output keeps the conv's name."""
+    the same int8 weights (permuted), scales and uint8 output; the output keeps the conv's name. Convs
+    reading the same input share its stacked taps (``built``)."""
     tag = node.output[0]
     weight = numpy_helper.to_array(weights[node.input[1]])
-    move_in, inits, x2d = conv2d.taps_on_channels(tag, x_u8, shape, weight.shape[2])
+    move_in, inits = [], []
+    if (x_u8, weight.shape[2]) not in built:
+        move_in, inits, built[x_u8, weight.shape[2]] = conv2d.taps_on_channels(tag, x_u8, shape, weight.shape[2])
+    x2d = built[x_u8, weight.shape[2]]
     w2d = f"{tag}.taps.w"
     local = {**weights, w2d: numpy_helper.from_array(conv2d.stacked_weight(weight), w2d)}
     nodes, qinits = _qdq_conv(conv2d.conv_2d_of(node, x2d, w2d), x2d, local, y_range)
