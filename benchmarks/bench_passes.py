@@ -69,11 +69,14 @@ def run(graphs: dict, feeds: list, rounds: int, threads: int, warmup: int = 2) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_passes.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="model size (default demo)")
+    parser.add_argument("--size", default="demo", help="model size: " + ", ".join(SIZES) + " (default demo)")
     parser.add_argument("--rounds", type=int, default=40, help="timed rounds after 2 warm-up rounds")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of every graph (default 1)")
     parser.add_argument("--calib-windows", type=int, default=8, help="int8 calibration windows")
     args = parser.parse_args(argv)
+    if args.size not in SIZES:
+        print(f"error: --size: unknown size {args.size!r} (choose from {', '.join(SIZES)})", file=sys.stderr)
+        return 2
     if args.rounds < 1 or args.threads < 1 or args.calib_windows < 1:
         print("error: --rounds, --threads and --calib-windows must be at least 1", file=sys.stderr)
         return 2
