@@ -88,12 +88,13 @@ def as_2d(node: onnx.NodeProto, x_u8: str, weight: np.ndarray, bias: np.ndarray 
     return nodes, inits
 
 
-# The int8 3-D convs (the matching network's, QLinearConv): ONNX Runtime's 3-D QLinearConv runs at a
-# fifth of its 2-D rate on these shapes (demo graph: (1, 12, 6, 32, 43) -> 12 channels, 1.97 ms against
-# 0.38 ms). Integer accumulation is exact in any order, so the ``k_d`` disparity taps go on the input
-# channels instead: the D slices on the batch axis, input slice ``d + t - p`` as channels ``t*C..``,
-# one 2-D QLinearConv with the kernel (Co, k_d*C, kh, kw). The same int32 sums, the same scales and
-# requantisation: the uint8 output is bit-identical (tests/test_conv2d_int8.py).
+# The int8 3-D convs (the matching network's, QLinearConv): ONNX Runtime's 3-D QLinearConv ran 1.5-5x
+# slower than this 2-D form on the stereo graphs' shapes (demo graph: (1, 12, 6, 32, 43) -> 12 channels,
+# 2.08 ms against 0.44 ms with the data movement; docs/deploy.md). Integer accumulation is exact in any
+# order, so the ``k_d`` disparity taps go on the input channels instead: the D slices on the batch axis,
+# input slice ``d + t - p`` as channels ``t*C..``, one 2-D QLinearConv with the kernel
+# (Co, k_d*C, kh, kw). The same int32 sums, the same scales and requantisation: the uint8 output is
+# bit-identical (tests/test_conv2d_int8.py).
 
 
 def int8_applies(node: onnx.NodeProto, weight: np.ndarray | None, shape: Sequence | None) -> bool:
