@@ -151,15 +151,16 @@ def _emit(tag: str, x: str, y: str, shape: list[int], maps: dict[int, np.ndarray
     return e.nodes, e.inits
 
 
-def _chains(graph: onnx.GraphProto, shapes, consts) -> list[list[onnx.NodeProto]]:
+def _chains(graph: onnx.GraphProto, shapes, consts) -> list[list[tuple[int, onnx.NodeProto]]]:
     """Runs of Gathers with constant 1-D indices on a static (but the batch) input, each reading the
-    previous one's output and nothing else reading that; every axis once per run."""
+    previous one's output and nothing else reading that; every axis once per run. Each node with its
+    position in the graph."""
     readers: dict[str, int] = {}
     for name in [i for n in graph.node for i in n.input if i] + [o.name for o in graph.output]:
         readers[name] = readers.get(name, 0) + 1
-    chains: list[list[onnx.NodeProto]] = []
-    last: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
+    chains: list[list[tuple[int, onnx.NodeProto]]] = []
+    last: dict[str, list[tuple[int, onnx.NodeProto]]] = {}
+    for k, node in enumerate(graph.node):
         shape = shapes.get(node.input[0]) if node.op_type == "Gather" and len(node.input) == 2 else None
         idx = consts.get(node.input[1]) if shape else None
         if idx is None or idx.ndim != 1 or idx.dtype.kind not in "iu" or len(shape) < 2 \
@@ -169,11 +170,11 @@ def _chains(graph: onnx.GraphProto, shapes, consts) -> list[list[onnx.NodeProto]
         if axis == 0:
             continue
         chain = last.pop(node.input[0], None)
-        if chain is None or readers.get(node.input[0]) != 1 or axis in {_axis(n) % len(shape) for n in chain}:
-            chain = [node]
+        if chain is None or readers.get(node.input[0]) != 1 or axis in {_axis(n) % len(shape) for _, n in chain}:
+            chain = [(k, node)]
             chains.append(chain)
         else:
-            chain.append(node)
+            chain.append((k, node))
         last[node.output[0]] = chain
     return chains
 
@@ -190,8 +191,8 @@ def nearest_gathers_as_slices_and_resizes(proto: onnx.ModelProto) -> tuple[onnx.
     consts = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     replace: dict[int, tuple] = {}
     dropped: set[str] = set()
-    chains = _chains(out.graph, shapes, consts)  # kept alive: ``replace`` is keyed by the nodes' ids
-    for chain in chains:
+    for positions in _chains(out.graph, shapes, consts):
+        chain = [n for _, n in positions]
         x, shape = chain[0].input[0], shapes[chain[0].input[0]]
         maps = {_axis(n) % len(shape): consts[n.input[1]].astype(np.int64) for n in chain}
         maps = {a: (m % shape[a]) for a, m in maps.items()}  # Gather's negative indices count from the end
@@ -199,12 +200,12 @@ def nearest_gathers_as_slices_and_resizes(proto: onnx.ModelProto) -> tuple[onnx.
         if kinds is None:
             continue
         nodes, inits = _emit(chain[-1].output[0], x, chain[-1].output[0], shape, maps, kinds)
-        replace[id(chain[-1])] = (nodes, inits)
-        replace.update({id(n): ([], []) for n in chain[:-1]})
+        replace.update({k: ([], []) for k, _ in positions[:-1]})
+        replace[positions[-1][0]] = (nodes, inits)
         dropped.update(n.input[1] for n in chain)
     nodes = []
-    for node in out.graph.node:
-        new, inits = replace.get(id(node), ([node], []))
+    for k, node in enumerate(out.graph.node):
+        new, inits = replace.get(k, ([node], []))
         nodes += new
         out.graph.initializer.extend(inits)
     del out.graph.node[:]
