@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The shipped trained model (SpikeDHS-Stereo reduced to 96x128, trained on synthetic data; docs/training.md)
 demo: setup
-	$(PY) -m compiler.build genotypes/stereo_small.yaml --set mixing=spike_sum --weights models/stereo_small.pt -o build/stereo_small.onnx
+	$(PY) -m compiler.build genotypes/stereo_small.yaml --weights models/stereo_small.pt -o build/stereo_small.onnx
 	$(PY) -m runtime.stream --onnx build/stereo_small.onnx --max-steps $(STEPS) --burn-in 2
 
 # The full-size SpikeDHS-Stereo genotype, untrained (several seconds per step on 2 CPU cores)

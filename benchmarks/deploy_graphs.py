@@ -30,7 +30,7 @@ SIZES = {
     "full": ("genotypes/stereo.yaml", [], None),
     "paper": ("genotypes/stereo.yaml", PAPER_WIDTH, None),
     "mid": ("genotypes/stereo.yaml", ["input.height=130", "input.width=173"], None),  # half size, C = 24
-    "demo": ("genotypes/stereo_small.yaml", ["mixing=spike_sum"], "models/stereo_small.pt"),  # trained before issue 19
+    "demo": ("genotypes/stereo_small.yaml", [], "models/stereo_small.pt"),
 }
 
 

@@ -23,7 +23,7 @@ CASES = {
                                     "overrides": OLD_NODES, "export": {"fold": False, "factorize": False}},
     "stereo_small_trained_int8": {"stem": "stereo_small", "weights": KEPT_ROOT / "stereo_small_spike_sum.pt",
                                   "overrides": OLD_NODES, "int8": True},
-    "stereo_relu_trained": {"stem": "stereo_small", "weights": ROOT / "models/stereo_small_relu.pt",
+    "stereo_relu_trained": {"stem": "stereo_small", "weights": KEPT_ROOT / "stereo_small_relu_spike_sum.pt",
                             "overrides": {"neuron.kind": "relu", **OLD_NODES}},
     "stereo": {"stem": "stereo", "overrides": {**SMALL["stereo"], **OLD_NODES}},
     "cifar10": {"stem": "cifar10", "overrides": {**SMALL["cifar10"], **OLD_NODES}},

@@ -71,7 +71,7 @@ def test_other_convs_are_not_stacked():
 def test_demo_int8_graph_steps_bit_identical():
     """The trained demo model's int8 graph with and without the stacking: 30 steps, state carried,
     every output (disparity, every state, every spike count) the same bits."""
-    model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml", overrides=["mixing=spike_sum"]))
+    model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml"))
     load_weights(model, str(ROOT / "models/stereo_small.pt"))
     fp32 = to_onnx(model.eval())
     ranges = output_ranges(fp32, quantize.int8_conv_outputs(fp32), calibration_windows(fp32, None, 2), None)

@@ -76,7 +76,7 @@ def test_every_conv_inside_reads_binary_spikes_random_weights(stem):
 
 def test_every_conv_inside_reads_binary_spikes_trained_weights():
     model = build_model(small_genotype("stereo_small"))
-    load_weights(model, str(ROOT / "models/stereo_small.pt"))  # trained under spike_sum: loads (node buffers)
+    load_weights(model, str(ROOT / "models/stereo_small.pt"))  # the shipped model, trained under these nodes
     assert _not_binary(_conv_inputs(model.eval(), steps=10)) == {}
 
 

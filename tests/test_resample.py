@@ -93,7 +93,7 @@ def test_resize_reads_the_gathers_indices_wherever_the_pass_uses_it():
 def test_demo_graph_steps_bit_identical_with_the_pass():
     """The stereo demo genotype's graph with and without the pass, 30 steps, state carried: every
     output (disparity, every state, every spike count) the same bits."""
-    model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml", overrides=["mixing=spike_sum"]))
+    model = build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml"))
     load_weights(model, str(ROOT / "models/stereo_small.pt"))
     before, after = to_onnx(model.eval(), resample=False), to_onnx(model)
     resizes = [sum(nd.op_type == "Resize" for nd in p.graph.node) for p in (before, after)]
