@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -68,7 +66,7 @@ def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
     assert after < before * 0.9, (before, after)
 
 
-def test_digits_reach_90_percent_within_a_minute(tmp_path):
+def test_digits_reach_90_percent_in_three_epochs(tmp_path):
     from training.config import TrainConfig
     from training.train import run
 
@@ -78,11 +76,9 @@ def test_digits_reach_90_percent_within_a_minute(tmp_path):
     cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"),
                       overrides=[*DIGITS, "mixing=spike_sum"], data="digits", epochs=3, timesteps=2, quiet=True,
                       tensorboard=False)
-    t = time.perf_counter()
+    # (its speed is measured by benchmarks/bench_train.py side by side, not timed here: no timed tests)
     summary = run(cfg, log=lambda s: None)
-    elapsed = time.perf_counter() - t
     assert summary["best"]["value"] >= 90.0, summary
-    assert elapsed < 60, f"took {elapsed:.0f} s"
     out = tmp_path / "digits"
     for name in ("last.pt", "best.pt", "config.yaml", "genotype.yaml", "metrics.jsonl", "metrics.csv"):
         assert (out / name).exists(), name
