@@ -143,7 +143,7 @@ class ThresholdSteps(torch.autograd.Function):
         gv = torch.zeros_like(u[0]) if gv is None else gv
         if p.adaptive and ga is None:
             ga = torch.zeros_like(u[0])
-        gy = torch.zeros(u.shape, dtype=ctx.y_dtype) if gy is None else gy
+        gy = torch.zeros_like(u, dtype=ctx.y_dtype) if gy is None else gy  # (u's device)
         if ctx.kernel is not None:
             gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
                                           *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
