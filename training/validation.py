@@ -1,10 +1,11 @@
 """Held-out evaluation of a model: stereo streams each held-out segment from a zero state (1PA, mean
 disparity error, depth errors, firing rate), classification averages logits over T steps (accuracy).
 
-``mode`` is the execution mode of training.execution: ``eager`` steps the model with its plain neurons (the
-reference), ``step`` steps it with fused neurons, ``multistep`` runs spans of steps at once
-(``SNNModel.forward_steps``; stereo spans hold at most ``MULTISTEP_SAMPLES`` samples, span x segments). All
-give the same outputs up to float rounding (tests/test_execution.py)."""
+``mode`` is the execution mode of training.execution: ``eager`` and ``step`` step the model (without
+gradients every neuron runs its plain step: the fused update only pays for a backward), ``multistep`` runs
+spans of steps at once (``SNNModel.forward_steps``: each convolution once over the span; stereo spans hold
+at most ``MULTISTEP_SAMPLES`` samples, span x segments). All give the same outputs up to float rounding
+(tests/test_execution.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from .data import StereoData, center_crop
-from .execution import neurons
+from .execution import class_logits
 from .images import ClassData
 
 MULTISTEP_SAMPLES = 64  # steps x segments run at once by a multistep evaluation (memory, not speed, bounds it)
@@ -65,10 +66,8 @@ def evaluate_stereo(model, data: StereoData, cfg, mode: str = "eager") -> dict[s
                 return np.stack([center_crop(a, h, w) for a in arrs]).astype(np.float32)
             for t0 in range(0, length, span):
                 ts = range(t0, min(length, t0 + span))
-                with neurons(mode):
-                    outs, state = _steps(model, mode, [{"left": torch.from_numpy(grab("left", t)),
-                                                        "right": torch.from_numpy(grab("right", t))} for t in ts],
-                                         state)
+                outs, state = _steps(model, mode, [{"left": torch.from_numpy(grab("left", t)),
+                                                    "right": torch.from_numpy(grab("right", t))} for t in ts], state)
                 for t, out in zip(ts, outs, strict=True):
                     pred = out["disparity"].numpy()
                     gt = grab("disparity", t)
@@ -89,11 +88,7 @@ def evaluate_classification(model, data: ClassData, timesteps: int, batch_size: 
     loss = 0.0
     for i in range(0, len(data), batch_size):
         x, y = data.x[i:i + batch_size], data.y[i:i + batch_size]
-        with neurons(mode):
-            outs, _ = _steps(model, mode, [{"image": x}] * timesteps, model.initial_state(len(x)))
-        logits = 0
-        for out in outs:
-            logits = logits + out["logits"]
+        logits, _ = class_logits(model, x, timesteps, mode)  # summed over the steps, step after step
         logits = logits / timesteps
         correct += int((logits.argmax(1) == y).sum())
         loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
