@@ -24,6 +24,7 @@ from runtime.core.errors import first_line
 from runtime.data.options import RecordingOptions
 from runtime.data.sources import find_recordings, open_recording
 
+from .datacache import FIELDS, Cache
 from .errors import TrainError
 
 
@@ -213,34 +214,49 @@ def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, heigh
 
 
 def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: str, bins: int,
-                     window_us: int, length: int, stride: int, burn_in: int) -> StereoData:
+                     window_us: int, length: int, stride: int, burn_in: int, cache=None) -> StereoData:
     """Generate, encode and split the synthetic stereo data for a model input of ``height`` x ``width``.
 
     Held-out recordings are generated as ``runtime.stream`` generates its built-in stream for a model
     of this size (``--seed`` = the held-out seed) except for their textures and scene types (see
     ``SyntheticSpec``); training recordings are ``margin`` pixels larger with the same focal length x
-    baseline, so a random crop has the held-out geometry.
+    baseline, so a random crop has the held-out geometry. Each encoded recording comes from ``cache``
+    (``training.datacache.Cache``; default: the user's cache folder, ``$SNN_DATA_CACHE``) where an
+    earlier run made it.
     """
     from runtime.data.synth import SynthConfig
 
+    cache = Cache() if cache is None else cache
     fb = SynthConfig(height=height, width=width).focal_baseline
     focal = SynthConfig(height=height, width=width).focal
-    train = []
-    for s in spec.train_seeds:
-        rec = synthetic_recording(s, held_out=False, spec=spec, seconds=spec.seconds, height=height + spec.margin,
-                                  width=width + spec.margin, fb=fb, focal=focal)
-        train.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
-                                      name=f"synthetic seed {s}"))
-    val = []
-    for s in spec.val_seeds:
-        rec = synthetic_recording(s, held_out=True, spec=spec, seconds=spec.val_seconds, height=height, width=width)
-        val.append(encode_recording(rec, encoding=encoding, bins=bins, window_us=window_us,
-                                    name=f"synthetic seed {s}"))
+    coding = {"encoding": encoding, "bins": bins, "window_us": window_us}
+
+    def recording(seed: int, held_out: bool) -> StereoSequence:
+        if held_out:
+            size = {"height": height, "width": width, "seconds": spec.val_seconds}
+            geometry = {}
+            kind = {"textures": spec.val_textures, "scene_types": list(spec.val_scene_types)}
+        else:
+            size = {"height": height + spec.margin, "width": width + spec.margin, "seconds": spec.seconds}
+            geometry = {"fb": fb, "focal": focal}
+            kind = {"textures": spec.train_textures, "scene_types": list(spec.train_scene_types),
+                    "randomize_sensor": spec.randomize_sensor}
+        name = f"synthetic seed {seed}"
+
+        def make() -> dict:
+            rec = synthetic_recording(seed, held_out=held_out, spec=spec, **size, **geometry)
+            seq = encode_recording(rec, **coding, name=name)
+            return {**{k: getattr(seq, k) for k in FIELDS}, "fb": seq.fb}
+        key = {"seed": seed, "held_out": held_out, **size, **geometry, **kind, **coding}
+        return StereoSequence(name, **cache.get(key, make))
+
+    train = [recording(s, False) for s in spec.train_seeds]
+    val = [recording(s, True) for s in spec.val_seeds]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     return StereoData(train, val, length, stride, segments,
                       f"synthetic: train seeds {list(spec.train_seeds)} ({spec.train_textures} textures, scene types "
                       f"{list(spec.train_scene_types)}), held-out seeds {list(spec.val_seeds)} ({spec.val_textures} "
-                      f"textures, scene types {list(spec.val_scene_types)})")
+                      f"textures, scene types {list(spec.val_scene_types)}); {cache.summary()}")
 
 
 # MVSEC indoor_flying in DDES's protocol (tlkvstepan/event_stereo_ICCV2019,
