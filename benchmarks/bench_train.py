@@ -66,8 +66,8 @@ head:
   classes: 10
 """
 STEREO_CROP = (48, 64)
-DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1,eager:fp32:2,multistep:fp32:2," \
-                  "multistep:bf16:2,multistep:fp32:1x2,multistep:bf16:1x2"
+DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1,multistep:bf16:1:nchw,eager:fp32:2," \
+                  "multistep:fp32:2,multistep:bf16:2,multistep:fp32:1x2,multistep:bf16:1x2"
 
 
 def cpu_flags() -> str:
@@ -92,7 +92,7 @@ def _class_setup(cfg_kw: dict, data_path: str | None = None):
     up = [ClassData(F.interpolate(d.x, size=(16, 16), mode="bilinear", align_corners=False), d.y, d.classes, d.name)
           for d in (train, test)]
     cfg = task_defaults(TrainConfig(genotype="bench", out="", quiet=True, tensorboard=False, **cfg_kw), g)
-    torch.manual_seed(0)
+    torch.manual_seed(cfg_kw["seed"])
     return g, cfg, build_model(g), up[0], up[1]
 
 
@@ -127,7 +127,7 @@ def _stereo_setup(cfg_kw: dict, data_path: str):
     cfg = task_defaults(TrainConfig(genotype="stereo_small", out="", quiet=True, tensorboard=False, windows=4,
                                     burn_in=2, **cfg_kw), g)
     data = torch.load(data_path, weights_only=False)
-    torch.manual_seed(0)
+    torch.manual_seed(cfg_kw["seed"])
     return g, cfg, build_model(g), data, None
 
 
@@ -142,7 +142,8 @@ def child(spec: dict) -> dict:
     from training.validation import evaluate_classification
 
     torch.set_num_threads(spec["threads"])
-    kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": 0}
+    kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": spec.get("seed", 0),
+          "layout": spec.get("layout", "auto")}
     g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw, spec.get("data"))
     dist = setup()  # under torchrun: this process's rank; the batch is the global one, each takes its slice
     if dist.enabled:
@@ -176,6 +177,7 @@ def child(spec: dict) -> dict:
            "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
+           "layout": trainer.layout,
            "params": sum(p.numel() for p in model.parameters())}
     if spec["task"] == "class":
         row["accuracy"] = evaluate_classification(model, test, cfg.timesteps, 256)["accuracy_pct"]
@@ -200,22 +202,24 @@ def _workers(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | --exec | --precision | threads x processes | rate/s (wall) | x eager 1 thread | "
+    lines = ["| task | --exec | --precision | --layout | threads x processes | rate/s (wall) | x eager 1 thread | "
              "rate/s (CPU time) | x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |",
-             "|" + "---|" * 15]
+             "|" + "---|" * 16]
     ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and r.get("procs", 1) == 1
             and "rate" in r]
     base = {r["task"]: r["rate"] for r in ones}
     base_cpu = {r["task"]: r["cpu_rate"] for r in ones}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {_workers(r)} | error: {r['error']} |")
+            lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r.get('layout', 'auto')} | "
+                         f"{_workers(r)} | error: {r['error']} |")
             continue
         speedup = r["rate"] / base[r["task"]] if r["task"] in base else float("nan")
         cpu_up = r["cpu_rate"] / base_cpu[r["task"]] if r["task"] in base_cpu else float("nan")
         acc = f"{r['accuracy']:.1f}" if "accuracy" in r else "-"
         cpu = "- | -" if r.get("procs", 1) > 1 else f"{r['cpu_rate']:.1f} | {cpu_up:.2f}"  # rank 0's CPU alone
-        lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {_workers(r)} | {r['rate']:.1f} | "
+        lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['layout']} | {_workers(r)} | "
+                     f"{r['rate']:.1f} | "
                      f"{speedup:.2f} | {cpu} | {r['s_per_batch']:.3f} | "
                      f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
                      f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r['load']:.2f} |")
@@ -226,11 +230,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="class,stereo", help="class, stereo or both (default)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
-                   help="comma-separated EXEC:PRECISION:THREADS, or EXEC:PRECISION:THREADSxPROCS for PROCS processes "
-                        "under torchrun (e.g. multistep:fp32:1x2)")
+                   help="comma-separated EXEC:PRECISION:THREADS[:LAYOUT], or EXEC:PRECISION:THREADSxPROCS for PROCS "
+                        "processes under torchrun (e.g. multistep:fp32:1x2); LAYOUT auto (default), nchw or "
+                        "channels-last (--layout)")
     p.add_argument("--batches", type=int, default=3, help="timed batches per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed batches before them")
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -253,12 +259,13 @@ def main(argv=None) -> int:
             data = str(Path(tmp.name) / "stereo.pt")
             stereo_data(Path(data))
         for c in args.configs.split(","):
-            mode, precision, threads = c.split(":")
+            mode, precision, threads, *layout = c.split(":")
             threads, _, procs = threads.partition("x")
             if precision == "bf16" and not cpu_has_bf16():
                 continue
             spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
-                    "procs": int(procs or 1), "batches": args.batches, "warmup": args.warmup, "data": data}
+                    "procs": int(procs or 1), "batches": args.batches, "warmup": args.warmup, "data": data,
+                    "layout": layout[0] if layout else "auto", "seed": args.seed}
             t0 = time.perf_counter()
             rows.append(run_child(spec))
             print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr,

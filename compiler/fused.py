@@ -171,5 +171,20 @@ def threshold_steps(p: ThresholdParams, current: Tensor, state: dict[str, Tensor
     if not (use_cpp and current.dtype == torch.bfloat16):
         current = current.to(dtype)  # the C++ kernel reads a bfloat16 current itself and writes bfloat16 spikes
     a = state["a"] if p.adaptive else None
-    y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, use_cpp)
+    if use_cpp and _channels_last(current):
+        # (T, B, C, H, W) in channels-last memory: the kernel runs over (T, B, H, W, C), its own contiguous
+        # order, so neither the current nor the spikes change layout (element-wise: the same values)
+        perm, back = (0, 1, 3, 4, 2), (0, 1, 4, 2, 3)
+        y, v_t, a_t = ThresholdSteps.apply(current.permute(perm), v.permute(0, 2, 3, 1),
+                                           None if a is None else a.permute(0, 2, 3, 1), p, use_cpp)
+        y, v_t = y.permute(back), v_t.permute(0, 3, 1, 2)
+        a_t = None if a_t is None else a_t.permute(0, 3, 1, 2)
+    else:
+        y, v_t, a_t = ThresholdSteps.apply(current, v, a, p, use_cpp)
     return y, ({"v": v_t, "a": a_t} if p.adaptive else {"v": v_t})
+
+
+def _channels_last(current: Tensor) -> bool:
+    """Whether a (T, B, C, H, W) current lies in channels-last order (and not also in the plain one)."""
+    return current.dim() == 5 and current.shape[2] > 1 and not current.is_contiguous() \
+        and current.permute(0, 1, 3, 4, 2).is_contiguous()

@@ -158,6 +158,21 @@ def test_spike_counts_are_exact_under_bfloat16():
         assert step.spikes["n"].flatten().tolist() == [1001.0] * steps
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 1001, 4096, 12288, 20001])
+def test_spike_counts_equal_a_float64_count(dtype, n):
+    """The blockwise half-precision count is the exact count, whatever the row length (blocks of 256 for
+    bfloat16, 2048 for float16, with a ragged end), for sparse and for all-firing rows."""
+    from compiler.interpret import spike_counts
+
+    g = torch.Generator().manual_seed(n)
+    for p in (0.0, 0.2, 0.9, 1.0):
+        y = (torch.rand(3, 2, n, generator=g) < p).to(dtype)
+        got = spike_counts(y)
+        assert got.dtype == (torch.float32 if dtype != torch.float32 else dtype)
+        assert torch.equal(got.double(), y.double().sum(-1)), (p, n)
+
+
 def test_without_a_compiler_the_fused_neurons_run_in_torch_and_say_why(monkeypatch):
     from compiler import fused_kernel
 
@@ -216,3 +231,95 @@ def test_evaluation_modes_agree(monkeypatch):
     for m in ("step", "multistep"):
         assert res[m]["accuracy_pct"] == res["eager"]["accuracy_pct"]
         assert res[m]["loss"] == pytest.approx(res["eager"]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_kernel_on_channels_last_currents_gives_the_same_values(kind, dtype):
+    """A (T, B, C, H, W) current in channels-last memory order runs through the kernel in that order (no
+    copy to the plain order): spikes, state and every gradient bit-identical to the plain-order current;
+    the spikes and state come back channels-last."""
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    gen = torch.Generator().manual_seed(3)
+    m = build_neuron(Neuron(kind=kind, reset="hard", surrogate=Surrogate(kind="dspike", b=3.0)))
+    shape = (2, 5, 4, 3)
+    current = (torch.randn((4, *shape), generator=gen) * 0.6 + 0.3).to(dtype)
+    state = {s: torch.rand(shape, generator=gen) * 0.3 for s in m.state_names}
+    gy = torch.randn((4, *shape), generator=gen).to(dtype)
+    results = []
+    for cl in (False, True):
+        cur = current.clone()
+        if cl:
+            cur = cur.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            assert not cur.is_contiguous() and fused._channels_last(cur)
+        cur.requires_grad_()
+        s0 = {k: v.clone().requires_grad_() for k, v in state.items()}
+        with fused.using("cpp"):
+            y, s = m.run_steps(cur, s0)
+        if cl:
+            assert y[0].is_contiguous(memory_format=torch.channels_last)
+            assert all(t.is_contiguous(memory_format=torch.channels_last) for t in s.values())
+        loss = (y.float() * gy.float()).sum() + sum(t.sum() * 0.7 for t in s.values())
+        results.append((y, s, torch.autograd.grad(loss, [cur, *s0.values()])))
+    (y0, s0_, g0), (y1, s1, g1) = results
+    assert torch.equal(y0, y1) and all(torch.equal(s0_[k], s1[k]) for k in s0_)
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_spike_counts_of_channels_last_spikes_are_counted_without_a_copy():
+    from compiler.interpret import _rows, spike_counts
+
+    y = (torch.rand(4, 3, 8, 5, 6) < 0.3).to(torch.bfloat16)
+    cl = y.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    rows = _rows(cl, 2)
+    assert rows.data_ptr() == cl.data_ptr()  # a view, not a copy
+    assert torch.equal(spike_counts(rows), spike_counts(y.flatten(2)))
+
+
+def test_layout_auto_is_channels_last_only_where_it_was_measured_faster():
+    from training.errors import TrainError
+    from training.execution import resolve_layout
+
+    two_d, stereo = build_model(small_genotype("cifar10")), build_model(small_genotype("stereo"))
+    assert resolve_layout("auto", "bf16", "cpu", two_d)[0] == "channels-last"
+    assert resolve_layout("auto", "fp32", "cpu", two_d)[0] == "nchw"  # float32 stays as it was
+    assert resolve_layout("auto", "bf16", "cuda", two_d)[0] == "nchw"
+    assert resolve_layout("auto", "bf16", "cpu", stereo)[0] == "nchw"  # 3-D matching convolutions
+    assert resolve_layout("channels-last", "fp32", "cpu", stereo) == ("channels-last", "--layout")
+    assert resolve_layout("nchw", "bf16", "cpu", two_d) == ("nchw", "--layout")
+    with pytest.raises(TrainError, match="--layout"):
+        resolve_layout("nhwc", "bf16", "cpu", two_d)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "stereo"])
+def test_channels_last_float32_matches_the_plain_order(name):
+    """--layout channels-last changes only the memory order: float32 loss and gradients as in the plain order
+    within the rounding of another summation order, and the checkpoint's weights are in the plain order."""
+    g = small_genotype(name)
+    torch.manual_seed(0)
+    model = build_model(g)
+    batch = _batch(g, torch.float32)
+    out = {}
+    for layout in ("nchw", "channels-last"):
+        size = len(batch["label"]) if "label" in batch else batch["left"].shape[1]
+        cfg = task_defaults(TrainConfig(genotype="", out="", windows=2, burn_in=1, batch_size=size, timesteps=3,
+                                        exec="multistep", layout=layout), g)
+        m = copy.deepcopy(model)
+        trainer = Trainer(cfg, g, m, None, None, Dist(), log=lambda s: None)
+        assert trainer.layout == layout
+        m.train()
+        loss, _ = trainer.batch_loss(batch)
+        grads = torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)
+        out[layout] = (float(loss.detach()), grads)
+        state = trainer.state("")["model"]
+        assert all(v.is_contiguous() for v in state.values())
+        if layout == "channels-last":
+            assert any(p.dim() == 4 and not p.is_contiguous() for p in m.parameters())
+    (l0, g0), (l1, g1) = out["nchw"], out["channels-last"]
+    assert abs(l1 - l0) <= 1e-5 * abs(l0)
+    for a, b in zip(g1, g0, strict=True):
+        if b is None:
+            continue
+        assert float((a - b).abs().max()) <= 1e-5 * max(float(b.abs().max()), 1e-30)

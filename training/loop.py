@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .errors import TrainError
-from .execution import autocast, class_logits, neurons, resolve_exec, stereo_costs
+from .execution import autocast, channels_last, class_logits, neurons, resolve_exec, resolve_layout, stereo_costs
 from .images import ClassData, augment
 from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
@@ -86,6 +86,9 @@ class Trainer:
             raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
         self.exec = resolve_exec(cfg.exec, model, self.searchers)  # how the model runs over time
+        self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
+        if self.layout == "channels-last":
+            channels_last(model)  # values unchanged; the optimiser holds the same parameters
 
     # ---------------------------------------------------------------------------- batches
     def num_samples(self) -> int:
@@ -228,7 +231,8 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- checkpoints
     def state(self, genotype_yaml: str) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        model = {k: v.contiguous() for k, v in self.model.state_dict().items()}  # plain order, whatever --layout
+        return {"model": model, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
                 "best": dict(self.best), "rng": ckpt_io.rng_state(), "genotype": genotype_yaml,
                 "config": self.cfg.to_dict(), "search": {s.name: s.state_dict() for s in self.searchers},

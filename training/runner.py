@@ -216,7 +216,8 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         eval_model = _build(g) if train_g is not g else None
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
-        log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {threads}, neurons {neuron_impl()}")
+        log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {threads}, neurons {neuron_impl()}, "
+            f"layout {trainer.layout} ({trainer.layout_why})")
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")

@@ -20,7 +20,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
 from .config import RECIPES
-from .execution import EXEC_MODES, PRECISIONS
+from .execution import EXEC_MODES, LAYOUTS, PRECISIONS
 from .runner import MAY_CHANGE_ON_RESUME, run
 
 __all__ = ["config_from_args", "int_ranges", "main", "parser", "run"]  # run: training.runner's, for callers of old
@@ -69,6 +69,9 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
                    "step with searchers")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="fp32, or bf16: convolutions under bfloat16 autocast (AMX / AVX512-BF16 CPUs, CUDA)")
+    g.add_argument("--layout", choices=LAYOUTS, default=d.layout,
+                   help="memory order of the 2-D convolutions: auto (channels-last under bf16 on a CPU for a "
+                   "model of 2-D convolutions only, where it was measured faster; else nchw), nchw, channels-last")
     g.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
