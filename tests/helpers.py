@@ -19,6 +19,7 @@ SMALL = {
         "networks.matching.layers[0].channels": 8, "networks.matching.layers[1].channels": 8,
     },
     "stereo_small": {"input.height": 24, "input.width": 32},  # already few channels
+    "stereo_small_fine": {"input.height": 24, "input.width": 32},
     "cifar10": {"input.height": 8, "input.width": 8, "networks.backbone.node_channels": [4, 4, 8],
                 "networks.backbone.layers[0].channels": 8},
     "snasnet_cifar10_bw": {"input.height": 16, "input.width": 16, "networks.backbone.node_channels": [8, 16],

@@ -74,9 +74,10 @@ def test_every_conv_inside_reads_binary_spikes_random_weights(stem):
     assert _not_binary(_conv_inputs(model.eval())) == {}
 
 
-def test_every_conv_inside_reads_binary_spikes_trained_weights():
-    model = build_model(small_genotype("stereo_small"))
-    load_weights(model, str(ROOT / "models/stereo_small.pt"))  # the shipped model, trained under these nodes
+@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine"])
+def test_every_conv_inside_reads_binary_spikes_trained_weights(stem):
+    model = build_model(small_genotype(stem))
+    load_weights(model, str(ROOT / f"models/{stem}.pt"))  # a shipped model, trained under these nodes
     assert _not_binary(_conv_inputs(model.eval(), steps=10)) == {}
 
 
@@ -170,3 +171,19 @@ def test_onnx_parity_of_the_node_neurons_over_many_steps(stem, tmp_path):
             np.testing.assert_array_equal(res[f"spikes.{name}"], out["spikes"][name].numpy(), err_msg=name)
             fired += float(out["spikes"][name].sum())
     assert nodes and fired > 0
+
+
+@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine"])
+def test_shipped_models_were_trained_on_their_genotype(stem):
+    """models/X.pt (and its ReLU twin) store the network of genotypes/X.yaml: what `make demo` compiles."""
+    import torch
+
+    from compiler import load_genotype, loads_genotype
+
+    shipped = load_genotype(ROOT / "genotypes" / f"{stem}.yaml")
+    for name, over in ((stem, {}), (f"{stem}_relu", {"neuron.kind": "relu"})):
+        ck = torch.load(ROOT / "models" / f"{name}.pt", weights_only=False, map_location="cpu")
+        stored = loads_genotype(ck["genotype"], file=name)
+        want = load_genotype(ROOT / "genotypes" / f"{stem}.yaml", overrides=over) if over else shipped
+        assert stored.to_dict()["networks"] == want.to_dict()["networks"], name
+        assert stored.to_dict()["head"] == want.to_dict()["head"] and stored.neuron == want.neuron, name
