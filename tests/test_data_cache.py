@@ -113,11 +113,31 @@ def test_a_damaged_entry_is_made_again_and_replaced(filled, folder, caplog):
     assert third.hits == 2  # replaced by a good entry
 
 
-def test_an_entry_with_wrong_shapes_is_not_used(folder):
+@pytest.mark.parametrize("damage", [
+    lambda a: a.update(has_gt=a["has_gt"][:-1]),
+    lambda a: a.update(disparity=a["disparity"][:, :-1]),
+    lambda a: a.update(left=a["left"][0]),
+    lambda a: a.update(left=a["left"].astype(np.float64), right=a["right"].astype(np.float64)),
+    lambda a: a.update(disparity=a["disparity"].astype(np.float16)),
+    lambda a: a.update(gt_index=a["gt_index"].astype(np.int32)),
+    lambda a: a.pop("fb"),
+])
+def test_an_entry_with_wrong_shapes_or_types_is_not_used(folder, damage):
     victim = sorted(folder.glob("*.npz"))[0]
     with np.load(victim) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["has_gt"] = arrays["has_gt"][:-1]
+    damage(arrays)
+    with open(victim, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises((ValueError, KeyError)):  # what Cache.get takes as "cannot be read": made again
+        datacache._load(victim)
+
+
+def test_an_entry_that_cannot_be_used_is_made_again(folder):
+    victim = sorted(folder.glob("*.npz"))[0]
+    with np.load(victim) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["disparity"] = arrays["disparity"].astype(np.float64)
     with open(victim, "wb") as f:
         np.savez(f, **arrays)
     cache = datacache.Cache(folder)

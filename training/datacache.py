@@ -71,9 +71,14 @@ def _load(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in (*FIELDS, "fb")}
     T = len(arrays["left"])
-    if arrays["right"].shape != arrays["left"].shape or len(arrays["disparity"]) != T \
+    if arrays["left"].ndim != 4 or arrays["right"].shape != arrays["left"].shape \
+            or arrays["disparity"].shape != (T, *arrays["left"].shape[2:]) \
             or arrays["has_gt"].shape != (T,) or arrays["gt_index"].shape != (T,) or arrays["fb"].shape != ():
         raise ValueError("inconsistent shapes")
+    if arrays["left"].dtype not in (np.int8, np.int16) or arrays["right"].dtype != arrays["left"].dtype \
+            or arrays["disparity"].dtype != np.float32 or arrays["has_gt"].dtype != np.bool_ \
+            or arrays["gt_index"].dtype != np.int64:
+        raise ValueError("unexpected types")
     fb = float(arrays.pop("fb"))
     return {**arrays, "fb": None if np.isnan(fb) else fb}
 
