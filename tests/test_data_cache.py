@@ -166,6 +166,8 @@ def test_the_environment_chooses_the_folder_or_turns_it_off(monkeypatch, tmp_pat
     monkeypatch.delenv(datacache.ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert datacache.cache_dir() == tmp_path / "xdg" / "snn-toolchain" / "synthetic"
+    monkeypatch.setenv(datacache.ENV, "  ")  # set but empty: as if unset
+    assert datacache.cache_dir() == tmp_path / "xdg" / "snn-toolchain" / "synthetic"
 
 
 def test_training_reads_the_cache_on_its_second_run(monkeypatch, tmp_path, capsys):

@@ -40,8 +40,8 @@ FIELDS = ("left", "right", "disparity", "has_gt", "gt_index")
 
 def cache_dir() -> Path | None:
     """The cache folder, or None where ``$SNN_DATA_CACHE`` is ``off``."""
-    env = os.environ.get(ENV)
-    if env is not None and env.strip().lower() in ("off", "0", "no", "false", ""):
+    env = (os.environ.get(ENV) or "").strip()  # unset and empty alike: the default folder
+    if env.lower() in ("off", "0", "no", "false"):
         return None
     if env:
         return Path(env).expanduser()
