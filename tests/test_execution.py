@@ -323,3 +323,22 @@ def test_channels_last_float32_matches_the_plain_order(name):
         if b is None:
             continue
         assert float((a - b).abs().max()) <= 1e-5 * max(float(b.abs().max()), 1e-30)
+
+
+def test_layout_on_the_command_line(tmp_path, capsys):
+    """--layout is an option of training.train: the log names the layout used and why; a resumed run keeps
+    its layout, and another one given on --resume is refused in one line; an unknown one is refused."""
+    from tests.test_resume_options import FIRST
+    from training.train import main
+
+    out = tmp_path / "run"
+    assert main([*FIRST, "--out", str(out), "--layout", "channels-last", "--stop-after", "1"]) == 0
+    assert "layout channels-last (--layout)" in capsys.readouterr().out
+    assert main([*FIRST, "--out", str(out), "--resume"]) == 0
+    assert "layout channels-last (--layout)" in capsys.readouterr().out
+    assert main([*FIRST, "--out", str(out), "--resume", "--layout", "nchw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --layout 'nchw'") and "\n" not in err, err
+    with pytest.raises(SystemExit) as e:
+        main([*FIRST, "--out", str(tmp_path / "other"), "--layout", "nhwc"])
+    assert e.value.code == 2
