@@ -12,8 +12,9 @@ from 1000 on), per scene type and pooled, for each model:
 - **where the errors are**: the share of the scored pixels and their 1PA and mean error beyond the
   model's largest disparity, within 2 px of a depth edge (neighbours more than 1 px apart), and in
   the interior without any event of the window within 2 px (nothing to match) or with events;
-- **resolution**: the same for the ground truth itself at the cost volume's 1/3 resolution, upsampled
-  bilinearly as the model's cost is (``gt 1/3``): the precision that resolution alone allows;
+- **resolution**: the same for the ground truth itself at the cost volume's resolution (1/3 of the input
+  for stereo_small, 1/2 for stereo_small_fine), upsampled bilinearly as the model's cost is (``gt 1/3``,
+  ``gt 1/2``): the precision that resolution alone allows;
 - **the data on the grid**: the scored ground truth's shares below 1.5, 3 and 6 px (the cost volume's
   candidates are 0, 3, 6, ... px) and its percentiles;
 - **state**: 1PA by window index since the zero state (training samples are 2 + 4 windows long);
@@ -210,6 +211,15 @@ def print_report(result: dict) -> None:
             for k, v in r.items() if k != "crop"))
 
 
+def cost_factor(g) -> int:
+    """How many input pixels one pixel of the model's cost volume spans (3 for stereo_small, 2 for
+    stereo_small_fine): the input height over the cost volume's, from the lowered graph's shapes."""
+    from compiler.planner import plan
+
+    volume = next(n for n in plan(g).graph if n.kind == "cost_volume")
+    return max(1, round(g.input.height / volume.shape[-2]))
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -232,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     _, g, cfg = models["snn"]
     seqs = held_out_sequences(g, args.seeds or balanced_seeds(args.per_type), args.seconds)
     preds = {m: stream(model, seqs, c.eval_batch_size)[0] for m, (model, _, c) in models.items()}
-    preds["gt 1/3"] = [low_resolution(s.disparity, 3) for s in seqs]
+    factor = cost_factor(g)
+    preds[f"gt 1/{factor}"] = [low_resolution(s.disparity, factor) for s in seqs]
     result = diagnose(preds, seqs, cfg.burn_in, g.head.max_disparity)
     result["crop"] = {m: crop_test(paths[m], seqs, preds[m], cfg.burn_in, c.eval_batch_size, args.set)
                       for m, (_, _, c) in models.items()}

@@ -146,3 +146,18 @@ def test_bad_genotype_edit_is_one_line(capsys):
     assert bench_transfer.main(["--snn", model, "--set", "mixing=sideways", "--constant", "3.0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_precision_resolution_ceiling_follows_the_models_cost():
+    """The ground-truth ceiling is taken at the model's own cost resolution: 1/3 of the input for
+    stereo_small, 1/2 for stereo_small_fine."""
+    from tests.helpers import small_genotype
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_precision
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for stem, factor in (("stereo_small", 3), ("stereo_small_fine", 2)):
+        g = small_genotype(stem)
+        assert bench_precision.cost_factor(g) == factor, stem
