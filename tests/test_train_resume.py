@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers import GENOTYPES
@@ -19,14 +20,16 @@ def _cfg(out, **kw):
                                   "networks.backbone.layers[0].channels=8"], **kw)
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("layout", ["auto", "channels-last"])
+def test_resume_is_exact(tmp_path, layout):
     from training.train import run
 
-    run(_cfg(tmp_path / "full"), log=lambda s: None)
-    run(_cfg(tmp_path / "half", stop_after=1), log=lambda s: None)
+    run(_cfg(tmp_path / "full", layout=layout), log=lambda s: None)
+    run(_cfg(tmp_path / "half", stop_after=1, layout=layout), log=lambda s: None)
     half = torch.load(tmp_path / "half" / "last.pt", weights_only=True)
     assert half["epoch"] == 1
-    run(_cfg(tmp_path / "half"), resume=True, resume_overrides={"stop_after": None}, log=lambda s: None)
+    run(_cfg(tmp_path / "half", layout=layout), resume=True, resume_overrides={"stop_after": None},
+        log=lambda s: None)
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "half" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
