@@ -70,19 +70,16 @@ def autocast(precision: str, device: str):
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
-def channels_last(model: torch.nn.Module) -> int:
-    """Put every 2-D convolution's weight in channels-last memory order (values unchanged); returns how many.
+def channels_last(model: torch.nn.Module) -> None:
+    """Put every 2-D convolution's weight in channels-last memory order (values unchanged).
 
     A convolution whose weight is channels-last computes in that order and returns its output in it;
     BatchNorm, additions, concatenation, nearest resampling and the fused neuron (``compiler.fused``) keep
     the order, so a 2-D network runs channels-last from its first convolution on. 3-D convolutions keep
     theirs."""
-    n = 0
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-            n += 1
-    return n
 
 
 def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.Module) -> tuple[str, str]:
