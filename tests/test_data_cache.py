@@ -194,3 +194,52 @@ def test_training_reads_the_cache_on_its_second_run(monkeypatch, tmp_path, capsy
     assert rows[0]["val"] == rows[1]["val"]
     assert "0 of 2 recordings from the cache" in logs[0], logs[0]
     assert "2 of 2 recordings from the cache" in logs[1], logs[1]
+
+
+def test_a_full_disk_while_storing_leaves_nothing_behind_and_warns_once(tmp_path, monkeypatch, caplog):
+    import errno
+
+    def full(f, **arrays):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datacache.np, "savez", full)
+    folder = tmp_path / "cache"
+    cache = datacache.Cache(folder)
+    with caplog.at_level(logging.WARNING, logger="training.datacache"):
+        data = synthetic_stereo(SPEC, cache=cache, **SMALL)
+    assert len(data.train) == 1 and len(data.val) == 1 and cache.made == 2
+    assert caplog.text.count("cannot write") == 1 and "No space left" in caplog.text
+    assert list(folder.iterdir()) == []  # no partial entry, no temporary file
+
+
+def test_a_folder_where_an_entry_goes_is_left_alone(folder, caplog):
+    victim = sorted(folder.glob("*.npz"))[0]
+    victim.unlink()
+    victim.mkdir()
+    (victim / "mine.txt").write_text("a user's file")
+    cache = datacache.Cache(folder)
+    with caplog.at_level(logging.WARNING, logger="training.datacache"):
+        synthetic_stereo(SPEC, cache=cache, **SMALL)
+    assert (cache.hits, cache.made) == (1, 1) and "cannot write" in caplog.text
+    assert (victim / "mine.txt").read_text() == "a user's file"
+
+
+def test_two_runs_storing_the_same_entry_at_once_leave_one_good_entry(tmp_path):
+    """Two caches filling one folder, interleaved as two runs started together would: the second write of an
+    entry replaces the first whole (atomic rename), and a third run reads every entry."""
+    folder = tmp_path / "cache"
+    key = {"seed": 7}
+    entry = {"left": np.ones((2, 3, 4, 5), np.int8), "right": np.zeros((2, 3, 4, 5), np.int8),
+             "disparity": np.full((2, 4, 5), 1.5, np.float32), "has_gt": np.ones(2, bool),
+             "gt_index": np.arange(2, dtype=np.int64), "fb": 2.5}
+    first, second = datacache.Cache(folder), datacache.Cache(folder)
+    made = []
+    # the second run misses while the first is still generating: its make() runs the first run to the end
+    second.get(key, lambda: (first.get(key, lambda: made.append(1) or entry), made.append(2), entry)[-1])
+    assert made == [1, 2] and first.made == second.made == 1
+    third = datacache.Cache(folder)
+    got = third.get(key, lambda: pytest.fail("made again"))
+    assert third.hits == 1 and got["fb"] == 2.5
+    assert all(np.array_equal(got[k], entry[k]) for k in datacache.FIELDS)
+    assert [p.name for p in folder.iterdir()] == [datacache.entry_name(key)]
