@@ -126,8 +126,7 @@ class ThresholdSteps(torch.autograd.Function):
     def forward(ctx, current: Tensor, v: Tensor, a: Tensor | None, p: ThresholdParams, use_cpp: bool):
         kernel = load_kernel() if use_cpp else None
         if kernel is not None:
-            y, u, a_seq, v_t, a_t = kernel.fwd(current.contiguous(), v.contiguous(), _or_empty(a),
-                                                   *_scalars(p))
+            y, u, a_seq, v_t, a_t = kernel.fwd(current.contiguous(), v, _or_empty(a), *_scalars(p))
             a_seq = a_seq if p.adaptive else None
             a_t = a_t if p.adaptive else None
         else:
@@ -140,21 +139,22 @@ class ThresholdSteps(torch.autograd.Function):
     def backward(ctx, gy: Tensor, gv: Tensor, ga: Tensor | None):
         u, a_seq = ctx.saved_tensors
         p = ctx.p
-        gv = torch.zeros_like(u[0]) if gv is None else gv
-        if p.adaptive and ga is None:
-            ga = torch.zeros_like(u[0])
         gy = torch.zeros_like(u, dtype=ctx.y_dtype) if gy is None else gy  # (u's device)
-        if ctx.kernel is not None:
-            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), gv.contiguous(), _or_empty(ga), u, _or_empty(a_seq),
+        if ctx.kernel is not None:  # (an unused final state: an empty gradient, zeros in the kernel)
+            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), _or_empty(gv), _or_empty(ga), u, _or_empty(a_seq),
                                           *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
             ga0 = ga0 if p.adaptive else None
         else:
+            gv = torch.zeros_like(u[0]) if gv is None else gv
+            if p.adaptive and ga is None:
+                ga = torch.zeros_like(u[0])
             gi, gv0, ga0 = torch_backward(p, gy, surrogate_grads(p, u, a_seq), gv, ga, u, a_seq)
         return gi, gv0, ga0, None, None
 
 
 def _or_empty(t: Tensor | None) -> Tensor:
-    return torch.empty(0) if t is None else t.contiguous()
+    """An absent tensor as an empty one; the kernel copies states of any strides itself, in one pass."""
+    return torch.empty(0) if t is None else t
 
 
 def _scalars(p: ThresholdParams) -> tuple:

@@ -153,14 +153,20 @@ static void fwd_typed(const torch::Tensor& I, torch::Tensor& y, torch::Tensor& u
   });
 }
 
+// A contiguous copy of a state of any strides (a channels-last membrane, say) in one pass: the kernel writes
+// its running state into it.
+static torch::Tensor dense_copy(const torch::Tensor& x) {
+  return torch::empty(x.sizes(), x.options()).copy_(x);
+}
+
 // I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y (I's type), u, a before each step, v_T, a_T
 // (the state's type).
 std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
                                double beta_, double tau_a_, bool hard, bool adaptive) {
   auto y = torch::empty_like(I), u = torch::empty(I.sizes(), v0.options());
-  auto vT = v0.clone();
+  auto vT = dense_copy(v0);
   auto aseq = adaptive ? torch::empty(I.sizes(), v0.options()) : torch::empty({0}, v0.options());
-  auto aT = adaptive ? a0.clone() : torch::empty({0}, v0.options());
+  auto aT = adaptive ? dense_copy(a0) : torch::empty({0}, v0.options());
   const bool bf16 = mixed(I, v0);
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "fused_threshold_fwd", [&] {
     if (bf16) fwd_typed<scalar_t, c10::BFloat16>(I, y, u, vT, aT, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
@@ -198,8 +204,9 @@ std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tenso
                                torch::Tensor aseq, double tau_, double th_, double beta_, double tau_a_,
                                bool hard, bool adaptive, int64_t kind, double b_) {
   auto gi = torch::empty(u.sizes(), gy.options());
-  auto gv = gvT.clone();
-  auto ga = adaptive ? gaT.clone() : torch::empty({0}, u.options());
+  auto gv = gvT.numel() ? dense_copy(gvT) : torch::zeros(u[0].sizes(), u.options());
+  auto ga = !adaptive ? torch::empty({0}, u.options())
+                      : gaT.numel() ? dense_copy(gaT) : torch::zeros(u[0].sizes(), u.options());
   const bool bf16 = mixed(gy, u);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fused_threshold_bwd", [&] {
     if (bf16) bwd_typed<scalar_t, c10::BFloat16>(gy, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard, adaptive,

@@ -293,6 +293,29 @@ def test_layout_auto_is_channels_last_only_where_it_was_measured_faster():
         resolve_layout("nhwc", "bf16", "cpu", two_d)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_runs_every_convolution_in_that_order_from_a_grey_image_on(channels):
+    """Under --layout channels-last every 2-D convolution after the stem reads a channels-last input (no
+    conversion forward or backward), also where the image has one channel: its stem weight's strides are
+    set explicitly, since a one-channel tensor counts as contiguous in both orders."""
+    from training.execution import channels_last
+
+    g = small_genotype("cifar10", **{"input.channels": channels})
+    model = build_model(g)
+    channels_last(model)
+    assert all(m.weight.stride(1) == 1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    x = torch.rand(4, channels, g.input.height, g.input.width)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.forward_steps({"image": x.unsqueeze(0).expand(3, *x.shape)}, model.initial_state(4))
+    for h in hooks:
+        h.remove()
+    readers = [t for t in seen if t.shape[1] != channels]  # every convolution but the stem
+    assert readers and all(t.stride(1) == 1 for t in readers), [t.stride() for t in readers if t.stride(1) != 1]
+
+
 @pytest.mark.parametrize("name", ["cifar10", "stereo"])
 def test_channels_last_float32_matches_the_plain_order(name):
     """--layout channels-last changes only the memory order: float32 loss and gradients as in the plain order

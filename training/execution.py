@@ -76,10 +76,15 @@ def channels_last(model: torch.nn.Module) -> None:
     A convolution whose weight is channels-last computes in that order and returns its output in it;
     BatchNorm, additions, concatenation, nearest resampling and the fused neuron (``compiler.fused``) keep
     the order, so a 2-D network runs channels-last from its first convolution on. 3-D convolutions keep
-    theirs."""
+    theirs. The strides are set explicitly: a weight of one input channel (a stem that reads a grey image)
+    is already "contiguous" in both orders, and ``contiguous(memory_format=...)`` would leave it with the
+    plain strides, so that its convolution returned the plain order and every reader of the stem's spikes
+    converted them again, forward and backward."""
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
-            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+            w = torch.empty(m.weight.shape, dtype=m.weight.dtype, device=m.weight.device,
+                            memory_format=torch.channels_last)
+            m.weight.data = w.copy_(m.weight.data)
 
 
 def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.Module) -> tuple[str, str]:
