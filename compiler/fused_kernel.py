@@ -55,13 +55,14 @@ static inline float fast_tanh(float x) {
 }
 
 // The surrogate gradients of compiler.surrogates at z = u - threshold (kind: dspike, triangle, superspike,
-// arctan); ``k`` is tanh(b / 2) for dspike.
+// arctan); ``k`` is b / 2 / tanh(b / 2) for dspike (one multiplication instead of a division per element;
+// values within a rounding of the reference's).
 template <typename S, int KIND>
 static inline S surrogate(S z, S b, S k) {
   if (KIND == 0) {
     const S x = z + S(0.5);
     const S t = fast_tanh(b * (x - S(0.5)));
-    const S g = (b / S(2)) * (S(1) - t * t) / k;
+    const S g = k * (S(1) - t * t);
     return (x >= S(0) && x <= S(1)) ? g : S(0);
   }
   if (KIND == 1) { const S r = S(1) - std::abs(z); return b * (r > S(0) ? r : S(0)); }
@@ -193,7 +194,7 @@ static void bwd_typed(const torch::Tensor& gy, const torch::Tensor& u, const tor
       const int64_t hi = std::min(hi0, lo + BLOCK);
       DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, TI, H, A, K>(lo, hi, T, N,
                      gy.data_ptr<TI>(), u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<TI>(), S(tau_),
-                     S(th_), S(beta_), S(tau_a_), S(b_), S(std::tanh(b_ / 2.0)))))
+                     S(th_), S(beta_), S(tau_a_), S(b_), S(b_ / 2.0 / std::tanh(b_ / 2.0)))))
     }
   });
 }
