@@ -185,6 +185,8 @@ def threshold_steps(p: ThresholdParams, current: Tensor, state: dict[str, Tensor
 
 
 def _channels_last(current: Tensor) -> bool:
-    """Whether a (T, B, C, H, W) current lies in channels-last order (and not also in the plain one)."""
+    """Whether a (T, B, C, H, W) current lies in channels-last order (and not also in the plain one), or is a
+    channel slice of such a tensor (one output of convolutions run together, ``compiler.ops.convbn_together``:
+    the kernel then reads a channels-last copy, and its spikes stay channels-last)."""
     return current.dim() == 5 and current.shape[2] > 1 and not current.is_contiguous() \
-        and current.permute(0, 1, 3, 4, 2).is_contiguous()
+        and current.stride(2) == 1 and current.stride(4) >= current.shape[2]

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from .names import state_name
 from .neurons import NeuronModule, build_neuron
-from .ops import BUILDERS, aux_head, estimate_disparity, resample
+from .ops import BUILDERS, STACKED, aux_head, convbn_together, estimate_disparity, resample
 from .plantypes import Node
+from .registry import OPS
 
 
 class Step:
@@ -187,17 +188,50 @@ class Scope(nn.Module):
         thunk()
 
 
+_GROUPS: dict[int, tuple[list[Node], dict[str, list[Node]]]] = {}
+
+
+def _same_input_ops(nodes: list[Node]) -> dict[str, list[Node]]:
+    """Op nodes that read the same value with the same op, stride and width, by their first node: multistep
+    training runs each such group's convolutions as one (``compiler.ops.convbn_together``)."""
+    hit = _GROUPS.get(id(nodes))
+    if hit is not None and hit[0] is nodes:
+        return hit[1]
+    groups: dict[tuple, list[Node]] = {}
+    for n in nodes:
+        if n.kind == "op" and len(n.inputs) == 1 and n.module is not None and not n.attrs.get("training_only") \
+                and n.attrs["op"] in OPS and OPS[n.attrs["op"]].kind == "conv":
+            a = n.attrs
+            groups.setdefault((n.inputs[0], a["op"], a["dims"], a["stride"], a["in_channels"]), []).append(n)
+    found = {g[0].name: g for g in groups.values() if len(g) > 1}
+    _GROUPS[id(nodes)] = (nodes, found)
+    return found
+
+
 def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], step: Step,
               handlers: dict[str, Handler] = HANDLERS) -> dict[str, Tensor]:
     """One time step over ``nodes`` in order; returns every value by name. A run of nodes with the same
     ``scope`` runs inside the ``Scope`` modules on that path; training-only nodes run in training mode only."""
     ctx = Context(root, step, inputs)
     env: dict[str, Tensor] = {}
+    together = _same_input_ops(nodes) if root.training and STACKED.get() is not None \
+        and handlers["op"] is HANDLERS["op"] else {}
+    early: dict[str, Tensor] = {}  # outputs computed with an earlier node's (``together``)
 
     def run(group: list[Node]) -> None:
         for node in group:
             if node.attrs.get("training_only") and not root.training:
                 continue
+            if node.name in early:
+                env[node.name] = early.pop(node.name)
+                continue
+            if node.name in together:
+                members = together[node.name]
+                outs = convbn_together([submodule(root, n.module) for n in members], env[node.inputs[0]])
+                if outs is not None:
+                    early.update(zip((n.name for n in members), outs, strict=True))
+                    env[node.name] = early.pop(node.name)
+                    continue
             module = submodule(root, node.module) if node.module is not None else None
             env[node.name] = handlers[node.kind].run(node, module, [env[i] for i in node.inputs], ctx)
 

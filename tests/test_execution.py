@@ -293,6 +293,38 @@ def test_layout_auto_is_channels_last_only_where_it_was_measured_faster():
         resolve_layout("nhwc", "bf16", "cpu", two_d)
 
 
+@pytest.mark.parametrize("name", ["cifar10", "stereo"])
+def test_multistep_training_runs_convolutions_that_share_an_input_as_one(name):
+    """Under multistep training, the convolutions that read the same value with the same op run as one
+    convolution (``compiler.ops.convbn_together``, no module call): evaluation over the same batch calls
+    every member's module, training none of them (their values and gradients are those of eager within 1e-5
+    by the tests above)."""
+    from compiler.interpret import _same_input_ops, submodule
+
+    g = small_genotype(name)
+    model = build_model(g)
+    members = sum(len(m) for m in _same_input_ops(model.plan.graph).values())
+    assert members > 0
+    calls = []
+    convs = {id(c): c for n in model.plan.graph if n.kind == "op"  # (not the training-only auxiliary head's)
+             if (c := getattr(submodule(model, n.module), "conv", None)) is not None}
+    for conv in convs.values():  # (once each: the stereo feature network's modules serve both views)
+        conv.register_forward_hook(lambda *a: calls.append(1))
+    batch = _batch(g, torch.float32)
+    size = len(batch["label"]) if "label" in batch else batch["left"].shape[1]
+    cfg = task_defaults(TrainConfig(genotype="", out="", windows=2, burn_in=0, batch_size=size, timesteps=2,
+                                    exec="multistep"), g)
+    trainer = Trainer(cfg, g, model, None, None, Dist(), log=lambda s: None)
+    counts = {}
+    for training in (False, True):
+        model.train(training)
+        calls.clear()
+        with torch.no_grad():
+            trainer.batch_loss(batch)
+        counts[training] = len(calls)
+    assert counts[True] == counts[False] - members, (counts, members)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_channels_last_runs_every_convolution_in_that_order_from_a_grey_image_on(channels):
     """Under --layout channels-last every 2-D convolution after the stem reads a channels-last input (no
@@ -301,7 +333,7 @@ def test_channels_last_runs_every_convolution_in_that_order_from_a_grey_image_on
     from training.execution import channels_last
 
     g = small_genotype("cifar10", **{"input.channels": channels})
-    model = build_model(g)
+    model = build_model(g).eval()  # (in training, convolutions that share an input run as one: no module call)
     channels_last(model)
     assert all(m.weight.stride(1) == 1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     seen = []

@@ -66,15 +66,19 @@ def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
     assert after < before * 0.9, (before, after)
 
 
-def test_digits_reach_90_percent_in_three_epochs(tmp_path):
+def test_digits_reach_90_percent_in_five_epochs(tmp_path):
     from training.config import TrainConfig
     from training.train import run
 
     # The training loop's budget check, on the plain sum of spikes at a node (mixing: spike_sum). Under the
     # paper's node semantics (mixing: spike, a LIF after each node's sum) this tiny net at T=2 reaches only
-    # 18.9 % after the same 3 epochs (measured; docs/fidelity.md), so it would test the semantics, not the loop.
+    # 18.9 % after 3 epochs (measured; docs/fidelity.md), so it would test the semantics, not the loop.
+    # Five epochs, not three: after three the best accuracy straddled 90 % with the seed and with float
+    # rounding alone (seeds 0, 1, 2: 90.22, 86.44, 86.00 % before the Dspike kernel multiplied instead of
+    # dividing, 89.11, 86.89, 84.22 % after it, with the convolutions that share an input run as one); after
+    # five: 96.22, 96.00, 93.11 % (docs/training.md).
     cfg = TrainConfig(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(tmp_path / "digits"),
-                      overrides=[*DIGITS, "mixing=spike_sum"], data="digits", epochs=3, timesteps=2, quiet=True,
+                      overrides=[*DIGITS, "mixing=spike_sum"], data="digits", epochs=5, timesteps=2, quiet=True,
                       tensorboard=False)
     # (its speed is measured by benchmarks/bench_train.py side by side, not timed here: no timed tests)
     summary = run(cfg, log=lambda s: None)
@@ -83,7 +87,7 @@ def test_digits_reach_90_percent_in_three_epochs(tmp_path):
     for name in ("last.pt", "best.pt", "config.yaml", "genotype.yaml", "metrics.jsonl", "metrics.csv"):
         assert (out / name).exists(), name
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 5
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
 
 
