@@ -97,7 +97,8 @@ static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __
 }
 
 template <typename S, typename TI, bool HARD, bool ADAPTIVE, int KIND>
-__attribute__((optimize("fp-contract=fast"))) static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ gy,
+__attribute__((optimize("fp-contract=fast")))
+static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ gy,
                       const S* __restrict__ u, const S* __restrict__ as, S* __restrict__ gv, S* __restrict__ ga,
                       TI* __restrict__ gi, S tau, S th, S beta, S tau_a, S b, S k) {
   for (int64_t t = T - 1; t >= 0; --t) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -188,13 +189,14 @@ class Scope(nn.Module):
         thunk()
 
 
-_GROUPS: dict[int, tuple[list[Node], dict[str, list[Node]]]] = {}
+_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its nodes, their groups)
 
 
-def _same_input_ops(nodes: list[Node]) -> dict[str, list[Node]]:
+def _same_input_ops(nodes: list[Node], root: nn.Module | None = None) -> dict[str, list[Node]]:
     """Op nodes that read the same value with the same op, stride and width, by their first node: multistep
-    training runs each such group's convolutions as one (``compiler.ops.convbn_together``)."""
-    hit = _GROUPS.get(id(nodes))
+    training runs each such group's convolutions as one (``compiler.ops.convbn_together``). Kept per model
+    (``root``) while it lives."""
+    hit = _GROUPS.get(root) if root is not None else None
     if hit is not None and hit[0] is nodes:
         return hit[1]
     groups: dict[tuple, list[Node]] = {}
@@ -204,7 +206,8 @@ def _same_input_ops(nodes: list[Node]) -> dict[str, list[Node]]:
             a = n.attrs
             groups.setdefault((n.inputs[0], a["op"], a["dims"], a["stride"], a["in_channels"]), []).append(n)
     found = {g[0].name: g for g in groups.values() if len(g) > 1}
-    _GROUPS[id(nodes)] = (nodes, found)
+    if root is not None:
+        _GROUPS[root] = (nodes, found)
     return found
 
 
@@ -214,7 +217,7 @@ def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], ste
     ``scope`` runs inside the ``Scope`` modules on that path; training-only nodes run in training mode only."""
     ctx = Context(root, step, inputs)
     env: dict[str, Tensor] = {}
-    together = _same_input_ops(nodes) if root.training and STACKED.get() is not None \
+    together = _same_input_ops(nodes, root) if root.training and STACKED.get() is not None \
         and handlers["op"] is HANDLERS["op"] else {}
     early: dict[str, Tensor] = {}  # outputs computed with an earlier node's (``together``)
 
