@@ -293,6 +293,19 @@ def test_layout_auto_is_channels_last_only_where_it_was_measured_faster():
         resolve_layout("nhwc", "bf16", "cpu", two_d)
 
 
+def test_training_states_are_the_models_zeros_broadcast_from_one_sample():
+    """Training starts every batch from the model's initial state, broadcast from one sample (no memory
+    filled per sample): the same names, shapes, dtypes and values as ``initial_state(batch)``."""
+    from training.execution import zero_state
+
+    model = build_model(small_genotype("stereo"))
+    ref, got = model.initial_state(5), zero_state(model, 5)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert got[k].shape == ref[k].shape and got[k].dtype == ref[k].dtype and torch.equal(got[k], ref[k])
+        assert got[k].stride(0) == 0
+
+
 @pytest.mark.parametrize("name", ["cifar10", "stereo"])
 def test_multistep_training_runs_convolutions_that_share_an_input_as_one(name):
     """Under multistep training, the convolutions that read the same value with the same op run as one

@@ -115,10 +115,17 @@ def _running_sum(values) -> Tensor | None:
     return total
 
 
+def zero_state(model, batch: int) -> dict[str, Tensor]:
+    """The model's initial state for ``batch`` samples as zeros broadcast from one sample's (no memory
+    filled per sample): training never writes into a state tensor, the neurons read it and the fused
+    kernel copies it into its own once."""
+    return {k: v.expand(batch, *v.shape[1:]) for k, v in model.initial_state(1).items()}
+
+
 def class_logits(model, x: Tensor, steps: int, mode: str) -> tuple[Tensor, Tensor | None]:
     """The image fed for ``steps`` steps: logits and auxiliary logits (None without) summed over the steps,
     added step after step in every mode."""
-    state = model.initial_state(x.shape[0])
+    state = zero_state(model, x.shape[0])
     if mode == "multistep":
         out, _ = model.forward_steps({"image": x.unsqueeze(0).expand(steps, *x.shape)}, state)
         aux = out["aux_logits"].unbind(0) if "aux_logits" in out else ()
@@ -134,7 +141,7 @@ def class_logits(model, x: Tensor, steps: int, mode: str) -> tuple[Tensor, Tenso
 
 def stereo_costs(model, left: Tensor, right: Tensor, burn: int, mode: str) -> list[Tensor]:
     """Windows (L, B, ...): the burn-in windows without gradient, then the matching cost of each later one."""
-    state = model.initial_state(left.shape[1])
+    state = zero_state(model, left.shape[1])
     if mode == "multistep":
         if burn:
             with torch.no_grad():
