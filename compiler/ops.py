@@ -109,14 +109,14 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
                 (c0.in_channels, c0.kernel_size, c0.stride, c0.padding, c0.dilation):
             return None
     shared = any(id(m) in stacked.shared for m in modules)
-    if not shared and any((m.bn.momentum, int(m.bn.num_batches_tracked)) != (bn0.momentum, int(bn0.num_batches_tracked))
-                          for m in modules):
+    if not shared and not _same_update_factor([m.bn for m in modules]):
         return None
     sizes = [m.conv.out_channels for m in modules]
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv3d
     y = conv(x, torch.cat([m.conv.weight for m in modules]), None, c0.stride, c0.padding, c0.dilation)
     weight, bias = torch.cat([m.bn.weight for m in modules]), torch.cat([m.bn.bias for m in modules])
-    running = (torch.cat([m.bn.running_mean for m in modules]), torch.cat([m.bn.running_var for m in modules]))
+    running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
+                                   torch.cat([m.bn.running_var for m in modules]))
     out = []
     for t, chunk in enumerate(y.chunk(stacked.steps)):
         if shared:  # the views of a shared network update its running averages interleaved, at the end
@@ -134,6 +134,15 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
                 m.bn.running_mean.copy_(mean)
                 m.bn.running_var.copy_(var)
     return list(SplitChannels.apply(torch.cat(out), sizes))
+
+
+def _same_update_factor(bns: list[nn.Module]) -> bool:
+    """Whether one running-average update serves all of ``bns``: the same momentum, and where it is None
+    (a cumulative average, factor 1 / num_batches_tracked) the same count of batches so far."""
+    m0 = bns[0].momentum
+    if any(bn.momentum != m0 for bn in bns):
+        return False
+    return m0 is not None or len({int(bn.num_batches_tracked) for bn in bns}) == 1
 
 
 class SplitChannels(torch.autograd.Function):

@@ -293,6 +293,22 @@ def test_layout_auto_is_channels_last_only_where_it_was_measured_faster():
         resolve_layout("nhwc", "bf16", "cpu", two_d)
 
 
+def test_convolutions_run_together_keep_cumulative_running_averages():
+    """BatchNorm with momentum None (a cumulative average over batches) under convolutions run as one: the
+    same running averages and batch counts as eager's separate calls."""
+    g = small_genotype("cifar10")
+    torch.manual_seed(0)
+    model = build_model(g).double()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    batch = _batch(g, torch.float64)
+    _, _, ref = _loss_and_grads(g, model, batch, "eager", torch.float64)
+    _, _, got = _loss_and_grads(g, model, batch, "multistep", torch.float64)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_training_states_are_the_models_zeros_broadcast_from_one_sample():
     """Training starts every batch from the model's initial state, broadcast from one sample (no memory
     filled per sample): the same names, shapes, dtypes and values as ``initial_state(batch)``."""
