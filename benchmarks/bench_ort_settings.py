@@ -2,7 +2,8 @@
 session options on the stereo graphs (fp32 factorised and int8), measured side by side.
 
 Graph optimisation level (disable, basic, extended, all), intra-op threads (1, 2), spinning of idle
-pool threads (``session.intra_op.allow_spinning``) and execution mode (sequential, parallel with 2
+pool threads (``session.intra_op.allow_spinning``), ONNX Runtime's NHWC layout transformer (the runtime disables
+it: ``runtime.session.DISABLED_OPTIMIZERS``) and execution mode (sequential, parallel with 2
 inter-op threads). Every configuration is a session of its own; per graph, each round steps every
 session once on the same window with its own carried state, so the shared machine's load drifts
 hit all alike.
@@ -19,7 +20,7 @@ import sys
 
 from deploy_graphs import SIZES, OrtStepper, event_windows, graphs, interleaved, load_model, median_ms, ort_session
 
-# (label, level, intra-op threads, parallel execution, spinning)
+# (label, level, intra-op threads, parallel execution, spinning[, optimisers disabled; default the runtime's])
 CONFIGS = [
     ("disable, 1 thread", "disable", 1, False, True),
     ("basic, 1 thread", "basic", 1, False, True),
@@ -27,6 +28,7 @@ CONFIGS = [
     ("all, 1 thread", "all", 1, False, True),
     ("all, 2 threads, spinning", "all", 2, False, True),
     ("all, 2 threads, no spinning", "all", 2, False, False),
+    ("all, 2 threads, no spinning, NHWC transformer on", "all", 2, False, False, ()),  # the runtime disables it
     ("extended, 2 threads, no spinning", "extended", 2, False, False),
     ("all, 1 thread, parallel (2 inter-op)", "all", 1, True, True),
     ("all, 2 threads, parallel (2 inter-op), no spinning", "all", 2, True, False),
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     times = {}
     for g, proto in chosen.items():  # one graph at a time: its sessions' memory is freed before the next
-        steppers = {(g, c[0]): OrtStepper(ort_session(proto, c[2], c[1], c[3], c[4])) for c in CONFIGS}
+        steppers = {(g, c[0]): OrtStepper(ort_session(proto, c[2], c[1], c[3], c[4], *c[5:])) for c in CONFIGS}
         times.update(interleaved(steppers, feeds, args.steps))
         del steppers
     load_after = os.getloadavg()

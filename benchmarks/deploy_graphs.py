@@ -99,8 +99,15 @@ def event_windows(model, count: int, seed: int = 7) -> list[dict[str, np.ndarray
             for w in windows(rec, window_us=int(inp.window_ms * 1000), bins=inp.bins, max_windows=count)]
 
 
-def ort_session(proto, threads: int = 1, level: str = "all", parallel: bool = False, spinning: bool = True):
+def ort_session(proto, threads: int = 1, level: str = "all", parallel: bool = False, spinning: bool = True,
+                disabled: Sequence[str] | None = None):
+    """A CPU session of ``proto``; ``disabled``: ONNX Runtime optimisers left out (default: the runtime's,
+    ``runtime.session.DISABLED_OPTIMIZERS``)."""
     import onnxruntime as ort
+
+    from runtime.session import DISABLED_OPTIMIZERS
+
+    disabled = DISABLED_OPTIMIZERS if disabled is None else disabled
 
     opt = ort.GraphOptimizationLevel
     levels = {"disable": opt.ORT_DISABLE_ALL, "basic": opt.ORT_ENABLE_BASIC,
@@ -112,7 +119,8 @@ def ort_session(proto, threads: int = 1, level: str = "all", parallel: bool = Fa
     opts.inter_op_num_threads = 2 if parallel else 1
     opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
 
 
 class OrtStepper:

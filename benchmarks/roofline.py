@@ -41,9 +41,13 @@ def _options(threads: int, level: str = "all"):
 
 
 def _session(proto: onnx.ModelProto, opts):
+    """A CPU session with the runtime's optimisers (``runtime.session.DISABLED_OPTIMIZERS`` left out)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from runtime.session import DISABLED_OPTIMIZERS
+
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def optimised(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -131,3 +131,37 @@ def test_auto_runs_somewhere(model_path):
 def test_bad_threads(model_path):
     with pytest.raises(RuntimeInputError, match="--threads: must be at least 1"):
         SNNSession(model_path, device="cpu", threads=0)
+
+
+def test_int8_graph_steps_bit_identical_without_the_nhwc_transformer():
+    """The runtime leaves ONNX Runtime's NHWC layout transformer out (``DISABLED_OPTIMIZERS``, a speed
+    choice): the trained int8 graph stepped 20 times through ``SNNSession`` gives, at every step, the
+    bits of a plain session with the transformer on (output, every state, every spike count)."""
+    import onnxruntime as ort
+    from helpers import ROOT
+
+    from runtime.session import DISABLED_OPTIMIZERS
+
+    assert "NhwcTransformer" in DISABLED_OPTIMIZERS
+    path = ROOT / "tests/kept/stereo_small_trained_int8.onnx"
+    session = SNNSession(path, device="cpu", threads=1)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    plain = ort.InferenceSession(str(path), opts, providers=[CPU_EP])
+    spec = session.spec
+    state = {st.input_name: np.zeros([1, *st.shape], np.float32) for st in spec.states}
+    rng = np.random.default_rng(5)
+    shapes = {i.name: [1, *i.shape[1:]] for i in plain.get_inputs() if i.name in spec.data_inputs}
+    fired = 0.0
+    for t in range(20):
+        feed = {k: rng.choice(np.array([-1, 0, 1], np.float32), size=s, p=[0.1, 0.8, 0.1]) for k, s in shapes.items()}
+        out = session.step(feed)
+        names = [spec.data_output, *(st.output_name for st in spec.states), *spec.spike_outputs]
+        want = dict(zip(names, plain.run(names, {**feed, **state}), strict=True))
+        state = {st.input_name: want[st.output_name] for st in spec.states}
+        assert out.output.tobytes() == want[spec.data_output][0].tobytes(), f"step {t}"
+        for st in spec.states:
+            assert session.state[st.name].tobytes() == want[st.output_name].tobytes(), f"step {t}: {st.name}"
+        assert out.spikes == {layer.name: float(np.sum(want[f"spikes.{layer.name}"])) for layer in spec.layers}
+        fired += sum(out.spikes.values())
+    assert fired > 0
