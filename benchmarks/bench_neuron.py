@@ -1,6 +1,11 @@
-"""``python benchmarks/bench_neuron.py [--shape 1,8,130,173] [--rounds 40]``: one LIF neuron step (charge,
-fire, hard reset) written four ways in ONNX, timed in ONNX Runtime (CPU, 1 thread) in turn, with a check
-that every form gives the exported form's bits. What ``compiler.rewrite`` keeps came from this (docs/deploy.md).
+"""``python benchmarks/bench_neuron.py [--shape 1,8,130,173] [--rounds 40] [--threads 1] [--int8]``: one
+LIF neuron step (charge, fire, hard reset) written several ways in ONNX, timed in ONNX Runtime (CPU) in
+turn, with a check that every form gives the first form's bits. What ``compiler.rewrite`` keeps came
+from this (docs/deploy.md).
+
+``--int8``: the neuron as the int8 graph runs it (the current dequantised from a QLinearConv's uint8
+output, uint8 spikes out for the next QLinearConv, the layer's spike count, the membrane state), the
+exported form against other ways to count and reset.
 """
 
 from __future__ import annotations
@@ -26,37 +31,86 @@ VARIANTS = {
                                                        N("Cast", ["lt"], ["k"], to=TensorProto.FLOAT),
                                                        N("Mul", ["u", "k"], ["vo"])],
 }
+# the int8 graph's neuron: q (uint8 conv output) and v in; s (uint8 spikes), c (count per sample), vo out
+CHARGE8 = [N("DequantizeLinear", ["q", "qs", "qz"], ["i"]), *CHARGE, N("GreaterOrEqual", ["u", "th"], ["ge"]),
+           N("Cast", ["ge"], ["s"], to=TensorProto.UINT8)]
+COUNT_CAST = [N("Cast", ["ge"], ["y"], to=TensorProto.FLOAT), N("Flatten", ["y"], ["yf"], axis=1),
+              N("ReduceSum", ["yf", "axis1"], ["c"], keepdims=0)]
+COUNT_INT = [N("Reshape", ["s", "rows"], ["s2"]), N("MatMulInteger", ["s2", "ones"], ["c32"]),
+             N("Reshape", ["c32", "per_sample"], ["c32b"]), N("ReduceSum", ["c32b", "axis1"], ["c32s"], keepdims=0),
+             N("Cast", ["c32s"], ["c"], to=TensorProto.FLOAT)]
+COUNT_DQ = [N("DequantizeLinear", ["s", "one", "zero8"], ["y"]), N("Flatten", ["y"], ["yf"], axis=1),
+            N("ReduceSum", ["yf", "axis1"], ["c"], keepdims=0)]
+RESET = [N("Sub", ["one", "y"], ["r"]), N("Mul", ["u", "r"], ["vo"])]
+WHERE = [N("Where", ["ge", "zero", "u"], ["vo"])]
+VARIANTS8 = {
+    "as exported: Cast count, u * (1 - y)": CHARGE8 + COUNT_CAST + RESET,
+    "Cast count, Where reset": CHARGE8 + COUNT_CAST + WHERE,
+    "MatMulInteger count, Where reset": CHARGE8 + COUNT_INT + WHERE,
+    "MatMulInteger count, u * (1 - y)": CHARGE8 + COUNT_INT + [N("Cast", ["ge"], ["y"], to=TensorProto.FLOAT)] + RESET,
+    "DequantizeLinear count, u * (1 - y)": CHARGE8 + COUNT_DQ + RESET,
+    "DequantizeLinear count, Where reset": CHARGE8 + COUNT_DQ + WHERE,
+}
+
+
+def _graph(nodes, shape: list[int], int8: bool):
+    """The neuron step as a model: float ``v`` and ``i`` (or uint8 ``q``) in; ``y``/``vo`` (or ``s``, ``c``,
+    ``vo``) out."""
+    f, u8 = TensorProto.FLOAT, TensorProto.UINT8
+    width = shape[-1]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in (("tau", 0.5), ("th", 1.0), ("zero", 0.0), ("one", 1.0), ("qs", 0.05))]
+    inits += [numpy_helper.from_array(np.array(0, np.uint8), "zero8"),
+              numpy_helper.from_array(np.array(100, np.uint8), "qz"),
+              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+              numpy_helper.from_array(np.ones((width, 1), np.uint8), "ones"),
+              numpy_helper.from_array(np.array([-1, width], np.int64), "rows"),
+              numpy_helper.from_array(np.array([shape[0], -1], np.int64), "per_sample")]
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in inits if t.name in used]
+    if int8:
+        ins = [helper.make_tensor_value_info("v", f, shape), helper.make_tensor_value_info("q", u8, shape)]
+        outs = [helper.make_tensor_value_info("s", u8, shape), helper.make_tensor_value_info("c", f, None),
+                helper.make_tensor_value_info("vo", f, shape)]
+    else:
+        ins = [helper.make_tensor_value_info(x, f, shape) for x in ("v", "i")]
+        outs = [helper.make_tensor_value_info(x, f, shape) for x in ("y", "vo")]
+    g = helper.make_graph(nodes, "neuron", ins, outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_neuron.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="1,8,130,173", help="the layer's tensor shape (default 1,8,130,173)")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--int8", action="store_true", help="the int8 graph's neuron (uint8 current and spikes)")
     args = parser.parse_args(argv)
     shape = [int(x) for x in args.shape.split(",")]
-    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
-             for n, v in (("tau", 0.5), ("th", 1.0), ("zero", 0.0), ("one", 1.0))]
+    variants = VARIANTS8 if args.int8 else VARIANTS
     rng = np.random.default_rng(0)
-    feeds = {"v": rng.standard_normal(shape).astype(np.float32), "i": rng.standard_normal(shape).astype(np.float32)}
+    feeds = {"v": rng.standard_normal(shape).astype(np.float32)}
+    if args.int8:
+        feeds["q"] = rng.integers(60, 160, shape).astype(np.uint8)
+    else:
+        feeds["i"] = rng.standard_normal(shape).astype(np.float32)
     sessions, times, outs = {}, {}, {}
-    for name, nodes in VARIANTS.items():
-        g = helper.make_graph(nodes, "neuron", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)
-                                                for x in ("v", "i")],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape) for x in ("y", "vo")], inits)
+    for name, nodes in variants.items():
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-        sessions[name] = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        opts.intra_op_num_threads, opts.log_severity_level = args.threads, 3
+        sessions[name] = ort.InferenceSession(_graph(nodes, shape, args.int8).SerializeToString(), opts,
+                                              providers=["CPUExecutionProvider"])
         times[name] = []
     for _ in range(args.rounds):
         for name, session in sessions.items():
             t0 = time.perf_counter()
             outs[name] = session.run(None, feeds)
             times[name].append(time.perf_counter() - t0)
-    base = outs[next(iter(VARIANTS))]
-    print(f"LIF step on {shape}, onnxruntime {ort.__version__}, 1 thread, median of {args.rounds}")
+    base = outs[next(iter(variants))]
+    kind = "int8 graph's LIF step" if args.int8 else "LIF step"
+    print(f"{kind} on {shape}, onnxruntime {ort.__version__}, {args.threads} thread(s), median of {args.rounds}")
     print("| form | ms | bits equal to the exported form |\n|---|---|---|")
-    for name in VARIANTS:
+    for name in variants:
         same = all(a.tobytes() == b.tobytes() for a, b in zip(base, outs[name], strict=True))
         print(f"| {name} | {1000 * np.median(times[name]):.3f} | {same} |")
     return 0
