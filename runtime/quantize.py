@@ -18,7 +18,9 @@ Per quantised conv (``X`` its input, ``Y`` its output, both float tensors of the
 
 A quantised 3-D conv (the matching network's) becomes a 2-D one with its disparity taps stacked on the
 input channels (``runtime.conv2d``; ONNX Runtime's 3-D QLinearConv is several times slower): the same
-int32 sums and requantisation, so the same uint8 output bit for bit.
+int32 sums and requantisation, so the same uint8 output bit for bit. A uint8 nearest up-sampling that
+doubles the width goes through ONNX Runtime's fast exact-2x ``Resize`` and a ``Gather`` of rows
+(``runtime.resize2x``; bit for bit the same).
 
 The output QuantizeLinear is what makes the pattern fusable (ONNX Runtime has no QLinearConv with a
 float output; a float-output ``DQ -> Conv`` runs as float, and ``ConvInteger`` is slower than float on
@@ -36,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from runtime import conv2d
+from runtime import conv2d, resize2x
 
 # A conv with fewer output channels stays float: ONNX Runtime's QLinearConv is slower than its float
 # Conv there (the 1-channel matching cost at the paper's width, full size: 709 ms against 311 ms).
@@ -160,6 +162,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
     keep = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
+    resize2x.doubled_rows(out)
     _record(out, {"format": "QDQ (ONNX Runtime fuses it into QLinearConv at graph optimisation level >= extended)",
                   "weights": "int8, symmetric, per output channel",
                   "inputs": "uint8, scale 1, zero point 0 (spike values, exact)",
