@@ -167,7 +167,7 @@ def spike_counts_as_one_reduce(proto: onnx.ModelProto) -> tuple[onnx.ModelProto,
         flat = producer.get(node.input[0]) if node.op_type == "ReduceSum" and len(node.input) > 1 else None
         if flat is None or flat.op_type != "Flatten" or _attr(flat, "axis", 1) != 1 \
                 or readers.get(flat.output[0]) != 1 or _attr(node, "keepdims", 1) != 0 \
-                or node.input[1] not in consts or consts[node.input[1]].tolist() != [1]:
+                or node.input[1] not in consts or consts[node.input[1]].tolist() not in ([1], [-1]):
             continue
         cast, shape = producer.get(flat.input[0]), shapes.get(flat.input[0])
         spiking = cast is not None and cast.op_type == "Cast" and producer.get(cast.input[0]) is not None \

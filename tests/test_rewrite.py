@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.rewrite import nearest_resize_to_gather, softmax_to_elementwise
@@ -58,10 +59,11 @@ def test_softmax_over_a_middle_axis_is_written_out():
     assert softmax_to_elementwise(last)[1] == 0
 
 
-def _neuron(shape, th=0.7):
-    """A LIF neuron's fire and spike count as the exporter writes them."""
+def _neuron(shape, th=0.7, axis=1):
+    """A LIF neuron's fire and spike count as the exporter writes them (the count's axis 1 or -1 of the
+    flattened spikes: torch's exporter writes -1)."""
     inits = [numpy_helper.from_array(np.float32(th), "th"), numpy_helper.from_array(np.float32(0), "zero"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+             numpy_helper.from_array(np.array([axis], np.int64), "axis1")]
     nodes = [helper.make_node("Sub", ["x", "th"], ["d"]), helper.make_node("GreaterOrEqual", ["d", "zero"], ["ge"]),
              helper.make_node("Cast", ["ge"], ["y"], to=TensorProto.FLOAT),
              helper.make_node("Flatten", ["y"], ["flat"], axis=1),
@@ -72,10 +74,11 @@ def _neuron(shape, th=0.7):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_neuron_fire_and_spike_count_rewrites_give_the_same_bits():
+@pytest.mark.parametrize("axis", [1, -1])
+def test_neuron_fire_and_spike_count_rewrites_give_the_same_bits(axis):
     from compiler.rewrite import fold_threshold_compare, spike_counts_as_one_reduce
 
-    proto = _neuron([2, 3, 5, 7])
+    proto = _neuron([2, 3, 5, 7], axis=axis)
     folded, n = fold_threshold_compare(proto)
     assert n == 1 and "Sub" not in {nd.op_type for nd in folded.graph.node}
     counted, n = spike_counts_as_one_reduce(folded)
@@ -100,3 +103,17 @@ def test_neuron_rewrites_leave_other_graphs_alone():
     proto.graph.node[2].op_type = "Identity"
     del proto.graph.node[2].attribute[:]
     assert spike_counts_as_one_reduce(proto)[1] == 0
+
+
+def test_exported_graphs_count_spikes_with_one_reduce():
+    """The exporter's counts (``Flatten`` then ``ReduceSum`` over axis -1) are folded in a real graph: no
+    ``Flatten`` is left in the demo stereo graph (the pass once looked for axis 1 only and left all 80)."""
+    import torch
+
+    from compiler import build_model, load_genotype
+    from compiler.export import to_onnx
+
+    torch.manual_seed(0)
+    proto = to_onnx(build_model(load_genotype(ROOT / "genotypes/stereo_small.yaml")).eval())
+    ops = [nd.op_type for nd in proto.graph.node]
+    assert "Flatten" not in ops and ops.count("ReduceSum") >= 80
