@@ -221,6 +221,11 @@ std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tenso
 }
 """
 
+# -fopenmp: ATen's at::parallel_for is an inline OpenMP region, so without it the kernel ran on one thread
+# whatever torch.get_num_threads() said (2 threads: the neuron's forward 1.17x, its backward 1.02x faster
+# than one thread, against 1.6-1.9x for the convolutions; docs/training.md)
+CFLAGS = ["-O3", "-ffp-contract=off", "-march=native", "-fopenmp"]
+
 _state: dict = {}
 
 
@@ -248,10 +253,11 @@ def load():
         try:
             from torch.utils.cpp_extension import load_inline
 
-            source_key = hashlib.sha256(_SOURCE.encode()).hexdigest()[:8]  # one cached build per source
+            # one cached build per source and flags
+            source_key = hashlib.sha256((_SOURCE + " ".join(CFLAGS)).encode()).hexdigest()[:8]
             module = load_inline(f"snn_fused_threshold_{cpu_key()}_{source_key}", cpp_sources=[_SOURCE],
-                                 functions=["fwd", "bwd"],
-                                 extra_cflags=["-O3", "-ffp-contract=off", "-march=native"], verbose=False)
+                                 functions=["fwd", "bwd"], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+                                 verbose=False)
             kernel = module
         except Exception as exc:  # noqa: BLE001 - any build failure means: use the torch version
             _state["reason"] = f"building the C++ kernel failed: {' '.join(str(exc).split())[:300]}"

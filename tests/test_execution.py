@@ -268,6 +268,40 @@ def test_cpp_kernel_on_channels_last_currents_gives_the_same_values(kind, dtype)
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_cpp_kernel_gives_the_same_bits_on_two_threads(kind):
+    """The kernel runs its blocks of elements on torch's threads (built with OpenMP: ``at::parallel_for``
+    is an inline OpenMP region, serial without it). Each element's recurrence is its own, so 2 threads give
+    the bits of 1: spikes, state and every gradient, over a current of several blocks."""
+    from compiler import fused_kernel
+
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    assert "-fopenmp" in fused_kernel.CFLAGS
+    gen = torch.Generator().manual_seed(4)
+    m = build_neuron(Neuron(kind=kind, reset="hard", surrogate=Surrogate(kind="dspike", b=3.0)))
+    shape = (4, 8, 33, 37)  # 39,072 elements a step: ten blocks of 4,096
+    current = torch.randn((4, *shape), generator=gen) * 0.6 + 0.3
+    state = {k: torch.rand(shape, generator=gen) * 0.3 for k in m.state_names}
+    gy = torch.randn((4, *shape), generator=gen)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            cur = current.clone().requires_grad_()
+            s0 = {k: v.clone().requires_grad_() for k, v in state.items()}
+            with fused.using("cpp"):
+                y, s = m.run_steps(cur, s0)
+            loss = (y * gy).sum() + sum(t.sum() * 0.7 for t in s.values())
+            results.append((y, s, torch.autograd.grad(loss, [cur, *s0.values()])))
+        finally:
+            torch.set_num_threads(1)
+    (y0, s0_, g0), (y1, s1, g1) = results
+    assert torch.equal(y0, y1) and all(torch.equal(s0_[k], s1[k]) for k in s0_) and y0.sum() > 0
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_spike_counts_of_channels_last_spikes_are_counted_without_a_copy():
     from compiler.interpret import _rows, spike_counts
 
