@@ -169,6 +169,23 @@ def test_subpixel_estimator_hand_computed():
     assert soft == pytest.approx(float((w_all * torch.arange(5.0)).sum()), rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_argmin_over_disparities_is_argmins(dtype):
+    """The estimator's argmin (``min(dim).indices`` outside export, a faster kernel) gives ``torch.argmin``'s
+    indices: the first of tied minima, NaN counted minimal, -inf, channels-last memory."""
+    from compiler.ops import _argmin_d
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        x = torch.randint(0, 4, (3, 9, 5, 7), generator=g).to(dtype)  # many ties
+        if trial % 3 == 0:
+            x.view(-1)[torch.randint(0, x.numel(), (10,), generator=g)] = float("nan")
+        if trial % 5 == 0:
+            x.view(-1)[torch.randint(0, x.numel(), (10,), generator=g)] = float("-inf")
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(_argmin_d(t), torch.argmin(t, dim=1, keepdim=True)), (dtype, trial)
+
+
 # ------------------------------------------------------------------------------------------ folding
 @pytest.mark.parametrize("dims", [2, 3])
 def test_fold_pure_function_matches_conv_then_bn(dims):
