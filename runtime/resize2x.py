@@ -73,7 +73,10 @@ def _candidate(node: onnx.NodeProto, types: dict, shapes: dict, consts: dict) ->
 def doubled_rows(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """``proto`` (changed in place) with every uint8 nearest ``Resize`` that can take the 2x path
     rewritten (module docstring); how many."""
-    inferred = shape_inference.infer_shapes(proto)
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - a graph ONNX cannot infer: nothing is known to be safe, keep it as it is
+        return proto, 0
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     types = {v.name: v.type.tensor_type.elem_type for v in values}
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]

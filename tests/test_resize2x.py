@@ -52,3 +52,16 @@ def test_uint8_resizes_take_the_2x_path_with_the_same_bits(src, dst, taken):
 def test_float_resizes_are_left_alone():
     _, n = doubled_rows(_graph((2, 3, 10, 12), (2, 3, 19, 24), TensorProto.FLOAT))
     assert n == 0
+
+
+def test_resizes_of_unknown_shape_or_computed_scales_are_left_alone():
+    """A height or width only known at run time, or scales computed in the graph, leave nothing to prove
+    the rows by: the Resize stays."""
+    dynamic = _graph((2, 3, 10, 12), (2, 3, 19, 24))
+    dynamic.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "h"
+    dynamic.graph.output[0].type.tensor_type.shape.dim[2].dim_param = "h2"
+    assert doubled_rows(dynamic)[1] == 0
+    computed = _graph((2, 3, 10, 12), (2, 3, 19, 24))
+    scales = computed.graph.initializer.pop()
+    computed.graph.input.append(helper.make_tensor_value_info(scales.name, TensorProto.FLOAT, [4]))
+    assert doubled_rows(computed)[1] == 0
