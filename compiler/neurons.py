@@ -68,8 +68,11 @@ class NeuronModule(nn.Module):
         return None
 
     def _fused(self) -> ThresholdParams | None:
-        """The fused form to use now: while gradients are recorded (training), outside ONNX export."""
-        if not torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or fused_impl() == "plain":
+        """The fused form to use now: in training mode (with gradients, or without them as in a stereo sample's
+        burn-in windows, which otherwise ran the step T times in Python ops: the kernel's forward gives the
+        step's bits), never in ONNX export; evaluation runs the plain step."""
+        if (not torch.is_grad_enabled() and not self.training) or torch.onnx.is_in_onnx_export() \
+                or fused_impl() == "plain":
             return None
         return self.fused_params()
 

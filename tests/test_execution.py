@@ -302,6 +302,32 @@ def test_cpp_kernel_gives_the_same_bits_on_two_threads(kind):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_burn_in_without_gradient_runs_the_fused_update_with_the_steps_bits(dtype, monkeypatch):
+    """A stereo sample's burn-in windows run in training mode without gradient: the fused update runs there
+    too (it stepped T times in Python ops before), with the plain step's bits (spikes and state); in
+    evaluation mode the plain step runs."""
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    gen = torch.Generator().manual_seed(6)
+    m = build_neuron(Neuron(kind="lif", reset="hard", surrogate=Surrogate(kind="dspike", b=3.0)))
+    shape = (2, 3, 5, 4)
+    current = (torch.randn((5, *shape), generator=gen) * 0.6 + 0.3).to(dtype)
+    state = {"v": torch.rand(shape, generator=gen) * 0.3}
+    calls = []
+    real = fused.ThresholdSteps.apply
+    monkeypatch.setattr(fused.ThresholdSteps, "apply", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        with fused.using("plain"):
+            y0, s0 = m.run_steps(current, dict(state))
+        with fused.using("cpp"):
+            y1, s1 = m.train().run_steps(current, dict(state))
+            assert len(calls) == 1
+            m.eval().run_steps(current, dict(state))
+            assert len(calls) == 1
+    assert torch.equal(y0.to(y1.dtype), y1) and torch.equal(s0["v"], s1["v"]) and y1.sum() > 0
+
+
 def test_spike_counts_of_channels_last_spikes_are_counted_without_a_copy():
     from compiler.interpret import _rows, spike_counts
 
