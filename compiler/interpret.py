@@ -22,6 +22,8 @@ from .neurons import NeuronModule, build_neuron
 from .ops import BUILDERS, STACKED, aux_head, convbn_together, estimate_disparity, resample
 from .plantypes import Node
 from .registry import OPS
+from .views import batchable, interleave, split, view_twins
+from .views import neuron as views_neuron
 
 
 class Step:
@@ -211,19 +213,78 @@ def _same_input_ops(nodes: list[Node], root: nn.Module | None = None) -> dict[st
     return found
 
 
+class _Views:
+    """The stereo feature network's two instances run as one under multi-step training (``compiler.views``):
+    ``take(node)`` runs a left twin on both views, skips a right one, and puts into ``env`` the values that
+    nodes outside the twins (or the model's outputs) read."""
+
+    def __init__(self, root: nn.Module, nodes: list[Node], env: dict[str, Tensor], step: Step):
+        self.root, self.env, self.step = root, env, step
+        twins = view_twins(nodes, root)
+        mods = [submodule(root, n.module) for n in nodes if n.name in twins and n.kind == "op"]
+        self.twins = twins if twins and batchable(mods) else {}
+        self.right = set(self.twins.values())
+        inside = set(self.twins) | self.right
+        outputs = set(getattr(getattr(root, "plan", None), "outputs", {}).values())
+        self.needed = {i for n in nodes if n.name not in inside for i in n.inputs if i in inside} | (outputs & inside)
+        self.both: dict[str, Tensor] = {}  # left name -> its value on both views
+        self.early: dict[str, Tensor] = {}
+
+    def _arg(self, name: str) -> Tensor:
+        if name == "left":
+            return interleave(self.env["left"], self.env["right"], self.step.steps)
+        return self.both[name]
+
+    def take(self, node: Node, together: dict[str, list[Node]], handlers: dict[str, Handler]) -> bool:
+        if node.name in self.right:
+            return True
+        if node.name not in self.twins:
+            return False
+        stacked = STACKED.get()
+        stacked.views = 2
+        try:
+            self.both[node.name] = self._run(node, together, handlers)
+        finally:
+            stacked.views = 1
+        twin = self.twins[node.name]
+        if node.name in self.needed or twin in self.needed:
+            self.env[node.name], self.env[twin] = split(self.both[node.name], self.step.steps)
+        return True
+
+    def _run(self, node: Node, together: dict[str, list[Node]], handlers: dict[str, Handler]) -> Tensor:
+        if node.name in self.early:
+            return self.early.pop(node.name)
+        args = [self._arg(i) for i in node.inputs]
+        module = submodule(self.root, node.module) if node.module is not None else None
+        if node.name in together:
+            members = together[node.name]
+            outs = convbn_together([submodule(self.root, n.module) for n in members], args[0])
+            if outs is not None:
+                self.early.update(zip((n.name for n in members), outs, strict=True))
+                return self.early.pop(node.name)
+        if node.kind == "neuron":
+            return views_neuron(self.step, node.name, self.twins[node.name], module, args[0], run_steps,
+                                lambda y: spike_counts(_rows(y, 2)))
+        return handlers[node.kind].run(node, module, args, Context(self.root, self.step, {}))
+
+
 def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], step: Step,
               handlers: dict[str, Handler] = HANDLERS) -> dict[str, Tensor]:
     """One time step over ``nodes`` in order; returns every value by name. A run of nodes with the same
     ``scope`` runs inside the ``Scope`` modules on that path; training-only nodes run in training mode only."""
     ctx = Context(root, step, inputs)
     env: dict[str, Tensor] = {}
-    together = _same_input_ops(nodes, root) if root.training and STACKED.get() is not None \
-        and handlers["op"] is HANDLERS["op"] else {}
+    fast = root.training and STACKED.get() is not None and handlers["op"] is HANDLERS["op"] \
+        and handlers["neuron"] is HANDLERS["neuron"]
+    together = _same_input_ops(nodes, root) if fast else {}
     early: dict[str, Tensor] = {}  # outputs computed with an earlier node's (``together``)
+    paired = _Views(root, nodes, env, step) if fast else None
 
     def run(group: list[Node]) -> None:
         for node in group:
             if node.attrs.get("training_only") and not root.training:
+                continue
+            if paired is not None and paired.take(node, together, handlers):
                 continue
             if node.name in early:
                 env[node.name] = early.pop(node.name)

@@ -25,6 +25,11 @@ class Stacked:
         self.steps = steps
         self.shared = shared  # id() of the modules more than one node runs (their BatchNorm updates defer)
         self.updates: list[tuple[int, int, nn.Module, Tensor]] = []  # (step, call order, BatchNorm, input)
+        self.views = 1  # > 1 while a shared network runs on its views at once: (step, view, sample) in the batch
+
+    def chunks(self, y: Tensor) -> list[tuple[int, Tensor]]:
+        """``y``'s BatchNorm chunks with their step: one per step and view (``compiler.views``)."""
+        return [(i // self.views, c) for i, c in enumerate(y.chunk(self.steps * self.views))]
 
     def defer(self, t: int, bn: nn.Module, x: Tensor) -> None:
         self.updates.append((t, len(self.updates), bn, x.detach()))
@@ -57,7 +62,7 @@ def time_steps(steps: int, shared: frozenset[int] = frozenset()):
         STACKED.reset(token)
 
 
-def _plain_batchnorm(bn: nn.Module) -> bool:
+def plain_batchnorm(bn: nn.Module) -> bool:
     return type(bn) in (nn.BatchNorm2d, nn.BatchNorm3d) and bn.track_running_stats and bn.running_mean is not None
 
 
@@ -79,11 +84,11 @@ class ConvBN(nn.Module):
         stacked = STACKED.get()
         if stacked is None or not self.bn.training:
             return self.bn(self.conv(x))
-        chunks = self.conv(x).chunk(stacked.steps)
-        if id(self) not in stacked.shared or not _plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
-            return torch.cat([self.bn(y) for y in chunks])
+        chunks = stacked.chunks(self.conv(x))
+        if id(self) not in stacked.shared or not plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
+            return torch.cat([self.bn(y) for _, y in chunks])
         bn, out = self.bn, []
-        for t, y in enumerate(chunks):
+        for t, y in chunks:
             stacked.defer(t, bn, y)
             out.append(F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps))
         return torch.cat(out)
@@ -103,7 +108,7 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
     c0, bn0 = modules[0].conv, modules[0].bn
     for m in modules:
         conv, bn = m.conv, m.bn
-        if not bn.training or not _plain_batchnorm(bn) or not bn.affine \
+        if not bn.training or not plain_batchnorm(bn) or not bn.affine \
                 or type(conv) is not type(c0) or conv.groups != 1 or conv.bias is not None or bn.eps != bn0.eps \
                 or (conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation) != \
                 (c0.in_channels, c0.kernel_size, c0.stride, c0.padding, c0.dilation):
@@ -118,7 +123,7 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
     running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
                                    torch.cat([m.bn.running_var for m in modules]))
     out = []
-    for t, chunk in enumerate(y.chunk(stacked.steps)):
+    for t, chunk in stacked.chunks(y):
         if shared:  # the views of a shared network update its running averages interleaved, at the end
             for m, part in zip(modules, chunk.split(sizes, dim=1), strict=True):
                 stacked.defer(t, m.bn, part)

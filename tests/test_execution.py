@@ -385,15 +385,19 @@ def test_training_states_are_the_models_zeros_broadcast_from_one_sample():
 @pytest.mark.parametrize("name", ["cifar10", "stereo"])
 def test_multistep_training_runs_convolutions_that_share_an_input_as_one(name):
     """Under multistep training, the convolutions that read the same value with the same op run as one
-    convolution (``compiler.ops.convbn_together``, no module call): evaluation over the same batch calls
-    every member's module, training none of them (their values and gradients are those of eager within 1e-5
-    by the tests above)."""
+    convolution (``compiler.ops.convbn_together``, no module call), and the stereo feature network's right
+    instance runs with the left one (``compiler.views``: no call of its own): evaluation over the same batch
+    calls every op's module, training none of the members' nor the right instance's (their values and
+    gradients are those of eager within 1e-5 by the tests above)."""
     from compiler.interpret import _same_input_ops, submodule
+    from compiler.views import view_twins
 
     g = small_genotype(name)
     model = build_model(g)
-    members = sum(len(m) for m in _same_input_ops(model.plan.graph).values())
-    assert members > 0
+    grouped = {n.name for m in _same_input_ops(model.plan.graph).values() for n in m}
+    right = {n.name for n in model.plan.graph if n.kind == "op"} & set(view_twins(model.plan.graph).values())
+    assert grouped and (g.task != "stereo" or right)
+    members = len(grouped) + len(right - grouped)
     calls = []
     convs = {id(c): c for n in model.plan.graph if n.kind == "op"  # (not the training-only auxiliary head's)
              if (c := getattr(submodule(model, n.module), "conv", None)) is not None}
@@ -412,6 +416,46 @@ def test_multistep_training_runs_convolutions_that_share_an_input_as_one(name):
             trainer.batch_loss(batch)
         counts[training] = len(calls)
     assert counts[True] == counts[False] - members, (counts, members)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SMALL if n.startswith("stereo")))
+def test_both_views_at_once_give_the_separate_runs_values(name, monkeypatch):
+    """The stereo feature network on both views at once (``compiler.views``) against its two instances run
+    one after the other, multistep training in float64: the same matching costs and running averages, and
+    every gradient within 1e-12; the twins are found node for node."""
+    from compiler import interpret, views
+    from training.execution import stereo_costs
+
+    g = small_genotype(name)
+    torch.manual_seed(0)
+    model = build_model(g).double()
+    twins = views.view_twins(model.plan.graph)
+    assert twins and len(twins) == sum(".left." in n.name for n in model.plan.graph)
+    batch = _batch(g, torch.float64)
+    model.initial_state = _typed(model.initial_state, torch.float64)
+    results, interleaved, interleave = [], [], views.interleave
+    for together in (False, True):
+        if not together:
+            monkeypatch.setattr(interpret, "batchable", lambda modules: False)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(interpret, "interleave", lambda *a: interleaved.append(1) or interleave(*a))
+        views._TWINS.clear()
+        m = copy.deepcopy(model).train()
+        costs = torch.stack(stereo_costs(m, batch["left"], batch["right"], 1, "multistep"))
+        grads = torch.autograd.grad(costs.square().mean(), [p for p in m.parameters() if p.requires_grad],
+                                    allow_unused=True)
+        results.append((costs, grads, [b.clone() for k, b in m.named_buffers() if "running" in k]))
+    (c0, g0, s0), (c1, g1, s1) = results
+    assert interleaved  # the views ran at once in the second run
+    torch.testing.assert_close(c1, c0, rtol=1e-12, atol=1e-14)
+    for a, b in zip(s0, s1, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(g0, g1, strict=True):
+        if b is None:
+            assert a is None
+            continue
+        assert float((a - b).abs().max()) <= 1e-12 * max(float(b.abs().max()), 1e-30)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
