@@ -23,7 +23,6 @@ from .ops import BUILDERS, STACKED, aux_head, convbn_together, estimate_disparit
 from .plantypes import Node
 from .registry import OPS
 from .views import batchable, interleave, split, view_twins
-from .views import neuron as views_neuron
 
 
 class Step:
@@ -35,16 +34,24 @@ class Step:
         self.state_out: dict[str, Tensor] = {}
         self.spikes: dict[str, Tensor] = {}
 
-    def neuron(self, name: str, module: NeuronModule, current: Tensor) -> Tensor:
-        mine = {s: self.state_in[state_name(name, s)] for s in module.state_names}
+    def neuron(self, name: str, module: NeuronModule, current: Tensor, twin: str | None = None) -> Tensor:
+        """One neuron layer's step (or T steps); with ``twin`` (multi-step only) the layer and its twin of the
+        other view at once (``compiler.views``): ``current`` holds both, (step, view, sample), and each keeps
+        its own state and spike counts."""
+        names = [name] if twin is None else [name, twin]
+        mine = {s: torch.cat([self.state_in[state_name(n, s)] for n in names]) if twin else
+                self.state_in[state_name(name, s)] for s in module.state_names}
         if self.steps == 1:
             y, new = module(current, mine)
         else:
             y, new = run_steps(module, current.unflatten(0, (self.steps, -1)), mine)
         for s, t in new.items():
-            self.state_out[state_name(name, s)] = t
+            for n, part in zip(names, t.chunk(len(names)), strict=True):
+                self.state_out[state_name(n, s)] = part
         if module.spiking:
-            self.spikes[name] = spike_counts(_rows(y, 1 if self.steps == 1 else 2))
+            counts = spike_counts(_rows(y, 1 if self.steps == 1 else 2))
+            for n, part in zip(names, counts.chunk(len(names), dim=-1), strict=True):
+                self.spikes[n] = part
         return y if self.steps == 1 else y.flatten(0, 1)
 
 
@@ -218,21 +225,26 @@ class _Views:
     ``take(node)`` runs a left twin on both views, skips a right one, and puts into ``env`` the values that
     nodes outside the twins (or the model's outputs) read."""
 
-    def __init__(self, root: nn.Module, nodes: list[Node], env: dict[str, Tensor], step: Step):
-        self.root, self.env, self.step = root, env, step
-        twins = view_twins(nodes, root)
-        mods = [submodule(root, n.module) for n in nodes if n.name in twins and n.kind == "op"]
-        self.twins = twins if twins and batchable(mods) else {}
-        self.right = set(self.twins.values())
-        inside = set(self.twins) | self.right
+    def __init__(self, root: nn.Module, nodes: list[Node], env: dict[str, Tensor], ctx: Context, twins: dict):
+        self.root, self.env, self.ctx, self.step, self.twins = root, env, ctx, ctx.step, twins
+        self.right = set(twins.values())
+        inside = set(twins) | self.right
         outputs = set(getattr(getattr(root, "plan", None), "outputs", {}).values())
         self.needed = {i for n in nodes if n.name not in inside for i in n.inputs if i in inside} | (outputs & inside)
-        self.both: dict[str, Tensor] = {}  # left name -> its value on both views
+        self.both: dict[str, Tensor] = {}  # left name -> its value on both views ("left": both inputs)
         self.early: dict[str, Tensor] = {}
 
+    @classmethod
+    def of(cls, root: nn.Module, nodes: list[Node], env: dict[str, Tensor], ctx: Context) -> _Views | None:
+        """The views at once where the model has twin instances that allow it (``compiler.views``), else None."""
+        twins = view_twins(nodes, root)
+        if not twins or not batchable([submodule(root, n.module) for n in nodes if n.name in twins and n.kind == "op"]):
+            return None
+        return cls(root, nodes, env, ctx, twins)
+
     def _arg(self, name: str) -> Tensor:
-        if name == "left":
-            return interleave(self.env["left"], self.env["right"], self.step.steps)
+        if name == "left" and name not in self.both:
+            self.both[name] = interleave(self.env["left"], self.env["right"], self.step.steps)
         return self.both[name]
 
     def take(self, node: Node, together: dict[str, list[Node]], handlers: dict[str, Handler]) -> bool:
@@ -255,17 +267,27 @@ class _Views:
         if node.name in self.early:
             return self.early.pop(node.name)
         args = [self._arg(i) for i in node.inputs]
+        value = _together(self.root, node, together, args, self.early)
+        if value is not None:
+            return value
         module = submodule(self.root, node.module) if node.module is not None else None
-        if node.name in together:
-            members = together[node.name]
-            outs = convbn_together([submodule(self.root, n.module) for n in members], args[0])
-            if outs is not None:
-                self.early.update(zip((n.name for n in members), outs, strict=True))
-                return self.early.pop(node.name)
         if node.kind == "neuron":
-            return views_neuron(self.step, node.name, self.twins[node.name], module, args[0], run_steps,
-                                lambda y: spike_counts(_rows(y, 2)))
-        return handlers[node.kind].run(node, module, args, Context(self.root, self.step, {}))
+            return self.step.neuron(node.name, module, args[0], twin=self.twins[node.name])
+        return handlers[node.kind].run(node, module, args, self.ctx)
+
+
+def _together(root: nn.Module, node: Node, together: dict[str, list[Node]], args: list[Tensor],
+              early: dict[str, Tensor]) -> Tensor | None:
+    """``node``'s value where it leads a group of convolutions run as one (``convbn_together``), the other
+    members' put in ``early``; None where it does not, or the group cannot run as one."""
+    if node.name not in together:
+        return None
+    members = together[node.name]
+    outs = convbn_together([submodule(root, n.module) for n in members], args[0])
+    if outs is None:
+        return None
+    early.update(zip((n.name for n in members), outs, strict=True))
+    return early.pop(node.name)
 
 
 def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], step: Step,
@@ -278,7 +300,7 @@ def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], ste
         and handlers["neuron"] is HANDLERS["neuron"]
     together = _same_input_ops(nodes, root) if fast else {}
     early: dict[str, Tensor] = {}  # outputs computed with an earlier node's (``together``)
-    paired = _Views(root, nodes, env, step) if fast else None
+    paired = _Views.of(root, nodes, env, ctx) if fast else None
 
     def run(group: list[Node]) -> None:
         for node in group:
@@ -289,13 +311,10 @@ def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], ste
             if node.name in early:
                 env[node.name] = early.pop(node.name)
                 continue
-            if node.name in together:
-                members = together[node.name]
-                outs = convbn_together([submodule(root, n.module) for n in members], env[node.inputs[0]])
-                if outs is not None:
-                    early.update(zip((n.name for n in members), outs, strict=True))
-                    env[node.name] = early.pop(node.name)
-                    continue
+            value = _together(root, node, together, [env[i] for i in node.inputs], early)
+            if value is not None:
+                env[node.name] = value
+                continue
             module = submodule(root, node.module) if node.module is not None else None
             env[node.name] = handlers[node.kind].run(node, module, [env[i] for i in node.inputs], ctx)
 

@@ -250,7 +250,7 @@ def estimate_disparity(cost: Tensor, kind: str, support: int, step: float) -> Te
 
 def _argmin_d(cost: Tensor) -> Tensor:
     """``argmin`` over the disparity axis (1), keeping it: the first minimal index, NaN counted minimal.
-    Outside ONNX export through ``min(dim).indices``, the same indices (tests/test_ops.py) from a kernel
+    Outside ONNX export through ``min(dim).indices``, the same indices (tests/test_compiler_units.py) from a kernel
     4-9x faster than ``argmin``'s over a non-innermost axis on CPU ((16, 17, 48, 64): 1.9 against 8.3 ms,
     1 thread), which also runs on both threads (argmin ran slower on 2 than on 1); export keeps ArgMin."""
     if torch.onnx.is_in_onnx_export():

@@ -20,7 +20,6 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from .names import state_name
 from .ops import STACKED, ConvBN, plain_batchnorm
 
 BATCHED_KINDS = frozenset({"op", "neuron", "resample", "sum", "concat"})
@@ -84,16 +83,3 @@ def split(value: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     both = value.unflatten(0, (steps, 2, -1))
     return both[:, 0].flatten(0, 1), both[:, 1].flatten(0, 1)
 
-
-def neuron(step, left: str, right: str, module: nn.Module, current: Tensor, run_steps, counts) -> Tensor:
-    """``Step.neuron`` for both twins at once: ``current`` (T*2B, ...) -> spikes (T*2B, ...); each twin's
-    state and spike counts as its own run gives them."""
-    names = [state_name(left, s) for s in module.state_names], [state_name(right, s) for s in module.state_names]
-    mine = {s: torch.cat([step.state_in[a], step.state_in[b]]) for s, a, b in zip(module.state_names, *names,
-                                                                                    strict=True)}
-    y, new = run_steps(module, current.unflatten(0, (step.steps, -1)), mine)
-    for s, a, b in zip(module.state_names, *names, strict=True):
-        step.state_out[a], step.state_out[b] = new[s].chunk(2)
-    if module.spiking:
-        step.spikes[left], step.spikes[right] = counts(y).chunk(2, dim=1)
-    return y.flatten(0, 1)

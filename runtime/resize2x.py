@@ -50,8 +50,8 @@ def _ort_rows(n_in: int, scale: float) -> np.ndarray:
     return session.run(None, {"x": x})[0].reshape(-1).astype(np.int64)
 
 
-def _candidate(node: onnx.NodeProto, types: dict, shapes: dict, consts: dict) -> tuple[np.ndarray, str] | None:
-    """``(rows, scales name)`` where ``node`` can take the 2x path; None otherwise."""
+def _candidate(node: onnx.NodeProto, types: dict, shapes: dict, consts: dict) -> np.ndarray | None:
+    """The rows ``node`` reads where it can take the 2x path; None otherwise."""
     if node.op_type != "Resize" or len(node.input) != 3 or not node.input[2] \
             or _attr(node, "mode", b"nearest") != b"nearest" \
             or _attr(node, "coordinate_transformation_mode", b"half_pixel") != b"asymmetric" \
@@ -67,7 +67,7 @@ def _candidate(node: onnx.NodeProto, types: dict, shapes: dict, consts: dict) ->
     rows = _rows(sin[2], sout[2])
     if rows is None or not np.array_equal(rows, _ort_rows(sin[2], float(scales[2]))):
         return None
-    return rows, node.input[2]
+    return rows
 
 
 def doubled_rows(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -84,11 +84,10 @@ def doubled_rows(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     nodes, inits, count = [], [], 0
     for node in proto.graph.node:
-        found = _candidate(node, types, shapes, consts)
-        if found is None:
+        rows, tag = _candidate(node, types, shapes, consts), node.output[0]
+        if rows is None:
             nodes.append(node)
             continue
-        rows, tag = found[0], node.output[0]
         inits += [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), f"{tag}.x2.scales"),
                   numpy_helper.from_array(2 * rows, f"{tag}.x2.rows")]
         twice = helper.make_node("Resize", [node.input[0], "", f"{tag}.x2.scales"], [f"{tag}.x2"],
