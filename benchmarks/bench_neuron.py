@@ -11,14 +11,36 @@ exported form against other ways to count and reset.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.core.errors import ArgumentParser, int_between  # noqa: E402
+from runtime.session import MAX_THREADS  # noqa: E402
+
 N = helper.make_node
+MAX_ELEMENTS = 1 << 28  # a layer of 268M membranes: 1 GB a float tensor, beyond any layer of the shipped models
+
+
+def layer_shape(text: str) -> list[int]:
+    """``--shape``: comma-separated sizes, each at least 1, at most ``MAX_ELEMENTS`` elements in all."""
+    try:
+        shape = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated integers: {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1 or math.prod(shape) > MAX_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"needs 2 or more sizes, each at least 1, at most {MAX_ELEMENTS} "
+                                         f"elements in all, got {text!r}")
+    return shape
 CHARGE = [N("Mul", ["tau", "v"], ["m"]), N("Add", ["m", "i"], ["u"])]
 FOLDED = [N("GreaterOrEqual", ["u", "th"], ["ge"]), N("Cast", ["ge"], ["y"], to=TensorProto.FLOAT)]
 VARIANTS = {
@@ -80,13 +102,14 @@ def _graph(nodes, shape: list[int], int8: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_neuron.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="1,8,130,173", help="the layer's tensor shape (default 1,8,130,173)")
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ArgumentParser(prog="python benchmarks/bench_neuron.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=layer_shape, default="1,8,130,173",
+                        help="the layer's tensor shape (default 1,8,130,173)")
+    parser.add_argument("--rounds", type=int_between(1), default=40)
+    parser.add_argument("--threads", type=int_between(1, MAX_THREADS), default=1)
     parser.add_argument("--int8", action="store_true", help="the int8 graph's neuron (uint8 current and spikes)")
     args = parser.parse_args(argv)
-    shape = [int(x) for x in args.shape.split(",")]
+    shape = args.shape
     variants = VARIANTS8 if args.int8 else VARIANTS
     rng = np.random.default_rng(0)
     feeds = {"v": rng.standard_normal(shape).astype(np.float32)}

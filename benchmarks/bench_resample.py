@@ -9,15 +9,23 @@ A benchmark, not a test: it reports what it measured on this machine.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.core.errors import ArgumentParser, int_between  # noqa: E402
+from runtime.session import MAX_THREADS  # noqa: E402
+
 N = helper.make_node
+MAX_CHANNELS = 1 << 16  # (1, 65536, 87, 116) floats: 2.6 GB, more than a benchmark of this needs
 
 
 def _resize(x: str, y: str, sizes: str) -> object:
@@ -64,10 +72,10 @@ def session(nodes, inits, shape, elem, threads: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_resample.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--channels", type=int, default=792,
+    parser = ArgumentParser(prog="python benchmarks/bench_resample.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int_between(1, MAX_THREADS), default=2)
+    parser.add_argument("--rounds", type=int_between(1), default=15)
+    parser.add_argument("--channels", type=int_between(1, MAX_CHANNELS), default=792,
                         help="channels x disparities merged (default 792 = 24 x 33)")
     args = parser.parse_args(argv)
     print(f"onnxruntime {ort.__version__}, {args.threads} threads, median of {args.rounds} rounds")

@@ -36,6 +36,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An ``argparse`` type: an integer from ``low`` to ``high`` (no bound: None); anything else is the
+    parser's one-line error."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return integer
+
+
 @contextlib.contextmanager
 def quiet_warnings() -> Iterator[None]:
     """Keep library warnings (numpy's floating-point RuntimeWarnings, torch's and ONNX's UserWarnings)

@@ -1,0 +1,48 @@
+"""Hostile values for the options of the deployment micro-benchmarks (bench_neuron, bench_resample) and the
+command-line kit's integer type they use: one line on stderr, exit status 2, nothing run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_neuron  # noqa: E402
+import bench_resample  # noqa: E402
+
+from runtime.core.errors import int_between  # noqa: E402
+
+
+@pytest.mark.parametrize("main, argv, says", [
+    (bench_resample.main, ["--threads", "0"], "--threads: must be from 1 to 1024, got 0"),
+    (bench_resample.main, ["--threads", "abc"], "--threads: not an integer: 'abc'"),
+    (bench_resample.main, ["--threads", "99999"], "--threads: must be from 1 to 1024, got 99999"),
+    (bench_resample.main, ["--rounds", "nan"], "--rounds: not an integer: 'nan'"),
+    (bench_resample.main, ["--rounds", "-3"], "--rounds: must be at least 1, got -3"),
+    (bench_resample.main, ["--channels", "100000000"], "--channels: must be from 1 to 65536, got 100000000"),
+    (bench_neuron.main, ["--shape", "1,x"], "--shape: not comma-separated integers: '1,x'"),
+    (bench_neuron.main, ["--shape", "0,4"], "each at least 1"),
+    (bench_neuron.main, ["--shape", "5"], "needs 2 or more sizes"),
+    (bench_neuron.main, ["--shape", "100000,100000,100"], "at most 268435456 elements"),
+    (bench_neuron.main, ["--threads", "-1"], "--threads: must be from 1 to 1024, got -1"),
+    (bench_neuron.main, ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+])
+def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: argument ") and says in err and not out
+
+
+def test_int_between_takes_its_bounds_and_nothing_else():
+    one_to_four = int_between(1, 4)
+    assert [one_to_four(t) for t in ("1", "4", " 2 ")] == [1, 4, 2]
+    for text in ("0", "5", "-1", "1.5", "inf", "", "1e3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            one_to_four(text)
+    assert int_between(1)("123456789") == 123456789
