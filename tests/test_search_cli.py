@@ -14,6 +14,8 @@ import pytest
 import torch
 from helpers import GENOTYPES, ROOT, TINY_SEARCH_SPACE
 
+from training.execution import cpu_has_bf16
+
 DIGITS = ["--set", "input.height=8", "--set", "input.width=8", "--set", "input.channels=1"]
 SPACE = TINY_SEARCH_SPACE
 SMALL_CLA = [*DIGITS, "--set", "networks.backbone.node_channels=[4,4,8]", "--set",
@@ -191,3 +193,64 @@ def test_snasnet_scores_each_distinct_cell_once(tmp_path):
     assert len(set(keys)) == len(keys)
     meta = yaml.safe_load((tmp_path / "searched.yaml").read_text())["meta"]["snasnet"]
     assert meta["candidates"] == 8 and meta["distinct"] == len(distinct)
+
+
+def _last(out):
+    return torch.load(out / "last.pt", weights_only=False)["model"]
+
+
+def test_spikedhs_execution_options_run_the_supernet_as_training_does(space, tmp_path):
+    """--exec eager (plain neuron steps) and step (fused neurons, the default) give the same search within
+    float rounding; the log names the mode; the supernet cannot run multistep (its searchers replace modules)."""
+    eager = search(space, tmp_path / "eager", "--exec", "eager")
+    step = search(space, tmp_path / "step")
+    assert eager.returncode == 0 and step.returncode == 0, eager.stderr + step.stderr
+    assert "execution: --exec eager, --precision fp32" in eager.stdout
+    assert "execution: --exec step, --precision fp32" in step.stdout
+    a, b = _last(tmp_path / "eager"), _last(tmp_path / "step")
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
+    res = search(space, tmp_path / "multi", "--exec", "multistep")
+    assert res.returncode == 2 and "invalid choice: 'multistep'" in res.stderr and "Traceback" not in res.stderr
+    for bad in (["--precision", "fp16"], ["--layout", "nhwc"]):
+        res = search(space, tmp_path / "bad", *bad)
+        assert res.returncode == 2 and "invalid choice" in res.stderr and "Traceback" not in res.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has neither AMX nor AVX512-BF16")
+def test_spikedhs_bf16_search_tracks_float32_and_resume_keeps_its_precision(space, tmp_path):
+    fp32 = search(space, tmp_path / "fp32")
+    cut = search(space, tmp_path / "bf16", "--precision", "bf16", "--stop-after", 1)
+    assert fp32.returncode == 0 and cut.returncode == 0, fp32.stderr + cut.stderr
+    assert "--precision bf16" in cut.stdout and "layout channels-last (auto: bf16" in cut.stdout
+    loss32 = [json.loads(line)["train_loss"] for line in open(tmp_path / "fp32" / "metrics.jsonl")]
+    loss16 = [json.loads(line)["train_loss"] for line in open(tmp_path / "bf16" / "metrics.jsonl")]
+    assert loss16[0] != loss32[0] and abs(loss16[0] - loss32[0]) < 0.05 * loss32[0]
+    resume = ["-m", "training.search", "spikedhs", space, "--out", tmp_path / "bf16", "--resume", "--quiet"]
+    res = run(sys.executable, *resume, "--precision", "fp32")
+    assert res.returncode == 2 and "--precision 'fp32': the run in" in res.stderr and "Traceback" not in res.stderr
+    res = run(sys.executable, *resume, "--exec", "eager")  # the mode may change, as in training
+    assert res.returncode == 0, res.stderr
+    assert "--exec eager, --precision bf16" in res.stdout and (tmp_path / "bf16" / "searched.yaml").exists()
+
+
+def test_resume_of_a_search_saved_before_the_execution_options_refuses_another_precision(tmp_path):
+    """A search checkpoint written before --exec/--precision/--layout existed ran in float32: asking its
+    resume for bf16 is refused (it would otherwise be ignored without a word)."""
+    import dataclasses
+
+    from training.checkpoint import save_atomic
+    from training.errors import TrainError
+    from training.search.bilevel import SearchConfig, _resumed_config
+
+    old = {k: v for k, v in dataclasses.asdict(SearchConfig(space="s.yaml", out=str(tmp_path))).items()
+           if k not in ("exec", "precision", "layout")}
+    save_atomic({"search_config": old, "model": {}}, tmp_path / "last.pt")
+    sc = SearchConfig(space="s.yaml", out=str(tmp_path))
+    with pytest.raises(TrainError, match="--precision 'bf16': the run in .* was started with 'fp32'"):
+        _resumed_config(tmp_path, sc, {"precision": "bf16"})
+    _, resumed = _resumed_config(tmp_path, sc, {"precision": "fp32", "exec": "eager"})
+    assert (resumed.precision, resumed.layout) == ("fp32", "auto")

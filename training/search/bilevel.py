@@ -28,6 +28,7 @@ from .. import checkpoint as ckpt_io
 from ..config import TrainConfig, search_recipe, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
+from ..execution import check_precision, neuron_impl
 from ..loop import Trainer, epoch_generators, make_optimizer
 from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
@@ -194,6 +195,9 @@ class SearchConfig:
     val_seeds: list[int] | None = None
     stop_after: int | None = None
     threads: int | None = None
+    exec: str | None = None  # eager | step (None: step); searchers replace modules, so never multistep
+    precision: str = "fp32"  # fp32 | bf16, as training.train's --precision
+    layout: str = "auto"  # auto | nchw | channels-last, as training.train's --layout
     device: str = "cpu"
     quiet: bool = False
     calib: str | None = None  # stereo real data: as training.train's --calib, --no-rectify, --fb, --gt
@@ -230,9 +234,13 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     if not isinstance(saved, dict) or not set(saved) <= names:
         raise TrainError(f"{out / 'last.pt'}: not a checkpoint of python -m training.search spikedhs",
                          "resume it with the command that wrote it (python -m training.train for a training run)")
+    # a field the run's version of SearchConfig lacked had its default then (checked against what is given)
+    saved = {**{f.name: f.default for f in dataclasses.fields(SearchConfig)
+                if f.default is not dataclasses.MISSING}, **saved}
     if given is not None:  # options given again must agree with the run's (only --stop-after may change)
-        check_resume_options(given, saved, {"stop_after"}, str(out))
-    return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after})
+        check_resume_options(given, saved, {"stop_after", "exec"}, str(out))
+    # --exec may change on resume, as in training (the modes give the same losses within float rounding)
+    return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after, "exec": sc.exec or saved.get("exec")})
 
 
 def space_text(sp: SearchSpace) -> str:
@@ -289,8 +297,10 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
                       quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
                       rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
-                      rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify)
+                      rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify,
+                      exec=sc.exec, precision=sc.precision, layout=sc.layout)
     cfg = task_defaults(cfg, g)
+    check_precision(cfg.precision, cfg.device)
     dist = setup(sc.device)
     try:
         torch.manual_seed(sc.seed)
@@ -308,6 +318,9 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         arch.on_decode = decode_drawer(space, out, log) if dist.main else None
         trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
                                 log if dist.main else (lambda s: None))
+        if dist.main:
+            log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {torch.get_num_threads()} "
+                f"thread(s), neurons {neuron_impl()}, layout {trainer.layout} ({trainer.layout_why})")
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")

@@ -26,6 +26,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
 from ..config import RECIPES
+from ..execution import LAYOUTS, PRECISIONS
 from ..options import check_options
 from ..train import int_ranges
 
@@ -46,6 +47,17 @@ def _protocol_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--stems", choices=("ann", "spiking"), help="the base layers before the searched cells during "
                    "search: ann (ReLU, the paper's; searched.yaml keeps them spiking) or spiking (default: the "
                    "recipe's, cpu-quick spiking, paper ann)")
+
+
+def _execution_options(d: argparse.ArgumentParser) -> None:
+    """How the supernet runs, as in ``python -m training.train`` (docs/training.md, Execution speed): the
+    searchers replace modules, so the supernet steps (``step``: fused neurons, or ``eager``)."""
+    d.add_argument("--exec", choices=("eager", "step"), help="eager (plain neuron steps, the reference) or step "
+                   "(fused neurons; the default)")
+    d.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), or bf16: convolutions under bfloat16 "
+                   "autocast (AMX / AVX512-BF16 CPUs, CUDA)")
+    d.add_argument("--layout", choices=LAYOUTS, help="memory order of the 2-D convolutions: auto (default; "
+                   "channels-last under bf16 on a CPU for a supernet of 2-D convolutions only), nchw, channels-last")
 
 
 def _overwrite_option(p: argparse.ArgumentParser) -> None:
@@ -84,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     _overwrite_option(d)
     d.add_argument("--stop-after", type=int, help="end after N epochs of this invocation (resume later)")
     d.add_argument("--threads", type=int)
+    _execution_options(d)
     d.add_argument("--device", default="cpu")
     d.add_argument("--quiet", action="store_true")
     _real_data_options(d)
