@@ -158,17 +158,72 @@ def strip(src: str | Path, dst: str | Path) -> dict:
     return keep
 
 
+def average(srcs: list[str | Path], dst: str | Path) -> dict:
+    """The mean of several checkpoints' weights (stochastic weight averaging, Izmailov et al. 2018: the
+    epochs of one run, or of runs that continue each other, average to a point nearer the middle of the
+    basin they share). Every floating-point tensor is averaged in float64 and stored in its own type
+    (BatchNorm's running averages included); integer buffers (BatchNorm's batch count) are the last
+    source's. The sources must hold one genotype and the same tensors. Written stripped, as ``strip``
+    writes, from the last source, with ``averaged_from`` naming the sources and their epochs."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise TrainError(f"{dst}: is a folder", "give a file name, e.g. averaged.pt")
+    if len(srcs) < 2:
+        raise TrainError("average needs at least two checkpoints", "give the checkpoints to average, then DST")
+    if any(Path(src).resolve() == dst.resolve() for src in srcs):
+        raise TrainError(f"{dst}: is one of the checkpoints averaged (it would be replaced)",
+                         "write the average to a new file")
+    cks = []
+    for src in srcs:
+        ck = load(src)
+        check_weights(ck["model"], src)
+        cks.append(ck)
+    first, last = cks[0], cks[-1]
+    for src, ck in zip(srcs[1:], cks[1:], strict=True):
+        if ck.get("genotype") != first.get("genotype"):
+            raise TrainError(f"{src}: its genotype differs from {srcs[0]}'s",
+                             "average checkpoints of one genotype (the epochs of a run, or runs that continue it)")
+        if ck["model"].keys() != first["model"].keys():
+            extra = sorted(set(ck["model"]) ^ set(first["model"]))[0]
+            raise TrainError(f"{src}: its weights do not match {srcs[0]}'s (entry {extra!r} is in one only)")
+        for key, value in ck["model"].items():
+            ref = first["model"][key]
+            if value.shape != ref.shape or value.dtype != ref.dtype:
+                raise TrainError(f"{src}: model tensor {key!r} is {value.dtype} {tuple(value.shape)}, "
+                                 f"{srcs[0]} has {ref.dtype} {tuple(ref.shape)}")
+    model = {}
+    for key, value in last["model"].items():
+        if value.is_floating_point():
+            total = sum(ck["model"][key].to(torch.float64) for ck in cks)
+            model[key] = (total / len(cks)).to(value.dtype)
+        else:
+            model[key] = value
+    keep = {k: last[k] for k in ("genotype", "config", "epoch", "history") if k in last}
+    keep["model"] = model
+    keep["averaged_from"] = [{"path": str(src), "epoch": ck.get("epoch")} for src, ck in zip(srcs, cks, strict=True)]
+    save_atomic(keep, dst)
+    return keep
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.checkpoint strip SRC DST``: a deployable copy of a training checkpoint."""
+    """``python -m training.checkpoint strip SRC DST``: a deployable copy of a training checkpoint;
+    ``python -m training.checkpoint average SRC SRC [SRC ...] DST``: the mean of their weights (``average``)."""
 
     p = ArgumentParser(prog="python -m training.checkpoint")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("strip", help="copy a checkpoint without optimiser, schedule and RNG state")
     s.add_argument("src")
     s.add_argument("dst")
+    a = sub.add_parser("average", help="the mean of several checkpoints' weights, written stripped")
+    a.add_argument("paths", nargs="+", metavar="SRC ... DST", help="two or more checkpoints, then the output file")
     args = p.parse_args(argv)
 
     def body() -> int:
+        if args.command == "average":
+            *srcs, dst = args.paths
+            average(srcs, dst)
+            print(f"wrote {dst}: the mean of {len(srcs)} checkpoints' weights")
+            return 0
         strip(args.src, args.dst)
         print(f"wrote {args.dst} ({Path(args.dst).stat().st_size / 1e6:.2f} MB)")
         return 0
