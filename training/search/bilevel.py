@@ -12,7 +12,6 @@ final one is written as a genotype YAML that the compiler accepts.
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
-from .drawings import decode_drawer, draw_genotype
+from .drawings import decode_drawer, draw_architecture, draw_genotype
 from .space import SearchSpace, load_search_space
 from .supernet import FixedPath, Supernet, transition_weights
 
@@ -275,6 +274,22 @@ def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
     return sc
 
 
+def _train_config(sc: SearchConfig, g) -> TrainConfig:
+    """The training configuration the supernet's weights train under (SGD, cosine: docs/search.md), checked."""
+    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, recipe=sc.recipe,
+                      epochs=sc.epochs,
+                      batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
+                      schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
+                      train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
+                      quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
+                      rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
+                      rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify,
+                      exec=sc.exec, precision=sc.precision, layout=sc.layout)
+    cfg = task_defaults(cfg, g)
+    check_precision(cfg.precision, cfg.device)
+    return cfg
+
+
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order (long because it is that sequence): config or resume, data, supernet,
     the epoch loop (``Trainer.fit``), decoding."""
@@ -290,17 +305,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
     sc = _with_recipe(sc, g.task)
-    cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, recipe=sc.recipe,
-                      epochs=sc.epochs,
-                      batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
-                      schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
-                      train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
-                      quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
-                      rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
-                      rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify,
-                      exec=sc.exec, precision=sc.precision, layout=sc.layout)
-    cfg = task_defaults(cfg, g)
-    check_precision(cfg.precision, cfg.device)
+    cfg = _train_config(sc, g)
     dist = setup(sc.device)
     try:
         torch.manual_seed(sc.seed)
@@ -360,44 +365,3 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
     finally:
         teardown(dist)
 
-
-def draw_architecture(decoded: dict, path: Path) -> None:
-    """One picture per searched network: the cell's DAG (edges labelled by op) and the level path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(decoded), 2, figsize=(10, 3.2 * len(decoded)), squeeze=False)
-    for row, (name, d) in enumerate(decoded.items()):
-        ax = axes[row][0]
-        nodes = ["c_prev_prev", "c_prev", *d["cell"]]
-        pos = {"c_prev_prev": (0, 1), "c_prev": (0, 0)}
-        for i, n in enumerate(d["cell"]):
-            pos[n] = (1 + i, 0.5 + (0.35 if i % 2 else -0.35))
-        pos["out"] = (1 + len(d["cell"]), 0.5)
-        for n in d["cell"]:
-            for src, op in d["cell"][n]:
-                (x0, y0), (x1, y1) = pos[src], pos[n]
-                ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
-                ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center", color="tab:red")
-            ax.annotate("", pos["out"], pos[n], arrowprops={"arrowstyle": "->", "color": "0.6"})
-        for n in [*nodes, "out"]:
-            ax.text(*pos[n], n, ha="center", va="center", bbox={"boxstyle": "round", "fc": "w"})
-        ax.set_title(f"{name}: cell")
-        ax.axis("off")
-        ax.set_xlim(-0.6, len(d["cell"]) + 1.6)
-        ax.set_ylim(-0.5, 1.5)
-        ax = axes[row][1]
-        ax.plot(range(len(d["path"])), d["path"], "o-")
-        ax.set_xticks(range(len(d["path"])))
-        ax.set_yticks(range(max(d["path"]) + 1))
-        ax.set_xlabel("layer")
-        ax.set_ylabel("level (0 = finest)")
-        ax.invert_yaxis()
-        ax.set_title(f"{name}: layer path {d['path']}")
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=90)
-    plt.close(fig)
-    ckpt_io.write_bytes_atomic(png.getvalue(), path)
