@@ -41,6 +41,8 @@ def layer_shape(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"needs 2 or more sizes, each at least 1, at most {MAX_ELEMENTS} "
                                          f"elements in all, got {text!r}")
     return shape
+
+
 CHARGE = [N("Mul", ["tau", "v"], ["m"]), N("Add", ["m", "i"], ["u"])]
 FOLDED = [N("GreaterOrEqual", ["u", "th"], ["ge"]), N("Cast", ["ge"], ["y"], to=TensorProto.FLOAT)]
 VARIANTS = {

@@ -180,6 +180,13 @@ def neuron_impl() -> str:
     return name if name == "cpp" else f"{name} ({fused.kernel_reason()})"
 
 
+def execution_line(trainer, threads: str) -> str:
+    """The log's ``execution:`` line of a run (training or search): mode, precision, threads, the neurons'
+    implementation, layout and why."""
+    return (f"execution: --exec {trainer.exec}, --precision {trainer.cfg.precision}, {threads}, "
+            f"neurons {neuron_impl()}, layout {trainer.layout} ({trainer.layout_why})")
+
+
 def set_up_execution(cfg) -> str:
     """Check ``--precision`` and set the threads of a run; returns what was chosen and why, for its log."""
     check_precision(cfg.precision, cfg.device)

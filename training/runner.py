@@ -189,7 +189,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
 
     from . import checkpoint as ckpt_io
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
-    from .execution import neuron_impl, set_up_execution
+    from .execution import execution_line, set_up_execution
     from .loop import Trainer
     from .options import check_device, check_options
     from .runlog import MetricsLog
@@ -216,8 +216,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         eval_model = _build(g) if train_g is not g else None
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
-        log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {threads}, neurons {neuron_impl()}, "
-            f"layout {trainer.layout} ({trainer.layout_why})")
+        log(execution_line(trainer, threads))
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")

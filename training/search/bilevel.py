@@ -27,7 +27,7 @@ from .. import checkpoint as ckpt_io
 from ..config import TrainConfig, search_recipe, task_defaults
 from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
-from ..execution import check_precision, neuron_impl
+from ..execution import check_precision, execution_line
 from ..loop import Trainer, epoch_generators, make_optimizer
 from ..options import check_resume_options
 from ..runlog import MetricsLog, claim, repair
@@ -236,10 +236,11 @@ def _resumed_config(out: Path, sc: SearchConfig, given: dict | None = None) -> t
     # a field the run's version of SearchConfig lacked had its default then (checked against what is given)
     saved = {**{f.name: f.default for f in dataclasses.fields(SearchConfig)
                 if f.default is not dataclasses.MISSING}, **saved}
-    if given is not None:  # options given again must agree with the run's (only --stop-after may change)
+    # options given again must agree with the run's; --stop-after may change, and --exec as in training (the
+    # modes give the same losses within float rounding)
+    if given is not None:
         check_resume_options(given, saved, {"stop_after", "exec"}, str(out))
-    # --exec may change on resume, as in training (the modes give the same losses within float rounding)
-    return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after, "exec": sc.exec or saved.get("exec")})
+    return ck, SearchConfig(**{**saved, "stop_after": sc.stop_after, "exec": sc.exec or saved["exec"]})
 
 
 def space_text(sp: SearchSpace) -> str:
@@ -324,8 +325,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
                                 log if dist.main else (lambda s: None))
         if dist.main:
-            log(f"execution: --exec {trainer.exec}, --precision {cfg.precision}, {torch.get_num_threads()} "
-                f"thread(s), neurons {neuron_impl()}, layout {trainer.layout} ({trainer.layout_why})")
+            log(execution_line(trainer, f"{torch.get_num_threads()} thread(s)"))
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
