@@ -141,8 +141,8 @@ def _protocol_lines(source: dict[str, Any]) -> list[str]:
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    """A short, readable summary of a report for people (long because it is one line per report section,
-    in the order people read them)."""
+    """A short, readable summary of a report for people: one line per report section, in the order people
+    read them."""
     m, rt, steps = report["model"], report["runtime"], report["steps"]
     sp, sparse, en, acc = report["speed"], report["sparsity"], report["energy"], report.get("accuracy")
     enc = m["encoding"]
@@ -170,19 +170,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{_f(sparse['mean_firing_rate'], '.4f')}, {_f(sparse['spikes_per_step'], '.4g')} spikes/step over "
         f"{sparse['neurons']} neurons",
     ]
-    rates = sparse["firing_rate"]
-    shown = list(rates.items())
-    if len(shown) > MAX_LAYERS_SHOWN:  # many layers: the most active ones; the report has them all
-        shown = sorted(shown, key=lambda kv: -(kv[1] or 0.0))[:MAX_LAYERS_SHOWN]
-    width = max((len(k) for k, _ in shown), default=0)
-    for name, rate in shown:
-        lines.append(f"  {name:<{width}}  firing rate {_f(rate, '.4f')}")
-    if len(rates) > len(shown):
-        rest = [r for k, r in rates.items() if k not in dict(shown) and r is not None]
-        lines.append(
-            f"  ... {len(rates) - len(shown)} more layers, firing rates {_f(min(rest, default=None), '.4f')}"
-            f" to {_f(max(rest, default=None), '.4f')} (all of them in the --report JSON)"
-        )
+    lines += _firing_rate_lines(sparse["firing_rate"])
     lines += [
         f"energy    {_f(en['energy_per_step_uj'], '.4g')} uJ/step = "
         f"{_f(en['synops_per_step'], '.4g')} SynOps x {en['pj_per_ac']} pJ + "
@@ -190,23 +178,45 @@ def format_summary(report: dict[str, Any]) -> str:
     ]
     if "data_quality" in report:
         lines.append(_quality_line(report["data_quality"]))
-    if acc is None:
-        lines.append("accuracy  n/a (the source has no ground truth)")
-    elif acc["valid_pixels"] == 0:
-        lines.append(f"accuracy  n/a: no valid ground-truth pixel in {acc['windows']} windows")
-    else:
-        n_empty = acc["windows_without_valid_pixels"]
-        empty = f", {n_empty} without any" if n_empty else ""
-        if acc.get("invalid_prediction_pixels"):
-            empty += f"; {acc['invalid_prediction_pixels']:,} pixels with non-finite predictions not scored"
-        lines.append(
-            f"accuracy  MDE {_f(acc['mean_depth_error_cm'], '.2f', ' cm')}, median depth error "
-            f"{_f(acc['median_depth_error_cm'], '.2f', ' cm')}, mean disparity error "
-            f"{_f(acc['mean_disparity_error_px'], '.3f', ' px')}, "
-            f"1PA {_f(acc['one_pixel_accuracy_pct'], '.2f', ' %')} "
-            f"({acc['valid_pixels']} valid pixels in {acc['windows']} windows{empty})"
-        )
+    lines.append(_accuracy_line(acc))
     return "\n".join(lines)
+
+
+def _firing_rate_lines(rates: dict[str, float | None]) -> list[str]:
+    """The summary's firing rate per layer (the most active ones where there are many)."""
+    out: list[str] = []
+    shown = list(rates.items())
+    if len(shown) > MAX_LAYERS_SHOWN:  # many layers: the most active ones; the report has them all
+        shown = sorted(shown, key=lambda kv: -(kv[1] or 0.0))[:MAX_LAYERS_SHOWN]
+    width = max((len(k) for k, _ in shown), default=0)
+    for name, rate in shown:
+        out.append(f"  {name:<{width}}  firing rate {_f(rate, '.4f')}")
+    if len(rates) > len(shown):
+        rest = [r for k, r in rates.items() if k not in dict(shown) and r is not None]
+        out.append(
+            f"  ... {len(rates) - len(shown)} more layers, firing rates {_f(min(rest, default=None), '.4f')}"
+            f" to {_f(max(rest, default=None), '.4f')} (all of them in the --report JSON)"
+        )
+    return out
+
+
+def _accuracy_line(acc: dict[str, Any] | None) -> str:
+    """The summary's accuracy line, or why there is none."""
+    if acc is None:
+        return "accuracy  n/a (the source has no ground truth)"
+    if acc["valid_pixels"] == 0:
+        return f"accuracy  n/a: no valid ground-truth pixel in {acc['windows']} windows"
+    n_empty = acc["windows_without_valid_pixels"]
+    empty = f", {n_empty} without any" if n_empty else ""
+    if acc.get("invalid_prediction_pixels"):
+        empty += f"; {acc['invalid_prediction_pixels']:,} pixels with non-finite predictions not scored"
+    return (
+        f"accuracy  MDE {_f(acc['mean_depth_error_cm'], '.2f', ' cm')}, median depth error "
+        f"{_f(acc['median_depth_error_cm'], '.2f', ' cm')}, mean disparity error "
+        f"{_f(acc['mean_disparity_error_px'], '.3f', ' px')}, "
+        f"1PA {_f(acc['one_pixel_accuracy_pct'], '.2f', ' %')} "
+        f"({acc['valid_pixels']} valid pixels in {acc['windows']} windows{empty})"
+    )
 
 
 # --------------------------------------------------------------------------- images

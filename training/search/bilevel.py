@@ -292,8 +292,8 @@ def _train_config(sc: SearchConfig, g) -> TrainConfig:
 
 
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
-    """The search run in order (long because it is that sequence): config or resume, data, supernet,
-    the epoch loop (``Trainer.fit``), decoding."""
+    """The search run in order: config or resume, data, supernet, the epoch loop (``Trainer.fit``),
+    decoding."""
     from ..options import set_threads
     from ..runner import load_data
 
@@ -338,30 +338,37 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
                                                      sort_keys=False), out / "config.yaml")
         trainer.keep_history = False
         trainer.fit(out, metrics, stop_after=sc.stop_after, evaluate=False,
-                    extra_state={"search_config": dataclasses.asdict(sc),
-                                 "space_text": space_text(space)},
-                    epoch_fields=lambda epoch: {"searching": epoch >= sc.warmup}, line=lambda row: (
-                        f"epoch {row['epoch']}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                        f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
-                        + (f"  path {row['arch']}" if "arch" in row else "")))
+                    extra_state={"search_config": dataclasses.asdict(sc), "space_text": space_text(space)},
+                    epoch_fields=lambda epoch: {"searching": epoch >= sc.warmup},
+                    line=lambda row: _epoch_line(row, cfg.epochs))
         summary = {"out": str(out), "epoch": trainer.epoch}
         if trainer.epoch >= cfg.epochs and dist.main:
-            final = arch.snapshot(trainer.epoch)
-            decoded = net.decode()
-            meta = {"search": {"space": str(sc.space), "seed": sc.seed, "epoch": trainer.epoch,
-                               "alpha": final["alpha"], "beta": final["beta"]}}
-            searched = to_genotype(space, decoded, meta)
-            searched = dataclasses.replace(searched, name=f"{g.name}-searched",
-                                           source=f"SpikeDHS search over {sc.space} (seed {sc.seed})")
-            text = searched.to_yaml()
-            ckpt_io.write_text_atomic(text, out / "searched.yaml")
-            draw_genotype(searched, out / "searched", log)
-            draw_architecture(decoded, out / "architecture.png")
-            summary.update(genotype=str(out / "searched.yaml"), decoded=final["decoded"])
-            log(f"wrote {out / 'searched.yaml'} and {out / 'architecture.png'}")
+            summary.update(_write_searched(sc, space, net, arch.snapshot(trainer.epoch), out, log))
         if metrics is not None:
             metrics.close()
         return summary
     finally:
         teardown(dist)
 
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    """The log's line for a search epoch."""
+    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"{'search' if row['searching'] else 'warm-up'}  {row['train_s']:.0f} s"
+            + (f"  path {row['arch']}" if "arch" in row else ""))
+
+
+def _write_searched(sc: SearchConfig, space, net, final: dict, out: Path, log) -> dict:
+    """Decode the supernet at the end of the search: ``searched.yaml`` (with the architecture weights in its
+    ``search`` metadata), its drawings and the architecture's; the summary's fields."""
+    decoded = net.decode()
+    meta = {"search": {"space": str(sc.space), "seed": sc.seed, "epoch": final["epoch"],
+                       "alpha": final["alpha"], "beta": final["beta"]}}
+    searched = to_genotype(space, decoded, meta)
+    searched = dataclasses.replace(searched, name=f"{space.base.name}-searched",
+                                   source=f"SpikeDHS search over {sc.space} (seed {sc.seed})")
+    ckpt_io.write_text_atomic(searched.to_yaml(), out / "searched.yaml")
+    draw_genotype(searched, out / "searched", log)
+    draw_architecture(decoded, out / "architecture.png")
+    log(f"wrote {out / 'searched.yaml'} and {out / 'architecture.png'}")
+    return {"genotype": str(out / "searched.yaml"), "decoded": final["decoded"]}
