@@ -1,5 +1,5 @@
-"""Hostile values for the options of the deployment micro-benchmarks (bench_neuron, bench_resample) and the
-command-line kit's integer type they use: one line on stderr, exit status 2, nothing run."""
+"""Hostile values for the options of the micro-benchmarks (bench_neuron, bench_resample, bench_batchnorm) and
+the command-line kit's integer type they use: one line on stderr, exit status 2, nothing run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_batchnorm  # noqa: E402
 import bench_neuron  # noqa: E402
 import bench_resample  # noqa: E402
 
@@ -30,6 +31,9 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_neuron.main, ["--shape", "100000,100000,100"], "at most 268435456 elements"),
     (bench_neuron.main, ["--threads", "-1"], "--threads: must be from 1 to 1024, got -1"),
     (bench_neuron.main, ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+    (bench_batchnorm.main, ["--rounds", "0"], "--rounds: must be from 1 to 10000, got 0"),
+    (bench_batchnorm.main, ["--threads", "1.5"], "--threads: not an integer: '1.5'"),
+    (bench_batchnorm.main, ["--precision", "fp16"], "--precision: invalid choice: 'fp16'"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
     with pytest.raises(SystemExit) as exc:
