@@ -33,8 +33,10 @@ demo-full: setup
 	$(PY) -m compiler.build genotypes/stereo.yaml -o build/stereo.onnx
 	$(PY) -m runtime.stream --onnx build/stereo.onnx --max-steps 6
 
+# One pytest worker per core (pytest-xdist; each test keeps torch at one thread): `make test PYTEST=-n0` runs serially
+PYTEST ?= -n auto
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST)
 
 lint: setup
 	$(PY) -m ruff check .
