@@ -3,10 +3,11 @@ session options on the stereo graphs (fp32 factorised and int8), measured side b
 
 Graph optimisation level (disable, basic, extended, all), intra-op threads (1, 2), spinning of idle
 pool threads (``session.intra_op.allow_spinning``), ONNX Runtime's NHWC layout transformer (the runtime disables
-it: ``runtime.session.DISABLED_OPTIMIZERS``) and execution mode (sequential, parallel with 2
-inter-op threads). Every configuration is a session of its own; per graph, each round steps every
-session once on the same window with its own carried state, so the shared machine's load drifts
-hit all alike.
+it: ``runtime.session.DISABLED_OPTIMIZERS``), its NCHWc transformer (blocked layouts for float convolutions:
+in the int8 graph only the cost convolutions, whose input it reorders every step) and execution mode
+(sequential, parallel with 2 inter-op threads). Every configuration is a session of its own; per graph,
+each round steps every session once on the same window with its own carried state, so the shared
+machine's load drifts hit all alike.
 The load average before and after is printed with the table: two-thread numbers depend on whether
 the second core is free. The defaults of ``runtime.session.SNNSession`` come from these numbers
 (docs/runtime.md). A benchmark: it reports what it measured and asserts nothing.
@@ -26,6 +27,7 @@ CONFIGS = [
     ("basic, 1 thread", "basic", 1, False, True),
     ("extended, 1 thread", "extended", 1, False, True),
     ("all, 1 thread", "all", 1, False, True),
+    ("all, 1 thread, NCHWc transformer off too", "all", 1, False, True, ("NhwcTransformer", "NchwcTransformer")),
     ("all, 2 threads, spinning", "all", 2, False, True),
     ("all, 2 threads, no spinning", "all", 2, False, False),
     ("all, 2 threads, no spinning, NHWC transformer on", "all", 2, False, False, ()),  # the runtime disables it
