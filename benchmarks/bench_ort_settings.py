@@ -21,13 +21,15 @@ import sys
 
 from deploy_graphs import SIZES, OrtStepper, event_windows, graphs, interleaved, load_model, median_ms, ort_session
 
+from runtime.session import DISABLED_OPTIMIZERS  # (deploy_graphs puts the project on the path)
+
 # (label, level, intra-op threads, parallel execution, spinning[, optimisers disabled; default the runtime's])
 CONFIGS = [
     ("disable, 1 thread", "disable", 1, False, True),
     ("basic, 1 thread", "basic", 1, False, True),
     ("extended, 1 thread", "extended", 1, False, True),
     ("all, 1 thread", "all", 1, False, True),
-    ("all, 1 thread, NCHWc transformer off too", "all", 1, False, True, ("NhwcTransformer", "NchwcTransformer")),
+    ("all, 1 thread, NCHWc transformer off too", "all", 1, False, True, (*DISABLED_OPTIMIZERS, "NchwcTransformer")),
     ("all, 2 threads, spinning", "all", 2, False, True),
     ("all, 2 threads, no spinning", "all", 2, False, False),
     ("all, 2 threads, no spinning, NHWC transformer on", "all", 2, False, False, ()),  # the runtime disables it

@@ -32,7 +32,9 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_neuron.main, ["--threads", "-1"], "--threads: must be from 1 to 1024, got -1"),
     (bench_neuron.main, ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
     (bench_batchnorm.main, ["--rounds", "0"], "--rounds: must be from 1 to 10000, got 0"),
+    (bench_batchnorm.main, ["--rounds", "nan"], "--rounds: not an integer: 'nan'"),
     (bench_batchnorm.main, ["--threads", "1.5"], "--threads: not an integer: '1.5'"),
+    (bench_batchnorm.main, ["--threads", "99999"], "--threads: must be from 1 to 1024, got 99999"),
     (bench_batchnorm.main, ["--precision", "fp16"], "--precision: invalid choice: 'fp16'"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
