@@ -20,7 +20,9 @@ A quantised 3-D conv (the matching network's) becomes a 2-D one with its dispari
 input channels (``runtime.conv2d``; ONNX Runtime's 3-D QLinearConv is several times slower): the same
 int32 sums and requantisation, so the same uint8 output bit for bit. A uint8 nearest up-sampling that
 doubles the width goes through ONNX Runtime's fast exact-2x ``Resize`` and a ``Gather`` of rows
-(``runtime.resize2x``; bit for bit the same).
+(``runtime.resize2x``; bit for bit the same). A quantised conv with fewer than 16 output channels is
+computed with 16, the extra filters zero, and a ``Slice`` keeps its channels of the uint8 output: ONNX
+Runtime's faster symmetric int8 kernel takes only such widths (``runtime.convpad``; the same bits).
 
 The output QuantizeLinear is what makes the pattern fusable (ONNX Runtime has no QLinearConv with a
 float output; a float-output ``DQ -> Conv`` runs as float, and ``ConvInteger`` is slower than float on
@@ -38,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from runtime import conv2d, resize2x
+from runtime import conv2d, convpad, resize2x
 
 # A conv with fewer output channels stays float: ONNX Runtime's QLinearConv is slower than its float
 # Conv there (the 1-channel matching cost at the paper's width, full size: 709 ms against 311 ms).
@@ -116,12 +118,15 @@ def plan_int8(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, s
 
 
 def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
-                  calibration: Mapping | None = None, stack_3d: bool = True) -> onnx.ModelProto:
+                  calibration: Mapping | None = None, stack_3d: bool = True,
+                  pad_channels: bool = True) -> onnx.ModelProto:
     """A copy of ``proto`` with the convs of ``plan_int8`` in QDQ form (module docstring).
 
     ``ranges`` maps each planned conv's output tensor to the (min, max) it took on calibration data
     (``runtime.calibrate``); ``calibration`` describes that data for ``snn.quantization``.
-    ``stack_3d=False`` keeps the 3-D convs 3-D (the same values; only for measuring the 2-D form).
+    ``stack_3d=False`` keeps the 3-D convs 3-D (the same values; only for measuring the 2-D form);
+    ``pad_channels=False`` computes every conv with its own output channels (``runtime.convpad``: the
+    same values).
     """
     planned, kept = plan_int8(proto)
     missing = [n.output[0] for n in planned if n.output[0] not in ranges]
@@ -152,7 +157,7 @@ def quantize_int8(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, floa
             continue
         make = functools.partial(_qdq_conv_stacked, shape=stacked[node.output[0]], built=taps) \
             if node.output[0] in stacked else _qdq_conv
-        qnodes, qinits = make(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]])
+        qnodes, qinits = make(node, spikes.uint8(node.input[0]), weights, ranges[node.output[0]], pad=pad_channels)
         nodes += qnodes
         new_inits += qinits
     del g.node[:]
@@ -258,7 +263,7 @@ def _stackable_3d_convs(proto: onnx.ModelProto, planned: list[onnx.NodeProto], w
 
 
 def _qdq_conv_stacked(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float], shape,
-                      built: dict[tuple[str, int], str]):
+                      built: dict[tuple[str, int], str], pad: bool = True):
     """A 3-D conv in QDQ form as a 2-D one over its taps stacked on the channels (``runtime.conv2d``):
     the same int8 weights (permuted), scales and uint8 output; the output keeps the conv's name. Convs
     reading the same input share its stacked taps (``built``)."""
@@ -270,7 +275,7 @@ def _qdq_conv_stacked(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: t
     x2d = built[x_u8, weight.shape[2]]
     w2d = f"{tag}.taps.w"
     local = {**weights, w2d: numpy_helper.from_array(conv2d.stacked_weight(weight), w2d)}
-    nodes, qinits = _qdq_conv(conv2d.conv_2d_of(node, x2d, w2d), x2d, local, y_range)
+    nodes, qinits = _qdq_conv(conv2d.conv_2d_of(node, x2d, w2d), x2d, local, y_range, pad)
     dequantize = nodes[-1]  # reads the 2-D conv's uint8 output
     move_out, out_inits = conv2d.back_to_3d(tag, dequantize.input[0], f"{tag}.taps.y", shape, node,
                                             weight.shape[0], weight.shape[2:])
@@ -288,12 +293,17 @@ def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto
     return kept[::-1]
 
 
-def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float]):
-    """The nodes and initializers of one conv in QDQ form; its output keeps the conv's tensor name."""
+def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[float, float], pad: bool = True):
+    """The nodes and initializers of one conv in QDQ form; its output keeps the conv's tensor name. With
+    ``pad``, a conv with few output channels is computed with more (``runtime.convpad``)."""
     tag = node.output[0]
     nodes = [helper.make_node("DequantizeLinear", [x_u8, "qdq.one", "qdq.zero_u8"], [f"{tag}.x"],
                               name=f"{tag}.dequantize_x")]
     conv_inputs, inits = _quantized_weights(node, weights, tag)
+    cout, group = weights[node.input[1]].dims[0], int(_attr(node, "group", 1))
+    padded = convpad.padded_out_channels(cout, weights[node.input[1]].dims[1] * group, group) if pad else cout
+    if padded != cout:
+        inits = convpad.pad_initializers(inits, tag, padded)
     nodes += [helper.make_node("DequantizeLinear", [f"{tag}.{p}.q", f"{tag}.{p}.scale", f"{tag}.{p}.zero"],
                                [f"{tag}.{p}"], axis=0, name=f"{tag}.dequantize_{p}") for p in conv_inputs]
     conv = onnx.NodeProto()
@@ -306,11 +316,15 @@ def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[flo
     zero = int(np.clip(np.round(-lo / scale), 0, 255))
     inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{tag}.y.scale"),
               numpy_helper.from_array(np.array(zero, np.uint8), f"{tag}.y.zero")]
-    nodes += [conv,
-              helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [f"{tag}.y"],
-                               name=f"{tag}.quantize_y"),
-              helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
-                               name=f"{tag}.dequantize_y")]
+    y = f"{tag}.y" if padded == cout else f"{tag}.y.padded"
+    nodes += [conv, helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [y],
+                                     name=f"{tag}.quantize_y")]
+    if padded != cout:
+        keep, keep_inits = convpad.keep_channels(tag, y, f"{tag}.y", cout)
+        nodes.append(keep)
+        inits += keep_inits
+    nodes.append(helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
+                                  name=f"{tag}.dequantize_y"))
     return nodes, inits
 
 

@@ -1,5 +1,6 @@
-"""Hostile values for the options of the micro-benchmarks (bench_neuron, bench_resample, bench_batchnorm) and
-the command-line kit's integer type they use: one line on stderr, exit status 2, nothing run."""
+"""Hostile values for the options of the micro-benchmarks (bench_neuron, bench_resample, bench_batchnorm,
+bench_convpad) and the command-line kit's integer type they use: one line on stderr, exit status 2,
+nothing run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from helpers import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_batchnorm  # noqa: E402
+import bench_convpad  # noqa: E402
 import bench_neuron  # noqa: E402
 import bench_resample  # noqa: E402
 
@@ -36,6 +38,10 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_batchnorm.main, ["--threads", "1.5"], "--threads: not an integer: '1.5'"),
     (bench_batchnorm.main, ["--threads", "99999"], "--threads: must be from 1 to 1024, got 99999"),
     (bench_batchnorm.main, ["--precision", "fp16"], "--precision: invalid choice: 'fp16'"),
+    (bench_convpad.main, ["--size", "huge"], "--size: invalid choice: 'huge'"),
+    (bench_convpad.main, ["--rounds", "0"], "--rounds: must be from 1 to 100000, got 0"),
+    (bench_convpad.main, ["--rounds", "inf"], "--rounds: not an integer: 'inf'"),
+    (bench_convpad.main, ["--threads", "99999"], "--threads: must be from 1 to 1024, got 99999"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
     with pytest.raises(SystemExit) as exc:
