@@ -14,6 +14,7 @@ A deployment host can quantise a model itself (ONNX and ONNX Runtime, no torch).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,8 +139,9 @@ def output_ranges(proto: onnx.ModelProto, tensors: Sequence[str], feeds: Iterabl
 
 
 def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16,
-            threads: int | None = None) -> onnx.ModelProto:
-    """The int8 graph of an fp32 graph, calibrated on ``windows`` windows of ``events``."""
+            threads: int | None = None, pad_channels: bool = True) -> onnx.ModelProto:
+    """The int8 graph of an fp32 graph, calibrated on ``windows`` windows of ``events``; ``pad_channels``:
+    ``runtime.convpad``."""
     if windows < 1:
         raise CalibrationError(f"--calib-windows must be at least 1, got {windows}")
     feeds = calibration_windows(proto, events, windows)
@@ -147,7 +149,8 @@ def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16
     tensors = not names.TASKS[{p.key: p.value for p in proto.metadata_props}[names.META_TASK]].events
     source = events or (f"uniform [0, 1) tensors, seed {CALIBRATION_SEED}" if tensors
                         else f"built-in synthetic stream, seed {CALIBRATION_SEED}")
-    return quantize_int8(proto, ranges, {"source": source, "windows": windows, "statistic": "min/max"})
+    return quantize_int8(proto, ranges, {"source": source, "windows": windows, "statistic": "min/max"},
+                         pad_channels=pad_channels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="recording to calibrate on (default: the built-in synthetic stream); for a model of "
                         "tensors (classification) a .npy array of inputs (default: uniform [0, 1) tensors)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: its own)")
+    parser.add_argument("--pad-channels", action=argparse.BooleanOptionalAction, default=True,
+                        help="compute int8 convs with fewer than 16 output channels with 16, for ONNX Runtime's "
+                        "faster x86 kernel (the same outputs; --no-pad-channels on ARM, where it only adds work)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             proto = onnx.load(args.model)
         except Exception as exc:  # noqa: BLE001 - onnx raises several types for a file that is not a graph
             raise CalibrationError(f"{args.model}: not a readable ONNX graph: {first_line(exc)}") from None
-        int8 = to_int8(proto, args.calib_events, args.calib_windows, args.threads)
+        int8 = to_int8(proto, args.calib_events, args.calib_windows, args.threads, args.pad_channels)
         write_bytes_atomic(os.fspath(args.out), int8.SerializeToString())
         return 0
 

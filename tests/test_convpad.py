@@ -84,3 +84,29 @@ def test_demo_int8_graph_steps_bit_identical():
     assert sum(n.name.endswith(".keep_channels") for n in padded.graph.node) >= 20
     last = assert_graphs_step_alike(padded, plain, seed=5)
     assert sum(float(v.sum()) for k, v in last.items() if k.startswith("spikes.")) > 0
+
+
+def test_calibrate_command_line_pads_unless_told_not_to(tmp_path, capsys):
+    """``python -m runtime.calibrate``: padded by default, ``--no-pad-channels`` leaves it out; the two
+    graphs step alike; a bad value of the switch is one line and exit 2."""
+    import onnx
+    import torch
+    from helpers import small_genotype
+
+    from runtime.calibrate import main as calibrate_main
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(to_onnx(build_model(small_genotype("stereo")).eval()), str(fp32))
+    graphs = {}
+    for name, extra in (("padded", []), ("plain", ["--no-pad-channels"])):
+        out = tmp_path / f"{name}.onnx"
+        assert calibrate_main([str(fp32), "-o", str(out), "--calib-windows", "2", "--threads", "1", *extra]) == 0
+        graphs[name] = onnx.load(str(out))
+    slices = {k: sum(n.name.endswith(".keep_channels") for n in g.graph.node) for k, g in graphs.items()}
+    assert slices["padded"] > 0 and slices["plain"] == 0
+    assert_graphs_step_alike(graphs["padded"], graphs["plain"], steps=5, seed=6)
+    with pytest.raises(SystemExit) as exc:
+        calibrate_main([str(fp32), "-o", str(tmp_path / "x.onnx"), "--pad-channels=no"])
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "x.onnx").exists()
