@@ -46,13 +46,19 @@ class Step:
         else:
             y, new = run_steps(module, current.unflatten(0, (self.steps, -1)), mine)
         for s, t in new.items():
-            for n, part in zip(names, t.chunk(len(names)), strict=True):
+            for n, part in zip(names, _parts(t, len(names)), strict=True):
                 self.state_out[state_name(n, s)] = part
         if module.spiking:
             counts = spike_counts(_rows(y, 1 if self.steps == 1 else 2))
-            for n, part in zip(names, counts.chunk(len(names), dim=-1), strict=True):
+            for n, part in zip(names, _parts(counts, len(names), dim=-1), strict=True):
                 self.spikes[n] = part
         return y if self.steps == 1 else y.flatten(0, 1)
+
+
+def _parts(t: Tensor, n: int, dim: int = 0) -> tuple[Tensor, ...]:
+    """``t`` cut into ``n`` equal parts along ``dim``; one part is ``t`` itself (not ``t.chunk(1)``, which
+    the ONNX exporter writes as a Slice whose end it computes from the tensor's shape at every step)."""
+    return (t,) if n == 1 else t.chunk(n, dim=dim)
 
 
 # The largest count a half-precision sum holds exactly (every integer up to 2^8 in bfloat16, 2^11 in float16).
