@@ -109,16 +109,39 @@ def step_both(model, session, steps: int, seed: int = 0, batch: int = 2):
         ort_state = {f"state_in.{n}": res[f"state_out.{n}"] for n in names}
         yield out, state, res
 
-def assert_graphs_step_alike(first, second, steps: int = 30, seed: int = 0, batch: int = 2) -> dict:
-    """Step two stereo graphs (ONNX protos) side by side with their own carried state on the same random
-    event frames; every output (data, every state, every spike count) must be the same bits at every
-    step. Returns the last step's outputs."""
+def ort_session(proto):
+    """An ONNX Runtime CPU session of ``proto`` (an ONNX model proto) on one intra-op thread."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sessions = [ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-                for p in (first, second)]
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def spiking_conv(shape, weight, bias=None, **attrs):
+    """A one-conv graph ``y = conv(x >= 0.5)`` (input ``x`` of ``shape``, batch free; ``bias`` optional):
+    the pattern ``runtime.quantize.quantize_int8`` puts in QDQ form."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.float32(0.5), "th"), numpy_helper.from_array(weight, "w")]
+    ins = ["s", "w"]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "b"))
+        ins.append("b")
+    nodes = [helper.make_node("GreaterOrEqual", ["x", "th"], ["ge"]),
+             helper.make_node("Cast", ["ge"], ["s"], to=TensorProto.FLOAT),
+             helper.make_node("Conv", ins, ["y"], **attrs)]
+    dims = ["batch", weight.shape[0], *[f"d{i}" for i in range(len(shape) - 2)]]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape[1:]])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def assert_graphs_step_alike(first, second, steps: int = 30, seed: int = 0, batch: int = 2) -> dict:
+    """Step two stereo graphs (ONNX protos) side by side with their own carried state on the same random
+    event frames; every output (data, every state, every spike count) must be the same bits at every
+    step. Returns the last step's outputs."""
+    sessions = [ort_session(p) for p in (first, second)]
     inputs = {i.name: i for i in sessions[0].get_inputs()}
     state = [{k: np.zeros([batch, *i.shape[1:]], np.float32) for k, i in inputs.items() if k.startswith("state_in.")}
              for _ in sessions]

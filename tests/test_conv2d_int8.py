@@ -6,36 +6,15 @@ state carried."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from helpers import ROOT, assert_graphs_step_alike
-from onnx import TensorProto, helper, numpy_helper
+from helpers import ROOT, assert_graphs_step_alike, ort_session, spiking_conv
+from onnx import helper, numpy_helper
 
 from compiler import build_model, load_genotype
 from compiler.build import load_weights
 from compiler.export import to_onnx
 from runtime import quantize
 from runtime.calibrate import calibration_windows, output_ranges
-
-
-def _session(proto):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _spiking_conv3d(shape, weight, **attrs):
-    """``y = conv3d(x >= 0.5)`` with a bias: the pattern quantize_int8 puts in QDQ form."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.float32(0.5), "th"), numpy_helper.from_array(weight, "w"),
-             numpy_helper.from_array(rng.standard_normal(weight.shape[0]).astype(np.float32), "b")]
-    nodes = [helper.make_node("GreaterOrEqual", ["x", "th"], ["ge"]),
-             helper.make_node("Cast", ["ge"], ["s"], to=TensorProto.FLOAT),
-             helper.make_node("Conv", ["s", "w", "b"], ["y"], **attrs)]
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", weight.shape[0], "d", "h", "w"])
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape[1:]])],
-                          [y], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("shape, kernel, attrs", [
@@ -45,14 +24,15 @@ def _spiking_conv3d(shape, weight, **attrs):
 ])
 def test_one_conv_gives_the_3d_convs_bits(shape, kernel, attrs):
     weight = np.random.default_rng(1).standard_normal(kernel).astype(np.float32)
-    proto = _spiking_conv3d(shape, weight, **attrs)
+    bias = np.random.default_rng(0).standard_normal(weight.shape[0]).astype(np.float32)
+    proto = spiking_conv(shape, weight, bias, **attrs)
     stacked = quantize.quantize_int8(proto, {"y": (-6.0, 9.0)})
     plain = quantize.quantize_int8(proto, {"y": (-6.0, 9.0)}, stack_3d=False)
     ops = {n.op_type for n in stacked.graph.node}
     assert "Gather" in ops and "Transpose" in ops and len(numpy_helper.to_array(
         next(t for t in stacked.graph.initializer if t.name == "y.w.q")).shape) == 4
     x = np.random.default_rng(2).random((2, *shape[1:])).astype(np.float32)
-    got, want = _session(stacked).run(None, {"x": x})[0], _session(plain).run(None, {"x": x})[0]
+    got, want = ort_session(stacked).run(None, {"x": x})[0], ort_session(plain).run(None, {"x": x})[0]
     assert got.shape == want.shape and got.tobytes() == want.tobytes()
     assert np.ptp(want) > 0
 

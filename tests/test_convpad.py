@@ -6,38 +6,18 @@ times with its state carried; which convs are padded."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 import pytest
-from helpers import ROOT, assert_graphs_step_alike
-from onnx import TensorProto, helper, numpy_helper
+import torch
+from helpers import ROOT, assert_graphs_step_alike, ort_session, small_genotype, spiking_conv
+from onnx import numpy_helper
 
 from compiler import build_model, load_genotype
 from compiler.build import load_weights
 from compiler.export import to_onnx
 from runtime import convpad, quantize
 from runtime.calibrate import calibration_windows, output_ranges
-
-
-def _session(proto):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _spiking_conv(shape, weight, bias, **attrs):
-    """``y = conv(x >= 0.5)``: the pattern quantize_int8 puts in QDQ form."""
-    inits = [numpy_helper.from_array(np.float32(0.5), "th"), numpy_helper.from_array(weight, "w")]
-    ins = ["s", "w"]
-    if bias is not None:
-        inits.append(numpy_helper.from_array(bias, "b"))
-        ins.append("b")
-    nodes = [helper.make_node("GreaterOrEqual", ["x", "th"], ["ge"]),
-             helper.make_node("Cast", ["ge"], ["s"], to=TensorProto.FLOAT),
-             helper.make_node("Conv", ins, ["y"], **attrs)]
-    dims = ["batch", weight.shape[0], *[f"d{i}" for i in range(len(shape) - 2)]]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape[1:]])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+from runtime.calibrate import main as calibrate_main
 
 
 def test_which_convs_are_padded():
@@ -57,7 +37,7 @@ def test_random_convs_keep_their_bits(trial):
     pads = [1] * 6 if three_d else [1, kernel[3] // 2, 1, kernel[3] // 2]
     weight = rng.standard_normal(kernel).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32) if trial % 2 else None
-    proto = _spiking_conv(shape, weight, bias, pads=pads)
+    proto = spiking_conv(shape, weight, bias, pads=pads)
     lo, hi = -float(rng.random() * 9 + 1), float(rng.random() * 9 + 1)
     padded = quantize.quantize_int8(proto, {"y": (lo, hi)})
     plain = quantize.quantize_int8(proto, {"y": (lo, hi)}, pad_channels=False)
@@ -66,7 +46,7 @@ def test_random_convs_keep_their_bits(trial):
     w_q = numpy_helper.to_array(next(t for t in padded.graph.initializer if t.name.endswith(".w.q")))
     assert w_q.shape[0] == max(cout, 16) and not w_q[cout:].any()
     x = rng.random((2, *shape[1:])).astype(np.float32)
-    got, want = _session(padded).run(None, {"x": x})[0], _session(plain).run(None, {"x": x})[0]
+    got, want = ort_session(padded).run(None, {"x": x})[0], ort_session(plain).run(None, {"x": x})[0]
     assert got.shape == want.shape == (2, cout, *want.shape[2:]) and got.tobytes() == want.tobytes()
     assert np.ptp(want) > 0
     # the graph's metadata is that of the unpadded graph (tests/test_kept.py pins it)
@@ -89,12 +69,6 @@ def test_demo_int8_graph_steps_bit_identical():
 def test_calibrate_command_line_pads_unless_told_not_to(tmp_path, capsys):
     """``python -m runtime.calibrate``: padded by default, ``--no-pad-channels`` leaves it out; the two
     graphs step alike; a bad value of the switch is one line and exit 2."""
-    import onnx
-    import torch
-    from helpers import small_genotype
-
-    from runtime.calibrate import main as calibrate_main
-
     torch.manual_seed(0)
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(to_onnx(build_model(small_genotype("stereo")).eval()), str(fp32))

@@ -10,10 +10,9 @@ import json
 import nir
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from helpers import small_genotype
+from helpers import ort_session, small_genotype
 
 from compiler import build_model
 from compiler.build import main as build_main
@@ -30,15 +29,9 @@ from snntorch.export_nir import export_to_nir  # noqa: E402
 STEPS = 60
 
 
-def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def _run(proto: onnx.ModelProto, frames: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Every output of the one-step graph over ``frames`` (each [batch, C, H, W]), stacked over steps."""
-    sess = _session(proto)
+    sess = ort_session(proto)
     outs = [o.name for o in sess.get_outputs()]
     batch = frames[0].shape[0]
     state = {i.name: np.zeros([batch, *i.shape[1:]], np.float32) for i in sess.get_inputs()

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from helpers import ROOT, assert_graphs_step_alike
+from helpers import ROOT, assert_graphs_step_alike, ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import build_model, load_genotype
@@ -17,12 +16,6 @@ from compiler.build import load_weights
 from compiler.export import to_onnx
 from compiler.resample import nearest_gathers_as_slices_and_resizes, resize_exact, resize_scale
 from compiler.rewrite import nearest_resize_to_gather, nearest_source_indices
-
-
-def _session(proto):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _resize_graph(src, dst, elem=TensorProto.FLOAT):
@@ -59,15 +52,16 @@ def test_chains_give_the_gathers_bits(src, dst, ops):
     x = rng.standard_normal((2, *src[1:])).astype(np.float32)
     x.reshape(-1)[:4] = [np.nan, np.inf, -np.inf, -0.0]
     x.reshape(-1)[rng.integers(0, x.size, 40)] = np.nan
-    got, want = _session(after).run(None, {"x": x})[0], _session(before).run(None, {"x": x})[0]
+    got, want = ort_session(after).run(None, {"x": x})[0], ort_session(before).run(None, {"x": x})[0]
     assert got.shape == want.shape and got.tobytes() == want.tobytes()
     torch_x = torch.from_numpy(np.nan_to_num(x, nan=7.0))
     ref = torch.nn.functional.interpolate(torch_x, size=dst[2:], mode="nearest").numpy()
-    np.testing.assert_array_equal(_session(after).run(None, {"x": np.nan_to_num(x, nan=7.0)})[0], ref)
+    np.testing.assert_array_equal(ort_session(after).run(None, {"x": np.nan_to_num(x, nan=7.0)})[0], ref)
     before8 = _resize_graph(src, dst, TensorProto.UINT8)
     after8, _ = nearest_gathers_as_slices_and_resizes(before8)
     x8 = rng.integers(0, 256, x.shape, dtype=np.uint8)
-    assert _session(after8).run(None, {"x": x8})[0].tobytes() == _session(before8).run(None, {"x": x8})[0].tobytes()
+    got8, want8 = (ort_session(g).run(None, {"x": x8})[0] for g in (after8, before8))
+    assert got8.tobytes() == want8.tobytes()
 
 
 def test_resize_reads_the_gathers_indices_wherever_the_pass_uses_it():
@@ -89,7 +83,7 @@ def test_resize_reads_the_gathers_indices_wherever_the_pass_uses_it():
                               [helper.make_tensor_value_info(f"y{n}", TensorProto.FLOAT, None) for n in outs], inits)
         proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
         x = np.arange(n_in, dtype=np.float32).reshape(1, 1, 1, n_in)
-        for n, y in zip(outs, _session(proto).run(None, {"x": x}), strict=True):
+        for n, y in zip(outs, ort_session(proto).run(None, {"x": x}), strict=True):
             np.testing.assert_array_equal(y.reshape(-1), nearest_source_indices(n_in, n), err_msg=f"{n_in} -> {n}")
         accepted += len(outs)
     assert accepted > 1000  # the check covers many pairs, not a handful
