@@ -35,25 +35,26 @@ def padded_out_channels(cout: int, cin: int, group: int = 1) -> int:
     return FAST_MIN_OUT
 
 
-def pad_initializers(inits: list[onnx.TensorProto], tag: str, padded: int) -> list[onnx.TensorProto]:
-    """``inits`` with the conv ``tag``'s int8 weights, scales, zero points and int32 bias
-    (``{tag}.w.q``, ``.w.scale``, ``.w.zero``, ``.b.q``, ``.b.scale``, ``.b.zero``) extended along the
-    output channels to ``padded`` with zero filters of scale 1."""
+def pad_conv(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], tag: str, weight_dims, group: int) -> None:
+    """Pad the QDQ conv ``tag`` in place where ``padded_out_channels`` says so: ``nodes`` ends with its
+    ``QuantizeLinear`` and ``DequantizeLinear`` of ``{tag}.y``, ``inits`` holds its int8 weights, scales,
+    zero points and int32 bias (``{tag}.w.q``, ``.w.scale``, ``.w.zero``, ``.b.q``, ``.b.scale``,
+    ``.b.zero``). Those are extended along the output channels with zero filters of scale 1, the
+    quantised output becomes ``{tag}.y.padded``, and a ``Slice`` of its first channels is ``{tag}.y``."""
+    cout = int(weight_dims[0])
+    padded = padded_out_channels(cout, int(weight_dims[1]) * group, group)
+    if padded == cout:
+        return
     fill = {"w.q": 0, "w.scale": 1.0, "w.zero": 0, "b.q": 0, "b.scale": 1.0, "b.zero": 0}
-    out = []
-    for t in inits:
+    for i, t in enumerate(inits):
         part = t.name[len(tag) + 1:] if t.name.startswith(f"{tag}.") else None
-        if part not in fill:
-            out.append(t)
-            continue
-        a = numpy_helper.to_array(t)
-        extra = np.full((padded - a.shape[0], *a.shape[1:]), fill[part], dtype=a.dtype)
-        out.append(numpy_helper.from_array(np.concatenate([a, extra]), t.name))
-    return out
-
-
-def keep_channels(tag: str, src: str, dst: str, cout: int) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
-    """The ``Slice`` from the padded uint8 output ``src`` to its first ``cout`` channels ``dst``."""
+        if part in fill:
+            a = numpy_helper.to_array(t)
+            extra = np.full((padded - a.shape[0], *a.shape[1:]), fill[part], dtype=a.dtype)
+            inits[i] = numpy_helper.from_array(np.concatenate([a, extra]), t.name)
+    quantize = nodes[-2]
+    quantize.output[0] = f"{tag}.y.padded"
     names = [f"{tag}.keep.{k}" for k in ("starts", "ends", "axes")]
-    inits = [numpy_helper.from_array(np.array([v], np.int64), n) for v, n in zip((0, cout, 1), names, strict=True)]
-    return helper.make_node("Slice", [src, *names], [dst], name=f"{tag}.keep_channels"), inits
+    inits += [numpy_helper.from_array(np.array([v], np.int64), n) for v, n in zip((0, cout, 1), names, strict=True)]
+    nodes.insert(len(nodes) - 1, helper.make_node("Slice", [quantize.output[0], *names], [f"{tag}.y"],
+                                                  name=f"{tag}.keep_channels"))

@@ -300,10 +300,6 @@ def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[flo
     nodes = [helper.make_node("DequantizeLinear", [x_u8, "qdq.one", "qdq.zero_u8"], [f"{tag}.x"],
                               name=f"{tag}.dequantize_x")]
     conv_inputs, inits = _quantized_weights(node, weights, tag)
-    cout, group = weights[node.input[1]].dims[0], int(_attr(node, "group", 1))
-    padded = convpad.padded_out_channels(cout, weights[node.input[1]].dims[1] * group, group) if pad else cout
-    if padded != cout:
-        inits = convpad.pad_initializers(inits, tag, padded)
     nodes += [helper.make_node("DequantizeLinear", [f"{tag}.{p}.q", f"{tag}.{p}.scale", f"{tag}.{p}.zero"],
                                [f"{tag}.{p}"], axis=0, name=f"{tag}.dequantize_{p}") for p in conv_inputs]
     conv = onnx.NodeProto()
@@ -316,15 +312,13 @@ def _qdq_conv(node: onnx.NodeProto, x_u8: str, weights: dict, y_range: tuple[flo
     zero = int(np.clip(np.round(-lo / scale), 0, 255))
     inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{tag}.y.scale"),
               numpy_helper.from_array(np.array(zero, np.uint8), f"{tag}.y.zero")]
-    y = f"{tag}.y" if padded == cout else f"{tag}.y.padded"
-    nodes += [conv, helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [y],
-                                     name=f"{tag}.quantize_y")]
-    if padded != cout:
-        keep, keep_inits = convpad.keep_channels(tag, y, f"{tag}.y", cout)
-        nodes.append(keep)
-        inits += keep_inits
-    nodes.append(helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
-                                  name=f"{tag}.dequantize_y"))
+    nodes += [conv,
+              helper.make_node("QuantizeLinear", [f"{tag}.float", f"{tag}.y.scale", f"{tag}.y.zero"], [f"{tag}.y"],
+                               name=f"{tag}.quantize_y"),
+              helper.make_node("DequantizeLinear", [f"{tag}.y", f"{tag}.y.scale", f"{tag}.y.zero"], [tag],
+                               name=f"{tag}.dequantize_y")]
+    if pad:
+        convpad.pad_conv(nodes, inits, tag, weights[node.input[1]].dims, int(_attr(node, "group", 1)))
     return nodes, inits
 
 
