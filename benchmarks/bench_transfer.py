@@ -51,6 +51,8 @@ from transfer_report import (  # noqa: E402
     write_pictures,
 )
 
+from runtime.core.spans import spans  # noqa: E402
+
 FIRST_HELD_OUT_SEED = 1000  # above training's 100-163 and selection's 0-3
 MODELS = ("snn", "relu")
 
@@ -321,7 +323,7 @@ def run(args) -> dict:
     kinds = sorted({r["kind"] for r in recs})
     counts = {k: sum(r["kind"] == k for r in recs) for k in kinds}
     result = {"held_out": summarize(recs, neurons), "by_scene_type": {}, "seeds_per_type": counts}
-    print_block(f"held-out synthetic scenes, seeds {_ranges(seeds)} ({args.seconds:g} s, {g.input.width}x"
+    print_block(f"held-out synthetic scenes, seeds {spans(seeds)} ({args.seconds:g} s, {g.input.width}x"
                 f"{g.input.height}, held-out photographs)", result["held_out"])
     for kind in kinds:
         result["by_scene_type"][kind] = summarize([r for r in recs if r["kind"] == kind], neurons)
@@ -343,16 +345,6 @@ def run(args) -> dict:
         print(f"\npictures (left events | ground truth | SNN | |error| 0-3 px): {', '.join(map(str, written))}")
     result.update(seconds=time.perf_counter() - start, snn=args.snn, relu=args.relu, seeds=seeds, set=args.set)
     return result
-
-
-def _ranges(seeds: list[int]) -> str:
-    """[1000, 1001, 1002, 1005] -> '1000-1002,1005'."""
-    parts, start = [], 0
-    for i in range(1, len(seeds) + 1):
-        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
-            parts.append(f"{seeds[start]}" + (f"-{seeds[i - 1]}" if i - 1 > start else ""))
-            start = i
-    return ",".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

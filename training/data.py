@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from runtime.core.errors import first_line
+from runtime.core.spans import spans
 from runtime.data.options import RecordingOptions
 from runtime.data.sources import find_recordings, open_recording
 
@@ -254,8 +255,8 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
     val = [recording(s, True) for s in spec.val_seeds]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     return StereoData(train, val, length, stride, segments,
-                      f"synthetic: train seeds {list(spec.train_seeds)} ({spec.train_textures} textures, scene types "
-                      f"{list(spec.train_scene_types)}), held-out seeds {list(spec.val_seeds)} ({spec.val_textures} "
+                      f"synthetic: train seeds {spans(spec.train_seeds)} ({spec.train_textures} textures, scene types "
+                      f"{list(spec.train_scene_types)}), held-out seeds {spans(spec.val_seeds)} ({spec.val_textures} "
                       f"textures, scene types {list(spec.val_scene_types)}); {cache.summary()}")
 
 

@@ -103,8 +103,7 @@ def assemble(
     prev_t_us: float = -np.inf,
     polarity: str = "auto",
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Check raw columns and pack the valid events; return ``(events, counts)``. (Long because it is one
-    flat sequence of row checks in the order their drop reasons are counted.)
+    """Check raw columns and pack the valid events; return ``(events, counts)``.
 
     ``x``, ``y``, ``t_us`` (microseconds, any numeric dtype) and ``p`` are 1-D columns of equal
     length. Coordinates and times are rounded to the nearest integer; polarities must match
@@ -115,9 +114,6 @@ def assemble(
     (``bad_polarity``); or its time is earlier than that of an earlier row (any row with a finite
     usable time) or than ``prev_t_us`` (``time_reversed``). ``polarity``: ``"signed"`` accepts -1/+1,
     ``"binary"`` accepts 0/1 (0 = OFF), ``"auto"`` accepts both (0 and -1 mean OFF, 1 means ON).
-
-    Long because every check of a column (bounds, polarity, finiteness, time order) is one step
-    of the same pass.
     """
     n = len(t_us)
     if not (len(x) == len(y) == len(p) == n):
@@ -149,24 +145,31 @@ def assemble(
     y_max = height if height is not None else 65536
     drop("out_of_sensor", (xi < 0) | (xi >= x_max) | (yi < 0) | (yi >= y_max))
     pi = np.where(keep, cols["p"], 1)  # compared exactly: 0.5 is not a polarity
-    if polarity == "signed":
-        ok_p = (pi == 1) | (pi == -1)
-    elif polarity == "binary":
-        ok_p = (pi == 1) | (pi == 0)
-    elif polarity == "auto":
-        ok_p = (pi == 1) | (pi == 0) | (pi == -1)
-    else:
-        raise ValueError(f"polarity must be 'signed', 'binary' or 'auto', got {polarity!r}")
-    drop("bad_polarity", ~ok_p)
-    # An event is time-reversed when it is earlier than an earlier row with a usable time (kept or
-    # not: a reader that starts mid-file knows only the times before it, not why rows were dropped).
+    drop("bad_polarity", ~_polarity_ok(pi, polarity))
     ti = _round_int(tcol, t_ok)
+    drop("time_reversed", _time_reversed(ti, t_ok, prev_t_us))
+    events = make_events(xi[keep], yi[keep], ti[keep], np.where(pi[keep] == 1, 1, -1))
+    return events, counts
+
+
+def _polarity_ok(pi: np.ndarray, polarity: str) -> np.ndarray:
+    """Which polarity values ``polarity`` (``signed``, ``binary``, ``auto``) accepts, compared exactly."""
+    if polarity == "signed":
+        return (pi == 1) | (pi == -1)
+    if polarity == "binary":
+        return (pi == 1) | (pi == 0)
+    if polarity == "auto":
+        return (pi == 1) | (pi == 0) | (pi == -1)
+    raise ValueError(f"polarity must be 'signed', 'binary' or 'auto', got {polarity!r}")
+
+
+def _time_reversed(ti: np.ndarray, t_ok: np.ndarray, prev_t_us: float) -> np.ndarray:
+    """Rows earlier than an earlier row with a usable time (kept or not: a reader that starts mid-file
+    knows only the times before it, not why rows were dropped) or than ``prev_t_us``."""
     tk = np.where(t_ok, ti, np.iinfo(np.int64).min)
     prev = np.int64(np.rint(prev_t_us)) if usable_time(np.float64(prev_t_us)) else np.iinfo(np.int64).min
     running = np.maximum.accumulate(np.concatenate(([prev], tk)))[:-1]
-    drop("time_reversed", ti < running)
-    events = make_events(xi[keep], yi[keep], ti[keep], np.where(pi[keep] == 1, 1, -1))
-    return events, counts
+    return ti < running
 
 
 def _round_int(col: np.ndarray, keep: np.ndarray) -> np.ndarray:
