@@ -8,6 +8,7 @@ Triton model repository with ``--triton``). Bad input: one line on stderr, exit 
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -147,8 +148,9 @@ def _make_model(source: Plan):
 
 def build(genotype: Genotype | Plan, out: Path | None, weights: str | None = None, fold: bool = True, *,
           factorize: bool = True, int8: bool = False, calib_windows: int = 16, calib_events: str | None = None,
-          nir_out: Path | None = None, triton_dir: Path | None = None, triton_name: str = "model",
-          triton_max_batch: int = 8, triton_version: int = 1, overwrite: bool = False) -> list[Path]:
+          pad_channels: bool = True, nir_out: Path | None = None, triton_dir: Path | None = None,
+          triton_name: str = "model", triton_max_batch: int = 8, triton_version: int = 1,
+          overwrite: bool = False) -> list[Path]:
     """Write the requested outputs (ONNX at ``out``, NIR, Triton repository) of a genotype or of a plan (an
     imported NIR graph's); returns what was written. The ONNX graph (factorised, int8 as asked) and the NIR
     graph are made before anything is written, so what NIR cannot express, or a failed calibration, writes nothing."""
@@ -174,7 +176,7 @@ def build(genotype: Genotype | Plan, out: Path | None, weights: str | None = Non
             from .int8 import Int8Error, to_int8
 
             try:
-                proto = to_int8(proto, calib_events, calib_windows)
+                proto = to_int8(proto, calib_events, calib_windows, pad_channels)
             except Int8Error as exc:
                 raise BuildError(str(exc)) from None
 
@@ -254,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                         "of the memory available)")
     parser.add_argument("--calib-events", metavar="PATH",
                         help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
+    parser.add_argument("--pad-channels", action=argparse.BooleanOptionalAction, default=None,
+                        help="--int8: compute convs with fewer than 16 output channels with 16 for ONNX Runtime's "
+                        "faster x86 kernel (default; the same outputs); --no-pad-channels on ARM")
     args = parser.parse_args(argv)
     def body() -> int:
         p = _load(args)
@@ -273,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
         if not args.int8 and (args.calib_windows is not None or args.calib_events):
             raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+        if not args.int8 and args.pad_channels is not None:
+            raise BuildError("--pad-channels/--no-pad-channels: they apply to --int8, which is not given")
         if args.calib_windows is not None and args.calib_windows < 1:
             raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
         if not args.output and (args.nir or args.triton or args.draw):
@@ -281,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         written = build(p, out, args.weights, fold=not args.no_fold, factorize=not args.no_factorize,
                         int8=args.int8, calib_windows=16 if args.calib_windows is None else args.calib_windows,
-                        calib_events=args.calib_events, nir_out=Path(args.nir) if args.nir else None,
+                        calib_events=args.calib_events, pad_channels=args.pad_channels is not False,
+                        nir_out=Path(args.nir) if args.nir else None,
                         triton_dir=Path(args.triton) if args.triton else None,
                         triton_name=Path(args.genotype).stem, triton_max_batch=args.triton_max_batch,
                         triton_version=args.triton_version, overwrite=args.overwrite)

@@ -24,14 +24,18 @@ class Int8Error(ValueError):
     """Calibration or quantisation failed; the message is the runtime command's one-line error."""
 
 
-def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16) -> onnx.ModelProto:
-    """The int8 graph of ``proto`` (``runtime.calibrate.to_int8``, run as ``python -m runtime.calibrate``)."""
+def to_int8(proto: onnx.ModelProto, events: str | None = None, windows: int = 16,
+            pad_channels: bool = True) -> onnx.ModelProto:
+    """The int8 graph of ``proto`` (``runtime.calibrate.to_int8``, run as ``python -m runtime.calibrate``;
+    ``pad_channels=False``: its ``--no-pad-channels``)."""
     with tempfile.TemporaryDirectory(prefix="snn-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
         cmd = [sys.executable, "-m", "runtime.calibrate", str(src), "-o", str(dst), "--calib-windows", str(windows)]
         if events is not None:
             cmd += ["--calib-events", events]
+        if not pad_channels:
+            cmd.append("--no-pad-channels")
         path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
         if done.returncode != 0:

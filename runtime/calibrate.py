@@ -175,8 +175,13 @@ def main(argv: list[str] | None = None) -> int:
             proto = onnx.load(args.model)
         except Exception as exc:  # noqa: BLE001 - onnx raises several types for a file that is not a graph
             raise CalibrationError(f"{args.model}: not a readable ONNX graph: {first_line(exc)}") from None
+        if os.path.isdir(args.out):  # before the calibration, which takes a while
+            raise CalibrationError(f"-o {args.out}: is a folder; give the file to write the int8 graph to")
         int8 = to_int8(proto, args.calib_events, args.calib_windows, args.threads, args.pad_channels)
-        write_bytes_atomic(os.fspath(args.out), int8.SerializeToString())
+        try:
+            write_bytes_atomic(os.fspath(args.out), int8.SerializeToString())
+        except OSError as exc:
+            raise CalibrationError(f"-o {args.out}: cannot write the int8 graph: {first_line(exc)}") from None
         return 0
 
     return run_main(body, (CalibrationError, OSError))

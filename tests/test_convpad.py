@@ -84,3 +84,8 @@ def test_calibrate_command_line_pads_unless_told_not_to(tmp_path, capsys):
         calibrate_main([str(fp32), "-o", str(tmp_path / "x.onnx"), "--pad-channels=no"])
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x.onnx").exists()
+    for bad, says in ((tmp_path, "is a folder"), (fp32 / "x.onnx", "cannot write the int8 graph")):
+        assert calibrate_main([str(fp32), "-o", str(bad), "--calib-windows", "2", "--threads", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: -o {bad}: {says}") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "padded.onnx", "plain.onnx"]

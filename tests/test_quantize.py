@@ -146,6 +146,7 @@ def test_build_int8_on_the_builtin_stream_and_on_a_recording(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--int8", "--calib-windows", "0"], "--calib-windows must be at least 1"),
     (["--calib-windows", "3"], "they calibrate --int8, which is not given"),
+    (["--no-pad-channels"], "they apply to --int8, which is not given"),
     (["--int8", "--calib-events", "/no/such_data.hdf5"], "--calib-events: cannot read calibration windows"),
 ])
 def test_build_int8_bad_input_is_one_line(args, message, tmp_path, capsys):
@@ -153,6 +154,24 @@ def test_build_int8_bad_input_is_one_line(args, message, tmp_path, capsys):
                        "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_build_int8_pads_channels_unless_told_not_to(tmp_path, capsys):
+    """``compiler.build --int8`` pads few-channel convs as ``runtime.calibrate`` does; ``--no-pad-channels``
+    passes through to it; a bad value of the switch is one line and exit 2 with nothing written."""
+    counts = {}
+    for name, extra in (("padded", []), ("plain", ["--no-pad-channels"])):
+        out = tmp_path / f"{name}.onnx"
+        assert build_main([str(ROOT / "genotypes/stereo.yaml"), *STEREO_SET, "--int8", "--calib-windows", "2",
+                           *extra, "-o", str(out), "--quiet"]) == 0
+        counts[name] = sum(n.name.endswith(".keep_channels") for n in onnx.load(str(out)).graph.node)
+    assert counts["padded"] > 0 and counts["plain"] == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        build_main([str(ROOT / "genotypes/stereo.yaml"), *STEREO_SET, "--int8", "--pad-channels=no",
+                    "-o", str(tmp_path / "x.onnx"), "--quiet"])
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x.onnx").exists()
 
 
