@@ -110,7 +110,7 @@ def test_checkpoint_holds_everything_and_exports(tmp_path):
     assert onnx_path.stat().st_size > 0
 
 
-def test_stereo_run_evaluate_constant_baseline_and_strip(tmp_path):
+def test_stereo_run_evaluate_constant_baseline_and_strip(tmp_path, monkeypatch):
     from compiler.build import main as build_main
     from training.checkpoint import strip
     from training.evaluate import constant_baseline, evaluate_checkpoint
@@ -124,6 +124,15 @@ def test_stereo_run_evaluate_constant_baseline_and_strip(tmp_path):
     assert main(args) == 0
     res = evaluate_checkpoint(str(tmp_path / "s" / "best.pt"), constant=True)
     assert 0 <= res["model"]["one_pixel_accuracy_pct"] <= 100
+    # without the constant, a checkpoint of many training recordings reads one of them, not all
+    import training.data as data_mod
+
+    made = []
+    real = data_mod.synthetic_recording
+    monkeypatch.setattr(data_mod, "synthetic_recording", lambda seed, **kw: made.append(seed) or real(seed, **kw))
+    monkeypatch.setenv("SNN_DATA_CACHE", "off")
+    again = evaluate_checkpoint(str(tmp_path / "s" / "best.pt"), overrides={"train_seeds": [100, 101, 102]})
+    assert again["model"] == res["model"] and sorted(made) == [0, 100]
     const = res["constant"]
     assert const["windows"] == res["model"]["windows"] == 11  # 12 windows of 0.6 s, 1 burn-in
 
