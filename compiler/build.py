@@ -236,6 +236,28 @@ def _output_arguments(parser) -> None:
                         help="a NIR graph's Euler step (default: its metadata's dt, else 1e-4 as snnTorch writes)")
 
 
+def _int8_arguments(parser) -> None:
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
+    parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
+                        help="event windows to calibrate --int8 on (default 16; at most as many as fit a quarter "
+                        "of the memory available)")
+    parser.add_argument("--calib-events", metavar="PATH",
+                        help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
+    parser.add_argument("--pad-channels", action=argparse.BooleanOptionalAction, default=None,
+                        help="--int8: compute convs with fewer than 16 output channels with 16 for ONNX Runtime's "
+                        "faster x86 kernel (default; the same outputs); --no-pad-channels on ARM")
+
+
+def _check_int8_arguments(args) -> None:
+    if not args.int8 and (args.calib_windows is not None or args.calib_events):
+        raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
+    if not args.int8 and args.pad_channels is not None:
+        raise BuildError("--pad-channels/--no-pad-channels: they apply to --int8, which is not given")
+    if args.calib_windows is not None and args.calib_windows < 1:
+        raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m compiler.build", description=__doc__.split("\n\n")[1])
     parser.add_argument("genotype", help="genotype YAML file, e.g. genotypes/stereo.yaml, or a NIR graph (.nir)")
@@ -249,17 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     _output_arguments(parser)
     parser.add_argument("--no-factorize", action="store_true",
                         help="build the stereo cost volume instead of factorising its first convolution")
-    parser.add_argument("--int8", action="store_true",
-                        help="quantise the convolutions on spikes to int8 (QDQ; calibrated on event windows)")
-    parser.add_argument("--calib-windows", type=int, default=None, metavar="N",
-                        help="event windows to calibrate --int8 on (default 16; at most as many as fit a quarter "
-                        "of the memory available)")
-    parser.add_argument("--calib-events", metavar="PATH",
-                        help="recording to calibrate --int8 on (default: the built-in synthetic stream)")
-    parser.add_argument("--pad-channels", action=argparse.BooleanOptionalAction, default=None,
-                        help="--int8: compute convs with fewer than 16 output channels with 16 for ONNX Runtime's "
-                        "faster x86 kernel (default; the same outputs); --no-pad-channels on ARM")
+    _int8_arguments(parser)
     args = parser.parse_args(argv)
+
     def body() -> int:
         p = _load(args)
         g = p.genotype
@@ -276,12 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.triton_max_batch < 1:
             raise BuildError(f"--triton-max-batch: must be at least 1, got {args.triton_max_batch}")
         out = Path(args.output) if args.output else Path("build") / f"{Path(args.genotype).stem}.onnx"
-        if not args.int8 and (args.calib_windows is not None or args.calib_events):
-            raise BuildError("--calib-windows/--calib-events: they calibrate --int8, which is not given")
-        if not args.int8 and args.pad_channels is not None:
-            raise BuildError("--pad-channels/--no-pad-channels: they apply to --int8, which is not given")
-        if args.calib_windows is not None and args.calib_windows < 1:
-            raise BuildError(f"--calib-windows must be at least 1, got {args.calib_windows}")
+        _check_int8_arguments(args)
         if not args.output and (args.nir or args.triton or args.draw):
             out = None
             if not (args.nir or args.triton):
