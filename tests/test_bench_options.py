@@ -16,6 +16,7 @@ import bench_batchnorm  # noqa: E402
 import bench_convpad  # noqa: E402
 import bench_neuron  # noqa: E402
 import bench_resample  # noqa: E402
+import bench_train  # noqa: E402
 
 from runtime.core.errors import int_between  # noqa: E402
 
@@ -58,3 +59,15 @@ def test_int_between_takes_its_bounds_and_nothing_else():
         with pytest.raises(argparse.ArgumentTypeError):
             one_to_four(text)
     assert int_between(1)("123456789") == 123456789
+
+
+def test_bench_train_table_names_configurations_it_did_not_run():
+    """A configuration bench_train skips (bf16 on a CPU without it) or that failed is a row with the reason,
+    not a missing row."""
+    base = {"task": "stereo", "exec": "multistep", "threads": 1, "procs": 1, "layout": "auto"}
+    text = bench_train.table([{**base, "precision": "bf16", "skipped": "this CPU has neither AMX nor AVX512-BF16"},
+                              {**base, "precision": "fp32", "error": "out of memory"}])
+    rows = text.splitlines()[2:]
+    assert len(rows) == 2
+    assert "| bf16 |" in rows[0] and "not run: this CPU has neither AMX nor AVX512-BF16" in rows[0]
+    assert "| fp32 |" in rows[1] and "error: out of memory" in rows[1]

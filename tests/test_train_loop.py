@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import GENOTYPES, ROOT, SMALL
+from tests.helpers import GENOTYPES, SMALL
 
 torch.set_num_threads(1)
 
@@ -150,19 +150,3 @@ def test_stereo_run_evaluate_constant_baseline_and_strip(tmp_path, monkeypatch):
     assert build_main([str(tmp_path / "g.yaml"), "--weights", str(tmp_path / "small.pt"), "-o",
                        str(tmp_path / "s.onnx"), "--quiet"]) == 0
 
-
-def test_bench_train_table_names_configurations_it_did_not_run():
-    """A configuration the benchmark skips (bf16 on a CPU without it) or that failed is a row with the reason,
-    not a missing row."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    base = {"task": "stereo", "exec": "multistep", "threads": 1, "procs": 1, "layout": "auto"}
-    text = bench.table([{**base, "precision": "bf16", "skipped": "this CPU has neither AMX nor AVX512-BF16"},
-                        {**base, "precision": "fp32", "error": "out of memory"}])
-    rows = text.splitlines()[2:]
-    assert len(rows) == 2
-    assert "| bf16 |" in rows[0] and "not run: this CPU has neither AMX nor AVX512-BF16" in rows[0]
-    assert "| fp32 |" in rows[1] and "error: out of memory" in rows[1]
