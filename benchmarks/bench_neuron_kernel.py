@@ -1,6 +1,7 @@
 """The fused neuron kernel alone (``compiler.fused_kernel``), side by side in one run: its forward and
 backward over T steps of one layer, built for this CPU (``-march=native``, what training uses) and for the
-baseline x86-64 target, against the memory-bound floor of one element-wise torch addition over the same
+baseline x86-64 target and with GCC's default trapping math (the build before ``-fno-trapping-math``, whose
+selects stay scalar on an AVX2 CPU), against the memory-bound floor of one element-wise torch addition over the same
 tensor (read twice, write once).
 
     python benchmarks/bench_neuron_kernel.py                    # T=4, 64 x 48 x 16 x 16 (a training layer)
@@ -47,8 +48,14 @@ def main(argv=None) -> int:
     current, v, empty = torch.randn(steps, n), torch.zeros(n), torch.empty(0)
     grad_y = torch.randn(steps, n)
     builds = {"native (used)": fused_kernel.load()}
+    # the same build with GCC's default -ftrapping-math: on an AVX2 CPU its selects stay scalar branches
+    trapping = [f for f in fused_kernel.CFLAGS if f != "-fno-trapping-math"]
+    builds["native, trapping math"] = load_inline(f"snn_fused_threshold_bench_trapping_{fused_kernel.cpu_key()}",
+                                                  cpp_sources=[fused_kernel._SOURCE], functions=["fwd", "bwd"],
+                                                  extra_cflags=trapping, extra_ldflags=["-fopenmp"])
     builds["baseline x86-64"] = load_inline("snn_fused_threshold_bench_baseline", cpp_sources=[fused_kernel._SOURCE],
-                                            functions=["fwd", "bwd"], extra_cflags=["-O3", "-ffp-contract=off"])
+                                            functions=["fwd", "bwd"],
+                                            extra_cflags=["-O3", "-ffp-contract=off", "-fno-trapping-math"])
     mb = steps * n * 4 / 1e6
     floor = median_ms(lambda: current + current, args.repeats)
     print(f"T={steps}, N={n}, {args.threads} thread(s); one (T, N) float32 tensor = {mb:.1f} MB")
