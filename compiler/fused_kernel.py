@@ -233,10 +233,12 @@ std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tenso
 # selects (the fire ``z >= 0 ? 1 : 0``, the surrogate's window) may not be evaluated speculatively; with
 # AVX-512 GCC still vectorises them with mask registers, but on an AVX2 CPU the forward loop stayed scalar
 # with a branch per element ("not vectorized: control flow in loop") and so did most of the backward: an AMD
-# EPYC (AVX2) ran the kernel at the baseline x86-64 speed, no faster than the eager torch ops (forward 18.6
-# -> 6.3 ms, backward 39.9 -> 3.0 ms on T=4 x 786,432 elements, 1 thread, side by side; outputs and
-# gradients bit-identical for every reset and surrogate). No floating-point trap is ever enabled, and the
-# flag allows no reassociation or contraction: the values are those of the build without it.
+# EPYC (AVX2) ran the kernel at the baseline x86-64 speed, no faster than the eager torch ops (forward 21.9
+# -> 2.2 ms, backward 41.3 -> 3.6 ms on T=4 x 786,432 elements, 1 thread: ``python
+# benchmarks/bench_neuron_kernel.py``, which builds both; outputs and gradients bit-identical for every
+# reset and surrogate; tests/test_execution.py::test_kernel_loops_vectorise_under_the_build_flags). No
+# floating-point trap is ever enabled, and the flag allows no reassociation or contraction: the values are
+# those of the build without it.
 CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-march=native", "-fopenmp", "-mprefer-vector-width=512"]
 
 _state: dict = {}
