@@ -576,8 +576,8 @@ def test_kernel_loops_vectorise_under_the_build_flags(tmp_path):
     loop_lines = {code[:first].count("\n") + 1 + i for i, ln in enumerate(loops.splitlines())
                   if ln.strip().startswith("for (int64_t i = lo")}
     assert len(loop_lines) == 2
-    missed = [ln for ln in out.stderr.splitlines()
-              if "couldn't vectorize loop" in ln and int(ln.split(":")[1]) in loop_lines]
-    done = [ln for ln in out.stderr.splitlines() if "loop vectorized" in ln and int(ln.split(":")[1]) in loop_lines]
+    ours = [ln for ln in out.stderr.splitlines() if ln.startswith(f"{path}:")]  # not the headers' loops
+    missed = [ln for ln in ours if "couldn't vectorize loop" in ln and int(ln.split(":")[1]) in loop_lines]
+    done = [ln for ln in ours if "loop vectorized" in ln and int(ln.split(":")[1]) in loop_lines]
     assert not missed, "\n".join(missed[:4])
     assert {int(ln.split(":")[1]) for ln in done} == loop_lines
