@@ -13,7 +13,9 @@ Every configuration runs in its own process (``--child``), so that its peak resi
 Each trains ``--warmup`` untimed batches (the fused kernel loads, the allocator warms), then ``--batches``
 timed ones (median time per batch, wall clock and this process's CPU time: on a shared machine the CPU-time
 rate of a one-thread configuration is the steadier number, the wall-clock one the only one for two threads);
-the weights, data order and seeds are the same in every configuration.
+the weights, data order and seeds are the same in every configuration. ``eager`` rows run in the plain memory
+order unless a layout is given: they are the reference, what training was before issue 20, and ``x eager``
+is measured against the first eager row of one thread.
 
     python benchmarks/bench_train.py                  # short defaults, about 3 minutes on 2 cores
     python benchmarks/bench_train.py --full           # more batches, and accuracy worth reading
@@ -232,8 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default="class,stereo", help="class, stereo or both (default)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help="comma-separated EXEC:PRECISION:THREADS[:LAYOUT], or EXEC:PRECISION:THREADSxPROCS for PROCS "
-                        "processes under torchrun (e.g. multistep:fp32:1x2); LAYOUT auto (default), nchw or "
-                        "channels-last (--layout)")
+                        "processes under torchrun (e.g. multistep:fp32:1x2); LAYOUT (--layout) auto, nchw, "
+                        "channels-last or conv3d-channels-last; default auto, nchw for eager (the reference)")
     p.add_argument("--batches", type=int, default=3, help="timed batches per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed batches before them")
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
@@ -264,7 +266,7 @@ def main(argv=None) -> int:
             threads, _, procs = threads.partition("x")
             spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
                     "procs": int(procs or 1), "batches": args.batches, "warmup": args.warmup, "data": data,
-                    "layout": layout[0] if layout else "auto", "seed": args.seed}
+                    "layout": layout[0] if layout else ("nchw" if mode == "eager" else "auto"), "seed": args.seed}
             if precision == "bf16" and not cpu_has_bf16():  # training refuses it there: a row says so
                 rows.append({**spec, "skipped": "this CPU has neither AMX nor AVX512-BF16 (training refuses bf16)"})
                 continue

@@ -32,16 +32,13 @@ layer with a convolution op at stride 1 on the volume's own grid; otherwise it r
 from __future__ import annotations
 
 import copy
-import functools
-import operator
 from typing import NamedTuple
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ir import ConvLayer
 from .model import ConvBlock, SNNModel
+from .ops import split_volume_kernel, taps_of, volume_conv
 
 
 class Views(NamedTuple):
@@ -56,11 +53,6 @@ def stereo_views(left: Tensor, right: Tensor, disparities: int, shift: int) -> V
     return Views(left, right)
 
 
-def _total(terms) -> Tensor:
-    """The sum of tensors (no ``0 +`` start term, which would trace as an extra Add)."""
-    return functools.reduce(operator.add, terms)
-
-
 class CostVolumeConv(nn.Module):
     """``conv3d(cost_volume(L, R, D, s), W, b, padding=k//2)`` (then ``bn``, if any) from the views.
 
@@ -73,12 +65,11 @@ class CostVolumeConv(nn.Module):
                  bn: nn.Module | None = None):
         super().__init__()
         k = conv.kernel_size[0]
-        co, c2 = conv.weight.shape[:2]
-        c = c2 // 2
+        co = conv.weight.shape[0]
         w = conv.weight.detach()
-        # (Co, C, k_d, k, k) -> (k_d * Co, C, k, k): rows t*Co..(t+1)*Co hold disparity tap t
-        self.register_buffer("w_left", w[:, :c].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k).clone())
-        self.register_buffer("w_right", w[:, c:].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k).clone())
+        w_left, w_right = split_volume_kernel(w)  # (k_d * Co, C, k, k): rows t*Co..(t+1)*Co hold tap t
+        self.register_buffer("w_left", w_left.clone())
+        self.register_buffer("w_right", w_right.clone())
         self.register_buffer("weight", w.clone())
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
         self.bn = bn
@@ -87,46 +78,13 @@ class CostVolumeConv(nn.Module):
 
     def taps(self, d: int) -> tuple[int, ...]:
         """The disparity taps t whose slice d + t - r lies inside the volume."""
-        r = self.k // 2
-        return tuple(t for t in range(self.k) if 0 <= d + t - r < self.disparities)
+        return taps_of(d, self.k, self.disparities)
 
     def forward(self, views: Views) -> Tensor:
         left, right = views  # (B, C, h, w) each
-        k, co, big_d, s, w = self.k, self.co, self.disparities, self.shift, self.w
-        r = k // 2
-        al = F.conv2d(left, self.w_left, padding=r)  # (B, k*Co, h, w)
-        # columns u = -r .. w-1 of AR, then zeros so that every shifted read below is a plain slice
-        ar = F.conv2d(F.pad(right, (r, 0)), self.w_right, padding=r)  # (B, k*Co, h, w + r)
-        ar = F.pad(ar, ((big_d - 1) * s + r * s - r, r * s))
-        span = w + (big_d - 1) * s  # T(u') for u' = -(D-1)s .. w-1
-        sums: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
-        slices = []
-        for d in range(big_d):
-            taps = self.taps(d)
-            if taps not in sums:
-                t_right = _total(ar[:, t * co:(t + 1) * co, :, (2 * r - t) * s:(2 * r - t) * s + span] for t in taps)
-                t_left = _total(al[:, t * co:(t + 1) * co] for t in taps)
-                sums[taps] = (t_right, t_left)
-            t_right, t_left = sums[taps]
-            start = (big_d - 1 - d) * s
-            slices.append(t_right[..., start:start + w] + t_left)  # (B, Co, h, w)
-        out = torch.stack(slices, dim=2)  # (B, Co, D, h, w)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1, 1)
-        if r:
-            out = torch.cat([out[..., :w - r], self._right_border(left, right)], dim=-1)
+        out = volume_conv(left, right, (self.w_left, self.w_right), self.weight, self.bias, self.disparities,
+                          self.shift, self.w)
         return out if self.bn is None else self.bn(out)
-
-    def _right_border(self, left: Tensor, right: Tensor) -> Tensor:
-        """The last r output columns by the original 3-D convolution on the volume's last 2r columns."""
-        big_d, s, w, r = self.disparities, self.shift, self.w, self.k // 2
-        padded = F.pad(right, ((big_d - 1) * s, 0))
-        first = w - 2 * r
-        right_v = torch.stack([padded[..., first + (big_d - 1 - d) * s: first + (big_d - 1 - d) * s + 2 * r]
-                               for d in range(big_d)], dim=2)  # (B, C, D, h, 2r)
-        left_v = left[..., first:].unsqueeze(2).expand(-1, -1, big_d, -1, -1)
-        strip = F.pad(torch.cat([left_v, right_v], dim=1), (0, r))  # (B, 2C, D, h, 3r): zeros past column w-1
-        return F.conv3d(strip, self.weight, self.bias, padding=(r, r, 0))  # (B, Co, D, h, r)
 
     def macs(self, channels: int) -> int:
         """MACs per sample: the two 2-D convolutions and the right-border strip."""

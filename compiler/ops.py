@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import operator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,12 +69,24 @@ def plain_batchnorm(bn: nn.Module) -> bool:
     return type(bn) in (nn.BatchNorm2d, nn.BatchNorm3d) and bn.track_running_stats and bn.running_mean is not None
 
 
+def plain_3d(y: Tensor) -> Tensor:
+    """A 3-D convolution's output in the plain order. A Conv3d whose weight lies in channels-last memory
+    (``training.execution.conv3d_channels_last``) computes in that order, 1.4-3x faster forward and
+    backward than in the plain one on a CPU, and returns channels-last; BatchNorm and the neurons run
+    slower over channels-last tensors of few channels, so the output goes back to the plain order here
+    (nothing at all where it already is, so a traced or exported graph holds no op for it). 2-D outputs keep
+    their order (``--layout channels-last``)."""
+    return y.contiguous() if y.dim() == 5 and not y.is_contiguous() else y
+
+
 class ConvBN(nn.Module):
     """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current.
 
     Under ``time_steps(T)`` in training mode the input holds T steps stacked in the batch: the convolution
     runs once over all of them and BatchNorm once per step, with that step's batch statistics; the running
-    averages are updated as T separate calls would (``Stacked.apply``)."""
+    averages are updated as T separate calls would (``Stacked.apply``). A ``ViewPair`` input (the stereo
+    matching network's first convolution while training, ``training.execution.views_for_volume``) is
+    convolved as its cost volume would be, without building it (``volume_conv``)."""
 
     def __init__(self, in_channels: int, out_channels: int, dims: int, kernel: int, stride: int = 1):
         super().__init__()
@@ -80,11 +95,11 @@ class ConvBN(nn.Module):
         self.conv = conv(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn = bn(out_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | ViewPair) -> Tensor:
         stacked = STACKED.get()
         if stacked is None or not self.bn.training:
-            return self.bn(self.conv(x))
-        chunks = stacked.chunks(self.conv(x))
+            return self.bn(plain_3d(self._conv(x)))
+        chunks = stacked.chunks(plain_3d(self._conv(x)))
         if id(self) not in stacked.shared or not plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
             return torch.cat([self.bn(y) for _, y in chunks])
         bn, out = self.bn, []
@@ -92,6 +107,13 @@ class ConvBN(nn.Module):
             stacked.defer(t, bn, y)
             out.append(F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps))
         return torch.cat(out)
+
+    def _conv(self, x: Tensor | ViewPair) -> Tensor:
+        if not isinstance(x, ViewPair):
+            return self.conv(x)
+        w = self.conv.weight  # the volume's convolution from the views, differentiable in the weight
+        return volume_conv(x.left, x.right, split_volume_kernel(w), w, self.conv.bias, x.disparities, x.shift,
+                           x.left.shape[-1])
 
 
 def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
@@ -118,7 +140,7 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
         return None
     sizes = [m.conv.out_channels for m in modules]
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv3d
-    y = conv(x, torch.cat([m.conv.weight for m in modules]), None, c0.stride, c0.padding, c0.dilation)
+    y = plain_3d(conv(x, torch.cat([m.conv.weight for m in modules]), None, c0.stride, c0.padding, c0.dilation))
     weight, bias = torch.cat([m.bn.weight for m in modules]), torch.cat([m.bn.bias for m in modules])
     running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
                                    torch.cat([m.bn.running_var for m in modules]))
@@ -230,6 +252,89 @@ def cost_volume(left: Tensor, right: Tensor, disparities: int, shift: int = 1) -
     right_v = torch.stack(slices, dim=2)  # (B, C, D, H, W)
     left_v = left.unsqueeze(2).expand(b, c, disparities, h, w)
     return torch.cat([left_v, right_v], dim=1)
+
+
+class ViewPair(NamedTuple):
+    """The two views' features, (B, C, h, w) each, in place of their cost volume: what a ``ConvBN`` reading
+    the volume receives while training convolves it without building it (``training.execution``)."""
+
+    left: Tensor
+    right: Tensor
+    disparities: int
+    shift: int
+
+
+def view_pair(left: Tensor, right: Tensor, disparities: int, shift: int = 1) -> ViewPair:
+    """The volume builder of a model whose first matching convolution reads the views (``cost_volume``'s
+    signature)."""
+    return ViewPair(left, right, disparities, shift)
+
+
+def _total(terms) -> Tensor:
+    """The sum of tensors (no ``0 +`` start term, which would trace as an extra Add)."""
+    return functools.reduce(operator.add, terms)
+
+
+def taps_of(d: int, k: int, disparities: int) -> tuple[int, ...]:
+    """The disparity taps t of a k-deep kernel whose slice d + t - k//2 lies inside the volume."""
+    return tuple(t for t in range(k) if 0 <= d + t - k // 2 < disparities)
+
+
+def split_volume_kernel(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """A (Co, 2C, k, k, k) kernel on the volume as two 2-D kernels (k * Co, C, k, k), the left and the right
+    view's, rows t*Co..(t+1)*Co holding disparity tap t."""
+    co, c2, k = weight.shape[0], weight.shape[1], weight.shape[2]
+    c = c2 // 2
+    return (weight[:, :c].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k),
+            weight[:, c:].permute(2, 0, 1, 3, 4).reshape(k * co, c, k, k))
+
+
+def volume_conv(left: Tensor, right: Tensor, kernels: tuple[Tensor, Tensor], weight: Tensor, bias: Tensor | None,
+                disparities: int, shift: int, width: int) -> Tensor:
+    """``conv3d(cost_volume(left, right, disparities, shift), weight, bias, padding=k//2)`` without the
+    volume: each view convolved once with ``kernels`` (``split_volume_kernel(weight)``), every disparity a
+    shifted slice and a sum, the last k//2 columns by the 3-D convolution on the volume's last columns
+    (``compiler.factorize`` derives it and its borders). ``width`` is the views' width (a python int, so
+    that a traced graph holds no shape arithmetic)."""
+    w_left, w_right = kernels
+    k = weight.shape[2]
+    co, big_d, s, w = weight.shape[0], disparities, shift, width
+    r = k // 2
+    al = F.conv2d(left, w_left, padding=r)  # (B, k*Co, h, w)
+    # columns u = -r .. w-1 of AR, then zeros so that every shifted read below is a plain slice
+    ar = F.conv2d(F.pad(right, (r, 0)), w_right, padding=r)  # (B, k*Co, h, w + r)
+    ar = F.pad(ar, ((big_d - 1) * s + r * s - r, r * s))
+    span = w + (big_d - 1) * s  # T(u') for u' = -(D-1)s .. w-1
+    sums: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+    slices = []
+    for d in range(big_d):
+        taps = taps_of(d, k, big_d)
+        if taps not in sums:
+            t_right = _total(ar[:, t * co:(t + 1) * co, :, (2 * r - t) * s:(2 * r - t) * s + span] for t in taps)
+            t_left = _total(al[:, t * co:(t + 1) * co] for t in taps)
+            sums[taps] = (t_right, t_left)
+        t_right, t_left = sums[taps]
+        start = (big_d - 1 - d) * s
+        slices.append(t_right[..., start:start + w] + t_left)  # (B, Co, h, w)
+    out = torch.stack(slices, dim=2)  # (B, Co, D, h, w)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1, 1)
+    if r:
+        out = torch.cat([out[..., :w - r], _right_border(left, right, weight, bias, big_d, s, w)], dim=-1)
+    return out
+
+
+def _right_border(left: Tensor, right: Tensor, weight: Tensor, bias: Tensor | None, big_d: int, s: int,
+                  w: int) -> Tensor:
+    """The last r output columns by the original 3-D convolution on the volume's last 2r columns."""
+    r = weight.shape[2] // 2
+    padded = F.pad(right, ((big_d - 1) * s, 0))
+    first = w - 2 * r
+    right_v = torch.stack([padded[..., first + (big_d - 1 - d) * s: first + (big_d - 1 - d) * s + 2 * r]
+                           for d in range(big_d)], dim=2)  # (B, C, D, h, 2r)
+    left_v = left[..., first:].unsqueeze(2).expand(-1, -1, big_d, -1, -1)
+    strip = F.pad(torch.cat([left_v, right_v], dim=1), (0, r))  # (B, 2C, D, h, 3r): zeros past column w-1
+    return F.conv3d(strip, weight, bias, padding=(r, r, 0))  # (B, Co, D, h, r)
 
 
 def estimate_disparity(cost: Tensor, kind: str, support: int, step: float) -> Tensor:

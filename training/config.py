@@ -66,7 +66,7 @@ class TrainConfig:
     threads: int | None = None
     exec: str | None = None  # eager | step | multistep (default: multistep where it runs, else step)
     precision: str = "fp32"  # fp32 | bf16 (convolutions under bfloat16 autocast)
-    layout: str = "auto"  # auto | nchw | channels-last (2-D convolutions; auto: channels-last where it is faster)
+    layout: str = "auto"  # auto | nchw | channels-last | conv3d-channels-last (auto: where it was measured faster)
     device: str = "cpu"
     quiet: bool = False
     tensorboard: bool = True

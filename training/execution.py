@@ -24,12 +24,13 @@ import torch
 from torch import Tensor
 
 from compiler import fused
+from compiler.ops import ConvBN, view_pair
 
 from .errors import TrainError
 
 EXEC_MODES = ("eager", "step", "multistep")
 PRECISIONS = ("fp32", "bf16")
-LAYOUTS = ("auto", "nchw", "channels-last")
+LAYOUTS = ("auto", "nchw", "channels-last", "conv3d-channels-last")
 
 
 def resolve_exec(requested: str | None, model, searchers: list) -> str:
@@ -76,35 +77,87 @@ def channels_last(model: torch.nn.Module) -> None:
     A convolution whose weight is channels-last computes in that order and returns its output in it;
     BatchNorm, additions, concatenation, nearest resampling and the fused neuron (``compiler.fused``) keep
     the order, so a 2-D network runs channels-last from its first convolution on. 3-D convolutions keep
-    theirs. The strides are set explicitly: a weight of one input channel (a stem that reads a grey image)
-    is already "contiguous" in both orders, and ``contiguous(memory_format=...)`` would leave it with the
-    plain strides, so that its convolution returned the plain order and every reader of the stem's spikes
-    converted them again, forward and backward."""
+    theirs (``conv3d_channels_last``). The strides are set explicitly: a weight of one input channel (a stem
+    that reads a grey image) is already "contiguous" in both orders, and ``contiguous(memory_format=...)``
+    would leave it with the plain strides, so that its convolution returned the plain order and every reader
+    of the stem's spikes converted them again, forward and backward."""
+    _weights_in(model, torch.nn.Conv2d, torch.channels_last)
+
+
+def conv3d_channels_last(model: torch.nn.Module) -> None:
+    """Put every 3-D convolution's weight in channels-last memory order (values unchanged): each then
+    computes in that order (oneDNN's direct kernels instead of its plain-order path, 1.4-3x faster forward
+    and backward on the stereo matching network's few channels) and ``compiler.ops.plain_3d`` returns its
+    output to the plain order, in which BatchNorm and the neurons are faster."""
+    _weights_in(model, torch.nn.Conv3d, torch.channels_last_3d)
+
+
+def _weights_in(model: torch.nn.Module, kind: type, memory_format: torch.memory_format) -> None:
     for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
+        if isinstance(m, kind):
             w = torch.empty(m.weight.shape, dtype=m.weight.dtype, device=m.weight.device,
-                            memory_format=torch.channels_last)
+                            memory_format=memory_format)
             m.weight.data = w.copy_(m.weight.data)
+
+
+def apply_layout(model: torch.nn.Module, layout: str) -> None:
+    """Put the model's convolution weights in ``layout``'s memory order (a resolved layout, not auto)."""
+    if layout == "channels-last":
+        channels_last(model)
+    if layout in ("channels-last", "conv3d-channels-last"):
+        conv3d_channels_last(model)
 
 
 def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.Module) -> tuple[str, str]:
     """The memory order a run uses, and why. ``auto``: channels-last under bf16 on a CPU for a model whose
     convolutions are all 2-D (measured: 12-15 % less time per classification batch; no gain on the stereo
-    model, whose 3-D matching convolutions dominate); nchw otherwise (float32 stays exactly as it was)."""
+    model, whose 3-D matching convolutions dominate); conv3d-channels-last in float32 on a CPU for a model
+    with 3-D convolutions (the stereo model: 3-D convolutions computed channels-last, everything else in
+    the plain order; docs/training.md, "Channels-last for the 3-D convolutions"); nchw otherwise (float32
+    2-D models stay exactly as they were)."""
     if requested not in LAYOUTS:
         raise TrainError(f"unknown --layout {requested!r}", f"use one of {', '.join(LAYOUTS)}")
     if requested != "auto":
         return requested, "--layout"
     kinds = {type(m) for m in model.modules()}
-    if precision == "bf16" and not device.startswith("cuda") and torch.nn.Conv2d in kinds \
-            and torch.nn.Conv3d not in kinds:
+    cpu = not device.startswith("cuda")
+    if precision == "bf16" and cpu and torch.nn.Conv2d in kinds and torch.nn.Conv3d not in kinds:
         return "channels-last", "auto: bf16, 2-D convolutions only"
+    if precision == "fp32" and cpu and torch.nn.Conv3d in kinds:
+        return "conv3d-channels-last", "auto: fp32 on a CPU, 3-D convolutions"
     return "nchw", "auto"
 
 
 def neurons(mode: str):
     """The fused-neuron choice of a mode (eager: plain steps)."""
     return fused.using("plain" if mode == "eager" else "auto")
+
+
+@contextlib.contextmanager
+def views_for_volume(model: torch.nn.Module, mode: str):
+    """Inside, a stereo model's first matching convolution reads the two views and convolves their cost
+    volume without building it (``compiler.ops.volume_conv``: each view once with the kernel's disparity
+    taps stacked, every disparity a shifted slice and a sum; D times fewer MACs for that layer, the same
+    values within float rounding), in the step and multistep modes; eager builds the volume, the reference.
+    Nothing changes where the factorisation does not apply (``compiler.factorize.why_not``) or a searcher
+    replaced that convolution's module. The model's parameters and state dict are untouched."""
+    if mode == "eager" or not _volume_conv_applies(model):
+        yield
+        return
+    model.volume = view_pair  # an instance attribute over the class's cost_volume, for this block only
+    try:
+        yield
+    finally:
+        del model.volume
+
+
+def _volume_conv_applies(model: torch.nn.Module) -> bool:
+    from compiler.factorize import why_not
+    from compiler.model import SNNModel
+
+    if not isinstance(model, SNNModel) or "volume" in vars(model) or why_not(model) is not None:
+        return False
+    return type(model.nets[model.genotype.head.matching].layers[0].op) is ConvBN
 
 
 def _running_sum(values) -> Tensor | None:

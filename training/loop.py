@@ -27,7 +27,16 @@ from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .errors import TrainError
-from .execution import autocast, channels_last, class_logits, neurons, resolve_exec, resolve_layout, stereo_costs
+from .execution import (
+    apply_layout,
+    autocast,
+    class_logits,
+    neurons,
+    resolve_exec,
+    resolve_layout,
+    stereo_costs,
+    views_for_volume,
+)
 from .images import ClassData, augment
 from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
@@ -87,8 +96,7 @@ class Trainer:
         self.local_batch = cfg.batch_size // dist.world
         self.exec = resolve_exec(cfg.exec, model, self.searchers)  # how the model runs over time
         self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
-        if self.layout == "channels-last":
-            channels_last(model)  # values unchanged; the optimiser holds the same parameters
+        apply_layout(model, self.layout)  # values unchanged; the optimiser holds the same parameters
 
     # ---------------------------------------------------------------------------- batches
     def num_samples(self) -> int:
@@ -124,7 +132,8 @@ class Trainer:
     def batch_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """The normalised loss of this process's slice (gradients summed over processes give the
         gradient of the global batch's mean loss), plus the searchers' extra terms."""
-        with neurons(self.exec), autocast(self.cfg.precision, self.cfg.device):
+        with neurons(self.exec), views_for_volume(self.model, self.exec), \
+                autocast(self.cfg.precision, self.cfg.device):
             if self.stereo:
                 total, count = self.stereo_loss_sum(batch)
             else:
