@@ -680,3 +680,23 @@ def test_step_modes_convolve_the_volume_from_the_views(mode):
     hook.remove()
     assert seen and set(seen) == {torch.Tensor if mode == "eager" else ViewPair}
     assert "volume" not in vars(model)
+
+
+def test_bf16_and_replaced_modules_build_the_volume():
+    """The views reach the first matching convolution only in float32 and only while it is the compiled
+    ConvBN (a searcher may replace it); a classification model has no volume."""
+    from training.execution import views_for_volume
+
+    g = small_genotype("stereo")
+    model = build_model(g)
+    for mode, precision, expect in (("multistep", "fp32", True), ("multistep", "bf16", False),
+                                    ("eager", "fp32", False)):
+        with views_for_volume(model, mode, precision):
+            assert ("volume" in vars(model)) == expect, (mode, precision)
+    layers = model.nets[g.head.matching].layers
+    layers[0].op = torch.nn.Sequential(layers[0].op)
+    with views_for_volume(model, "multistep", "fp32"):
+        assert "volume" not in vars(model)
+    classifier = build_model(small_genotype("cifar10"))
+    with views_for_volume(classifier, "multistep", "fp32"):
+        assert "volume" not in vars(classifier)

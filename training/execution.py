@@ -134,14 +134,16 @@ def neurons(mode: str):
 
 
 @contextlib.contextmanager
-def views_for_volume(model: torch.nn.Module, mode: str):
+def views_for_volume(model: torch.nn.Module, mode: str, precision: str = "fp32"):
     """Inside, a stereo model's first matching convolution reads the two views and convolves their cost
     volume without building it (``compiler.ops.volume_conv``: each view once with the kernel's disparity
     taps stacked, every disparity a shifted slice and a sum; D times fewer MACs for that layer, the same
-    values within float rounding), in the step and multistep modes; eager builds the volume, the reference.
-    Nothing changes where the factorisation does not apply (``compiler.factorize.why_not``) or a searcher
-    replaced that convolution's module. The model's parameters and state dict are untouched."""
-    if mode == "eager" or not _volume_conv_applies(model):
+    values within float rounding), in the step and multistep modes in float32; eager builds the volume, the
+    reference, and so does bf16 (there each tap's output would be rounded to bfloat16 before the taps are
+    summed, where the 3-D convolution rounds once: not measured on accuracy). Nothing changes where the
+    factorisation does not apply (``compiler.factorize.why_not``) or a searcher replaced that convolution's
+    module. The model's parameters and state dict are untouched."""
+    if mode == "eager" or precision != "fp32" or not _volume_conv_applies(model):
         yield
         return
     model.volume = view_pair  # an instance attribute over the class's cost_volume, for this block only

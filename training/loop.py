@@ -132,7 +132,7 @@ class Trainer:
     def batch_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """The normalised loss of this process's slice (gradients summed over processes give the
         gradient of the global batch's mean loss), plus the searchers' extra terms."""
-        with neurons(self.exec), views_for_volume(self.model, self.exec), \
+        with neurons(self.exec), views_for_volume(self.model, self.exec, self.cfg.precision), \
                 autocast(self.cfg.precision, self.cfg.device):
             if self.stereo:
                 total, count = self.stereo_loss_sum(batch)
