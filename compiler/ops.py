@@ -79,6 +79,16 @@ def plain_3d(y: Tensor) -> Tensor:
     return y.contiguous() if y.dim() == 5 and not y.is_contiguous() else y
 
 
+def in_order_of(weight: Tensor, x: Tensor) -> Tensor:
+    """A 3-D convolution's input in its weight's order: channels-last where the weight is. The convolution
+    would convert a plain input itself, forward, and again in the backward from the plain input it saved;
+    converted here, the converted input is what autograd saves (one transpose instead of two)."""
+    if x.dim() == 5 and weight.dim() == 5 and not weight.is_contiguous() \
+            and weight.is_contiguous(memory_format=torch.channels_last_3d):
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
 class ConvBN(nn.Module):
     """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current.
 
@@ -110,7 +120,7 @@ class ConvBN(nn.Module):
 
     def _conv(self, x: Tensor | ViewPair) -> Tensor:
         if not isinstance(x, ViewPair):
-            return self.conv(x)
+            return self.conv(in_order_of(self.conv.weight, x))
         w = self.conv.weight  # the volume's convolution from the views, differentiable in the weight
         return volume_conv(x.left, x.right, split_volume_kernel(w), w, self.conv.bias, x.disparities, x.shift,
                            x.left.shape[-1])
@@ -140,7 +150,8 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
         return None
     sizes = [m.conv.out_channels for m in modules]
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv3d
-    y = plain_3d(conv(x, torch.cat([m.conv.weight for m in modules]), None, c0.stride, c0.padding, c0.dilation))
+    kernel = torch.cat([m.conv.weight for m in modules])
+    y = plain_3d(conv(in_order_of(kernel, x), kernel, None, c0.stride, c0.padding, c0.dilation))
     weight, bias = torch.cat([m.bn.weight for m in modules]), torch.cat([m.bn.bias for m in modules])
     running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
                                    torch.cat([m.bn.running_var for m in modules]))
@@ -233,10 +244,34 @@ BUILDERS.register("skip", lambda in_channels, out_channels, dims, stride=1: nn.I
 BUILDERS.register("avgpool3x3", lambda in_channels, out_channels, dims, stride=1: AvgPool(dims, 3))
 
 
+TRAINING_RESAMPLE: contextvars.ContextVar[bool] = contextvars.ContextVar("training_resample", default=False)
+
+
+@contextlib.contextmanager
+def training_resample(on: bool):
+    """Inside (with ``on``), ``resample`` takes the training step's faster forms, the same values and
+    gradients: nearest 3-D upsampling reads and writes channels-last order (its readers are 3-D
+    convolutions computed channels-last, ``training.execution.conv3d_channels_last``: the coarse input is
+    converted instead of the 8x larger output), and nearest downsampling by whole factors is a strided
+    slice (its backward a strided copy into zeros, in the gradient's own order). Export and evaluation keep
+    ``F.interpolate``, the graph's Resize."""
+    token = TRAINING_RESAMPLE.set(on)
+    try:
+        yield
+    finally:
+        TRAINING_RESAMPLE.reset(token)
+
+
 def resample(x: Tensor, size: tuple[int, ...] | None) -> Tensor:
     """Nearest resampling to a trellis level's size (keeps spikes binary)."""
     if size is None or tuple(x.shape[2:]) == tuple(size):
         return x
+    if TRAINING_RESAMPLE.get():
+        pairs = list(zip(x.shape[2:], size, strict=True))
+        if all(a >= b and a % b == 0 for a, b in pairs):  # nearest picks source index i * (a // b)
+            return x[(slice(None), slice(None), *(slice(None, None, a // b) for a, b in pairs))]
+        if x.dim() == 5 and all(a <= b for a, b in pairs):
+            x = x.contiguous(memory_format=torch.channels_last_3d)
     return F.interpolate(x, size=tuple(size), mode="nearest")
 
 

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from test_property import genotypes
 
@@ -700,3 +701,42 @@ def test_bf16_and_replaced_modules_build_the_volume():
     classifier = build_model(small_genotype("cifar10"))
     with views_for_volume(classifier, "multistep", "fp32"):
         assert "volume" not in vars(classifier)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 3, 6, 16, 22), (3, 8, 11)), ((2, 3, 6, 16, 21), (2, 4, 7)),
+                                        ((2, 3, 3, 8, 11), (6, 16, 22)), ((2, 3, 48, 64), (16, 32)),
+                                        ((2, 3, 7, 9), (3, 4)), ((2, 3, 5, 7, 9), (6, 8, 10)),
+                                        ((2, 3, 16, 22), (48, 64))])
+def test_training_resample_gives_nearest_resampling_exactly(shape, size):
+    """The training step's resampling (strided slices for whole-factor downsampling, channels-last 3-D
+    upsampling) gives F.interpolate's nearest values and gradients bit for bit."""
+    from compiler.ops import resample, training_resample
+
+    gen = torch.Generator().manual_seed(len(shape) * 10 + size[0])
+    x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn((*shape[:2], *size), generator=gen, dtype=torch.float64)
+    ref = F.interpolate(x, size=size, mode="nearest")
+    (g_ref,) = torch.autograd.grad(ref, x, gy)
+    with training_resample(True):
+        y = resample(x, size)
+    (g,) = torch.autograd.grad(y, x, gy)
+    assert torch.equal(y, ref) and torch.equal(g, g_ref)
+    if len(shape) == 5 and size[0] > shape[2]:
+        assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    with training_resample(False):
+        assert resample(x, size).is_contiguous()
+
+
+def test_a_channels_last_3d_convolution_reads_its_input_in_its_order():
+    """``in_order_of`` converts a 3-D convolution's input to channels-last where its weight is (autograd then
+    saves the converted input; the convolution would otherwise convert it forward and again backward), and
+    leaves every other input as it is."""
+    from compiler.ops import in_order_of
+
+    x = torch.rand(2, 4, 3, 5, 6)
+    w_cl = torch.rand(3, 4, 3, 3, 3).contiguous(memory_format=torch.channels_last_3d)
+    assert in_order_of(w_cl, x).is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(in_order_of(w_cl, x), x)
+    assert in_order_of(torch.rand(3, 4, 3, 3, 3), x) is x
+    x2 = torch.rand(2, 4, 5, 6)
+    assert in_order_of(torch.rand(3, 4, 3, 3).contiguous(memory_format=torch.channels_last), x2) is x2

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from compiler.ir import Genotype, Stereo
+from compiler.ops import training_resample
 from runtime.core.names import TASKS
 
 from . import checkpoint as ckpt_io
@@ -133,6 +134,7 @@ class Trainer:
         """The normalised loss of this process's slice (gradients summed over processes give the
         gradient of the global batch's mean loss), plus the searchers' extra terms."""
         with neurons(self.exec), views_for_volume(self.model, self.exec, self.cfg.precision), \
+                training_resample(self.layout in ("channels-last", "conv3d-channels-last")), \
                 autocast(self.cfg.precision, self.cfg.device):
             if self.stereo:
                 total, count = self.stereo_loss_sum(batch)
