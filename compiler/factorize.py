@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .ir import ConvLayer
 from .model import ConvBlock, SNNModel
-from .ops import split_volume_kernel, taps_of, volume_conv
+from .volume import split_volume_kernel, taps_of, volume_conv
 
 
 class Views(NamedTuple):

@@ -640,7 +640,8 @@ def test_conv3d_channels_last_hands_batchnorm_and_the_neurons_the_plain_order():
 def test_the_volume_convolved_from_the_views_equals_the_volume_convolved(k, disparities, shift):
     """A ConvBN handed the two views (``ViewPair``) gives the values and gradients (views, weight,
     BatchNorm) of the same ConvBN on their cost volume, in training mode, within float64 rounding."""
-    from compiler.ops import ConvBN, ViewPair, cost_volume
+    from compiler.ops import ConvBN, cost_volume
+    from compiler.volume import ViewPair
 
     gen = torch.Generator().manual_seed(k * 100 + disparities)
     c, co = 3, 4
@@ -664,7 +665,7 @@ def test_the_volume_convolved_from_the_views_equals_the_volume_convolved(k, disp
 def test_step_modes_convolve_the_volume_from_the_views(mode):
     """step and multistep hand the matching network's first convolution the two views (the volume is never
     built); eager builds the volume (the reference). Nothing of it outlives the training step."""
-    from compiler.ops import ViewPair
+    from compiler.volume import ViewPair
 
     g = small_genotype("stereo")
     torch.manual_seed(0)

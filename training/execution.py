@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from compiler import fused
-from compiler.ops import ConvBN, view_pair
+from compiler.ops import ConvBN
+from compiler.volume import view_pair
 
 from .errors import TrainError
 
@@ -136,7 +137,7 @@ def neurons(mode: str):
 @contextlib.contextmanager
 def views_for_volume(model: torch.nn.Module, mode: str, precision: str = "fp32"):
     """Inside, a stereo model's first matching convolution reads the two views and convolves their cost
-    volume without building it (``compiler.ops.volume_conv``: each view once with the kernel's disparity
+    volume without building it (``compiler.volume.volume_conv``: each view once with the kernel's disparity
     taps stacked, every disparity a shifted slice and a sum; D times fewer MACs for that layer, the same
     values within float rounding), in the step and multistep modes in float32; eager builds the volume, the
     reference, and so does bf16 (there each tap's output would be rounded to bfloat16 before the taps are
