@@ -741,3 +741,29 @@ def test_a_channels_last_3d_convolution_reads_its_input_in_its_order():
     assert in_order_of(torch.rand(3, 4, 3, 3, 3), x) is x
     x2 = torch.rand(2, 4, 5, 6)
     assert in_order_of(torch.rand(3, 4, 3, 3).contiguous(memory_format=torch.channels_last), x2) is x2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_optimiser_step_is_the_per_parameter_loop_bit_for_bit(optimizer):
+    """The training optimisers update all parameters with multi-tensor (foreach) ops: the same bits as
+    PyTorch's per-parameter loop over several steps (weight decay and momentum included)."""
+    from training.loop import make_optimizer
+
+    g = small_genotype("stereo")
+    torch.manual_seed(0)
+    params = [p.detach().clone() for p in build_model(g).parameters()]
+    cfg = TrainConfig(genotype="", out="", optimizer=optimizer, lr=1e-2, weight_decay=1e-3, schedule="constant")
+    gen = torch.Generator().manual_seed(3)
+    grads = [[torch.randn(p.shape, generator=gen) for p in params] for _ in range(3)]
+    a = [p.clone().requires_grad_() for p in params]
+    b = [p.clone().requires_grad_() for p in params]
+    opt_a = make_optimizer(cfg, a)[0]
+    opt_b = (torch.optim.Adam(b, lr=1e-2, weight_decay=1e-3, foreach=False) if optimizer == "adam" else
+             torch.optim.SGD(b, lr=1e-2, momentum=cfg.momentum, weight_decay=1e-3, foreach=False))
+    assert opt_a.param_groups[0]["foreach"] is True
+    for step in grads:
+        for pa, pb, gr in zip(a, b, step, strict=True):
+            pa.grad, pb.grad = gr.clone(), gr.clone()
+        opt_a.step()
+        opt_b.step()
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
