@@ -121,7 +121,7 @@ class ConvBN(nn.Module):
             return self.conv(in_order_of(self.conv.weight, x))
         w = self.conv.weight  # the volume's convolution from the views, differentiable in the weight
         return volume_conv(x.left, x.right, split_volume_kernel(w), w, self.conv.bias, x.disparities, x.shift,
-                           x.left.shape[-1])
+                           x.left.shape[-1], border_2d=True)
 
 
 def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:

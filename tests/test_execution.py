@@ -767,3 +767,24 @@ def test_the_optimiser_step_is_the_per_parameter_loop_bit_for_bit(optimizer):
         opt_a.step()
         opt_b.step()
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_the_border_as_one_2d_convolution_equals_the_3d_one(k):
+    """The last k//2 output columns of the volume's convolution computed by one 2-D convolution (the strip's
+    columns folded into channels, the training step's choice) equal the export's 3-D convolution of the
+    strip, values and gradients, in float64."""
+    from compiler.volume import _border_as_2d
+
+    gen = torch.Generator().manual_seed(k)
+    r = k // 2
+    strip = torch.randn((2, 6, 4, 5, 3 * r), generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn((3, 6, k, k, k), generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = F.conv3d(strip, weight, bias, padding=(r, r, 0))
+    got = _border_as_2d(strip, weight, bias)
+    gy = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, [strip, weight, bias], gy),
+                    torch.autograd.grad(ref, [strip, weight, bias], gy), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
