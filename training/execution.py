@@ -114,7 +114,7 @@ def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.
     convolutions are all 2-D (measured: 12-15 % less time per classification batch; no gain on the stereo
     model, whose 3-D matching convolutions dominate); conv3d-channels-last in float32 on a CPU for a model
     with 3-D convolutions (the stereo model: 3-D convolutions computed channels-last, everything else in
-    the plain order; docs/training.md, "Channels-last for the 3-D convolutions"); nchw otherwise (float32
+    the plain order; docs/training.md, "Execution speed" and "Run 13"); nchw otherwise (float32
     2-D models stay exactly as they were)."""
     if requested not in LAYOUTS:
         raise TrainError(f"unknown --layout {requested!r}", f"use one of {', '.join(LAYOUTS)}")
