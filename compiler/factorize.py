@@ -32,25 +32,12 @@ layer with a convolution op at stride 1 on the volume's own grid; otherwise it r
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
 
 from torch import Tensor, nn
 
 from .ir import ConvLayer
 from .model import ConvBlock, SNNModel
-from .volume import split_volume_kernel, taps_of, volume_conv
-
-
-class Views(NamedTuple):
-    """The two views' feature maps, (B, C, h, w) each: what the factorised first layer reads."""
-
-    left: Tensor
-    right: Tensor
-
-
-def stereo_views(left: Tensor, right: Tensor, disparities: int, shift: int) -> Views:
-    """The stereo head's volume builder in a factorised model: no volume, the views themselves."""
-    return Views(left, right)
+from .volume import ViewPair, split_volume_kernel, taps_of, view_pair, volume_conv
 
 
 class CostVolumeConv(nn.Module):
@@ -80,8 +67,8 @@ class CostVolumeConv(nn.Module):
         """The disparity taps t whose slice d + t - r lies inside the volume."""
         return taps_of(d, self.k, self.disparities)
 
-    def forward(self, views: Views) -> Tensor:
-        left, right = views  # (B, C, h, w) each
+    def forward(self, views: ViewPair) -> Tensor:
+        left, right = views.left, views.right  # (B, C, h, w) each
         out = volume_conv(left, right, (self.w_left, self.w_right), self.weight, self.bias, self.disparities,
                           self.shift, self.w)
         return out if self.bn is None else self.bn(out)
@@ -130,7 +117,7 @@ def factorize_cost_volume(model: SNNModel) -> tuple[SNNModel, dict | None]:
     conv, bn = block.op.conv, getattr(block.op, "bn", None)
     channels, _, h, w = net_plan.input_shape
     block.op = CostVolumeConv(conv, head.disparities, head.shift, (h, w), bn)
-    out.volume = stereo_views
+    out.volume = view_pair  # the views in place of the volume
     layer = net_plan.layers[0]
     record = {"pass": "factorize_cost_volume", "layer": f"{head.matching}.{layer.layer.name}",
               "macs_before": int(layer.macs), "macs_after": int(block.op.macs(channels // 2))}

@@ -15,8 +15,9 @@ from torch import Tensor
 
 
 class ViewPair(NamedTuple):
-    """The two views' features, (B, C, h, w) each, in place of their cost volume: what a ``ConvBN`` reading
-    the volume receives while training convolves it without building it (``training.execution``)."""
+    """The two views' features, (B, C, h, w) each, in place of their cost volume: what the first matching
+    layer reads where it convolves the volume without building it (the export's ``CostVolumeConv``, and a
+    ``ConvBN`` while training, ``training.execution.views_for_volume``)."""
 
     left: Tensor
     right: Tensor
@@ -26,7 +27,8 @@ class ViewPair(NamedTuple):
 
 def view_pair(left: Tensor, right: Tensor, disparities: int, shift: int = 1) -> ViewPair:
     """The volume builder of a model whose first matching convolution reads the views (``cost_volume``'s
-    signature)."""
+    signature): a factorised model's (``compiler.factorize``), and a training model's inside
+    ``training.execution.views_for_volume``."""
     return ViewPair(left, right, disparities, shift)
 
 

@@ -15,10 +15,11 @@ from helpers import make_exact, small_genotype
 
 from compiler import build_model
 from compiler.export import to_onnx
-from compiler.factorize import CostVolumeConv, Views, factorize_cost_volume, why_not
+from compiler.factorize import CostVolumeConv, factorize_cost_volume, why_not
 from compiler.fold import fold_batchnorm
 from compiler.onnxgraph import conv_macs
 from compiler.ops import cost_volume
+from compiler.volume import ViewPair
 
 # (C, C_out, D, h, w, shift, kernel): interior, shifts beyond the width, D = 1 and 2, kernels 1 and 5
 CASES = [(3, 4, 5, 6, 7, 1, 3), (3, 4, 6, 5, 9, 2, 3), (2, 3, 9, 4, 5, 1, 3), (2, 3, 4, 4, 6, 3, 3),
@@ -38,7 +39,7 @@ def test_layer_equals_conv3d_of_the_volume(case):
     left, right = _views(c, h, w, seed=sum(case))
     with torch.no_grad():
         want = conv(cost_volume(left, right, d, shift))
-        got = CostVolumeConv(conv, d, shift, (h, w))(Views(left, right))
+        got = CostVolumeConv(conv, d, shift, (h, w))(ViewPair(left, right, d, shift))
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
@@ -65,7 +66,7 @@ def test_the_borders_are_what_a_naive_shift_gets_wrong():
         naive = torch.stack(naive, dim=2)
     wrong = (naive - want).abs().amax(dim=(0, 1, 2, 3)) > 1e-9  # per column
     assert wrong[-1] and wrong[:-1].any()  # the last column and the shifted maps' left edges
-    got = CostVolumeConv(conv, d, shift, (h, w))(Views(left, right))
+    got = CostVolumeConv(conv, d, shift, (h, w))(ViewPair(left, right, d, shift))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 

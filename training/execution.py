@@ -101,11 +101,16 @@ def _weights_in(model: torch.nn.Module, kind: type, memory_format: torch.memory_
             m.weight.data = w.copy_(m.weight.data)
 
 
+def conv3d_in_channels_last(layout: str) -> bool:
+    """Whether a resolved layout computes the 3-D convolutions channels-last."""
+    return layout in ("channels-last", "conv3d-channels-last")
+
+
 def apply_layout(model: torch.nn.Module, layout: str) -> None:
     """Put the model's convolution weights in ``layout``'s memory order (a resolved layout, not auto)."""
     if layout == "channels-last":
         channels_last(model)
-    if layout in ("channels-last", "conv3d-channels-last"):
+    if conv3d_in_channels_last(layout):
         conv3d_channels_last(model)
 
 

@@ -32,6 +32,7 @@ from .execution import (
     apply_layout,
     autocast,
     class_logits,
+    conv3d_in_channels_last,
     neurons,
     resolve_exec,
     resolve_layout,
@@ -138,7 +139,7 @@ class Trainer:
         """The normalised loss of this process's slice (gradients summed over processes give the
         gradient of the global batch's mean loss), plus the searchers' extra terms."""
         with neurons(self.exec), views_for_volume(self.model, self.exec, self.cfg.precision), \
-                training_resample(self.layout in ("channels-last", "conv3d-channels-last")), \
+                training_resample(conv3d_in_channels_last(self.layout)), \
                 autocast(self.cfg.precision, self.cfg.device):
             if self.stereo:
                 total, count = self.stereo_loss_sum(batch)
