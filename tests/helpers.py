@@ -20,6 +20,7 @@ SMALL = {
     },
     "stereo_small": {"input.height": 24, "input.width": 32},  # already few channels
     "stereo_small_fine": {"input.height": 24, "input.width": 32},
+    "stereo_fine_c12": {"input.height": 24, "input.width": 32},  # the paper's channels (C = 12), small input
     "cifar10": {"input.height": 8, "input.width": 8, "networks.backbone.node_channels": [4, 4, 8],
                 "networks.backbone.layers[0].channels": 8},
     "snasnet_cifar10_bw": {"input.height": 16, "input.width": 16, "networks.backbone.node_channels": [8, 16],

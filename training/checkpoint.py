@@ -216,9 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("dst")
     a = sub.add_parser("average", help="the mean of several checkpoints' weights, written stripped")
     a.add_argument("paths", nargs="+", metavar="SRC ... DST", help="two or more checkpoints, then the output file")
+    w = sub.add_parser("widen", help="the weights of a trained model in a wider genotype of the same graph, "
+                                     "computing what they computed (training.widen)")
+    w.add_argument("src")
+    w.add_argument("genotype", help="the wide genotype: the trained one with more channels")
+    w.add_argument("dst")
+    w.add_argument("--seed", type=int, default=0, help="seed of the new channels' initial weights (default 0)")
     args = p.parse_args(argv)
 
     def body() -> int:
+        if args.command == "widen":
+            return _widen(args)
         if args.command == "average":
             *srcs, dst = args.paths
             average(srcs, dst)
@@ -229,6 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main(body, (TrainError,))
+
+
+def _widen(args) -> int:
+    from .widen import widen_checkpoint
+
+    if Path(args.dst).resolve() == Path(args.src).resolve():
+        raise TrainError(f"{args.dst}: is the checkpoint widened (it would be replaced)", "write to a new file")
+    if Path(args.dst).is_dir():
+        raise TrainError(f"{args.dst}: is a folder", "give a file name, e.g. wide.pt")
+    out = widen_checkpoint(args.src, args.genotype, args.dst, args.seed)
+    before, after = out["params"]
+    print(f"wrote {args.dst}: {before:,} -> {after:,} parameters; the two models' outputs differ by at most "
+          f"{out['max_difference']:.3g} over 4 steps of random input")
+    return 0
 
 
 if __name__ == "__main__":
