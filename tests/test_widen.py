@@ -121,19 +121,24 @@ def test_a_concatenation_widens_group_by_group_not_as_a_leading_slice():
     assert index_map([2, 3], [4, 5]).tolist() == [0, 1, 4, 5, 6]
 
 
-def test_widen_writes_a_checkpoint_that_trains_from(tmp_path, capsys):
+@pytest.mark.parametrize("neuron", ["lif", "relu"])
+def test_widen_writes_a_checkpoint_that_trains_from(tmp_path, capsys, neuron):
     g_old, g_new = _pair("stereo")
+    sets = [] if neuron == "lif" else ["--set", "neuron.kind=relu"]  # a ReLU twin, as training.train --set
+    if sets:
+        g_old = load_genotype(GENOTYPES / "stereo_small_fine.yaml", overrides={**SMALL, "neuron.kind": "relu"})
     old = _trained(g_old).float()
     src, dst, wide = tmp_path / "a.pt", tmp_path / "wide.pt", tmp_path / "wide.yaml"
     save_atomic({"model": old.state_dict(), "genotype": g_old.to_yaml(), "config": {"lr": 0.1}, "epoch": 3,
                  "optimizer": {}}, src)
     wide.write_text(g_new.to_yaml())
-    assert main(["widen", str(src), str(wide), str(dst)]) == 0
+    assert main(["widen", str(src), str(wide), str(dst), *sets]) == 0
     out = capsys.readouterr().out
     assert "parameters; the two models' outputs differ by at most" in out
     ck = load(dst)
     assert "optimizer" not in ck and ck["widened_from"]["epoch"] == 3
     model = build_model(loads_genotype(ck["genotype"]))
+    assert model.genotype.neuron.kind == neuron
     model.load_state_dict(ck["model"])  # what --init loads
     assert output_difference(old, model) < 1e-4
 

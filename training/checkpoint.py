@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("genotype", help="the wide genotype: the trained one with more channels")
     w.add_argument("dst")
     w.add_argument("--seed", type=int, default=0, help="seed of the new channels' initial weights (default 0)")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the wide genotype, as training.train's --set (e.g. neuron.kind=relu "
+                        "for a ReLU twin); repeatable")
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -246,7 +249,7 @@ def _widen(args) -> int:
         raise TrainError(f"{args.dst}: is the checkpoint widened (it would be replaced)", "write to a new file")
     if Path(args.dst).is_dir():
         raise TrainError(f"{args.dst}: is a folder", "give a file name, e.g. wide.pt")
-    out = widen_checkpoint(args.src, args.genotype, args.dst, args.seed)
+    out = widen_checkpoint(args.src, args.genotype, args.dst, args.seed, args.set)
     before, after = out["params"]
     print(f"wrote {args.dst}: {before:,} -> {after:,} parameters; the two models' outputs differ by at most "
           f"{out['max_difference']:.3g} over 4 steps of random input")

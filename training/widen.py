@@ -136,8 +136,9 @@ def _widen_rows_cols(state: dict, old_sd: dict, key: str, rows: torch.Tensor, co
     w[rows.unsqueeze(1), cols.unsqueeze(0)] = old_sd[key]
 
 
-def widen_checkpoint(src: str, genotype_path: str, dst: str, seed: int = 0) -> dict:
-    """Write ``dst``: ``src``'s weights widened to the genotype at ``genotype_path`` (stripped, as
+def widen_checkpoint(src: str, genotype_path: str, dst: str, seed: int = 0, overrides: list[str] | None = None) -> dict:
+    """Write ``dst``: ``src``'s weights widened to the genotype at ``genotype_path`` with ``overrides``
+    (``--set``, e.g. ``neuron.kind=relu`` for a ReLU twin) applied (stripped, as
     ``training.checkpoint strip`` writes, with ``widened_from``); returns it with ``max_difference``, the
     largest difference between the two models' outputs over a few steps of random input."""
     from compiler import build_model, load_genotype, loads_genotype
@@ -149,7 +150,7 @@ def widen_checkpoint(src: str, genotype_path: str, dst: str, seed: int = 0) -> d
     ckpt_io.check_weights(ck["model"], src)
     try:
         g_old = loads_genotype(ck["genotype"], file=f"{src} (genotype)")
-        g_new = load_genotype(genotype_path)
+        g_new = load_genotype(genotype_path, overrides=overrides or None)
     except GenotypeError as exc:
         raise TrainError(str(exc)) from None
     if g_new.task != g_old.task:
