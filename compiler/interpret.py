@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 from .names import state_name
 from .neurons import NeuronModule, build_neuron
-from .ops import BUILDERS, STACKED, aux_head, convbn_together, estimate_disparity, resample
+from .ops import BUILDERS, STACKED, ConvBN, aux_head, convbn_together, estimate_disparity, resample
 from .plantypes import Node
 from .registry import OPS
+from .upsample import materialise, takes_upsampled
 from .views import batchable, interleave, split, view_twins
 
 
@@ -111,6 +112,7 @@ class Context:
     model: nn.Module
     step: Step
     inputs: dict[str, Tensor]
+    lazy: frozenset[str] = frozenset()  # resample nodes whose readers convolve on the coarse grid
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ HANDLERS: dict[str, Handler] = {
     "sum": Handler(_sum),
     "delay_read": Handler(lambda n, m, args, ctx: ctx.step.state_in[n.attrs["state"]]),
     "delay_write": Handler(_delay_write),
-    "resample": Handler(lambda n, m, args, ctx: resample(args[0], n.attrs["size"])),
+    "resample": Handler(lambda n, m, args, ctx: resample(args[0], n.attrs["size"], n.name in ctx.lazy)),
     "concat": Handler(lambda n, m, args, ctx: torch.cat(args, dim=1)),
     "cost_volume": Handler(lambda n, m, args, ctx: ctx.model.volume(args[0], args[1], n.attrs["disparities"],
                                                                      n.attrs["shift"])),
@@ -226,6 +228,31 @@ def _same_input_ops(nodes: list[Node], root: nn.Module | None = None) -> dict[st
     return found
 
 
+_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its nodes, resample -> readers)
+
+
+def _lazy_upsamples(nodes: list[Node], root: nn.Module) -> frozenset[str]:
+    """The resample nodes every reader of which is a convolution that computes on the coarse grid
+    (``compiler.upsample``; a ``ConvBN`` of the form ``takes_upsampled`` accepts, looked up now: searchers
+    replace modules), and that are no output of the model."""
+    hit = _READERS.get(root)
+    if hit is None or hit[0] is not nodes:
+        readers: dict[str, list[Node]] = {n.name: [] for n in nodes if n.kind == "resample"}
+        for n in nodes:
+            for i in n.inputs:
+                if i in readers:
+                    readers[i].append(n)
+        outputs = set(getattr(getattr(root, "plan", None), "outputs", {}).values())
+        hit = (nodes, {k: v for k, v in readers.items() if v and k not in outputs})
+        _READERS[root] = hit
+    return frozenset(name for name, users in hit[1].items() if all(_takes_upsampled(root, n) for n in users))
+
+
+def _takes_upsampled(root: nn.Module, n: Node) -> bool:
+    m = submodule(root, n.module) if n.kind == "op" and n.module is not None else None
+    return type(m) is ConvBN and not n.attrs.get("training_only") and len(n.inputs) == 1 and takes_upsampled(m.conv)
+
+
 class _Views:
     """The stereo feature network's two instances run as one under multi-step training (``compiler.views``):
     ``take(node)`` runs a left twin on both views, skips a right one, and puts into ``env`` the values that
@@ -266,7 +293,7 @@ class _Views:
             stacked.views = 1
         twin = self.twins[node.name]
         if node.name in self.needed or twin in self.needed:
-            self.env[node.name], self.env[twin] = split(self.both[node.name], self.step.steps)
+            self.env[node.name], self.env[twin] = split(materialise(self.both[node.name]), self.step.steps)
         return True
 
     def _run(self, node: Node, together: dict[str, list[Node]], handlers: dict[str, Handler]) -> Tensor:
@@ -300,10 +327,11 @@ def run_graph(root: nn.Module, nodes: list[Node], inputs: dict[str, Tensor], ste
               handlers: dict[str, Handler] = HANDLERS) -> dict[str, Tensor]:
     """One time step over ``nodes`` in order; returns every value by name. A run of nodes with the same
     ``scope`` runs inside the ``Scope`` modules on that path; training-only nodes run in training mode only."""
-    ctx = Context(root, step, inputs)
     env: dict[str, Tensor] = {}
     fast = root.training and STACKED.get() is not None and handlers["op"] is HANDLERS["op"] \
         and handlers["neuron"] is HANDLERS["neuron"]
+    lazy = fast and handlers["resample"] is HANDLERS["resample"]
+    ctx = Context(root, step, inputs, _lazy_upsamples(nodes, root) if lazy else frozenset())
     together = _same_input_ops(nodes, root) if fast else {}
     early: dict[str, Tensor] = {}  # outputs computed with an earlier node's (``together``)
     paired = _Views.of(root, nodes, env, ctx) if fast else None

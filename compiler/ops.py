@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .ir import Classifier
 from .registry import OPS, Registry
+from .upsample import Upsampled, materialise, takes_upsampled, upsampled_conv, whole_factors
 from .volume import ViewPair, split_volume_kernel, volume_conv
 
 
@@ -116,7 +117,11 @@ class ConvBN(nn.Module):
             out.append(F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps))
         return torch.cat(out)
 
-    def _conv(self, x: Tensor | ViewPair) -> Tensor:
+    def _conv(self, x: Tensor | ViewPair | Upsampled) -> Tensor:
+        if isinstance(x, Upsampled):
+            if takes_upsampled(self.conv):
+                return upsampled_conv(x, self.conv.weight, self.conv.bias)
+            x = materialise(x)
         if not isinstance(x, ViewPair):
             return self.conv(in_order_of(self.conv.weight, x))
         w = self.conv.weight  # the volume's convolution from the views, differentiable in the weight
@@ -149,7 +154,11 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
     sizes = [m.conv.out_channels for m in modules]
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv3d
     kernel = torch.cat([m.conv.weight for m in modules])
-    y = plain_3d(conv(in_order_of(kernel, x), kernel, None, c0.stride, c0.padding, c0.dilation))
+    if isinstance(x, Upsampled) and takes_upsampled(c0):
+        y = plain_3d(upsampled_conv(x, kernel))
+    else:
+        x = materialise(x)
+        y = plain_3d(conv(in_order_of(kernel, x), kernel, None, c0.stride, c0.padding, c0.dilation))
     weight, bias = torch.cat([m.bn.weight for m in modules]), torch.cat([m.bn.bias for m in modules])
     running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
                                    torch.cat([m.bn.running_var for m in modules]))
@@ -260,11 +269,17 @@ def training_resample(on: bool):
         TRAINING_RESAMPLE.reset(token)
 
 
-def resample(x: Tensor, size: tuple[int, ...] | None) -> Tensor:
-    """Nearest resampling to a trellis level's size (keeps spikes binary)."""
+def resample(x: Tensor, size: tuple[int, ...] | None, lazy: bool = False) -> Tensor | Upsampled:
+    """Nearest resampling to a trellis level's size (keeps spikes binary). ``lazy`` (every reader of the
+    value is a convolution that takes an ``Upsampled``, ``compiler.interpret``): inside
+    ``training_resample(True)``, outside autocast, an upsampling by whole factors is not carried out and
+    its readers convolve on the coarse grid (``compiler.upsample``)."""
     if size is None or tuple(x.shape[2:]) == tuple(size):
         return x
     if TRAINING_RESAMPLE.get():
+        factors = whole_factors(tuple(x.shape[2:]), tuple(size)) if lazy else None
+        if factors is not None and not torch.is_autocast_enabled(x.device.type):
+            return Upsampled(x, factors)
         pairs = list(zip(x.shape[2:], size, strict=True))
         if all(a >= b and a % b == 0 for a, b in pairs):  # nearest picks source index i * (a // b)
             return x[(slice(None), slice(None), *(slice(None, None, a // b) for a, b in pairs))]
