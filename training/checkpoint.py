@@ -249,7 +249,10 @@ def _widen(args) -> int:
         raise TrainError(f"{args.dst}: is the checkpoint widened (it would be replaced)", "write to a new file")
     if Path(args.dst).is_dir():
         raise TrainError(f"{args.dst}: is a folder", "give a file name, e.g. wide.pt")
-    out = widen_checkpoint(args.src, args.genotype, args.dst, args.seed, args.set)
+    ck = load(args.src)
+    check_weights(ck["model"], args.src)
+    out = widen_checkpoint(ck, args.src, args.genotype, args.seed, args.set)
+    save_atomic(out["checkpoint"], args.dst)
     before, after = out["params"]
     print(f"wrote {args.dst}: {before:,} -> {after:,} parameters; the two models' outputs differ by at most "
           f"{out['max_difference']:.3g} over 4 steps of random input")

@@ -136,18 +136,16 @@ def _widen_rows_cols(state: dict, old_sd: dict, key: str, rows: torch.Tensor, co
     w[rows.unsqueeze(1), cols.unsqueeze(0)] = old_sd[key]
 
 
-def widen_checkpoint(src: str, genotype_path: str, dst: str, seed: int = 0, overrides: list[str] | None = None) -> dict:
-    """Write ``dst``: ``src``'s weights widened to the genotype at ``genotype_path`` with ``overrides``
-    (``--set``, e.g. ``neuron.kind=relu`` for a ReLU twin) applied (stripped, as
-    ``training.checkpoint strip`` writes, with ``widened_from``); returns it with ``max_difference``, the
-    largest difference between the two models' outputs over a few steps of random input."""
+def widen_checkpoint(ck: dict, src: str, genotype_path: str, seed: int = 0,
+                     overrides: list[str] | None = None) -> dict:
+    """A loaded checkpoint ``ck`` (read from ``src``) with its weights widened to the genotype at
+    ``genotype_path`` with ``overrides`` (``--set``, e.g. ``neuron.kind=relu`` for a ReLU twin) applied:
+    stripped, as ``training.checkpoint strip`` writes, with ``widened_from``; the caller writes it. Also
+    returns ``max_difference``, the largest difference between the two models' outputs over a few steps of
+    random input, and the two parameter counts."""
     from compiler import build_model, load_genotype, loads_genotype
     from compiler.errors import GenotypeError
 
-    from . import checkpoint as ckpt_io
-
-    ck = ckpt_io.load(src)
-    ckpt_io.check_weights(ck["model"], src)
     try:
         g_old = loads_genotype(ck["genotype"], file=f"{src} (genotype)")
         g_new = load_genotype(genotype_path, overrides=overrides or None)
@@ -163,9 +161,8 @@ def widen_checkpoint(src: str, genotype_path: str, dst: str, seed: int = 0, over
     keep = {k: ck[k] for k in ("config", "epoch", "history") if k in ck}
     keep.update(model=new.state_dict(), genotype=g_new.to_yaml(),
                 widened_from={"path": str(src), "epoch": ck.get("epoch"), "seed": seed})
-    ckpt_io.save_atomic(keep, dst)
-    return {**keep, "max_difference": output_difference(old, new), "params": (
-        sum(p.numel() for p in old.parameters()), sum(p.numel() for p in new.parameters()))}
+    params = (sum(p.numel() for p in old.parameters()), sum(p.numel() for p in new.parameters()))
+    return {"checkpoint": keep, "max_difference": output_difference(old, new), "params": params}
 
 
 def output_difference(a: nn.Module, b: nn.Module, steps: int = 4, seed: int = 0) -> float:
