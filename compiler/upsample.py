@@ -14,7 +14,7 @@ interleaved, gives the same values and gradients within float rounding (the taps
 product). The multiply-adds are as many as on the fine grid, but the convolution has f^dims times the
 output channels, which oneDNN runs far faster than a convolution to one or a few channels (the stereo
 cost layer, 24 -> 1 channel on the 8 x 48 x 64 grid of the fine model: 442-507 ms forward and backward
-on the upsampled input against 71-82 ms; benchmarks/bench_train.py and docs/training.md), and the
+on the upsampled input against 71-82 ms, one thread, a one-off script; docs/training.md, Run 14), and the
 upsampled input is never built.
 
 ``resample`` hands an ``Upsampled`` (the coarse input and the factors) instead of the fine tensor where
@@ -87,8 +87,7 @@ def phase_kernel(weight: Tensor, factors: tuple[int, ...]) -> tuple[Tensor, tupl
     spec = ",".join(f"{p}{c}{o}" for p, c, o in zip(letters, "ijk"[:dims], "opq"[:dims], strict=True))
     out = f"{letters}xy{'ijk'[:dims]}"
     kernel = torch.einsum(f"{spec},xy{'opq'[:dims]}->{out}", *taps, weight)
-    co, ci = weight.shape[:2]
-    return kernel.reshape(-1, ci, *kernel.shape[-dims:]), tuple(pads)
+    return kernel.reshape(-1, weight.shape[1], *kernel.shape[-dims:]), tuple(pads)
 
 
 def interleave_phases(y: Tensor, factors: tuple[int, ...], co: int) -> Tensor:
