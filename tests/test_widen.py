@@ -143,7 +143,8 @@ def test_widen_writes_a_checkpoint_that_trains_from(tmp_path, capsys, neuron):
     assert output_difference(old, model) < 1e-4
 
 
-@pytest.mark.parametrize("case", ["narrower", "structure", "task", "same-file", "folder", "no-genotype"])
+@pytest.mark.parametrize("case", ["narrower", "structure", "task", "same-file", "folder", "no-genotype",
+                                  "ckpt-without-genotype", "ckpt-weights-misfit"])
 def test_widen_refuses_what_it_cannot_widen_in_one_line(tmp_path, capsys, case):
     g_old = _class("4, 8", 4)
     src, dst, wide = tmp_path / "a.pt", tmp_path / "wide.pt", tmp_path / "wide.yaml"
@@ -165,6 +166,12 @@ def test_widen_refuses_what_it_cannot_widen_in_one_line(tmp_path, capsys, case):
         dst, want = tmp_path, "is a folder"
     elif case == "no-genotype":
         wide, want = tmp_path / "none.yaml", "none.yaml"
+    elif case == "ckpt-without-genotype":
+        save_atomic({"model": build_model(g_old).state_dict(), "config": {}}, src)
+        want = "holds no genotype"
+    elif case == "ckpt-weights-misfit":  # a checkpoint whose genotype was edited after training
+        save_atomic({"model": build_model(g_old).state_dict(), "genotype": _class("5, 10", 5).to_yaml()}, src)
+        want = "its weights do not fit its own genotype (size mismatch for"
     if case != "no-genotype":
         wide.write_text(text)
     assert main(["widen", str(src), str(wide), str(dst)]) == 2

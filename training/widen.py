@@ -146,6 +146,9 @@ def widen_checkpoint(ck: dict, src: str, genotype_path: str, seed: int = 0,
     from compiler import build_model, load_genotype, loads_genotype
     from compiler.errors import GenotypeError
 
+    if not isinstance(ck.get("genotype"), str):
+        raise TrainError(f"{src}: holds no genotype (a training checkpoint or a shipped model file carries one)",
+                         "widen a checkpoint written by training.train or training.checkpoint")
     try:
         g_old = loads_genotype(ck["genotype"], file=f"{src} (genotype)")
         g_new = load_genotype(genotype_path, overrides=overrides or None)
@@ -154,7 +157,11 @@ def widen_checkpoint(ck: dict, src: str, genotype_path: str, seed: int = 0,
     if g_new.task != g_old.task:
         raise TrainError(f"{genotype_path}: a {g_new.task} genotype, the trained model is {g_old.task}")
     old = build_model(g_old)
-    old.load_state_dict(ck["model"])
+    try:
+        old.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        why = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+        raise TrainError(f"{src}: its weights do not fit its own genotype ({why})") from None
     torch.manual_seed(seed)
     new = build_model(g_new)
     new.load_state_dict(widen_state(old, new, genotype_path))
