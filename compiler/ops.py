@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ir import Classifier
+from .order import in_order_of
 from .registry import OPS, Registry
 from .upsample import Upsampled, materialise, takes_upsampled, upsampled_conv, whole_factors
 from .volume import ViewPair, split_volume_kernel, volume_conv
@@ -76,16 +77,6 @@ def plain_3d(y: Tensor) -> Tensor:
     (nothing at all where it already is, so a traced or exported graph holds no op for it). 2-D outputs keep
     their order (``--layout channels-last``)."""
     return y.contiguous() if y.dim() == 5 and not y.is_contiguous() else y
-
-
-def in_order_of(weight: Tensor, x: Tensor) -> Tensor:
-    """A 3-D convolution's input in its weight's order: channels-last where the weight is. The convolution
-    would convert a plain input itself, forward, and again in the backward from the plain input it saved;
-    converted here, the converted input is what autograd saves (one transpose instead of two)."""
-    if x.dim() == 5 and weight.dim() == 5 and not weight.is_contiguous() \
-            and weight.is_contiguous(memory_format=torch.channels_last_3d):
-        return x.contiguous(memory_format=torch.channels_last_3d)
-    return x
 
 
 class ConvBN(nn.Module):

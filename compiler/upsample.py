@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .order import in_order_of
+
 
 class Upsampled(NamedTuple):
     """A nearest upsampling not carried out: ``x`` (B, C, *coarse) and the whole factor of each spatial axis."""
@@ -104,11 +106,8 @@ def upsampled_conv(u: Upsampled, weight: Tensor, bias: Tensor | None = None) -> 
     input is converted to the phase kernel's memory order first (channels-last 3-D kernels stay so)."""
     dims = weight.dim() - 2
     kernel, pads = phase_kernel(weight, u.factors)
-    if weight.dim() == 5 and weight.is_contiguous(memory_format=torch.channels_last_3d):
-        kernel = kernel.contiguous(memory_format=torch.channels_last_3d)
-    x = u.x
-    if kernel.dim() == 5 and kernel.is_contiguous(memory_format=torch.channels_last_3d):
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    kernel = in_order_of(weight, kernel)  # channels-last where the weight is
+    x = in_order_of(kernel, u.x)
     conv = F.conv2d if dims == 2 else F.conv3d
     phases = 1
     for f in u.factors:
