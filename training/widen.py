@@ -97,26 +97,22 @@ def widen_state(old_model, new_model, where: str = "wide genotype") -> dict[str,
         keys = [k for k in old_sd if k.startswith(prefix)]
         if not any(old_sd[k].shape != state[k].shape for k in keys):
             continue  # nothing widened here: copied with the rest below
-        o_in, n_in = _groups(lo, ln, n.inputs[0], where)
-        cols = index_map(o_in, n_in)
-        rows = torch.arange(n.shape[0]) if n.kind == "op" else None
         if n.kind == "op" and {prefix + "conv.weight", prefix + "bn.weight"} <= set(keys):
-            _widen_rows_cols(state, old_sd, prefix + "conv.weight", rows, cols)
-            for k in keys:
-                if old_sd[k].shape == state[k].shape:
-                    state[k] = old_sd[k].clone()  # (BatchNorm's batch count)
-                elif k != prefix + "conv.weight":
-                    state[k][rows] = old_sd[k]  # BatchNorm's per-channel tensors, a bias
-        elif n.kind == "linear" and {prefix + "weight"} <= set(keys):
-            _widen_rows_cols(state, old_sd, prefix + "weight", torch.arange(old_sd[prefix + "weight"].shape[0]), cols)
-            for k in keys:
-                if k != prefix + "weight":
-                    state[k] = old_sd[k].clone()  # the bias (the classes do not widen)
+            weight = prefix + "conv.weight"
+        elif n.kind == "linear" and prefix + "weight" in keys:
+            weight = prefix + "weight"  # (its classes do not widen)
         else:
             bad = next(k for k in keys if old_sd[k].shape != state[k].shape)
             raise TrainError(f"{where}: weight {bad!r} of node {n.name!r} ({n.kind}) would change shape, and "
                              "widening knows convolutions with BatchNorm and linear layers only",
                              "keep this layer's channels as trained")
+        rows = torch.arange(old_sd[weight].shape[0])  # the trained output channels, first in every group of one
+        _widen_rows_cols(state, old_sd, weight, rows, index_map(*_groups(lo, ln, n.inputs[0], where)))
+        for k in keys:
+            if old_sd[k].shape == state[k].shape:
+                state[k] = old_sd[k].clone()  # BatchNorm's batch count, a linear layer's bias
+            elif k != weight:
+                state[k][rows] = old_sd[k]  # BatchNorm's per-channel tensors, a convolution's bias
         done.add(prefix)
     for k, v in old_sd.items():
         if not any(k.startswith(p) for p in done):
