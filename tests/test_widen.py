@@ -144,12 +144,12 @@ def test_widen_writes_a_checkpoint_that_trains_from(tmp_path, capsys, neuron):
 
 
 @pytest.mark.parametrize("case", ["narrower", "structure", "task", "same-file", "folder", "no-genotype",
-                                  "ckpt-without-genotype", "ckpt-weights-misfit"])
+                                  "ckpt-without-genotype", "ckpt-weights-misfit", "seed-huge", "seed-negative"])
 def test_widen_refuses_what_it_cannot_widen_in_one_line(tmp_path, capsys, case):
     g_old = _class("4, 8", 4)
     src, dst, wide = tmp_path / "a.pt", tmp_path / "wide.pt", tmp_path / "wide.yaml"
     save_atomic({"model": build_model(g_old).state_dict(), "genotype": g_old.to_yaml(), "config": {}}, src)
-    text, want = _class("6, 12", 6).to_yaml(), None
+    text, want, extra = _class("6, 12", 6).to_yaml(), None, []
     if case == "narrower":
         text, want = _class("3, 6", 3).to_yaml(), "channels, fewer than the trained 4"
     elif case == "structure":
@@ -172,9 +172,12 @@ def test_widen_refuses_what_it_cannot_widen_in_one_line(tmp_path, capsys, case):
     elif case == "ckpt-weights-misfit":  # a checkpoint whose genotype was edited after training
         save_atomic({"model": build_model(g_old).state_dict(), "genotype": _class("5, 10", 5).to_yaml()}, src)
         want = "its weights do not fit its own genotype (size mismatch for"
+    elif case in ("seed-huge", "seed-negative"):
+        extra = ["--seed", str(10**23 if case == "seed-huge" else -5)]
+        want = "--seed must be from 0 to 4294967295, got"
     if case != "no-genotype":
         wide.write_text(text)
-    assert main(["widen", str(src), str(wide), str(dst)]) == 2
+    assert main(["widen", str(src), str(wide), str(dst), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and want in err and len(err.splitlines()) == 1, err
     assert case in ("same-file", "folder") or not dst.exists()

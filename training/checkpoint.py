@@ -243,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _widen(args) -> int:
+    from .options import OPTION_RANGES
     from .widen import widen_checkpoint
 
+    low, high, _ = OPTION_RANGES["seed"]  # training.train's range (torch's own error for a huge seed is a traceback)
+    if not low <= args.seed <= high:
+        raise TrainError(f"--seed must be from {low} to {high}, got {args.seed}")
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise TrainError(f"{args.dst}: is the checkpoint widened (it would be replaced)", "write to a new file")
     if Path(args.dst).is_dir():
