@@ -6,7 +6,9 @@ trained to.
   feature cell at 16x16 and 8x8), T = 4, batch 64, on scikit-learn's digits upsampled to 16x16; the test
   accuracy after the fixed batches;
 - stereo: genotypes/stereo_small.yaml on 48x64 crops, 2 burn-in + 4 windows per sample, batch 4, on
-  synthetic recordings; the training loss of the last batches.
+  synthetic recordings; the training loss of the last batches;
+- stereo-fine (not in the default tasks): the same for the shipped model's genotype,
+  genotypes/stereo_small_fine.yaml, at its full 96x128 input, four times the pixels of a 48x64 crop.
 
 Every configuration runs in its own process (``--child``), so that its peak resident memory
 (``resource.getrusage``) is its own: ``MB/sample`` is (peak - resident before the first batch) / batch.
@@ -40,6 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.core.errors import ArgumentParser, int_between  # noqa: E402
+from runtime.session import MAX_THREADS  # noqa: E402
+
+MAX_PROCS = 64  # processes under torchrun on one machine
+
 CLASS_GENOTYPE = """schema: 1
 name: bench-cla
 task: classification
@@ -67,7 +74,8 @@ head:
   backbone: backbone
   classes: 10
 """
-STEREO_CROP = (48, 64)
+STEREO_TASKS = {"stereo": ("stereo_small", (48, 64)), "stereo-fine": ("stereo_small_fine", (96, 128))}
+TASKS = ("class", *STEREO_TASKS)
 DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1,multistep:bf16:1:nchw,eager:fp32:2," \
                   "multistep:fp32:2,multistep:bf16:2,multistep:fp32:1x2,multistep:bf16:1x2"
 
@@ -98,35 +106,35 @@ def _class_setup(cfg_kw: dict, data_path: str | None = None):
     return g, cfg, build_model(g), up[0], up[1]
 
 
-def _stereo_genotype():
+def _stereo_genotype(task: str):
     from compiler import load_genotype
 
-    h, w = STEREO_CROP
-    return load_genotype(ROOT / "genotypes" / "stereo_small.yaml", overrides={"input.height": h, "input.width": w})
+    name, (h, w) = STEREO_TASKS[task]
+    return load_genotype(ROOT / "genotypes" / f"{name}.yaml", overrides={"input.height": h, "input.width": w})
 
 
-def stereo_data(path: Path) -> None:
-    """The synthetic recordings every stereo configuration trains on, generated once, saved to ``path``."""
+def stereo_data(path: Path, task: str = "stereo") -> None:
+    """The synthetic recordings every configuration of a stereo task trains on, generated once, saved to ``path``."""
     import torch
 
     from training.data import SyntheticSpec, synthetic_stereo
 
-    g = _stereo_genotype()
-    h, w = STEREO_CROP
+    g = _stereo_genotype(task)
+    _, (h, w) = STEREO_TASKS[task]
     data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=1.2, val_seconds=0.4),
                             height=h, width=w, encoding=g.input.encoding, bins=g.input.bins,
                             window_us=int(g.input.window_ms * 1000), length=6, stride=2, burn_in=2)
     torch.save(data, path)
 
 
-def _stereo_setup(cfg_kw: dict, data_path: str):
+def _stereo_setup(cfg_kw: dict, data_path: str, task: str = "stereo"):
     import torch
 
     from compiler import build_model
     from training.config import TrainConfig, task_defaults
 
-    g = _stereo_genotype()
-    cfg = task_defaults(TrainConfig(genotype="stereo_small", out="", quiet=True, tensorboard=False, windows=4,
+    g = _stereo_genotype(task)
+    cfg = task_defaults(TrainConfig(genotype=STEREO_TASKS[task][0], out="", quiet=True, tensorboard=False, windows=4,
                                     burn_in=2, **cfg_kw), g)
     data = torch.load(data_path, weights_only=False)
     torch.manual_seed(cfg_kw["seed"])
@@ -146,7 +154,10 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": spec.get("seed", 0),
           "layout": spec.get("layout", "auto")}
-    g, cfg, model, train, test = (_class_setup if spec["task"] == "class" else _stereo_setup)(kw, spec.get("data"))
+    if spec["task"] == "class":
+        g, cfg, model, train, test = _class_setup(kw)
+    else:
+        g, cfg, model, train, test = _stereo_setup(kw, spec["data"], spec["task"])
     dist = setup()  # under torchrun: this process's rank; the batch is the global one, each takes its slice
     if dist.enabled:
         convert_batchnorm(model)
@@ -173,7 +184,7 @@ def child(spec: dict) -> dict:
         if not dist.main:
             return None
     per_batch = float(np.median(times))
-    samples = cfg.batch_size * (cfg.windows if spec["task"] == "stereo" else 1)
+    samples = cfg.batch_size * (cfg.windows if spec["task"] in STEREO_TASKS else 1)
     spec.pop("data", None)
     row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch,
            "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
@@ -229,17 +240,43 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_config(text: str, seed: int) -> dict:
+    """One ``--configs`` entry, EXEC:PRECISION:THREADS[xPROCS][:LAYOUT], as a child's spec (without task and
+    data); argparse.ArgumentTypeError saying what is wrong with it."""
+    from training.execution import EXEC_MODES, LAYOUTS, PRECISIONS
+
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"{text!r}: not EXEC:PRECISION:THREADS[:LAYOUT]")
+    mode, precision, workers, *layout = parts
+    for value, allowed, what in ((mode, EXEC_MODES, "EXEC"), (precision, PRECISIONS, "PRECISION"),
+                                 (layout[0] if layout else LAYOUTS[0], LAYOUTS, "LAYOUT")):
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} {value!r} is not one of {', '.join(allowed)}")
+    threads, _, procs = workers.partition("x")
+    counts = []
+    for value, what, high in ((threads, "THREADS", MAX_THREADS), (procs or "1", "PROCS", MAX_PROCS)):
+        try:
+            counts.append(int_between(1, high)(value))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} {exc}") from None
+    return {"exec": mode, "precision": precision, "threads": counts[0], "procs": counts[1],
+            "layout": layout[0] if layout else ("nchw" if mode == "eager" else "auto"), "seed": seed}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="class,stereo", help="class, stereo or both (default)")
+    p = ArgumentParser(prog="python benchmarks/bench_train.py", description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="class,stereo",
+                   help="comma-separated: class, stereo (default both), stereo-fine (the shipped model's set-up)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help="comma-separated EXEC:PRECISION:THREADS[:LAYOUT], or EXEC:PRECISION:THREADSxPROCS for PROCS "
                         "processes under torchrun (e.g. multistep:fp32:1x2); LAYOUT (--layout) auto, nchw, "
                         "channels-last or conv3d-channels-last; default auto, nchw for eager (the reference)")
-    p.add_argument("--batches", type=int, default=3, help="timed batches per configuration")
-    p.add_argument("--warmup", type=int, default=1, help="untimed batches before them")
+    p.add_argument("--batches", type=int_between(1, 100000), default=3, help="timed batches per configuration")
+    p.add_argument("--warmup", type=int_between(0, 100000), default=1, help="untimed batches before them")
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
+    p.add_argument("--seed", type=int_between(0, 2**32 - 1), default=0,
+                   help="seed of the weights and the data order (default 0)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -248,6 +285,13 @@ def main(argv=None) -> int:
         if row is not None:
             print(json.dumps(row))
         return 0
+    tasks = args.tasks.split(",")
+    if bad := [t for t in tasks if t not in TASKS]:
+        p.error(f"argument --tasks: unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
+    try:
+        configs = [parse_config(c, args.seed) for c in args.configs.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        p.error(f"argument --configs: {exc}")
     if args.full and args.batches == 3:
         args.batches, args.warmup = 12, 2
     from training.execution import cpu_has_bf16
@@ -256,18 +300,14 @@ def main(argv=None) -> int:
           f"load average at start: {os.getloadavg()[0]:.2f}")
     rows = []
     tmp = tempfile.TemporaryDirectory()
-    for task in args.tasks.split(","):
+    for task in tasks:
         data = None
-        if task == "stereo":
-            data = str(Path(tmp.name) / "stereo.pt")
-            stereo_data(Path(data))
-        for c in args.configs.split(","):
-            mode, precision, threads, *layout = c.split(":")
-            threads, _, procs = threads.partition("x")
-            spec = {"task": task, "exec": mode, "precision": precision, "threads": int(threads),
-                    "procs": int(procs or 1), "batches": args.batches, "warmup": args.warmup, "data": data,
-                    "layout": layout[0] if layout else ("nchw" if mode == "eager" else "auto"), "seed": args.seed}
-            if precision == "bf16" and not cpu_has_bf16():  # training refuses it there: a row says so
+        if task in STEREO_TASKS:
+            data = str(Path(tmp.name) / f"{task}.pt")
+            stereo_data(Path(data), task)
+        for c, config in zip(args.configs.split(","), configs, strict=True):
+            spec = {"task": task, **config, "batches": args.batches, "warmup": args.warmup, "data": data}
+            if spec["precision"] == "bf16" and not cpu_has_bf16():  # training refuses it there: a row says so
                 rows.append({**spec, "skipped": "this CPU has neither AMX nor AVX512-BF16 (training refuses bf16)"})
                 continue
             t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """Hostile values for the options of the micro-benchmarks (bench_neuron, bench_resample, bench_batchnorm,
-bench_convpad) and the command-line kit's integer type they use: one line on stderr, exit status 2,
+bench_convpad, bench_train) and the command-line kit's integer type they use: one line on stderr, exit status 2,
 nothing run."""
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_convpad.main, ["--rounds", "0"], "--rounds: must be from 1 to 100000, got 0"),
     (bench_convpad.main, ["--rounds", "inf"], "--rounds: not an integer: 'inf'"),
     (bench_convpad.main, ["--threads", "99999"], "--threads: must be from 1 to 1024, got 99999"),
+    (bench_train.main, ["--tasks", "class,foo"], "--tasks: unknown task 'foo'; choose from class, stereo, stereo-fine"),
+    (bench_train.main, ["--configs", "eager:fp32"], "'eager:fp32': not EXEC:PRECISION:THREADS[:LAYOUT]"),
+    (bench_train.main, ["--configs", "warp:fp32:1"], "EXEC 'warp' is not one of eager, step, multistep"),
+    (bench_train.main, ["--configs", "eager:fp32:1,eager:fp16:1"], "PRECISION 'fp16' is not one of fp32, bf16"),
+    (bench_train.main, ["--configs", "eager:fp32:0"], "THREADS must be from 1 to 1024, got 0"),
+    (bench_train.main, ["--configs", "multistep:fp32:1x0"], "PROCS must be from 1 to 64, got 0"),
+    (bench_train.main, ["--configs", "multistep:fp32:1xy"], "PROCS not an integer: 'y'"),
+    (bench_train.main, ["--configs", "eager:fp32:1:diag"], "LAYOUT 'diag' is not one of auto, nchw"),
+    (bench_train.main, ["--batches", "0"], "--batches: must be from 1 to 100000, got 0"),
+    (bench_train.main, ["--warmup", "-1"], "--warmup: must be from 0 to 100000, got -1"),
+    (bench_train.main, ["--seed", "-1"], "--seed: must be from 0 to 4294967295, got -1"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -71,3 +82,13 @@ def test_bench_train_table_names_configurations_it_did_not_run():
     assert len(rows) == 2
     assert "| bf16 |" in rows[0] and "not run: this CPU has neither AMX nor AVX512-BF16" in rows[0]
     assert "| fp32 |" in rows[1] and "error: out of memory" in rows[1]
+
+
+def test_bench_train_configs_parse_to_the_child_spec():
+    """Each accepted --configs form gives the spec its child runs: eager defaults to the plain layout (the
+    reference), the others to auto; THREADSxPROCS splits."""
+    assert bench_train.parse_config("eager:fp32:2", 5) == {
+        "exec": "eager", "precision": "fp32", "threads": 2, "procs": 1, "layout": "nchw", "seed": 5}
+    assert bench_train.parse_config("multistep:bf16:1x2:channels-last", 0) == {
+        "exec": "multistep", "precision": "bf16", "threads": 1, "procs": 2, "layout": "channels-last", "seed": 0}
+    assert bench_train.parse_config("step:fp32:1", 0)["layout"] == "auto"
