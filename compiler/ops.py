@@ -99,7 +99,10 @@ class ConvBN(nn.Module):
         stacked = STACKED.get()
         if stacked is None or not self.bn.training:
             return self.bn(plain_3d(self._conv(x)))
-        chunks = stacked.chunks(plain_3d(self._conv(x)))
+        y = plain_3d(self._conv(x))
+        if hasattr(self.bn, "forward_chunks"):  # training.distributed's BatchNorm: one all-reduce for all steps
+            return self.bn.forward_chunks(y, stacked.steps * stacked.views)
+        chunks = stacked.chunks(y)
         if id(self) not in stacked.shared or not plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
             return torch.cat([self.bn(y) for _, y in chunks])
         bn, out = self.bn, []

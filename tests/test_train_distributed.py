@@ -69,3 +69,45 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # the weights did move: the comparison is not trivially between two initialisations
     init_moved = a["history"][0]["train_loss"] > 0
     assert init_moved and worst < 1e-4
+
+
+def test_global_batchnorm_normalises_stacked_steps_as_separate_calls():
+    """``GlobalBatchNorm.forward_chunks`` (one all-reduce for the T steps a multistep layer stacks) computes what
+    one call per step computes: outputs, the gradients of input, weight and bias, and the running averages
+    updated step after step (float64, a one-process gloo group; 2-D and 3-D, plain and channels-last)."""
+    import torch.distributed as dist
+
+    from training.distributed import GlobalBatchNorm
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        for shape, chunks, layout in (((12, 5, 7, 9), 6, torch.contiguous_format),
+                                      ((12, 5, 7, 9), 4, torch.channels_last), ((8, 3, 4, 5, 6), 4, None)):
+            a = GlobalBatchNorm(shape[1], momentum=0.3).double()
+            with torch.no_grad():
+                a.weight.uniform_(0.5, 1.5)
+                a.bias.uniform_(-0.5, 0.5)
+            b = GlobalBatchNorm(shape[1], momentum=0.3).double()
+            b.load_state_dict(a.state_dict())
+            x = (torch.randn(shape, dtype=torch.float64) * 2 + 1)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
+            xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ya = a.forward_chunks(xa, chunks)
+            yb = torch.cat([b(c) for c in xb.chunk(chunks)])
+            g = torch.randn(shape, dtype=torch.float64)
+            (ya * g).sum().backward()
+            (yb * g).sum().backward()
+            assert torch.allclose(ya, yb, rtol=0, atol=1e-12)
+            assert torch.allclose(xa.grad, xb.grad, rtol=0, atol=1e-12)
+            for pa, pb in ((a.weight.grad, b.weight.grad), (a.bias.grad, b.bias.grad)):
+                assert torch.allclose(pa, pb, rtol=0, atol=1e-12)
+            for key, t in a.state_dict().items():
+                assert torch.allclose(t.double(), b.state_dict()[key].double(), rtol=0, atol=1e-12), key
+            assert int(a.num_batches_tracked) == chunks
+            # each step its own statistics: not one normalisation over the whole stacked batch
+            whole = torch.nn.functional.batch_norm(x, None, None, a.weight, a.bias, True, 0.0, a.eps)
+            assert not torch.allclose(ya, whole, atol=1e-3)
+    finally:
+        dist.destroy_process_group()

@@ -95,30 +95,41 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not dist.is_initialized():
             return super().forward(x)
+        return self.forward_chunks(x, 1)
+
+    def forward_chunks(self, x: Tensor, chunks: int) -> Tensor:
+        """``torch.cat([self(c) for c in x.chunk(chunks)])`` (equal chunks along the batch: the time steps a
+        multistep layer stacks, ``compiler.ops.Stacked``) with one all-reduce for all of them instead of one
+        per chunk (and one in the backward): each chunk is normalised with its own statistics over every
+        process, and the running averages are updated chunk after chunk, as separate calls update them."""
+        if not self.training or not dist.is_initialized():
+            return torch.cat([super(GlobalBatchNorm, self).forward(c) for c in x.chunk(chunks)])
         import warnings
 
         from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
 
-        dims = [0] + list(range(2, x.dim()))
-        n_local = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local.view(1)])
+        c = x.shape[1]
+        xs = x.view(chunks, x.shape[0] // chunks, *x.shape[1:])
+        dims = [1] + list(range(3, xs.dim()))
+        n_local = torch.full((chunks, 1), float(xs[0].numel() // c), dtype=x.dtype)
+        stats = torch.cat([xs.sum(dims), (xs * xs).sum(dims), n_local], dim=1)  # (chunks, 2C + 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of a private API
             stats = all_reduce(stats)
-        c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        n = stats[:, -1:]
+        mean = stats[:, :c] / n
+        var = stats[:, c:2 * c] / n - mean * mean
         with torch.no_grad():
             m = self.momentum if self.momentum is not None else 0.1
-            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-            self.num_batches_tracked.add_(1)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+            for k in range(chunks):
+                self.running_mean.mul_(1 - m).add_(mean[k].detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var[k].detach() * n[k] / (n[k] - 1), alpha=m)
+                self.num_batches_tracked.add_(1)
+        shape = [chunks, 1, c] + [1] * (xs.dim() - 3)
+        y = (xs - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+            y = y * self.weight.view(shape[1:]) + self.bias.view(shape[1:])
+        return y.reshape(x.shape)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
