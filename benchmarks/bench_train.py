@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runtime.core.errors import ArgumentParser, int_between  # noqa: E402
-from runtime.session import MAX_THREADS  # noqa: E402
 
 MAX_PROCS = 64  # processes under torchrun on one machine
 
@@ -243,6 +242,7 @@ def table(rows: list[dict]) -> str:
 def parse_config(text: str, seed: int) -> dict:
     """One ``--configs`` entry, EXEC:PRECISION:THREADS[xPROCS][:LAYOUT], as a child's spec (without task and
     data); argparse.ArgumentTypeError saying what is wrong with it."""
+    from runtime.session import MAX_THREADS
     from training.execution import EXEC_MODES, LAYOUTS, PRECISIONS
 
     parts = text.split(":")

@@ -109,7 +109,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
 
         c = x.shape[1]
-        xs = x.view(chunks, x.shape[0] // chunks, *x.shape[1:])
+        xs = x.reshape(chunks, x.shape[0] // chunks, *x.shape[1:])
         dims = [1] + list(range(3, xs.dim()))
         n_local = torch.full((chunks, 1), float(xs[0].numel() // c), dtype=x.dtype)
         stats = torch.cat([xs.sum(dims), (xs * xs).sum(dims), n_local], dim=1)  # (chunks, 2C + 1)
