@@ -103,7 +103,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         per chunk (and one in the backward): each chunk is normalised with its own statistics over every
         process, and the running averages are updated chunk after chunk, as separate calls update them."""
         if not self.training or not dist.is_initialized():
-            return torch.cat([super(GlobalBatchNorm, self).forward(c) for c in x.chunk(chunks)])
+            return torch.cat([self(c) for c in x.chunk(chunks)])
         import warnings
 
         from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
