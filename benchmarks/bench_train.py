@@ -42,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.core.errors import ArgumentParser, int_between  # noqa: E402
+from runtime.core.errors import ArgumentParser, first_line, int_between  # noqa: E402
+from training.options import OPTION_RANGES  # noqa: E402  (training.train's bounds: the children apply them)
 
 MAX_PROCS = 64  # processes under torchrun on one machine
 
@@ -242,7 +243,6 @@ def table(rows: list[dict]) -> str:
 def parse_config(text: str, seed: int) -> dict:
     """One ``--configs`` entry, EXEC:PRECISION:THREADS[xPROCS][:LAYOUT], as a child's spec (without task and
     data); argparse.ArgumentTypeError saying what is wrong with it."""
-    from runtime.session import MAX_THREADS
     from training.execution import EXEC_MODES, LAYOUTS, PRECISIONS
 
     parts = text.split(":")
@@ -255,9 +255,10 @@ def parse_config(text: str, seed: int) -> dict:
             raise argparse.ArgumentTypeError(f"{text!r}: {what} {value!r} is not one of {', '.join(allowed)}")
     threads, _, procs = workers.partition("x")
     counts = []
-    for value, what, high in ((threads, "THREADS", MAX_THREADS), (procs or "1", "PROCS", MAX_PROCS)):
+    for value, what, (low, high) in ((threads, "THREADS", OPTION_RANGES["threads"][:2]),
+                                     (procs or "1", "PROCS", (1, MAX_PROCS))):
         try:
-            counts.append(int_between(1, high)(value))
+            counts.append(int_between(low, high)(value))
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{text!r}: {what} {exc}") from None
     return {"exec": mode, "precision": precision, "threads": counts[0], "procs": counts[1],
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int_between(1, 100000), default=3, help="timed batches per configuration")
     p.add_argument("--warmup", type=int_between(0, 100000), default=1, help="untimed batches before them")
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
-    p.add_argument("--seed", type=int_between(0, 2**32 - 1), default=0,
+    p.add_argument("--seed", type=int_between(*OPTION_RANGES["seed"][:2]), default=0,
                    help="seed of the weights and the data order (default 0)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -292,6 +293,8 @@ def main(argv=None) -> int:
         configs = [parse_config(c, args.seed) for c in args.configs.split(",")]
     except argparse.ArgumentTypeError as exc:
         p.error(f"argument --configs: {exc}")
+    if args.json and Path(args.json).is_dir():  # found out before the run, not after it
+        p.error(f"argument --json: {args.json} is a folder")
     if args.full and args.batches == 3:
         args.batches, args.warmup = 12, 2
     from training.execution import cpu_has_bf16
@@ -320,7 +323,11 @@ def main(argv=None) -> int:
     if args.json:
         from runtime.core.atomic import write_text_atomic
 
-        write_text_atomic(Path(args.json), json.dumps(rows, indent=1))
+        try:
+            write_text_atomic(Path(args.json), json.dumps(rows, indent=1))
+        except OSError as exc:  # the table above already holds every row
+            print(f"error: --json {args.json}: {first_line(exc)}", file=sys.stderr)
+            return 2
     return 0
 
 

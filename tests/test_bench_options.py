@@ -54,6 +54,7 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_train.main, ["--batches", "0"], "--batches: must be from 1 to 100000, got 0"),
     (bench_train.main, ["--warmup", "-1"], "--warmup: must be from 0 to 100000, got -1"),
     (bench_train.main, ["--seed", "-1"], "--seed: must be from 0 to 4294967295, got -1"),
+    (bench_train.main, ["--json", str(ROOT)], f"--json: {ROOT} is a folder"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -92,3 +93,17 @@ def test_bench_train_configs_parse_to_the_child_spec():
     assert bench_train.parse_config("multistep:bf16:1x2:channels-last", 0) == {
         "exec": "multistep", "precision": "bf16", "threads": 1, "procs": 2, "layout": "channels-last", "seed": 0}
     assert bench_train.parse_config("step:fp32:1", 0)["layout"] == "auto"
+
+
+def test_bench_train_json_it_cannot_write_is_one_line_after_the_table(tmp_path, monkeypatch, capsys):
+    """A --json whose folder cannot be made (a file stands there) fails after the run in one line, exit 2, with
+    every row already printed in the table: nothing measured is lost."""
+    monkeypatch.setattr(bench_train, "run_child", lambda spec: {**spec, "skipped": "not run in this test"})
+    (tmp_path / "file").write_text("mine")
+    assert bench_train.main(["--tasks", "class", "--configs", "eager:fp32:1,step:fp32:1",
+                             "--json", str(tmp_path / "file" / "rows.json")]) == 2
+    out, err = capsys.readouterr()
+    errors = [ln for ln in err.splitlines() if ln.startswith("error")]  # (the other lines: each row's progress)
+    target = tmp_path / "file" / "rows.json"
+    assert errors == err.splitlines()[-1:] and errors[0].startswith(f"error: --json {target}: ")
+    assert out.count("not run in this test") == 2 and (tmp_path / "file").read_text() == "mine"
