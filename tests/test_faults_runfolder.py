@@ -270,6 +270,8 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--lr", "nan"], "--lr must be a finite number"), (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
     (["--threads", "1000000"], "--threads must be at most 1024"), (["--device", "xyz"], "is not a torch device"),
     (["--seed", "-1"], "--seed must be at least 0"), (["--best-metric", "xyz"], "'xyz' is not a held-out metric"),
+    (["--disparity-l1", "-1"], "--disparity-l1 must be at least 0"),
+    (["--disparity-l1", "inf"], "--disparity-l1 must be a finite number"),
 ])
 def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from training.train import main

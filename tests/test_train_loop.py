@@ -42,6 +42,55 @@ def test_laplace_target_is_a_distribution_peaked_at_the_ground_truth():
     assert int(n) == 1 and float(best) < float(worse)
 
 
+def test_disparity_smooth_l1_is_huber_over_the_pixels_that_count():
+    from training.losses import disparity_smooth_l1
+
+    est = torch.tensor([[[1.0, 3.0, 5.0, 2.0, 7.0]]], requires_grad=True)
+    gt = torch.tensor([[[1.5, 0.5, float("nan"), 20.0, 7.0]]])  # errors 0.5, 2.5; NaN and beyond 14 px left out
+    total = disparity_smooth_l1(est, gt, max_disparity=14.0)
+    assert float(total.detach()) == pytest.approx(0.5 * 0.5 ** 2 + (2.5 - 0.5))
+    total.backward()
+    assert est.grad.tolist() == [[[-0.5, 1.0, 0.0, 0.0, 0.0]]]
+
+
+def test_disparity_l1_adds_the_estimators_error_to_the_paper_loss(tmp_path):
+    """--disparity-l1 W: the loss is eq. 6 plus W x the smooth-L1 error of the disparity the model's own
+    estimator gives, per counted pixel; W = 0 is eq. 6 alone, as before the option."""
+    from compiler import build_model, load_genotype
+    from compiler.ops import estimate_disparity
+    from training.config import task_defaults
+    from training.data import SyntheticSpec, synthetic_stereo
+    from training.distributed import Dist
+    from training.execution import stereo_costs
+    from training.loop import Trainer
+    from training.losses import disparity_smooth_l1, subpixel_cross_entropy
+
+    g = load_genotype(GENOTYPES / "stereo.yaml", overrides=SMALL["stereo"])
+    data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.6, val_seconds=0.6),
+                            height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3, stride=3,
+                            burn_in=1)
+    batch = data.batch([0, 1], (24, 32), np.random.default_rng(0))
+    torch.manual_seed(0)
+    model = build_model(g)
+    head = g.head
+    limit = (head.disparities - 1) * head.disparity_step
+    with torch.no_grad():
+        costs = stereo_costs(model, batch["left"], batch["right"], 1, "eager")
+        disp = batch["disparity"][1:]
+        count = sum(int(torch.isfinite(d).logical_and(d > 0).logical_and(d <= limit).sum()) for d in disp)
+        pairs = list(zip(costs, disp, strict=True))
+        ce = sum(float(subpixel_cross_entropy(c, d, head.disparity_step, 2.0, limit)[0]) for c, d in pairs)
+        l1 = sum(float(disparity_smooth_l1(estimate_disparity(c, head.estimator, head.support, head.disparity_step),
+                                           d, limit)) for c, d in pairs)
+    assert l1 > 0
+    for weight in (0.0, 0.5):
+        cfg = task_defaults(stereo_cfg(tmp_path, disparity_l1=weight, diversity=2.0, exec="eager"), g)
+        trainer = Trainer(cfg, g, model, data, data, Dist(), log=lambda s: None)
+        with torch.no_grad():
+            loss = float(trainer.batch_loss(batch)[0])
+        assert loss == pytest.approx((ce + weight * l1) / count, rel=1e-5)
+
+
 def test_a_few_steps_reduce_the_stereo_loss(tmp_path):
     from compiler import build_model, load_genotype
     from training.config import task_defaults

@@ -41,6 +41,7 @@ class TrainConfig:
     stride: int | None = None
     diversity: float = 2.0
     loss_step: float | None = None  # disparity step of the loss target (default: the genotype's)
+    disparity_l1: float = 0.0  # weight of the estimated disparity's smooth-L1 error (not in the papers; 0: eq. 6)
     train_seeds: list[int] | None = None
     val_seeds: list[int] | None = None
     seconds: float = 4.0

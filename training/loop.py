@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from compiler.ir import Genotype, Stereo
-from compiler.ops import training_resample
+from compiler.ops import estimate_disparity, training_resample
 from runtime.core.names import TASKS
 
 from . import checkpoint as ckpt_io
@@ -40,7 +40,7 @@ from .execution import (
     views_for_volume,
 )
 from .images import ClassData, augment
-from .losses import classification_loss, subpixel_cross_entropy, valid_disparity
+from .losses import classification_loss, disparity_smooth_l1, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
 from .validation import evaluate_classification, evaluate_stereo
 
@@ -165,6 +165,9 @@ class Trainer:
         total = torch.zeros(())
         for t, cost in enumerate(stereo_costs(self.model, left, right, burn, self.exec), start=burn):
             s, _ = subpixel_cross_entropy(cost, disp[t], step, self.cfg.diversity, limit)
+            if self.cfg.disparity_l1:
+                estimate = estimate_disparity(cost, head.estimator, head.support, head.disparity_step)
+                s = s + self.cfg.disparity_l1 * disparity_smooth_l1(estimate, disp[t], limit)
             total = total + s
         return total, count
 

@@ -46,6 +46,16 @@ def subpixel_cross_entropy(cost: Tensor, gt: Tensor, step: float, diversity: flo
     return total, mask.sum()
 
 
+def disparity_smooth_l1(disparity: Tensor, gt: Tensor, max_disparity: float) -> Tensor:
+    """Smooth-L1 (Huber, beta 1 px) error of an estimated disparity (B, H, W) against ``gt`` (B, H, W) in px,
+    summed over the pixels that count (``valid_disparity``). Not in the papers: the optional second term of
+    ``--disparity-l1``, which trains the estimator's output (what 1PA scores) and not only the cost's shape."""
+    mask = valid_disparity(gt, max_disparity)
+    safe_gt = torch.where(mask, gt, disparity.detach())
+    per_pixel = F.smooth_l1_loss(disparity, safe_gt, reduction="none", beta=1.0)
+    return torch.where(mask, per_pixel, torch.zeros_like(per_pixel)).sum()
+
+
 def classification_loss(logits: Tensor, labels: Tensor, aux_logits: Tensor | None,
                         aux_weight: float) -> tuple[Tensor, Tensor]:
     """Summed cross entropy (+ ``aux_weight`` x that of the auxiliary head) and the sample count."""

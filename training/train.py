@@ -137,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
                    "that size shares the weights); evaluation runs at the genotype's full size")
     g.add_argument("--diversity", type=float, default=d.diversity, help="b of the Laplace target (px)")
     g.add_argument("--loss-step", type=float, help="disparity step of the loss (default: the genotype's)")
+    g.add_argument("--disparity-l1", type=float, default=d.disparity_l1, metavar="WEIGHT",
+                   help="add WEIGHT x the smooth-L1 error (px) of the estimator's disparity to the paper's loss "
+                        "(eq. 6); not in the papers (docs/training.md, 'What one training step is'); default 0")
     g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
     g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
     g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
