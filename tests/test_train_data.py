@@ -159,6 +159,46 @@ def test_synthetic_train_and_held_out_differ_and_crop():
     assert np.array_equal(w.left, data.val[0].left[0])
 
 
+def test_photo_fraction_reaches_the_training_recordings_and_their_cache_key(tmp_path, monkeypatch):
+    """--photo-fraction F: training scenes draw a photograph for a share F of their surfaces (held-out ones
+    are all photographs already); the default's recordings keep the cache keys they were stored under."""
+    import training.data as td
+    from training.datacache import Cache
+
+    calls, keys = [], []
+    real_open, real_get = td.open_recording, Cache.get
+
+    def spy_open(**kw):
+        calls.append(kw)
+        return real_open(**kw)
+
+    def spy_get(self, key, make):
+        keys.append(dict(key))
+        return real_get(self, key, make)
+
+    monkeypatch.setattr(td, "open_recording", spy_open)
+    monkeypatch.setattr(Cache, "get", spy_get)
+    made = {}
+    for frac in (td.TRAIN_PHOTO_FRACTION, 1.0):
+        calls.clear()
+        keys.clear()
+        made[frac] = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.3, val_seconds=0.3,
+                                                    margin=8, photo_fraction=frac), height=24, width=32,
+                                      encoding="sbt", bins=5, window_us=50_000, length=3, stride=2, burn_in=1,
+                                      cache=Cache(tmp_path / "cache"))
+        # the first pass makes both recordings; the second only the training one (the held-out one is a hit)
+        train_call, *val_calls = calls
+        assert train_call["photo_fraction"] == frac and len(val_calls) == (frac == td.TRAIN_PHOTO_FRACTION)
+        assert all("photo_fraction" not in c for c in val_calls)
+        train_key, val_key = keys
+        assert ("photo_fraction" in train_key) == (frac != td.TRAIN_PHOTO_FRACTION) and "photo_fraction" not in val_key
+    default = made[td.TRAIN_PHOTO_FRACTION]
+    assert "photo fraction 1" in made[1.0].description and "photo fraction" not in default.description
+    # another texture draw: other events for the same seed; the held-out recording is the same
+    assert not np.array_equal(made[1.0].train[0].left, default.train[0].left)
+    assert np.array_equal(made[1.0].val[0].left, default.val[0].left)
+
+
 def test_ddes_shuffle_pins_the_first_validation_frames():
     # DDES (tlkvstepan/event_stereo_ICCV2019, dataset.py): random.seed(0); random.shuffle over the
     # ordered test frames; the first 200 are validation. Values computed with that code's algorithm.

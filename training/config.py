@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from compiler.ir import Genotype
 from runtime.core.names import TASKS
 from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY
+from runtime.data.synth.config import SynthConfig
 
 from .errors import TrainError
 
@@ -45,6 +46,7 @@ class TrainConfig:
     train_seeds: list[int] | None = None
     val_seeds: list[int] | None = None
     seconds: float = 4.0
+    photo_fraction: float = SynthConfig.photo_fraction  # synthetic training surfaces textured with a photograph
     split: int = 1
     eval_part: str = "val"
     calib: str | None = None  # real data: calibration folder (MVSEC maps)

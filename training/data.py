@@ -24,6 +24,7 @@ from runtime.core.errors import first_line
 from runtime.core.spans import spans
 from runtime.data.options import RecordingOptions
 from runtime.data.sources import find_recordings, open_recording
+from runtime.data.synth.config import SynthConfig
 
 from .datacache import FIELDS, Cache
 from .errors import TrainError
@@ -166,6 +167,9 @@ def encode_recording(rec, *, encoding: str, bins: int, window_us: int, gt_indice
 
 
 TRAIN_SCENE_TYPES = ("room", "street", "clutter")  # training never sees a corridor
+# The generator's default share of photograph-textured surfaces (the others procedural, 1/f); held-out
+# recordings texture every surface with a photograph of their own set (runtime.data.synth.textures).
+TRAIN_PHOTO_FRACTION = SynthConfig.photo_fraction
 HELDOUT_SCENE_TYPES = ("room", "street", "clutter", "corridor")
 
 
@@ -180,6 +184,8 @@ class SyntheticSpec:
     and include the ``corridor`` type that training never sees. With ``randomize_sensor`` each
     training recording draws its own sensor (contrast threshold, mismatch, background activity, hot
     pixels, refractory period) around the generator's defaults; held-out recordings use the defaults.
+    ``photo_fraction``: the share of a training scene's surfaces textured with a photograph (the others
+    procedural); held-out surfaces are all photographs.
     """
 
     train_seeds: tuple[int, ...] = tuple(range(100, 116))
@@ -192,6 +198,7 @@ class SyntheticSpec:
     train_scene_types: tuple[str, ...] = TRAIN_SCENE_TYPES
     val_scene_types: tuple[str, ...] = HELDOUT_SCENE_TYPES
     randomize_sensor: bool = True
+    photo_fraction: float = TRAIN_PHOTO_FRACTION  # training surfaces textured with a photograph (held-out: all)
 
 
 def random_sensor(seed: int) -> dict:
@@ -208,7 +215,8 @@ def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, heigh
     if held_out:
         options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
     else:
-        options = {"textures": spec.train_textures, "scene_types": tuple(spec.train_scene_types)}
+        options = {"textures": spec.train_textures, "scene_types": tuple(spec.train_scene_types),
+                   "photo_fraction": spec.photo_fraction}
         if spec.randomize_sensor:
             options.update(random_sensor(seed))
     return open_recording(seed=seed, seconds=seconds, height=height, width=width, fb=fb, focal_px=focal, **options)
@@ -242,6 +250,8 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
             geometry = {"fb": fb, "focal": focal}
             kind = {"textures": spec.train_textures, "scene_types": list(spec.train_scene_types),
                     "randomize_sensor": spec.randomize_sensor}
+            if spec.photo_fraction != TRAIN_PHOTO_FRACTION:  # the default's recordings keep their cache keys
+                kind["photo_fraction"] = spec.photo_fraction
         name = f"synthetic seed {seed}"
 
         def make() -> dict:
@@ -254,8 +264,10 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
     train = [recording(s, False) for s in spec.train_seeds]
     val = [recording(s, True) for s in spec.val_seeds]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
+    photos = "" if spec.photo_fraction == TRAIN_PHOTO_FRACTION else f", photo fraction {spec.photo_fraction:g}"
     return StereoData(train, val, length, stride, segments,
-                      f"synthetic: train seeds {spans(spec.train_seeds)} ({spec.train_textures} textures, scene types "
+                      f"synthetic: train seeds {spans(spec.train_seeds)} ({spec.train_textures} textures{photos}"
+                      f", scene types "
                       f"{list(spec.train_scene_types)}), held-out seeds {spans(spec.val_seeds)} ({spec.val_textures} "
                       f"textures, scene types {list(spec.val_scene_types)}); {cache.summary()}")
 

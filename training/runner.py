@@ -267,7 +267,7 @@ def load_data(cfg, g, log=print):
     t = time.perf_counter()
     if TASKS[g.task].events:
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
-                             seconds=cfg.seconds, val_seconds=cfg.seconds)
+                             seconds=cfg.seconds, val_seconds=cfg.seconds, photo_fraction=cfg.photo_fraction)
         real = recording_options(cfg.to_dict(), "train")
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)

@@ -143,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
     g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
     g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
+    g.add_argument("--photo-fraction", type=float, default=d.photo_fraction, metavar="F",
+                   help="share of a synthetic training scene's surfaces textured with a photograph (the others "
+                        "procedural); held-out scenes: all (default %(default)s)")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,
