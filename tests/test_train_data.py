@@ -161,7 +161,7 @@ def test_synthetic_train_and_held_out_differ_and_crop():
 
 def test_photo_fraction_reaches_the_training_recordings_and_their_cache_key(tmp_path, monkeypatch):
     """--photo-fraction F: training scenes draw a photograph for a share F of their surfaces (held-out ones
-    are all photographs already); the default's recordings keep the cache keys they were stored under."""
+    are all photographs already); F is part of a training recording's cache key, not of a held-out one's."""
     import training.data as td
     from training.datacache import Cache
 
@@ -191,7 +191,7 @@ def test_photo_fraction_reaches_the_training_recordings_and_their_cache_key(tmp_
         assert train_call["photo_fraction"] == frac and len(val_calls) == (frac == td.TRAIN_PHOTO_FRACTION)
         assert all("photo_fraction" not in c for c in val_calls)
         train_key, val_key = keys
-        assert ("photo_fraction" in train_key) == (frac != td.TRAIN_PHOTO_FRACTION) and "photo_fraction" not in val_key
+        assert train_key["photo_fraction"] == frac and "photo_fraction" not in val_key
     default = made[td.TRAIN_PHOTO_FRACTION]
     assert "photo fraction 1" in made[1.0].description and "photo fraction" not in default.description
     # another texture draw: other events for the same seed; the held-out recording is the same

@@ -249,9 +249,7 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
             size = {"height": height + spec.margin, "width": width + spec.margin, "seconds": spec.seconds}
             geometry = {"fb": fb, "focal": focal}
             kind = {"textures": spec.train_textures, "scene_types": list(spec.train_scene_types),
-                    "randomize_sensor": spec.randomize_sensor}
-            if spec.photo_fraction != TRAIN_PHOTO_FRACTION:  # the default's recordings keep their cache keys
-                kind["photo_fraction"] = spec.photo_fraction
+                    "randomize_sensor": spec.randomize_sensor, "photo_fraction": spec.photo_fraction}
         name = f"synthetic seed {seed}"
 
         def make() -> dict:
