@@ -350,6 +350,9 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", "synthetic", "--fb", "3"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "apply to MVSEC and DSEC data" in err
+    rc = main([*base, "--data", str(tmp_path), "--photo-fraction", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--photo-fraction applies to --data synthetic" in err, err
 
 
 def test_search_takes_the_real_data_options(tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 from runtime.data.options import FLAGS, OptionError
 from runtime.data.sources import DSEC_EVENTS, MVSEC_DATA, find_recordings
 
-from .data import RealOptions, StereoData, SyntheticSpec, mvsec_stereo, synthetic_stereo
+from .data import TRAIN_PHOTO_FRACTION, RealOptions, StereoData, SyntheticSpec, mvsec_stereo, synthetic_stereo
 from .dsec_data import dsec_stereo
 from .errors import TrainError
 
@@ -59,6 +59,8 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
             raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split, --rectify-rounding and "
                              "--max-outside-rectify apply to MVSEC and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
+    if synthetic.photo_fraction != TRAIN_PHOTO_FRACTION:
+        raise TrainError(f"--photo-fraction applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:
             raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "

@@ -274,6 +274,10 @@ def load_data(cfg, g, log=print):
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "
             f"({time.perf_counter() - t:.1f} s)")
         return data, data
+    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != SyntheticSpec.photo_fraction),
+                                      ("--disparity-l1", cfg.disparity_l1 != 0)) if given]
+    if stereo_only:
+        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")
     train, test = classification_data(cfg.data)
     check_image_shape(train, inp.in_channels, inp.height, inp.width)
     if train.classes > g.head.classes:
