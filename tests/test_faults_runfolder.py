@@ -274,6 +274,8 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--disparity-l1", "inf"], "--disparity-l1 must be a finite number"),
     (["--photo-fraction", "1.5"], "--photo-fraction must be at most 1"),
     (["--photo-fraction", "-0.1"], "--photo-fraction must be at least 0"),
+    (["--photo-fraction", "nan"], "--photo-fraction must be a finite number"),
+    (["--disparity-l1", "1e7"], "--disparity-l1 must be at most 1e+06"),
     (["--disparity-l1", "1", "--photo-fraction", "1"], "--photo-fraction, --disparity-l1: stereo options"),
 ])
 def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):

@@ -63,7 +63,7 @@ def test_disparity_l1_adds_the_estimators_error_to_the_paper_loss(tmp_path):
     from training.distributed import Dist
     from training.execution import stereo_costs
     from training.loop import Trainer
-    from training.losses import disparity_smooth_l1, subpixel_cross_entropy
+    from training.losses import disparity_smooth_l1, subpixel_cross_entropy, valid_disparity
 
     g = load_genotype(GENOTYPES / "stereo.yaml", overrides=SMALL["stereo"])
     data = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.6, val_seconds=0.6),
@@ -77,7 +77,7 @@ def test_disparity_l1_adds_the_estimators_error_to_the_paper_loss(tmp_path):
     with torch.no_grad():
         costs = stereo_costs(model, batch["left"], batch["right"], 1, "eager")
         disp = batch["disparity"][1:]
-        count = sum(int(torch.isfinite(d).logical_and(d > 0).logical_and(d <= limit).sum()) for d in disp)
+        count = sum(int(valid_disparity(d, limit).sum()) for d in disp)
         pairs = list(zip(costs, disp, strict=True))
         ce = sum(float(subpixel_cross_entropy(c, d, head.disparity_step, 2.0, limit)[0]) for c, d in pairs)
         l1 = sum(float(disparity_smooth_l1(estimate_disparity(c, head.estimator, head.support, head.disparity_step),

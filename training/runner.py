@@ -258,7 +258,7 @@ def _check(cfg, g) -> None:
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .data import SyntheticSpec
+    from .data import TRAIN_PHOTO_FRACTION, SyntheticSpec
     from .datasets import stereo_data
     from .errors import TrainError
     from .images import check_image_shape, classification_data
@@ -274,7 +274,7 @@ def load_data(cfg, g, log=print):
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "
             f"({time.perf_counter() - t:.1f} s)")
         return data, data
-    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != SyntheticSpec.photo_fraction),
+    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != TRAIN_PHOTO_FRACTION),
                                       ("--disparity-l1", cfg.disparity_l1 != 0)) if given]
     if stereo_only:
         raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")
