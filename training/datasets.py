@@ -35,13 +35,13 @@ def stereo_source_kind(source: str) -> str:
                      "give the folder that holds the recordings")
 
 
-def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synthetic: SyntheticSpec,
+def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synthetic: SyntheticSpec | None,
                 split: int = 1, part: str = "val", real: RealOptions | None = None) -> StereoData:
     """Stereo data for genotype ``g``'s input from ``source``, for training and search alike.
 
-    ``source`` is ``"synthetic"`` (generated as ``synthetic`` says), a folder holding MVSEC's
-    indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC sequence folders, read
-    as ``real`` says (calibration, rectification, fB, ground-truth protocol).
+    ``source`` is ``"synthetic"`` (generated as ``synthetic`` says; it may be None for the others), a
+    folder holding MVSEC's indoor_flying recordings (DDES split ``split``, held-out ``part``) or DSEC
+    sequence folders, read as ``real`` says (calibration, rectification, fB, ground-truth protocol).
     Samples are ``length`` consecutive windows every ``stride``; held-out windows before ``burn_in``
     are not scored.
     """
@@ -59,7 +59,7 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
             raise TrainError("--calib, --no-rectify, --fb, --gt, --dsec-split, --rectify-rounding and "
                              "--max-outside-rectify apply to MVSEC and DSEC data, not --data synthetic")
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
-    if synthetic.photo_fraction != TRAIN_PHOTO_FRACTION:
+    if synthetic is not None and synthetic.photo_fraction != TRAIN_PHOTO_FRACTION:
         raise TrainError(f"--photo-fraction applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:
