@@ -277,6 +277,10 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--photo-fraction", "nan"], "--photo-fraction must be a finite number"),
     (["--disparity-l1", "1e7"], "--disparity-l1 must be at most 1e+06"),
     (["--disparity-l1", "1", "--photo-fraction", "1"], "--photo-fraction, --disparity-l1: stereo options"),
+    (["--photo-augment", "2"], "--photo-augment must be at most 1"),
+    (["--photo-augment", "-1"], "--photo-augment must be at least 0"),
+    (["--photo-augment", "nan"], "--photo-augment must be a finite number"),
+    (["--photo-augment", "0.5"], "--photo-augment: stereo options"),
 ])
 def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from training.train import main

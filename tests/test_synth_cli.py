@@ -25,7 +25,8 @@ TINY = ["--seconds", "0.2", "--height", "32", "--width", "48", "--quiet"]
 NON_DEFAULT = [
     ("--seed", "3", 3), ("--height", "24", 24), ("--width", "40", 40),
     ("--scene-types", "corridor,room", ("corridor", "room")), ("--textures", "heldout", "heldout"),
-    ("--photo-fraction", "0.8", 0.8), ("--objects", "3", 3), ("--thin-fraction", "0.5", 0.5),
+    ("--photo-fraction", "0.8", 0.8), ("--photo-augment", "0.5", 0.5), ("--objects", "3", 3),
+    ("--thin-fraction", "0.5", 0.5),
     ("--max-slant", "30", 30.0), ("--min-depth", "0.7", 0.7), ("--motion", "0.5", 0.5),
     ("--camera-amplitude", "0.1", 0.1), ("--camera-rotation", "2", 2.0), ("--object-amplitude", "10", 10.0),
     ("--object-spin", "10", 10.0), ("--light-change", "0.3", 0.3), ("--lod-bias", "0.5", 0.5),
@@ -122,7 +123,8 @@ def test_dsec_profile_on_the_command_line(tmp_path):
 @pytest.mark.parametrize(
     "args, piece",
     [
-        (["--photo-fraction", "1.5"], "photo_fraction and thin_fraction must be in [0, 1]"),
+        (["--photo-fraction", "1.5"], "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
+        (["--photo-augment", "-0.5"], "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
         (["--scene-types", "garden"], "scene_types must be a non-empty selection of room, street"),
         (["--scene-types", ","], "scene_types must be a non-empty selection"),
         (["--textures", "mine"], "argument --textures: invalid choice: 'mine'"),

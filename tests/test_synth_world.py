@@ -163,6 +163,52 @@ def test_texture_sets_are_disjoint_and_respected():
     assert {s.texture.name for s in procedural.surfaces} <= set(PROCEDURAL)
 
 
+def test_varied_photographs_are_turned_negative_or_coarser_and_nothing_else():
+    """vary_photo: a quarter turn reads the surface's axes swapped, the negative mirrors reflectance in its
+    range, dropping k levels keeps the photograph where the level of detail is k or coarser and smooths
+    it where it is finer; at photo_augment 0 make_texture draws exactly what it drew before."""
+    from runtime.data.synth.textures import make_texture, photo_pyramid, vary_photo
+
+    t = make_texture(np.random.default_rng(5), "train", 1.0, 0.01)
+    assert t.name in TRAIN_PHOTOS and not t.transpose
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 2, 4000), rng.uniform(0, 2, 4000)
+    fine = np.full(a.shape, t.texel)  # level of detail 0: every texel
+    coarse = np.full(a.shape, t.texel * 2**3)
+    same = vary_photo(t, transpose=False, negative=False, drop=0)
+    assert np.array_equal(same.sample(a, b, fine, 0.0), t.sample(a, b, fine, 0.0))
+    turned = vary_photo(t, transpose=True, negative=False, drop=0)
+    assert np.array_equal(turned.sample(a, b, fine, 0.0), t.sample(b, a, fine, 0.0))
+    assert not np.allclose(turned.sample(a, b, fine, 0.0), t.sample(a, b, fine, 0.0))
+    neg = vary_photo(t, transpose=False, negative=True, drop=0)
+    np.testing.assert_allclose(neg.sample(a, b, fine, 0.0), 2 * t.lo + t.gain - t.sample(a, b, fine, 0.0),
+                               atol=1e-5)
+    coarser = vary_photo(t, transpose=False, negative=False, drop=3)
+    assert len(coarser.levels) == len(t.levels) - 3 and coarser.texel == t.texel * 8
+    np.testing.assert_allclose(coarser.sample(a, b, coarse, 0.0), t.sample(a, b, coarse, 0.0), atol=1e-5)
+    x = np.linspace(0, 0.5, 4000)  # along a line, texel by texel: the coarser surface changes less
+    y = np.full(x.shape, 0.3)
+    def step(tex):
+        return np.abs(np.diff(tex.sample(x, y, fine, 0.0))).mean()
+
+    assert step(coarser) < 0.5 * step(t)
+    assert vary_photo(t, transpose=False, negative=False, drop=99).levels == t.levels[-2:]  # two levels stay
+    # photo_augment 0 draws nothing more; 1 varies photographs only, after the same first draws
+    for seed in range(20):
+        r0, r1, r2 = (np.random.default_rng(seed) for _ in range(3))
+        plain, zero, varied = make_texture(r0, "train", 0.5, 0.01), make_texture(r1, "train", 0.5, 0.01, 0.0), \
+            make_texture(r2, "train", 0.5, 0.01, 1.0)
+        assert r0.random() == r1.random() and (plain.name, plain.texel, plain.lo) == (zero.name, zero.texel, zero.lo)
+        assert varied.name == plain.name and varied.texel >= plain.texel
+        if plain.name in PROCEDURAL:
+            assert (varied.lo, varied.gain, varied.transpose) == (plain.lo, plain.gain, False)
+    scenes = [StereoScene(SynthConfig(seed=s, textures="train", photo_fraction=1.0, photo_augment=1.0, **SMALL))
+              for s in range(3)]
+    textures = [x.texture for sc in scenes for x in sc.surfaces]
+    assert any(x.transpose for x in textures) and any(x.gain < 0 for x in textures)
+    assert any(len(x.levels) < len(photo_pyramid(x.name)) for x in textures)
+
+
 def test_training_and_held_out_specs_are_disjoint():
     from training.data import SyntheticSpec
 
@@ -188,6 +234,9 @@ def test_bad_new_knobs_are_refused():
         SynthConfig(textures="mine")
     with pytest.raises(ValueError, match="hot_pixel"):
         SynthConfig(hot_pixel_fraction=2.0)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="photo_augment"):
+            SynthConfig(photo_augment=bad)
 
 
 def test_depth_layout_knobs_of_the_dsec_profile():

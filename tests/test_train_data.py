@@ -199,6 +199,33 @@ def test_photo_fraction_reaches_the_training_recordings_and_their_cache_key(tmp_
     assert np.array_equal(made[1.0].val[0].left, default.val[0].left)
 
 
+def test_photo_augment_reaches_the_training_recordings_only_and_their_cache_key(tmp_path, monkeypatch):
+    """--photo-augment F: training scenes vary a share F of their photographs; held-out scenes never; F is
+    part of a training recording's cache key and of the data's description."""
+    import training.data as td
+    from training.datacache import Cache
+
+    calls, keys = [], []
+    real_open, real_get = td.open_recording, Cache.get
+    monkeypatch.setattr(td, "open_recording", lambda **kw: calls.append(kw) or real_open(**kw))
+    monkeypatch.setattr(Cache, "get", lambda self, key, make: keys.append(dict(key)) or real_get(self, key, make))
+    made = {}
+    for frac in (0.0, 1.0):
+        calls.clear()
+        keys.clear()
+        made[frac] = synthetic_stereo(SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.3, val_seconds=0.3,
+                                                    margin=8, photo_fraction=1.0, photo_augment=frac),
+                                      height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3,
+                                      stride=2, burn_in=1, cache=Cache(tmp_path / "cache"))
+        train_call, *val_calls = calls
+        assert train_call["photo_augment"] == frac and all("photo_augment" not in c for c in val_calls)
+        train_key, val_key = keys
+        assert train_key["photo_augment"] == frac and "photo_augment" not in val_key
+    assert "1 of the photographs varied" in made[1.0].description and "varied" not in made[0.0].description
+    assert not np.array_equal(made[1.0].train[0].left, made[0.0].train[0].left)
+    assert np.array_equal(made[1.0].val[0].left, made[0.0].val[0].left)
+
+
 def test_ddes_shuffle_pins_the_first_validation_frames():
     # DDES (tlkvstepan/event_stereo_ICCV2019, dataset.py): random.seed(0); random.shuffle over the
     # ordered test frames; the first 200 are validation. Values computed with that code's algorithm.
@@ -353,6 +380,9 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", str(tmp_path), "--photo-fraction", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "--photo-fraction applies to --data synthetic" in err, err
+    rc = main([*base, "--data", str(tmp_path), "--photo-augment", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--photo-augment applies to --data synthetic" in err, err
 
 
 def test_search_takes_the_real_data_options(tmp_path, capsys):

@@ -47,6 +47,7 @@ class TrainConfig:
     val_seeds: list[int] | None = None
     seconds: float = 4.0
     photo_fraction: float = SynthConfig.photo_fraction  # synthetic training surfaces textured with a photograph
+    photo_augment: float = SynthConfig.photo_augment  # share of those photographs varied (textures.vary_photo)
     split: int = 1
     eval_part: str = "val"
     calib: str | None = None  # real data: calibration folder (MVSEC maps)

@@ -185,7 +185,8 @@ class SyntheticSpec:
     training recording draws its own sensor (contrast threshold, mismatch, background activity, hot
     pixels, refractory period) around the generator's defaults; held-out recordings use the defaults.
     ``photo_fraction``: the share of a training scene's surfaces textured with a photograph (the others
-    procedural); held-out surfaces are all photographs.
+    procedural); held-out surfaces are all photographs, never varied; ``photo_augment``: the share of a
+    training scene's photographs varied (turned, negative, less fine detail: ``textures.vary_photo``).
     """
 
     train_seeds: tuple[int, ...] = tuple(range(100, 116))
@@ -199,6 +200,7 @@ class SyntheticSpec:
     val_scene_types: tuple[str, ...] = HELDOUT_SCENE_TYPES
     randomize_sensor: bool = True
     photo_fraction: float = TRAIN_PHOTO_FRACTION  # training surfaces textured with a photograph (held-out: all)
+    photo_augment: float = 0.0  # share of the training photographs varied (runtime.data.synth.textures.vary_photo)
 
 
 def random_sensor(seed: int) -> dict:
@@ -216,7 +218,7 @@ def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, heigh
         options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
     else:
         options = {"textures": spec.train_textures, "scene_types": tuple(spec.train_scene_types),
-                   "photo_fraction": spec.photo_fraction}
+                   "photo_fraction": spec.photo_fraction, "photo_augment": spec.photo_augment}
         if spec.randomize_sensor:
             options.update(random_sensor(seed))
     return open_recording(seed=seed, seconds=seconds, height=height, width=width, fb=fb, focal_px=focal, **options)
@@ -249,7 +251,8 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
             size = {"height": height + spec.margin, "width": width + spec.margin, "seconds": spec.seconds}
             geometry = {"fb": fb, "focal": focal}
             kind = {"textures": spec.train_textures, "scene_types": list(spec.train_scene_types),
-                    "randomize_sensor": spec.randomize_sensor, "photo_fraction": spec.photo_fraction}
+                    "randomize_sensor": spec.randomize_sensor, "photo_fraction": spec.photo_fraction,
+                    "photo_augment": spec.photo_augment}
         name = f"synthetic seed {seed}"
 
         def make() -> dict:
@@ -263,6 +266,7 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
     val = [recording(s, True) for s in spec.val_seeds]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     photos = "" if spec.photo_fraction == TRAIN_PHOTO_FRACTION else f", photo fraction {spec.photo_fraction:g}"
+    photos += f", {spec.photo_augment:g} of the photographs varied" if spec.photo_augment else ""
     return StereoData(train, val, length, stride, segments,
                       f"synthetic: train seeds {spans(spec.train_seeds)} ({spec.train_textures} textures{photos}"
                       f", scene types "

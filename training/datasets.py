@@ -61,6 +61,8 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
         return synthetic_stereo(synthetic, height=inp.height, width=inp.width, **common)
     if synthetic is not None and synthetic.photo_fraction != TRAIN_PHOTO_FRACTION:
         raise TrainError(f"--photo-fraction applies to --data synthetic, not to {source} ({kind.upper()} data)")
+    if synthetic is not None and synthetic.photo_augment:
+        raise TrainError(f"--photo-augment applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:
             raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "

@@ -17,6 +17,7 @@ OPTION_RANGES = {
     "lr": (0.0, 1e3, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
     "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
     "disparity_l1": (0.0, 1e6, True), "photo_fraction": (0.0, 1.0, True),
+    "photo_augment": (0.0, 1.0, True),
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
     "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "hns_every": (1, None, True),

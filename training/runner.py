@@ -267,7 +267,8 @@ def load_data(cfg, g, log=print):
     t = time.perf_counter()
     if TASKS[g.task].events:
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
-                             seconds=cfg.seconds, val_seconds=cfg.seconds, photo_fraction=cfg.photo_fraction)
+                             seconds=cfg.seconds, val_seconds=cfg.seconds, photo_fraction=cfg.photo_fraction,
+                             photo_augment=cfg.photo_augment)
         real = recording_options(cfg.to_dict(), "train")
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)
@@ -275,6 +276,7 @@ def load_data(cfg, g, log=print):
             f"({time.perf_counter() - t:.1f} s)")
         return data, data
     stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != TRAIN_PHOTO_FRACTION),
+                                      ("--photo-augment", cfg.photo_augment != 0),
                                       ("--disparity-l1", cfg.disparity_l1 != 0)) if given]
     if stereo_only:
         raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")

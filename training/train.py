@@ -146,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--photo-fraction", type=float, default=d.photo_fraction, metavar="F",
                    help="share of a synthetic training scene's surfaces textured with a photograph (the others "
                         "procedural); held-out scenes: all (default %(default)s)")
+    g.add_argument("--photo-augment", type=float, default=d.photo_augment, metavar="F",
+                   help="share of those training photographs varied: turned a quarter, negative, up to 16x less "
+                        "fine detail, each drawn (docs/training.md, 'Data'); held-out ones never (default %(default)s)")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,

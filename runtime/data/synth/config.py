@@ -44,6 +44,7 @@ class SynthConfig:
     scene_types: tuple[str, ...] = SCENE_TYPES  # each seed draws its layout from these (runtime.data.synth.layout)
     textures: str = "all"  # photographs used: "all", "train" or "heldout" (runtime.data.synth.textures)
     photo_fraction: float = 0.5  # share of surfaces textured with a photograph (others: 1/f procedural)
+    photo_augment: float = 0.0  # share of photographs varied: turned, negative, less fine detail (textures.vary_photo)
     n_objects: int = 6  # objects in front of the walls (twice as many in a clutter scene)
     thin_fraction: float = 0.2  # share of objects that are thin: poles and bars 1-5 px across
     max_slant_deg: float = 60.0  # flat objects are turned up to this much away from facing the camera
@@ -81,8 +82,8 @@ class SynthConfig:
             (len(self.scene_types) > 0 and all(k in SCENE_TYPES for k in self.scene_types),
              f"scene_types must be a non-empty selection of {', '.join(SCENE_TYPES)}"),
             (self.textures in TEXTURE_SETS, f"textures must be one of {', '.join(TEXTURE_SETS)}"),
-            (0 <= self.photo_fraction <= 1 and 0 <= self.thin_fraction <= 1,
-             "photo_fraction and thin_fraction must be in [0, 1]"),
+            (0 <= self.photo_fraction <= 1 and 0 <= self.thin_fraction <= 1 and 0 <= self.photo_augment <= 1,
+             "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
             (0 <= self.max_slant_deg < 85, "max_slant_deg must be in [0, 85)"),
             (self.camera_rotation_deg >= 0 and self.object_spin_deg >= 0,
              "camera_rotation_deg and object_spin_deg must be >= 0"),

@@ -45,7 +45,8 @@ class Layout:
 
     # ---- textures and placement -----------------------------------------------------------------
     def texture(self, depth: float):
-        return make_texture(self.rng, self.c.textures, self.c.photo_fraction, depth / self.s.f)
+        return make_texture(self.rng, self.c.textures, self.c.photo_fraction, depth / self.s.f,
+                            self.c.photo_augment)
 
     def point(self, u: float, v: float, z: float) -> np.ndarray:
         """The world point seen at pixel (u, v) at depth z at time 0."""

@@ -137,9 +137,10 @@ class Texture:
     levels: tuple[np.ndarray, ...]
     texel: float
     offset: tuple[float, float]
-    lo: float  # reflectance = lo + gain * value
+    lo: float  # reflectance = lo + gain * value (a negative gain: the negative image)
     gain: float
     name: str
+    transpose: bool = False  # the texture turned a quarter (with the mirrored levels: any multiple of 90 degrees)
 
     def sample(self, a: np.ndarray, b: np.ndarray, footprint: np.ndarray, bias: float) -> np.ndarray:
         """Reflectance at surface coordinates ``a`` (along) and ``b`` (across), metres, float32 [N].
@@ -149,6 +150,8 @@ class Texture:
         """
         if a.size == 0:
             return np.empty(0, np.float32)
+        if self.transpose:
+            a, b = b, a
         inv = 1.0 / self.texel
         u = (a * inv + self.offset[0]).astype(np.float32)
         v = (b * inv + self.offset[1]).astype(np.float32)
@@ -211,13 +214,15 @@ def _mirrored(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([a, a[::-1]], axis=0))
 
 
-def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: float, px_metres: float) -> Texture:
+def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: float, px_metres: float,
+                 photo_augment: float = 0.0) -> Texture:
     """A random texture for a surface on which one image pixel covers about ``px_metres``.
 
     With probability ``photo_fraction`` (always for the ``heldout`` set) a photograph of the set,
     otherwise a procedural texture; its scale puts 1.5-4 level-0 texels on a pixel (the level of
     detail then filters them), its contrast (0.6-0.97 of the range) and brightness are drawn so that
-    reflectance stays in [0.03, 1].
+    reflectance stays in [0.03, 1]. With probability ``photo_augment`` a photograph is varied
+    (``vary_photo``); at 0 nothing more is drawn, so every other texture of a seed stays as it was.
     """
     names = photo_names(texture_set)
     if texture_set == "heldout" or rng.random() < photo_fraction:
@@ -232,4 +237,25 @@ def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: flo
     offset = (float(rng.uniform(0, 2 * w)), float(rng.uniform(0, 2 * h)))
     gain = float(rng.uniform(0.6, 0.97))
     lo = float(rng.uniform(0.03, 1.0 - gain))
-    return Texture(levels, texel, offset, lo, gain, name)
+    texture = Texture(levels, texel, offset, lo, gain, name)
+    if name not in PROCEDURAL and photo_augment > 0 and rng.random() < photo_augment:
+        texture = vary_photo(texture, transpose=bool(rng.random() < 0.5), negative=bool(rng.random() < 0.5),
+                             drop=int(rng.integers(0, MAX_DETAIL_DROP + 1)))
+    return texture
+
+
+MAX_DETAIL_DROP = 4  # vary_photo drops up to this many of a photograph's finest levels (up to 16x coarser detail)
+
+
+def vary_photo(t: Texture, *, transpose: bool, negative: bool, drop: int) -> Texture:
+    """The photograph of ``t`` varied as the world varies surfaces: turned a quarter (``transpose``),
+    negative, and with its ``drop`` finest levels dropped at the same physical size, i.e. a surface with
+    2^drop times less fine detail (smooth walls are common, and a stereo matcher must fill them in from
+    their edges); at least two levels stay. Brightness range and placement are ``t``'s.
+    ``make_texture`` draws each variation: turned and negative with probability 1/2, ``drop`` uniform
+    in 0-``MAX_DETAIL_DROP``."""
+    drop = max(0, min(drop, len(t.levels) - 2))
+    lo, gain = (t.lo + t.gain, -t.gain) if negative else (t.lo, t.gain)
+    scale = 2.0**drop
+    return Texture(t.levels[drop:], t.texel * scale, (t.offset[0] / scale, t.offset[1] / scale), lo, gain,
+                   t.name, t.transpose != transpose)
