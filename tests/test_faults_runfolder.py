@@ -281,6 +281,8 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--photo-augment", "-1"], "--photo-augment must be at least 0"),
     (["--photo-augment", "nan"], "--photo-augment must be a finite number"),
     (["--photo-augment", "0.5"], "--photo-augment: stereo options"),
+    (["--windows", "4", "--burn-in", "0"], "--windows, --burn-in: stereo options"),
+    (["--diversity", "1"], "--diversity: stereo options"), (["--loss-step", "1"], "--loss-step: stereo options"),
 ])
 def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from training.train import main
