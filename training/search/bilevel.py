@@ -21,6 +21,7 @@ import yaml
 from torch import Tensor
 
 from compiler.registry import OPS
+from runtime.core.names import TASKS
 from runtime.data.options import DEFAULT_MAX_OUTSIDE_RECTIFY
 
 from .. import checkpoint as ckpt_io
@@ -277,15 +278,17 @@ def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
 
 def _train_config(sc: SearchConfig, g) -> TrainConfig:
     """The training configuration the supernet's weights train under (SGD, cosine: docs/search.md), checked."""
+    # samples of windows are stereo's (a classification run refuses them)
+    stereo = {"windows": sc.windows, "burn_in": sc.burn_in} if TASKS[g.task].events else {}
     cfg = TrainConfig(genotype=sc.space, out=sc.out, overrides=sc.overrides, data=sc.data, recipe=sc.recipe,
                       epochs=sc.epochs,
                       batch_size=sc.batch_size, lr=sc.lr, optimizer="sgd", momentum=0.9, weight_decay=3e-4,
-                      schedule="cosine", seed=sc.seed, windows=sc.windows, burn_in=sc.burn_in, seconds=sc.seconds,
+                      schedule="cosine", seed=sc.seed, seconds=sc.seconds,
                       train_seeds=sc.train_seeds, val_seeds=sc.val_seeds, max_batches=sc.max_batches,
                       quiet=sc.quiet, tensorboard=False, device=sc.device, augment=False, calib=sc.calib,
                       rectify=sc.rectify, fb=sc.fb, gt=sc.gt, dsec_split=sc.dsec_split,
                       rectify_rounding=sc.rectify_rounding, max_outside_rectify=sc.max_outside_rectify,
-                      exec=sc.exec, precision=sc.precision, layout=sc.layout)
+                      exec=sc.exec, precision=sc.precision, layout=sc.layout, **stereo)
     cfg = task_defaults(cfg, g)
     check_precision(cfg.precision, cfg.device)
     return cfg
