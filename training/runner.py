@@ -251,15 +251,30 @@ def _searched_yaml(text: str) -> str:
 
 
 def _check(cfg, g) -> None:
+    """The options once the task's defaults are filled in; the stereo options are refused on a genotype of
+    another task (they would be ignored)."""
+    from .config import TrainConfig
+    from .data import TRAIN_PHOTO_FRACTION
+    from .errors import TrainError
     from .options import check_options
 
     check_options(cfg)  # again: the task's defaults are filled in now
+    if TASKS[g.task].events:
+        return
+    d = TrainConfig(genotype="", out="")  # the defaults
+    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != TRAIN_PHOTO_FRACTION),
+                                      ("--photo-augment", cfg.photo_augment != d.photo_augment),
+                                      ("--disparity-l1", cfg.disparity_l1 != d.disparity_l1),
+                                      ("--windows", cfg.windows != d.windows), ("--burn-in", cfg.burn_in != d.burn_in),
+                                      ("--diversity", cfg.diversity != d.diversity),
+                                      ("--loss-step", cfg.loss_step != d.loss_step)) if given]
+    if stereo_only:
+        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")
 
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
-    from .config import TrainConfig
-    from .data import TRAIN_PHOTO_FRACTION, SyntheticSpec
+    from .data import SyntheticSpec
     from .datasets import stereo_data
     from .errors import TrainError
     from .images import check_image_shape, classification_data
@@ -276,15 +291,6 @@ def load_data(cfg, g, log=print):
         log(f"data: {data.description}; {len(data)} training samples of {data.length} windows "
             f"({time.perf_counter() - t:.1f} s)")
         return data, data
-    d = TrainConfig(genotype="", out="")  # the defaults
-    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != TRAIN_PHOTO_FRACTION),
-                                      ("--photo-augment", cfg.photo_augment != d.photo_augment),
-                                      ("--disparity-l1", cfg.disparity_l1 != d.disparity_l1),
-                                      ("--windows", cfg.windows != d.windows), ("--burn-in", cfg.burn_in != d.burn_in),
-                                      ("--diversity", cfg.diversity != d.diversity),
-                                      ("--loss-step", cfg.loss_step != d.loss_step)) if given]
-    if stereo_only:
-        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")
     train, test = classification_data(cfg.data)
     check_image_shape(train, inp.in_channels, inp.height, inp.width)
     if train.classes > g.head.classes:
