@@ -78,6 +78,10 @@ def test_bad_search_inputs_are_one_line_errors(space, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.startswith("error: ")
     res = search(space, tmp_path / "o2", "--warmup", 5)
     assert res.returncode == 2 and "--warmup 5 leaves no search epoch" in res.stderr
+    res = search(space, tmp_path / "o3", "--windows", 4, "--burn-in", 0)  # a classification space
+    assert res.returncode == 2 and "\n" not in res.stderr.strip(), res.stderr
+    assert "--windows, --burn-in: stereo options, and the space's task is classification" in res.stderr
+    assert not (tmp_path / "o3").exists()
 
 
 SNAS = [GENOTYPES / "snasnet_cifar10_bw.yaml", "--cell", "bw", "--candidates", 6, "--batch", 16,

@@ -273,6 +273,10 @@ def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
         raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
     if sc.warmup >= sc.epochs:
         raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
+    stereo_only = [flag for flag, name in (("--windows", "windows"), ("--burn-in", "burn_in"))
+                   if not TASKS[task].events and getattr(sc, name) != SearchConfig.__dataclass_fields__[name].default]
+    if stereo_only:
+        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and the space's task is {task}")
     return sc
 
 
