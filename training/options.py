@@ -4,7 +4,10 @@ non-negative, a --device this machine has."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+from runtime.core.names import TASKS
 
 from .errors import TrainError
 
@@ -62,6 +65,23 @@ def check_options(cfg) -> None:
         values = getattr(cfg, name, None) or []
         if any(v < 0 for v in values):
             raise TrainError(f"--{name.replace('_', '-')} must be non-negative, got {values}")
+
+
+# Options that only a stereo task reads, in the order an error names them (TrainConfig and SearchConfig fields)
+STEREO_OPTIONS = ("photo_fraction", "photo_augment", "disparity_l1", "windows", "burn_in", "diversity", "loss_step")
+
+
+def check_task_options(cfg, task: str, what: str) -> None:
+    """Refuse the ``STEREO_OPTIONS`` that ``cfg`` (a ``TrainConfig`` or ``SearchConfig``) sets to other than its
+    field's default where ``task`` reads no events: they would be ignored without a word. ``what`` ends the
+    one-line error (the genotype or space and its task)."""
+    if TASKS[task].events:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    given = [f"--{name.replace('_', '-')}" for name in STEREO_OPTIONS
+             if name in defaults and getattr(cfg, name) != defaults[name]]
+    if given:
+        raise TrainError(f"{', '.join(given)}: stereo options, and {what}")
 
 
 def check_device(device: str) -> None:

@@ -253,23 +253,10 @@ def _searched_yaml(text: str) -> str:
 def _check(cfg, g) -> None:
     """The options once the task's defaults are filled in; the stereo options are refused on a genotype of
     another task (they would be ignored)."""
-    from .config import TrainConfig
-    from .data import TRAIN_PHOTO_FRACTION
-    from .errors import TrainError
-    from .options import check_options
+    from .options import check_options, check_task_options
 
     check_options(cfg)  # again: the task's defaults are filled in now
-    if TASKS[g.task].events:
-        return
-    d = TrainConfig(genotype="", out="")  # the defaults
-    stereo_only = [o for o, given in (("--photo-fraction", cfg.photo_fraction != TRAIN_PHOTO_FRACTION),
-                                      ("--photo-augment", cfg.photo_augment != d.photo_augment),
-                                      ("--disparity-l1", cfg.disparity_l1 != d.disparity_l1),
-                                      ("--windows", cfg.windows != d.windows), ("--burn-in", cfg.burn_in != d.burn_in),
-                                      ("--diversity", cfg.diversity != d.diversity),
-                                      ("--loss-step", cfg.loss_step != d.loss_step)) if given]
-    if stereo_only:
-        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and {g.name} is a {g.task} genotype")
+    check_task_options(cfg, g.task, f"{g.name} is a {g.task} genotype")
 
 
 def load_data(cfg, g, log=print):

@@ -30,7 +30,7 @@ from ..distributed import setup, sum_gradients, teardown
 from ..errors import TrainError
 from ..execution import check_precision, execution_line
 from ..loop import Trainer, epoch_generators, make_optimizer
-from ..options import check_resume_options
+from ..options import check_resume_options, check_task_options
 from ..runlog import MetricsLog, claim, repair
 from ..searchers.base import Searcher
 from .decode import softmax, to_genotype
@@ -273,10 +273,7 @@ def _with_recipe(sc: SearchConfig, task: str) -> SearchConfig:
         raise TrainError(f"--crop-prob must be within [0, 1], got {sc.crop_prob}")
     if sc.warmup >= sc.epochs:
         raise TrainError(f"--warmup {sc.warmup} leaves no search epoch of {sc.epochs}", "lower --warmup")
-    stereo_only = [flag for flag, name in (("--windows", "windows"), ("--burn-in", "burn_in"))
-                   if not TASKS[task].events and getattr(sc, name) != SearchConfig.__dataclass_fields__[name].default]
-    if stereo_only:
-        raise TrainError(f"{', '.join(stereo_only)}: stereo options, and the space's task is {task}")
+    check_task_options(sc, task, f"the space's task is {task}")
     return sc
 
 
