@@ -281,6 +281,7 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--photo-augment", "-1"], "--photo-augment must be at least 0"),
     (["--photo-augment", "nan"], "--photo-augment must be a finite number"),
     (["--photo-augment", "0.5"], "--photo-augment: stereo options"),
+    (["--photo-variations", "coarser"], "--photo-variations: stereo options"),
     (["--windows", "4", "--burn-in", "0"], "--windows, --burn-in: stereo options"),
     (["--diversity", "1"], "--diversity: stereo options"), (["--loss-step", "1"], "--loss-step: stereo options"),
 ])

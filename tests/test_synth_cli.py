@@ -25,7 +25,8 @@ TINY = ["--seconds", "0.2", "--height", "32", "--width", "48", "--quiet"]
 NON_DEFAULT = [
     ("--seed", "3", 3), ("--height", "24", 24), ("--width", "40", 40),
     ("--scene-types", "corridor,room", ("corridor", "room")), ("--textures", "heldout", "heldout"),
-    ("--photo-fraction", "0.8", 0.8), ("--photo-augment", "0.5", 0.5), ("--objects", "3", 3),
+    ("--photo-fraction", "0.8", 0.8), ("--photo-augment", "0.5", 0.5),
+    ("--photo-variations", "coarser,turn", ("coarser", "turn")), ("--objects", "3", 3),
     ("--thin-fraction", "0.5", 0.5),
     ("--max-slant", "30", 30.0), ("--min-depth", "0.7", 0.7), ("--motion", "0.5", 0.5),
     ("--camera-amplitude", "0.1", 0.1), ("--camera-rotation", "2", 2.0), ("--object-amplitude", "10", 10.0),

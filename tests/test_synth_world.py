@@ -209,6 +209,37 @@ def test_varied_photographs_are_turned_negative_or_coarser_and_nothing_else():
     assert any(len(x.levels) < len(photo_pyramid(x.name)) for x in textures)
 
 
+def test_a_selection_of_variations_varies_the_same_photographs_at_the_same_draws():
+    """photo_variations: every variation is drawn as with all three, and only the chosen ones applied, so
+    ``coarser`` alone gives each texture of a seed all three's level of detail, unturned and positive,
+    and the textures after it are drawn exactly as with all three."""
+    from runtime.data.synth.textures import make_texture, photo_pyramid
+
+    coarser_seen = 0
+    for seed in range(40):
+        r_all, r_one, r_two = (np.random.default_rng(seed) for _ in range(3))
+        every = make_texture(r_all, "train", 1.0, 0.01, 1.0)
+        coarser = make_texture(r_one, "train", 1.0, 0.01, 1.0, ("coarser",))
+        turned = make_texture(r_two, "train", 1.0, 0.01, 1.0, ("turn", "negative"))
+        assert r_all.random() == r_one.random() == r_two.random()  # the same draws, in the same number
+        assert (coarser.name, coarser.texel, coarser.offset) == (every.name, every.texel, every.offset)
+        assert len(coarser.levels) == len(every.levels) and not coarser.transpose
+        assert (coarser.lo, coarser.gain) == pytest.approx((every.lo + every.gain, -every.gain) if every.gain < 0
+                                                           else (every.lo, every.gain), abs=1e-12)
+        assert (turned.transpose, turned.lo, turned.gain) == (every.transpose, every.lo, every.gain)
+        assert len(turned.levels) == len(photo_pyramid(every.name))
+        coarser_seen += len(coarser.levels) < len(photo_pyramid(every.name))
+    assert coarser_seen >= 10
+    scenes = [StereoScene(SynthConfig(seed=s, textures="train", photo_fraction=1.0, photo_augment=1.0,
+                                      photo_variations=("coarser",), **SMALL)) for s in range(3)]
+    textures = [x.texture for sc in scenes for x in sc.surfaces]
+    assert not any(x.transpose or x.gain < 0 for x in textures)
+    assert any(len(x.levels) < len(photo_pyramid(x.name)) for x in textures)
+    for bad in ((), ("blur",), ("coarser", "coarser")):
+        with pytest.raises(ValueError, match="photo_variations"):
+            SynthConfig(photo_variations=bad)
+
+
 def test_training_and_held_out_specs_are_disjoint():
     from training.data import SyntheticSpec
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import GENOTYPES
+from tests.helpers import GENOTYPES, SMALL
 from training.data import SyntheticSpec, synthetic_stereo
 from training.datasets import stereo_source_kind
 from training.errors import TrainError
@@ -226,6 +226,47 @@ def test_photo_augment_reaches_the_training_recordings_only_and_their_cache_key(
     assert np.array_equal(made[1.0].val[0].left, made[0.0].val[0].left)
 
 
+def test_photo_variations_reach_the_training_recordings_and_their_cache_key(tmp_path, monkeypatch, capsys):
+    """--photo-variations LIST: what --photo-augment varies; part of a training recording's cache key and of
+    the description where it is not all three; refused without --photo-augment and when it is not a list of
+    the three names, each once."""
+    import training.data as td
+    from training.datacache import Cache
+    from training.train import main
+
+    calls, keys = [], []
+    real_open, real_get = td.open_recording, Cache.get
+    monkeypatch.setattr(td, "open_recording", lambda **kw: calls.append(kw) or real_open(**kw))
+    monkeypatch.setattr(Cache, "get", lambda self, key, make: keys.append(dict(key)) or real_get(self, key, make))
+    made = {}
+    for variations in (("turn", "negative", "coarser"), ("coarser",)):
+        calls.clear()
+        keys.clear()
+        made[variations] = synthetic_stereo(
+            SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.3, val_seconds=0.3, margin=8,
+                          photo_fraction=1.0, photo_augment=1.0, photo_variations=variations),
+            height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3, stride=2, burn_in=1,
+            cache=Cache(tmp_path / "cache"))
+        train_call, *val_calls = calls
+        assert train_call["photo_variations"] == variations and all("photo_variations" not in c for c in val_calls)
+        train_key, val_key = keys
+        assert train_key["photo_variations"] == list(variations) and "photo_variations" not in val_key
+    assert "varied (coarser)" in made[("coarser",)].description
+    assert "varied," in made[("turn", "negative", "coarser")].description
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # two training recordings, one held-out
+    small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
+    base = [str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(tmp_path / "r"), "--epochs", "1"]
+    for bad in ("blur", "coarser,coarser", ",", "turn,blur"):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--photo-augment", "1", "--photo-variations", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and "argument --photo-variations: expected some of turn,negative,coarser" in err
+    rc = main([*base, "--photo-variations", "coarser"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "give --photo-augment above 0" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_ddes_shuffle_pins_the_first_validation_frames():
     # DDES (tlkvstepan/event_stereo_ICCV2019, dataset.py): random.seed(0); random.shuffle over the
     # ordered test frames; the first 200 are validation. Values computed with that code's algorithm.
@@ -363,7 +404,6 @@ def test_dsec_10hz_ground_truth_tiles_and_scores_only_its_windows(tmp_path):
 
 
 def test_cli_real_data_options(tmp_path, capsys):
-    from tests.helpers import SMALL
     from tests.test_data_mvsec import write_mvsec_like
     from training.train import main
 
@@ -383,6 +423,9 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", str(tmp_path), "--photo-augment", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "--photo-augment applies to --data synthetic" in err, err
+    rc = main([*base, "--data", str(tmp_path), "--photo-variations", "turn"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--photo-variations" in err, err
 
 
 def test_search_takes_the_real_data_options(tmp_path, capsys):

@@ -24,7 +24,7 @@ from runtime.core.errors import first_line
 from runtime.core.spans import spans
 from runtime.data.options import RecordingOptions
 from runtime.data.sources import find_recordings, open_recording
-from runtime.data.synth.config import SynthConfig
+from runtime.data.synth.config import PHOTO_VARIATIONS, SynthConfig
 
 from .datacache import FIELDS, Cache
 from .errors import TrainError
@@ -186,7 +186,8 @@ class SyntheticSpec:
     pixels, refractory period) around the generator's defaults; held-out recordings use the defaults.
     ``photo_fraction``: the share of a training scene's surfaces textured with a photograph (the others
     procedural); held-out surfaces are all photographs, never varied; ``photo_augment``: the share of a
-    training scene's photographs varied (turned, negative, less fine detail: ``textures.vary_photo``).
+    training scene's photographs varied (turned, negative, less fine detail: ``textures.vary_photo``), of
+    which only ``photo_variations`` are applied.
     """
 
     train_seeds: tuple[int, ...] = tuple(range(100, 116))
@@ -201,6 +202,7 @@ class SyntheticSpec:
     randomize_sensor: bool = True
     photo_fraction: float = TRAIN_PHOTO_FRACTION  # training surfaces textured with a photograph (held-out: all)
     photo_augment: float = 0.0  # share of the training photographs varied (runtime.data.synth.textures.vary_photo)
+    photo_variations: tuple[str, ...] = PHOTO_VARIATIONS  # what a varied photograph may draw
 
 
 def random_sensor(seed: int) -> dict:
@@ -218,7 +220,8 @@ def synthetic_recording(seed: int, *, held_out: bool, spec: SyntheticSpec, heigh
         options = {"textures": spec.val_textures, "scene_types": tuple(spec.val_scene_types)}
     else:
         options = {"textures": spec.train_textures, "scene_types": tuple(spec.train_scene_types),
-                   "photo_fraction": spec.photo_fraction, "photo_augment": spec.photo_augment}
+                   "photo_fraction": spec.photo_fraction, "photo_augment": spec.photo_augment,
+                   "photo_variations": tuple(spec.photo_variations)}
         if spec.randomize_sensor:
             options.update(random_sensor(seed))
     return open_recording(seed=seed, seconds=seconds, height=height, width=width, fb=fb, focal_px=focal, **options)
@@ -252,7 +255,7 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
             geometry = {"fb": fb, "focal": focal}
             kind = {"textures": spec.train_textures, "scene_types": list(spec.train_scene_types),
                     "randomize_sensor": spec.randomize_sensor, "photo_fraction": spec.photo_fraction,
-                    "photo_augment": spec.photo_augment}
+                    "photo_augment": spec.photo_augment, "photo_variations": list(spec.photo_variations)}
         name = f"synthetic seed {seed}"
 
         def make() -> dict:
@@ -266,7 +269,8 @@ def synthetic_stereo(spec: SyntheticSpec, *, height: int, width: int, encoding: 
     val = [recording(s, True) for s in spec.val_seeds]
     segments = [Segment(i, 0, len(v), burn_in) for i, v in enumerate(val)]
     photos = "" if spec.photo_fraction == TRAIN_PHOTO_FRACTION else f", photo fraction {spec.photo_fraction:g}"
-    photos += f", {spec.photo_augment:g} of the photographs varied" if spec.photo_augment else ""
+    varied = "" if spec.photo_variations == PHOTO_VARIATIONS else f" ({', '.join(spec.photo_variations)})"
+    photos += f", {spec.photo_augment:g} of the photographs varied{varied}" if spec.photo_augment else ""
     return StereoData(train, val, length, stride, segments,
                       f"synthetic: train seeds {spans(spec.train_seeds)} ({spec.train_textures} textures{photos}"
                       f", scene types "

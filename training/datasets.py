@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runtime.data.options import FLAGS, OptionError
 from runtime.data.sources import DSEC_EVENTS, MVSEC_DATA, find_recordings
+from runtime.data.synth.config import PHOTO_VARIATIONS
 
 from .data import TRAIN_PHOTO_FRACTION, RealOptions, StereoData, SyntheticSpec, mvsec_stereo, synthetic_stereo
 from .dsec_data import dsec_stereo
@@ -63,6 +64,8 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
         raise TrainError(f"--photo-fraction applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if synthetic is not None and synthetic.photo_augment:
         raise TrainError(f"--photo-augment applies to --data synthetic, not to {source} ({kind.upper()} data)")
+    if synthetic is not None and synthetic.photo_variations != PHOTO_VARIATIONS:
+        raise TrainError(f"--photo-variations applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:
             raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "

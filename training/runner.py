@@ -253,14 +253,20 @@ def _searched_yaml(text: str) -> str:
 def _check(cfg, g) -> None:
     """The options once the task's defaults are filled in; the stereo options are refused on a genotype of
     another task (they would be ignored)."""
+    from .config import TrainConfig
+    from .errors import TrainError
     from .options import check_options, check_task_options
 
     check_options(cfg)  # again: the task's defaults are filled in now
     check_task_options(cfg, g.task, f"{g.name} is a {g.task} genotype")
+    if cfg.photo_variations != TrainConfig.photo_variations and not cfg.photo_augment:
+        raise TrainError("--photo-variations chooses what --photo-augment varies; give --photo-augment above 0")
 
 
 def load_data(cfg, g, log=print):
     """(train, held-out) data for the genotype's task."""
+    from runtime.data.synth.config import split_names
+
     from .data import SyntheticSpec
     from .datasets import stereo_data
     from .errors import TrainError
@@ -271,7 +277,8 @@ def load_data(cfg, g, log=print):
     if TASKS[g.task].events:
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds, photo_fraction=cfg.photo_fraction,
-                             photo_augment=cfg.photo_augment)
+                             photo_augment=cfg.photo_augment,
+                             photo_variations=split_names(cfg.photo_variations))
         real = recording_options(cfg.to_dict(), "train")
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)

@@ -18,6 +18,7 @@ import sys
 
 from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
+from runtime.data.synth.config import PHOTO_VARIATIONS, split_names
 
 from .config import RECIPES
 from .execution import EXEC_MODES, LAYOUTS, PRECISIONS
@@ -38,6 +39,16 @@ def int_ranges(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers like 1,2,5-7, got {text!r}") from None
     return out
+
+
+def photo_variations(text: str) -> str:
+    """``coarser`` or ``turn,negative`` -> the same, checked against ``PHOTO_VARIATIONS``."""
+    names = split_names(text)
+    unknown = [n for n in names if n not in PHOTO_VARIATIONS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(PHOTO_VARIATIONS)} separated by commas, "
+                                         f"each once, got {text!r}")
+    return ",".join(names)
 
 
 def _layers(text: str) -> list[str]:
@@ -149,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--photo-augment", type=float, default=d.photo_augment, metavar="F",
                    help="share of those training photographs varied: turned a quarter, negative, up to 16x less "
                         "fine detail, each drawn (docs/training.md, 'Data'); held-out ones never (default %(default)s)")
+    g.add_argument("--photo-variations", type=photo_variations, default=d.photo_variations, metavar="LIST",
+                   help="the variations --photo-augment applies, of turn, negative and coarser; each is drawn all "
+                        "the same, so the others vary the same photographs as with all three (default %(default)s)")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,

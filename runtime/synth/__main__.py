@@ -30,6 +30,7 @@ KNOBS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--textures": ("textures", str, "photographs used: all, train or heldout (the held-out half)"),
     "--photo-fraction": ("photo_fraction", float, "share of surfaces with a photograph; 0: procedural 1/f only"),
     "--photo-augment": ("photo_augment", float, "share of photographs varied: turned, negative, less fine detail"),
+    "--photo-variations": ("photo_variations", split_names, "what --photo-augment varies, of turn, negative, coarser"),
     "--objects": ("n_objects", int, "objects in front of the walls (twice as many in a clutter scene)"),
     "--thin-fraction": ("thin_fraction", float, "share of thin objects (bars, poles)"),
     "--max-slant": ("max_slant_deg", float, "flat objects turn up to this many degrees from facing the camera"),

@@ -19,6 +19,8 @@ DSEC_FOCAL_PX = 569.0
 DSEC_FB = DSEC_FOCAL_PX * 0.6
 SCENE_TYPES = ("room", "street", "clutter", "corridor")
 TEXTURE_SETS = ("all", "train", "heldout")
+# What a varied photograph may draw (textures.vary_photo): a quarter turn, its negative, coarser detail
+PHOTO_VARIATIONS = ("turn", "negative", "coarser")
 
 
 def split_names(text: str) -> tuple[str, ...]:
@@ -45,6 +47,7 @@ class SynthConfig:
     textures: str = "all"  # photographs used: "all", "train" or "heldout" (runtime.data.synth.textures)
     photo_fraction: float = 0.5  # share of surfaces textured with a photograph (others: 1/f procedural)
     photo_augment: float = 0.0  # share of photographs varied: turned, negative, less fine detail (textures.vary_photo)
+    photo_variations: tuple[str, ...] = PHOTO_VARIATIONS  # what a varied photograph may draw
     n_objects: int = 6  # objects in front of the walls (twice as many in a clutter scene)
     thin_fraction: float = 0.2  # share of objects that are thin: poles and bars 1-5 px across
     max_slant_deg: float = 60.0  # flat objects are turned up to this much away from facing the camera
@@ -82,6 +85,9 @@ class SynthConfig:
             (len(self.scene_types) > 0 and all(k in SCENE_TYPES for k in self.scene_types),
              f"scene_types must be a non-empty selection of {', '.join(SCENE_TYPES)}"),
             (self.textures in TEXTURE_SETS, f"textures must be one of {', '.join(TEXTURE_SETS)}"),
+            (len(self.photo_variations) > 0 and all(k in PHOTO_VARIATIONS for k in self.photo_variations)
+             and len(set(self.photo_variations)) == len(self.photo_variations),
+             f"photo_variations must be a non-empty selection of {', '.join(PHOTO_VARIATIONS)}, each once"),
             (0 <= self.photo_fraction <= 1 and 0 <= self.thin_fraction <= 1 and 0 <= self.photo_augment <= 1,
              "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
             (0 <= self.max_slant_deg < 85, "max_slant_deg must be in [0, 85)"),

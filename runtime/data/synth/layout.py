@@ -46,7 +46,7 @@ class Layout:
     # ---- textures and placement -----------------------------------------------------------------
     def texture(self, depth: float):
         return make_texture(self.rng, self.c.textures, self.c.photo_fraction, depth / self.s.f,
-                            self.c.photo_augment)
+                            self.c.photo_augment, self.c.photo_variations)
 
     def point(self, u: float, v: float, z: float) -> np.ndarray:
         """The world point seen at pixel (u, v) at depth z at time 0."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config import TEXTURE_SETS
+from .config import PHOTO_VARIATIONS, TEXTURE_SETS
 
 PHOTOS = Path(__file__).resolve().parent / "photos"
 
@@ -215,7 +215,7 @@ def _mirrored(a: np.ndarray) -> np.ndarray:
 
 
 def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: float, px_metres: float,
-                 photo_augment: float = 0.0) -> Texture:
+                 photo_augment: float = 0.0, photo_variations: tuple[str, ...] = PHOTO_VARIATIONS) -> Texture:
     """A random texture for a surface on which one image pixel covers about ``px_metres``.
 
     With probability ``photo_fraction`` (always for the ``heldout`` set) a photograph of the set,
@@ -223,6 +223,8 @@ def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: flo
     detail then filters them), its contrast (0.6-0.97 of the range) and brightness are drawn so that
     reflectance stays in [0.03, 1]. With probability ``photo_augment`` a photograph is varied
     (``vary_photo``); at 0 nothing more is drawn, so every other texture of a seed stays as it was.
+    ``photo_variations`` (of ``PHOTO_VARIATIONS``) are the variations applied; every one is drawn all the
+    same, so a selection varies the photographs of a seed as all three do, less the others.
     """
     names = photo_names(texture_set)
     if texture_set == "heldout" or rng.random() < photo_fraction:
@@ -239,8 +241,11 @@ def make_texture(rng: np.random.Generator, texture_set: str, photo_fraction: flo
     lo = float(rng.uniform(0.03, 1.0 - gain))
     texture = Texture(levels, texel, offset, lo, gain, name)
     if name not in PROCEDURAL and photo_augment > 0 and rng.random() < photo_augment:
-        texture = vary_photo(texture, transpose=bool(rng.random() < 0.5), negative=bool(rng.random() < 0.5),
-                             drop=int(rng.integers(0, MAX_DETAIL_DROP + 1)))
+        turn, negative = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        drop = int(rng.integers(0, MAX_DETAIL_DROP + 1))
+        texture = vary_photo(texture, transpose=turn and "turn" in photo_variations,
+                             negative=negative and "negative" in photo_variations,
+                             drop=drop if "coarser" in photo_variations else 0)
     return texture
 
 
