@@ -126,6 +126,9 @@ def test_dsec_profile_on_the_command_line(tmp_path):
     [
         (["--photo-fraction", "1.5"], "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
         (["--photo-augment", "-0.5"], "photo_fraction, photo_augment and thin_fraction must be in [0, 1]"),
+        (["--photo-augment", "1", "--photo-variations", "blur"], "photo_variations must be a non-empty selection"),
+        (["--photo-augment", "1", "--photo-variations", "turn,turn"], "of turn, negative, coarser, each once"),
+        (["--photo-variations", "coarser"], "give --photo-augment above 0"),
         (["--scene-types", "garden"], "scene_types must be a non-empty selection of room, street"),
         (["--scene-types", ","], "scene_types must be a non-empty selection"),
         (["--textures", "mine"], "argument --textures: invalid choice: 'mine'"),

@@ -123,11 +123,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> SynthConfig:
-    """The profile's ``SynthConfig`` with the options given; SynthConfig's checks, then ``LIMITS``."""
+    """The profile's ``SynthConfig`` with the options given; SynthConfig's checks, then ``LIMITS``; a
+    ``--photo-variations`` without ``--photo-augment`` is refused (it would change nothing)."""
     fields = {f.name for f in dataclasses.fields(SynthConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     config = PROFILES[args.profile](**given)
     check_limits(config)
+    if "photo_variations" in given and not config.photo_augment:
+        raise ValueError("--photo-variations chooses what --photo-augment varies; give --photo-augment above 0")
     return config
 
 
