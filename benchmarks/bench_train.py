@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         p.error(f"argument --json: {args.json} is a folder")
     if args.full and args.batches == 3:
         args.batches, args.warmup = 12, 2
-    from training.execution import cpu_has_bf16
+    from training.execution import bf16_conv3d_gradients_ok, cpu_has_bf16
 
     print(f"CPU flags: {cpu_flags()}; cores available: {len(os.sched_getaffinity(0))}; "
           f"load average at start: {os.getloadavg()[0]:.2f}")
@@ -312,6 +312,10 @@ def main(argv=None) -> int:
             spec = {"task": task, **config, "batches": args.batches, "warmup": args.warmup, "data": data}
             if spec["precision"] == "bf16" and not cpu_has_bf16():  # training refuses it there: a row says so
                 rows.append({**spec, "skipped": "this CPU has neither AMX nor AVX512-BF16 (training refuses bf16)"})
+                continue
+            if spec["precision"] == "bf16" and task in STEREO_TASKS and not bf16_conv3d_gradients_ok():
+                rows.append({**spec, "skipped": "this CPU's bfloat16 3-D convolutions give wrong weight gradients "
+                                                "(training refuses bf16 for stereo)"})
                 continue
             t0 = time.perf_counter()
             rows.append(run_child(spec))

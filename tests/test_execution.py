@@ -17,7 +17,7 @@ from test_property import genotypes
 from compiler import build_model, fused, parse_genotype
 from compiler.ir import Neuron, Surrogate
 from compiler.neurons import NEURON_MODULES, SURROGATE_GRADS, build_neuron
-from tests.helpers import SMALL, small_genotype
+from tests.helpers import GENOTYPES, SMALL, small_genotype
 from training.config import TrainConfig, task_defaults
 from training.distributed import Dist
 from training.loop import Trainer
@@ -857,3 +857,50 @@ def test_only_resampled_values_that_convolutions_alone_read_stay_coarse(monkeypa
     layers = model.nets["matching"].layers
     layers[len(layers) - 1].op = torch.nn.Sequential(layers[len(layers) - 1].op)  # a searcher's wrapper
     assert "matching.cost:resample" not in _lazy_upsamples(list(model.plan.graph), model)
+
+
+def test_bf16_is_refused_for_3d_convolutions_where_their_weight_gradients_are_wrong(monkeypatch):
+    """bf16_conv3d_gradients_ok agrees with a direct look at the shape it probes (a 3x3x3 kernel over a 2-deep
+    input, bfloat16 weight gradient against float32); where it fails, a model with 3-D convolutions is refused
+    under --precision bf16 on a CPU (one line, the fix named), a classification model and float32 are not."""
+    import training.execution as ex
+    from training.errors import TrainError
+
+    ok = ex.bf16_conv3d_gradients_ok()
+    gen = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1)
+    x = (torch.rand(2, 16, 2, 4, 6, generator=gen) < 0.3).float()
+    g = torch.randn(2, 16, 2, 4, 6, generator=gen)
+    (ref,) = torch.autograd.grad(conv(x), conv.weight, g)
+    wrong = 0
+    for _ in range(5):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        (got,) = torch.autograd.grad(out.float(), conv.weight, g)
+        wrong += bool(not torch.isfinite(got).all() or (got - ref).abs().max() > 0.05 * ref.abs().max())
+    assert ok == (wrong == 0), (ok, wrong)
+    stereo, classifier = build_model(small_genotype("stereo")), build_model(small_genotype("cifar10"))
+    monkeypatch.setattr(ex, "bf16_conv3d_gradients_ok", lambda: False)
+    with pytest.raises(TrainError, match="bfloat16 3-D convolutions give wrong weight gradients") as exc:
+        ex.check_bf16_model(stereo, "bf16", "cpu")
+    assert "--precision fp32" in str(exc.value) and "\n" not in str(exc.value)
+    for model, precision, device in ((classifier, "bf16", "cpu"), (stereo, "fp32", "cpu"), (stereo, "bf16", "cuda")):
+        ex.check_bf16_model(model, precision, device)
+    monkeypatch.setattr(ex, "bf16_conv3d_gradients_ok", lambda: True)
+    ex.check_bf16_model(stereo, "bf16", "cpu")
+
+
+def test_bf16_stereo_training_is_refused_in_one_line_where_3d_gradients_are_wrong(tmp_path, monkeypatch, capsys):
+    import training.execution as ex
+    from training.train import main
+
+    monkeypatch.setattr(ex, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(ex, "bf16_conv3d_gradients_ok", lambda: False)
+    small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
+    out = tmp_path / "r"
+    rc = main([str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(out), "--epochs", "1", "--max-batches", "1",
+               "--train-seeds", "100", "--val-seeds", "0", "--seconds", "0.5", "--windows", "2", "--burn-in", "1",
+               "--batch-size", "1", "--precision", "bf16", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and "3-D convolutions" in err, err
+    assert not out.exists()

@@ -17,6 +17,7 @@ runs it natively (AMX / AVX512-BF16 CPUs, CUDA), membranes and state in float32.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -63,6 +64,39 @@ def check_precision(precision: str, device: str) -> None:
     if precision == "bf16" and not device.startswith("cuda") and not cpu_has_bf16():
         raise TrainError("--precision bf16 needs a CPU with AMX or AVX512-BF16 (or CUDA); this one has neither",
                          "use --precision fp32")
+
+
+@functools.cache
+def bf16_conv3d_gradients_ok() -> bool:
+    """Whether this CPU's bfloat16 3-D convolution gives the weight gradient float32 gives, on the shape found
+    wrong: a 3x3x3 kernel over an input only 2 deep (the matching network's coarsest level at small inputs).
+    torch 2.13's oneDNN on an AVX512-BF16 CPU without AMX returned inf and NaN there, and different values on
+    every call (docs/training.md, "bfloat16 and 3-D convolutions"); an AMX CPU ran the same model right."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():  # 8 -> 8 channels ran right there; 16 -> 8, 8 -> 16 and wider did not
+        torch.manual_seed(0)
+        conv = torch.nn.Conv3d(16, 16, 3, padding=1)
+    x = (torch.rand(2, 16, 2, 4, 6, generator=gen) < 0.3).float()
+    g = torch.randn(2, 16, 2, 4, 6, generator=gen)
+    (ref,) = torch.autograd.grad(conv(x), conv.weight, g)
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        (got,) = torch.autograd.grad(out.float(), conv.weight, g)
+        if not torch.isfinite(got).all() or (got - ref).abs().max() > 0.05 * ref.abs().max():
+            return False
+    return True
+
+
+def check_bf16_model(model: torch.nn.Module, precision: str, device: str) -> None:
+    """``--precision bf16`` on a CPU trains a model with 3-D convolutions only where ``bf16_conv3d_gradients_ok``:
+    elsewhere it would train on wrong gradients without a word."""
+    if precision != "bf16" or device.startswith("cuda"):
+        return
+    if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()) and not bf16_conv3d_gradients_ok():
+        raise TrainError("--precision bf16: this CPU's bfloat16 3-D convolutions give wrong weight gradients "
+                         "(a 3x3x3 kernel over a 2-deep input, checked against float32 at start)",
+                         "use --precision fp32 for a model with 3-D convolutions (stereo)")
 
 
 def autocast(precision: str, device: str):

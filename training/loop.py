@@ -31,6 +31,7 @@ from .errors import TrainError
 from .execution import (
     apply_layout,
     autocast,
+    check_bf16_model,
     class_logits,
     conv3d_in_channels_last,
     neurons,
@@ -101,6 +102,7 @@ class Trainer:
             raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
         self.exec = resolve_exec(cfg.exec, model, self.searchers)  # how the model runs over time
+        check_bf16_model(model, cfg.precision, cfg.device)
         self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
         apply_layout(model, self.layout)  # values unchanged; the optimiser holds the same parameters
 
