@@ -904,3 +904,19 @@ def test_bf16_stereo_training_is_refused_in_one_line_where_3d_gradients_are_wron
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and "3-D convolutions" in err, err
     assert not out.exists()
+
+
+def test_bf16_stereo_search_is_refused_in_one_line_where_3d_gradients_are_wrong(tmp_path, monkeypatch, capsys):
+    import training.execution as ex
+    from tests.helpers import ROOT
+    from training.search.cli import main
+
+    monkeypatch.setattr(ex, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(ex, "bf16_conv3d_gradients_ok", lambda: False)
+    out = tmp_path / "s"
+    rc = main(["spikedhs", str(ROOT / "searchspaces" / "stereo_small.yaml"), "--out", str(out), "--precision", "bf16",
+               "--epochs", "2", "--warmup", "1", "--train-seeds", "100-103", "--val-seeds", "0", "--seconds", "0.5",
+               "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and "3-D convolutions" in err, err
+    assert not out.exists()
