@@ -256,7 +256,11 @@ def test_photo_variations_reach_the_training_recordings_and_their_cache_key(tmp_
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # two training recordings, one held-out
     small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
     base = [str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(tmp_path / "r"), "--epochs", "1"]
-    for bad in ("blur", "coarser,coarser", ",", "turn,blur"):
+    from training.train import parser
+
+    args = parser().parse_args([*base, "--photo-variations", " coarser , turn,"])
+    assert args.photo_variations == "coarser,turn"
+    for bad in ("blur", "coarser,coarser", ",", "turn,blur", "Coarser", ""):
         with pytest.raises(SystemExit) as exc:
             main([*base, "--photo-augment", "1", "--photo-variations", bad])
         err = capsys.readouterr().err.strip().splitlines()[-1]

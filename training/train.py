@@ -18,7 +18,7 @@ import sys
 
 from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
-from runtime.data.synth.config import PHOTO_VARIATIONS, split_names
+from runtime.data.synth.config import PHOTO_VARIATIONS, SynthConfig, split_names
 
 from .config import RECIPES
 from .execution import EXEC_MODES, LAYOUTS, PRECISIONS
@@ -42,12 +42,13 @@ def int_ranges(text: str) -> list[int]:
 
 
 def photo_variations(text: str) -> str:
-    """``coarser`` or ``turn,negative`` -> the same, checked against ``PHOTO_VARIATIONS``."""
+    """``coarser`` or ``turn,negative`` -> the same, checked as ``SynthConfig`` checks it."""
     names = split_names(text)
-    unknown = [n for n in names if n not in PHOTO_VARIATIONS]
-    if not names or unknown or len(set(names)) != len(names):
+    try:
+        SynthConfig(photo_variations=names)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected some of {','.join(PHOTO_VARIATIONS)} separated by commas, "
-                                         f"each once, got {text!r}")
+                                         f"each once, got {text!r}") from None
     return ",".join(names)
 
 
