@@ -35,6 +35,7 @@ class TrainConfig:
     milestones: list[int] | None = None
     gamma: float = 0.5
     seed: int = 0
+    ema: float = 0.0  # decay of the weights' moving average that is validated and kept (not in the papers; 0: off)
     # stereo
     windows: int = 6
     burn_in: int = 2

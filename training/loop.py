@@ -27,6 +27,7 @@ from . import checkpoint as ckpt_io
 from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
+from .ema import WeightAverage
 from .errors import TrainError
 from .execution import (
     apply_layout,
@@ -105,6 +106,7 @@ class Trainer:
         check_bf16_model(model, cfg.precision, cfg.device)
         self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
         apply_layout(model, self.layout)  # values unchanged; the optimiser holds the same parameters
+        self.ema: WeightAverage | None = None  # --ema: started from the weights of the first step (after --init)
 
     # ---------------------------------------------------------------------------- batches
     def num_samples(self) -> int:
@@ -185,6 +187,8 @@ class Trainer:
         return [p for s in self.searchers for p in s.parameters()]
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        if self.cfg.ema and self.ema is None:  # before the forward moves BatchNorm's statistics
+            self.ema = WeightAverage(self.model, self.cfg.ema)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         for s in self.searchers:
@@ -193,6 +197,8 @@ class Trainer:
         loss.backward()
         sum_gradients(list(self.model.parameters()) + self.search_parameters(), self.dist)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.iteration += 1
         for s in self.searchers:
             s.after_step(self)
@@ -228,18 +234,27 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self) -> dict[str, Any]:
-        """Held-out metrics of the current weights (on the full-size model when training on crops)."""
+    def evaluate(self, raw: bool = False) -> dict[str, Any]:
+        """Held-out metrics of the current weights (on the full-size model when training on crops): with
+        ``--ema`` their moving average, or the optimiser's own weights with ``raw``."""
+        average = None if raw or self.ema is None else self.ema.tensors
         model = self.model
         if self.eval_model is not None:
-            self.eval_model.load_state_dict(self.model.state_dict())
+            self.eval_model.load_state_dict(average if average is not None else self.model.state_dict())
             model = self.eval_model
+            average = None
+        kept = None
+        if average is not None:  # the average in the model for the evaluation, the model's weights back after
+            kept = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(average)
         model.eval()
         try:
             return evaluate_stereo(model, self.val_data, self.cfg, self.exec) if self.stereo \
                 else evaluate_classification(model, self.val_data, self.cfg.timesteps, self.cfg.eval_batch_size,
                                              self.exec)
         finally:
+            if kept is not None:
+                self.model.load_state_dict(kept)
             self.model.train()
 
     def improved(self, metrics: dict) -> bool:
@@ -253,7 +268,10 @@ class Trainer:
     # ---------------------------------------------------------------------------- checkpoints
     def state(self, genotype_yaml: str) -> dict:
         model = {k: v.contiguous() for k, v in self.model.state_dict().items()}  # plain order, whatever --layout
-        return {"model": model, "optimizer": self.optimizer.state_dict(),
+        weights = {"model": model}
+        if self.ema is not None:  # "model": what is validated (training.evaluate, --init, strip); resume: both
+            weights = {"model": self.ema.state_dict(), "train_model": model}
+        return {**weights, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
                 "best": dict(self.best), "rng": ckpt_io.rng_state(), "genotype": genotype_yaml,
                 "config": self.cfg.to_dict(), "search": {s.name: s.state_dict() for s in self.searchers},
@@ -269,7 +287,12 @@ class Trainer:
                              "resume with the genotype and options it was trained with") from None
 
     def _load_state(self, ck: dict) -> None:
-        self.model.load_state_dict(ck["model"])
+        if self.cfg.ema:
+            self.model.load_state_dict(ck["train_model"])
+            self.ema = WeightAverage(self.model, self.cfg.ema)
+            self.ema.load_state_dict(ck["model"])
+        else:
+            self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.epoch = int(ck["epoch"])
@@ -308,6 +331,8 @@ class Trainer:
             if evaluate and dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 t1 = time.perf_counter()
                 last_metrics = row["val"] = self.evaluate()
+                if self.ema is not None:  # the optimiser's own weights beside their average, every epoch
+                    row["val_raw"] = self.evaluate(raw=True)
                 row["eval_s"] = round(time.perf_counter() - t1, 2)
             self.epoch = epoch + 1
             ran += 1

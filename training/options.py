@@ -19,7 +19,7 @@ OPTION_RANGES = {
     "stop_after": (1, None, True), "threads": (1, 1024, True), "seed": (0, 2**32 - 1, True),
     "lr": (0.0, 1e3, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
     "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
-    "disparity_l1": (0.0, 1e6, True), "photo_fraction": (0.0, 1.0, True),
+    "disparity_l1": (0.0, 1e6, True), "ema": (0.0, None, True), "photo_fraction": (0.0, 1.0, True),
     "photo_augment": (0.0, 1.0, True),
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),

@@ -261,6 +261,12 @@ def _check(cfg, g) -> None:
     check_task_options(cfg, g.task, f"{g.name} is a {g.task} genotype")
     if cfg.photo_variations != TrainConfig.photo_variations and not cfg.photo_augment:
         raise TrainError("--photo-variations chooses what --photo-augment varies; give --photo-augment above 0")
+    if cfg.ema >= 1:
+        raise TrainError(f"--ema must be below 1, got {cfg.ema:g}", "e.g. --ema 0.99 (1 would never move the average)")
+    searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
+    if cfg.ema and searched:
+        raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",
+                         "train with --ema after the search, from its weights (--init)")
 
 
 def load_data(cfg, g, log=print):
@@ -301,13 +307,14 @@ def _describe(train, val) -> str:
 def _epoch_line(row: dict, cfg) -> str:
     parts = [f"epoch {row['epoch']}/{cfg.epochs}", f"loss {row['train_loss']:.4f}", f"lr {row['lr']:.2e}",
              f"{row['train_s']:.0f} s"]
-    val = row.get("val") or {}
+    val, raw = row.get("val") or {}, row.get("val_raw") or {}
     for key, label, fmt in (("one_pixel_accuracy_pct", "1PA", "{:.2f} %"),
                             ("mean_disparity_error_px", "MDispE", "{:.3f} px"),
                             ("mean_depth_error_cm", "MDE", "{:.2f} cm"),
                             ("accuracy_pct", "acc", "{:.2f} %")):
         if val.get(key) is not None:
-            parts.append(f"{label} {fmt.format(val[key])}")
+            own = f" (weights {fmt.format(raw[key])})" if raw.get(key) is not None else ""  # --ema: val is the average
+            parts.append(f"{label} {fmt.format(val[key])}{own}")
     for k, v in row.items():
         if k.startswith(("dgs", "tps", "hns")) and isinstance(v, str):
             parts.append(v)

@@ -141,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
                    "(default: paper 50,100,150 (stereo); cpu-quick 60%% and 80%% of --epochs)")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights, updated after every "
+                        "optimiser step with this decay (e.g. 0.99; below 1), started from the run's first weights; "
+                        "the optimiser's own weights are validated beside it (val_raw); not in the papers "
+                        "(docs/training.md, 'The weights' moving average'); 0: off")
     g = p.add_argument_group("stereo")
     g.add_argument("--windows", type=int, default=d.windows, help="K: windows with loss per sample")
     g.add_argument("--burn-in", type=int, default=d.burn_in, help="B: windows before them, without loss")

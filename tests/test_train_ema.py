@@ -1,0 +1,132 @@
+"""``--ema DECAY``: the weights' moving average is what a run validates and keeps, the optimiser's own weights
+train exactly as without it, resume is exact, and the average starts from the run's first weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import GENOTYPES
+
+torch.set_num_threads(1)
+
+
+def _cfg(out, **kw):
+    from training.config import TrainConfig
+
+    base = dict(genotype=str(GENOTYPES / "cifar10.yaml"), out=str(out), data="digits", epochs=2, timesteps=2,
+                max_batches=3, batch_size=16, quiet=True, tensorboard=False,
+                overrides=["input.height=8", "input.width=8", "input.channels=1",
+                           "networks.backbone.node_channels=[4,4,8]", "networks.backbone.layers[0].channels=8"])
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_average_is_decay_times_itself_plus_the_rest_of_the_weights():
+    from training.ema import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    model.to(memory_format=torch.channels_last)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = WeightAverage(model, 0.75)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.train()(torch.randn(4, 2, 5, 5))  # BatchNorm's statistics and counter move
+    avg.update(model)
+    now = model.state_dict()
+    for k, v in avg.tensors.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * start[k] + 0.25 * now[k], rtol=0, atol=1e-6), k
+        else:
+            assert torch.equal(v, now[k]) and not torch.equal(v, start[k]), k  # num_batches_tracked: copied
+    saved = avg.state_dict()
+    assert all(t.is_contiguous() for t in saved.values())
+    assert saved["0.weight"].data_ptr() != avg.tensors["0.weight"].data_ptr()  # a copy, not the live average
+    other = WeightAverage(model, 0.75)
+    other.load_state_dict(saved)
+    assert all(torch.equal(other.tensors[k], avg.tensors[k]) for k in saved)
+    with pytest.raises(KeyError):
+        other.load_state_dict({"0.weight": saved["0.weight"]})
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError):
+            WeightAverage(model, bad)
+
+
+def test_a_run_validates_the_average_and_trains_its_weights_as_without_it(tmp_path):
+    from training.train import run
+
+    run(_cfg(tmp_path / "plain"), log=lambda s: None)
+    lines: list[str] = []
+    run(_cfg(tmp_path / "ema", ema=0.5), log=lines.append)
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+    ema = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
+    assert "train_model" not in plain
+    for key, tensor in plain["model"].items():  # the optimiser's weights: bit for bit those of the plain run
+        assert torch.equal(tensor, ema["train_model"][key]), key
+    differ = [k for k, v in ema["model"].items() if v.is_floating_point() and not torch.equal(v, ema["train_model"][k])]
+    assert differ  # the kept "model" is the average
+    plain_rows, ema_rows = _rows(tmp_path / "plain"), _rows(tmp_path / "ema")
+    assert [r["val"] for r in plain_rows] == [r["val_raw"] for r in ema_rows]  # the weights' scores, logged beside
+    assert all("val_raw" not in r for r in plain_rows)
+    assert [h["val.accuracy_pct"] for h in ema["history"]] == [r["val"]["accuracy_pct"] for r in ema_rows]
+    assert any("(weights " in line for line in lines)  # the epoch line shows both
+    # the average's score is that of the kept weights: evaluate them as a user would
+    from training.evaluate import main as evaluate_main
+
+    assert evaluate_main([str(tmp_path / "ema" / "last.pt"), "--json", str(tmp_path / "e.json")]) == 0
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["model"]["accuracy_pct"] == ema_rows[-1]["val"]["accuracy_pct"]
+
+
+def test_resume_with_the_average_is_exact(tmp_path):
+    from training.train import run
+
+    run(_cfg(tmp_path / "full", ema=0.8), log=lambda s: None)
+    run(_cfg(tmp_path / "half", ema=0.8, stop_after=1), log=lambda s: None)
+    run(_cfg(tmp_path / "half", ema=0.8), resume=True, resume_overrides={"stop_after": None}, log=lambda s: None)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "half" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for part in ("model", "train_model"):
+        for key, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][key]), (part, key)
+    assert [r["val"] for r in _rows(tmp_path / "full")] == [r["val"] for r in _rows(tmp_path / "half")]
+
+
+def test_the_average_starts_from_the_init_weights(tmp_path):
+    from training.train import run
+
+    run(_cfg(tmp_path / "first", epochs=1), log=lambda s: None)
+    init = torch.load(tmp_path / "first" / "last.pt", weights_only=True)["model"]
+    run(_cfg(tmp_path / "next", epochs=1, ema=0.999999, init=str(tmp_path / "first" / "last.pt"), lr=0.5),
+        log=lambda s: None)
+    ck = torch.load(tmp_path / "next" / "last.pt", weights_only=True)
+    moved = [k for k, v in ck["train_model"].items() if v.is_floating_point() and not torch.allclose(v, init[k])]
+    assert moved
+    for key in moved:  # three steps at decay 1 - 1e-6: the average is still the --init weights
+        assert torch.allclose(ck["model"][key], init[key], rtol=0, atol=1e-4), key
+
+
+def test_a_stereo_run_on_crops_validates_the_average_on_the_full_size_model(tmp_path):
+    """Crops: the full-size model is validated (the run's eval model); with --ema it holds the average, and the
+    kept last.pt scores what the run logged."""
+    from training.config import TrainConfig
+    from training.evaluate import main as evaluate_main
+    from training.train import run
+
+    out = tmp_path / "run"
+    run(TrainConfig(genotype=str(GENOTYPES / "stereo_small.yaml"), out=str(out), epochs=1, train_seeds=[100, 101],
+                    val_seeds=[0], seconds=0.8, crop=(48, 64), batch_size=2, quiet=True, tensorboard=False,
+                    ema=0.5), log=lambda s: None)
+    row = _rows(out)[-1]
+    assert row["val"] != row["val_raw"]
+    assert evaluate_main([str(out / "last.pt"), "--json", str(tmp_path / "e.json")]) == 0
+    got = json.loads((tmp_path / "e.json").read_text())["model"]
+    assert got["one_pixel_accuracy_pct"] == row["val"]["one_pixel_accuracy_pct"]
