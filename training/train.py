@@ -111,6 +111,38 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of the architecture weights alpha")
 
 
+def _stereo_options(p: argparse.ArgumentParser, d) -> None:
+    """The stereo group of ``python -m training.train`` (``d``: the defaults), with the recording options."""
+    g = p.add_argument_group("stereo")
+    g.add_argument("--windows", type=int, default=d.windows, help="K: windows with loss per sample")
+    g.add_argument("--burn-in", type=int, default=d.burn_in, help="B: windows before them, without loss")
+    g.add_argument("--stride", type=int, help="windows between sample starts (default K)")
+    g.add_argument("--crop", type=int_ranges, metavar="H,W", help="train on random H x W crops (a model built at "
+                   "that size shares the weights); evaluation runs at the genotype's full size")
+    g.add_argument("--diversity", type=float, default=d.diversity, help="b of the Laplace target (px)")
+    g.add_argument("--loss-step", type=float, help="disparity step of the loss (default: the genotype's)")
+    g.add_argument("--disparity-l1", type=float, default=d.disparity_l1, metavar="WEIGHT",
+                   help="add WEIGHT x the smooth-L1 error (px) of the estimator's disparity to the paper's loss "
+                        "(eq. 6); not in the papers (docs/training.md, 'What one training step is'); default 0")
+    g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
+    g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
+    g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
+    g.add_argument("--photo-fraction", type=float, default=d.photo_fraction, metavar="F",
+                   help="share of a synthetic training scene's surfaces textured with a photograph (the others "
+                        "procedural); held-out scenes: all (default %(default)s)")
+    g.add_argument("--photo-augment", type=float, default=d.photo_augment, metavar="F",
+                   help="share of those training photographs varied: turned a quarter, negative, up to 16x less "
+                        "fine detail, each drawn (docs/training.md, 'Data'); held-out ones never (default %(default)s)")
+    g.add_argument("--photo-variations", type=photo_variations, default=d.photo_variations, metavar="LIST",
+                   help="the variations --photo-augment applies, of turn, negative and coarser; each is drawn all "
+                        "the same, so the others vary the same photographs as with all three (default %(default)s)")
+    g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
+                   help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
+    g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,
+                   help="MVSEC held-out part: DDES's 200 validation frames or the rest")
+    add_recording_arguments(g, "train")
+
+
 def parser() -> argparse.ArgumentParser:
     """Every option of ``python -m training.train`` (docs/training.md)."""
     from .config import TrainConfig
@@ -146,34 +178,7 @@ def parser() -> argparse.ArgumentParser:
                         "optimiser step with this decay (e.g. 0.99; below 1), started from the run's first weights; "
                         "the optimiser's own weights are validated beside it (val_raw); not in the papers "
                         "(docs/training.md, 'The weights' moving average'); 0: off")
-    g = p.add_argument_group("stereo")
-    g.add_argument("--windows", type=int, default=d.windows, help="K: windows with loss per sample")
-    g.add_argument("--burn-in", type=int, default=d.burn_in, help="B: windows before them, without loss")
-    g.add_argument("--stride", type=int, help="windows between sample starts (default K)")
-    g.add_argument("--crop", type=int_ranges, metavar="H,W", help="train on random H x W crops (a model built at "
-                   "that size shares the weights); evaluation runs at the genotype's full size")
-    g.add_argument("--diversity", type=float, default=d.diversity, help="b of the Laplace target (px)")
-    g.add_argument("--loss-step", type=float, help="disparity step of the loss (default: the genotype's)")
-    g.add_argument("--disparity-l1", type=float, default=d.disparity_l1, metavar="WEIGHT",
-                   help="add WEIGHT x the smooth-L1 error (px) of the estimator's disparity to the paper's loss "
-                        "(eq. 6); not in the papers (docs/training.md, 'What one training step is'); default 0")
-    g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
-    g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
-    g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
-    g.add_argument("--photo-fraction", type=float, default=d.photo_fraction, metavar="F",
-                   help="share of a synthetic training scene's surfaces textured with a photograph (the others "
-                        "procedural); held-out scenes: all (default %(default)s)")
-    g.add_argument("--photo-augment", type=float, default=d.photo_augment, metavar="F",
-                   help="share of those training photographs varied: turned a quarter, negative, up to 16x less "
-                        "fine detail, each drawn (docs/training.md, 'Data'); held-out ones never (default %(default)s)")
-    g.add_argument("--photo-variations", type=photo_variations, default=d.photo_variations, metavar="LIST",
-                   help="the variations --photo-augment applies, of turn, negative and coarser; each is drawn all "
-                        "the same, so the others vary the same photographs as with all three (default %(default)s)")
-    g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
-                   help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
-    g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,
-                   help="MVSEC held-out part: DDES's 200 validation frames or the rest")
-    add_recording_arguments(g, "train")
+    _stereo_options(p, d)
     _run_and_search_options(p, d)
     return p
 
