@@ -146,9 +146,17 @@ def accuracy_table(calib_windows: int) -> list[str]:
         change = max(abs(r["rates"][k] - base["rates"][k]) for k in r["rates"])
         lines.append(f"| {name} | {r['1pa']:.2f} % | {r['mde_px']:.3f} px | {r['rate']:.4f} | {change:.4f} | "
                      f"{r['ms']:.1f} |")
-    d = res["ONNX int8 factorised"]["1pa"] - base["1pa"]
-    lines.append(f"int8 - fp32: {d:+.2f} points of 1PA (target: within 1 point)")
+    lines.append(int8_verdict(res["ONNX int8 factorised"]["1pa"] - base["1pa"]))
     return lines
+
+
+def int8_verdict(d: float) -> str:
+    """The int8 graph's 1PA minus the fp32 graph's, judged against both targets: within 1 point (the int8
+    graph's first target, README) and within 0.5 points (issue 21)."""
+    shown = round(d, 2)  # judged as printed
+    judged = ", ".join(f"within {t:g} point{'s' if t != 1 else ''}: {'met' if abs(shown) <= t else 'MISSED'}"
+                       for t in (1.0, 0.5))
+    return f"int8 - fp32: {shown:+.2f} points of 1PA ({judged})"
 
 
 def profile_table(size: str, calib_windows: int, threads: int, steps: int = 3) -> list[str]:

@@ -107,3 +107,14 @@ def test_bench_train_json_it_cannot_write_is_one_line_after_the_table(tmp_path, 
     target = tmp_path / "file" / "rows.json"
     assert errors == err.splitlines()[-1:] and errors[0].startswith(f"error: --json {target}: ")
     assert out.count("not run in this test") == 2 and (tmp_path / "file").read_text() == "mine"
+
+
+def test_the_int8_accuracy_line_judges_both_targets_as_printed():
+    import bench_deploy
+
+    both = "(within 1 point: met, within 0.5 points: met)"
+    assert bench_deploy.int8_verdict(0.2) == f"int8 - fp32: +0.20 points of 1PA {both}"
+    assert bench_deploy.int8_verdict(-0.7).endswith("(within 1 point: met, within 0.5 points: MISSED)")
+    assert bench_deploy.int8_verdict(1.3).endswith("(within 1 point: MISSED, within 0.5 points: MISSED)")
+    assert bench_deploy.int8_verdict(0.504) == f"int8 - fp32: +0.50 points of 1PA {both}"  # judged as printed
+    assert "0.5 points: MISSED" in bench_deploy.int8_verdict(-0.506)
