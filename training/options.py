@@ -19,7 +19,7 @@ OPTION_RANGES = {
     "stop_after": (1, None, True), "threads": (1, 1024, True), "seed": (0, 2**32 - 1, True),
     "lr": (0.0, 1e3, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
     "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
-    "disparity_l1": (0.0, 1e6, True), "ema": (0.0, None, True), "photo_fraction": (0.0, 1.0, True),
+    "disparity_l1": (0.0, 1e6, True), "ema": (0.0, 1.0, True), "photo_fraction": (0.0, 1.0, True),
     "photo_augment": (0.0, 1.0, True),
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
@@ -30,6 +30,8 @@ OPTION_RANGES = {
     "warmup": (0, None, True), "crop_prob": (0.0, 1.0, True), "cost_lambda": (0.0, 1e6, True),
     "decode_every": (1, None, True),
 }
+# Options whose upper bound is not a value they may take (--ema 1 would never move the average)
+HIGH_EXCLUDED = frozenset({"ema"})
 
 
 def set_threads(threads: int | None) -> None:
@@ -59,6 +61,8 @@ def check_options(cfg) -> None:
         if v < low or (v == low and not closed):
             bound = f"at least {low}" if closed else ("positive" if low == 0 else f"above {low}")
             raise TrainError(f"{option} must be {bound}, got {v}")
+        if high is not None and name in HIGH_EXCLUDED and v >= high:
+            raise TrainError(f"{option} must be below {high:g}, got {v:g}")
         if high is not None and v > high:
             raise TrainError(f"{option} must be at most {high:g}, got {v}")
     for name in ("milestones", "train_seeds", "val_seeds"):

@@ -261,8 +261,6 @@ def _check(cfg, g) -> None:
     check_task_options(cfg, g.task, f"{g.name} is a {g.task} genotype")
     if cfg.photo_variations != TrainConfig.photo_variations and not cfg.photo_augment:
         raise TrainError("--photo-variations chooses what --photo-augment varies; give --photo-augment above 0")
-    if cfg.ema >= 1:
-        raise TrainError(f"--ema must be below 1, got {cfg.ema:g}", "e.g. --ema 0.99 (1 would never move the average)")
     searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
     if cfg.ema and searched:
         raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",
