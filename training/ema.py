@@ -34,7 +34,7 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The average in plain memory order (a checkpoint's ``model``)."""
-        return {k: v.contiguous().clone() for k, v in self.tensors.items()}
+        return {k: v.clone(memory_format=torch.contiguous_format) for k, v in self.tensors.items()}
 
     @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
