@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from deploy_graphs import OrtStepper, median_ms, ort_session
+from deploy_graphs import OrtStepper, median_ms, ort_session, stream_windows
 
 from runtime.core.errors import ArgumentParser, RuntimeInputError, int_between, run_main
 
@@ -68,16 +68,6 @@ def open_graphs(graphs: dict[str, Path], threads: int, ort_defaults: set[str]):
     return steppers, encoding
 
 
-def feeds(encoding, count: int, seed: int = 7) -> list[dict[str, np.ndarray]]:
-    """``count`` consecutive windows of the built-in synthetic stream at the graphs' input (batch 1)."""
-    from runtime.data.sources import open_recording, windows
-
-    seconds = (count + 1) * encoding.window_ms / 1000 + 0.05
-    rec = open_recording(seed=seed, height=encoding.height, width=encoding.width, seconds=seconds)
-    return [{"left": w.left[None], "right": w.right[None]}
-            for w in windows(rec, window_us=encoding.window_us, bins=encoding.bins, max_windows=count)]
-
-
 def step_in_turn(steppers: dict, windows: list, rounds: int, warmup: int) -> tuple[dict, dict]:
     """Per graph: the seconds of each timed step, and the largest |disparity - the first graph's| over all
     steps (warm-up included; 0.0: bit-identical)."""
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         graphs = parse_graphs(args.graphs)
         chosen = {n.strip() for n in args.ort_defaults.split(",") if n.strip()}
         steppers, encoding = open_graphs(graphs, args.threads, chosen)
-        windows = feeds(encoding, args.windows)
+        windows = stream_windows(encoding, args.windows)
         t0, load0 = time.perf_counter(), os.getloadavg()
         times, diff = step_in_turn(steppers, windows, args.rounds, args.warmup)
         print(f"onnxruntime {ort.__version__} CPU provider (level all), {args.threads} thread(s), {encoding.height}x"

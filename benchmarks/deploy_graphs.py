@@ -90,9 +90,14 @@ def graphs(model, calib_windows: int, threads: int = 1, int8: bool = True, plain
 
 def event_windows(model, count: int, seed: int = 7) -> list[dict[str, np.ndarray]]:
     """``count`` consecutive windows of the built-in synthetic stream at the model's size (batch 1)."""
+    return stream_windows(model.genotype.input, count, seed)
+
+
+def stream_windows(inp, count: int, seed: int = 7) -> list[dict[str, np.ndarray]]:
+    """``count`` consecutive windows of the built-in synthetic stream for an input of ``inp.height`` x
+    ``inp.width``, ``inp.bins`` bins of ``inp.window_ms`` (a genotype's input or a graph's encoding; batch 1)."""
     from runtime.data.sources import open_recording, windows
 
-    inp = model.genotype.input
     seconds = (count + 1) * inp.window_ms / 1000 + 0.05
     rec = open_recording(seed=seed, height=inp.height, width=inp.width, seconds=seconds)
     return [{"left": w.left[None], "right": w.right[None]}
