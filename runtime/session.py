@@ -207,7 +207,7 @@ class SNNSession:
         except OSError as exc:  # a name the file system refuses (too long): a traceback before
             raise RuntimeInputError(where, f"cannot read it ({exc.strerror or exc})") from None
         if not found:
-            raise RuntimeInputError(where, "no such model file")
+            raise RuntimeInputError(where, "is a folder, not a model file" if path.is_dir() else "no such model file")
         if threads is not None and threads < 1:
             raise RuntimeInputError("--threads", f"must be at least 1, got {threads}")
         if threads is not None and threads > MAX_THREADS:  # a million threads hang the process starting them

@@ -49,6 +49,7 @@ def test_graphs_are_stepped_in_turn_and_compared_with_the_first(graphs, capsys):
     (["={g}/a.onnx"], "expected NAME=MODEL.onnx or MODEL.onnx"),
     (["x="], "expected NAME=MODEL.onnx or MODEL.onnx"),
     (["{g}/missing.onnx"], "no such model file"),
+    (["{g}"], "is a folder, not a model file"),
     (["{g}/text.onnx"], "not an ONNX model"),
     (["{g}/cla.onnx"], "this benchmark steps stereo models"),
     (["{g}/a.onnx", "{g}/wide.onnx"], "unlike the first graph's"),

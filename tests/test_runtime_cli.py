@@ -115,6 +115,7 @@ def _error(argv, capsys) -> str:
 
 def test_cli_errors(model_path, tmp_path, fake_data, capsys):
     assert "absent.onnx: no such model file" in _error(["--onnx", str(tmp_path / "absent.onnx")], capsys)
+    assert f"{tmp_path}: is a folder, not a model file" in _error(["--onnx", str(tmp_path)], capsys)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00\x01garbage")
     assert "not an ONNX model" in _error(["--onnx", str(junk)], capsys)
