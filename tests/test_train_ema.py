@@ -130,3 +130,26 @@ def test_a_stereo_run_on_crops_validates_the_average_on_the_full_size_model(tmp_
     assert evaluate_main([str(out / "last.pt"), "--json", str(tmp_path / "e.json")]) == 0
     got = json.loads((tmp_path / "e.json").read_text())["model"]
     assert got["one_pixel_accuracy_pct"] == row["val"]["one_pixel_accuracy_pct"]
+
+
+@pytest.mark.parametrize("value, says", [("abc", "argument --ema: invalid float value: 'abc'"),
+                                         ("inf", "--ema must be a finite number"),
+                                         ("0.999999999", None)])
+def test_ema_values_from_the_command_line(tmp_path, capsys, value, says):
+    """Not a number and infinite: one line, exit 2, no run folder; a decay just below 1 is taken."""
+    from training.train import main
+
+    out = tmp_path / "run"
+    argv = [str(GENOTYPES / "cifar10.yaml"), "--out", str(out), "--data", "digits", "--epochs", "1", "--timesteps", "2",
+            "--max-batches", "1", "--batch-size", "16", "--quiet", "--no-tensorboard", "--ema", value,
+            *[a for s in _cfg(out).overrides for a in ("--set", s)]]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # the parser's own errors exit from parse_args
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    if says is None:
+        assert rc == 0 and (out / "last.pt").exists()
+        return
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and says in err, err
+    assert not out.exists()
