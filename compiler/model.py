@@ -148,7 +148,8 @@ class SNNModel(nn.Module):
                                self.handlers)
         out = {key: values[name].unflatten(0, (steps, -1)) for key, name in self.plan.outputs.items()
                if name in values}
-        out["spikes"] = step.spikes
+        # (a single step runs the per-step path, whose counts are (B,): (1, B) as for any T)
+        out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
         return out, step.state_out
 
 

@@ -17,7 +17,7 @@ from test_property import genotypes
 from compiler import build_model, fused, parse_genotype
 from compiler.ir import Neuron, Surrogate
 from compiler.neurons import NEURON_MODULES, SURROGATE_GRADS, build_neuron
-from tests.helpers import GENOTYPES, SMALL, small_genotype
+from tests.helpers import GENOTYPES, SMALL, randomize_bn, small_genotype
 from training.config import TrainConfig, task_defaults
 from training.distributed import Dist
 from training.loop import Trainer
@@ -218,7 +218,6 @@ def test_evaluation_modes_agree(monkeypatch):
     between them): the same windows, 1PA, disparity error and firing rate (float32)."""
     from types import SimpleNamespace
 
-    from tests.helpers import randomize_bn
     from training import validation
     from training.data import SyntheticSpec, synthetic_stereo
     from training.images import ClassData
@@ -236,9 +235,11 @@ def test_evaluation_modes_agree(monkeypatch):
         got = {m: evaluate_stereo(model, data, cfg, m) for m in ("eager", "step", "multistep")}
         monkeypatch.setattr(validation, "MULTISTEP_SAMPLES", 4)  # spans of 2 steps over segments of 3
         got["spans"] = evaluate_stereo(model, data, cfg, "multistep")
+        monkeypatch.setattr(validation, "MULTISTEP_SAMPLES", 2)  # spans of 1 step: as many segments as samples
+        got["one_step_spans"] = evaluate_stereo(model, data, cfg, "multistep")
     ref = got["eager"]
     assert ref["windows"] > 4 and ref["firing_rate"] > 0
-    for m in ("step", "multistep", "spans"):
+    for m in ("step", "multistep", "spans", "one_step_spans"):
         assert got[m]["windows"] == ref["windows"] and got[m]["valid_pixels"] == ref["valid_pixels"]
         assert got[m]["mean_disparity_error_px"] == pytest.approx(ref["mean_disparity_error_px"], rel=1e-4)
         assert got[m]["one_pixel_accuracy_pct"] == pytest.approx(ref["one_pixel_accuracy_pct"], abs=0.05)
@@ -509,6 +510,32 @@ def test_channels_last_runs_every_convolution_in_that_order_from_a_grey_image_on
         h.remove()
     readers = [t for t in seen if t.shape[1] != channels]  # every convolution but the stem
     assert readers and all(t.stride(1) == 1 for t in readers), [t.stride() for t in readers if t.stride(1) != 1]
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_forward_steps_gives_per_step_outputs_of_t_by_b_for_any_t(steps):
+    """forward_steps over T steps (T = 1 included, which runs the per-step path) returns every output and
+    every layer's spike counts as (T, B, ...), the values of T calls of forward."""
+    g = small_genotype("stereo_small")
+    model = build_model(g)
+    randomize_bn(model)
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    shape = (steps, 2, g.input.bins * (2 if g.input.encoding == "polarity_split" else 1), g.input.height,
+             g.input.width)
+    inputs = {k: (torch.rand(shape, generator=gen) < 0.2).float() for k in ("left", "right")}
+    with torch.no_grad():
+        got, _ = model.forward_steps(inputs, model.initial_state(2))
+        state, ref = model.initial_state(2), []
+        for t in range(steps):
+            out, state = model({k: v[t] for k, v in inputs.items()}, state)
+            ref.append(out)
+    assert got["disparity"].shape[:2] == (steps, 2)
+    assert got["spikes"] and set(got["spikes"]) == set(ref[0]["spikes"])
+    for k, v in got["spikes"].items():
+        assert v.shape == (steps, 2), (k, v.shape)
+        assert torch.equal(v, torch.stack([r["spikes"][k] for r in ref])), k
+    assert torch.allclose(got["disparity"], torch.stack([r["disparity"] for r in ref]), atol=1e-4)
 
 
 @pytest.mark.parametrize("name,other", [("cifar10", "channels-last"), ("stereo", "channels-last"),
