@@ -49,13 +49,23 @@ def resolve_exec(requested: str | None, model, searchers: list) -> str:
     return requested
 
 
+def _cpu_flags() -> str:
+    """/proc/cpuinfo's text ('' where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX's bfloat16 tiles (read from /proc/cpuinfo)."""
+    return "amx_bf16" in _cpu_flags()
 
 
 def check_precision(precision: str, device: str) -> None:
@@ -149,9 +159,11 @@ def apply_layout(model: torch.nn.Module, layout: str) -> None:
 
 
 def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.Module) -> tuple[str, str]:
-    """The memory order a run uses, and why. ``auto``: channels-last under bf16 on a CPU for a model whose
-    convolutions are all 2-D (measured: 12-15 % less time per classification batch; no gain on the stereo
-    model, whose 3-D matching convolutions dominate); conv3d-channels-last in float32 on a CPU for a model
+    """The memory order a run uses, and why. ``auto``: channels-last under bf16 on a CPU with AMX for a model
+    whose convolutions are all 2-D (measured there: 12-15 % less time per classification batch; no gain on
+    the stereo model, whose 3-D matching convolutions dominate; on an AVX512-BF16 CPU without AMX the plain
+    order was the faster one, 2.48x against 2.16x eager: docs/training.md, "Nineteenth session");
+    conv3d-channels-last in float32 on a CPU for a model
     with 3-D convolutions (the stereo model: 3-D convolutions computed channels-last, everything else in
     the plain order; docs/training.md, "Execution speed" and "Run 13"); nchw otherwise (float32
     2-D models stay exactly as they were)."""
@@ -162,7 +174,9 @@ def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.
     kinds = {type(m) for m in model.modules()}
     cpu = not device.startswith("cuda")
     if precision == "bf16" and cpu and torch.nn.Conv2d in kinds and torch.nn.Conv3d not in kinds:
-        return "channels-last", "auto: bf16, 2-D convolutions only"
+        if cpu_has_amx():
+            return "channels-last", "auto: bf16 on a CPU with AMX, 2-D convolutions only"
+        return "nchw", "auto: bf16 on a CPU without AMX (channels-last measured slower there)"
     if precision == "fp32" and cpu and torch.nn.Conv3d in kinds:
         return "conv3d-channels-last", "auto: fp32 on a CPU, 3-D convolutions"
     return "nchw", "auto"
