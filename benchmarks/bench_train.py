@@ -82,9 +82,10 @@ DEFAULT_CONFIGS = "eager:fp32:1,step:fp32:1,multistep:fp32:1,multistep:bf16:1:ch
 
 
 def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from training.execution import cpuinfo_text
+
+    text = cpuinfo_text()
+    if not text:
         return "unknown"
     flags = sorted({w for w in text.split() if w.startswith("amx") or w == "avx512_bf16"})
     return " ".join(flags) or "none of amx*, avx512_bf16"

@@ -370,7 +370,7 @@ def test_layout_auto_is_channels_last_only_where_it_was_measured_faster(monkeypa
     from training.errors import TrainError
     from training.execution import resolve_layout
 
-    monkeypatch.setattr(execution, "_cpu_flags", lambda: "flags : avx512f avx512_bf16" + (" amx_bf16" if amx else ""))
+    monkeypatch.setattr(execution, "cpuinfo_text", lambda: "flags : avx512f avx512_bf16" + (" amx_bf16" if amx else ""))
     two_d, stereo = build_model(small_genotype("cifar10")), build_model(small_genotype("stereo"))
     # bf16 2-D models: channels-last with AMX; without it (an AVX512-BF16 CPU) the plain order measured faster
     assert resolve_layout("auto", "bf16", "cpu", two_d)[0] == ("channels-last" if amx else "nchw")

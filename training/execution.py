@@ -49,7 +49,7 @@ def resolve_exec(requested: str | None, model, searchers: list) -> str:
     return requested
 
 
-def _cpu_flags() -> str:
+def cpuinfo_text() -> str:
     """/proc/cpuinfo's text ('' where there is none)."""
     try:
         return Path("/proc/cpuinfo").read_text()
@@ -59,13 +59,13 @@ def _cpu_flags() -> str:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), read from /proc/cpuinfo."""
-    flags = _cpu_flags()
+    flags = cpuinfo_text()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX's bfloat16 tiles (read from /proc/cpuinfo)."""
-    return "amx_bf16" in _cpu_flags()
+    return "amx_bf16" in cpuinfo_text()
 
 
 def check_precision(precision: str, device: str) -> None:
