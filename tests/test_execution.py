@@ -257,6 +257,8 @@ def test_evaluation_modes_agree(monkeypatch):
     for m in ("step", "multistep"):
         assert res[m]["accuracy_pct"] == res["eager"]["accuracy_pct"]
         assert res[m]["loss"] == pytest.approx(res["eager"]["loss"], rel=1e-5)
+    # --best-metric is checked against these names before training (training.loop.Trainer)
+    assert tuple(ref) == validation.held_out_metrics(True) and tuple(res["eager"]) == validation.held_out_metrics(False)
 
 
 @pytest.mark.parametrize("kind", ["lif", "alif"])

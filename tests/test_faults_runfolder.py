@@ -107,8 +107,10 @@ def reference(tmp_path_factory):
 
 def test_a_crash_at_every_write_resumes_to_the_same_run(reference, tmp_path, monkeypatch):
     ref, writes = reference
-    # genotype.yaml, config.yaml, then per epoch: metrics row, metrics.csv, best.pt (improved), last.pt
-    assert writes == ["genotype.yaml", "config.yaml"] + ["metrics.jsonl", "metrics.csv", "best.pt", "last.pt"] * 2
+    # genotype.yaml, config.yaml, then per epoch: last.pt with the epoch's training (pending its validation),
+    # metrics row, metrics.csv, best.pt (improved), last.pt
+    assert writes == ["genotype.yaml", "config.yaml"] + ["last.pt", "metrics.jsonl", "metrics.csv", "best.pt",
+                                                         "last.pt"] * 2
     for k in range(1, len(writes) + 1):
         out = tmp_path / f"crash{k}"
         mp = pytest.MonkeyPatch()
@@ -270,6 +272,7 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--lr", "nan"], "--lr must be a finite number"), (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
     (["--threads", "1000000"], "--threads must be at most 1024"), (["--device", "xyz"], "is not a torch device"),
     (["--seed", "-1"], "--seed must be at least 0"), (["--best-metric", "xyz"], "'xyz' is not a held-out metric"),
+    (["--best-metric", "one_pixel_accuracy_pct"], "'one_pixel_accuracy_pct' is not a held-out metric of this task"),
     (["--disparity-l1", "-1"], "--disparity-l1 must be at least 0"),
     (["--disparity-l1", "inf"], "--disparity-l1 must be a finite number"),
     (["--photo-fraction", "1.5"], "--photo-fraction must be at most 1"),
@@ -298,8 +301,8 @@ def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_pat
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
     assert not [p.name for p in out.glob("*") if p.name in training.runlog.RUN_FILES and p.suffix != ".yaml"]
-    # option bounds: refused before any folder; --device: refused after taking the folder, which is then
-    # removed again (empty); --best-metric: found at the first evaluation, after config.yaml was written
-    assert out.exists() == ("--best-metric" in args)
-    if "--best-metric" in args:  # found at the first evaluation: the folder holds no run, a new start may use it
+    # option bounds: refused before any folder; --device and --best-metric (checked against the task's
+    # held-out metrics before the first epoch): refused after taking the folder, which is then removed again
+    assert not out.exists()
+    if "--best-metric" in args:  # nothing of it is left in the way of a new start
         assert main(base) == 0

@@ -44,7 +44,7 @@ from .execution import (
 from .images import ClassData, augment
 from .losses import classification_loss, disparity_smooth_l1, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
-from .validation import evaluate_classification, evaluate_stereo
+from .validation import evaluate_classification, evaluate_stereo, held_out_metrics
 
 
 def make_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
@@ -97,6 +97,10 @@ class Trainer:
         self.epoch = 0
         self.iteration = 0
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
+        known = held_out_metrics(self.stereo)
+        if cfg.best_metric is not None and cfg.best_metric not in known:  # before an epoch is spent on it
+            raise TrainError(f"--best-metric {cfg.best_metric!r} is not a held-out metric of this task",
+                             f"use one of {', '.join(known)}")
         self.history: list[dict] = []  # metrics rows, kept in the checkpoint
         self.keep_history = True
         if cfg.batch_size % dist.world:
@@ -107,6 +111,7 @@ class Trainer:
         self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
         apply_layout(model, self.layout)  # values unchanged; the optimiser holds the same parameters
         self.ema: WeightAverage | None = None  # --ema: started from the weights of the first step (after --init)
+        self.pending: dict | None = None  # resumed between an epoch's training and its validation: its row
 
     # ---------------------------------------------------------------------------- batches
     def num_samples(self) -> int:
@@ -296,6 +301,7 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.epoch = int(ck["epoch"])
+        self.pending = ck.get("pending")  # trained, its validation interrupted: ``fit`` validates it first
         self.iteration = int(ck.get("iteration", 0))
         self.best = dict(ck["best"])
         self.history = list(ck.get("history", []))
@@ -310,16 +316,22 @@ class Trainer:
             epoch_fields: Callable[[int], dict] | None = None, evaluate: bool = True,
             line: Callable[[dict], str] | None = None, on_saved: Callable[[str], None] | None = None) -> dict:
         """Train until ``cfg.epochs`` (or ``stop_after`` epochs of this call), the one epoch loop of
-        training and of the architecture search. Per epoch: train, step the schedule, evaluate every
-        ``eval_every`` epochs (``evaluate``), then on the main process write, in this order, the metrics
-        row, ``best.pt`` when the best metric improved, and ``last.pt`` (atomically, with
-        ``genotype_yaml()`` and ``extra_state``), which commits the epoch; then ``on_saved(genotype
-        text)`` and ``line(row)`` to the log; all processes meet at a barrier. A crash between two of
-        these writes loses nothing: resuming from ``last.pt`` cuts the logs back to its epochs
-        (``runlog.repair``) and redoes the epoch, which writes the same files again.
+        training and of the architecture search. Per epoch: train, step the schedule, and where the epoch is
+        evaluated (``evaluate``, every ``eval_every`` epochs) write ``last.pt`` with the epoch's training
+        before the validation starts (marked ``pending``: an interruption or error during the validation loses
+        no training; ``--resume`` validates that epoch first); then on the main process write, in this order,
+        the metrics row, ``best.pt`` when the best metric improved, and ``last.pt`` (atomically, with
+        ``genotype_yaml()`` and ``extra_state``), which commits the epoch; then ``on_saved(genotype text)`` and
+        ``line(row)`` to the log; all processes meet at a barrier. A crash between two of these writes loses
+        nothing: resuming from ``last.pt`` cuts the logs back to its epochs (``runlog.repair``; a pending
+        epoch's metrics row goes too) and redoes what it does not hold, which writes the same files again.
         Returns the last held-out metrics."""
         cfg, dist = self.cfg, self.dist
         ran, last_metrics = 0, {}
+        extra = extra_state or {}
+        if self.pending is not None:  # last.pt was written after this epoch's training, before its validation
+            row, self.pending = dict(self.pending), None
+            last_metrics = self._close_epoch(out, metrics_log, row, True, genotype_yaml, extra, line, on_saved)
         while self.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
             epoch = self.epoch
             t0 = time.perf_counter()
@@ -328,36 +340,50 @@ class Trainer:
             row.update(self.train_epoch(epoch))
             self.scheduler.step()
             row["train_s"] = round(time.perf_counter() - t0, 2)
-            if evaluate and dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                t1 = time.perf_counter()
-                last_metrics = row["val"] = self.evaluate()
-                if self.ema is not None:  # the optimiser's own weights beside their average, every epoch
-                    row["val_raw"] = self.evaluate(raw=True)
-                row["eval_s"] = round(time.perf_counter() - t1, 2)
             self.epoch = epoch + 1
             ran += 1
-            text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
-            if dist.main:
-                if "val" in row and self.best["metric"] not in row["val"]:  # before anything is written
-                    known = ", ".join(k for k, v in row["val"].items() if isinstance(v, (int, float)))
-                    raise TrainError(f"--best-metric {self.best['metric']!r} is not a held-out metric of this task",
-                                     f"use one of {known}")
-                if metrics_log is not None:
-                    metrics_log.write(row)
-                self._save_epoch(out, row, text, extra_state or {})
-                if on_saved is not None:
-                    on_saved(text)
-                self.log(line(row) if line else f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.4f}")
-            if dist.enabled:
-                torch.distributed.barrier()
+            validate = evaluate and dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+            last_metrics = self._close_epoch(out, metrics_log, row, validate, genotype_yaml, extra, line,
+                                             on_saved) or last_metrics
         return last_metrics
+
+    def _close_epoch(self, out: Path, metrics_log: MetricsLog | None, row: dict, validate: bool,
+                     genotype_yaml: Callable[[], str] | None, extra_state: dict,
+                     line: Callable[[dict], str] | None, on_saved: Callable[[str], None] | None) -> dict:
+        """After an epoch's training (``self.epoch`` already counts it): on the main process the pending
+        ``last.pt`` and the validation where ``validate``, then the commit (``fit``); the barrier.
+        Returns the held-out metrics (empty where not validated)."""
+        metrics: dict = {}
+        text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
+        if validate and self.dist.main:
+            self._check_finite(row["epoch"])
+            ckpt_io.save_atomic({**self.state(text), **extra_state, "pending": row}, out / "last.pt")
+            t1 = time.perf_counter()
+            metrics = row["val"] = self.evaluate()
+            if self.ema is not None:  # the optimiser's own weights beside their average, every epoch
+                row["val_raw"] = self.evaluate(raw=True)
+            row["eval_s"] = round(time.perf_counter() - t1, 2)
+        if self.dist.main:
+            if metrics_log is not None:
+                metrics_log.write(row)
+            self._save_epoch(out, row, text, extra_state)
+            if on_saved is not None:
+                on_saved(text)
+            self.log(line(row) if line else f"epoch {row['epoch']}/{self.cfg.epochs} loss {row['train_loss']:.4f}")
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return metrics
+
+    def _check_finite(self, epoch: int) -> None:
+        """Never a checkpoint of weights that are not finite."""
+        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainError(f"the weights became non-finite in epoch {epoch} ({bad[0]}); last.pt keeps "
+                             f"epoch {epoch - 1}", "lower --lr, then --resume")
 
     def _save_epoch(self, out: Path, row: dict, genotype_yaml: str, extra_state: dict) -> None:
         """Write best.pt (when the best metric improved), then last.pt; never weights that are not finite."""
-        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise TrainError(f"the weights became non-finite in epoch {row['epoch']} ({bad[0]}); last.pt keeps "
-                             f"epoch {row['epoch'] - 1}", "lower --lr, then --resume")
+        self._check_finite(row["epoch"])
         better = "val" in row and self.improved(row["val"])
         if better:
             self.best.update(value=row["val"][self.cfg.best_metric], epoch=row["epoch"])

@@ -120,11 +120,13 @@ class MetricsLog:
             self.writer.close()
 
 
-def repair(out: Path, epochs: int) -> None:
+def repair(out: Path, epochs: int, pending: bool = False) -> None:
     """On resume from a checkpoint of ``epochs`` epochs: cut every log back to them (rows of an epoch the
-    checkpoint does not hold, and a torn last line, go) and rewrite ``metrics.csv`` to match."""
+    checkpoint does not hold, and a torn last line, go) and rewrite ``metrics.csv`` to match. ``pending``: the
+    checkpoint holds the last epoch's training but not its validation (``Trainer.fit``), so its metrics row,
+    which the resumed run writes after validating, goes too; the searchers' rows of its training stay."""
     for name in LOGS:
-        trim_log(out / name, epochs)
+        trim_log(out / name, epochs - 1 if pending and name == "metrics.jsonl" else epochs)
     if (out / "metrics.jsonl").exists():
         MetricsLog(out, tensorboard=False).write_csv()
 

@@ -175,7 +175,7 @@ def _write_start(out: Path, cfg, ck, searchers, start_yaml: str, data: str, worl
 
     out.mkdir(parents=True, exist_ok=True)
     if ck is not None:
-        repair(out, epoch)
+        repair(out, epoch, pending=ck.get("pending") is not None)
         if searchers:
             ckpt_io.write_text_atomic(_searched_yaml(ck["genotype"]), out / "searched.yaml")
     ckpt_io.write_text_atomic(start_yaml, out / "genotype.yaml")
@@ -219,7 +219,8 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         log(execution_line(trainer, threads))
         if ck is not None:
             trainer.load_state(ck)
-            log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
+            log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}"
+                + (" (its validation was interrupted: it runs first)" if trainer.pending is not None else ""))
             extend_schedule(trainer, int(ck["config"]["epochs"]), log)
         elif cfg.init:
             load_init(model, cfg.init)

@@ -82,6 +82,17 @@ def evaluate_stereo(model, data: StereoData, cfg, mode: str = "eager") -> dict[s
     return summary
 
 
+CLASS_METRICS = ("accuracy_pct", "loss", "samples")  # evaluate_classification's, in its order
+
+
+def held_out_metrics(stereo: bool) -> tuple[str, ...]:
+    """The names of the metrics a validation returns (``--best-metric`` chooses one): those of
+    ``evaluate_stereo`` or ``evaluate_classification``."""
+    from runtime.metrics import summarize_errors
+
+    return (*summarize_errors([]), "firing_rate") if stereo else CLASS_METRICS
+
+
 def evaluate_classification(model, data: ClassData, timesteps: int, batch_size: int = 256,
                             mode: str = "eager") -> dict[str, Any]:
     correct = 0
@@ -92,5 +103,5 @@ def evaluate_classification(model, data: ClassData, timesteps: int, batch_size: 
         logits = logits / timesteps
         correct += int((logits.argmax(1) == y).sum())
         loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-    return {"accuracy_pct": 100.0 * correct / max(1, len(data)), "loss": loss / max(1, len(data)),
-            "samples": len(data)}
+    return dict(zip(CLASS_METRICS, (100.0 * correct / max(1, len(data)), loss / max(1, len(data)), len(data)),
+                    strict=True))

@@ -337,7 +337,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
             if ck is not None:  # metrics.jsonl, arch.jsonl cut back to the checkpoint's epochs, as training does
-                repair(out, trainer.epoch)
+                repair(out, trainer.epoch, pending=trainer.pending is not None)
             ckpt_io.write_text_atomic(yaml.safe_dump({"search": dataclasses.asdict(sc), "train": cfg.to_dict()},
                                                      sort_keys=False), out / "config.yaml")
         trainer.keep_history = False
