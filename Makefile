@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[compile,train,dev,test]'
 	$(PY) -m compiler.fused_kernel   # build the fused neurons' C++ kernel now (cached; training falls back without it)
+	$(PY) -m compiler.stepnorm       # and the per-step BatchNorm kernel of the multi-step mode (likewise)
 	touch $@
 
 # The shipped trained model (SpikeDHS-Stereo reduced to 96x128, trained on synthetic data; docs/training.md)

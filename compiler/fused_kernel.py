@@ -257,29 +257,32 @@ def cpu_key() -> str:
     return hashlib.sha256("\n".join(sorted(set(lines))).encode()).hexdigest()[:12]
 
 
-def load():
-    """The built kernel, or None (with the reason logged once) where it cannot be built."""
-    if "kernel" in _state:
-        return _state["kernel"]
-    kernel = None
+def build_extension(prefix: str, source: str, functions: list[str], state: dict, label: str):
+    """A C++ extension built from ``source`` with ``CFLAGS`` (cached by torch per CPU kind, source and flags),
+    or None, with the reason in ``state["reason"]`` and logged once (``label``: what falls back), where it
+    cannot be built."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
-        _state["reason"] = "no C++ compiler (g++ or c++) on PATH"
+        state["reason"] = "no C++ compiler (g++ or c++) on PATH"
     else:
         try:
             from torch.utils.cpp_extension import load_inline
 
             # one cached build per source and flags
-            source_key = hashlib.sha256((_SOURCE + " ".join(CFLAGS)).encode()).hexdigest()[:8]
-            module = load_inline(f"snn_fused_threshold_{cpu_key()}_{source_key}", cpp_sources=[_SOURCE],
-                                 functions=["fwd", "bwd"], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
-                                 verbose=False)
-            kernel = module
+            source_key = hashlib.sha256((source + " ".join(CFLAGS)).encode()).hexdigest()[:8]
+            return load_inline(f"{prefix}_{cpu_key()}_{source_key}", cpp_sources=[source], functions=functions,
+                               extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as exc:  # noqa: BLE001 - any build failure means: use the torch version
-            _state["reason"] = f"building the C++ kernel failed: {' '.join(str(exc).split())[:300]}"
-    if kernel is None:
-        log.warning("fused neurons: %s; using the PyTorch version", _state["reason"])
-    _state["kernel"] = kernel
-    return kernel
+            state["reason"] = f"building the C++ kernel failed: {' '.join(str(exc).split())[:300]}"
+    log.warning("%s: %s; using the PyTorch version", label, state["reason"])
+    return None
+
+
+def load():
+    """The built kernel, or None (with the reason logged once) where it cannot be built."""
+    if "kernel" not in _state:
+        _state["kernel"] = build_extension("snn_fused_threshold", _SOURCE, ["fwd", "bwd"], _state,
+                                           "fused neurons")
+    return _state["kernel"]
 
 
 def reason() -> str | None:

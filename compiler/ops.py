@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from .ir import Classifier
 from .order import in_order_of
 from .registry import OPS, Registry
+from .stepnorm import applies as step_norm_applies
+from .stepnorm import step_batch_norm, update_running
 from .upsample import Upsampled, materialise, takes_upsampled, upsampled_conv, whole_factors
 from .volume import ViewPair, split_volume_kernel, volume_conv
 
@@ -37,11 +39,18 @@ class Stacked:
     def defer(self, t: int, bn: nn.Module, x: Tensor) -> None:
         self.updates.append((t, len(self.updates), bn, x.detach()))
 
+    def defer_stats(self, t: int, bn: nn.Module, mean: Tensor, var: Tensor) -> None:
+        """As ``defer``, from the batch's mean and unbiased variance (float64; ``compiler.stepnorm``)."""
+        self.updates.append((t, len(self.updates), bn, (mean, var)))
+
     def apply(self) -> None:
         """The running averages as T separate steps update them: step by step, in graph order within a step
         (a module shared by two nodes, the stereo feature network, sees its inputs interleaved as then)."""
         with torch.no_grad():
             for _, _, bn, x in sorted(self.updates, key=lambda u: u[:2]):
+                if isinstance(x, tuple):
+                    update_running(bn, *x)
+                    continue
                 bn.num_batches_tracked.add_(1)
                 factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
                 F.batch_norm(x, bn.running_mean, bn.running_var, None, None, True, factor, bn.eps)
@@ -83,8 +92,9 @@ class ConvBN(nn.Module):
     """Convolution (2-D or 3-D, padding k//2, no bias) followed by BatchNorm; outputs a current.
 
     Under ``time_steps(T)`` in training mode the input holds T steps stacked in the batch: the convolution
-    runs once over all of them and BatchNorm once per step, with that step's batch statistics; the running
-    averages are updated as T separate calls would (``Stacked.apply``). A ``ViewPair`` input (the stereo
+    runs once over all of them and BatchNorm once per step, with that step's batch statistics (all steps in
+    one call where ``compiler.stepnorm`` applies, else one call per step); the running averages are updated
+    as T separate calls would (``Stacked.apply``). A ``ViewPair`` input (the stereo
     matching network's first convolution while training, ``training.execution.views_for_volume``) is
     convolved as its cost volume would be, without building it (``volume_conv``)."""
 
@@ -102,6 +112,15 @@ class ConvBN(nn.Module):
         y = plain_3d(self._conv(x))
         if hasattr(self.bn, "forward_chunks"):  # training.distributed's BatchNorm: one all-reduce for all steps
             return self.bn.forward_chunks(y, stacked.steps * stacked.views)
+        bn = self.bn
+        if plain_batchnorm(bn) and step_norm_applies(y, stacked.steps * stacked.views, bn.weight):
+            out, mean, var = step_batch_norm(y, stacked.steps * stacked.views, bn.weight, bn.bias, bn.eps)
+            if id(self) in stacked.shared:  # in step order at the end, interleaved with the module's other nodes
+                for g in range(mean.shape[0]):
+                    stacked.defer_stats(g // stacked.views, bn, mean[g:g + 1], var[g:g + 1])
+            else:  # in step order now
+                update_running(bn, mean, var)
+            return out
         chunks = stacked.chunks(y)
         if id(self) not in stacked.shared or not plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
             return torch.cat([self.bn(y) for _, y in chunks])
@@ -154,6 +173,8 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
         x = materialise(x)
         y = plain_3d(conv(in_order_of(kernel, x), kernel, None, c0.stride, c0.padding, c0.dilation))
     weight, bias = torch.cat([m.bn.weight for m in modules]), torch.cat([m.bn.bias for m in modules])
+    if step_norm_applies(y, stacked.steps * stacked.views, weight):
+        return _together_in_one_call(modules, y, weight, bias, stacked, shared)
     running = None if shared else (torch.cat([m.bn.running_mean for m in modules]),
                                    torch.cat([m.bn.running_var for m in modules]))
     out = []
@@ -173,6 +194,24 @@ def convbn_together(modules: list[nn.Module], x: Tensor) -> list[Tensor] | None:
                 m.bn.running_mean.copy_(mean)
                 m.bn.running_var.copy_(var)
     return list(SplitChannels.apply(torch.cat(out), sizes))
+
+
+def _together_in_one_call(modules: list[nn.Module], y: Tensor, weight: Tensor, bias: Tensor, stacked: Stacked,
+                          shared: bool) -> list[Tensor]:
+    """``convbn_together``'s BatchNorm of every step in one call (``compiler.stepnorm``), then each module's
+    running averages in step order (a shared module's at the end, interleaved with its other nodes)."""
+    groups, sizes = stacked.steps * stacked.views, [m.conv.out_channels for m in modules]
+    out, mean, var = step_batch_norm(y, groups, weight, bias, modules[0].bn.eps)
+    start = 0
+    for m, size in zip(modules, sizes, strict=True):
+        part = mean[:, start:start + size], var[:, start:start + size]
+        if shared:
+            for g in range(groups):
+                stacked.defer_stats(g // stacked.views, m.bn, part[0][g:g + 1], part[1][g:g + 1])
+        else:
+            update_running(m.bn, *part)
+        start += size
+    return list(SplitChannels.apply(out, sizes))
 
 
 def _same_update_factor(bns: list[nn.Module]) -> bool:

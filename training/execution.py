@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from compiler import fused
+from compiler import fused, stepnorm
 from compiler.ops import ConvBN
 from compiler.volume import view_pair
 
@@ -293,7 +293,17 @@ def execution_line(trainer, threads: str) -> str:
     """The log's ``execution:`` line of a run (training or search): mode, precision, threads, the neurons'
     implementation, layout and why."""
     return (f"execution: --exec {trainer.exec}, --precision {trainer.cfg.precision}, {threads}, "
-            f"neurons {neuron_impl()}, layout {trainer.layout} ({trainer.layout_why})")
+            f"neurons {neuron_impl()}, {batchnorm_impl() if trainer.exec == 'multistep' else 'BatchNorm per step'}, "
+            f"layout {trainer.layout} ({trainer.layout_why})")
+
+
+def batchnorm_impl() -> str:
+    """How the multi-step mode runs BatchNorm over T steps: one C++ call (``compiler.stepnorm``, with the
+    neurons' C++ kernel) or one call per step, with the reason."""
+    if fused.impl() != "cpp":
+        return "BatchNorm per step (the neurons run in torch)"
+    return "BatchNorm of all steps in one call (cpp)" if stepnorm.load() is not None \
+        else f"BatchNorm per step ({stepnorm.reason()})"
 
 
 def set_up_execution(cfg) -> str:
