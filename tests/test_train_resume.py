@@ -82,7 +82,10 @@ def _rows(path):
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.open()]
 
 
-@pytest.mark.parametrize("searcher", [{}, {"dgs": ["all"], "dgs_every": 1, "dgs_iters": 2}])
+@pytest.mark.parametrize("searcher", [{}, {"dgs": ["all"], "dgs_every": 1, "dgs_iters": 2},
+                                      {"tps": ["all"], "tps_every": 1, "tps_warmup": 0, "tps_delta": 0.05},
+                                      {"hns": ["all"], "hns_lambda": 0.0, "arch_lr": 0.2, "hns_warmup": 0,
+                                       "hns_every": 3}])
 def test_an_interrupted_validation_loses_no_training_and_resume_stays_exact(tmp_path, monkeypatch, searcher):
     """Epoch 2's validation fails (an error, or a kill, there): last.pt holds epoch 2's training, marked
     pending; --resume validates it without training again and ends bit for bit where the uninterrupted run
@@ -123,7 +126,7 @@ def test_an_interrupted_validation_loses_no_training_and_resume_stays_exact(tmp_
     untimed = [[{k: v for k, v in h.items() if not k.endswith("_s")} for h in ck["history"]] for ck in (a, b)]
     assert untimed[0] == untimed[1] and len(untimed[0]) == 2
     assert a["best"] == b["best"] and a["scheduler"] == b["scheduler"]
-    for name in ("metrics.jsonl", "dgs.jsonl"):
+    for name in ("metrics.jsonl", "dgs.jsonl", "tps.jsonl", "hns.jsonl"):
         if (tmp_path / "full" / name).exists():
             assert _rows(tmp_path / "full" / name) == _rows(tmp_path / "half" / name), name
     assert (tmp_path / "half" / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs

@@ -9,6 +9,7 @@ error, mean depth error; classification: accuracy).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -357,7 +358,8 @@ class Trainer:
         text = genotype_yaml() if genotype_yaml else self.genotype.to_yaml()
         if validate and self.dist.main:
             self._check_finite(row["epoch"])
-            ckpt_io.save_atomic({**self.state(text), **extra_state, "pending": row}, out / "last.pt")
+            pending = json.loads(json.dumps(row))  # plain types, as metrics.jsonl will hold it (weights_only load)
+            ckpt_io.save_atomic({**self.state(text), **extra_state, "pending": pending}, out / "last.pt")
             t1 = time.perf_counter()
             metrics = row["val"] = self.evaluate()
             if self.ema is not None:  # the optimiser's own weights beside their average, every epoch
