@@ -580,9 +580,15 @@ def test_channels_last_float32_matches_the_plain_order(name, other):
     # disparity's cost leaves the softmax over them unchanged) holds a rounding residue that depends on the
     # summation order; such a tensor (its largest entry below GRAD_ROUNDING float32 ulps of the model's
     # largest gradient) must stay below that in both orders. Every other tensor: 1e-5 of its own maximum.
-    top = max(float(b.abs().max()) for b in g0 if b is not None)
+    assert_float32_grads_close(g1, g0)
+
+
+def assert_float32_grads_close(grads, ref_grads) -> None:
+    """Each gradient within 1e-5 of its own maximum, but a rounding residue (a tensor whose largest entry lies
+    below GRAD_ROUNDING float32 ulps of the model's largest gradient) stays below that in both."""
+    top = max(float(b.abs().max()) for b in ref_grads if b is not None)
     residue = GRAD_ROUNDING * float(torch.finfo(torch.float32).eps) * top
-    for a, b in zip(g1, g0, strict=True):
+    for a, b in zip(grads, ref_grads, strict=True):
         if b is None:
             continue
         scale = float(b.abs().max())

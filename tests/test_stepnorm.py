@@ -83,7 +83,7 @@ def test_the_multistep_mode_runs_it_and_matches_the_per_call_path(monkeypatch):
     run together included) with the kernel and with T calls: the same loss, gradients and running averages."""
     from compiler import build_model, ops
     from tests.helpers import small_genotype
-    from tests.test_execution import GRAD_ROUNDING, _batch, _loss_and_grads
+    from tests.test_execution import _batch, _loss_and_grads, assert_float32_grads_close
 
     g = small_genotype("stereo_small")
     torch.manual_seed(0)
@@ -99,18 +99,7 @@ def test_the_multistep_mode_runs_it_and_matches_the_per_call_path(monkeypatch):
     ref_loss, ref_grads, ref_stats = _loss_and_grads(g, model, batch, "multistep", torch.float32, "cpp")
     assert len(calls) == n
     assert abs(float(loss - ref_loss)) <= 1e-5 * abs(float(ref_loss))
-    # a gradient that is mathematically zero holds a rounding residue (tests/test_execution.py's rule): below
-    # GRAD_ROUNDING float32 ulps of the largest gradient in both
-    residue = GRAD_ROUNDING * float(torch.finfo(torch.float32).eps) * max(float(b.abs().max()) for b in ref_grads
-                                                                          if b is not None)
-    for a, b in zip(grads, ref_grads, strict=True):
-        if b is None:
-            continue
-        scale = float(b.abs().max())
-        if scale < residue:
-            assert float(a.abs().max()) < residue
-            continue
-        assert float((a - b).abs().max()) <= 1e-5 * scale
+    assert_float32_grads_close(grads, ref_grads)  # (a mathematically zero gradient: its rounding residue)
     for a, b in zip(stats, ref_stats, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
