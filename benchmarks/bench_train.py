@@ -149,7 +149,7 @@ def child(spec: dict) -> dict:
     import torch
 
     from training.distributed import broadcast_module, convert_batchnorm, setup, teardown
-    from training.execution import neuron_impl
+    from training.execution import batchnorm_impl, neuron_impl
     from training.loop import Trainer
     from training.validation import evaluate_classification
 
@@ -192,6 +192,8 @@ def child(spec: dict) -> dict:
            "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
+           "batchnorm": "one call" if spec["exec"] == "multistep" and batchnorm_impl().endswith("(cpp)")
+           else "per step",
            "layout": trainer.layout,
            "params": sum(p.numel() for p in model.parameters())}
     if spec["task"] == "class":
@@ -218,8 +220,9 @@ def _workers(r: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| task | --exec | --precision | --layout | threads x processes | rate/s (wall) | x eager 1 thread | "
-             "rate/s (CPU time) | x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | load avg |",
-             "|" + "---|" * 16]
+             "rate/s (CPU time) | x eager | s/batch | peak MB | MB/sample | loss | accuracy % | neurons | BatchNorm of "
+             "the steps | load avg |",
+             "|" + "---|" * 17]
     ones = [r for r in rows if r.get("exec") == "eager" and r["threads"] == 1 and r.get("procs", 1) == 1
             and "rate" in r]
     base = {r["task"]: r["rate"] for r in ones}
@@ -238,7 +241,7 @@ def table(rows: list[dict]) -> str:
                      f"{r['rate']:.1f} | "
                      f"{speedup:.2f} | {cpu} | {r['s_per_batch']:.3f} | "
                      f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
-                     f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r['load']:.2f} |")
+                     f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r.get('batchnorm', '-')} | {r['load']:.2f} |")
     return "\n".join(lines)
 
 

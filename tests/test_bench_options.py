@@ -118,3 +118,14 @@ def test_the_int8_accuracy_line_judges_both_targets_as_printed():
     assert bench_deploy.int8_verdict(1.3).endswith("(within 1 point: MISSED, within 0.5 points: MISSED)")
     assert bench_deploy.int8_verdict(0.504) == f"int8 - fp32: +0.50 points of 1PA {both}"  # judged as printed
     assert "0.5 points: MISSED" in bench_deploy.int8_verdict(-0.506)
+
+
+def test_the_training_table_says_how_batchnorm_ran():
+    row = {"task": "stereo", "exec": "multistep", "precision": "fp32", "layout": "nchw", "threads": 1, "rate": 2.0,
+           "cpu_rate": 2.0, "s_per_batch": 0.5, "peak_mb": 1.0, "mb_per_sample": 1.0, "loss": 1.0, "neurons": "cpp",
+           "load": 0.0}
+    rows = [{**row, "exec": "eager", "rate": 1.0, "cpu_rate": 1.0, "batchnorm": "per step"},
+            {**row, "batchnorm": "one call"}, row]  # (a row of an older --json: no such field)
+    lines = bench_train.table(rows).splitlines()
+    assert "| BatchNorm of the steps |" in lines[0] and lines[1].count("---") == lines[0].count("|") - 1
+    assert "| cpp | one call |" in lines[3] and "| 2.00 |" in lines[3] and "| cpp | - |" in lines[4]
