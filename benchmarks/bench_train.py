@@ -148,8 +148,9 @@ def child(spec: dict) -> dict:
     import numpy as np
     import torch
 
+    from compiler import stepnorm
     from training.distributed import broadcast_module, convert_batchnorm, setup, teardown
-    from training.execution import batchnorm_impl, neuron_impl
+    from training.execution import neuron_impl
     from training.loop import Trainer
     from training.validation import evaluate_classification
 
@@ -192,8 +193,7 @@ def child(spec: dict) -> dict:
            "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
-           "batchnorm": "one call" if spec["exec"] == "multistep" and batchnorm_impl().endswith("(cpp)")
-           else "per step",
+           "batchnorm": "one call" if spec["exec"] == "multistep" and stepnorm.in_use() else "per step",
            "layout": trainer.layout,
            "params": sum(p.numel() for p in model.parameters())}
     if spec["task"] == "class":

@@ -43,6 +43,15 @@ class Stacked:
         """As ``defer``, from the batch's mean and unbiased variance (float64; ``compiler.stepnorm``)."""
         self.updates.append((t, len(self.updates), bn, (mean, var)))
 
+    def running_from_stats(self, bn: nn.Module, mean: Tensor, var: Tensor, deferred: bool) -> None:
+        """``bn``'s running averages from its groups' batch statistics ((G, C) float64, ``compiler.stepnorm``)
+        in step order: now, or (``deferred``: a module several nodes run) at the end, as ``defer`` does."""
+        if not deferred:
+            update_running(bn, mean, var)
+            return
+        for g in range(mean.shape[0]):
+            self.defer_stats(g // self.views, bn, mean[g:g + 1], var[g:g + 1])
+
     def apply(self) -> None:
         """The running averages as T separate steps update them: step by step, in graph order within a step
         (a module shared by two nodes, the stereo feature network, sees its inputs interleaved as then)."""
@@ -115,11 +124,7 @@ class ConvBN(nn.Module):
         bn = self.bn
         if plain_batchnorm(bn) and step_norm_applies(y, stacked.steps * stacked.views, bn.weight):
             out, mean, var = step_batch_norm(y, stacked.steps * stacked.views, bn.weight, bn.bias, bn.eps)
-            if id(self) in stacked.shared:  # in step order at the end, interleaved with the module's other nodes
-                for g in range(mean.shape[0]):
-                    stacked.defer_stats(g // stacked.views, bn, mean[g:g + 1], var[g:g + 1])
-            else:  # in step order now
-                update_running(bn, mean, var)
+            stacked.running_from_stats(bn, mean, var, id(self) in stacked.shared)
             return out
         chunks = stacked.chunks(y)
         if id(self) not in stacked.shared or not plain_batchnorm(self.bn):  # (SyncBatchNorm: its own calls)
@@ -204,12 +209,7 @@ def _together_in_one_call(modules: list[nn.Module], y: Tensor, weight: Tensor, b
     out, mean, var = step_batch_norm(y, groups, weight, bias, modules[0].bn.eps)
     start = 0
     for m, size in zip(modules, sizes, strict=True):
-        part = mean[:, start:start + size], var[:, start:start + size]
-        if shared:
-            for g in range(groups):
-                stacked.defer_stats(g // stacked.views, m.bn, part[0][g:g + 1], part[1][g:g + 1])
-        else:
-            update_running(m.bn, *part)
+        stacked.running_from_stats(m.bn, mean[:, start:start + size], var[:, start:start + size], shared)
         start += size
     return list(SplitChannels.apply(out, sizes))
 

@@ -215,13 +215,19 @@ class StepBatchNorm(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def in_use() -> bool:
+    """Whether the multi-step mode's BatchNorm takes this kernel where a tensor allows (``applies``): the fused
+    neurons run their C++ kernel and this kernel built."""
+    return neuron_impl() == "cpp" and load() is not None
+
+
 def applies(x: Tensor, groups: int, weight: Tensor | None) -> bool:
     """Whether ``step_batch_norm`` takes ``x`` in ``groups``: plain order, float32 / float64 (the affine weights
     of the same type), more than one value per group and channel (else ``F.batch_norm``'s own error), while
     the fused neurons run their C++ kernel and this kernel built."""
     return weight is not None and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype \
         and x.is_contiguous() and x.device.type == "cpu" and x.dim() >= 3 and x.shape[0] % groups == 0 \
-        and x.numel() // (groups * x.shape[1]) > 1 and neuron_impl() == "cpp" and load() is not None
+        and x.numel() // (groups * x.shape[1]) > 1 and in_use()
 
 
 def step_batch_norm(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:

@@ -300,9 +300,9 @@ def execution_line(trainer, threads: str) -> str:
 def batchnorm_impl() -> str:
     """How the multi-step mode runs BatchNorm over T steps: one C++ call (``compiler.stepnorm``, with the
     neurons' C++ kernel) or one call per step, with the reason."""
-    if fused.impl() != "cpp":
-        return "BatchNorm per step (the neurons run in torch)"
-    return "BatchNorm of all steps in one call (cpp)" if stepnorm.load() is not None \
+    if stepnorm.in_use():
+        return "BatchNorm of all steps in one call (cpp)"
+    return "BatchNorm per step (the neurons run in torch)" if fused.impl() != "cpp" \
         else f"BatchNorm per step ({stepnorm.reason()})"
 
 

@@ -327,7 +327,7 @@ class Trainer:
         nothing: resuming from ``last.pt`` cuts the logs back to its epochs (``runlog.repair``; a pending
         epoch's metrics row goes too) and redoes what it does not hold, which writes the same files again.
         Returns the last held-out metrics."""
-        cfg, dist = self.cfg, self.dist
+        cfg = self.cfg
         ran, last_metrics = 0, {}
         extra = extra_state or {}
         if self.pending is not None:  # last.pt was written after this epoch's training, before its validation
@@ -343,7 +343,7 @@ class Trainer:
             row["train_s"] = round(time.perf_counter() - t0, 2)
             self.epoch = epoch + 1
             ran += 1
-            validate = evaluate and dist.main and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+            validate = evaluate and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
             last_metrics = self._close_epoch(out, metrics_log, row, validate, genotype_yaml, extra, line,
                                              on_saved) or last_metrics
         return last_metrics
