@@ -106,9 +106,10 @@ def test_the_shipped_photographs_are_scikit_images():
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    from runtime.data.synth.textures import HELDOUT_PHOTOS, PHOTOS, TRAIN_PHOTOS
+    from runtime.data.synth.textures import HELDOUT_PHOTOS, MORE_TRAIN_PHOTOS, PHOTOS, TRAIN_PHOTOS
 
-    for name in TRAIN_PHOTOS + HELDOUT_PHOTOS:
+    assert sorted(p.stem for p in PHOTOS.glob("*.png")) == sorted(TRAIN_PHOTOS + HELDOUT_PHOTOS + MORE_TRAIN_PHOTOS)
+    for name in TRAIN_PHOTOS + HELDOUT_PHOTOS + MORE_TRAIN_PHOTOS:
         with Image.open(PHOTOS / f"{name}.png") as image:
             assert np.array_equal(np.asarray(image), getattr(skimage_data, name)()), name
 

@@ -271,6 +271,48 @@ def test_photo_variations_reach_the_training_recordings_and_their_cache_key(tmp_
     assert not (tmp_path / "r").exists()
 
 
+def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_path, monkeypatch, capsys):
+    """--train-textures train_more: the training scenes draw from the eight training photographs and two
+    more, never a held-out one; part of a training recording's cache key (the ``train`` recordings stay as
+    they were) and of the description; held-out recordings unchanged; anything else refused by argparse."""
+    import training.data as td
+    from runtime.data.synth.textures import HELDOUT_PHOTOS, MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, photo_names
+    from training.datacache import Cache
+    from training.train import main, parser
+
+    assert photo_names("train_more") == TRAIN_PHOTOS + MORE_TRAIN_PHOTOS
+    assert not set(photo_names("train_more")) & set(HELDOUT_PHOTOS)
+    assert not set(MORE_TRAIN_PHOTOS) & set(photo_names("all"))  # the runtime's default world is unchanged
+    calls, keys = [], []
+    real_open, real_get = td.open_recording, Cache.get
+    monkeypatch.setattr(td, "open_recording", lambda **kw: calls.append(kw) or real_open(**kw))
+    monkeypatch.setattr(Cache, "get", lambda self, key, make: keys.append(dict(key)) or real_get(self, key, make))
+    made = {}
+    for textures in ("train", "train_more"):
+        calls.clear()
+        keys.clear()
+        made[textures] = synthetic_stereo(
+            SyntheticSpec(train_seeds=(100,), val_seeds=(0,), seconds=0.3, val_seconds=0.3, margin=8,
+                          photo_fraction=1.0, train_textures=textures),
+            height=24, width=32, encoding="sbt", bins=5, window_us=50_000, length=3, stride=2, burn_in=1,
+            cache=Cache(tmp_path / "cache"))
+        train_call, *val_calls = calls
+        assert train_call["textures"] == textures and all(c["textures"] == "heldout" for c in val_calls)
+        assert keys[0]["textures"] == textures and keys[1]["textures"] == "heldout"
+        assert f"({textures} textures" in made[textures].description
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # two training recordings, one held-out
+    assert np.array_equal(made["train"].val[0].left, made["train_more"].val[0].left)
+    small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
+    base = [str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(tmp_path / "r"), "--epochs", "1"]
+    assert parser().parse_args([*base, "--train-textures", "train_more"]).train_textures == "train_more"
+    for bad in ("heldout", "all", "Train", ""):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--train-textures", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and "argument --train-textures: invalid choice" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_ddes_shuffle_pins_the_first_validation_frames():
     # DDES (tlkvstepan/event_stereo_ICCV2019, dataset.py): random.seed(0); random.shuffle over the
     # ordered test frames; the first 200 are validation. Values computed with that code's algorithm.
@@ -430,6 +472,9 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", str(tmp_path), "--photo-variations", "turn"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "--photo-variations" in err, err
+    rc = main([*base, "--data", str(tmp_path), "--train-textures", "train_more"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--train-textures applies to --data synthetic" in err, err
 
 
 def test_search_takes_the_real_data_options(tmp_path, capsys):

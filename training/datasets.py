@@ -66,6 +66,8 @@ def stereo_data(source: str, g, *, length: int, stride: int, burn_in: int, synth
         raise TrainError(f"--photo-augment applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if synthetic is not None and synthetic.photo_variations != PHOTO_VARIATIONS:
         raise TrainError(f"--photo-variations applies to --data synthetic, not to {source} ({kind.upper()} data)")
+    if synthetic is not None and synthetic.train_textures != SyntheticSpec.train_textures:
+        raise TrainError(f"--train-textures applies to --data synthetic, not to {source} ({kind.upper()} data)")
     if kind == "mvsec":
         if real is not None and real.dsec_split != RealOptions.dsec_split:
             raise TrainError(f"--dsec-split applies to DSEC data; {source} holds MVSEC, whose held-out set is "

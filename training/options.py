@@ -72,8 +72,8 @@ def check_options(cfg) -> None:
 
 
 # Options that only a stereo task reads, in the order an error names them (TrainConfig and SearchConfig fields)
-STEREO_OPTIONS = ("photo_fraction", "photo_augment", "photo_variations", "disparity_l1", "windows", "burn_in",
-                  "diversity", "loss_step")
+STEREO_OPTIONS = ("photo_fraction", "photo_augment", "photo_variations", "train_textures", "disparity_l1", "windows",
+                  "burn_in", "diversity", "loss_step")
 
 
 def check_task_options(cfg, task: str, what: str) -> None:

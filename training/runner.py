@@ -283,7 +283,8 @@ def load_data(cfg, g, log=print):
         spec = SyntheticSpec(train_seeds=tuple(cfg.train_seeds), val_seeds=tuple(cfg.val_seeds),
                              seconds=cfg.seconds, val_seconds=cfg.seconds, photo_fraction=cfg.photo_fraction,
                              photo_augment=cfg.photo_augment,
-                             photo_variations=split_names(cfg.photo_variations))
+                             photo_variations=split_names(cfg.photo_variations),
+                             train_textures=cfg.train_textures)
         real = recording_options(cfg.to_dict(), "train")
         data = stereo_data(cfg.data, g, length=cfg.burn_in + cfg.windows, stride=cfg.stride, burn_in=cfg.burn_in,
                            synthetic=spec, split=cfg.split, part=cfg.eval_part, real=real)

@@ -18,7 +18,7 @@ import sys
 
 from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
-from runtime.data.synth.config import PHOTO_VARIATIONS, SynthConfig, split_names
+from runtime.data.synth.config import PHOTO_VARIATIONS, TRAIN_TEXTURE_SETS, SynthConfig, split_names
 
 from .config import RECIPES
 from .execution import EXEC_MODES, LAYOUTS, PRECISIONS
@@ -136,6 +136,10 @@ def _stereo_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--photo-variations", type=photo_variations, default=d.photo_variations, metavar="LIST",
                    help="the variations --photo-augment applies, of turn, negative and coarser; each is drawn all "
                         "the same, so the others vary the same photographs as with all three (default %(default)s)")
+    g.add_argument("--train-textures", default=d.train_textures, choices=TRAIN_TEXTURE_SETS,
+                   help="the photographs of the synthetic training scenes: train (eight) or train_more (those and "
+                        "two more, mostly smooth: runtime.data.synth.textures.MORE_TRAIN_PHOTOS); held-out scenes "
+                        "keep theirs (default %(default)s)")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,

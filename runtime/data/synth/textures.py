@@ -1,11 +1,12 @@
 """Surface textures: photographs shipped with the package and procedural textures with natural
 (1/f) statistics, stored as mip pyramids and sampled with a per-pixel level of detail.
 
-Photographs are lossless PNGs in ``photos/`` (package data; nothing downloads): sixteen of the
+Photographs are lossless PNGs in ``photos/`` (package data; nothing downloads): eighteen of the
 sample images scikit-image 0.26.0 bundles (``skimage.data``), the arrays its functions return
-(``photos/README.md`` says where each comes from and its licence). They are split once into two
+(``photos/README.md`` says where each comes from and its licence). Sixteen are split once into two
 disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so that held-out scenes can show
-photographs that training never saw. The Middlebury Motorcycle pair that scikit-image also bundles
+photographs that training never saw; the set ``train_more`` adds ``MORE_TRAIN_PHOTOS`` to the
+training ones. The Middlebury Motorcycle pair that scikit-image also bundles
 is in neither set: it is the transfer check (``runtime.data.synth.pairpan``).
 
 Procedural textures: ``pink`` (Gaussian noise with an amplitude spectrum ``1 / f^beta``, beta drawn
@@ -29,6 +30,9 @@ PHOTOS = Path(__file__).resolve().parent / "photos"
 # photos/<name>.png (skimage.data function names); chosen to mix natural and man-made content in both halves
 TRAIN_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hubble_deep_field", "page")
 HELDOUT_PHOTOS = ("coffee", "gravel", "rocket", "text", "clock", "moon", "cell", "immunohistochemistry")
+# Two more training photographs for the ``train_more`` set (issue 22): mostly smooth, with sparse structure
+# (vessels, lesions), as the smooth held-out photographs are; in no other set, so earlier data stays as it was
+MORE_TRAIN_PHOTOS = ("microaneurysms", "retina")
 PROCEDURAL = ("pink", "leaves")
 
 
@@ -36,6 +40,8 @@ def photo_names(texture_set: str) -> tuple[str, ...]:
     """The photographs a texture set draws from."""
     if texture_set == "train":
         return TRAIN_PHOTOS
+    if texture_set == "train_more":
+        return TRAIN_PHOTOS + MORE_TRAIN_PHOTOS
     if texture_set == "heldout":
         return HELDOUT_PHOTOS
     if texture_set == "all":
