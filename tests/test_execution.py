@@ -798,14 +798,15 @@ def test_a_channels_last_3d_convolution_reads_its_input_in_its_order():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_the_optimiser_step_is_the_per_parameter_loop_bit_for_bit(optimizer):
-    """The training optimisers update all parameters with multi-tensor (foreach) ops: the same bits as
-    PyTorch's per-parameter loop over several steps (weight decay and momentum included)."""
+    """With ``--optimizer-impl foreach`` the training optimisers update all parameters with multi-tensor ops:
+    the same bits as PyTorch's per-parameter loop over several steps (weight decay and momentum included)."""
     from training.loop import make_optimizer
 
     g = small_genotype("stereo")
     torch.manual_seed(0)
     params = [p.detach().clone() for p in build_model(g).parameters()]
-    cfg = TrainConfig(genotype="", out="", optimizer=optimizer, lr=1e-2, weight_decay=1e-3, schedule="constant")
+    cfg = TrainConfig(genotype="", out="", optimizer=optimizer, lr=1e-2, weight_decay=1e-3, schedule="constant",
+                      optimizer_impl="foreach")
     gen = torch.Generator().manual_seed(3)
     grads = [[torch.randn(p.shape, generator=gen) for p in params] for _ in range(3)]
     a = [p.clone().requires_grad_() for p in params]
@@ -820,6 +821,40 @@ def test_the_optimiser_step_is_the_per_parameter_loop_bit_for_bit(optimizer):
         opt_a.step()
         opt_b.step()
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_fused_optimiser_is_the_default_and_the_loop_within_rounding(optimizer):
+    """``--optimizer-impl fused`` (the default): PyTorch's fused Adam / SGD, the per-parameter loop's formula
+    rounded otherwise: within 1e-12 of the loop over several steps in float64, 1e-6 in float32 (relative to
+    each weight's size); an unknown implementation is a one-line error."""
+    from training.errors import TrainError
+    from training.execution import optimizer_in_use
+    from training.loop import make_optimizer
+
+    g = small_genotype("stereo")
+    torch.manual_seed(0)
+    cfg = TrainConfig(genotype="", out="", optimizer=optimizer, lr=1e-2, weight_decay=1e-3, schedule="constant")
+    assert cfg.optimizer_impl == "fused"
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        params = [p.detach().clone().to(dtype) for p in build_model(g).parameters()]
+        gen = torch.Generator().manual_seed(3)
+        grads = [[torch.randn(p.shape, generator=gen, dtype=dtype) for p in params] for _ in range(3)]
+        a = [p.clone().requires_grad_() for p in params]
+        b = [p.clone().requires_grad_() for p in params]
+        opt_a = make_optimizer(cfg, a)[0]
+        opt_b = (torch.optim.Adam(b, lr=1e-2, weight_decay=1e-3, foreach=False) if optimizer == "adam" else
+                 torch.optim.SGD(b, lr=1e-2, momentum=cfg.momentum, weight_decay=1e-3, foreach=False))
+        assert opt_a.param_groups[0]["fused"] is True and optimizer_in_use(opt_a) == "fused"
+        for step in grads:
+            for pa, pb, gr in zip(a, b, step, strict=True):
+                pa.grad, pb.grad = gr.clone(), gr.clone()
+            opt_a.step()
+            opt_b.step()
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=tol, atol=tol * float(y.detach().abs().max()))
+    with pytest.raises(TrainError, match="unknown --optimizer-impl 'fast'"):
+        make_optimizer(TrainConfig(genotype="", out="", optimizer=optimizer, optimizer_impl="fast"), a)
 
 
 @pytest.mark.parametrize("k", [3, 5])

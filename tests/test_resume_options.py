@@ -32,7 +32,7 @@ def test_train_resume_refuses_a_changed_option_and_takes_the_same_command(tmp_pa
     capsys.readouterr()
     for changed, name in ((["--lr", "0.5"], "--lr"), (["--set", "input.height=16"], "--overrides"),
                           (["--seed", "3"], "--seed"), (["--no-augment", "--augment"], "--augment"),
-                          (["--ema", "0.9"], "--ema")):
+                          (["--ema", "0.9"], "--ema"), (["--optimizer-impl", "foreach"], "--optimizer-impl")):
         assert main([str(GENOTYPES / "cifar10.yaml"), "--out", out, "--resume", *changed]) == 2
         err = _one_line(capsys)
         assert name in err and "started with" in err, err

@@ -112,11 +112,13 @@ def test_the_log_says_how_batchnorm_runs():
     from training.execution import execution_line
 
     def line(mode):
-        trainer = SimpleNamespace(exec=mode, cfg=SimpleNamespace(precision="fp32"), layout="nchw", layout_why="auto")
+        trainer = SimpleNamespace(exec=mode, cfg=SimpleNamespace(precision="fp32"), layout="nchw", layout_why="auto",
+                                  optimizer=SimpleNamespace(param_groups=[{"fused": None, "foreach": True}]))
         return execution_line(trainer, "1 thread(s)")
 
     with fused.using("cpp"):
         assert "BatchNorm of all steps in one call (cpp)" in line("multistep")
         assert "BatchNorm per step," in line("step")
+        assert line("step").endswith(", optimizer foreach")
     with fused.using("torch"):
         assert "BatchNorm per step (the neurons run in torch)" in line("multistep")

@@ -44,6 +44,35 @@ def test_resume_is_exact(tmp_path, layout):
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
 
 
+def test_a_run_begun_with_the_foreach_optimiser_resumes_with_it_exactly(tmp_path):
+    """Checkpoints written before --optimizer-impl (no such key in their configuration, a foreach optimiser
+    in their state) resume with the optimiser they began with, bit for bit as if never stopped, and the log
+    says so; a new run's checkpoint resumes with its own (fused)."""
+    from training.checkpoint import load, save_atomic
+    from training.train import run
+
+    run(_cfg(tmp_path / "full", optimizer_impl="foreach"), log=lambda s: None)
+    run(_cfg(tmp_path / "half", stop_after=1, optimizer_impl="foreach"), log=lambda s: None)
+    path = tmp_path / "half" / "last.pt"
+    ck = load(path)
+    del ck["config"]["optimizer_impl"]  # as a checkpoint of an earlier version holds it
+    save_atomic(ck, path)
+    lines = []
+    run(_cfg(tmp_path / "half"), resume=True, resume_overrides={"stop_after": None}, log=lines.append)
+    assert any("optimizer foreach, as the run began" in line for line in lines), lines
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(path, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and b["optimizer"]["param_groups"][0]["foreach"] is True
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    lines.clear()
+    run(_cfg(tmp_path / "new", stop_after=1), log=lines.append)
+    assert any(line.startswith("execution:") and line.endswith("optimizer fused") for line in lines), lines
+    run(_cfg(tmp_path / "new"), resume=True, resume_overrides={"stop_after": None}, log=lines.append)
+    assert not any("as the run began" in line for line in lines)
+    assert torch.load(tmp_path / "new" / "last.pt", weights_only=True)["optimizer"]["param_groups"][0]["fused"]
+
+
 def test_resume_cli_without_checkpoint_is_a_one_line_error(tmp_path, capsys):
     from training.train import main
 

@@ -15,6 +15,8 @@ from runtime.data.synth.config import SynthConfig
 
 from .errors import TrainError
 
+OPTIMIZER_IMPLS = ("fused", "foreach")  # --optimizer-impl (training.loop.optimizer_impl)
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +31,7 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str | None = None  # adam | sgd
+    optimizer_impl: str = "fused"  # fused | foreach (training.loop.make_optimizer)
     momentum: float = 0.9
     weight_decay: float | None = None
     schedule: str | None = None  # multistep | cosine | constant

@@ -289,12 +289,18 @@ def neuron_impl() -> str:
     return name if name == "cpp" else f"{name} ({fused.kernel_reason()})"
 
 
+def optimizer_in_use(opt) -> str:
+    """The implementation an optimiser steps with (``--optimizer-impl``): a resumed one keeps the saved
+    state's (its parameter groups hold it), so a run begun with foreach resumes exactly."""
+    return "fused" if opt.param_groups[0].get("fused") else "foreach"
+
+
 def execution_line(trainer, threads: str) -> str:
     """The log's ``execution:`` line of a run (training or search): mode, precision, threads, the neurons'
     implementation, layout and why."""
     return (f"execution: --exec {trainer.exec}, --precision {trainer.cfg.precision}, {threads}, "
             f"neurons {neuron_impl()}, {batchnorm_impl() if trainer.exec == 'multistep' else 'BatchNorm per step'}, "
-            f"layout {trainer.layout} ({trainer.layout_why})")
+            f"layout {trainer.layout} ({trainer.layout_why}), optimizer {optimizer_in_use(trainer.optimizer)}")
 
 
 def batchnorm_impl() -> str:

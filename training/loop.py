@@ -25,7 +25,7 @@ from compiler.ops import estimate_disparity, training_resample
 from runtime.core.names import TASKS
 
 from . import checkpoint as ckpt_io
-from .config import TrainConfig
+from .config import OPTIMIZER_IMPLS, TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .ema import WeightAverage
@@ -48,16 +48,26 @@ from .runlog import MetricsLog
 from .validation import evaluate_classification, evaluate_stereo, held_out_metrics
 
 
+def optimizer_impl(requested: str, params: list[torch.Tensor]) -> str:
+    """How the optimiser updates the weights (``--optimizer-impl``): ``fused``, PyTorch's fused Adam and SGD
+    (one kernel per step for all parameters), where every parameter is a floating tensor on a CPU or CUDA
+    device, else ``foreach`` (a few multi-tensor ops per step; the same bits as the per-parameter loop).
+    Fused updates are the same formula rounded otherwise (they differ from foreach in the last bits); the
+    stereo training step is 1.03x faster with them (docs/training.md, "Twenty-first session")."""
+    if requested not in OPTIMIZER_IMPLS:
+        raise TrainError(f"unknown --optimizer-impl {requested!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return "fused" if requested == "fused" and fusable else "foreach"
+
+
 def make_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
     params = list(params)
-    # foreach: the update of all parameters in a few multi-tensor ops instead of ~10 ops per parameter (the
-    # same bits as the per-parameter loop, PyTorch's CPU default; Adam's step on the stereo model's 126
-    # tensors 4.7 -> 2.5 ms, docs/training.md, Run 13)
+    impl = optimizer_impl(cfg.optimizer_impl, params)
     if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **{impl: True})
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                              foreach=True)
+                              **{impl: True})
     else:
         raise TrainError(f"unknown optimizer {cfg.optimizer!r}", "use adam or sgd")
     if cfg.schedule == "multistep":

@@ -20,7 +20,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 from runtime.data.synth.config import PHOTO_VARIATIONS, TRAIN_TEXTURE_SETS, SynthConfig, split_names
 
-from .config import RECIPES
+from .config import OPTIMIZER_IMPLS, RECIPES
 from .execution import EXEC_MODES, LAYOUTS, PRECISIONS
 from .runner import MAY_CHANGE_ON_RESUME, run
 
@@ -169,6 +169,10 @@ def parser() -> argparse.ArgumentParser:
                    help="global batch size (default: the recipe's, cpu-quick 4 / 64, paper 2 / 50)")
     p.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, sgd 0.025)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), help="default: stereo adam, classification sgd")
+    p.add_argument("--optimizer-impl", choices=OPTIMIZER_IMPLS, default=d.optimizer_impl,
+                   help="how the optimiser updates the weights: fused (one kernel for all parameters, where torch "
+                        "has one for them; else foreach) or foreach (multi-tensor ops, the same bits as the "
+                        "per-parameter loop); a resumed run keeps the one it began with (default %(default)s)")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, help="default: stereo 0, classification 3e-4")
     p.add_argument("--schedule", choices=("multistep", "cosine", "constant"),
