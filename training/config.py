@@ -15,7 +15,7 @@ from runtime.data.synth.config import SynthConfig
 
 from .errors import TrainError
 
-OPTIMIZER_IMPLS = ("fused", "foreach")  # --optimizer-impl (training.loop.optimizer_impl)
+OPTIMIZER_IMPLS = ("fused", "foreach")  # --optimizer-impl (training.execution.optimizer_impl)
 
 
 @dataclass
@@ -31,7 +31,7 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str | None = None  # adam | sgd
-    optimizer_impl: str = "fused"  # fused | foreach (training.loop.make_optimizer)
+    optimizer_impl: str = "fused"  # fused | foreach (training.execution.optimizer_impl)
     momentum: float = 0.9
     weight_decay: float | None = None
     schedule: str | None = None  # multistep | cosine | constant

@@ -25,7 +25,7 @@ from compiler.ops import estimate_disparity, training_resample
 from runtime.core.names import TASKS
 
 from . import checkpoint as ckpt_io
-from .config import OPTIMIZER_IMPLS, TrainConfig
+from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
 from .ema import WeightAverage
@@ -37,6 +37,7 @@ from .execution import (
     class_logits,
     conv3d_in_channels_last,
     neurons,
+    optimizer_impl,
     resolve_exec,
     resolve_layout,
     stereo_costs,
@@ -46,18 +47,6 @@ from .images import ClassData, augment
 from .losses import classification_loss, disparity_smooth_l1, subpixel_cross_entropy, valid_disparity
 from .runlog import MetricsLog
 from .validation import evaluate_classification, evaluate_stereo, held_out_metrics
-
-
-def optimizer_impl(requested: str, params: list[torch.Tensor]) -> str:
-    """How the optimiser updates the weights (``--optimizer-impl``): ``fused``, PyTorch's fused Adam and SGD
-    (one kernel per step for all parameters), where every parameter is a floating tensor on a CPU or CUDA
-    device, else ``foreach`` (a few multi-tensor ops per step; the same bits as the per-parameter loop).
-    Fused updates are the same formula rounded otherwise (they differ from foreach in the last bits); the
-    stereo training step is 1.03x faster with them (docs/training.md, "Twenty-first session")."""
-    if requested not in OPTIMIZER_IMPLS:
-        raise TrainError(f"unknown --optimizer-impl {requested!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
-    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return "fused" if requested == "fused" and fusable else "foreach"
 
 
 def make_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:

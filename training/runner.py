@@ -183,13 +183,25 @@ def _write_start(out: Path, cfg, ck, searchers, start_yaml: str, data: str, worl
                                              sort_keys=False), out / "config.yaml")
 
 
+def _load_resumed(trainer, ck: dict, out: Path, log) -> None:
+    """The checkpoint's state into ``trainer``, and the log's ``resumed`` line."""
+    from .execution import optimizer_in_use
+
+    made = optimizer_in_use(trainer.optimizer)
+    trainer.load_state(ck)
+    kept = optimizer_in_use(trainer.optimizer)
+    log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}"
+        + (" (its validation was interrupted: it runs first)" if trainer.pending is not None else "")
+        + (f"; optimizer {kept}, as the run began" if kept != made else ""))
+
+
 def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | None = None) -> dict:
     """The run in order: config or resume, model, data, searchers, the epoch loop (``Trainer.fit``)."""
     import torch
 
     from . import checkpoint as ckpt_io
     from .distributed import broadcast_module, convert_batchnorm, setup, teardown
-    from .execution import execution_line, optimizer_in_use, set_up_execution
+    from .execution import execution_line, set_up_execution
     from .loop import Trainer
     from .options import check_device, check_options
     from .runlog import MetricsLog
@@ -218,12 +230,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
         log(execution_line(trainer, threads))
         if ck is not None:
-            made = optimizer_in_use(trainer.optimizer)
-            trainer.load_state(ck)
-            kept = optimizer_in_use(trainer.optimizer)
-            log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}"
-                + (" (its validation was interrupted: it runs first)" if trainer.pending is not None else "")
-                + (f"; optimizer {kept}, as the run began" if kept != made else ""))
+            _load_resumed(trainer, ck, out, log)
             extend_schedule(trainer, int(ck["config"]["epochs"]), log)
         elif cfg.init:
             load_init(model, cfg.init)
