@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -310,6 +311,26 @@ def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_pa
             main([*base, "--train-textures", bad])
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert exc.value.code == 2 and "argument --train-textures: invalid choice" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("train_textures", "heldout", "--train-textures 'heldout' is not a set training may draw"),
+    ("train_textures", "all", "use one of train, train_more"),
+    ("optimizer_impl", "fast", "unknown --optimizer-impl 'fast'"),
+])
+def test_the_python_api_refuses_what_the_command_line_cannot_choose(tmp_path, field, value, message):
+    """A TrainConfig can hold any string: a training run never draws the held-out photographs, whichever way
+    it was started; refused before any data are made or any file is written."""
+    from training.config import TrainConfig
+    from training.errors import TrainError
+    from training.train import run
+
+    small = [f"{k}={v}" for k, v in SMALL["stereo_small"].items()]
+    cfg = TrainConfig(genotype=str(GENOTYPES / "stereo_small.yaml"), out=str(tmp_path / "r"), overrides=small,
+                      epochs=1, quiet=True, tensorboard=False, **{field: value})
+    with pytest.raises(TrainError, match=re.escape(message)):
+        run(cfg, log=lambda s: None)
     assert not (tmp_path / "r").exists()
 
 

@@ -264,7 +264,9 @@ def _searched_yaml(text: str) -> str:
 def _check(cfg, g) -> None:
     """The options once the task's defaults are filled in; the stereo options are refused on a genotype of
     another task (they would be ignored)."""
-    from .config import TrainConfig
+    from runtime.data.synth.config import TRAIN_TEXTURE_SETS
+
+    from .config import OPTIMIZER_IMPLS, TrainConfig
     from .errors import TrainError
     from .options import check_options, check_task_options
 
@@ -272,6 +274,11 @@ def _check(cfg, g) -> None:
     check_task_options(cfg, g.task, f"{g.name} is a {g.task} genotype")
     if cfg.photo_variations != TrainConfig.photo_variations and not cfg.photo_augment:
         raise TrainError("--photo-variations chooses what --photo-augment varies; give --photo-augment above 0")
+    if cfg.train_textures not in TRAIN_TEXTURE_SETS:  # (the command line's choices; a TrainConfig can hold any)
+        raise TrainError(f"--train-textures {cfg.train_textures!r} is not a set training may draw",
+                         f"use one of {', '.join(TRAIN_TEXTURE_SETS)}")
+    if cfg.optimizer_impl not in OPTIMIZER_IMPLS:
+        raise TrainError(f"unknown --optimizer-impl {cfg.optimizer_impl!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
     searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
     if cfg.ema and searched:
         raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",
