@@ -295,7 +295,7 @@ def optimizer_impl(requested: str, params: list[torch.Tensor]) -> str:
     (one kernel per step for all parameters), where every parameter is a floating tensor on a CPU or CUDA
     device, else ``foreach`` (a few multi-tensor ops per step; the same bits as the per-parameter loop).
     Fused updates are the same formula rounded otherwise (they differ from foreach in the last bits); the
-    stereo training step is 1.03x faster with them (docs/training.md, "Twenty-first session")."""
+    stereo training step is 1.02-1.03x faster with them (docs/training.md, "Twenty-first session")."""
     if requested not in OPTIMIZER_IMPLS:
         raise TrainError(f"unknown --optimizer-impl {requested!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
     fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
