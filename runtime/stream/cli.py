@@ -30,8 +30,8 @@ def _source_and_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--textures",
         choices=TEXTURE_SETS,
-        help=f"photographs of the synthetic stream: all, train or heldout (the half training never sees; "
-        f"default {SynthConfig.textures})",
+        help=f"photographs of the synthetic stream: all, train, heldout (the half training never sees) or "
+        f"train_more (train and two more; default {SynthConfig.textures})",
     )
     p.add_argument(
         "--scene-types",
