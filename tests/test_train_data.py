@@ -311,6 +311,11 @@ def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_pa
             main([*base, "--train-textures", bad])
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert exc.value.code == 2 and "argument --train-textures: invalid choice" in err, err
+    for bad in ("nan", "FUSED", "", "1e9", str(tmp_path)):  # --optimizer-impl likewise
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--optimizer-impl", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and "argument --optimizer-impl: invalid choice" in err, err
     assert not (tmp_path / "r").exists()
 
 

@@ -290,14 +290,20 @@ def neuron_impl() -> str:
     return name if name == "cpp" else f"{name} ({fused.kernel_reason()})"
 
 
+def check_optimizer_impl(requested: str) -> None:
+    """``--optimizer-impl`` names one of ``OPTIMIZER_IMPLS`` (checked before a run starts, and by
+    ``optimizer_impl``)."""
+    if requested not in OPTIMIZER_IMPLS:
+        raise TrainError(f"unknown --optimizer-impl {requested!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
+
+
 def optimizer_impl(requested: str, params: list[torch.Tensor]) -> str:
     """How the optimiser updates the weights (``--optimizer-impl``): ``fused``, PyTorch's fused Adam and SGD
     (one kernel per step for all parameters), where every parameter is a floating tensor on a CPU or CUDA
     device, else ``foreach`` (a few multi-tensor ops per step; the same bits as the per-parameter loop).
     Fused updates are the same formula rounded otherwise (they differ from foreach in the last bits); the
     stereo training step is 1.02-1.03x faster with them (docs/training.md, "Twenty-first session")."""
-    if requested not in OPTIMIZER_IMPLS:
-        raise TrainError(f"unknown --optimizer-impl {requested!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
+    check_optimizer_impl(requested)
     fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return "fused" if requested == "fused" and fusable else "foreach"
 

@@ -266,8 +266,9 @@ def _check(cfg, g) -> None:
     another task (they would be ignored)."""
     from runtime.data.synth.config import TRAIN_TEXTURE_SETS
 
-    from .config import OPTIMIZER_IMPLS, TrainConfig
+    from .config import TrainConfig
     from .errors import TrainError
+    from .execution import check_optimizer_impl
     from .options import check_options, check_task_options
 
     check_options(cfg)  # again: the task's defaults are filled in now
@@ -277,8 +278,7 @@ def _check(cfg, g) -> None:
     if cfg.train_textures not in TRAIN_TEXTURE_SETS:  # (the command line's choices; a TrainConfig can hold any)
         raise TrainError(f"--train-textures {cfg.train_textures!r} is not a set training may draw",
                          f"use one of {', '.join(TRAIN_TEXTURE_SETS)}")
-    if cfg.optimizer_impl not in OPTIMIZER_IMPLS:
-        raise TrainError(f"unknown --optimizer-impl {cfg.optimizer_impl!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
+    check_optimizer_impl(cfg.optimizer_impl)
     searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
     if cfg.ema and searched:
         raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",
