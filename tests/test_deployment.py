@@ -102,13 +102,50 @@ def test_a_deployment_host_quantises_with_the_int8_extra(model, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
+def test_every_shipped_photograph_is_in_a_set_and_each_set_draws_it_in_the_range_of_its_type():
+    """photos/ holds the photographs the texture sets name and no others; 8-bit and 16-bit files alike reach the
+    texture pyramid as gray in [0, 1] with their contrast (``textures._gray`` scales by the file's type)."""
+    from PIL import Image
+
+    from runtime.data.synth.textures import (
+        HELDOUT_PHOTOS,
+        MORE_TRAIN_PHOTOS,
+        MOST_TRAIN_PHOTOS,
+        PHOTOS,
+        TRAIN_PHOTOS,
+        photo_pyramid,
+    )
+
+    every = TRAIN_PHOTOS + HELDOUT_PHOTOS + MORE_TRAIN_PHOTOS + MOST_TRAIN_PHOTOS
+    assert len(set(every)) == len(every)
+    assert sorted(p.stem for p in PHOTOS.glob("*.png")) == sorted(every)
+    with Image.open(PHOTOS / "jacksboro_fault_dem.png") as image:
+        dem = np.asarray(image)
+    assert dem.dtype == np.uint16 and dem.shape == (344, 403) and (dem.min(), dem.max()) == (236, 1076)
+    for name in MOST_TRAIN_PHOTOS + ("camera",):
+        top = photo_pyramid(name)[0]
+        assert top.dtype == np.float32 and 0.0 <= top.min() and top.max() <= 1.0 and top.std() > 0.1, name
+
+
+def test_the_matplotlib_photographs_are_its_sample_data():
+    cbook = pytest.importorskip("matplotlib.cbook")
+    from PIL import Image
+
+    from runtime.data.synth.textures import PHOTOS
+
+    with Image.open(PHOTOS / "jacksboro_fault_dem.png") as image:
+        dem = np.asarray(image)
+    assert np.array_equal(dem.astype(np.int64), cbook.get_sample_data("jacksboro_fault_dem.npz")["elevation"])
+    with Image.open(PHOTOS / "grace_hopper.png") as image, Image.open(cbook.get_sample_data("grace_hopper.jpg")) as jpg:
+        assert np.array_equal(np.asarray(image), np.asarray(jpg))
+
+
 def test_the_shipped_photographs_are_scikit_images():
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
     from runtime.data.synth.textures import HELDOUT_PHOTOS, MORE_TRAIN_PHOTOS, PHOTOS, TRAIN_PHOTOS
 
-    assert sorted(p.stem for p in PHOTOS.glob("*.png")) == sorted(TRAIN_PHOTOS + HELDOUT_PHOTOS + MORE_TRAIN_PHOTOS)
     for name in TRAIN_PHOTOS + HELDOUT_PHOTOS + MORE_TRAIN_PHOTOS:
         with Image.open(PHOTOS / f"{name}.png") as image:
             assert np.array_equal(np.asarray(image), getattr(skimage_data, name)()), name

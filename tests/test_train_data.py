@@ -277,19 +277,28 @@ def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_pa
     more, never a held-out one; part of a training recording's cache key (the ``train`` recordings stay as
     they were) and of the description; held-out recordings unchanged; anything else refused by argparse."""
     import training.data as td
-    from runtime.data.synth.textures import HELDOUT_PHOTOS, MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, photo_names
+    from runtime.data.synth.textures import (
+        HELDOUT_PHOTOS,
+        MORE_TRAIN_PHOTOS,
+        MOST_TRAIN_PHOTOS,
+        TRAIN_PHOTOS,
+        photo_names,
+    )
     from training.datacache import Cache
     from training.train import main, parser
 
     assert photo_names("train_more") == TRAIN_PHOTOS + MORE_TRAIN_PHOTOS
-    assert not set(photo_names("train_more")) & set(HELDOUT_PHOTOS)
-    assert not set(MORE_TRAIN_PHOTOS) & set(photo_names("all"))  # the runtime's default world is unchanged
+    assert photo_names("train_most") == TRAIN_PHOTOS + MORE_TRAIN_PHOTOS + MOST_TRAIN_PHOTOS
+    for textures in ("train_more", "train_most"):
+        assert not set(photo_names(textures)) & set(HELDOUT_PHOTOS)
+    # the runtime's default world is unchanged
+    assert not set(MORE_TRAIN_PHOTOS + MOST_TRAIN_PHOTOS) & set(photo_names("all"))
     calls, keys = [], []
     real_open, real_get = td.open_recording, Cache.get
     monkeypatch.setattr(td, "open_recording", lambda **kw: calls.append(kw) or real_open(**kw))
     monkeypatch.setattr(Cache, "get", lambda self, key, make: keys.append(dict(key)) or real_get(self, key, make))
     made = {}
-    for textures in ("train", "train_more"):
+    for textures in ("train", "train_more", "train_most"):
         calls.clear()
         keys.clear()
         made[textures] = synthetic_stereo(
@@ -301,11 +310,14 @@ def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_pa
         assert train_call["textures"] == textures and all(c["textures"] == "heldout" for c in val_calls)
         assert keys[0]["textures"] == textures and keys[1]["textures"] == "heldout"
         assert f"({textures} textures" in made[textures].description
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # two training recordings, one held-out
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 4  # three training recordings, one held-out
     assert np.array_equal(made["train"].val[0].left, made["train_more"].val[0].left)
+    assert np.array_equal(made["train"].val[0].left, made["train_most"].val[0].left)
+    assert not np.array_equal(made["train_more"].train[0].left, made["train_most"].train[0].left)
     small = [a for k, v in SMALL["stereo_small"].items() for a in ("--set", f"{k}={v}")]
     base = [str(GENOTYPES / "stereo_small.yaml"), *small, "--out", str(tmp_path / "r"), "--epochs", "1"]
-    assert parser().parse_args([*base, "--train-textures", "train_more"]).train_textures == "train_more"
+    for textures in ("train_more", "train_most"):
+        assert parser().parse_args([*base, "--train-textures", textures]).train_textures == textures
     for bad in ("heldout", "all", "Train", ""):
         with pytest.raises(SystemExit) as exc:
             main([*base, "--train-textures", bad])
@@ -321,7 +333,7 @@ def test_train_textures_reach_the_training_recordings_and_their_cache_key(tmp_pa
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("train_textures", "heldout", "--train-textures 'heldout' is not a set training may draw"),
-    ("train_textures", "all", "use one of train, train_more"),
+    ("train_textures", "all", "use one of train, train_more, train_most"),
     ("optimizer_impl", "fast", "unknown --optimizer-impl 'fast'"),
 ])
 def test_the_python_api_refuses_what_the_command_line_cannot_choose(tmp_path, field, value, message):

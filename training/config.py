@@ -53,7 +53,7 @@ class TrainConfig:
     photo_fraction: float = SynthConfig.photo_fraction  # synthetic training surfaces textured with a photograph
     photo_augment: float = SynthConfig.photo_augment  # share of those photographs varied (textures.vary_photo)
     photo_variations: str = ",".join(SynthConfig.photo_variations)  # what a varied photograph may draw
-    train_textures: str = "train"  # photographs of the synthetic training scenes: train | train_more
+    train_textures: str = "train"  # photographs of the synthetic training scenes: train | train_more | train_most
     split: int = 1
     eval_part: str = "val"
     calib: str | None = None  # real data: calibration folder (MVSEC maps)

@@ -180,9 +180,10 @@ class SyntheticSpec:
 
     Training scenes use the procedural textures and the ``train`` half of the photographs
     (``runtime.data.synth.textures.TRAIN_PHOTOS``; ``train_textures="train_more"`` adds
-    ``MORE_TRAIN_PHOTOS``, in no held-out set) in the scene types ``train_scene_types``; held-out
-    scenes are textured with the other photographs only (``HELDOUT_PHOTOS``, never seen in training)
-    and include the ``corridor`` type that training never sees. With ``randomize_sensor`` each
+    ``MORE_TRAIN_PHOTOS``, ``"train_most"`` those and ``MOST_TRAIN_PHOTOS``, in no held-out set) in the
+    scene types ``train_scene_types``; held-out scenes are textured with the other photographs only
+    (``HELDOUT_PHOTOS``, never seen in training) and include the ``corridor`` type that training never
+    sees. With ``randomize_sensor`` each
     training recording draws its own sensor (contrast threshold, mismatch, background activity, hot
     pixels, refractory period) around the generator's defaults; held-out recordings use the defaults.
     ``photo_fraction``: the share of a training scene's surfaces textured with a photograph (the others

@@ -137,9 +137,9 @@ def _stereo_options(p: argparse.ArgumentParser, d) -> None:
                    help="the variations --photo-augment applies, of turn, negative and coarser; each is drawn all "
                         "the same, so the others vary the same photographs as with all three (default %(default)s)")
     g.add_argument("--train-textures", default=d.train_textures, choices=TRAIN_TEXTURE_SETS,
-                   help="the photographs of the synthetic training scenes: train (eight) or train_more (those and "
-                        "two more, mostly smooth: runtime.data.synth.textures.MORE_TRAIN_PHOTOS); held-out scenes "
-                        "keep theirs (default %(default)s)")
+                   help="the photographs of the synthetic training scenes: train (eight), train_more (those and "
+                        "two more, mostly smooth: runtime.data.synth.textures.MORE_TRAIN_PHOTOS) or train_most (those "
+                        "and MOST_TRAIN_PHOTOS, two more); held-out scenes keep theirs (default %(default)s)")
     g.add_argument("--split", type=int, default=d.split, choices=(1, 2, 3),
                    help="MVSEC split as DDES defines it (its command line offers 1 and 3)")
     g.add_argument("--eval-part", choices=("val", "test"), default=d.eval_part,

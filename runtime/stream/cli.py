@@ -31,7 +31,7 @@ def _source_and_output_options(p: argparse.ArgumentParser) -> None:
         "--textures",
         choices=TEXTURE_SETS,
         help=f"photographs of the synthetic stream: all, train, heldout (the half training never sees) or "
-        f"train_more (train and two more; default {SynthConfig.textures})",
+        f"train_more / train_most (train and two / four more; default {SynthConfig.textures})",
     )
     p.add_argument(
         "--scene-types",

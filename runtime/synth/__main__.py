@@ -27,7 +27,8 @@ KNOBS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--height": ("height", int, "image height, px"),
     "--width": ("width", int, "image width, px (focal length and fB scale with it)"),
     "--scene-types": ("scene_types", split_names, f"comma-separated scene types drawn from ({', '.join(SCENE_TYPES)})"),
-    "--textures": ("textures", str, "photographs: all, train, heldout (held-out half), train_more (train + two)"),
+    "--textures": ("textures", str, "photographs: all, train, heldout (held-out half), train_more (train + two), "
+                                      "train_most (train + four)"),
     "--photo-fraction": ("photo_fraction", float, "share of surfaces with a photograph; 0: procedural 1/f only"),
     "--photo-augment": ("photo_augment", float, "share of photographs varied: turned, negative, less fine detail"),
     "--photo-variations": ("photo_variations", split_names, "what --photo-augment varies, of turn, negative, coarser"),

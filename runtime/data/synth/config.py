@@ -18,8 +18,9 @@ DSEC_HEIGHT, DSEC_WIDTH = 480, 640
 DSEC_FOCAL_PX = 569.0
 DSEC_FB = DSEC_FOCAL_PX * 0.6
 SCENE_TYPES = ("room", "street", "clutter", "corridor")
-TEXTURE_SETS = ("all", "train", "heldout", "train_more")
-TRAIN_TEXTURE_SETS = ("train", "train_more")  # those a training run's scenes may draw (never a held-out photograph)
+TEXTURE_SETS = ("all", "train", "heldout", "train_more", "train_most")
+# those a training run's scenes may draw (never a held-out photograph)
+TRAIN_TEXTURE_SETS = ("train", "train_more", "train_most")
 # What a varied photograph may draw (textures.vary_photo): a quarter turn, its negative, coarser detail
 PHOTO_VARIATIONS = ("turn", "negative", "coarser")
 
@@ -45,7 +46,7 @@ class SynthConfig:
     focal_px: float | None = None  # focal length in pixels
     fb: float | None = None  # focal length x baseline in px*m; disparity = fb / depth
     scene_types: tuple[str, ...] = SCENE_TYPES  # each seed draws its layout from these (runtime.data.synth.layout)
-    textures: str = "all"  # photographs used: "all", "train", "heldout", "train_more" (runtime.data.synth.textures)
+    textures: str = "all"  # photographs used: one of TEXTURE_SETS (runtime.data.synth.textures.photo_names)
     photo_fraction: float = 0.5  # share of surfaces textured with a photograph (others: 1/f procedural)
     photo_augment: float = 0.0  # share of photographs varied: turned, negative, less fine detail (textures.vary_photo)
     photo_variations: tuple[str, ...] = PHOTO_VARIATIONS  # what a varied photograph may draw

@@ -2,12 +2,13 @@
 (1/f) statistics, stored as mip pyramids and sampled with a per-pixel level of detail.
 
 Photographs are lossless PNGs in ``photos/`` (package data; nothing downloads): eighteen of the
-sample images scikit-image 0.26.0 bundles (``skimage.data``), the arrays its functions return
-(``photos/README.md`` says where each comes from and its licence). Sixteen are split once into two
-disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so that held-out scenes can show
-photographs that training never saw; the set ``train_more`` adds ``MORE_TRAIN_PHOTOS`` to the
-training ones. The Middlebury Motorcycle pair that scikit-image also bundles
-is in neither set: it is the transfer check (``runtime.data.synth.pairpan``).
+sample images scikit-image 0.26.0 bundles (``skimage.data``), the arrays its functions return, and two of
+the sample data matplotlib 3.11.2 bundles (``photos/README.md`` says where each comes from and its
+licence). Sixteen are split once into two disjoint sets, ``TRAIN_PHOTOS`` and ``HELDOUT_PHOTOS``, so
+that held-out scenes can show photographs that training never saw; the set ``train_more`` adds
+``MORE_TRAIN_PHOTOS`` to the training ones, ``train_most`` also ``MOST_TRAIN_PHOTOS``. The Middlebury
+Motorcycle pair that scikit-image also bundles is in neither set: it is the transfer check
+(``runtime.data.synth.pairpan``).
 
 Procedural textures: ``pink`` (Gaussian noise with an amplitude spectrum ``1 / f^beta``, beta drawn
 around 1, the statistics of natural images) and ``leaves`` (a dead-leaves image: opaque disks of
@@ -33,6 +34,9 @@ HELDOUT_PHOTOS = ("coffee", "gravel", "rocket", "text", "clock", "moon", "cell",
 # Two more training photographs for the ``train_more`` set (issue 22): mostly smooth, with sparse structure
 # (vessels, lesions), as the smooth held-out photographs are; in no other set, so earlier data stays as it was
 MORE_TRAIN_PHOTOS = ("microaneurysms", "retina")
+# Two more for the ``train_most`` set (issue 22, twenty-second session), from matplotlib's sample data: a portrait
+# (large smooth areas, sparse detail) and a terrain's elevation map (smooth slopes, branching valleys)
+MOST_TRAIN_PHOTOS = ("grace_hopper", "jacksboro_fault_dem")
 PROCEDURAL = ("pink", "leaves")
 
 
@@ -42,6 +46,8 @@ def photo_names(texture_set: str) -> tuple[str, ...]:
         return TRAIN_PHOTOS
     if texture_set == "train_more":
         return TRAIN_PHOTOS + MORE_TRAIN_PHOTOS
+    if texture_set == "train_most":
+        return TRAIN_PHOTOS + MORE_TRAIN_PHOTOS + MOST_TRAIN_PHOTOS
     if texture_set == "heldout":
         return HELDOUT_PHOTOS
     if texture_set == "all":
@@ -50,11 +56,11 @@ def photo_names(texture_set: str) -> tuple[str, ...]:
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    """uint8 gray or RGB(A) -> float32 luminance in [0, 1]."""
+    """uint8 / uint16 gray or uint8 RGB(A) -> float32 luminance in [0, 1]."""
     a = np.asarray(image, dtype=np.float32)
     if a.ndim == 3:
         a = a[..., :3] @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-    return a / 255.0
+    return a / float(np.iinfo(np.asarray(image).dtype).max)
 
 
 def _normalize(a: np.ndarray) -> np.ndarray:
