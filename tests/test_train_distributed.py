@@ -58,6 +58,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     import yaml
 
     assert yaml.safe_load((tmp_path / "two" / "config.yaml").read_text())["world_size"] == 2
+    # two processes on one CPU machine: the log advises threads, once (rank 0); one process: no such line
+    advice = "processes: 2 on one CPU machine (gloo)"
+    assert (two.stdout + two.stderr).count(advice) == 1, two.stdout[-2000:]
+    assert "processes:" not in one.stdout + one.stderr
     worst = 0.0
     for key, t in a["model"].items():
         if t.is_floating_point():
@@ -111,3 +115,18 @@ def test_global_batchnorm_normalises_stacked_steps_as_separate_calls():
             assert not torch.allclose(ya, whole, atol=1e-3)
     finally:
         dist.destroy_process_group()
+
+
+def test_the_one_machine_advice_only_where_cpu_processes_share_one_machine(monkeypatch):
+    from training.distributed import Dist, one_machine_note
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    note = one_machine_note(Dist(0, 2), "cpu")
+    assert note is not None and note.startswith("processes: 2 on one CPU machine") and "--threads 2" in note
+    assert one_machine_note(Dist(), "cpu") is None  # one process
+    assert one_machine_note(Dist(0, 2), "cuda") is None  # GPUs: NCCL, one device per process
+    for local in ("1", "", "x", " "):  # several machines (or no torchrun): nothing to advise
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+        assert one_machine_note(Dist(0, 2), "cpu") is None, local
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert one_machine_note(Dist(0, 2), "cpu") is None

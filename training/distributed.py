@@ -41,6 +41,20 @@ def setup(device: str = "cpu") -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+def one_machine_note(d: Dist, device: str) -> str | None:
+    """The run log's advice where several processes share one CPU machine (torchrun's LOCAL_WORLD_SIZE is the
+    whole world): every BatchNorm layer waits for all processes twice a step (``GlobalBatchNorm``), and in every
+    measurement so far two threads were faster than two processes (docs/training.md, *Distributed training*)."""
+    if not d.enabled or not device.startswith("cpu"):
+        return None
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    if not local.isdigit() or int(local) != d.world:
+        return None
+    return (f"processes: {d.world} on one CPU machine (gloo); each BatchNorm layer waits for all of them twice a "
+            f"step: on one machine --threads {d.world} in one process has been faster (docs/training.md, "
+            f"Distributed training)")
+
+
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -200,7 +200,7 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
     import torch
 
     from . import checkpoint as ckpt_io
-    from .distributed import broadcast_module, convert_batchnorm, setup, teardown
+    from .distributed import broadcast_module, convert_batchnorm, one_machine_note, setup, teardown
     from .execution import execution_line, set_up_execution
     from .loop import Trainer
     from .options import check_device, check_options
@@ -229,6 +229,9 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
                           log=log if dist.main else (lambda s: None), eval_model=eval_model)
         log(execution_line(trainer, threads))
+        note = one_machine_note(dist, cfg.device)
+        if note and dist.main:
+            log(note)
         if ck is not None:
             _load_resumed(trainer, ck, out, log)
             extend_schedule(trainer, int(ck["config"]["epochs"]), log)
