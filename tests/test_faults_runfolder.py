@@ -286,6 +286,7 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--photo-augment", "0.5"], "--photo-augment: stereo options"),
     (["--photo-variations", "coarser"], "--photo-variations: stereo options"),
     (["--train-textures", "train_more"], "--train-textures: stereo options"),
+    (["--train-textures", "train_most"], "--train-textures: stereo options"),
     (["--windows", "4", "--burn-in", "0"], "--windows, --burn-in: stereo options"),
     (["--diversity", "1"], "--diversity: stereo options"), (["--loss-step", "1"], "--loss-step: stereo options"),
     (["--ema", "-0.1"], "--ema must be at least 0"), (["--ema", "nan"], "--ema must be a finite number"),

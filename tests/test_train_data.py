@@ -510,9 +510,10 @@ def test_cli_real_data_options(tmp_path, capsys):
     rc = main([*base, "--data", str(tmp_path), "--photo-variations", "turn"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "--photo-variations" in err, err
-    rc = main([*base, "--data", str(tmp_path), "--train-textures", "train_more"])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "--train-textures applies to --data synthetic" in err, err
+    for textures in ("train_more", "train_most"):
+        rc = main([*base, "--data", str(tmp_path), "--train-textures", textures])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err and "--train-textures applies to --data synthetic" in err, err
 
 
 def test_search_takes_the_real_data_options(tmp_path, capsys):
