@@ -47,6 +47,8 @@ class TrainConfig:
     diversity: float = 2.0
     loss_step: float | None = None  # disparity step of the loss target (default: the genotype's)
     disparity_l1: float = 0.0  # weight of the estimated disparity's smooth-L1 error (not in the papers; 0: eq. 6)
+    distill: str | None = None  # teacher checkpoint whose costs join the loss target (training.distill; not in papers)
+    distill_weight: float = 0.5  # w: the target is (1 - w) Laplace(gt) + w softmax(-teacher cost)
     train_seeds: list[int] | None = None
     val_seeds: list[int] | None = None
     seconds: float = 4.0

@@ -82,8 +82,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, genotype: Genotype, model: torch.nn.Module, train_data, val_data,
                  dist: Dist, searchers: list | None = None, log: Callable[[str], None] = print,
-                 eval_model: torch.nn.Module | None = None):
+                 eval_model: torch.nn.Module | None = None, teacher=None):
         self.cfg = cfg
+        self.teacher = teacher  # --distill: a training.distill.Teacher whose costs join the stereo target
         self.eval_model = eval_model
         self.genotype = genotype
         self.model = model
@@ -172,8 +173,10 @@ class Trainer:
         burn = self.cfg.burn_in
         count = sum(valid_disparity(disp[t], limit).sum() for t in range(burn, len(disp)))
         total = torch.zeros(())
+        taught = self.teacher.costs(left, right, burn) if self.teacher is not None else None
         for t, cost in enumerate(stereo_costs(self.model, left, right, burn, self.exec), start=burn):
-            s, _ = subpixel_cross_entropy(cost, disp[t], step, self.cfg.diversity, limit)
+            s, _ = subpixel_cross_entropy(cost, disp[t], step, self.cfg.diversity, limit,
+                                          None if taught is None else taught[t - burn], self.cfg.distill_weight)
             if self.cfg.disparity_l1:
                 estimate = estimate_disparity(cost, head.estimator, head.support, head.disparity_step)
                 s = s + self.cfg.disparity_l1 * disparity_smooth_l1(estimate, disp[t], limit)

@@ -29,17 +29,23 @@ def valid_disparity(gt: Tensor, max_disparity: float) -> Tensor:
 
 
 def subpixel_cross_entropy(cost: Tensor, gt: Tensor, step: float, diversity: float = 2.0,
-                           max_disparity: float | None = None) -> tuple[Tensor, Tensor]:
+                           max_disparity: float | None = None, teacher: Tensor | None = None,
+                           teacher_weight: float = 0.0) -> tuple[Tensor, Tensor]:
     """Paper eq. 6 on a matching cost (B, D, H, W) (low = good match) and disparity gt (B, H, W) in px.
 
     -sum_d Laplace(D(d) | gt, b) log softmax_d(-cost), summed over valid pixels. Returns the sum and
-    the number of valid pixels.
+    the number of valid pixels. With a ``teacher`` cost (B, D, H, W) the target is
+    ``(1 - teacher_weight) * Laplace + teacher_weight * softmax(-teacher)`` (``--distill``; not in the papers).
     """
     disparities = cost.shape[1]
     limit = (disparities - 1) * step if max_disparity is None else max_disparity
     mask = valid_disparity(gt, limit)  # (B, H, W)
     safe_gt = torch.where(mask, gt, torch.zeros_like(gt))
     target = laplace_target(safe_gt, disparities, step, diversity)  # (B, D, H, W)
+    if teacher is not None:
+        if teacher.shape != cost.shape:
+            raise ValueError(f"teacher cost {tuple(teacher.shape)} against the model's {tuple(cost.shape)}")
+        target = (1 - teacher_weight) * target + teacher_weight * torch.softmax(-teacher.to(target.dtype), dim=1)
     logp = F.log_softmax(-cost, dim=1)
     per_pixel = -(target * logp).sum(dim=1)  # (B, H, W)
     total = torch.where(mask, per_pixel, torch.zeros_like(per_pixel)).sum()

@@ -20,7 +20,7 @@ OPTION_RANGES = {
     "lr": (0.0, 1e3, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
     "gamma": (0.0, 1e3, False), "diversity": (0.0, 1e3, False), "loss_step": (0.0, 1e3, False),
     "disparity_l1": (0.0, 1e6, True), "ema": (0.0, 1.0, True), "photo_fraction": (0.0, 1.0, True),
-    "photo_augment": (0.0, 1.0, True),
+    "photo_augment": (0.0, 1.0, True), "distill_weight": (0.0, 1.0, False),
     "seconds": (0.0, 3600.0, False), "dgs_every": (1, None, True), "dgs_iters": (1, None, True),
     "dgs_lr": (0.0, 1e3, False), "tps_every": (1, None, True), "tps_delta": (0.0, 1.0, False),
     "tps_warmup": (0, None, True), "hns_lambda": (0.0, 1e6, True), "hns_every": (1, None, True),
@@ -72,8 +72,8 @@ def check_options(cfg) -> None:
 
 
 # Options that only a stereo task reads, in the order an error names them (TrainConfig and SearchConfig fields)
-STEREO_OPTIONS = ("photo_fraction", "photo_augment", "photo_variations", "train_textures", "disparity_l1", "windows",
-                  "burn_in", "diversity", "loss_step")
+STEREO_OPTIONS = ("photo_fraction", "photo_augment", "photo_variations", "train_textures", "disparity_l1", "distill",
+                  "distill_weight", "windows", "burn_in", "diversity", "loss_step")
 
 
 def check_task_options(cfg, task: str, what: str) -> None:

@@ -60,7 +60,7 @@ def _resume(cfg, out: Path, resume_overrides: dict | None, given: dict | None = 
         raise TrainError(f"{path}: its configuration does not load ({exc})") from None
 
 
-def load_init(model, path: str) -> None:
+def load_init(model, path: str, option: str = "--init") -> None:
     """``--init``: the weights of a checkpoint (or shipped model file) into ``model``; every entry must
     match in name and shape (a twin differs only in its neurons, which hold no weights), else a
     ``TrainError`` naming the first that does not."""
@@ -74,11 +74,11 @@ def load_init(model, path: str) -> None:
     extra = sorted(set(state) - set(own))
     if missing or extra:
         name, why = (missing[0], "missing") if missing else (extra[0], "not in this model")
-        raise TrainError(f"--init {path}: weight {name!r} {why} ({len(missing)} missing, {len(extra)} extra)",
+        raise TrainError(f"{option} {path}: weight {name!r} {why} ({len(missing)} missing, {len(extra)} extra)",
                          "start from a checkpoint of the same genotype (neuron kinds may differ)")
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise TrainError(f"--init {path}: weight {key!r} has shape {tuple(value.shape)}, this model "
+            raise TrainError(f"{option} {path}: weight {key!r} has shape {tuple(value.shape)}, this model "
                              f"{tuple(own[key].shape)}", "start from a checkpoint of the same genotype")
     model.load_state_dict(state)
 
@@ -223,21 +223,17 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
             convert_batchnorm(model)
             broadcast_module(model, dist)
         model.to(cfg.device)
+        teacher = _teacher(cfg, train_g, ck, log if dist.main else (lambda s: None))  # before the data: fails fast
         train_data, val_data = load_data(cfg, g, log if dist.main else (lambda s: None))
         searchers = make_searchers(cfg, model, train_g)
         eval_model = _build(g) if train_g is not g else None
         trainer = Trainer(cfg, train_g, model, train_data, val_data, dist, searchers,
-                          log=log if dist.main else (lambda s: None), eval_model=eval_model)
+                          log=log if dist.main else (lambda s: None), eval_model=eval_model, teacher=teacher)
         log(execution_line(trainer, threads))
         note = one_machine_note(dist, cfg.device)
         if note and dist.main:
             log(note)
-        if ck is not None:
-            _load_resumed(trainer, ck, out, log)
-            extend_schedule(trainer, int(ck["config"]["epochs"]), log)
-        elif cfg.init:
-            load_init(model, cfg.init)
-            log(f"weights from {cfg.init}")
+        _start_weights(trainer, ck, out, log)
         start_yaml = g.to_yaml()
         metrics_log = None
         if dist.main:
@@ -245,7 +241,8 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
                          trainer.epoch)
             metrics_log = MetricsLog(out, cfg.tensorboard)
         last_metrics = trainer.fit(
-            out, metrics_log, stop_after=cfg.stop_after, extra_state={"genotype_start": start_yaml},
+            out, metrics_log, stop_after=cfg.stop_after,
+            extra_state={"genotype_start": start_yaml, **(teacher.record() if teacher else {})},
             genotype_yaml=lambda: write_back(g, searchers, trainer).to_yaml(), line=lambda row: _epoch_line(row, cfg),
             on_saved=(lambda text: ckpt_io.write_text_atomic(_searched_yaml(text), out / "searched.yaml"))
             if searchers else None)
@@ -255,6 +252,36 @@ def _run(cfg, resume: bool, resume_overrides: dict | None, log, given: dict | No
                 "world_size": dist.world}
     finally:
         teardown(dist)
+
+
+def _start_weights(trainer, ck: dict | None, out: Path, log) -> None:
+    """The weights a run starts from: a resumed run's checkpoint (and its schedule), else ``--init``'s, else
+    the model's initialisation."""
+    cfg = trainer.cfg
+    if ck is not None:
+        _load_resumed(trainer, ck, out, log)
+        extend_schedule(trainer, int(ck["config"]["epochs"]), log)
+    elif cfg.init:
+        load_init(trainer.model, cfg.init)
+        log(f"weights from {cfg.init}")
+
+
+def _teacher(cfg, train_g, ck, log):
+    """``--distill``: the teacher at the training size (None without), described in the log; a resumed run's
+    must be the same file."""
+    if not cfg.distill:
+        return None
+    from .distill import Teacher, check_resumed_teacher, file_sha256, teacher_genotype
+
+    digest = file_sha256(cfg.distill) if Path(cfg.distill).is_file() else None
+    tg = teacher_genotype(cfg.distill, train_g)  # a missing or unreadable file: its one-line error here
+    model = _build(tg)
+    load_init(model, cfg.distill, "--distill")  # every weight by name and shape, or a TrainError naming the first
+    teacher = Teacher(cfg.distill, tg, model, digest, cfg)
+    if ck is not None:
+        check_resumed_teacher(teacher, ck)
+    log(teacher.describe())
+    return teacher
 
 
 def _searched_yaml(text: str) -> str:
@@ -282,6 +309,8 @@ def _check(cfg, g) -> None:
         raise TrainError(f"--train-textures {cfg.train_textures!r} is not a set training may draw",
                          f"use one of {', '.join(TRAIN_TEXTURE_SETS)}")
     check_optimizer_impl(cfg.optimizer_impl)
+    if cfg.distill_weight != TrainConfig.distill_weight and not cfg.distill:
+        raise TrainError("--distill-weight weighs the teacher of --distill; give --distill TEACHER.pt")
     searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
     if cfg.ema and searched:
         raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",

@@ -124,6 +124,12 @@ def _stereo_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--disparity-l1", type=float, default=d.disparity_l1, metavar="WEIGHT",
                    help="add WEIGHT x the smooth-L1 error (px) of the estimator's disparity to the paper's loss "
                         "(eq. 6); not in the papers (docs/training.md, 'What one training step is'); default 0")
+    g.add_argument("--distill", metavar="TEACHER.pt",
+                   help="a trained stereo model (a run's checkpoint or a stripped model, e.g. the ReLU twin) whose "
+                        "matching costs join the loss's target; not in the papers (docs/training.md, 'What one "
+                        "training step is'); default none")
+    g.add_argument("--distill-weight", type=float, default=d.distill_weight, metavar="W",
+                   help="the target is (1 - W) x the Laplace target + W x softmax(-teacher cost) (default %(default)s)")
     g.add_argument("--train-seeds", type=int_ranges, help="synthetic training seeds, e.g. 100,101 (default 100..115)")
     g.add_argument("--val-seeds", type=int_ranges, help="synthetic held-out seeds (default 0,1,2,3)")
     g.add_argument("--seconds", type=float, default=d.seconds, help="length of each synthetic recording")
