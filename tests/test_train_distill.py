@@ -148,6 +148,10 @@ def test_a_distilled_run_resumes_exactly_and_refuses_a_changed_teacher(tmp_path,
     ("classifier", "the teacher is a classification model"),
     ("weights", "missing (1 missing, 0 extra)"),
     ("weight_alone", "--distill-weight weighs the teacher of --distill"),
+    ("garbage", "teacher.pt: not a checkpoint written by torch.save"),
+    ("folder", "is a folder"),
+    ("bad_genotype", "its genotype does not load"),
+    ("nan", "non-finite values"),
 ])
 def test_a_teacher_that_cannot_teach_is_one_line_and_trains_nothing(tmp_path, capsys, case, message):
     from compiler import build_model, load_genotype
@@ -167,6 +171,18 @@ def test_a_teacher_that_cannot_teach_is_one_line_and_trains_nothing(tmp_path, ca
         g, model = _teacher_file(path)
         state = model.state_dict()
         state.pop(next(iter(state)))
+        save_atomic({"model": state, "genotype": g.to_yaml()}, path)
+    elif case == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif case == "folder":
+        path.mkdir()
+    elif case == "bad_genotype":
+        _, model = _teacher_file(path)
+        save_atomic({"model": model.state_dict(), "genotype": "schema: 1\nname: x\n"}, path)
+    elif case == "nan":
+        g, model = _teacher_file(path)
+        state = model.state_dict()
+        next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
         save_atomic({"model": state, "genotype": g.to_yaml()}, path)
     args = ["--distill-weight", "0.2"] if case == "weight_alone" else ["--distill", str(path)]
     rc = main([*_cli_base(tmp_path), *args])
