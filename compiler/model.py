@@ -25,7 +25,7 @@ from .interpret import HANDLERS, Scope, Step, build_modules, run_graph, submodul
 from .ir import ConvLayer, Genotype
 from .ops import cost_volume, time_steps
 from .planner import plan
-from .plantypes import LayerPlan, NetPlan, Plan
+from .plantypes import LayerPlan, NetPlan, Node, Plan
 
 
 class ConvBlock(Scope):
@@ -79,6 +79,7 @@ class SNNModel(nn.Module):
         super().__init__()
         self.genotype = p.genotype
         self.plan = p
+        self._pruned: dict[tuple[str, ...], list[Node]] = {}  # forward_steps(outputs=...): the nodes it runs
         self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
         build_modules(self, p.graph, self.handlers)
 
@@ -129,11 +130,15 @@ class SNNModel(nn.Module):
         shared = {p for p in paths if paths.count(p) > 1}
         return frozenset(id(m) for p in shared if (top := submodule(self, p)) is not None for m in top.modules())
 
-    def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+    def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor],
+                      outputs: tuple[str, ...] | None = None) -> tuple[dict, dict[str, Tensor]]:
         """T time steps in one call: ``inputs`` (T, B, ...) each -> outputs (T, B, ...) (``spikes``: per layer
         (T, B)) and the state after the last step; the same values as T calls of ``forward``. Where exact
         (``multistep_exact``) every layer's convolution runs once over the T steps stacked in the batch
-        and each neuron layer's recurrence over T at once; otherwise it steps."""
+        and each neuron layer's recurrence over T at once; otherwise it steps. ``outputs`` (keys of
+        ``plan.outputs``): where it runs stacked, only those are computed, with every node that carries state
+        (training reads the matching cost alone, and the disparity estimator is left out; the same values for
+        what is computed); where it steps, everything is."""
         steps = next(iter(inputs.values())).shape[0]
         if not self.multistep_exact:
             outs = []
@@ -143,14 +148,33 @@ class SNNModel(nn.Module):
             return _stack(outs), state
         self._check_inputs(inputs)
         step = Step(state, steps)
+        nodes = self.plan.graph if outputs is None else self._nodes_for(tuple(outputs))
         with time_steps(steps, self._shared_modules()):
-            values = run_graph(self, self.plan.graph, {k: v.flatten(0, 1) for k, v in inputs.items()}, step,
-                               self.handlers)
+            values = run_graph(self, nodes, {k: v.flatten(0, 1) for k, v in inputs.items()}, step, self.handlers)
         out = {key: values[name].unflatten(0, (steps, -1)) for key, name in self.plan.outputs.items()
                if name in values}
         # (a single step runs the per-step path, whose counts are (B,): (1, B) as for any T)
         out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
         return out, step.state_out
+
+
+    def _nodes_for(self, outputs: tuple[str, ...]) -> list[Node]:
+        """The plan's nodes that ``outputs`` or any state depends on, in order (cached per ``outputs``)."""
+        cache = self._pruned
+        if outputs not in cache:
+            unknown = [k for k in outputs if k not in self.plan.outputs]
+            if unknown:
+                raise KeyError(f"unknown model output(s) {unknown}; this model has {list(self.plan.outputs)}")
+            by_name = {n.name: n for n in self.plan.graph}
+            todo = [self.plan.outputs[k] for k in outputs] + [n.name for n in self.plan.graph if n.state]
+            needed: set[str] = set()
+            while todo:
+                name = todo.pop()
+                if name not in needed:
+                    needed.add(name)
+                    todo.extend(by_name[name].inputs)
+            cache[outputs] = [n for n in self.plan.graph if n.name in needed]
+        return cache[outputs]
 
 
 def _stack(outs: list[dict]) -> dict:

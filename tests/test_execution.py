@@ -994,3 +994,45 @@ def test_bf16_stereo_search_is_refused_in_one_line_where_3d_gradients_are_wrong(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and "3-D convolutions" in err, err
     assert not out.exists()
+
+
+def test_forward_steps_computes_only_the_outputs_asked_for_with_the_same_values_and_state():
+    """forward_steps(outputs=...) (training's stereo_costs: the cost alone, and nothing but state in the burn-in)
+    runs the nodes those outputs and the state need: the estimator is left out, the cost and the state after
+    the steps are bit-identical to the full run's, and a training step's gradients too."""
+    from training.execution import stereo_costs, zero_state
+
+    g = small_genotype("stereo_small")
+    model = build_model(g)
+    randomize_bn(model)
+    gen = torch.Generator().manual_seed(0)
+    shape = (4, 2, g.input.bins * (2 if g.input.encoding == "polarity_split" else 1), g.input.height, g.input.width)
+    inputs = {k: (torch.rand(shape, generator=gen) < 0.2).float() for k in ("left", "right")}
+    kinds = {n.kind for n in model._nodes_for(("cost",))}
+    assert "estimator" not in kinds and "cost" in kinds and "estimator" in {n.kind for n in model.plan.graph}
+    assert "cost" not in {n.kind for n in model._nodes_for(())}
+    assert {n.name for n in model.plan.graph if n.state} <= {n.name for n in model._nodes_for(())}
+    model.eval()
+    with torch.no_grad():
+        full, full_state = model.forward_steps(inputs, model.initial_state(2))
+        part, part_state = model.forward_steps(inputs, model.initial_state(2), outputs=("cost",))
+        _, none_state = model.forward_steps(inputs, model.initial_state(2), outputs=())
+    assert set(part) == {"cost", "spikes"} and torch.equal(part["cost"], full["cost"])
+    for k, v in full_state.items():
+        assert torch.equal(part_state[k], v) and torch.equal(none_state[k], v), k
+    with pytest.raises(KeyError, match="unknown model output"):
+        model.forward_steps(inputs, model.initial_state(2), outputs=("depth",))
+    model.train()  # training's loss through stereo_costs (pruned) against the full forward_steps: the same bits
+    grads = []
+    for pruned in (True, False):
+        model.zero_grad()
+        if pruned:
+            costs = stereo_costs(model, inputs["left"], inputs["right"], 1, "multistep")
+        else:
+            state = zero_state(model, 2)
+            with torch.no_grad():
+                _, state = model.forward_steps({k: v[:1] for k, v in inputs.items()}, state)
+            costs = list(model.forward_steps({k: v[1:] for k, v in inputs.items()}, state)[0]["cost"].unbind(0))
+        torch.stack(costs).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert grads[0] and all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -255,8 +255,8 @@ def stereo_costs(model, left: Tensor, right: Tensor, burn: int, mode: str) -> li
     if mode == "multistep":
         if burn:
             with torch.no_grad():
-                _, state = model.forward_steps({"left": left[:burn], "right": right[:burn]}, state)
-        out, _ = model.forward_steps({"left": left[burn:], "right": right[burn:]}, state)
+                _, state = model.forward_steps({"left": left[:burn], "right": right[:burn]}, state, outputs=())
+        out, _ = model.forward_steps({"left": left[burn:], "right": right[burn:]}, state, outputs=("cost",))
         return [c.float() for c in out["cost"].unbind(0)]
     if burn:
         with torch.no_grad():
