@@ -146,6 +146,7 @@ def test_a_distilled_run_resumes_exactly_and_refuses_a_changed_teacher(tmp_path,
     ("no_genotype", "the checkpoint holds no genotype"),
     ("disparities", "the teacher has 6 disparities, the model 5"),
     ("classifier", "the teacher is a classification model"),
+    ("window", "the teacher has 25.0 ms windows, the model 50.0"),
     ("weights", "missing (1 missing, 0 extra)"),
     ("weight_alone", "--distill-weight weighs the teacher of --distill"),
     ("garbage", "teacher.pt: not a checkpoint written by torch.save"),
@@ -164,6 +165,8 @@ def test_a_teacher_that_cannot_teach_is_one_line_and_trains_nothing(tmp_path, ca
         save_atomic({"model": model.state_dict()}, path)
     elif case == "disparities":
         _teacher_file(path, **{"head.cost_volume.disparities": 6})
+    elif case == "window":
+        _teacher_file(path, **{"input.window_ms": 25.0})
     elif case == "classifier":
         g = load_genotype(GENOTYPES / "cifar10.yaml")
         save_atomic({"model": build_model(g).state_dict(), "genotype": g.to_yaml()}, path)

@@ -10,7 +10,8 @@ same budget), so the spiking model learns from the network it is compared with (
 
 The teacher is built from the genotype its checkpoint holds, at the training crop's size, in evaluation mode
 (BatchNorm's running statistics), and runs without gradient on the same windows as the model, burn-in
-included. Its head must have the model's disparities and disparity step, and its input the model's channels.
+included. Its head must have the model's disparities and disparity step, and its input the model's event
+encoding, bins and window length (it must see the events it was trained on).
 A resumed run loads the teacher again and refuses a file whose contents changed (``sha256``)."""
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def teacher_genotype(path: str, student: Genotype) -> Genotype:
         raise TrainError(f"--distill {path}: the teacher is a {g.task} model; distillation needs a stereo teacher")
     for what, mine, theirs in (("disparities", student.head.disparities, g.head.disparities),
                                ("disparity step", student.head.disparity_step, g.head.disparity_step),
-                               ("input channels", student.input.in_channels, g.input.in_channels)):
+                               ("input encoding", student.input.encoding, g.input.encoding),
+                               ("input bins", student.input.bins, g.input.bins),
+                               ("ms windows", student.input.window_ms, g.input.window_ms)):
         if mine != theirs:
             raise TrainError(f"--distill {path}: the teacher has {theirs} {what}, the model {mine}",
-                             "distil from a model of the same head and input (its twin, or a wider one)")
+                             "distil from a model of the same head and input events (its twin, or a wider one)")
     return g
 
 
