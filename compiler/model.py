@@ -160,7 +160,7 @@ class SNNModel(nn.Module):
 
     def _nodes_for(self, outputs: tuple[str, ...]) -> list[Node]:
         """The plan's nodes that ``outputs`` or any state depends on, in order (cached per ``outputs``)."""
-        cache = self._pruned
+        cache = self.__dict__.setdefault("_pruned", {})  # (a model unpickled from before the cache has none)
         if outputs not in cache:
             unknown = [k for k in outputs if k not in self.plan.outputs]
             if unknown:
