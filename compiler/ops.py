@@ -39,6 +39,11 @@ class Stacked:
     def defer(self, t: int, bn: nn.Module, x: Tensor) -> None:
         self.updates.append((t, len(self.updates), bn, x.detach()))
 
+    def defer_call(self, t: int, bn: nn.Module, update) -> None:
+        """As ``defer``, for a BatchNorm that updates its own running averages (``update()``, no arguments:
+        ``training.distributed.GlobalBatchNorm``, whose statistics are over every process)."""
+        self.updates.append((t, len(self.updates), bn, update))
+
     def defer_stats(self, t: int, bn: nn.Module, mean: Tensor, var: Tensor) -> None:
         """As ``defer``, from the batch's mean and unbiased variance (float64; ``compiler.stepnorm``)."""
         self.updates.append((t, len(self.updates), bn, (mean, var)))
@@ -57,6 +62,9 @@ class Stacked:
         (a module shared by two nodes, the stereo feature network, sees its inputs interleaved as then)."""
         with torch.no_grad():
             for _, _, bn, x in sorted(self.updates, key=lambda u: u[:2]):
+                if callable(x):
+                    x()
+                    continue
                 if isinstance(x, tuple):
                     update_running(bn, *x)
                     continue
@@ -120,7 +128,8 @@ class ConvBN(nn.Module):
             return self.bn(plain_3d(self._conv(x)))
         y = plain_3d(self._conv(x))
         if hasattr(self.bn, "forward_chunks"):  # training.distributed's BatchNorm: one all-reduce for all steps
-            return self.bn.forward_chunks(y, stacked.steps * stacked.views)
+            return self.bn.forward_chunks(y, stacked.steps * stacked.views,
+                                          stacked if id(self) in stacked.shared else None)
         bn = self.bn
         if plain_batchnorm(bn) and step_norm_applies(y, stacked.steps * stacked.views, bn.weight):
             out, mean, var = step_batch_norm(y, stacked.steps * stacked.views, bn.weight, bn.bias, bn.eps)

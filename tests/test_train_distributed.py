@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.helpers import GENOTYPES, ROOT
@@ -130,3 +131,42 @@ def test_the_one_machine_advice_only_where_cpu_processes_share_one_machine(monke
         assert one_machine_note(Dist(0, 2), "cpu") is None, local
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert one_machine_note(Dist(0, 2), "cpu") is None
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_a_stereo_run_under_two_processes_matches_one_process(tmp_path, distill):
+    """A stereo run (multistep: the feature network runs its two views, and its BatchNorm's running averages
+    are updated view after view step by step, as in one process) under torchrun: the loss of the first batch is
+    one process's within float rounding, and the step ends where one process's does, running averages included
+    (they once drifted by 1e-3: the two views' updates were applied view after view, not step by step). With
+    ``--distill`` each process's teacher scores its slice of the global batch, and is named once. One batch:
+    later batches of a spiking stereo model drift apart by spikes flipped at the threshold; SGD, as Adam's first
+    step (the gradient over its own magnitude) turns the rounding of a near-zero gradient into a step of lr."""
+    from tests.helpers import SMALL
+    from tests.test_train_distill import _teacher_file
+
+    args = [str(GENOTYPES / "stereo.yaml"), "--epochs", "1", "--windows", "2", "--burn-in", "1", "--batch-size", "2",
+            "--train-seeds", "100", "--val-seeds", "0", "--seconds", "0.6", "--threads", "1", "--quiet",
+            "--no-tensorboard", "--max-batches", "1", "--exec", "multistep", "--optimizer", "sgd"]
+    if distill:
+        _teacher_file(tmp_path / "teacher.pt")
+        args += ["--distill", str(tmp_path / "teacher.pt"), "--distill-weight", "0.5"]
+    for key, value in SMALL["stereo"].items():
+        args += ["--set", f"{key}={value}"]
+    one = _run([sys.executable, "-m", "training.train", *args, "--out", str(tmp_path / "one")], 300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+                "-m", "training.train", *args, "--out", str(tmp_path / "two")], 400)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (two.stdout + two.stderr).count("distilling from") == int(distill), two.stdout[-2000:]
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    assert a.get("distill_sha256") == b.get("distill_sha256")
+    loss_a, loss_b = a["history"][0]["train_loss"], b["history"][0]["train_loss"]
+    assert abs(loss_a - loss_b) <= 1e-5 * abs(loss_a), (loss_a, loss_b)
+    for key, t in a["model"].items():
+        if t.is_floating_point():
+            diff = float((t - b["model"][key]).abs().max())
+            assert diff <= 1e-6, (key, diff)
+        else:
+            assert torch.equal(t, b["model"][key]), key

@@ -8,6 +8,7 @@ the gradient a single process would on the same global batch (up to float roundi
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -111,11 +112,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         return self.forward_chunks(x, 1)
 
-    def forward_chunks(self, x: Tensor, chunks: int) -> Tensor:
+    def forward_chunks(self, x: Tensor, chunks: int, stacked=None) -> Tensor:
         """``torch.cat([self(c) for c in x.chunk(chunks)])`` (equal chunks along the batch: the time steps a
         multistep layer stacks, ``compiler.ops.Stacked``) with one all-reduce for all of them instead of one
         per chunk (and one in the backward): each chunk is normalised with its own statistics over every
-        process, and the running averages are updated chunk after chunk, as separate calls update them."""
+        process, and the running averages are updated chunk after chunk, as separate calls update them: now,
+        or, with ``stacked`` (a module several nodes run, the stereo feature network on its two views), at the
+        end of the steps in step order (``Stacked.defer_call``), so that the two views' updates interleave
+        step by step as in one process and in the step-by-step model."""
         if not self.training or not dist.is_initialized():
             return torch.cat([self(c) for c in x.chunk(chunks)])
         import warnings
@@ -136,14 +140,25 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         with torch.no_grad():
             m = self.momentum if self.momentum is not None else 0.1
             for k in range(chunks):
-                self.running_mean.mul_(1 - m).add_(mean[k].detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var[k].detach() * n[k] / (n[k] - 1), alpha=m)
-                self.num_batches_tracked.add_(1)
+                update = functools.partial(self._update_running, m, mean[k].detach(),
+                                           var[k].detach() * n[k] / (n[k] - 1))
+                if stacked is None:
+                    update()
+                else:
+                    stacked.defer_call(k // stacked.views, self, update)
         shape = [chunks, 1, c] + [1] * (xs.dim() - 3)
         y = (xs - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape[1:]) + self.bias.view(shape[1:])
         return y.reshape(x.shape)
+
+
+    @torch.no_grad()
+    def _update_running(self, m: float, mean: Tensor, var: Tensor) -> None:
+        """One call's running-average update from its batch mean and unbiased variance."""
+        self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        self.running_var.mul_(1 - m).add_(var, alpha=m)
+        self.num_batches_tracked.add_(1)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
