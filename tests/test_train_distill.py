@@ -149,6 +149,8 @@ def test_a_distilled_run_resumes_exactly_and_refuses_a_changed_teacher(tmp_path,
     ("window", "the teacher has 25.0 ms windows, the model 50.0"),
     ("weights", "missing (1 missing, 0 extra)"),
     ("weight_alone", "--distill-weight weighs the teacher of --distill"),
+    ("empty", "--distill needs a checkpoint file, got an empty path"),
+    ("blank", "--distill needs a checkpoint file, got an empty path"),
     ("garbage", "teacher.pt: not a checkpoint written by torch.save"),
     ("folder", "is a folder"),
     ("bad_genotype", "its genotype does not load"),
@@ -187,7 +189,8 @@ def test_a_teacher_that_cannot_teach_is_one_line_and_trains_nothing(tmp_path, ca
         state = model.state_dict()
         next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
         save_atomic({"model": state, "genotype": g.to_yaml()}, path)
-    args = ["--distill-weight", "0.2"] if case == "weight_alone" else ["--distill", str(path)]
+    args = {"weight_alone": ["--distill-weight", "0.2"], "empty": ["--distill", ""],
+            "blank": ["--distill", " "]}.get(case, ["--distill", str(path)])
     rc = main([*_cli_base(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and message in err, err

@@ -269,7 +269,7 @@ def _start_weights(trainer, ck: dict | None, out: Path, log) -> None:
 def _teacher(cfg, train_g, ck, log):
     """``--distill``: the teacher at the training size (None without), described in the log; a resumed run's
     must be the same file."""
-    if not cfg.distill:
+    if cfg.distill is None:
         return None
     from .distill import Teacher, check_resumed_teacher, file_sha256, teacher_genotype
 
@@ -309,7 +309,9 @@ def _check(cfg, g) -> None:
         raise TrainError(f"--train-textures {cfg.train_textures!r} is not a set training may draw",
                          f"use one of {', '.join(TRAIN_TEXTURE_SETS)}")
     check_optimizer_impl(cfg.optimizer_impl)
-    if cfg.distill_weight != TrainConfig.distill_weight and not cfg.distill:
+    if cfg.distill is not None and not cfg.distill.strip():  # (an empty path would mean no teacher, silently)
+        raise TrainError("--distill needs a checkpoint file, got an empty path")
+    if cfg.distill_weight != TrainConfig.distill_weight and cfg.distill is None:
         raise TrainError("--distill-weight weighs the teacher of --distill; give --distill TEACHER.pt")
     searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
     if cfg.ema and searched:
