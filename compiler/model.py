@@ -79,7 +79,6 @@ class SNNModel(nn.Module):
         super().__init__()
         self.genotype = p.genotype
         self.plan = p
-        self._pruned: dict[tuple[str, ...], list[Node]] = {}  # forward_steps(outputs=...): the nodes it runs
         self.nets = nn.ModuleDict({name: NetworkModule(np_, p.genotype) for name, np_ in p.nets.items()})
         build_modules(self, p.graph, self.handlers)
 
@@ -157,10 +156,9 @@ class SNNModel(nn.Module):
         out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
         return out, step.state_out
 
-
     def _nodes_for(self, outputs: tuple[str, ...]) -> list[Node]:
         """The plan's nodes that ``outputs`` or any state depends on, in order (cached per ``outputs``)."""
-        cache = self.__dict__.setdefault("_pruned", {})  # (a model unpickled from before the cache has none)
+        cache = self.__dict__.setdefault("_pruned", {})  # a plain attribute, made on first use
         if outputs not in cache:
             unknown = [k for k in outputs if k not in self.plan.outputs]
             if unknown:

@@ -25,7 +25,6 @@ from torch import Tensor
 from compiler.ir import Genotype
 from runtime.core.names import TASKS
 
-from . import checkpoint as ckpt_io
 from .errors import TrainError
 from .execution import apply_layout, neurons, resolve_exec, resolve_layout, stereo_costs, views_for_volume
 
@@ -38,13 +37,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def teacher_genotype(path: str, student: Genotype) -> Genotype:
-    """The teacher's genotype (from its checkpoint) at ``student``'s input size; one whose head or input does not
-    fit the student's is a ``TrainError`` naming what differs."""
+def teacher_genotype(ck: dict, path: str, student: Genotype) -> Genotype:
+    """The teacher's genotype (from its checkpoint ``ck``, read from ``path``) at ``student``'s input size; one
+    whose head or input does not fit the student's is a ``TrainError`` naming what differs."""
     from compiler import loads_genotype
     from compiler.errors import GenotypeError
 
-    ck = ckpt_io.load(path)
     text = ck.get("genotype")
     if not isinstance(text, str):
         raise TrainError(f"--distill {path}: the checkpoint holds no genotype",
@@ -72,7 +70,7 @@ class Teacher:
 
     def __init__(self, path: str, genotype: Genotype, model: torch.nn.Module, sha256: str, cfg):
         """``model``: built from ``genotype`` (``teacher_genotype``) with the weights of ``path`` loaded;
-        ``sha256``: the file's, taken before it was read."""
+        ``sha256``: the file's."""
         self.path = path
         self.sha256 = sha256
         self.genotype = genotype
@@ -89,7 +87,7 @@ class Teacher:
     def costs(self, left: Tensor, right: Tensor, burn: int) -> list[Tensor]:
         """The teacher's matching cost of each window after the ``burn`` burn-in windows (float32)."""
         with neurons(self.exec), views_for_volume(self.model, self.exec, self.precision):
-            return [c.detach() for c in stereo_costs(self.model, left, right, burn, self.exec)]
+            return stereo_costs(self.model, left, right, burn, self.exec)
 
     def record(self) -> dict:
         """What a checkpoint keeps of the teacher (``check_resumed_teacher`` compares it on resume)."""

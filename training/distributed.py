@@ -152,7 +152,6 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             y = y * self.weight.view(shape[1:]) + self.bias.view(shape[1:])
         return y.reshape(x.shape)
 
-
     @torch.no_grad()
     def _update_running(self, m: float, mean: Tensor, var: Tensor) -> None:
         """One call's running-average update from its batch mean and unbiased variance."""

@@ -60,14 +60,20 @@ def _resume(cfg, out: Path, resume_overrides: dict | None, given: dict | None = 
         raise TrainError(f"{path}: its configuration does not load ({exc})") from None
 
 
-def load_init(model, path: str, option: str = "--init") -> None:
-    """``--init``: the weights of a checkpoint (or shipped model file) into ``model``; every entry must
-    match in name and shape (a twin differs only in its neurons, which hold no weights), else a
-    ``TrainError`` naming the first that does not."""
+def load_init(model, path: str) -> None:
+    """``--init``: the weights of a checkpoint (or shipped model file) into ``model`` (``fit_weights``)."""
+    from . import checkpoint as ckpt_io
+
+    fit_weights(model, ckpt_io.load(path)["model"], path, "--init")
+
+
+def fit_weights(model, state: dict, path: str, option: str) -> None:
+    """A checkpoint's ``state`` (read from ``path`` for ``option``) into ``model``; every entry must match in
+    name and shape (a twin differs only in its neurons, which hold no weights), else a ``TrainError`` naming
+    the first that does not."""
     from . import checkpoint as ckpt_io
     from .errors import TrainError
 
-    state = ckpt_io.load(path)["model"]
     ckpt_io.check_weights(state, path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -271,13 +277,14 @@ def _teacher(cfg, train_g, ck, log):
     must be the same file."""
     if cfg.distill is None:
         return None
+    from . import checkpoint as ckpt_io
     from .distill import Teacher, check_resumed_teacher, file_sha256, teacher_genotype
 
-    digest = file_sha256(cfg.distill) if Path(cfg.distill).is_file() else None
-    tg = teacher_genotype(cfg.distill, train_g)  # a missing or unreadable file: its one-line error here
+    saved = ckpt_io.load(cfg.distill)  # a missing, unreadable or foreign file: its one-line error here
+    tg = teacher_genotype(saved, cfg.distill, train_g)
     model = _build(tg)
-    load_init(model, cfg.distill, "--distill")  # every weight by name and shape, or a TrainError naming the first
-    teacher = Teacher(cfg.distill, tg, model, digest, cfg)
+    fit_weights(model, saved["model"], cfg.distill, "--distill")  # by name and shape, or the first that is not
+    teacher = Teacher(cfg.distill, tg, model, file_sha256(cfg.distill), cfg)
     if ck is not None:
         check_resumed_teacher(teacher, ck)
     log(teacher.describe())
