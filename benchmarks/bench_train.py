@@ -149,12 +149,14 @@ def child(spec: dict) -> dict:
     import torch
 
     from compiler import stepnorm
+    from training.allocator import configure as configure_malloc
     from training.distributed import broadcast_module, convert_batchnorm, setup, teardown
     from training.execution import neuron_impl
     from training.loop import Trainer
     from training.validation import evaluate_classification
 
     torch.set_num_threads(spec["threads"])
+    configure_malloc()  # as training.train does ($SNN_MALLOC)
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": spec.get("seed", 0),
           "layout": spec.get("layout", "auto")}
     if spec["task"] == "class":

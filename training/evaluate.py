@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     def body() -> int:
+        from .allocator import configure
+
+        configure()
         out = evaluate_checkpoint(args.checkpoint, overrides, args.constant)
         text = json.dumps(out, indent=2)
         print(text)

@@ -332,8 +332,12 @@ def batchnorm_impl() -> str:
 
 
 def set_up_execution(cfg) -> str:
-    """Check ``--precision`` and set the threads of a run; returns what was chosen and why, for its log."""
+    """Check ``--precision``, set the threads of a run and how malloc keeps freed memory (``training.allocator``);
+    returns what was chosen and why, for its log."""
+    from . import allocator
+
     check_precision(cfg.precision, cfg.device)
+    malloc = allocator.configure()
     threads, why = choose_threads(cfg.threads)
     torch.set_num_threads(threads)
-    return f"{threads} thread(s) ({why})"
+    return f"{threads} thread(s) ({why}), {malloc}"

@@ -298,6 +298,7 @@ def _train_config(sc: SearchConfig, g) -> TrainConfig:
 def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> dict:
     """The search run in order: config or resume, data, supernet, the epoch loop (``Trainer.fit``),
     decoding."""
+    from ..allocator import configure as configure_malloc
     from ..options import set_threads
     from ..runner import load_data
 
@@ -307,6 +308,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         ck, sc = _resumed_config(out, sc, given)
         _check_space(ck, [sc.space, (given or {}).get("space")], sc.overrides, out)
     set_threads(sc.threads)
+    configure_malloc()
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
     sc = _with_recipe(sc, g.task)

@@ -166,11 +166,13 @@ def run_snasnet(args, log=print, overwrite: bool = False) -> dict:
     folder that holds a run is refused unless ``overwrite`` deletes its files). There is no resume: the
     search is one deterministic pass that writes its results at the end, so running it again redoes it."""
 
+    from ..allocator import configure as configure_malloc
     from ..errors import TrainError
     from ..options import set_threads
     from ..runlog import claim
 
     set_threads(args.threads)
+    configure_malloc()
     for name in ("candidates", "batch", "top", "nodes"):
         if getattr(args, name) < 1:
             raise TrainError(f"--{name} must be at least 1")  # before the folder is touched
