@@ -306,8 +306,10 @@ def run(args) -> dict:
     import torch
 
     from runtime.data.synth.pairpan import motorcycle_recording
+    from training.allocator import configure as configure_malloc
 
     torch.set_num_threads(args.threads)
+    configure_malloc()  # as training.evaluate does ($SNN_MALLOC)
     start = time.perf_counter()
     snn, g, cfg = load_model(args.snn, args.set)
     models = {"snn": (snn, cfg)}
@@ -350,11 +352,12 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from compiler import GenotypeError
     from compiler.build import BuildError
+    from training.errors import TrainError
 
     args = parse(argv)
     try:
         result = run(args)
-    except (OSError, ValueError, GenotypeError, BuildError) as e:
+    except (OSError, ValueError, GenotypeError, BuildError, TrainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return finish(result, args.json)

@@ -112,3 +112,12 @@ def test_evaluate_refuses_a_bad_value_in_one_line(tmp_path):
                           cwd=ROOT, timeout=300)
     err = done.stderr.strip()
     assert done.returncode == 2 and err.startswith("error: SNN_MALLOC='nonsense'") and "\n" not in err, err
+
+
+def test_bench_transfer_refuses_a_bad_value_in_one_line():
+    env = {**os.environ, "SNN_MALLOC": "nonsense", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_transfer.py"), "--snn",
+                           str(ROOT / "models" / "stereo_small.pt"), "--seeds", "1000", "--seconds", "0.1",
+                           "--constant", "2.89"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and err.startswith("error: SNN_MALLOC='nonsense'") and "\n" not in err, err

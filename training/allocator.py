@@ -56,5 +56,5 @@ def configure() -> str:
         return "malloc as the system set it (not glibc)"
     refused = [param for param, value in SETTINGS if libc.mallopt(param, value) != 1]
     if refused:
-        return f"malloc as the system set it (glibc refused mallopt {refused})"
+        return f"malloc partly as the system set it (glibc refused mallopt parameters {refused})"
     return f"malloc keeps freed memory ({ENV}=keep)"

@@ -308,7 +308,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         ck, sc = _resumed_config(out, sc, given)
         _check_space(ck, [sc.space, (given or {}).get("space")], sc.overrides, out)
     set_threads(sc.threads)
-    configure_malloc()
+    malloc = configure_malloc()
     space = load_search_space(sc.space, overrides=sc.overrides)
     g = space.base
     sc = _with_recipe(sc, g.task)
@@ -331,7 +331,7 @@ def _search(sc: SearchConfig, resume: bool, log, given: dict | None = None) -> d
         trainer = SearchTrainer(cfg, g, net, train_data, val_data, dist, a_idx, [arch],
                                 log if dist.main else (lambda s: None))
         if dist.main:
-            log(execution_line(trainer, f"{torch.get_num_threads()} thread(s)"))
+            log(execution_line(trainer, f"{torch.get_num_threads()} thread(s), {malloc}"))
         if ck is not None:
             trainer.load_state(ck)
             log(f"resumed {out / 'last.pt'} after epoch {trainer.epoch}")
