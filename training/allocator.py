@@ -3,7 +3,7 @@
 glibc's malloc serves large blocks with ``mmap`` and unmaps them on ``free`` (above a threshold it moves as
 blocks are freed), and gives the top of its heap back once more than a threshold is free. A training or
 evaluation step allocates and frees the same tensors every step, so every step the kernel maps fresh pages
-and zeroes them: page faults, counted as system time (``training.evaluate`` spent about a third of its
+and zeroes them: page faults, counted as system time (``training.evaluate`` spent about 30 % of its
 wall time there, issue 20's twenty-fourth session). With ``SNN_MALLOC=keep`` (the default) the process
 serves every block from its heap (``M_MMAP_MAX`` 0), never trims it (``M_TRIM_THRESHOLD`` at its maximum)
 and grows it 64 MiB at a time (``M_TOP_PAD``): a step reuses the pages of the step before. Values are
