@@ -17,7 +17,9 @@ timed ones (median time per batch, wall clock and this process's CPU time: on a 
 rate of a one-thread configuration is the steadier number, the wall-clock one the only one for two threads);
 the weights, data order and seeds are the same in every configuration. ``eager`` rows run in the plain memory
 order unless a layout is given: they are the reference, what training was before issue 20, and ``x eager``
-is measured against the first eager row of one thread.
+is measured against the first eager row of one thread. Every configuration runs with malloc as training
+runs it (``$SNN_MALLOC``, ``training.allocator``: freed memory kept by default); the first line says which, and
+each JSON row has it (``malloc``).
 
     python benchmarks/bench_train.py                  # short defaults, about 3 minutes on 2 cores
     python benchmarks/bench_train.py --full           # more batches, and accuracy worth reading
@@ -156,7 +158,7 @@ def child(spec: dict) -> dict:
     from training.validation import evaluate_classification
 
     torch.set_num_threads(spec["threads"])
-    configure_malloc()  # as training.train does ($SNN_MALLOC)
+    malloc = configure_malloc()  # as training.train does ($SNN_MALLOC)
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": spec.get("seed", 0),
           "layout": spec.get("layout", "auto")}
     if spec["task"] == "class":
@@ -196,7 +198,7 @@ def child(spec: dict) -> dict:
            "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
            "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
            "batchnorm": "one call" if spec["exec"] == "multistep" and stepnorm.in_use() else "per step",
-           "layout": trainer.layout,
+           "layout": trainer.layout, "malloc": malloc,
            "params": sum(p.numel() for p in model.parameters())}
     if spec["task"] == "class":
         row["accuracy"] = evaluate_classification(model, test, cfg.timesteps, 256)["accuracy_pct"]
@@ -304,10 +306,17 @@ def main(argv=None) -> int:
         p.error(f"argument --json: {args.json} is a folder")
     if args.full and args.batches == 3:
         args.batches, args.warmup = 12, 2
+    from training.allocator import configure
+    from training.errors import TrainError
     from training.execution import bf16_conv3d_gradients_ok, cpu_has_bf16
 
+    try:
+        malloc = configure()  # as every run's child does (training.allocator)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"CPU flags: {cpu_flags()}; cores available: {len(os.sched_getaffinity(0))}; "
-          f"load average at start: {os.getloadavg()[0]:.2f}")
+          f"load average at start: {os.getloadavg()[0]:.2f}; {malloc}")
     rows = []
     tmp = tempfile.TemporaryDirectory()
     for task in tasks:

@@ -129,3 +129,10 @@ def test_the_training_table_says_how_batchnorm_ran():
     lines = bench_train.table(rows).splitlines()
     assert "| BatchNorm of the steps |" in lines[0] and lines[1].count("---") == lines[0].count("|") - 1
     assert "| cpp | one call |" in lines[3] and "| 2.00 |" in lines[3] and "| cpp | - |" in lines[4]
+
+
+def test_bench_train_refuses_a_bad_malloc_setting_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("SNN_MALLOC", "nonsense")
+    assert bench_train.main(["--tasks", "class", "--configs", "eager:fp32:1"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: SNN_MALLOC='nonsense'") and not out
