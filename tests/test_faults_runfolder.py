@@ -296,6 +296,7 @@ def test_checkpoint_strip_to_a_folder_and_evaluate_without_genotype_are_one_line
     (["--ema", "-0.1"], "--ema must be at least 0"), (["--ema", "nan"], "--ema must be a finite number"),
     (["--ema", "1"], "--ema must be below 1"), (["--ema", "1e300"], "--ema must be below 1"),
     (["--ema", "0.9", "--tps"], "--ema cannot average weights while --tps searches"),
+    (["--ema", "0.9", "--hns"], "--ema cannot average weights while --hns searches"),
 ])
 def test_options_that_would_train_garbage_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from training.train import main

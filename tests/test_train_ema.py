@@ -153,3 +153,66 @@ def test_ema_values_from_the_command_line(tmp_path, capsys, value, says):
         return
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and says in err, err
     assert not out.exists()
+
+
+def test_the_average_follows_the_temperatures_dgs_moves(tmp_path):
+    """--ema with --dgs: the surrogate temperatures are copied, not averaged, after every step and after each
+    DGS run, so best.pt / last.pt hold the b of the written searched.yaml; the other weights are averaged and
+    the optimiser's weights train as without the average. Resume stays exact."""
+    from compiler import load_genotype
+    from compiler.planner import plan
+    from training.ema import surrogate_temperatures
+    from training.train import run
+
+    layers = ["backbone.stem", "backbone.cell0.n0.0"]
+    kw = dict(dgs=layers, dgs_every=1, dgs_iters=2)
+    run(_cfg(tmp_path / "plain", **kw), log=lambda s: None)
+    run(_cfg(tmp_path / "ema", ema=0.9, **kw), log=lambda s: None)
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+    ck = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
+    for key, tensor in plain["model"].items():  # DGS and training as without the average
+        assert torch.equal(tensor, ck["train_model"][key]), key
+    searched = plan(load_genotype(tmp_path / "ema" / "searched.yaml")).neurons
+    dgs_rows = [json.loads(line) for line in (tmp_path / "ema" / "dgs.jsonl").open()]
+    assert len(dgs_rows) == 2
+    moved = 0
+    from compiler import build_model
+
+    model = build_model(load_genotype(tmp_path / "ema" / "searched.yaml"))  # b from the written genotype
+    names = surrogate_temperatures(model)
+    assert len(names) > 10 and all(n.endswith(".b") for n in names)
+    written = model.state_dict()
+    for name in names:  # followed, not averaged: the kept model's temperatures are the genotype's
+        assert torch.equal(ck["model"][name], ck["train_model"][name]), name
+        assert torch.allclose(ck["model"][name], written[name], rtol=0, atol=1e-6), name  # (YAML: decimals)
+    for layer in layers:
+        b = dgs_rows[-1]["b_after"][layer]
+        assert searched[layer].neuron.surrogate.b == pytest.approx(b)
+        moved += b != dgs_rows[0]["b_before"][layer]
+    assert moved, "DGS moved no temperature: the test would not see an average of two values"
+    averaged = [k for k, v in ck["model"].items() if v.is_floating_point() and k not in names
+                and not torch.equal(v, ck["train_model"][k])]
+    assert averaged  # the weights are the average
+    # resume across the DGS run is exact, the followed temperatures included
+    run(_cfg(tmp_path / "half", ema=0.9, stop_after=1, **kw), log=lambda s: None)
+    run(_cfg(tmp_path / "half", ema=0.9, **kw), resume=True, resume_overrides={"stop_after": None},
+        log=lambda s: None)
+    half = torch.load(tmp_path / "half" / "last.pt", weights_only=True)
+    for part in ("model", "train_model"):
+        for key, tensor in ck[part].items():
+            assert torch.equal(tensor, half[part][key]), (part, key)
+
+
+def test_weight_average_follows_only_tensors_the_model_has():
+    from training.ema import WeightAverage
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="no tensor 'nope'"):
+        WeightAverage(model, 0.5, frozenset({"nope"}))
+    avg = WeightAverage(model, 0.5, frozenset({"bias"}))
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.bias.add_(1.0)
+    avg.update(model)
+    assert torch.equal(avg.tensors["bias"], model.bias)
+    assert not torch.equal(avg.tensors["weight"], model.weight)

@@ -158,3 +158,41 @@ def test_search_options_reject_bad_layers(tmp_path):
         resolve_layers(g, ["backbone.cel1.n0.0"], ("lif",))
     with pytest.raises(TrainError, match="has a relu neuron"):
         resolve_layers(g, ["backbone.stem"], ("lif",))
+
+
+def test_dgs_runs_its_epochs_multistep_and_decides_as_step_by_step(tmp_path):
+    """DGS swaps ops only for its own probe passes, so a run with it trains multi-step by default
+    (``resolve_exec``); its probes and decisions are those of the step-by-step run (float rounding apart),
+    and TPS / HNS, which mix neurons in every step, still train step by step."""
+    from training.execution import resolve_exec
+
+    kw = dict(dgs=["backbone.stem", "backbone.cell0.n0.0"], dgs_every=1, dgs_iters=2)
+    runs = {}
+    for mode in ("step", "multistep"):
+        _, ck, rows = _run(tmp_path / mode, **kw, exec=mode)  # (dgs first: its log is read)
+        runs[mode] = ck, rows
+    (ck_s, rows_s), (ck_m, rows_m) = runs["step"], runs["multistep"]
+    assert rows_s[0]["b_after"] == rows_m[0]["b_after"]
+    for layer, probs in rows_s[0]["mean_softmax_alpha"].items():  # each probe's signal: its distance from 1/5
+        signal = max(abs(p - 0.2) for p in probs)
+        apart = max(abs(p - q) for p, q in zip(probs, rows_m[0]["mean_softmax_alpha"][layer], strict=True))
+        assert signal > 1e-5 and apart < 0.05 * signal, (layer, signal, apart)  # (Adam on rounded gradients)
+    for key, tensor in ck_s["model"].items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, ck_m["model"][key], rtol=1e-4, atol=1e-6), key
+
+    class Model:
+        def forward_steps(self):
+            pass
+
+    from training.searchers.dgs import DGS
+    from training.searchers.hns import HNS
+    from training.searchers.tps import TPS
+
+    dgs, tps, hns = (object.__new__(c) for c in (DGS, TPS, HNS))
+    assert resolve_exec(None, Model(), [dgs]) == "multistep"
+    assert resolve_exec(None, Model(), [dgs, tps]) == "step" and resolve_exec(None, Model(), [hns]) == "step"
+    from training.errors import TrainError
+
+    with pytest.raises(TrainError, match="without searchers that mix its neurons"):
+        resolve_exec("multistep", Model(), [tps])

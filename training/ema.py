@@ -4,7 +4,12 @@
 current``; other tensors (counters) are copied. It starts at the weights the run starts from (``--init`` or
 the initialisation), so it needs no warm-up when a run fine-tunes trained weights. Validation, ``best.pt``
 and every checkpoint's ``model`` are the average; ``train_model`` holds the optimiser's own weights, which
-``--resume`` continues."""
+``--resume`` continues.
+
+With ``--dgs`` the neurons' surrogate temperatures (their ``b`` buffers) are not averaged: they do not enter
+the forward pass (only the gradient), DGS moves them in steps between epochs, and the average holds the
+value the run holds (``follow``), so that ``best.pt`` and the written genotype agree. TPS and HNS change
+what the forward computes (tau, the neuron kind) and stay refused with ``--ema``."""
 
 from __future__ import annotations
 
@@ -16,21 +21,32 @@ import torch
 class WeightAverage:
     """The moving average of ``model``'s state (the same names, shapes and memory order)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, follow: frozenset[str] = frozenset()):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        unknown = sorted(follow - set(self.tensors))
+        if unknown:
+            raise KeyError(f"the model has no tensor {unknown[0]!r} to follow")
+        self.followed = follow  # copied from the model, never averaged
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         """One step: ``average = decay * average + (1 - decay) * current`` (floating point), copy otherwise."""
         for k, v in model.state_dict().items():
             mine = self.tensors[k]
-            if mine.is_floating_point():
+            if mine.is_floating_point() and k not in self.followed:
                 mine.lerp_(v.detach(), 1.0 - self.decay)
             else:
                 mine.copy_(v)
+
+    @torch.no_grad()
+    def follow(self, model: torch.nn.Module) -> None:
+        """The followed tensors as the model holds them now (after a search moved them between steps)."""
+        state = model.state_dict()
+        for k in self.followed:
+            self.tensors[k].copy_(state[k])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The average in plain memory order (a checkpoint's ``model``)."""
@@ -44,3 +60,15 @@ class WeightAverage:
             raise KeyError(f"the moving average's tensors differ from the model's: {sorted(missing)[:3]}")
         for k, v in state.items():
             self.tensors[k].copy_(v)
+
+
+def surrogate_temperatures(model: torch.nn.Module) -> frozenset[str]:
+    """The state names of every neuron layer's surrogate temperature (``NeuronModule.b``)."""
+    from compiler.neurons import NeuronModule
+
+    names = set()
+    for key in model.state_dict():
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "b" and isinstance(model.get_submodule(prefix), NeuronModule):
+            names.add(key)
+    return frozenset(names)

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt_io
 from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
-from .ema import WeightAverage
+from .ema import WeightAverage, surrogate_temperatures
 from .errors import TrainError
 from .execution import (
     apply_layout,
@@ -196,7 +196,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         if self.cfg.ema and self.ema is None:  # before the forward moves BatchNorm's statistics
-            self.ema = WeightAverage(self.model, self.cfg.ema)
+            self.ema = self._average()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         for s in self.searchers:
@@ -211,6 +211,11 @@ class Trainer:
         for s in self.searchers:
             s.after_step(self)
         return info
+
+    def _average(self) -> WeightAverage:
+        """``--ema``'s average of the model; the surrogate temperatures that DGS moves are followed, not
+        averaged (``training.ema``)."""
+        return WeightAverage(self.model, self.cfg.ema, surrogate_temperatures(self.model))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         batches, gen, rng = self.batches(epoch)
@@ -238,6 +243,8 @@ class Trainer:
         out = {"train_loss": float(np.mean(losses)), "batches": len(batches)}
         for s in self.searchers:
             out.update(s.end_epoch(self, epoch, batches, gen, rng) or {})
+        if self.ema is not None:  # a search's new temperatures in the average too
+            self.ema.follow(self.model)
         return out
 
     # ---------------------------------------------------------------------------- evaluation
@@ -297,7 +304,7 @@ class Trainer:
     def _load_state(self, ck: dict) -> None:
         if self.cfg.ema:
             self.model.load_state_dict(ck["train_model"])
-            self.ema = WeightAverage(self.model, self.cfg.ema)
+            self.ema = self._average()
             self.ema.load_state_dict(ck["model"])
         else:
             self.model.load_state_dict(ck["model"])

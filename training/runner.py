@@ -320,9 +320,9 @@ def _check(cfg, g) -> None:
         raise TrainError("--distill needs a checkpoint file, got an empty path")
     if cfg.distill_weight != TrainConfig.distill_weight and cfg.distill is None:
         raise TrainError("--distill-weight weighs the teacher of --distill; give --distill TEACHER.pt")
-    searched = [f"--{n}" for n in ("dgs", "tps", "hns") if getattr(cfg, n)]
+    searched = [f"--{n}" for n in ("tps", "hns") if getattr(cfg, n)]  # (DGS's b: followed, training.ema)
     if cfg.ema and searched:
-        raise TrainError(f"--ema cannot average weights while {searched[0]} searches the neurons' values",
+        raise TrainError(f"--ema cannot average weights while {searched[0]} searches what the neurons compute",
                          "train with --ema after the search, from its weights (--init)")
 
 
