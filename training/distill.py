@@ -78,7 +78,7 @@ class Teacher:
         self.model.to(cfg.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.exec = resolve_exec(cfg.exec, self.model, [])
+        self.exec = resolve_exec(cfg.exec, self.model)
         self.precision = cfg.precision
         layout, _ = resolve_layout(cfg.layout, cfg.precision, cfg.device, self.model)
         apply_layout(self.model, layout)

@@ -75,7 +75,7 @@ def evaluate_checkpoint(path: str, overrides: dict | None = None, constant: bool
         # the run's hundreds of them would be generated for nothing where the cache lacks them
         cfg = replace(cfg, train_seeds=list(cfg.train_seeds[:1]))
     train, val = load_data(cfg, g, log=lambda s: None)
-    mode = resolve_exec(cfg.exec, model, [])
+    mode = resolve_exec(cfg.exec, model)
     with torch.no_grad():
         if TASKS[g.task].disparity:
             out = {"model": evaluate_stereo(model, val, cfg, mode)}

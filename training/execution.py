@@ -36,18 +36,19 @@ PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("auto", "nchw", "channels-last", "conv3d-channels-last")
 
 
-def resolve_exec(requested: str | None, model, searchers: list) -> str:
-    """The mode a run uses: the one asked for, else multistep where the model offers it and no searcher
-    replaces its modules in the training steps (TPS, HNS: then step; DGS swaps ops only for its own passes).
-    An explicit multistep that cannot run is an error."""
-    can_multi = hasattr(model, "forward_steps") and all(getattr(s, "keeps_modules", False) for s in searchers)
+def resolve_exec(requested: str | None, model) -> str:
+    """The mode a run uses: the one asked for, else multistep where the model offers it (then step). A
+    searcher's neurons (DGS's probes, TPS's and HNS's mixtures) step inside the multi-step mode
+    (``compiler.interpret.run_steps``: they have no fused update), so searchers do not change it. An
+    explicit multistep that cannot run is an error."""
+    can_multi = hasattr(model, "forward_steps")
     if requested is None:
         return "multistep" if can_multi else "step"
     if requested not in EXEC_MODES:
         raise TrainError(f"unknown --exec {requested!r}", f"use one of {', '.join(EXEC_MODES)}")
     if requested == "multistep" and not can_multi:
-        raise TrainError("--exec multistep runs the compiled model without searchers that mix its neurons",
-                         "use --exec step with --tps/--hns or in a search")
+        raise TrainError("--exec multistep runs the compiled model, which steps all T at once",
+                         "use --exec step in a search")
     return requested
 
 

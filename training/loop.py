@@ -107,7 +107,7 @@ class Trainer:
         if cfg.batch_size % dist.world:
             raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
-        self.exec = resolve_exec(cfg.exec, model, self.searchers)  # how the model runs over time
+        self.exec = resolve_exec(cfg.exec, model)  # how the model runs over time
         check_bf16_model(model, cfg.precision, cfg.device)
         self.layout, self.layout_why = resolve_layout(cfg.layout, cfg.precision, cfg.device, model)
         apply_layout(model, self.layout)  # values unchanged; the optimiser holds the same parameters

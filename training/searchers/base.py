@@ -90,10 +90,6 @@ class Searcher:
     """Hooks the training loop calls; subclasses implement the ones they need."""
 
     name = "search"
-    # Whether the model's training steps run with its own modules (a searcher that swaps modules in only
-    # for its own passes, as DGS does at the end of an epoch), so that they may run multi-step
-    # (``training.execution.resolve_exec``); TPS and HNS mix neurons in every step.
-    keeps_modules = False
 
     @classmethod
     def search_kinds(cls) -> tuple[str, ...]:

@@ -52,7 +52,6 @@ class MixedOp(nn.Module):
 @register
 class DGS(Searcher):
     name = "dgs"
-    keeps_modules = True  # its probe passes swap ops in and out; the epochs train the model as it is
 
     def __init__(self, model, genotype, layers: list[str], cfg, main: bool = True):
         super().__init__(cfg.out, main)

@@ -48,6 +48,10 @@ class HybridNeuron(NeuronModule):
     def state_names(self) -> tuple[str, ...]:
         return ("v", "a")
 
+    def fused_params(self) -> None:
+        """A mixture has no fused update: the multi-step mode steps ``forward`` T times (``run_steps``)."""
+        return None
+
     def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         alpha, lif, alif, relu = self.holder
         w = torch.softmax(alpha, 0)

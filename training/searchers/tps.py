@@ -39,6 +39,10 @@ class TPSNeuron(NeuronModule):
         self.tau_a = None if alpha_a is None else torch.tensor(float(inner.spec.tau_a))
         self.holder = [alpha, deltas, inner, alpha_a]  # a list: not registered in the model
 
+    def fused_params(self) -> None:
+        """A mixture has no fused update: the multi-step mode steps ``forward`` T times (``run_steps``)."""
+        return None
+
     def forward(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         alpha, deltas, inner = self.holder[:3]
         w = torch.softmax(alpha, 0)
