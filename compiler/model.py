@@ -123,12 +123,6 @@ class SNNModel(nn.Module):
         step of another node wrote), rather than step by step."""
         return not any(n.kind in ("delay_read", "delay_write") for n in self.plan.graph)
 
-    def _shared_modules(self) -> frozenset[int]:
-        """id() of every module under a node module that more than one node runs (the stereo feature net)."""
-        paths = [n.module for n in self.plan.graph if n.module is not None]
-        shared = {p for p in paths if paths.count(p) > 1}
-        return frozenset(id(m) for p in shared if (top := submodule(self, p)) is not None for m in top.modules())
-
     def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor],
                       outputs: tuple[str, ...] | None = None) -> tuple[dict, dict[str, Tensor]]:
         """T time steps in one call: ``inputs`` (T, B, ...) each -> outputs (T, B, ...) (``spikes``: per layer
@@ -144,17 +138,12 @@ class SNNModel(nn.Module):
             for t in range(steps):
                 out, state = self({k: v[t] for k, v in inputs.items()}, state)
                 outs.append(out)
-            return _stack(outs), state
+            return stack_steps(outs), state
         self._check_inputs(inputs)
         step = Step(state, steps)
         nodes = self.plan.graph if outputs is None else self._nodes_for(tuple(outputs))
-        with time_steps(steps, self._shared_modules()):
-            values = run_graph(self, nodes, {k: v.flatten(0, 1) for k, v in inputs.items()}, step, self.handlers)
-        out = {key: values[name].unflatten(0, (steps, -1)) for key, name in self.plan.outputs.items()
-               if name in values}
-        # (a single step runs the per-step path, whose counts are (B,): (1, B) as for any T)
-        out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
-        return out, step.state_out
+        shared = shared_modules(self, self.plan.graph)
+        return run_stacked(self, nodes, self.plan.outputs, inputs, step, self.handlers, shared), step.state_out
 
     def _nodes_for(self, outputs: tuple[str, ...]) -> list[Node]:
         """The plan's nodes that ``outputs`` or any state depends on, in order (cached per ``outputs``)."""
@@ -175,7 +164,29 @@ class SNNModel(nn.Module):
         return cache[outputs]
 
 
-def _stack(outs: list[dict]) -> dict:
+def shared_modules(root: nn.Module, graph: list[Node]) -> frozenset[int]:
+    """id() of every module under a node module that more than one node runs (the stereo feature net)."""
+    paths = [n.module for n in graph if n.module is not None]
+    shared = {p for p in paths if paths.count(p) > 1}
+    return frozenset(id(m) for p in shared if (top := submodule(root, p)) is not None for m in top.modules())
+
+
+def run_stacked(root: nn.Module, nodes: list[Node], outputs: dict[str, str], inputs: dict[str, Tensor], step: Step,
+                handlers: dict, shared: frozenset[int]) -> dict:
+    """``nodes`` over ``step.steps`` time steps stacked in the batch (``inputs`` (T, B, ...) each): the
+    outputs named in ``outputs`` (key -> node) as (T, B, ...), ``spikes`` per layer (T, B); the state after
+    the last step is in ``step.state_out``; ``shared``: ``shared_modules`` of the whole graph. The compiled
+    model's and the supernet's ``forward_steps``."""
+    steps = step.steps
+    with time_steps(steps, shared):
+        values = run_graph(root, nodes, {k: v.flatten(0, 1) for k, v in inputs.items()}, step, handlers)
+    out = {key: values[name].unflatten(0, (steps, -1)) for key, name in outputs.items() if name in values}
+    # (a single step runs the per-step path, whose counts are (B,): (1, B) as for any T)
+    out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
+    return out
+
+
+def stack_steps(outs: list[dict]) -> dict:
     """Per-step outputs -> one dict of (T, B, ...) tensors (spikes: per layer (T, B))."""
     out = {k: torch.stack([o[k] for o in outs]) for k in outs[0] if k != "spikes"}
     out["spikes"] = {k: torch.stack([o["spikes"][k] for o in outs]) for k in outs[0]["spikes"]}

@@ -204,20 +204,26 @@ def _last(out):
 
 
 def test_spikedhs_execution_options_run_the_supernet_as_training_does(space, tmp_path):
-    """--exec eager (plain neuron steps) and step (fused neurons, the default) give the same search within
-    float rounding; the log names the mode; the supernet cannot run multistep (its searchers replace modules)."""
-    eager = search(space, tmp_path / "eager", "--exec", "eager")
-    step = search(space, tmp_path / "step")
-    assert eager.returncode == 0 and step.returncode == 0, eager.stderr + step.stderr
+    """--exec eager (plain neuron steps), step (fused neurons) and multistep (the default: every convolution
+    once over the T steps, the supernet's ``forward_steps``) give the same search within float rounding; the
+    log names the mode. Two time steps, so that stacking them is not trivial."""
+    two = ("--set", "input.timesteps=2")
+    eager = search(space, tmp_path / "eager", "--exec", "eager", *two)
+    step = search(space, tmp_path / "step", "--exec", "step", *two)
+    multi = search(space, tmp_path / "multi", *two)
+    assert eager.returncode == 0 and step.returncode == 0 and multi.returncode == 0, \
+        eager.stderr + step.stderr + multi.stderr
     assert "execution: --exec eager, --precision fp32" in eager.stdout
     assert "execution: --exec step, --precision fp32" in step.stdout
-    a, b = _last(tmp_path / "eager"), _last(tmp_path / "step")
-    assert a.keys() == b.keys()
+    assert "execution: --exec multistep, --precision fp32" in multi.stdout
+    a, b, c = _last(tmp_path / "eager"), _last(tmp_path / "step"), _last(tmp_path / "multi")
+    assert a.keys() == b.keys() == c.keys()
     for k in a:
         if a[k].is_floating_point():
             assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
-    res = search(space, tmp_path / "multi", "--exec", "multistep")
-    assert res.returncode == 2 and "invalid choice: 'multistep'" in res.stderr and "Traceback" not in res.stderr
+            assert torch.allclose(c[k], b[k], rtol=1e-5, atol=1e-6), k
+    res = search(space, tmp_path / "bad", "--exec", "stacked")
+    assert res.returncode == 2 and "invalid choice: 'stacked'" in res.stderr and "Traceback" not in res.stderr
     for bad in (["--precision", "fp16"], ["--layout", "nhwc"]):
         res = search(space, tmp_path / "bad", *bad)
         assert res.returncode == 2 and "invalid choice" in res.stderr and "Traceback" not in res.stderr

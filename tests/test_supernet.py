@@ -172,3 +172,56 @@ def test_random_genotypes_give_up_with_one_located_error(tmp_path):
     with pytest.raises(GenotypeError, match="1000 random genotypes in a row were refused") as info:
         random_genotypes(space, 1)
     assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+
+
+STEREO_SPACE = """search_space: 1
+base: {base}
+candidates: [{{op: conv3x3, b: 3}}, {{op: conv3x3, b: 5}}, {{op: skip}}]
+nodes: 2
+networks:
+  feature: {{cell: feature, layers: 2, start_level: 0, end_level: 0}}
+  matching: {{cell: matching, layers: 2, start_level: 0, end_level: 0}}
+"""
+
+
+@pytest.mark.parametrize("task", ["classification", "stereo"])
+def test_forward_steps_is_t_calls_of_forward(task, tmp_path):
+    """The supernet's multi-step mode (training's default since the twenty-fifth session): T steps stacked in
+    the batch give the outputs, state, spike counts and gradients of T calls of ``forward``, in float64, with
+    the architecture weights and BatchNorm's running averages as T calls leave them."""
+    torch.manual_seed(0)
+    path = tmp_path / "space.yaml"
+    if task == "stereo":
+        path.write_text(STEREO_SPACE.format(base=GENOTYPES / "stereo_small.yaml"))
+        sp = load_search_space(path, overrides=["input.height=24", "input.width=32"])
+        x = {"left": torch.rand(3, 2, 5, 24, 32).double(), "right": torch.rand(3, 2, 5, 24, 32).double()}
+        key = "cost"
+    else:
+        path.write_text(SPACE.format(base=GENOTYPES / "cifar10.yaml"))
+        sp = load_search_space(path, overrides=SMALL["cifar10"])
+        x = {"image": torch.randn(3, 2, 3, 8, 8).double()}
+        key = "logits"
+    nets = [Supernet(sp).double().train() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    state: dict = {}  # (zeros of the input's type: the supernet's missing state, ``_ZeroStep``)
+    outs, s = [], dict(state)
+    for t in range(3):
+        out, s = nets[0]({k: v[t] for k, v in x.items()}, s)
+        outs.append(out)
+    multi, s2 = nets[1].forward_steps(x, dict(state))
+    for t in range(3):
+        assert torch.allclose(multi[key][t], outs[t][key], rtol=1e-10, atol=1e-12), t
+        for layer, count in outs[t]["spikes"].items():
+            assert torch.equal(multi["spikes"][layer][t], count), layer
+    assert s.keys() == s2.keys() and all(torch.allclose(s[k], s2[k], atol=1e-12) for k in s)
+    sum(o[key].sum() for o in outs).backward()
+    multi[key].sum().backward()
+    grads = [dict(n.named_parameters()) for n in nets]
+    for name, p in grads[0].items():
+        q = grads[1][name].grad
+        assert (p.grad is None) == (q is None), name
+        if q is not None:
+            assert torch.allclose(p.grad, q, rtol=1e-9, atol=1e-12), name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in nets[1].arch_parameters())
+    for name, buf in nets[0].state_dict().items():
+        assert torch.allclose(buf.double(), nets[1].state_dict()[name].double(), atol=1e-12), name

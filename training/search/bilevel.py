@@ -195,7 +195,7 @@ class SearchConfig:
     val_seeds: list[int] | None = None
     stop_after: int | None = None
     threads: int | None = None
-    exec: str | None = None  # eager | step (None: step); searchers replace modules, so never multistep
+    exec: str | None = None  # eager | step | multistep (None: multistep, as training.train)
     precision: str = "fp32"  # fp32 | bf16, as training.train's --precision
     layout: str = "auto"  # auto | nchw | channels-last, as training.train's --layout
     device: str = "cpu"

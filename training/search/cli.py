@@ -26,7 +26,7 @@ from runtime.core.errors import ArgumentParser, run_main
 from runtime.data.options import add_recording_arguments
 
 from ..config import RECIPES
-from ..execution import LAYOUTS, PRECISIONS
+from ..execution import EXEC_MODES, LAYOUTS, PRECISIONS
 from ..options import check_options
 from ..train import int_ranges
 
@@ -50,10 +50,9 @@ def _protocol_options(d: argparse.ArgumentParser) -> None:
 
 
 def _execution_options(d: argparse.ArgumentParser) -> None:
-    """How the supernet runs, as in ``python -m training.train`` (docs/training.md, Execution speed): the
-    searchers replace modules, so the supernet steps (``step``: fused neurons, or ``eager``)."""
-    d.add_argument("--exec", choices=("eager", "step"), help="eager (plain neuron steps, the reference) or step "
-                   "(fused neurons; the default)")
+    """How the supernet runs, as in ``python -m training.train`` (docs/training.md, Execution speed)."""
+    d.add_argument("--exec", choices=EXEC_MODES, help="multistep (the default: every convolution once over the T "
+                   "steps), step (step by step, fused neurons) or eager (plain neuron steps, the reference)")
     d.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), or bf16: convolutions under bfloat16 "
                    "autocast (AMX / AVX512-BF16 CPUs, CUDA)")
     d.add_argument("--layout", choices=LAYOUTS, help="memory order of the 2-D convolutions: auto (default; "

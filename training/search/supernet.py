@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from compiler.errors import GenotypeError
 from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
 from compiler.ir import NODE_NEURON_DEFAULT, CellLayer, ConvLayer, Genotype, Network, resolve_neuron
-from compiler.model import ConvBlock, task_names
+from compiler.model import ConvBlock, run_stacked, shared_modules, stack_steps, task_names
 from compiler.names import neuron_name, state_name
 from compiler.neurons import NeuronModule, build_neuron
 from compiler.ops import BUILDERS, cost_volume, resample
@@ -342,6 +342,24 @@ class Supernet(nn.Module):
         out["spikes"] = step.spikes
         return out, step.state_out
 
+    def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor],
+                      outputs: tuple[str, ...] | None = None) -> tuple[dict, dict[str, Tensor]]:
+        """T time steps in one call (training's multi-step mode, as ``SNNModel.forward_steps``): every
+        convolution once over the T steps stacked in the batch, BatchNorm per step, each neuron layer's
+        recurrence over T; the same values as T calls of ``forward``. ``outputs`` is accepted and everything is
+        computed. A graph with a delayed edge steps (a step reads what the previous step wrote)."""
+        steps = next(iter(inputs.values())).shape[0]
+        if any(n.kind in ("delay_read", "delay_write") for n in self.graph):
+            outs = []
+            for t in range(steps):
+                out, state = self({k: v[t] for k, v in inputs.items()}, state)
+                outs.append(out)
+            return stack_steps(outs), state
+        step = _ZeroStep(state, steps)
+        out = run_stacked(self, self.graph, plan(self.genotype).outputs, inputs, step, SUPERNET_HANDLERS,
+                          shared_modules(self, self.graph))
+        return out, step.state_out
+
     # ------------------------------------------------------------------------------------- decoding
     def decode(self) -> dict:
         """The discrete architecture: per searched network its cell edges and its level path (and, on a
@@ -379,12 +397,13 @@ class Supernet(nn.Module):
 class _ZeroStep(Step):
     """A step whose missing state tensors are zeros (the supernet's state set depends on its trellis)."""
 
-    def __init__(self, state: dict[str, Tensor]):
-        super().__init__(dict(state))
+    def __init__(self, state: dict[str, Tensor], steps: int = 1):
+        super().__init__(dict(state), steps)
 
     def neuron(self, name: str, module, current: Tensor) -> Tensor:
+        per_step = current.unflatten(0, (self.steps, -1))[0] if self.steps > 1 else current  # (B, ...)
         for s in module.state_names:
-            self.state_in.setdefault(state_name(name, s), torch.zeros_like(current))
+            self.state_in.setdefault(state_name(name, s), torch.zeros_like(per_step))
         return super().neuron(name, module, current)
 
 
