@@ -202,5 +202,5 @@ def test_a_search_run_resolves_to_multistep():
 
     assert resolve_exec(None, Model()) == "multistep" and resolve_exec("step", Model()) == "step"
     assert resolve_exec(None, object()) == "step"
-    with pytest.raises(TrainError, match="--exec multistep runs the compiled model"):
+    with pytest.raises(TrainError, match="--exec multistep needs a model that runs all T steps at once"):
         resolve_exec("multistep", object())

@@ -47,8 +47,8 @@ def resolve_exec(requested: str | None, model) -> str:
     if requested not in EXEC_MODES:
         raise TrainError(f"unknown --exec {requested!r}", f"use one of {', '.join(EXEC_MODES)}")
     if requested == "multistep" and not can_multi:
-        raise TrainError("--exec multistep runs the compiled model, which steps all T at once",
-                         "use --exec step in a search")
+        raise TrainError("--exec multistep needs a model that runs all T steps at once (forward_steps)",
+                         "use --exec step")
     return requested
 
 
