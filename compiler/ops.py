@@ -293,18 +293,20 @@ BUILDERS.register("skip", lambda in_channels, out_channels, dims, stride=1: nn.I
 BUILDERS.register("avgpool3x3", lambda in_channels, out_channels, dims, stride=1: AvgPool(dims, 3))
 
 
-TRAINING_RESAMPLE: contextvars.ContextVar[bool] = contextvars.ContextVar("training_resample", default=False)
+TRAINING_RESAMPLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("training_resample", default=None)
 
 
 @contextlib.contextmanager
-def training_resample(on: bool):
-    """Inside (with ``on``), ``resample`` takes the training step's faster forms, the same values and
-    gradients: nearest 3-D upsampling reads and writes channels-last order (its readers are 3-D
-    convolutions computed channels-last, ``training.execution.conv3d_channels_last``: the coarse input is
-    converted instead of the 8x larger output), and nearest downsampling by whole factors is a strided
-    slice (its backward a strided copy into zeros, in the gradient's own order). Export and evaluation keep
-    ``F.interpolate``, the graph's Resize."""
-    token = TRAINING_RESAMPLE.set(on)
+def training_resample(channels_last_3d: bool):
+    """Inside, ``resample`` takes the training step's faster forms, the same values and gradients: nearest
+    downsampling by whole factors is a strided slice (its backward a strided copy into zeros, in the gradient's
+    own order; bit for bit ``F.interpolate``'s values and gradients: each kept value is read once), in every
+    layout. With ``channels_last_3d`` (the 3-D convolutions computed channels-last,
+    ``training.execution.conv3d_channels_last``) also: nearest 3-D upsampling reads and writes channels-last
+    order (the coarse input is converted instead of the 8x larger output), and an upsampling whose readers are
+    all convolutions is not carried out (``Upsampled``, ``compiler.upsample``; within float rounding). Export
+    and evaluation keep ``F.interpolate``, the graph's Resize."""
+    token = TRAINING_RESAMPLE.set("all" if channels_last_3d else "slices")
     try:
         yield
     finally:
@@ -318,14 +320,15 @@ def resample(x: Tensor, size: tuple[int, ...] | None, lazy: bool = False) -> Ten
     its readers convolve on the coarse grid (``compiler.upsample``)."""
     if size is None or tuple(x.shape[2:]) == tuple(size):
         return x
-    if TRAINING_RESAMPLE.get():
-        factors = whole_factors(tuple(x.shape[2:]), tuple(size)) if lazy else None
+    mode = TRAINING_RESAMPLE.get()
+    if mode is not None:
+        factors = whole_factors(tuple(x.shape[2:]), tuple(size)) if lazy and mode == "all" else None
         if factors is not None and not torch.is_autocast_enabled(x.device.type):
             return Upsampled(x, factors)
         pairs = list(zip(x.shape[2:], size, strict=True))
         if all(a >= b and a % b == 0 for a, b in pairs):  # nearest picks source index i * (a // b)
             return x[(slice(None), slice(None), *(slice(None, None, a // b) for a, b in pairs))]
-        if x.dim() == 5 and all(a <= b for a, b in pairs):
+        if mode == "all" and x.dim() == 5 and all(a <= b for a, b in pairs):
             x = x.contiguous(memory_format=torch.channels_last_3d)
     return F.interpolate(x, size=tuple(size), mode="nearest")
 
