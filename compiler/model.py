@@ -134,11 +134,7 @@ class SNNModel(nn.Module):
         what is computed); where it steps, everything is."""
         steps = next(iter(inputs.values())).shape[0]
         if not self.multistep_exact:
-            outs = []
-            for t in range(steps):
-                out, state = self({k: v[t] for k, v in inputs.items()}, state)
-                outs.append(out)
-            return stack_steps(outs), state
+            return step_by_step(self, inputs, state)
         self._check_inputs(inputs)
         step = Step(state, steps)
         nodes = self.plan.graph if outputs is None else self._nodes_for(tuple(outputs))
@@ -184,6 +180,16 @@ def run_stacked(root: nn.Module, nodes: list[Node], outputs: dict[str, str], inp
     # (a single step runs the per-step path, whose counts are (B,): (1, B) as for any T)
     out["spikes"] = {k: v.unsqueeze(0) for k, v in step.spikes.items()} if steps == 1 else step.spikes
     return out
+
+
+def step_by_step(model: nn.Module, inputs: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[dict, dict]:
+    """``forward_steps`` as T calls of ``model`` (a graph with a delayed edge: a step reads what the previous
+    step wrote)."""
+    outs = []
+    for t in range(next(iter(inputs.values())).shape[0]):
+        out, state = model({k: v[t] for k, v in inputs.items()}, state)
+        outs.append(out)
+    return stack_steps(outs), state
 
 
 def stack_steps(outs: list[dict]) -> dict:

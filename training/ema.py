@@ -31,6 +31,11 @@ class WeightAverage:
             raise KeyError(f"the model has no tensor {unknown[0]!r} to follow")
         self.followed = follow  # copied from the model, never averaged
 
+    @classmethod
+    def of_run(cls, model: torch.nn.Module, decay: float) -> WeightAverage:
+        """A training run's average (``--ema``): the surrogate temperatures, which DGS moves, followed."""
+        return cls(model, decay, surrogate_temperatures(model))
+
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         """One step: ``average = decay * average + (1 - decay) * current`` (floating point), copy otherwise."""

@@ -2,10 +2,9 @@
 
 Stereo: a sample is ``burn_in + K`` consecutive windows; the burn-in windows run without gradient
 and without loss (they only build up state), each of the K windows adds the sub-pixel cross entropy
-of its matching cost. Classification: the image is fed for T steps, logits (and auxiliary logits)
-are averaged over the steps. Evaluation streams the held-out data (stereo: 1PA, mean disparity
-error, mean depth error; classification: accuracy).
-"""
+of its matching cost. Classification: the image is fed for T steps, logits (and auxiliary logits) are averaged
+over the steps. Evaluation streams the held-out data (stereo: 1PA, mean disparity error, mean depth error;
+classification: accuracy)."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from . import checkpoint as ckpt_io
 from .config import TrainConfig
 from .data import StereoData
 from .distributed import Dist, all_sum, sum_gradients
-from .ema import WeightAverage, surrogate_temperatures
+from .ema import WeightAverage
 from .errors import TrainError
 from .execution import (
     apply_layout,
@@ -196,7 +195,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         if self.cfg.ema and self.ema is None:  # before the forward moves BatchNorm's statistics
-            self.ema = self._average()
+            self.ema = WeightAverage.of_run(self.model, self.cfg.ema)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         for s in self.searchers:
@@ -211,11 +210,6 @@ class Trainer:
         for s in self.searchers:
             s.after_step(self)
         return info
-
-    def _average(self) -> WeightAverage:
-        """``--ema``'s average of the model; the surrogate temperatures that DGS moves are followed, not
-        averaged (``training.ema``)."""
-        return WeightAverage(self.model, self.cfg.ema, surrogate_temperatures(self.model))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         batches, gen, rng = self.batches(epoch)
@@ -304,7 +298,7 @@ class Trainer:
     def _load_state(self, ck: dict) -> None:
         if self.cfg.ema:
             self.model.load_state_dict(ck["train_model"])
-            self.ema = self._average()
+            self.ema = WeightAverage.of_run(self.model, self.cfg.ema)
             self.ema.load_state_dict(ck["model"])
         else:
             self.model.load_state_dict(ck["model"])
