@@ -121,7 +121,7 @@ class SNNModel(nn.Module):
     def multistep_exact(self) -> bool:
         """Whether ``forward_steps`` runs all T steps stacked (no delayed edge: no step reads what the same
         step of another node wrote), rather than step by step."""
-        return not any(n.kind in ("delay_read", "delay_write") for n in self.plan.graph)
+        return stackable(self.plan.graph)
 
     def forward_steps(self, inputs: dict[str, Tensor], state: dict[str, Tensor],
                       outputs: tuple[str, ...] | None = None) -> tuple[dict, dict[str, Tensor]]:
@@ -158,6 +158,12 @@ class SNNModel(nn.Module):
                     todo.extend(by_name[name].inputs)
             cache[outputs] = [n for n in self.plan.graph if n.name in needed]
         return cache[outputs]
+
+
+def stackable(graph: list[Node]) -> bool:
+    """Whether a graph's T steps may run stacked in the batch: no delayed edge (no step reads what the same step
+    of another node wrote)."""
+    return not any(n.kind in ("delay_read", "delay_write") for n in graph)
 
 
 def shared_modules(root: nn.Module, graph: list[Node]) -> frozenset[int]:

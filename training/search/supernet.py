@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from compiler.errors import GenotypeError
 from compiler.interpret import HANDLERS, Handler, Step, build_modules, run_graph
 from compiler.ir import NODE_NEURON_DEFAULT, CellLayer, ConvLayer, Genotype, Network, resolve_neuron
-from compiler.model import ConvBlock, run_stacked, shared_modules, step_by_step, task_names
+from compiler.model import ConvBlock, run_stacked, shared_modules, stackable, step_by_step, task_names
 from compiler.names import state_name
 from compiler.neurons import NeuronModule, build_neuron
 from compiler.ops import cost_volume, resample
@@ -283,7 +283,7 @@ class Supernet(nn.Module):
         convolution once over the T steps stacked in the batch, BatchNorm per step, each neuron layer's
         recurrence over T; the same values as T calls of ``forward``. ``outputs`` is accepted and everything is
         computed. A graph with a delayed edge steps (a step reads what the previous step wrote)."""
-        if any(n.kind in ("delay_read", "delay_write") for n in self.graph):
+        if not stackable(self.graph):
             return step_by_step(self, inputs, state)
         step = _ZeroStep(state, next(iter(inputs.values())).shape[0])
         out = run_stacked(self, self.graph, plan(self.genotype).outputs, inputs, step, SUPERNET_HANDLERS,
