@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STEPS  ?= 40
 
-.PHONY: setup demo demo-fine demo-full test lint bench clean
+.PHONY: setup demo demo-fine demo-c12 demo-full test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: setup
 demo-fine: setup
 	$(PY) -m compiler.build genotypes/stereo_small_fine.yaml --weights models/stereo_small_fine.pt -o build/stereo_small_fine.onnx
 	$(PY) -m runtime.stream --onnx build/stereo_small_fine.onnx --max-steps $(STEPS) --burn-in 2
+
+# The same graph at the paper's width C=12 (3.9x demo-fine's MACs; docs/training.md, "Step af")
+demo-c12: setup
+	$(PY) -m compiler.build genotypes/stereo_fine_c12.yaml --weights models/stereo_fine_c12.pt -o build/stereo_fine_c12.onnx
+	$(PY) -m runtime.stream --onnx build/stereo_fine_c12.onnx --max-steps $(STEPS) --burn-in 2
 
 # The full-size SpikeDHS-Stereo genotype, untrained (several seconds per step on 2 CPU cores)
 demo-full: setup

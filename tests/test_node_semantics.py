@@ -74,7 +74,7 @@ def test_every_conv_inside_reads_binary_spikes_random_weights(stem):
     assert _not_binary(_conv_inputs(model.eval())) == {}
 
 
-@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine"])
+@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine", "stereo_fine_c12"])
 def test_every_conv_inside_reads_binary_spikes_trained_weights(stem):
     model = build_model(small_genotype(stem))
     load_weights(model, str(ROOT / f"models/{stem}.pt"))  # a shipped model, trained under these nodes
@@ -173,7 +173,7 @@ def test_onnx_parity_of_the_node_neurons_over_many_steps(stem, tmp_path):
     assert nodes and fired > 0
 
 
-@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine"])
+@pytest.mark.parametrize("stem", ["stereo_small", "stereo_small_fine", "stereo_fine_c12"])
 def test_shipped_models_were_trained_on_their_genotype(stem):
     """models/X.pt (and its ReLU twin) store the network of genotypes/X.yaml: what `make demo` compiles."""
     import torch
