@@ -118,7 +118,10 @@ def torch_backward(p: ThresholdParams, gy: Tensor, g: Tensor, gv: Tensor, ga: Te
 
 # ------------------------------------------------------------------------------------- autograd function
 class ThresholdSteps(torch.autograd.Function):
-    """(current (T, ...), v, a) -> (y (T, ...), v_T, a_T) in one function; saves u (and a) only. The C++ kernel
+    """(current (T, ...), v, a) -> (y (T, ...), v_T, a_T) in one function. The forward saves u (and a before
+    each step) for its backward; where the current is bfloat16 (autocast) the C++ kernel saves instead what it
+    read, the current (half the size of the float32 u) and the first state, writes no membrane sequence, and its
+    backward replays the forward's arithmetic block by block to get u back, bit for bit. The C++ kernel
     takes a bfloat16 current (autocast) beside float32 state: spikes bfloat16 (0 and 1 are exact), membranes
     float32, the current's gradient bfloat16; the torch version works in one type."""
 
@@ -126,30 +129,51 @@ class ThresholdSteps(torch.autograd.Function):
     def forward(ctx, current: Tensor, v: Tensor, a: Tensor | None, p: ThresholdParams, use_cpp: bool):
         kernel = load_kernel() if use_cpp else None
         if kernel is not None:
-            y, u, a_seq, v_t, a_t = kernel.fwd(current.contiguous(), v, _or_empty(a), *_scalars(p))
-            a_seq = a_seq if p.adaptive else None
+            current, v0, a0 = current.contiguous(), _repeating(v), None if a is None else _repeating(a)
+            # a bfloat16 current is half the size of the float32 membranes: keep it (and the first state) and let
+            # the backward replay the membranes; else keep the membranes (the replay's arithmetic costs more
+            # than reading them back: docs/training.md, *Execution speed*)
+            replay = current.element_size() < v0.element_size()
+            y, v_t, a_t, u, a_seq = kernel.fwd(current, v0, _or_empty(a0), *_scalars(p), not replay)
             a_t = a_t if p.adaptive else None
+            if replay:
+                ctx.save_for_backward(current, v0, a0, None, None)
+            else:
+                ctx.save_for_backward(None, None, None, u, a_seq if p.adaptive else None)
         else:
             y, u, a_seq, v_t, a_t = torch_steps(p, current, v, a)
+            ctx.save_for_backward(u, a_seq)
         ctx.p, ctx.kernel, ctx.y_dtype = p, kernel, y.dtype
-        ctx.save_for_backward(u, a_seq)
         return y, v_t, a_t
 
     @staticmethod
     def backward(ctx, gy: Tensor, gv: Tensor, ga: Tensor | None):
-        u, a_seq = ctx.saved_tensors
         p = ctx.p
-        gy = torch.zeros_like(u, dtype=ctx.y_dtype) if gy is None else gy  # (u's device)
         if ctx.kernel is not None:  # (an unused final state: an empty gradient, zeros in the kernel)
-            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), _or_empty(gv), _or_empty(ga), u, _or_empty(a_seq),
+            current, v0, a0, u, a_seq = ctx.saved_tensors
+            like = current if u is None else u
+            gy = torch.zeros_like(like, dtype=ctx.y_dtype) if gy is None else gy
+            gi, gv0, ga0 = ctx.kernel.bwd(gy.contiguous(), _or_empty(gv), _or_empty(ga), _or_empty(current),
+                                          _or_empty(v0), _or_empty(a0), _or_empty(u), _or_empty(a_seq),
                                           *_scalars(p), SURROGATE_CODES[p.surrogate], p.b)
             ga0 = ga0 if p.adaptive else None
         else:
+            u, a_seq = ctx.saved_tensors
+            gy = torch.zeros_like(u, dtype=ctx.y_dtype) if gy is None else gy
             gv = torch.zeros_like(u[0]) if gv is None else gv
             if p.adaptive and ga is None:
                 ga = torch.zeros_like(u[0])
             gi, gv0, ga0 = torch_backward(p, gy, surrogate_grads(p, u, a_seq), gv, ga, u, a_seq)
         return gi, gv0, ga0, None, None
+
+
+def _repeating(state: Tensor) -> Tensor:
+    """A state without its leading broadcast dimensions (stride 0: a batch's initial state, one sample's
+    expanded over the batch, ``training.execution``): the kernel repeats its elements over the rest instead of
+    reading a copy for every sample."""
+    while state.dim() > 0 and state.stride(0) == 0:
+        state = state[0]
+    return state
 
 
 def _or_empty(t: Tensor | None) -> Tensor:

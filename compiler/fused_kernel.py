@@ -74,55 +74,62 @@ static inline S surrogate(S z, S b, S k) {
 }
 
 // TI: the type of the input current and of the spikes (S, or bfloat16 under autocast: read as S, spikes 0/1 exact).
-template <typename S, typename TI, bool HARD, bool ADAPTIVE>
-static void fwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ I, S* __restrict__ v,
+// One block of n elements over T steps; I and y advance N elements a step, u and as (the membrane, and a before
+// each step) us elements. The forward pass writes the spikes (WRITE_Y) and updates the state v, a in place; it
+// also writes u, as (WRITE_U) where the backward reads them back. The backward's replay (WRITE_Y false,
+// WRITE_U true) runs the same arithmetic from the saved current and first state and writes one block's u, as
+// into its own buffers: one function, so the replayed membranes are bit for bit the forward's.
+template <typename S, typename TI, bool HARD, bool ADAPTIVE, bool WRITE_Y, bool WRITE_U>
+static void fwd_block(int64_t n, int64_t T, int64_t N, int64_t us, const TI* __restrict__ I, S* __restrict__ v,
                       S* __restrict__ a, TI* __restrict__ y, S* __restrict__ u, S* __restrict__ as, S tau, S th,
                       S beta, S tau_a) {
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t o = t * N;
+    const TI* __restrict__ It = I + t * N;
 #pragma GCC ivdep
-    for (int64_t i = lo; i < hi; ++i) {
-      S uu = tau * v[i];
-      uu = uu + static_cast<S>(I[o + i]);
+    for (int64_t j = 0; j < n; ++j) {
+      S uu = tau * v[j];
+      uu = uu + static_cast<S>(It[j]);
       S thr = th;
-      if (ADAPTIVE) { S ba = beta * a[i]; thr = th + ba; as[o + i] = a[i]; }
+      if (ADAPTIVE) { S ba = beta * a[j]; thr = th + ba; if (WRITE_U) as[t * us + j] = a[j]; }
       const S z = uu - thr;
       const S yy = z >= S(0) ? S(1) : S(0);
-      if (HARD) { v[i] = uu * (S(1) - yy); } else { S ty = thr * yy; v[i] = uu - ty; }
-      if (ADAPTIVE) { S ta = tau_a * a[i]; a[i] = ta + yy; }
-      u[o + i] = uu;
-      y[o + i] = static_cast<TI>(yy);
+      if (HARD) { v[j] = uu * (S(1) - yy); } else { S ty = thr * yy; v[j] = uu - ty; }
+      if (ADAPTIVE) { S ta = tau_a * a[j]; a[j] = ta + yy; }
+      if (WRITE_U) u[t * us + j] = uu;
+      if (WRITE_Y) y[t * N + j] = static_cast<TI>(yy);
     }
   }
 }
 
+// The reverse recurrence of one block: gy and gi advance N elements a step, u and as us.
 template <typename S, typename TI, bool HARD, bool ADAPTIVE, int KIND>
 __attribute__((optimize("fp-contract=fast")))
-static void bwd_block(int64_t lo, int64_t hi, int64_t T, int64_t N, const TI* __restrict__ gy,
-                      const S* __restrict__ u, const S* __restrict__ as, S* __restrict__ gv, S* __restrict__ ga,
-                      TI* __restrict__ gi, S tau, S th, S beta, S tau_a, S b, S k) {
+static void bwd_block(int64_t n, int64_t T, int64_t N, int64_t us, const TI* __restrict__ gy, const S* __restrict__ u,
+                      const S* __restrict__ as, S* __restrict__ gv, S* __restrict__ ga, TI* __restrict__ gi, S tau,
+                      S th, S beta, S tau_a, S b, S k) {
   for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t o = t * N;
+    const TI* __restrict__ gyt_ = gy + t * N;
+    TI* __restrict__ git = gi + t * N;
 #pragma GCC ivdep
-    for (int64_t i = lo; i < hi; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
       S thr = th;
-      if (ADAPTIVE) { S ba = beta * as[o + i]; thr = th + ba; }
-      const S uu = u[o + i];
+      if (ADAPTIVE) { S ba = beta * as[t * us + j]; thr = th + ba; }
+      const S uu = u[t * us + j];
       const S z = uu - thr;
       const S yy = z >= S(0) ? S(1) : S(0);
       const S gg = surrogate<S, KIND>(z, b, k);
-      S gyt = static_cast<S>(gy[o + i]);
-      if (ADAPTIVE) gyt = gyt + ga[i];
-      if (HARD) { S ug = uu * gv[i]; gyt = gyt - ug; } else { S tg = thr * gv[i]; gyt = gyt - tg; }
+      S gyt = static_cast<S>(gyt_[j]);
+      if (ADAPTIVE) gyt = gyt + ga[j];
+      if (HARD) { S ug = uu * gv[j]; gyt = gyt - ug; } else { S tg = thr * gv[j]; gyt = gyt - tg; }
       S du = gyt * gg;
-      if (HARD) { S r = gv[i] * (S(1) - yy); du = du + r; } else { du = du + gv[i]; }
+      if (HARD) { S r = gv[j] * (S(1) - yy); du = du + r; } else { du = du + gv[j]; }
       if (ADAPTIVE) {
         S dthr = -gyt * gg;
-        if (!HARD) { S yg = yy * gv[i]; dthr = dthr - yg; }
-        S ta = tau_a * ga[i]; S bd = beta * dthr; ga[i] = ta + bd;
+        if (!HARD) { S yg = yy * gv[j]; dthr = dthr - yg; }
+        S ta = tau_a * ga[j]; S bd = beta * dthr; ga[j] = ta + bd;
       }
-      gi[o + i] = static_cast<TI>(du);
-      gv[i] = tau * du;
+      git[j] = static_cast<TI>(du);
+      gv[j] = tau * du;
     }
   }
 }
@@ -141,42 +148,86 @@ static bool mixed(const torch::Tensor& I, const torch::Tensor& state) {
   return true;
 }
 
+// dst[j] = src[(lo + j) % M] for j < n: a block of a state that repeats with period M (an initial state
+// broadcast over the batch is passed once, M elements, instead of as a copy for every sample).
+template <typename S>
+static void fill_block(S* __restrict__ dst, const S* __restrict__ src, int64_t M, int64_t lo, int64_t n) {
+  int64_t r = lo % M, j = 0;
+  while (j < n) {
+    const int64_t c = std::min(n - j, M - r);
+    std::copy(src + r, src + r + c, dst + j);
+    j += c;
+    r = 0;
+  }
+}
+
 template <typename S, typename TI>
-static void fwd_typed(const torch::Tensor& I, torch::Tensor& y, torch::Tensor& u, torch::Tensor& vT,
-                      torch::Tensor& aT, torch::Tensor& aseq, double tau_, double th_, double beta_,
-                      double tau_a_, bool hard, bool adaptive) {
-  const int64_t T = I.size(0), N = vT.numel();
+static void fwd_typed(const torch::Tensor& I, const torch::Tensor& v0, const torch::Tensor& a0, torch::Tensor& y,
+                      torch::Tensor& vT, torch::Tensor& aT, torch::Tensor& u, torch::Tensor& aseq, double tau_,
+                      double th_, double beta_, double tau_a_, bool hard, bool adaptive) {
+  const int64_t T = I.size(0), N = vT.numel(), M = v0.numel();
+  const bool keep = u.numel() > 0;
+  const TI* Ip = I.data_ptr<TI>();
+  const S* v0p = v0.data_ptr<S>();
+  const S* a0p = adaptive ? a0.data_ptr<S>() : nullptr;
+  TI* yp = y.data_ptr<TI>();
+  S* v = vT.data_ptr<S>();
   S* a = adaptive ? aT.data_ptr<S>() : nullptr;
-  S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+  S* up = keep ? u.data_ptr<S>() : nullptr;
+  S* asp = keep && adaptive ? aseq.data_ptr<S>() : nullptr;
   at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
     for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
-      const int64_t hi = std::min(hi0, lo + BLOCK);
-      DISPATCH_FLAGS(hard, adaptive, fwd_block<S, TI, H, A>(lo, hi, T, N, I.data_ptr<TI>(), vT.data_ptr<S>(), a,
-                     y.data_ptr<TI>(), u.data_ptr<S>(), as, S(tau_), S(th_), S(beta_), S(tau_a_)))
+      const int64_t n = std::min(hi0, lo + BLOCK) - lo;
+      S* al = a ? a + lo : nullptr;
+      fill_block(v + lo, v0p, M, lo, n);
+      if (adaptive) fill_block(al, a0p, M, lo, n);
+      if (keep) {
+        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, TI, H, A, true, true>(n, T, N, N, Ip + lo, v + lo, al, yp + lo,
+                       up + lo, asp ? asp + lo : nullptr, S(tau_), S(th_), S(beta_), S(tau_a_)))
+      } else {
+        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, TI, H, A, true, false>(n, T, N, N, Ip + lo, v + lo, al, yp + lo,
+                       nullptr, nullptr, S(tau_), S(th_), S(beta_), S(tau_a_)))
+      }
     }
   });
 }
 
-// A contiguous copy of a state of any strides (a channels-last membrane, say) in one pass: the kernel writes
-// its running state into it.
-static torch::Tensor dense_copy(const torch::Tensor& x) {
-  return torch::empty(x.sizes(), x.options()).copy_(x);
+// A contiguous copy of a state of any strides (a channels-last membrane, say) in one pass.
+static torch::Tensor dense(const torch::Tensor& x) {
+  return x.is_contiguous() ? x : torch::empty(x.sizes(), x.options()).copy_(x);
 }
 
-// I (T, N...), v0, a0 (N...; a0 empty unless adaptive) -> y (I's type), u, a before each step, v_T, a_T
-// (the state's type).
+// The first state's elements, checked against the step's N: all N of them, or M of them repeated N / M times
+// (the initial state of a batch, broadcast over its samples).
+static torch::Tensor first_state(const torch::Tensor& x, int64_t N, const char* what) {
+  TORCH_CHECK(x.numel() > 0 && N % x.numel() == 0, "fused neuron: ", what, " of ", x.numel(),
+              " elements does not repeat into ", N);
+  return dense(x);
+}
+
+// I (T, N...) contiguous; v0, a0 (a0 empty unless adaptive): the state before the first step, N elements of any
+// strides or M of them that repeat (N % M == 0) -> y (I's type), v_T, a_T (the state's type, I's shape without
+// T), and where ``keep``: u and a before each step (T, N...) for the backward (else empty: it replays them).
 std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
-                               double beta_, double tau_a_, bool hard, bool adaptive) {
-  auto y = torch::empty_like(I), u = torch::empty(I.sizes(), v0.options());
-  auto vT = dense_copy(v0);
-  auto aseq = adaptive ? torch::empty(I.sizes(), v0.options()) : torch::empty({0}, v0.options());
-  auto aT = adaptive ? dense_copy(a0) : torch::empty({0}, v0.options());
+                               double beta_, double tau_a_, bool hard, bool adaptive, bool keep) {
+  TORCH_CHECK(I.is_contiguous() && I.dim() >= 1, "fused neuron: the current must be contiguous, (T, ...)");
+  const int64_t N = I.size(0) ? I.numel() / I.size(0) : 0;
+  auto empty = torch::empty({0}, v0.options());
+  auto y = torch::empty_like(I);
+  auto vT = torch::empty(I.sizes().slice(1), v0.options());
+  auto aT = adaptive ? torch::empty(I.sizes().slice(1), v0.options()) : empty;
+  auto u = keep && N ? torch::empty(I.sizes(), v0.options()) : empty;
+  auto aseq = keep && N && adaptive ? torch::empty(I.sizes(), v0.options()) : empty;
+  if (N == 0) return {y, vT, aT, u, aseq};
+  auto v0d = first_state(v0, N, "v0");
+  auto a0d = adaptive ? first_state(a0, N, "a0") : empty;
   const bool bf16 = mixed(I, v0);
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "fused_threshold_fwd", [&] {
-    if (bf16) fwd_typed<scalar_t, c10::BFloat16>(I, y, u, vT, aT, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
-    else fwd_typed<scalar_t, scalar_t>(I, y, u, vT, aT, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
+    if (bf16) fwd_typed<scalar_t, c10::BFloat16>(I, v0d, a0d, y, vT, aT, u, aseq, tau_, th_, beta_, tau_a_, hard,
+                                                 adaptive);
+    else fwd_typed<scalar_t, scalar_t>(I, v0d, a0d, y, vT, aT, u, aseq, tau_, th_, beta_, tau_a_, hard, adaptive);
   });
-  return {y, u, aseq, vT, aT};
+  return {y, vT, aT, u, aseq};
 }
 
 #define DISPATCH_KIND(KIND, ...)                                                        \
@@ -186,36 +237,73 @@ std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor 
   else { constexpr int K = 3; __VA_ARGS__; }
 
 template <typename S, typename TI>
-static void bwd_typed(const torch::Tensor& gy, const torch::Tensor& u, const torch::Tensor& aseq, torch::Tensor& gv,
+static void bwd_typed(const torch::Tensor& gy, const torch::Tensor& I, const torch::Tensor& v0,
+                      const torch::Tensor& a0, const torch::Tensor& u, const torch::Tensor& aseq, torch::Tensor& gv,
                       torch::Tensor& ga, torch::Tensor& gi, double tau_, double th_, double beta_, double tau_a_,
                       bool hard, bool adaptive, int64_t kind, double b_) {
-  const int64_t T = u.size(0), N = gv.numel();
-  const S* as = adaptive ? aseq.data_ptr<S>() : nullptr;
+  const int64_t T = gy.size(0), N = gv.numel();
+  const bool replay = u.numel() == 0;
+  const int64_t M = replay ? v0.numel() : 1;
+  const TI* Ip = replay ? I.data_ptr<TI>() : nullptr;
+  const TI* gyp = gy.data_ptr<TI>();
+  TI* gip = gi.data_ptr<TI>();
+  const S* v0p = replay ? v0.data_ptr<S>() : nullptr;
+  const S* a0p = replay && adaptive ? a0.data_ptr<S>() : nullptr;
+  const S* up = replay ? nullptr : u.data_ptr<S>();
+  const S* asp = !replay && adaptive ? aseq.data_ptr<S>() : nullptr;
+  S* gvp = gv.data_ptr<S>();
   S* gap = adaptive ? ga.data_ptr<S>() : nullptr;
+  const S k = S(b_ / 2.0 / std::tanh(b_ / 2.0));
   at::parallel_for(0, N, BLOCK, [&](int64_t lo0, int64_t hi0) {
+    // where replaying, this chunk's buffers: the state of one block, and its membranes (and a) at every step
+    const int64_t nb = replay ? BLOCK : 0;
+    std::vector<S> vb(nb), abuf(adaptive ? nb : 0), ub(T * nb), ab(adaptive ? T * nb : 0);
     for (int64_t lo = lo0; lo < hi0; lo += BLOCK) {
-      const int64_t hi = std::min(hi0, lo + BLOCK);
-      DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, TI, H, A, K>(lo, hi, T, N,
-                     gy.data_ptr<TI>(), u.data_ptr<S>(), as, gv.data_ptr<S>(), gap, gi.data_ptr<TI>(), S(tau_),
-                     S(th_), S(beta_), S(tau_a_), S(b_), S(b_ / 2.0 / std::tanh(b_ / 2.0)))))
+      const int64_t n = std::min(hi0, lo + BLOCK) - lo;
+      const S* ul = up ? up + lo : ub.data();
+      const S* al = asp ? asp + lo : ab.data();
+      const int64_t us = replay ? n : N;
+      if (replay) {
+        fill_block(vb.data(), v0p, M, lo, n);
+        if (adaptive) fill_block(abuf.data(), a0p, M, lo, n);
+        DISPATCH_FLAGS(hard, adaptive, fwd_block<S, TI, H, A, false, true>(n, T, N, n, Ip + lo, vb.data(),
+                       abuf.data(), nullptr, ub.data(), ab.data(), S(tau_), S(th_), S(beta_), S(tau_a_)))
+      }
+      DISPATCH_FLAGS(hard, adaptive, DISPATCH_KIND(kind, bwd_block<S, TI, H, A, K>(n, T, N, us, gyp + lo, ul, al,
+                     gvp + lo, gap ? gap + lo : nullptr, gip + lo, S(tau_), S(th_), S(beta_), S(tau_a_), S(b_), k)))
     }
   });
 }
 
 // The reverse recurrence with the surrogate gradient (kind, temperature b) computed in place; gy and the
-// current's gradient in the spikes' type (bfloat16 under autocast), the rest in the state's.
-std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tensor gaT, torch::Tensor u,
-                               torch::Tensor aseq, double tau_, double th_, double beta_, double tau_a_,
-                               bool hard, bool adaptive, int64_t kind, double b_) {
-  auto gi = torch::empty(u.sizes(), gy.options());
-  auto gv = gvT.numel() ? dense_copy(gvT) : torch::zeros(u[0].sizes(), u.options());
-  auto ga = !adaptive ? torch::empty({0}, u.options())
-                      : gaT.numel() ? dense_copy(gaT) : torch::zeros(u[0].sizes(), u.options());
-  const bool bf16 = mixed(gy, u);
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fused_threshold_bwd", [&] {
-    if (bf16) bwd_typed<scalar_t, c10::BFloat16>(gy, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard, adaptive,
-                                                 kind, b_);
-    else bwd_typed<scalar_t, scalar_t>(gy, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard, adaptive, kind, b_);
+// current's gradient in the spikes' type (bfloat16 under autocast), the rest in the state's. The membranes are
+// u, aseq where the forward kept them, else (u empty) replayed block by block from the current I and the first
+// state v0 (a0) that the forward read.
+std::vector<torch::Tensor> bwd(torch::Tensor gy, torch::Tensor gvT, torch::Tensor gaT, torch::Tensor I,
+                               torch::Tensor v0, torch::Tensor a0, torch::Tensor u, torch::Tensor aseq, double tau_,
+                               double th_, double beta_, double tau_a_, bool hard, bool adaptive, int64_t kind,
+                               double b_) {
+  const bool replay = u.numel() == 0;
+  TORCH_CHECK(gy.is_contiguous() && gy.dim() >= 1, "fused neuron: the spikes' gradient must be contiguous, (T, ...)");
+  TORCH_CHECK(replay ? I.is_contiguous() && I.sizes() == gy.sizes() && I.scalar_type() == gy.scalar_type()
+                     : u.is_contiguous() && u.sizes() == gy.sizes() && (!adaptive || aseq.sizes() == gy.sizes()),
+              "fused neuron: the saved current or membranes do not match the spikes' gradient");
+  const auto& opts = replay ? v0.options() : u.options();
+  const int64_t N = gy.size(0) ? gy.numel() / gy.size(0) : 0;
+  auto empty = torch::empty({0}, opts);
+  auto gi = torch::empty(gy.sizes(), gy.options());
+  auto state = gy.sizes().slice(1);
+  auto gv = gvT.numel() ? torch::empty(state, opts).copy_(gvT) : torch::zeros(state, opts);
+  auto ga = !adaptive ? empty : gaT.numel() ? torch::empty(state, opts).copy_(gaT) : torch::zeros(state, opts);
+  if (N == 0) return {gi, gv, ga};
+  auto v0d = replay ? first_state(v0, N, "v0") : empty;
+  auto a0d = replay && adaptive ? first_state(a0, N, "a0") : empty;
+  const bool bf16 = mixed(gy, gv);
+  AT_DISPATCH_FLOATING_TYPES(gv.scalar_type(), "fused_threshold_bwd", [&] {
+    if (bf16) bwd_typed<scalar_t, c10::BFloat16>(gy, I, v0d, a0d, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_,
+                                                 hard, adaptive, kind, b_);
+    else bwd_typed<scalar_t, scalar_t>(gy, I, v0d, a0d, u, aseq, gv, ga, gi, tau_, th_, beta_, tau_a_, hard,
+                                       adaptive, kind, b_);
   });
   return {gi, gv, ga};
 }

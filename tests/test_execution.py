@@ -297,6 +297,38 @@ def test_cpp_kernel_on_channels_last_currents_gives_the_same_values(kind, dtype)
 
 
 @pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_kernel_repeats_a_broadcast_first_state_with_the_bits_of_its_copy(kind, dtype):
+    """A batch's initial state is one sample's expanded over the batch (stride 0, ``training.execution``); the
+    kernel reads that sample's elements once and repeats them (``_repeating``, ``fill_block``), in the forward
+    and in the backward's replay of the membranes, instead of a copy per sample: spikes, state and gradients
+    (the state's summed over the batch by the expansion) bit-identical to running from the dense copy, over
+    blocks of 4,096 elements that cross the samples' boundaries (3,663 elements a sample)."""
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    gen = torch.Generator().manual_seed(5)
+    m = build_neuron(Neuron(kind=kind, reset="soft", surrogate=Surrogate(kind="dspike", b=3.0)))
+    shape = (8, 3, 33, 37)
+    current = (torch.randn((4, *shape), generator=gen) * 0.6 + 0.3).to(dtype)
+    one = {k: torch.rand((1, *shape[1:]), generator=gen) * 0.3 for k in m.state_names}
+    gy = torch.randn((4, *shape), generator=gen).to(dtype)
+    results = []
+    for broadcast in (True, False):
+        cur = current.clone().requires_grad_()
+        base = {k: v.clone().requires_grad_() for k, v in one.items()}
+        s0 = {k: v.expand(shape) if broadcast else v.expand(shape).contiguous() for k, v in base.items()}
+        assert all((t.stride(0) == 0) == broadcast for t in s0.values())
+        with fused.using("cpp"):
+            y, s = m.run_steps(cur, s0)
+        loss = (y.float() * gy.float()).sum() + sum(t.sum() * 0.7 for t in s.values())
+        results.append((y, s, torch.autograd.grad(loss, [cur, *base.values()])))
+    (y0, s0_, g0), (y1, s1, g1) = results
+    assert torch.equal(y0, y1) and all(torch.equal(s0_[k], s1[k]) for k in s0_) and 0 < y0.float().mean() < 1
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
 def test_cpp_kernel_gives_the_same_bits_on_two_threads(kind):
     """The kernel runs its blocks of elements on torch's threads (built with OpenMP: ``at::parallel_for``
     is an inline OpenMP region, serial without it). Each element's recurrence is its own, so 2 threads give
@@ -621,8 +653,9 @@ def test_kernel_loops_vectorise_under_the_build_flags(tmp_path):
     """The kernel's float loops must compile to vector code under its build flags on this CPU. Under GCC's
     default -ftrapping-math the fire's and the surrogate's selects count as control flow on an AVX2 CPU, so
     the loops stayed scalar with a branch per element (10x slower; ``compiler/fused_kernel.py``, CFLAGS).
-    The loops alone (the kernel's own source, float instantiations) are compiled with the vectoriser's
-    report; no loop of theirs may be left "not vectorized"."""
+    The loops alone (the kernel's own source, float instantiations: the forward, its replay in the backward,
+    the reverse recurrence) are compiled with the vectoriser's report; no loop of theirs may be left "not
+    vectorized"."""
     import shutil
     import subprocess
 
@@ -635,11 +668,12 @@ def test_kernel_loops_vectorise_under_the_build_flags(tmp_path):
     loops = src[src.index("static constexpr int64_t BLOCK"):src.index("#define DISPATCH_FLAGS")]
     calls = []
     for hard, adaptive in itertools.product(("true", "false"), repeat=2):
-        calls.append(f"fwd_block<float, float, {hard}, {adaptive}>(lo, hi, T, N, I, v, a, y, u, as, s, s, s, s);")
+        calls += [f"fwd_block<float, float, {hard}, {adaptive}, {writes}>(n, T, N, n, I, v, a, y, u, as, s, s, s, s);"
+                  for writes in ("true, false", "true, true", "false, true")]  # spikes / and u / u alone (replay)
         calls += [f"bwd_block<float, float, {hard}, {adaptive}, {k}>"
-                  "(lo, hi, T, N, I, u, as, v, a, y, s, s, s, s, s, s);" for k in range(4)]
+                  "(n, T, N, n, I, u, as, v, a, y, s, s, s, s, s, s);" for k in range(4)]
     code = ("#include <cmath>\n#include <cstdint>\n" + loops +
-            "void run(int64_t lo, int64_t hi, int64_t T, int64_t N, float* I, float* v, float* a, float* y, float* u,"
+            "void run(int64_t n, int64_t T, int64_t N, float* I, float* v, float* a, float* y, float* u,"
             " float* as, float s) {\n" + "\n".join(calls) + "\n}\n")
     path = tmp_path / "loops.cpp"
     path.write_text(code)
@@ -649,7 +683,7 @@ def test_kernel_loops_vectorise_under_the_build_flags(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     first = code.index("static constexpr int64_t BLOCK")
     loop_lines = {code[:first].count("\n") + 1 + i for i, ln in enumerate(loops.splitlines())
-                  if ln.strip().startswith("for (int64_t i = lo")}
+                  if ln.strip().startswith("for (int64_t j = 0; j < n")}
     assert len(loop_lines) == 2
     ours = [ln for ln in out.stderr.splitlines() if ln.startswith(f"{path}:")]  # not the headers' loops
     missed = [ln for ln in ours if "couldn't vectorize loop" in ln and int(ln.split(":")[1]) in loop_lines]
