@@ -67,8 +67,8 @@ def main(argv=None) -> int:
             continue
         keep = k.fwd(current, v, empty, 0.2, 0.5, 0.0, 0.0, True, False, True)[3]
         fwd = median_ms(lambda k=k: k.fwd(current, v, empty, 0.2, 0.5, 0.0, 0.0, True, False, True), args.repeats)
-        bwd = median_ms(lambda k=k: k.bwd(grad_y, empty, empty, empty, empty, empty, keep, empty, 0.2, 0.5, 0.0, 0.0,
-                                          True, False, 0, 3.0), args.repeats)
+        bwd = median_ms(lambda k=k, keep=keep: k.bwd(grad_y, empty, empty, empty, empty, empty, keep, empty, 0.2, 0.5,
+                                                     0.0, 0.0, True, False, 0, 3.0), args.repeats)
         fwd_r = median_ms(lambda k=k: k.fwd(current, v, empty, 0.2, 0.5, 0.0, 0.0, True, False, False), args.repeats)
         bwd_r = median_ms(lambda k=k: k.bwd(grad_y, empty, empty, current, v, empty, empty, empty, 0.2, 0.5, 0.0, 0.0,
                                             True, False, 0, 3.0), args.repeats)

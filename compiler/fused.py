@@ -128,6 +128,7 @@ class ThresholdSteps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current: Tensor, v: Tensor, a: Tensor | None, p: ThresholdParams, use_cpp: bool):
         kernel = load_kernel() if use_cpp else None
+        ctx.set_materialize_grads(False)  # an unused final state's gradient stays None, not a tensor of zeros
         if kernel is not None:
             current, v0, a0 = current.contiguous(), _repeating(v), None if a is None else _repeating(a)
             # a bfloat16 current is half the size of the float32 membranes: keep it (and the first state) and let

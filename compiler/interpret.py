@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .names import state_name
 from .neurons import NeuronModule, build_neuron
-from .ops import BUILDERS, STACKED, ConvBN, aux_head, convbn_together, estimate_disparity, resample
+from .ops import BUILDERS, STACKED, ConvBN, aux_head, concat_channels, convbn_together, estimate_disparity, resample
 from .plantypes import Node
 from .registry import OPS
 from .upsample import materialise, takes_upsampled
@@ -156,7 +156,7 @@ HANDLERS: dict[str, Handler] = {
     "delay_read": Handler(lambda n, m, args, ctx: ctx.step.state_in[n.attrs["state"]]),
     "delay_write": Handler(_delay_write),
     "resample": Handler(lambda n, m, args, ctx: resample(args[0], n.attrs["size"], n.name in ctx.lazy)),
-    "concat": Handler(lambda n, m, args, ctx: torch.cat(args, dim=1)),
+    "concat": Handler(lambda n, m, args, ctx: concat_channels(args)),
     "cost_volume": Handler(lambda n, m, args, ctx: ctx.model.volume(args[0], args[1], n.attrs["disparities"],
                                                                      n.attrs["shift"])),
     "cost": Handler(_cost),

@@ -819,6 +819,56 @@ def test_training_resample_gives_nearest_resampling_exactly(shape, size):
     assert resample(x, size).is_contiguous()
 
 
+@pytest.mark.parametrize("order", [torch.contiguous_format, torch.channels_last, torch.channels_last_3d])
+def test_strided_downsampling_gives_its_gradient_in_the_input_order(order):
+    """Whole-factor downsampling in training (``StridedPick``) returns its gradient in the input's memory order
+    (autograd's slice backward made plain-order zeros, and a channels-last network mixed the two orders from
+    there on), with F.interpolate's values and gradients bit for bit."""
+    from compiler.ops import resample, training_resample
+
+    rank = 5 if order is torch.channels_last_3d else 4
+    shape, size = ((2, 3, 4, 8, 12), (2, 4, 3)) if rank == 5 else ((2, 3, 8, 12), (4, 3))
+    gen = torch.Generator().manual_seed(rank)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).contiguous(memory_format=order).requires_grad_()
+    gy = torch.randn((*shape[:2], *size), generator=gen, dtype=torch.float64)
+    xr = x.detach().contiguous().requires_grad_()
+    ref = F.interpolate(xr, size=size, mode="nearest")
+    (g_ref,) = torch.autograd.grad(ref, xr, gy)
+    with training_resample(False):
+        y = resample(x, size)
+    (g,) = torch.autograd.grad(y, x, gy)
+    assert torch.equal(y, ref) and torch.equal(g, g_ref)
+    assert g.is_contiguous(memory_format=order)
+
+
+@pytest.mark.parametrize("cl", [False, True])
+def test_concat_gives_channels_last_inputs_gradients_of_their_own(cl):
+    """The concat node in training (``CatChannels``): ``torch.cat``'s values and gradients bit for bit; a
+    channels-last input's gradient is a channels-last tensor of its own (adding a channel slice to a
+    channels-last gradient runs element by element), a plain input's the slice autograd gives."""
+    from compiler.ops import concat_channels
+
+    gen = torch.Generator().manual_seed(7)
+    xs = [torch.randn(2, c, 5, 6, generator=gen) for c in (3, 4, 2)]
+    if cl:
+        xs[0] = xs[0].contiguous(memory_format=torch.channels_last)
+        xs[2] = xs[2].contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(2, 9, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    ins = [x.clone().requires_grad_() for x in xs]
+    refs = [x.clone().requires_grad_() for x in xs]
+    y = concat_channels(ins)
+    ref = torch.cat(refs, dim=1)
+    assert torch.equal(y, ref)
+    grads, g_ref = torch.autograd.grad(y, ins, gy), torch.autograd.grad(ref, refs, gy)
+    for k, (g, r) in enumerate(zip(grads, g_ref, strict=True)):
+        assert torch.equal(g, r)
+        own = cl and k in (0, 2)
+        assert (g.is_contiguous(memory_format=torch.channels_last) and g.data_ptr() != gy.data_ptr()) if own \
+            else not g.is_contiguous()
+    with torch.no_grad():  # evaluation (and the exported graph): torch.cat
+        assert concat_channels(ins).grad_fn is None and torch.equal(concat_channels(ins), ref)
+
+
 def test_a_channels_last_3d_convolution_reads_its_input_in_its_order():
     """``in_order_of`` converts a 3-D convolution's input to channels-last where its weight is (autograd then
     saves the converted input; the convolution would otherwise convert it forward and again backward), and
