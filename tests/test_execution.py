@@ -400,14 +400,16 @@ def test_spike_counts_of_channels_last_spikes_are_counted_without_a_copy():
 
 @pytest.mark.parametrize("amx", [True, False])
 def test_layout_auto_is_channels_last_only_where_it_was_measured_faster(monkeypatch, amx):
+    """bf16 2-D models: channels-last on a CPU with AMX (fourth round) and on an AVX512-BF16 CPU without it
+    (twenty-seventh session, once its gradients stayed channels-last); everything else as it was."""
     from training import execution
     from training.errors import TrainError
     from training.execution import resolve_layout
 
     monkeypatch.setattr(execution, "cpuinfo_text", lambda: "flags : avx512f avx512_bf16" + (" amx_bf16" if amx else ""))
     two_d, stereo = build_model(small_genotype("cifar10")), build_model(small_genotype("stereo"))
-    # bf16 2-D models: channels-last with AMX; without it (an AVX512-BF16 CPU) the plain order measured faster
-    assert resolve_layout("auto", "bf16", "cpu", two_d)[0] == ("channels-last" if amx else "nchw")
+    assert resolve_layout("auto", "bf16", "cpu", two_d) == ("channels-last",
+                                                            "auto: bf16 on a CPU, 2-D convolutions only")
     assert resolve_layout("auto", "fp32", "cpu", two_d)[0] == "nchw"  # float32 stays as it was
     assert resolve_layout("auto", "bf16", "cuda", two_d)[0] == "nchw"
     assert resolve_layout("auto", "bf16", "cpu", stereo)[0] == "nchw"  # 3-D matching convolutions

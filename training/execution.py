@@ -66,11 +66,6 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX's bfloat16 tiles (read from /proc/cpuinfo)."""
-    return "amx_bf16" in cpuinfo_text()
-
-
 def check_precision(precision: str, device: str) -> None:
     if precision not in PRECISIONS:
         raise TrainError(f"unknown --precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
@@ -162,10 +157,11 @@ def apply_layout(model: torch.nn.Module, layout: str) -> None:
 
 
 def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.Module) -> tuple[str, str]:
-    """The memory order a run uses, and why. ``auto``: channels-last under bf16 on a CPU with AMX for a model
-    whose convolutions are all 2-D (measured there: 12-15 % less time per classification batch; no gain on
-    the stereo model, whose 3-D matching convolutions dominate; on an AVX512-BF16 CPU without AMX the plain
-    order was the faster one, 2.48x against 2.16x eager: docs/training.md, "Nineteenth session");
+    """The memory order a run uses, and why. ``auto``: channels-last under bf16 on a CPU for a model whose
+    convolutions are all 2-D (measured on an AMX CPU: 12-15 % less time per classification batch; on an
+    AVX512-BF16 CPU without AMX 1.07-1.11x the plain order's rate since its gradients stay channels-last,
+    docs/training.md, "Twenty-seventh session"; no gain on the stereo model, whose 3-D matching convolutions
+    dominate);
     conv3d-channels-last in float32 on a CPU for a model
     with 3-D convolutions (the stereo model: 3-D convolutions computed channels-last, everything else in
     the plain order; docs/training.md, "Execution speed" and "Run 13"); nchw otherwise (float32
@@ -177,9 +173,7 @@ def resolve_layout(requested: str, precision: str, device: str, model: torch.nn.
     kinds = {type(m) for m in model.modules()}
     cpu = not device.startswith("cuda")
     if precision == "bf16" and cpu and torch.nn.Conv2d in kinds and torch.nn.Conv3d not in kinds:
-        if cpu_has_amx():
-            return "channels-last", "auto: bf16 on a CPU with AMX, 2-D convolutions only"
-        return "nchw", "auto: bf16 on a CPU without AMX (channels-last measured slower there)"
+        return "channels-last", "auto: bf16 on a CPU, 2-D convolutions only"
     if precision == "fp32" and cpu and torch.nn.Conv3d in kinds:
         return "conv3d-channels-last", "auto: fp32 on a CPU, 3-D convolutions"
     return "nchw", "auto"

@@ -82,7 +82,7 @@ def _run_and_search_options(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="fp32, or bf16: convolutions under bfloat16 autocast (AMX / AVX512-BF16 CPUs, CUDA)")
     g.add_argument("--layout", choices=LAYOUTS, default=d.layout,
-                   help="memory order of the convolutions: auto (channels-last under bf16 on a CPU with AMX for a "
+                   help="memory order of the convolutions: auto (channels-last under bf16 on a CPU for a "
                    "model of 2-D convolutions only; conv3d-channels-last in fp32 on a CPU for a model with 3-D ones; "
                    "where each was measured faster; else nchw), nchw, channels-last (2-D and 3-D), "
                    "conv3d-channels-last (the 3-D convolutions compute channels-last, all else plain)")

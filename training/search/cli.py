@@ -56,7 +56,7 @@ def _execution_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), or bf16: convolutions under bfloat16 "
                    "autocast (AMX / AVX512-BF16 CPUs, CUDA)")
     d.add_argument("--layout", choices=LAYOUTS, help="memory order of the 2-D convolutions: auto (default; "
-                   "channels-last under bf16 on a CPU with AMX for a supernet of 2-D convolutions only), nchw, "
+                   "channels-last under bf16 on a CPU for a supernet of 2-D convolutions only), nchw, "
                    "channels-last")
 
 
