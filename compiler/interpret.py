@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from .names import state_name
 from .neurons import NeuronModule, build_neuron
-from .ops import BUILDERS, STACKED, ConvBN, aux_head, concat_channels, convbn_together, estimate_disparity, resample
+from .ops import BUILDERS, STACKED, ConvBN, aux_head, convbn_together, estimate_disparity, resample
+from .order import concat_channels
 from .plantypes import Node
 from .registry import OPS
 from .upsample import materialise, takes_upsampled

@@ -261,16 +261,22 @@ def test_evaluation_modes_agree(monkeypatch):
     assert tuple(ref) == validation.held_out_metrics(True) and tuple(res["eager"]) == validation.held_out_metrics(False)
 
 
+def _cpp_neuron(kind: str, reset: str, seed: int):
+    """A neuron layer of ``kind`` (Dspike surrogate) and a seeded generator; the test is skipped where the C++
+    kernel is not built."""
+    if fused.impl() != "cpp":
+        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
+    m = build_neuron(Neuron(kind=kind, reset=reset, surrogate=Surrogate(kind="dspike", b=3.0)))
+    return m, torch.Generator().manual_seed(seed)
+
+
 @pytest.mark.parametrize("kind", ["lif", "alif"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpp_kernel_on_channels_last_currents_gives_the_same_values(kind, dtype):
     """A (T, B, C, H, W) current in channels-last memory order runs through the kernel in that order (no
     copy to the plain order): spikes, state and every gradient bit-identical to the plain-order current;
     the spikes and state come back channels-last."""
-    if fused.impl() != "cpp":
-        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
-    gen = torch.Generator().manual_seed(3)
-    m = build_neuron(Neuron(kind=kind, reset="hard", surrogate=Surrogate(kind="dspike", b=3.0)))
+    m, gen = _cpp_neuron(kind, "hard", 3)
     shape = (2, 5, 4, 3)
     current = (torch.randn((4, *shape), generator=gen) * 0.6 + 0.3).to(dtype)
     state = {s: torch.rand(shape, generator=gen) * 0.3 for s in m.state_names}
@@ -304,10 +310,7 @@ def test_cpp_kernel_repeats_a_broadcast_first_state_with_the_bits_of_its_copy(ki
     and in the backward's replay of the membranes, instead of a copy per sample: spikes, state and gradients
     (the state's summed over the batch by the expansion) bit-identical to running from the dense copy, over
     blocks of 4,096 elements that cross the samples' boundaries (3,663 elements a sample)."""
-    if fused.impl() != "cpp":
-        pytest.skip(f"the C++ kernel is not built here: {fused.kernel_reason()}")
-    gen = torch.Generator().manual_seed(5)
-    m = build_neuron(Neuron(kind=kind, reset="soft", surrogate=Surrogate(kind="dspike", b=3.0)))
+    m, gen = _cpp_neuron(kind, "soft", 5)
     shape = (8, 3, 33, 37)
     current = (torch.randn((4, *shape), generator=gen) * 0.6 + 0.3).to(dtype)
     one = {k: torch.rand((1, *shape[1:]), generator=gen) * 0.3 for k in m.state_names}
@@ -848,7 +851,7 @@ def test_concat_gives_channels_last_inputs_gradients_of_their_own(cl):
     """The concat node in training (``CatChannels``): ``torch.cat``'s values and gradients bit for bit; a
     channels-last input's gradient is a channels-last tensor of its own (adding a channel slice to a
     channels-last gradient runs element by element), a plain input's the slice autograd gives."""
-    from compiler.ops import concat_channels
+    from compiler.order import concat_channels
 
     gen = torch.Generator().manual_seed(7)
     xs = [torch.randn(2, c, 5, 6, generator=gen) for c in (3, 4, 2)]
