@@ -211,14 +211,19 @@ static torch::Tensor first_state(const torch::Tensor& x, int64_t N, const char* 
 std::vector<torch::Tensor> fwd(torch::Tensor I, torch::Tensor v0, torch::Tensor a0, double tau_, double th_,
                                double beta_, double tau_a_, bool hard, bool adaptive, bool keep) {
   TORCH_CHECK(I.is_contiguous() && I.dim() >= 1, "fused neuron: the current must be contiguous, (T, ...)");
-  const int64_t N = I.size(0) ? I.numel() / I.size(0) : 0;
   auto empty = torch::empty({0}, v0.options());
   auto y = torch::empty_like(I);
   auto vT = torch::empty(I.sizes().slice(1), v0.options());
+  const int64_t N = vT.numel();
   auto aT = adaptive ? torch::empty(I.sizes().slice(1), v0.options()) : empty;
   auto u = keep && N ? torch::empty(I.sizes(), v0.options()) : empty;
   auto aseq = keep && N && adaptive ? torch::empty(I.sizes(), v0.options()) : empty;
   if (N == 0) return {y, vT, aT, u, aseq};
+  if (I.size(0) == 0) {  // no step: the state stays the first one (of all N elements)
+    vT.copy_(v0.expand(vT.sizes()));
+    if (adaptive) aT.copy_(a0.expand(aT.sizes()));
+    return {y, vT, aT, u, aseq};
+  }
   auto v0d = first_state(v0, N, "v0");
   auto a0d = adaptive ? first_state(a0, N, "a0") : empty;
   const bool bf16 = mixed(I, v0);

@@ -332,6 +332,20 @@ def test_cpp_kernel_repeats_a_broadcast_first_state_with_the_bits_of_its_copy(ki
 
 
 @pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_cpp_kernel_over_no_step_returns_the_first_state(kind):
+    """Zero time steps: no spikes, and the state after them is the state before, a broadcast one included
+    (the kernel takes a broadcast state's sample once; with no step to run it must still write all of it)."""
+    m, gen = _cpp_neuron(kind, "hard", 6)
+    shape = (3, 2, 4, 5)
+    one = {k: torch.rand((1, *shape[1:]), generator=gen) for k in m.state_names}
+    for broadcast in (True, False):
+        s0 = {k: v.expand(shape) if broadcast else v.expand(shape).contiguous() for k, v in one.items()}
+        with fused.using("cpp"):
+            y, s = m.run_steps(torch.rand((0, *shape), generator=gen), s0)
+        assert y.shape == (0, *shape) and all(torch.equal(s[k], s0[k]) for k in s0)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
 def test_cpp_kernel_gives_the_same_bits_on_two_threads(kind):
     """The kernel runs its blocks of elements on torch's threads (built with OpenMP: ``at::parallel_for``
     is an inline OpenMP region, serial without it). Each element's recurrence is its own, so 2 threads give
