@@ -634,6 +634,39 @@ def test_channels_last_float32_matches_the_plain_order(name, other):
     assert_float32_grads_close(g1, g0)
 
 
+def test_a_channels_last_step_adds_no_tensors_of_two_memory_orders():
+    """Channels-last keeps every gradient in that order (``compiler.order``: downsampling and concat
+    backwards): no addition in the forward or backward of a channels-last training step adds tensors of two
+    memory orders, which runs element by element (a channel slice or a plain tensor added to a channels-last
+    one: 6-7x the time of two channels-last tensors; docs/training.md, *Execution speed*)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    g = small_genotype("cifar10")
+    torch.manual_seed(0)
+    model = build_model(g)
+    batch = _batch(g, torch.float32)
+    cfg = task_defaults(TrainConfig(genotype="", out="", batch_size=len(batch["label"]), timesteps=3,
+                                    exec="multistep", layout="channels-last"), g)
+    trainer = Trainer(cfg, g, model, None, None, Dist(), log=lambda s: None)
+    adds, mixed = [], []
+
+    class Additions(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor) and isinstance(args[1], torch.Tensor):
+                a, b = args[0], args[1]
+                if a.dim() == 4 and a.shape == b.shape and a.shape[1] > 1:
+                    adds.append(func)
+                    if a.stride() != b.stride():
+                        mixed.append((str(func), tuple(a.shape), a.stride(), b.stride()))
+            return func(*args, **(kwargs or {}))
+
+    model.train()
+    with Additions():
+        loss, _ = trainer.batch_loss(batch)
+        torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    assert len(adds) > 0 and not mixed, mixed[:4]
+
+
 def assert_float32_grads_close(grads, ref_grads) -> None:
     """Each gradient within 1e-5 of its own maximum, but a rounding residue (a tensor whose largest entry lies
     below GRAD_ROUNDING float32 ulps of the model's largest gradient) stays below that in both."""
