@@ -24,6 +24,12 @@ each JSON row has it (``malloc``).
     python benchmarks/bench_train.py                  # short defaults, about 3 minutes on 2 cores
     python benchmarks/bench_train.py --full           # more batches, and accuracy worth reading
     python benchmarks/bench_train.py --tasks class --configs eager:fp32:1,multistep:bf16:1
+    python benchmarks/bench_train.py --tasks class --configs eager:fp32:1,multistep:bf16:1 --interleave 6
+
+``--interleave ROUNDS`` runs a task's configurations in one process instead, alternating them ROUNDS times
+(forward, then backward), ``--batches`` timed batches each per round: on a host whose speed drifts during the
+run (a shared machine) the ratios between configurations then share the drift, which separate processes one
+after the other do not; memory is not measured there, and configurations under torchrun are refused.
 
 The 1-minute load average is printed beside every row: the machine may be shared, and two threads beside
 a busy neighbour run slower than one.
@@ -145,20 +151,15 @@ def _stereo_setup(cfg_kw: dict, data_path: str, task: str = "stereo"):
     return g, cfg, build_model(g), data, None
 
 
-def child(spec: dict) -> dict:
-    """One configuration: train warmup + timed batches; returns its row."""
-    import numpy as np
+def _trainer(spec: dict):
+    """One configuration's trainer, model, test set and its warmup + timed batches (the same in every
+    configuration: weights, data order and seeds come from ``spec["seed"]``)."""
     import torch
 
-    from compiler import stepnorm
-    from training.allocator import configure as configure_malloc
-    from training.distributed import broadcast_module, convert_batchnorm, setup, teardown
-    from training.execution import neuron_impl
+    from training.distributed import broadcast_module, convert_batchnorm, setup
     from training.loop import Trainer
-    from training.validation import evaluate_classification
 
     torch.set_num_threads(spec["threads"])
-    malloc = configure_malloc()  # as training.train does ($SNN_MALLOC)
     kw = {"exec": spec["exec"], "precision": spec["precision"], "threads": spec["threads"], "seed": spec.get("seed", 0),
           "layout": spec.get("layout", "auto")}
     if spec["task"] == "class":
@@ -177,9 +178,44 @@ def child(spec: dict) -> dict:
         idx, gen, rng = trainer.batches(epoch)
         batches += [trainer.make_batch(i, gen, rng) for i in idx]
         epoch += 1
+    return trainer, cfg, model, test, dist, batches[:need]
+
+
+def _row(spec: dict, trainer, cfg, model, test, times: list[float], cpu: list[float], losses: list[float],
+         memory: tuple[float, float] | None) -> dict:
+    """A configuration's result row; ``memory`` (peak MB, MB a sample) is None where it was not measured."""
+    import numpy as np
+    import torch
+
+    from compiler import stepnorm
+    from training.execution import neuron_impl
+    from training.validation import evaluate_classification
+
+    per_batch = float(np.median(times))
+    samples = cfg.batch_size * (cfg.windows if spec["task"] in STEREO_TASKS else 1)
+    spec = {k: v for k, v in spec.items() if k not in ("data", "configs")}
+    row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch,
+           "cpu_rate": samples / float(np.median(cpu)), "peak_mb": memory[0] if memory else None,
+           "mb_per_sample": memory[1] if memory else None, "loss": float(np.mean(losses[-3:])),
+           "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
+           "batchnorm": "one call" if spec["exec"] == "multistep" and stepnorm.in_use() else "per step",
+           "layout": trainer.layout, "params": sum(p.numel() for p in model.parameters())}
+    if spec["task"] == "class":
+        with torch.no_grad():
+            row["accuracy"] = evaluate_classification(model, test, cfg.timesteps, 256)["accuracy_pct"]
+    return row
+
+
+def child(spec: dict) -> dict:
+    """One configuration: train warmup + timed batches; returns its row."""
+    from training.allocator import configure as configure_malloc
+    from training.distributed import teardown
+
+    malloc = configure_malloc()  # as training.train does ($SNN_MALLOC)
+    trainer, cfg, model, test, dist, batches = _trainer(spec)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu, losses = [], [], []
-    for k, batch in enumerate(batches[:need]):
+    for k, batch in enumerate(batches):
         t0, c0 = time.perf_counter(), time.process_time()
         losses.append(trainer.train_step(batch)["task_loss"])
         if k >= spec["warmup"]:
@@ -190,19 +226,54 @@ def child(spec: dict) -> dict:
         teardown(dist)
         if not dist.main:
             return None
-    per_batch = float(np.median(times))
-    samples = cfg.batch_size * (cfg.windows if spec["task"] in STEREO_TASKS else 1)
-    spec.pop("data", None)
-    row = {**spec, "s_per_batch": per_batch, "rate": samples / per_batch,
-           "cpu_rate": samples / float(np.median(cpu)), "peak_mb": peak / 1024,
-           "mb_per_sample": max(0, peak - base) / 1024 / cfg.batch_size, "loss": float(np.mean(losses[-3:])),
-           "neurons": neuron_impl() if spec["exec"] != "eager" else "plain", "load": os.getloadavg()[0],
-           "batchnorm": "one call" if spec["exec"] == "multistep" and stepnorm.in_use() else "per step",
-           "layout": trainer.layout, "malloc": malloc,
-           "params": sum(p.numel() for p in model.parameters())}
-    if spec["task"] == "class":
-        row["accuracy"] = evaluate_classification(model, test, cfg.timesteps, 256)["accuracy_pct"]
-    return row
+    memory = (peak / 1024, max(0, peak - base) / 1024 / cfg.batch_size)
+    return {**_row(spec, trainer, cfg, model, test, times, cpu, losses, memory), "malloc": malloc}
+
+
+def child_interleaved(spec: dict) -> list[dict]:
+    """``--interleave``: every configuration of ``spec["configs"]`` in this one process, each with its own
+    trainer, in ``spec["rounds"]`` rounds whose order alternates (forward, then backward), each round
+    ``batches`` timed steps of every configuration after their warm-up: the host's drift over the run reaches
+    all of them alike. Rows: the median over all rounds; memory not measured (one process holds them all)."""
+    import torch
+
+    from training.allocator import configure as configure_malloc
+
+    malloc = configure_malloc()
+    runs = []
+    for c in spec["configs"]:
+        one = {**c, "task": spec["task"], "data": spec.get("data"), "batches": spec["batches"],
+               "warmup": spec["warmup"]}
+        trainer, cfg, model, test, _, batches = _trainer(one)
+        for batch in batches[:one["warmup"]]:
+            trainer.train_step(batch)
+        runs.append({"spec": one, "trainer": trainer, "cfg": cfg, "model": model, "test": test,
+                     "batches": batches[one["warmup"]:], "times": [], "cpu": [], "losses": []})
+    for r in range(spec["rounds"]):
+        for run in (runs if r % 2 == 0 else runs[::-1]):
+            torch.set_num_threads(run["spec"]["threads"])
+            for batch in run["batches"]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                run["losses"].append(run["trainer"].train_step(batch)["task_loss"])
+                run["times"].append(time.perf_counter() - t0)
+                run["cpu"].append(time.process_time() - c0)
+    rows = []
+    for run in runs:
+        torch.set_num_threads(run["spec"]["threads"])
+        row = _row({**run["spec"], "interleaved": spec["rounds"]}, run["trainer"], run["cfg"], run["model"],
+                   run["test"], run["times"], run["cpu"], run["losses"], None)
+        rows.append({**row, "malloc": malloc})
+    return rows
+
+
+def run_interleaved(spec: dict) -> list[dict]:
+    """``child_interleaved`` in its own process; on failure one error row per configuration."""
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        why = (out.stderr.strip().splitlines() or ["failed"])[-1]
+        return [{**c, "task": spec["task"], "error": why} for c in spec["configs"]]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_child(spec: dict) -> dict:
@@ -244,9 +315,16 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['task']} | {r['exec']} | {r['precision']} | {r['layout']} | {_workers(r)} | "
                      f"{r['rate']:.1f} | "
                      f"{speedup:.2f} | {cpu} | {r['s_per_batch']:.3f} | "
-                     f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f} | "
+                     f"{_memory(r)} | "
                      f"{r['loss']:.4f} | {acc} | {r['neurons']} | {r.get('batchnorm', '-')} | {r['load']:.2f} |")
     return "\n".join(lines)
+
+
+def _memory(r: dict) -> str:
+    """The peak and per-sample memory columns; '- | -' where not measured (``--interleave``: one process)."""
+    if r.get("peak_mb") is None:
+        return "- | -"
+    return f"{r['peak_mb']:.0f} | {r['mb_per_sample']:.1f}"
 
 
 def parse_config(text: str, seed: int) -> dict:
@@ -287,11 +365,16 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="--batches 12 --warmup 2 (unless given)")
     p.add_argument("--seed", type=int_between(*OPTION_RANGES["seed"][:2]), default=0,
                    help="seed of the weights and the data order (default 0)")
+    p.add_argument("--interleave", type=int_between(1, 10000), metavar="ROUNDS",
+                   help="run a task's configurations in one process, alternating ROUNDS times (forward, then "
+                        "backward), --batches timed batches each per round: the ratios between them then share "
+                        "the host's drift (memory is not measured; THREADSxPROCS configurations are refused)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        row = child(json.loads(args.child))
+        spec = json.loads(args.child)
+        row = child_interleaved(spec) if "configs" in spec else child(spec)
         if row is not None:
             print(json.dumps(row))
         return 0
@@ -302,6 +385,10 @@ def main(argv=None) -> int:
         configs = [parse_config(c, args.seed) for c in args.configs.split(",")]
     except argparse.ArgumentTypeError as exc:
         p.error(f"argument --configs: {exc}")
+    if args.interleave and (multi := [c for c, cfg in zip(args.configs.split(","), configs, strict=True)
+                                      if cfg["procs"] > 1]):
+        p.error(f"argument --interleave: {multi[0]!r} runs under torchrun in processes of its own; interleave "
+                f"configurations of one process (THREADS without xPROCS)")
     if args.json and Path(args.json).is_dir():  # found out before the run, not after it
         p.error(f"argument --json: {args.json} is a folder")
     if args.full and args.batches == 3:
@@ -324,19 +411,33 @@ def main(argv=None) -> int:
         if task in STEREO_TASKS:
             data = str(Path(tmp.name) / f"{task}.pt")
             stereo_data(Path(data), task)
+        task_rows, together = [], []
         for c, config in zip(args.configs.split(","), configs, strict=True):
             spec = {"task": task, **config, "batches": args.batches, "warmup": args.warmup, "data": data}
             if spec["precision"] == "bf16" and not cpu_has_bf16():  # training refuses it there: a row says so
-                rows.append({**spec, "skipped": "this CPU has neither AMX nor AVX512-BF16 (training refuses bf16)"})
+                task_rows.append({**spec, "skipped": "this CPU has neither AMX nor AVX512-BF16 (training refuses "
+                                                     "bf16)"})
                 continue
             if spec["precision"] == "bf16" and task in STEREO_TASKS and not bf16_conv3d_gradients_ok():
-                rows.append({**spec, "skipped": "this CPU's bfloat16 3-D convolutions give wrong weight gradients "
-                                                "(training refuses bf16 for stereo)"})
+                task_rows.append({**spec, "skipped": "this CPU's bfloat16 3-D convolutions give wrong weight gradients "
+                                                     "(training refuses bf16 for stereo)"})
+                continue
+            if args.interleave:
+                task_rows.append(None)  # filled in below, in --configs order
+                together.append(config)
                 continue
             t0 = time.perf_counter()
-            rows.append(run_child(spec))
-            print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr,
+            task_rows.append(run_child(spec))
+            print(f"  {task} {c}: {time.perf_counter() - t0:.0f} s: {json.dumps(task_rows[-1])}", file=sys.stderr,
                   flush=True)
+        if together:
+            t0 = time.perf_counter()
+            done = iter(run_interleaved({"task": task, "configs": together, "rounds": args.interleave,
+                                         "batches": args.batches, "warmup": args.warmup, "data": data}))
+            task_rows = [r if r is not None else next(done) for r in task_rows]
+            print(f"  {task}, {len(together)} configurations interleaved over {args.interleave} rounds: "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        rows += task_rows
     tmp.cleanup()
     print(table(rows))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

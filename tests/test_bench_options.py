@@ -55,6 +55,10 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_train.main, ["--warmup", "-1"], "--warmup: must be from 0 to 100000, got -1"),
     (bench_train.main, ["--seed", "-1"], "--seed: must be from 0 to 4294967295, got -1"),
     (bench_train.main, ["--json", str(ROOT)], f"--json: {ROOT} is a folder"),
+    (bench_train.main, ["--interleave", "0"], "--interleave: must be from 1 to 10000, got 0"),
+    (bench_train.main, ["--interleave", "two"], "--interleave: not an integer: 'two'"),
+    (bench_train.main, ["--interleave", "2", "--configs", "eager:fp32:1,multistep:fp32:1x2"],
+     "--interleave: 'multistep:fp32:1x2' runs under torchrun in processes of its own"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(main, argv, says, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -136,3 +140,36 @@ def test_bench_train_refuses_a_bad_malloc_setting_in_one_line(monkeypatch, capsy
     assert bench_train.main(["--tasks", "class", "--configs", "eager:fp32:1"]) == 2
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("error: SNN_MALLOC='nonsense'") and not out
+
+
+def test_bench_train_interleave_keeps_the_configs_order_and_the_rows_it_did_not_run(monkeypatch, capsys):
+    """--interleave runs a task's configurations in one child and puts its rows back in --configs order, beside
+    the rows of configurations it did not run (bf16 where the CPU lacks it)."""
+    seen = []
+
+    def fake(spec):
+        seen.append(spec)
+        return [{**c, "task": spec["task"], "skipped": f"interleaved {i} of {spec['rounds']} rounds"}
+                for i, c in enumerate(spec["configs"])]
+
+    monkeypatch.setattr(bench_train, "run_interleaved", fake)
+    monkeypatch.setattr(bench_train, "run_child", lambda spec: pytest.fail("ran a configuration on its own"))
+    monkeypatch.setattr("training.execution.cpu_has_bf16", lambda: False)
+    assert bench_train.main(["--tasks", "class", "--configs", "eager:fp32:1,multistep:bf16:1,multistep:fp32:2",
+                             "--interleave", "3", "--batches", "2"]) == 0
+    out = capsys.readouterr().out
+    assert len(seen) == 1 and seen[0]["rounds"] == 3 and seen[0]["batches"] == 2
+    assert [(c["exec"], c["threads"]) for c in seen[0]["configs"]] == [("eager", 1), ("multistep", 2)]
+    rows = [ln for ln in out.splitlines() if ln.startswith("| class")]
+    assert "interleaved 0 of 3" in rows[0] and "neither AMX nor AVX512-BF16" in rows[1] and "interleaved 1" in rows[2]
+
+
+def test_bench_train_interleaved_child_times_every_configuration_in_each_round():
+    """The interleaved child itself (one process, two configurations, two rounds of one timed batch): a row per
+    configuration in order, each timed over both rounds, memory not measured."""
+    rows = bench_train.child_interleaved({"task": "class", "rounds": 2, "batches": 1, "warmup": 0, "configs": [
+        bench_train.parse_config("eager:fp32:1", 0), bench_train.parse_config("multistep:fp32:1", 0)]})
+    assert [(r["exec"], r["interleaved"]) for r in rows] == [("eager", 2), ("multistep", 2)]
+    for r in rows:
+        assert r["s_per_batch"] > 0 and r["rate"] > 0 and r["peak_mb"] is None and r["mb_per_sample"] is None
+    assert "| - | - |" in bench_train.table(rows)
