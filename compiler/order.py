@@ -8,12 +8,20 @@ import torch
 from torch import Tensor
 
 
+def memory_order(x: Tensor) -> torch.memory_format:
+    """The channels-last order ``x`` lies in (2-D or 3-D), or the plain order: where both describe it (one
+    channel, say), the plain one."""
+    for order, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        if x.dim() == rank and not x.is_contiguous() and x.is_contiguous(memory_format=order):
+            return order
+    return torch.contiguous_format
+
+
 def in_order_of(weight: Tensor, x: Tensor) -> Tensor:
     """A 3-D convolution's input in its weight's order: channels-last where the weight is. The convolution
     would convert a plain input itself, forward, and again in the backward from the plain input it saved;
     converted here, the converted input is what autograd saves (one transpose instead of two)."""
-    if x.dim() == 5 and weight.dim() == 5 and not weight.is_contiguous() \
-            and weight.is_contiguous(memory_format=torch.channels_last_3d):
+    if x.dim() == 5 and memory_order(weight) is torch.channels_last_3d:
         return x.contiguous(memory_format=torch.channels_last_3d)
     return x
 
@@ -51,7 +59,7 @@ class CatChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *xs: Tensor):
         ctx.sizes = [x.shape[1] for x in xs]
-        ctx.orders = [_channels_last_2d(x) for x in xs]
+        ctx.orders = [memory_order(x) is torch.channels_last for x in xs]
         return torch.cat(xs, dim=1)
 
     @staticmethod
@@ -59,10 +67,6 @@ class CatChannels(torch.autograd.Function):
         pieces = grad.split(ctx.sizes, dim=1)
         return tuple(g.contiguous(memory_format=torch.channels_last) if cl else g
                      for g, cl in zip(pieces, ctx.orders, strict=True))
-
-
-def _channels_last_2d(x: Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def concat_channels(xs: list[Tensor]) -> Tensor:
@@ -82,10 +86,7 @@ class StridedPick(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, factors: tuple[int, ...]):
-        ctx.factors, ctx.shape = factors, x.shape
-        ctx.order = next((f for f, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5))
-                          if x.dim() == rank and not x.is_contiguous() and x.is_contiguous(memory_format=f)),
-                         torch.contiguous_format)
+        ctx.factors, ctx.shape, ctx.order = factors, x.shape, memory_order(x)
         return x[_picks(factors)]
 
     @staticmethod

@@ -57,6 +57,9 @@ from runtime.core.errors import int_between  # noqa: E402
     (bench_train.main, ["--json", str(ROOT)], f"--json: {ROOT} is a folder"),
     (bench_train.main, ["--interleave", "0"], "--interleave: must be from 1 to 10000, got 0"),
     (bench_train.main, ["--interleave", "two"], "--interleave: not an integer: 'two'"),
+    (bench_train.main, ["--interleave", "nan"], "--interleave: not an integer: 'nan'"),
+    (bench_train.main, ["--interleave", "-2"], "--interleave: must be from 1 to 10000, got -2"),
+    (bench_train.main, ["--interleave", "99999999999"], "--interleave: must be from 1 to 10000, got 99999999999"),
     (bench_train.main, ["--interleave", "2", "--configs", "eager:fp32:1,multistep:fp32:1x2"],
      "--interleave: 'multistep:fp32:1x2' runs under torchrun in processes of its own"),
 ])
